@@ -1,0 +1,108 @@
+"""Settings, read once from the environment and ``.env``.
+
+Secrets are :class:`pydantic.SecretStr` so they never print. With no ``SPOTIFY_CLIENT_ID`` the
+server runs in demo mode against the built-in simulated Spotify; outside demo mode a missing or
+placeholder secret refuses to start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDERS = frozenset({"", "changethis", "change-me", "secret", "xxx"})
+DEMO_CLIENT_ID = "nowplaying-demo"
+DEMO_CLIENT_SECRET = "nowplaying-demo-secret"  # noqa: S105 - the simulator's own, never Spotify's
+DEMO_SECRET_KEY = "nowplaying-demo-key-not-for-production"  # noqa: S105
+
+
+class ConfigError(ValueError):
+    """The settings cannot run a server; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    """Every setting the server reads. Field names map to the upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    spotify_client_id: str = ""
+    spotify_client_secret: SecretStr = SecretStr("")
+    spotify_redirect_uri: str = "http://127.0.0.1:8000/callback"
+    spotify_accounts_url: str = "https://accounts.spotify.com"
+    spotify_api_url: str = "https://api.spotify.com/v1"
+
+    nowplaying_secret_key: SecretStr = SecretStr("")
+    nowplaying_old_secret_keys: list[SecretStr] = Field(default_factory=list)
+    nowplaying_database_url: str = "sqlite:///nowplaying.sqlite3"
+    nowplaying_poll_seconds: float = 5.0
+    nowplaying_session_idle_seconds: int = 14 * 24 * 3600
+    nowplaying_session_max_seconds: int = 90 * 24 * 3600
+    nowplaying_log_level: str = "INFO"
+
+    @field_validator("spotify_accounts_url", "spotify_api_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @field_validator("spotify_redirect_uri")
+    @classmethod
+    def _redirect_is_absolute(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("SPOTIFY_REDIRECT_URI must be an absolute http(s) URL")
+        return v
+
+    @property
+    def demo(self) -> bool:
+        """Demo mode: no Spotify app configured, so the built-in simulator plays Spotify."""
+        return not self.spotify_client_id
+
+    @property
+    def client_id(self) -> str:
+        return self.spotify_client_id or DEMO_CLIENT_ID
+
+    @property
+    def client_secret(self) -> SecretStr:
+        return SecretStr(DEMO_CLIENT_SECRET) if self.demo else self.spotify_client_secret
+
+    @property
+    def secret_key(self) -> SecretStr:
+        if self.demo and not self.nowplaying_secret_key.get_secret_value():
+            return SecretStr(DEMO_SECRET_KEY)
+        return self.nowplaying_secret_key
+
+    @property
+    def secure_cookies_host_prefix(self) -> bool:
+        """Whether cookies get the ``__Host-`` prefix: only when the site is served over https."""
+        return urlsplit(self.spotify_redirect_uri).scheme == "https"
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, when the database URL names one."""
+        url = self.nowplaying_database_url
+        if url.startswith("sqlite:///"):
+            return Path(url.removeprefix("sqlite:///"))
+        return None
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Self:
+        if self.demo:
+            return self
+        problems = []
+        if self.spotify_client_secret.get_secret_value().lower() in PLACEHOLDERS:
+            problems.append("SPOTIFY_CLIENT_SECRET is missing or a placeholder")
+        key = self.nowplaying_secret_key.get_secret_value()
+        if key.lower() in PLACEHOLDERS or len(key) < 32:
+            problems.append(
+                "NOWPLAYING_SECRET_KEY is missing or too short (32+ characters; generate one with"
+                " `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self

@@ -1,0 +1,122 @@
+"""Typed values that cross boundaries: tokens, what is playing, accounts.
+
+The JSON, HTML and SVG renderers all read :class:`NowPlaying`; nothing outside ``spotify.py`` sees
+Spotify's raw payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """An access token with its expiry, and the refresh token that goes with it (if any)."""
+
+    access_token: str = field(repr=False)
+    expires_at: float
+    scope: frozenset[str] = frozenset()
+    refresh_token: str | None = field(default=None, repr=False)
+    token_type: str = "Bearer"
+
+    def is_expired(self, now: float, leeway: float = 60.0) -> bool:
+        """Whether the token is expired, or will be within ``leeway`` seconds."""
+        return now >= self.expires_at - leeway
+
+
+class Kind(StrEnum):
+    """What Spotify says is playing."""
+
+    TRACK = "track"
+    EPISODE = "episode"
+    AD = "ad"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A track or a podcast episode, reduced to what a widget shows."""
+
+    kind: Kind
+    title: str
+    artists: tuple[str, ...]
+    """Artist names for a track; the show name for an episode."""
+    album: str | None
+    """Album name for a track; the show name for an episode."""
+    image_url: str | None
+    """The widest image (album art, or the episode's own art)."""
+    url: str | None
+    """``external_urls.spotify``; absent for local files."""
+    duration_ms: int
+    id: str | None = None
+    uri: str | None = None
+    explicit: bool = False
+    is_local: bool = False
+
+    @property
+    def artist(self) -> str:
+        return ", ".join(self.artists)
+
+
+@dataclass(frozen=True, slots=True)
+class NowPlaying:
+    """What an account is playing at ``timestamp`` (seconds since the epoch)."""
+
+    is_playing: bool
+    kind: Kind | None = None
+    item: Item | None = None
+    progress_ms: int | None = None
+    timestamp: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to show (a track, an episode or an ad, playing or paused)."""
+        return self.item is not None or self.kind == Kind.AD
+
+    @property
+    def remaining_ms(self) -> int | None:
+        """Time left in the item, when both duration and progress are known."""
+        if self.item is None or self.progress_ms is None:
+            return None
+        return max(0, self.item.duration_ms - self.progress_ms)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``/api/spotify`` shape."""
+        if not self.active:
+            return {"isPlaying": False}
+        if self.item is None:  # an ad: Spotify tells nothing about it
+            return {"isPlaying": self.is_playing, "type": "ad", "progressMs": self.progress_ms}
+        it = self.item
+        return {
+            "isPlaying": self.is_playing,
+            "type": str(it.kind),
+            "title": it.title,
+            "artist": it.artist,
+            "album": it.album,
+            "albumImageUrl": it.image_url,
+            "songUrl": it.url,
+            "progressMs": self.progress_ms,
+            "durationMs": it.duration_ms,
+        }
+
+
+NOTHING_PLAYING = NowPlaying(is_playing=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedItem:
+    """One entry of recently played: a track and when it was played (seconds since the epoch)."""
+
+    item: Item
+    played_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """The Spotify user behind a grant."""
+
+    id: str
+    display_name: str
+    url: str | None = None
