@@ -16,8 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDERS = frozenset({"", "changethis", "change-me", "secret", "xxx"})
 DEMO_CLIENT_ID = "nowplaying-demo"
-DEMO_CLIENT_SECRET = "nowplaying-demo-secret"  # noqa: S105 - the simulator's own, never Spotify's
-DEMO_SECRET_KEY = "nowplaying-demo-key-not-for-production"  # noqa: S105
+DEMO_CLIENT_SECRET = "nowplaying-demo-secret"
+DEMO_SECRET_KEY = "nowplaying-demo-key-not-for-production"
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,468 @@
+"""The Spotify client: OAuth (authorization code + PKCE) and the few Web API calls a widget needs.
+
+The client holds no state: tokens are handed in and handed back. The HTTP transport is injected
+(`httpx.AsyncClient`), so tests run it against the simulator in-process.
+
+Errors, one tree::
+
+    SpotifyError
+     ├── ReconnectRequired        the grant is gone: re-authenticating is the only fix
+     │    └── InvalidGrant        token endpoint's invalid_grant (revoked, expired, bad code...)
+     ├── InvalidClient            client id or secret wrong (our configuration)
+     ├── InvalidRequest           token endpoint refused the request's shape
+     ├── AccessTokenRejected      Web API 401: refresh once and retry
+     ├── Forbidden                Web API 403: dev-mode allowlist, Premium, scope
+     ├── RateLimited              429, with ``retry_after`` seconds and Spotify's ``reason``
+     ├── SpotifyUnavailable       5xx, timeouts, connection failures
+     └── BadResponse              a body that does not parse as the contract says
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from pydantic import SecretStr
+
+from .clock import Clock, SystemClock
+from .models import Item, Kind, NowPlaying, PlayedItem, Profile, Token
+
+SCOPE_CURRENTLY_PLAYING = "user-read-currently-playing"
+SCOPE_RECENTLY_PLAYED = "user-read-recently-played"
+DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+DEFAULT_DEADLINE = 8.0
+
+
+class SpotifyError(Exception):
+    """Base of every error this client raises. ``response`` is kept when there was one."""
+
+    def __init__(self, message: str, *, response: httpx.Response | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class ReconnectRequired(SpotifyError):
+    """The grant is revoked or expired: the user must connect again."""
+
+
+class InvalidGrant(ReconnectRequired):
+    """``invalid_grant`` from the token endpoint; ``description`` says which."""
+
+    def __init__(self, description: str, *, response: httpx.Response | None = None) -> None:
+        super().__init__(f"invalid_grant: {description}", response=response)
+        self.description = description
+
+
+class InvalidClient(SpotifyError):
+    """The client id or secret was refused."""
+
+
+class InvalidRequest(SpotifyError):
+    """The token endpoint refused the request (``invalid_request``, ``unsupported_grant_type``)."""
+
+
+class AccessTokenRejected(SpotifyError):
+    """401 from the Web API: the access token is missing, invalid or expired."""
+
+
+class Forbidden(SpotifyError):
+    """403 from the Web API; re-authenticating won't help. ``reason`` is Spotify's text."""
+
+    def __init__(self, reason: str, *, response: httpx.Response | None = None) -> None:
+        super().__init__(f"forbidden: {reason}", response=response)
+        self.reason = reason
+
+
+class RateLimited(SpotifyError):
+    """429: wait ``retry_after`` seconds. ``reason`` is e.g. ``QUOTA_EXCEEDED`` when given."""
+
+    def __init__(
+        self,
+        retry_after: float,
+        reason: str | None = None,
+        *,
+        response: httpx.Response | None = None,
+    ) -> None:
+        super().__init__(
+            f"rate limited for {retry_after:g}s ({reason or 'no reason'})", response=response
+        )
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+class SpotifyUnavailable(SpotifyError):
+    """Spotify did not answer usefully: 5xx, a timeout, a connection failure."""
+
+
+class BadResponse(SpotifyError):
+    """Spotify answered with something the contract does not allow."""
+
+
+def make_pkce() -> tuple[str, str]:
+    """A PKCE pair: (verifier of 64 URL-safe characters, S256 challenge)."""
+    verifier = secrets.token_urlsafe(48)
+    return verifier, pkce_challenge(verifier)
+
+
+def pkce_challenge(verifier: str) -> str:
+    """base64url(SHA-256(verifier)), without padding."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+class SpotifyClient:
+    """Talks to Spotify's Accounts service and Web API for one app (a confidential client)."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        client_id: str,
+        client_secret: SecretStr,
+        accounts_url: str = "https://accounts.spotify.com",
+        api_url: str = "https://api.spotify.com/v1",
+        authorize_url: str | None = None,
+        clock: Clock | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        deadline: float = DEFAULT_DEADLINE,
+    ) -> None:
+        self._http = http
+        self.client_id = client_id
+        self._secret = client_secret
+        self.accounts_url = accounts_url.rstrip("/")
+        self.api_url = api_url.rstrip("/")
+        self._authorize_base = (authorize_url or self.accounts_url).rstrip("/")
+        self._clock = clock or SystemClock()
+        self._timeout = timeout
+        self._deadline = deadline
+
+    # -- OAuth ---------------------------------------------------------------------------------
+
+    def authorize_url(
+        self,
+        *,
+        redirect_uri: str,
+        state: str,
+        code_challenge: str,
+        scopes: Sequence[str] = (SCOPE_CURRENTLY_PLAYING,),
+        show_dialog: bool = False,
+    ) -> str:
+        """The URL to send the browser to for consent."""
+        query = {
+            "client_id": self.client_id,
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "state": state,
+            "scope": " ".join(scopes),
+            "code_challenge_method": "S256",
+            "code_challenge": code_challenge,
+        }
+        if show_dialog:
+            query["show_dialog"] = "true"
+        return f"{self._authorize_base}/authorize?{urlencode(query)}"
+
+    async def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str) -> Token:
+        """Trade an authorization code for tokens (Basic auth, with the PKCE verifier)."""
+        return await self._token_request(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier,
+            },
+            previous_refresh=None,
+        )
+
+    async def refresh(self, refresh_token: str) -> Token:
+        """A fresh access token. When Spotify sends no new refresh token, the old one is kept."""
+        return await self._token_request(
+            {"grant_type": "refresh_token", "refresh_token": refresh_token},
+            previous_refresh=refresh_token,
+        )
+
+    async def _token_request(
+        self, form: Mapping[str, str], *, previous_refresh: str | None
+    ) -> Token:
+        basic = base64.b64encode(
+            f"{self.client_id}:{self._secret.get_secret_value()}".encode()
+        ).decode("ascii")
+        started = self._clock.now()
+        response = await self._send(
+            "POST",
+            f"{self.accounts_url}/api/token",
+            data=dict(form),
+            headers={"Authorization": f"Basic {basic}"},
+        )
+        if response.status_code == 200:
+            body = _json_object(response)
+            try:
+                access = str(body["access_token"])
+                expires_in = float(body.get("expires_in", 3600))
+            except (KeyError, TypeError, ValueError) as e:
+                raise BadResponse("token response without access_token", response=response) from e
+            new_refresh = body.get("refresh_token")
+            return Token(
+                access_token=access,
+                expires_at=started + expires_in,
+                scope=frozenset(str(body.get("scope") or "").split()),
+                refresh_token=str(new_refresh) if new_refresh else previous_refresh,
+                token_type=str(body.get("token_type") or "Bearer"),
+            )
+        _raise_for_token_error(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- Web API -------------------------------------------------------------------------------
+
+    async def currently_playing(
+        self, access_token: str, *, market: str | None = None
+    ) -> NowPlaying:
+        """What plays now. Spotify's 204 (nothing, no device, private session) is NOTHING."""
+        params = {"additional_types": "track,episode"}
+        if market:
+            params["market"] = market
+        response = await self._api("GET", "/me/player/currently-playing", access_token, params)
+        # 204: nothing playing, no device or a private session. A 404 "non existing id" has been
+        # seen for "no active device": the same answer.
+        if response.status_code in (202, 204, 404) or not response.content.strip():
+            return NowPlaying(is_playing=False, timestamp=self._clock.now())
+        return parse_currently_playing(_json_object(response), now=self._clock.now())
+
+    async def recently_played(self, access_token: str, *, limit: int = 1) -> list[PlayedItem]:
+        """The last ``limit`` (1-50) tracks played, newest first."""
+        if not 1 <= limit <= 50:
+            raise ValueError("limit must be between 1 and 50")
+        response = await self._api(
+            "GET", "/me/player/recently-played", access_token, {"limit": str(limit)}
+        )
+        return parse_recently_played(_json_object(response))
+
+    async def me(self, access_token: str) -> Profile:
+        """The user who granted the token."""
+        response = await self._api("GET", "/me", access_token, None)
+        body = _json_object(response)
+        try:
+            uid = str(body["id"])
+        except KeyError as e:
+            raise BadResponse("profile without id", response=response) from e
+        return Profile(
+            id=uid,
+            display_name=str(body.get("display_name") or uid),
+            url=_spotify_url(body.get("external_urls")),
+        )
+
+    async def _api(
+        self, method: str, path: str, access_token: str, params: Mapping[str, str] | None
+    ) -> httpx.Response:
+        response = await self._send(
+            method,
+            f"{self.api_url}{path}",
+            params=params,
+            headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+        )
+        status = response.status_code
+        if status < 300 or status == 404:
+            return response
+        if status == 401:
+            raise AccessTokenRejected(_api_message(response), response=response)
+        if status == 403:
+            raise Forbidden(_api_message(response), response=response)
+        _raise_for_common(response)
+        raise BadResponse(f"unexpected status {status}", response=response)
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request under a per-phase timeout and an overall deadline."""
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._http.request(method, url, timeout=self._timeout, **kwargs)
+        except TimeoutError as e:
+            raise SpotifyUnavailable(f"no answer within {self._deadline:g}s") from e
+        except httpx.TimeoutException as e:
+            raise SpotifyUnavailable(f"timed out: {type(e).__name__}") from e
+        except httpx.TransportError as e:
+            raise SpotifyUnavailable(f"transport error: {type(e).__name__}") from e
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def parse_currently_playing(body: Mapping[str, Any], *, now: float) -> NowPlaying:
+    """Read a currently-playing (or playback-state) payload; tolerant of missing optional fields."""
+    kind_raw = body.get("currently_playing_type") or "unknown"
+    try:
+        kind = Kind(kind_raw)
+    except ValueError:
+        kind = Kind.UNKNOWN
+    raw_item = body.get("item")
+    item = parse_item(raw_item) if isinstance(raw_item, Mapping) else None
+    if item is not None:
+        kind = item.kind
+    progress = body.get("progress_ms")
+    return NowPlaying(
+        is_playing=bool(body.get("is_playing")),
+        kind=kind if (item is not None or kind == Kind.AD) else None,
+        item=item,
+        progress_ms=int(progress) if isinstance(progress, int | float) else None,
+        # Spotify's `timestamp` is when playback last changed state, not when `progress_ms` was
+        # measured; progress is as of the answer, so the answer's time is the reference.
+        timestamp=now,
+    )
+
+
+def parse_item(raw: Mapping[str, Any]) -> Item:
+    """A TrackObject or EpisodeObject as an :class:`Item`."""
+    if raw.get("type") == "episode" or "show" in raw:
+        show = _mapping(raw.get("show"))
+        show_name = str(show.get("name") or "")
+        return Item(
+            kind=Kind.EPISODE,
+            title=str(raw.get("name") or ""),
+            artists=(show_name,) if show_name else (),
+            album=show_name or None,
+            image_url=_widest(raw.get("images")) or _widest(show.get("images")),
+            url=_spotify_url(raw.get("external_urls")),
+            duration_ms=_int(raw.get("duration_ms")),
+            id=_opt_str(raw.get("id")),
+            uri=_opt_str(raw.get("uri")),
+            explicit=bool(raw.get("explicit")),
+        )
+    album = _mapping(raw.get("album"))
+    artists = raw.get("artists")
+    names = (
+        tuple(str(a["name"]) for a in artists if isinstance(a, Mapping) and a.get("name"))
+        if isinstance(artists, list)
+        else ()
+    )
+    return Item(
+        kind=Kind.TRACK,
+        title=str(raw.get("name") or ""),
+        artists=names,
+        album=_opt_str(album.get("name")),
+        image_url=_widest(album.get("images")),
+        url=_spotify_url(raw.get("external_urls")),
+        duration_ms=_int(raw.get("duration_ms")),
+        id=_opt_str(raw.get("id")),
+        uri=_opt_str(raw.get("uri")),
+        explicit=bool(raw.get("explicit")),
+        is_local=bool(raw.get("is_local")),
+    )
+
+
+def parse_recently_played(body: Mapping[str, Any]) -> list[PlayedItem]:
+    """Items of a recently-played page, newest first as Spotify sends them."""
+    items = body.get("items")
+    if not isinstance(items, list):
+        raise BadResponse("recently-played without items")
+    out = []
+    for entry in items:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("track"), Mapping):
+            continue
+        try:
+            played = datetime.fromisoformat(str(entry["played_at"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            continue
+        out.append(PlayedItem(item=parse_item(entry["track"]), played_at=played.timestamp()))
+    return out
+
+
+def _widest(images: object) -> str | None:
+    if not isinstance(images, list):
+        return None
+    best: tuple[int, str] | None = None
+    for img in images:
+        if isinstance(img, Mapping) and isinstance(img.get("url"), str):
+            width = _int(img.get("width"))
+            if best is None or width > best[0]:
+                best = (width, img["url"])
+    return best[1] if best else None
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _spotify_url(external_urls: object) -> str | None:
+    if isinstance(external_urls, Mapping):
+        url = external_urls.get("spotify")
+        if isinstance(url, str) and url:
+            return url
+    return None
+
+
+def _opt_str(value: object) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _int(value: object) -> int:
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError as e:
+        raise BadResponse(f"not JSON (status {response.status_code})", response=response) from e
+    if not isinstance(body, dict):
+        raise BadResponse("JSON is not an object", response=response)
+    return body
+
+
+def _api_message(response: httpx.Response) -> str:
+    """Spotify's error message: JSON ``error.message``, or the plain-text body (dev-mode 403s)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or f"HTTP {response.status_code}"
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message") or f"HTTP {response.status_code}")
+    return f"HTTP {response.status_code}"
+
+
+def _raise_for_common(response: httpx.Response) -> None:
+    status = response.status_code
+    if status == 429:
+        reason = None
+        try:
+            body = response.json()
+            if isinstance(body, dict) and isinstance(body.get("error"), dict):
+                reason = body["error"].get("reason")
+        except ValueError:
+            pass
+        raise RateLimited(_retry_after(response), reason, response=response)
+    if status >= 500:
+        raise SpotifyUnavailable(f"Spotify answered {status}", response=response)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    raw = response.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return 1.0
+
+
+def _raise_for_token_error(response: httpx.Response) -> None:
+    _raise_for_common(response)
+    try:
+        body = response.json()
+    except ValueError as e:
+        raise BadResponse(
+            f"token endpoint answered {response.status_code}", response=response
+        ) from e
+    if not isinstance(body, dict):
+        raise BadResponse("token error is not an object", response=response)
+    error = str(body.get("error") or "")
+    description = str(body.get("error_description") or "")
+    if error == "invalid_grant":
+        raise InvalidGrant(description, response=response)
+    if error == "invalid_client":
+        raise InvalidClient(f"invalid_client: {description}", response=response)
+    if error in {"invalid_request", "unsupported_grant_type", "invalid_scope"}:
+        raise InvalidRequest(f"{error}: {description}", response=response)
+    raise BadResponse(f"token endpoint answered {response.status_code} {error}", response=response)

@@ -1,0 +1,26 @@
+"""Persistence: accounts (with their sealed refresh tokens), sessions and pending logins."""
+
+from nowplaying.crypto import TokenCipher
+
+from .base import Account, AccountStatus, LoginState, Session, Store, StoreError
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "Account",
+    "AccountStatus",
+    "LoginState",
+    "SQLiteStore",
+    "Session",
+    "Store",
+    "StoreError",
+    "open_store",
+]
+
+
+def open_store(url: str, *, cipher: TokenCipher) -> Store:
+    """The store a database URL names (``sqlite:///path``; ``sqlite://`` for memory)."""
+    if url in {"sqlite://", "sqlite:///:memory:"}:
+        return SQLiteStore(":memory:", cipher=cipher)
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(url.removeprefix("sqlite:///"), cipher=cipher)
+    raise StoreError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

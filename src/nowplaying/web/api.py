@@ -1,0 +1,106 @@
+"""``/api/spotify`` (JSON) and ``/api/spotify/events`` (Server-Sent Events) for the session's
+account, both answered from the live engine's shared state: viewers never cost Spotify calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from nowplaying.live import LiveHub, Snapshot, Status
+from nowplaying.store import AccountStatus
+
+from .state import services
+
+PRIVATE = {"Cache-Control": "private, no-store"}
+HEARTBEAT_SECONDS = 15.0
+
+
+async def _account_id(request: Request) -> tuple[str | None, Response | None]:
+    """The session's account id, or the 401 to answer with."""
+    svc = services(request)
+    session = await svc.sessions.current(request)
+    account = await svc.store.get_account(session.account_id) if session else None
+    if account is None:
+        return None, JSONResponse({"error": "not_connected"}, 401, headers=PRIVATE)
+    if account.status is AccountStatus.RECONNECT_REQUIRED:
+        return None, JSONResponse({"error": "reconnect_required"}, 401, headers=PRIVATE)
+    return account.id, None
+
+
+def snapshot_response(snap: Snapshot | None, now: float, fallback_retry: float) -> Response:
+    """The JSON answer for a snapshot: data (maybe stale), reconnect, or 503."""
+    if snap is not None and snap.status is Status.RECONNECT:
+        return JSONResponse({"error": "reconnect_required"}, 401, headers=PRIVATE)
+    if snap is None or snap.playing is None:
+        retry = snap.retry_after if snap and snap.retry_after else fallback_retry
+        return JSONResponse(
+            {"error": "unavailable", "message": "Spotify is not answering; try again shortly."},
+            503,
+            headers={**PRIVATE, "Retry-After": str(max(1, round(retry)))},
+        )
+    return JSONResponse(snap.to_json(now), headers=PRIVATE)
+
+
+async def now_playing(request: Request) -> Response:
+    account_id, refusal = await _account_id(request)
+    if refusal is not None:
+        return refusal
+    assert account_id is not None  # noqa: S101 - refusal is None exactly when we have an id
+    svc = services(request)
+    snap = await svc.hub.current(account_id)
+    return snapshot_response(snap, svc.clock.now(), svc.hub.poll_seconds)
+
+
+async def events(request: Request) -> Response:
+    account_id, refusal = await _account_id(request)
+    if refusal is not None:
+        return refusal
+    assert account_id is not None  # noqa: S101
+    svc = services(request)
+    return StreamingResponse(
+        sse_stream(svc.hub, account_id, svc.clock.now),
+        media_type="text/event-stream",
+        headers={**PRIVATE, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
+    )
+
+
+async def sse_stream(
+    hub: LiveHub, account_id: str, now: Any, heartbeat: float = HEARTBEAT_SECONDS
+) -> AsyncIterator[str]:
+    """The event stream: the current state on connect, then every change, with heartbeats.
+
+    ``Last-Event-ID`` needs no special handling: the current state is sent on every (re)connect,
+    and it is all a viewer needs.
+    """
+    yield "retry: 3000\n: connected\n\n"
+    async with hub.subscribe(account_id) as queue:
+        if queue.empty():
+            snap = await hub.current(account_id)
+            if snap is not None:
+                yield _event(snap, now())
+        while True:
+            try:
+                async with asyncio.timeout(heartbeat):
+                    snap = await queue.get()
+            except TimeoutError:
+                yield ": heartbeat\n\n"
+                continue
+            yield _event(snap, now())
+
+
+def _event(snap: Snapshot, now: float) -> str:
+    if snap.playing is None and snap.status is not Status.RECONNECT:
+        data: dict[str, Any] = {"error": "unavailable", "stale": True}
+    else:
+        data = snap.to_json(now)
+    return f"id: {snap.version}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"ok": True})

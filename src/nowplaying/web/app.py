@@ -1,0 +1,181 @@
+"""The app factory. No I/O at import time: resources are made in the lifespan and reach the
+handlers through :class:`Services` on ``app.state``.
+
+``create_app(settings, http=..., store=..., clock=...)`` is what the CLI and the tests call. In
+demo mode (no Spotify app configured) the built-in simulator is mounted at ``/spotify-sim``: the
+browser reaches its consent page on the same origin, and token and API calls go to it in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from nowplaying.clock import Clock, SystemClock
+from nowplaying.config import Settings
+from nowplaying.crypto import TokenCipher
+from nowplaying.live import LiveHub
+from nowplaying.models import NowPlaying
+from nowplaying.simulator import Simulator
+from nowplaying.spotify import SpotifyClient
+from nowplaying.store import Store, open_store
+from nowplaying.tokens import TokenManager
+
+from . import api, auth, pages
+from .security import SecurityHeaders, origin_of
+from .sessions import Sessions
+from .state import Services
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+SIM_PREFIX = "/spotify-sim"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    http: httpx.AsyncClient | None = None,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    simulator: Simulator | None = None,
+) -> Starlette:
+    """Build the app. ``http``, ``store``, ``clock`` and ``simulator`` are injectable for tests."""
+    clock = clock or SystemClock()
+    public_origin = origin_of(settings.spotify_redirect_uri)
+    if settings.demo and simulator is None:
+        simulator = Simulator(
+            clock=clock,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret.get_secret_value(),
+            redirect_uris=(settings.spotify_redirect_uri,),
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            nonlocal store
+            own_store = store is None
+            the_store = store or open_store(
+                settings.nowplaying_database_url,
+                cipher=TokenCipher(
+                    settings.secret_key.get_secret_value(),
+                    [k.get_secret_value() for k in settings.nowplaying_old_secret_keys],
+                ),
+            )
+            if own_store:
+                await the_store.open()
+                stack.push_async_callback(the_store.close)
+            the_http = http
+            if the_http is None:
+                transport = _simulator_transport(simulator) if simulator is not None else None
+                the_http = await stack.enter_async_context(
+                    httpx.AsyncClient(transport=transport, follow_redirects=False)
+                )
+            if simulator is not None and settings.demo:
+                accounts_url = f"{public_origin}{SIM_PREFIX}"
+                api_url = f"{accounts_url}/v1"
+            else:
+                accounts_url, api_url = settings.spotify_accounts_url, settings.spotify_api_url
+            client = SpotifyClient(
+                the_http,
+                client_id=settings.client_id,
+                client_secret=settings.client_secret,
+                accounts_url=accounts_url,
+                api_url=api_url,
+                clock=clock,
+            )
+            tokens = TokenManager(client, the_store, clock)
+
+            async def fetch(account_id: str) -> NowPlaying:
+                return await tokens.call(account_id, client.currently_playing)
+
+            hub = LiveHub(fetch, clock, poll_seconds=settings.nowplaying_poll_seconds)
+            stack.push_async_callback(hub.close)
+            app.state.services = Services(
+                settings=settings,
+                clock=clock,
+                store=the_store,
+                client=client,
+                tokens=tokens,
+                hub=hub,
+                sessions=Sessions(
+                    the_store,
+                    clock,
+                    secret=settings.secret_key.get_secret_value(),
+                    secure_prefix=settings.secure_cookies_host_prefix,
+                    idle_seconds=settings.nowplaying_session_idle_seconds,
+                    max_seconds=settings.nowplaying_session_max_seconds,
+                ),
+                public_origin=public_origin,
+                simulator=simulator,
+            )
+            yield
+
+    routes: list[Route | Mount] = [
+        Route("/", auth.home),
+        Route("/login", auth.login),
+        Route("/callback", auth.callback),
+        Route("/logout", auth.logout, methods=["POST"]),
+        Route("/api/spotify", api.now_playing),
+        Route("/api/spotify/events", api.events),
+        Route("/healthz", api.healthz),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+    if simulator is not None:
+        routes.append(Mount(SIM_PREFIX, app=simulator.app))
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,))],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+
+
+def _simulator_transport(simulator: Simulator) -> httpx.ASGITransport:
+    """In-process calls to the simulator, at the same paths the browser uses."""
+    return httpx.ASGITransport(app=Starlette(routes=[Mount(SIM_PREFIX, app=simulator.app)]))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
+    if request.url.path.startswith("/api/") or "json" in request.headers.get("accept", ""):
+        return JSONResponse(
+            {"error": _slug(exc.status_code), "message": exc.detail},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+    demo = getattr(request.app.state, "services", None)
+    return pages.error_page(
+        _slug(exc.status_code).replace("_", " ").capitalize(),
+        str(exc.detail),
+        status=exc.status_code,
+        demo=bool(demo and demo.demo),
+    )
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """The last resort: log the error type (never its text, which may hold data), answer 500."""
+    log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+    return JSONResponse({"error": "internal", "message": "Something went wrong."}, 500)
+
+
+def _slug(status: int) -> str:
+    return {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        429: "too_many_requests",
+    }.get(status, "error")

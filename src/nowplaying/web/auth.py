@@ -1,0 +1,185 @@
+"""Connecting a Spotify account: ``/login``, ``/callback``, ``/logout``, and the home page.
+
+The OAuth ``state`` is single-use and bound to the browser that started the login (a signed
+pre-login cookie whose fingerprint is stored with the state); PKCE S256 on every login; the
+redirect URI always comes from settings, never from the Host header.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from nowplaying.spotify import (
+    SCOPE_CURRENTLY_PLAYING,
+    BadResponse,
+    Forbidden,
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    RateLimited,
+    SpotifyError,
+    make_pkce,
+)
+from nowplaying.store import Account, AccountStatus, LoginState, StoreError
+
+from . import pages
+from .security import same_origin
+from .sessions import LOGIN_TTL
+from .state import services
+
+log = logging.getLogger(__name__)
+
+
+async def home(request: Request) -> Response:
+    svc = services(request)
+    session = await svc.sessions.current(request)
+    account = await svc.store.get_account(session.account_id) if session else None
+    if account is None:
+        return pages.home_anonymous(demo=svc.demo)
+    return pages.home_connected(
+        display_name=account.display_name,
+        needs_reconnect=account.status is AccountStatus.RECONNECT_REQUIRED,
+        demo=svc.demo,
+    )
+
+
+async def login(request: Request) -> Response:
+    """Send the browser to Spotify's consent page with a fresh state and PKCE challenge."""
+    svc = services(request)
+    state = secrets.token_urlsafe(32)
+    verifier, challenge = make_pkce()
+    scopes = (SCOPE_CURRENTLY_PLAYING,)
+    now = svc.clock.now()
+    url = svc.client.authorize_url(
+        redirect_uri=svc.settings.spotify_redirect_uri,
+        state=state,
+        code_challenge=challenge,
+        scopes=scopes,
+    )
+    response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    browser = svc.sessions.bind_browser(response)
+    try:
+        await svc.store.purge_logins(older_than=now - LOGIN_TTL)
+        await svc.store.put_login(LoginState(state, verifier, browser, now, frozenset(scopes)))
+    except StoreError:
+        return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
+    return response
+
+
+async def callback(request: Request) -> Response:
+    """Check state, exchange the code, store the account, start a session, 303 to ``/``."""
+    svc = services(request)
+    params = request.query_params
+    state = params.get("state")
+    if not state or len(state) > 200:
+        return _fail(request, "Sign-in failed", "The sign-in response had no valid state.", 400)
+    login = await svc.store.take_login(state)
+    browser = svc.sessions.browser(request)
+    if (
+        login is None
+        or browser is None
+        or not secrets.compare_digest(login.browser, browser)
+        or svc.clock.now() - login.created_at > LOGIN_TTL
+    ):
+        return _fail(
+            request,
+            "Sign-in failed",
+            "This sign-in link is unknown, expired, already used, or was started in another "
+            "browser. Please start again.",
+            400,
+        )
+    error = params.get("error")
+    if error == "access_denied":
+        return _fail(
+            request, "Not connected", "You chose not to connect Spotify. Nothing was stored.", 403
+        )
+    if error:
+        return _fail(request, "Sign-in failed", "Spotify did not complete the sign-in.", 400)
+    code = params.get("code")
+    if not code or len(code) > 2048:
+        return _fail(request, "Sign-in failed", "The sign-in response had no code.", 400)
+
+    try:
+        token = await svc.client.exchange_code(
+            code=code,
+            redirect_uri=svc.settings.spotify_redirect_uri,
+            code_verifier=login.code_verifier,
+        )
+        if not token.refresh_token:
+            raise BadResponse("no refresh token in the code exchange")
+        profile = await svc.client.me(token.access_token)
+    except InvalidGrant:
+        return _fail(request, "Sign-in expired", "That sign-in code is no longer valid.", 400)
+    except Forbidden as e:
+        log.warning("Spotify refused the profile read: %s", e.reason[:80])
+        return _fail(
+            request,
+            "Spotify refused access",
+            "This Spotify account is not allowed to use this app (in development mode, the app "
+            "owner must add it in the Spotify Developer Dashboard).",
+            403,
+        )
+    except (InvalidClient, InvalidRequest):
+        log.error("Spotify refused this app's credentials; check SPOTIFY_CLIENT_ID/SECRET")
+        return _fail(request, "Sign-in failed", "Spotify refused this app's credentials.", 502)
+    except RateLimited as e:
+        return _fail(
+            request, "Spotify is busy", "Too many requests; try again shortly.", 503, e.retry_after
+        )
+    except SpotifyError as e:
+        log.warning("code exchange failed: %s", type(e).__name__)
+        return _fail(request, "Spotify is unavailable", "Please try again in a moment.", 503)
+
+    try:
+        existing = await svc.store.get_account(profile.id)
+        account = Account(
+            id=profile.id,
+            display_name=profile.display_name,
+            refresh_token=token.refresh_token,
+            scopes=token.scope or login.scopes,
+            consented_at=svc.clock.now(),
+            status=AccountStatus.ACTIVE,
+            public_id=existing.public_id if existing else None,
+            show_last_played=existing.show_last_played if existing else False,
+        )
+        await svc.store.put_account(account)
+        response = RedirectResponse("/", status_code=303)
+        await svc.sessions.start(request, response, account.id)
+    except StoreError:
+        return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
+    svc.sessions.clear_login(response)
+    svc.tokens.seed(account.id, token)
+    await svc.hub.forget(account.id)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """Disconnect: forget the session, the account's tokens and its cached data."""
+    svc = services(request)
+    if not same_origin(request, svc.public_origin):
+        return _fail(request, "Refused", "Disconnecting must be done from this site.", 403)
+    session = await svc.sessions.current(request)
+    response = RedirectResponse("/", status_code=303)
+    if session is not None:
+        await svc.store.delete_sessions_of(session.account_id)
+        await svc.store.delete_account(session.account_id)
+        svc.tokens.forget(session.account_id)
+        await svc.hub.forget(session.account_id)
+    await svc.sessions.end(request, response)
+    return response
+
+
+def _fail(
+    request: Request, title: str, message: str, status: int, retry_after: float | None = None
+) -> Response:
+    response = pages.error_page(title, message, status=status, demo=services(request).demo)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, int(retry_after)))
+    return response

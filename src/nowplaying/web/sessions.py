@@ -1,0 +1,115 @@
+"""Browser sessions: an opaque signed id in an HttpOnly cookie, the state on the server.
+
+The cookie holds ``id.signature`` (256 random bits, HMAC-signed); the store keeps only a
+fingerprint of the id, so a copy of the database opens no session. Idle and absolute lifetimes
+are enforced here, server side. A forged, truncated or tampered cookie is simply anonymous.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nowplaying.clock import Clock
+from nowplaying.crypto import Signer, fingerprint
+from nowplaying.store import Session, Store
+
+LOGIN_TTL = 600.0
+TOUCH_EVERY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class CookieNames:
+    session: str
+    login: str
+
+
+class Sessions:
+    """Issues, reads and ends sessions and pre-login browser bindings."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        secret: str,
+        secure_prefix: bool,
+        idle_seconds: float,
+        max_seconds: float,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._signer = Signer(secret, "session-cookie")
+        prefix = "__Host-" if secure_prefix else ""
+        self.names = CookieNames(session=f"{prefix}np_session", login=f"{prefix}np_login")
+        self.idle_seconds = idle_seconds
+        self.max_seconds = max_seconds
+
+    # -- the session -----------------------------------------------------------------------------
+
+    async def current(self, request: Request) -> Session | None:
+        """The request's live session, or None (no cookie, bad signature, expired, unknown)."""
+        key = self._key(request.cookies.get(self.names.session))
+        if key is None:
+            return None
+        session = await self._store.get_session(key)
+        if session is None:
+            return None
+        now = self._clock.now()
+        if (
+            now - session.last_seen > self.idle_seconds
+            or now - session.created_at > self.max_seconds
+        ):
+            await self._store.delete_session(key)
+            return None
+        if now - session.last_seen > TOUCH_EVERY:
+            await self._store.touch_session(key, now)
+        return session
+
+    async def start(self, request: Request, response: Response, account_id: str) -> None:
+        """A new session for ``account_id`` with a new id (any old one is ended: no fixation)."""
+        old = self._key(request.cookies.get(self.names.session))
+        if old is not None:
+            await self._store.delete_session(old)
+        sid = secrets.token_urlsafe(32)
+        now = self._clock.now()
+        await self._store.put_session(Session(fingerprint(sid), account_id, now, now))
+        self._set(response, self.names.session, self._signer.sign(sid), int(self.max_seconds))
+
+    async def end(self, request: Request, response: Response) -> None:
+        key = self._key(request.cookies.get(self.names.session))
+        if key is not None:
+            await self._store.delete_session(key)
+        response.delete_cookie(self.names.session, path="/", secure=True, httponly=True)
+
+    # -- the pre-login binding ---------------------------------------------------------------------
+
+    def bind_browser(self, response: Response) -> str:
+        """Give the browser a fresh login cookie; returns the fingerprint stored with the state."""
+        nonce = secrets.token_urlsafe(32)
+        self._set(response, self.names.login, self._signer.sign(nonce), int(LOGIN_TTL))
+        return fingerprint(nonce)
+
+    def browser(self, request: Request) -> str | None:
+        """The fingerprint of this browser's login cookie, if it has a valid one."""
+        return self._key(request.cookies.get(self.names.login))
+
+    def clear_login(self, response: Response) -> None:
+        response.delete_cookie(self.names.login, path="/", secure=True, httponly=True)
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _key(self, cookie: str | None) -> str | None:
+        if not cookie or len(cookie) > 200:
+            return None
+        value = self._signer.unsign(cookie)
+        return fingerprint(value) if value else None
+
+    @staticmethod
+    def _set(response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(
+            name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="lax"
+        )

@@ -1,0 +1,42 @@
+"""The services every handler reaches through ``request.app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from nowplaying.clock import Clock
+from nowplaying.config import Settings
+from nowplaying.live import LiveHub
+from nowplaying.simulator import Simulator
+from nowplaying.spotify import SpotifyClient
+from nowplaying.store import Store
+from nowplaying.tokens import TokenManager
+
+from .sessions import Sessions
+
+
+@dataclass
+class Services:
+    """Everything a handler needs, built once per app in the lifespan."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    client: SpotifyClient
+    tokens: TokenManager
+    hub: LiveHub
+    sessions: Sessions
+    public_origin: str
+    simulator: Simulator | None
+
+    @property
+    def demo(self) -> bool:
+        return self.simulator is not None
+
+
+def services(request: Request) -> Services:
+    """The app's services, from a request."""
+    svc: Services = request.app.state.services
+    return svc
