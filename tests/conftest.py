@@ -1,10 +1,22 @@
-"""Shared fixtures: the anyio backend and a fake clock."""
+"""Shared fixtures: the anyio backend, a fake clock, and the app wired to the simulator."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
 import pytest
+from starlette.applications import Starlette
 
 from nowplaying.clock import FakeClock
+from nowplaying.config import Settings
+from nowplaying.simulator import Simulator
+from nowplaying.web import create_app
+from nowplaying.web.state import Services
+from tests.helpers import connect
 
 
 @pytest.fixture
@@ -15,3 +27,71 @@ def anyio_backend() -> str:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# -- the whole app against the simulator, in-process -------------------------------------------
+
+ORIGIN = "https://np.test"
+SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "spotify_client_id": "cid",
+        "spotify_client_secret": "csecret-for-tests",
+        "spotify_redirect_uri": f"{ORIGIN}/callback",
+        "spotify_accounts_url": "http://sim.test",
+        "spotify_api_url": "http://sim.test/v1",
+        "nowplaying_secret_key": SECRET_KEY,
+        "nowplaying_database_url": f"sqlite:///{tmp_path}/nowplaying.sqlite3",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Env:
+    """The app, its simulated Spotify, a browser-like client, and the clock they share."""
+
+    app: Starlette
+    sim: Simulator
+    sim_http: httpx.AsyncClient
+    client: httpx.AsyncClient
+    clock: FakeClock
+
+    @property
+    def services(self) -> Services:
+        svc: Services = self.app.state.services
+        return svc
+
+    async def connect(self, user: str = "demo") -> httpx.Response:
+        """Walk the whole login: /login, the consent page (Agree), /callback."""
+        return await connect(self.client, self.sim_http, user=user)
+
+
+@pytest.fixture
+async def env(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
+    sim = Simulator(
+        clock=clock,
+        client_id="cid",
+        client_secret="csecret-for-tests",
+        redirect_uris=(f"{ORIGIN}/callback",),
+    )
+    sim.player("demo").set_gaps(0)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sim.app), base_url="http://sim.test"
+    ) as sim_http:
+        app = create_app(make_settings(tmp_path), http=sim_http, clock=clock)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client,
+        ):
+            yield Env(app=app, sim=sim, sim_http=sim_http, client=client, clock=clock)
+
+
+@pytest.fixture
+async def connected(env: Env) -> Env:
+    """``env`` with the default simulated user connected."""
+    response = await env.connect()
+    assert response.status_code == 303, response.text
+    return env

@@ -58,7 +58,7 @@ class Snapshot:
         progress = progress_at(self.playing, now)
         if progress is not None and "progressMs" in data:
             data["progressMs"] = progress
-        data["at"] = int(now * 1000)
+            data["at"] = int(now * 1000)  # when progressMs holds, for the widget's local clock
         if self.status is Status.STALE:
             data["stale"] = True
         return data

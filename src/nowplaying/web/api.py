@@ -79,11 +79,8 @@ async def sse_stream(
     and it is all a viewer needs.
     """
     yield "retry: 3000\n: connected\n\n"
+    # The subscription receives the current state first (now, or when the first poll lands).
     async with hub.subscribe(account_id) as queue:
-        if queue.empty():
-            snap = await hub.current(account_id)
-            if snap is not None:
-                yield _event(snap, now())
         while True:
             try:
                 async with asyncio.timeout(heartbeat):
