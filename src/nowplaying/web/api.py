@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
@@ -97,6 +98,15 @@ def _event(snap: Snapshot, now: float) -> str:
     else:
         data = snap.to_json(now)
     return f"id: {snap.version}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+async def favicon(request: Request) -> Response:
+    """The icon, for browsers that ask for /favicon.ico whatever the page says."""
+    return FileResponse(
+        Path(__file__).parent / "static" / "favicon.svg",
+        media_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 async def healthz(request: Request) -> Response:

@@ -59,6 +59,7 @@ def create_app(
             client_id=settings.client_id,
             client_secret=settings.client_secret.get_secret_value(),
             redirect_uris=(settings.spotify_redirect_uri,),
+            public_url=f"{public_origin}{SIM_PREFIX}",
         )
 
     @contextlib.asynccontextmanager
@@ -130,6 +131,7 @@ def create_app(
         Route("/api/spotify", api.now_playing),
         Route("/api/spotify/events", api.events),
         Route("/healthz", api.healthz),
+        Route("/favicon.ico", api.favicon),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     if simulator is not None:

@@ -12,8 +12,8 @@ from starlette.responses import HTMLResponse
 
 def _layout(title: str, body: str, *, demo: bool) -> str:
     banner = (
-        '<p class="demo-banner" role="note">Demo mode — simulated Spotify. '
-        "Nothing here talks to the real Spotify.</p>"
+        '<div class="notice" role="note"><strong>Demo mode — simulated Spotify.</strong> '
+        "Nothing here talks to the real Spotify; set SPOTIFY_CLIENT_ID to use yours.</div>"
         if demo
         else ""
     )
@@ -24,14 +24,18 @@ def _layout(title: str, body: str, *, demo: bool) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
 <title>{escape(title)}</title>
+<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="/static/page.css">
 <link rel="stylesheet" href="/static/widget.css">
 </head>
 <body>
-{banner}
 <main class="page">
-<header class="page__header"><a class="page__brand" href="/">nowplaying</a></header>
+<header class="page__header"><a class="brand" href="/">nowplaying</a></header>
+<div class="page__main">
+{banner}
 {body}
+</div>
+<footer class="page__footer muted">Your Spotify grant stays on this server, encrypted.</footer>
 </main>
 </body>
 </html>
@@ -49,12 +53,12 @@ def page(title: str, body: str, *, demo: bool, status: int = 200) -> HTMLRespons
 
 def home_anonymous(*, demo: bool) -> HTMLResponse:
     body = """
-<section class="card hero">
+<section class="card">
   <h1>Show what you're listening to</h1>
-  <p>Connect your Spotify account once. This server keeps the grant safe and shows what you play
-  right now &mdash; here, on your website, or in a README.</p>
-  <p><a class="button button--primary" href="/login">Connect Spotify</a></p>
-  <p class="fine">Asks only to read what is currently playing. You can disconnect at any time.</p>
+  <p class="muted">Connect your Spotify account once. This server keeps the grant safe and shows
+  what you play right now &mdash; here, on your website, or in a README.</p>
+  <div class="actions"><a class="btn btn--primary" href="/login">Connect Spotify</a></div>
+  <p class="muted">Asks only to read what is currently playing. Disconnect at any time.</p>
 </section>"""
     return page("nowplaying", body, demo=demo)
 
@@ -82,8 +86,8 @@ def home_connected(
     *, display_name: str, needs_reconnect: bool, demo: bool, profile_url: str | None = None
 ) -> HTMLResponse:
     notice = (
-        '<p class="notice notice--warn">Spotify no longer accepts this connection. '
-        '<a href="/login">Reconnect Spotify</a></p>'
+        '<div class="notice notice--warning" role="alert">Spotify no longer accepts this '
+        'connection. <a href="/login">Reconnect Spotify</a></div>'
         if needs_reconnect
         else ""
     )
@@ -91,15 +95,15 @@ def home_connected(
         endpoint="/api/spotify", events="/api/spotify/events", reconnect_url="/login"
     )
     body = f"""
-<section class="card">
-  <div class="account">
-    <p class="account__name">Connected as <strong>{escape(display_name)}</strong></p>
-    <form method="post" action="/logout" class="account__logout">
-      <button type="submit" class="button">Disconnect</button>
-    </form>
-  </div>
+<section class="card stack">
   {notice}
   {widget}
+  <div class="actions">
+    <p class="muted">Connected as <strong>{escape(display_name)}</strong></p>
+    <form method="post" action="/logout">
+      <button type="submit" class="btn btn--danger">Disconnect</button>
+    </form>
+  </div>
 </section>
 <script src="/static/widget.js" defer></script>"""
     return page("nowplaying", body, demo=demo)
@@ -110,7 +114,7 @@ def error_page(title: str, message: str, *, status: int, demo: bool) -> HTMLResp
     body = f"""
 <section class="card">
   <h1>{escape(title)}</h1>
-  <p>{escape(message)}</p>
-  <p><a class="button" href="/">Back to the start</a></p>
+  <p class="muted">{escape(message)}</p>
+  <div class="actions"><a class="btn" href="/">Back to the start</a></div>
 </section>"""
     return page(title, body, demo=demo, status=status)

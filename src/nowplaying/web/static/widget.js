@@ -1,0 +1,368 @@
+/*
+ * nowplaying widget: shows what an account is playing on Spotify in every
+ * `.np[data-endpoint]` container on the page.
+ *
+ * Live over Server-Sent Events when `data-events` is set, polling `data-endpoint`
+ * otherwise (and while the stream is down). Everything from Spotify is treated
+ * as hostile: the DOM is built with textContent/setAttribute only, and links and
+ * images must be http(s). The state is exposed for styling and tests as
+ * `data-state` plus `np--*` classes on the container. No dependencies, no build.
+ */
+(function () {
+  "use strict";
+
+  const STATES = ["playing", "paused", "idle", "ad", "reconnect", "not-connected", "loading"];
+  const MAX_BACKOFF_MS = 60000;
+  const FETCH_TIMEOUT_MS = 15000;
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  /**
+   * Resolve `value` to an absolute http(s) URL, or null (javascript:, data:, junk...).
+   * @param {unknown} value
+   * @returns {string|null}
+   */
+  function safeUrl(value) {
+    if (typeof value !== "string" || value.trim() === "") return null;
+    try {
+      const url = new URL(value, document.baseURI);
+      return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  const text = (v) => (typeof v === "string" ? v : "");
+  const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+  function el(tag, className, attrs, content) {
+    const node = document.createElement(tag);
+    node.className = className;
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    if (content) node.textContent = content;
+    return node;
+  }
+
+  function clock(ms) {
+    const s = Math.floor(ms / 1000);
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  }
+
+  /** "5 min ago" for an ISO timestamp, or "" when it does not parse. */
+  function ago(iso, now) {
+    const t = Date.parse(text(iso));
+    if (!Number.isFinite(t)) return "";
+    const min = Math.floor((now - t) / 60000);
+    if (min < 1) return "just now";
+    if (min < 60) return min + " min ago";
+    const h = Math.floor(min / 60);
+    if (h < 24) return h + " h ago";
+    const d = Math.floor(h / 24);
+    return d === 1 ? "yesterday" : d + " days ago";
+  }
+
+  /** The neutral placeholder shown under missing or broken cover art: a note icon. */
+  function noteIcon() {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    const path = document.createElementNS(SVG_NS, "path");
+    const attrs = { class: "np__placeholder", viewBox: "0 0 24 24", "aria-hidden": "true", focusable: "false" };
+    for (const [k, v] of Object.entries(attrs)) svg.setAttribute(k, v);
+    path.setAttribute("d", "M9 18V5.5l11-2V16M9 18a3 3 0 1 1-6 0 3 3 0 0 1 6 0Zm11-2a3 3 0 1 1-6 0 3 3 0 0 1 6 0Z");
+    svg.appendChild(path);
+    return svg;
+  }
+
+  class Widget {
+    /** @param {HTMLElement} root a `.np[data-endpoint]` container */
+    constructor(root) {
+      this.root = root;
+      this.endpoint = root.dataset.endpoint;
+      this.events = root.dataset.events || null;
+      this.interval = Math.max(1000, parseInt(root.dataset.interval, 10) || 10000);
+      this.reconnectUrl = safeUrl(root.dataset.reconnectUrl);
+      this.source = null;
+      this.pollTimer = this.retryTimer = this.tickTimer = 0;
+      this.backoff = 2000;
+      this.busy = false;
+      this.playback = null; // {pos, dur, at, running}
+      this.playedAt = null;
+      this.build();
+      this.show("loading", { title: "Loading…", artist: "Spotify", announce: "" });
+      document.addEventListener("visibilitychange", () => (document.hidden ? this.stop() : this.start()));
+      if (!document.hidden) this.start();
+    }
+
+    build() {
+      const r = this.root;
+      if (!r.hasAttribute("role")) r.setAttribute("role", "status");
+      if (!r.hasAttribute("aria-live")) r.setAttribute("aria-live", "polite");
+      if (!r.dataset.theme) r.dataset.theme = "auto";
+      // The card itself is aria-live="off" so progress ticks and label changes stay
+      // silent; only `announce` speaks, and only when the track changes.
+      const card = el("div", "np__card", { "aria-live": "off" });
+      const art = el("div", "np__art np__art--empty");
+      const cover = el("img", "np__cover", { alt: "", decoding: "async", referrerpolicy: "no-referrer" });
+      cover.hidden = true;
+      cover.addEventListener("load", () => art.classList.remove("np__art--empty"));
+      cover.addEventListener("error", () => {
+        cover.hidden = true;
+        art.classList.add("np__art--empty");
+      });
+      art.append(noteIcon(), cover);
+      const eq = el("span", "np__eq", { "aria-hidden": "true" });
+      for (let i = 0; i < 4; i++) eq.appendChild(el("span", "np__bar"));
+      const label = el("span", "np__label");
+      const stale = el("span", "np__stale", { title: "Couldn't refresh: showing the last known state" }, "Delayed");
+      const meta = el("div", "np__meta");
+      meta.append(eq, label, stale, el("span", "np__brand", {}, "Spotify"));
+      const title = el("div", "np__title", { dir: "auto" });
+      const artist = el("div", "np__artist", { dir: "auto" });
+      const bar = el("div", "np__progress", { role: "progressbar", "aria-label": "Playback progress", "aria-valuemin": "0" });
+      bar.appendChild(el("div", "np__progress-fill"));
+      const body = el("div", "np__body");
+      body.append(meta, title, artist, bar);
+      card.append(art, body);
+      const announce = el("span", "np__announce");
+      r.replaceChildren(card, announce);
+      this.nodes = { art, cover, label, title, artist, bar, announce };
+    }
+
+    /**
+     * Render one payload from the endpoint or the event stream.
+     * @param {object} data the `/api/spotify` JSON (or an `{error}` object)
+     */
+    render(data) {
+      if (!data || typeof data !== "object") return this.failed();
+      if (data.error) return this.showError(data.error);
+      const now = Date.now();
+      let at = num(data.at);
+      if (at === null || Math.abs(now - at) > 5 * 60000) at = now; // absent, or a badly skewed clock
+      if (data.type === "ad") {
+        this.show("ad", { title: "Advertisement", artist: "Spotify will be right back" });
+      } else if (text(data.title)) {
+        const title = text(data.title);
+        const artist = text(data.artist);
+        const playing = data.isPlaying === true;
+        const dur = num(data.durationMs);
+        const pos = num(data.progressMs);
+        this.show(playing ? "playing" : "paused", {
+          title, artist, href: data.songUrl, external: true,
+          image: data.albumImageUrl, alt: "Cover of " + (text(data.album) || title),
+          label: playing ? "Now playing" : "Paused",
+          progress: dur && pos !== null ? { pos, dur, at, running: playing } : null,
+          announce: (playing ? "Now playing: " : "Paused: ") + title + (artist ? " by " + artist : ""),
+        });
+      } else if (data.lastPlayed && typeof data.lastPlayed === "object" && text(data.lastPlayed.title)) {
+        const lp = data.lastPlayed;
+        this.show("idle", {
+          title: text(lp.title), artist: text(lp.artist), href: lp.songUrl, external: true,
+          image: lp.albumImageUrl, alt: "Cover of " + text(lp.title), lastPlayed: text(lp.playedAt),
+          announce: "Not playing. Last played: " + text(lp.title) + (text(lp.artist) ? " by " + text(lp.artist) : ""),
+        });
+      } else {
+        this.show("idle", { title: "Not playing", artist: "Nothing on Spotify right now" });
+      }
+      this.root.classList.toggle("np--stale", data.stale === true);
+    }
+
+    /** The server refused: `reconnect_required` (token revoked) or `not_connected`. */
+    showError(code) {
+      this.root.classList.remove("np--stale");
+      if (code === "reconnect_required") {
+        const link = this.reconnectUrl;
+        const title = link ? "Reconnect Spotify" : "Reconnect needed";
+        this.show("reconnect", { title, href: link, artist: "Spotify access has expired" });
+      } else {
+        this.show("not-connected", { title: "Not connected", artist: "No Spotify account is linked" });
+      }
+    }
+
+    /** A network error or 5xx: keep what is shown, marked stale. */
+    failed() {
+      if (this.root.dataset.state === "loading") {
+        this.show("loading", { title: "Unavailable", artist: "Retrying shortly", announce: "" });
+      }
+      this.root.classList.add("np--stale");
+    }
+
+    /**
+     * Put a view on screen. Nodes are only touched when their content changes, so a
+     * focused link survives re-renders and screen readers hear nothing redundant.
+     * @param {string} state one of STATES
+     * @param {{title: string, artist: string, href?: unknown, external?: boolean, image?: unknown,
+     *          alt?: string, label?: string, progress?: object|null, lastPlayed?: string,
+     *          announce?: string}} v
+     */
+    show(state, v) {
+      const r = this.root;
+      const n = this.nodes;
+      for (const s of STATES) r.classList.toggle("np--" + s, s === state);
+      r.classList.toggle("np--last-played", v.lastPlayed !== undefined);
+      r.dataset.state = state;
+
+      const href = safeUrl(v.href);
+      const titleKey = v.title + "\n" + href + "\n" + !!v.external;
+      if (n.title.dataset.key !== titleKey) {
+        n.title.dataset.key = titleKey;
+        n.title.title = v.title;
+        const attrs = v.external ? { href, target: "_blank", rel: "noopener noreferrer" } : { href };
+        if (href) n.title.replaceChildren(el("a", "np__link", attrs, v.title));
+        else n.title.textContent = v.title;
+      }
+      if (n.artist.textContent !== v.artist) {
+        n.artist.textContent = v.artist;
+        n.artist.title = v.artist;
+      }
+
+      const src = safeUrl(v.image);
+      if (n.cover.getAttribute("src") !== src) {
+        n.art.classList.add("np__art--empty");
+        if (src) n.cover.src = src;
+        else n.cover.removeAttribute("src");
+        n.cover.hidden = !src;
+      }
+      n.cover.alt = v.alt || "";
+
+      // Announce a new track, not a pause, a resume or a re-render of the same one.
+      const heard = state === "playing" || state === "paused" ? "track\n" + v.title + "\n" + v.artist : state + "\n" + titleKey;
+      const announce = v.announce !== undefined ? v.announce : v.title;
+      if (n.announce.dataset.key !== heard && announce) n.announce.textContent = announce;
+      n.announce.dataset.key = heard;
+
+      this.playback = v.progress || null;
+      this.playedAt = v.lastPlayed !== undefined ? v.lastPlayed : null;
+      if (this.endKey !== titleKey) this.fetchedAtEnd = false; // once per track
+      this.endKey = titleKey;
+      n.bar.hidden = !this.playback;
+      if (this.playedAt === null && n.label.textContent !== (v.label || "")) n.label.textContent = v.label || "";
+      r.classList.add("np--jump"); // snap to the server's position instead of animating to it
+      this.tick();
+      requestAnimationFrame(() => requestAnimationFrame(() => r.classList.remove("np--jump")));
+      this.syncTicker();
+    }
+
+    /** Advance the progress bar (and the "last played" age) from local time. */
+    tick() {
+      const now = Date.now();
+      const p = this.playback;
+      if (p) {
+        const pos = Math.min(p.dur, Math.max(0, p.pos + (p.running ? Math.max(0, now - p.at) : 0)));
+        const bar = this.nodes.bar;
+        this.root.style.setProperty("--np-progress", (pos / p.dur).toFixed(4));
+        bar.setAttribute("aria-valuemax", String(Math.round(p.dur / 1000)));
+        bar.setAttribute("aria-valuenow", String(Math.floor(pos / 1000)));
+        bar.setAttribute("aria-valuetext", clock(pos) + " of " + clock(p.dur));
+        if (p.running && pos >= p.dur && !this.fetchedAtEnd) {
+          this.fetchedAtEnd = true;
+          if (!this.source || this.source.readyState !== EventSource.OPEN) setTimeout(() => this.refresh(), 1500);
+        }
+      }
+      if (this.playedAt !== null) {
+        const age = ago(this.playedAt, now);
+        const label = age ? "Last played · " + age : "Last played";
+        if (this.nodes.label.textContent !== label) this.nodes.label.textContent = label;
+      }
+    }
+
+    syncTicker() {
+      const wanted = !document.hidden && ((this.playback && this.playback.running) || this.playedAt !== null);
+      if (wanted && !this.tickTimer) this.tickTimer = setInterval(() => this.tick(), 1000);
+      if (!wanted && this.tickTimer) this.tickTimer = clearInterval(this.tickTimer) || 0;
+    }
+
+    /** Begin (or resume) updates: one fetch now, then the event stream or polling. */
+    start() {
+      this.stop();
+      this.refresh();
+      if (this.events && typeof EventSource === "function") this.openStream();
+      else this.poll();
+      this.syncTicker();
+    }
+
+    /** Pause all network activity and timers (the tab is hidden). */
+    stop() {
+      if (this.source) this.source.close();
+      this.source = null;
+      this.retryTimer = clearTimeout(this.retryTimer) || 0;
+      this.stopPolling();
+      this.syncTicker();
+    }
+
+    poll() {
+      if (!this.pollTimer) this.pollTimer = setInterval(() => this.refresh(), this.interval);
+    }
+
+    stopPolling() {
+      this.pollTimer = clearInterval(this.pollTimer) || 0;
+    }
+
+    /** Open the event stream; on error poll instead and retry with jittered backoff. */
+    openStream() {
+      this.retryTimer = 0;
+      let es;
+      try {
+        es = new EventSource(this.events);
+      } catch (_) {
+        return this.poll();
+      }
+      this.source = es;
+      const onMessage = (e) => {
+        let data;
+        try {
+          data = JSON.parse(e.data);
+        } catch (_) {
+          return;
+        }
+        this.backoff = 2000; // reset on data, not on open: a server that accepts then drops should back off
+        this.render(data);
+      };
+      es.addEventListener("message", onMessage);
+      es.addEventListener("nowplaying", onMessage);
+      es.addEventListener("open", () => this.stopPolling());
+      es.addEventListener("error", () => {
+        if (this.source !== es) return;
+        es.close();
+        this.source = null;
+        this.refresh();
+        this.poll();
+        const delay = Math.min(MAX_BACKOFF_MS, this.backoff * (0.75 + Math.random() * 0.5));
+        this.backoff = Math.min(MAX_BACKOFF_MS, this.backoff * 2);
+        this.retryTimer = setTimeout(() => this.openStream(), delay);
+      });
+    }
+
+    /** Fetch the endpoint once and render the answer; failures keep the last view, marked stale. */
+    async refresh() {
+      if (this.busy || document.hidden) return;
+      this.busy = true;
+      const ctl = new AbortController();
+      const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+      try {
+        const res = await fetch(this.endpoint, {
+          credentials: "same-origin", cache: "no-store",
+          headers: { Accept: "application/json" }, signal: ctl.signal,
+        });
+        const body = await res.json().catch(() => null);
+        if (res.ok && body) this.render(body);
+        else if (res.status === 401) this.showError(body && body.error);
+        else this.failed();
+      } catch (_) {
+        this.failed(); // offline, refused, timed out: nothing to log
+      } finally {
+        clearTimeout(timer);
+        this.busy = false;
+      }
+    }
+  }
+
+  const started = new WeakSet();
+  function init() {
+    for (const root of document.querySelectorAll(".np[data-endpoint]")) {
+      if (started.has(root)) continue;
+      started.add(root);
+      new Widget(root);
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
