@@ -23,13 +23,14 @@ from enum import StrEnum
 from typing import Any
 
 from .clock import Clock
-from .models import NowPlaying
+from .models import NowPlaying, PlayedItem
 from .spotify import RateLimited, ReconnectRequired, SpotifyError
 from .store import StoreError
 
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[str], Awaitable[NowPlaying]]
+History = Callable[[str], Awaitable[PlayedItem | None]]
 
 
 class Status(StrEnum):
@@ -47,6 +48,8 @@ class Snapshot:
     status: Status
     version: int
     retry_after: float | None = None
+    last_played: PlayedItem | None = None
+    """The last track played, when the owner shows it and nothing plays now."""
 
     def to_json(self, now: float) -> dict[str, Any]:
         """The ``/api/spotify`` object, progress extrapolated to ``now``."""
@@ -55,6 +58,8 @@ class Snapshot:
         if self.playing is None:
             return {"error": "unavailable"}
         data = self.playing.to_json()
+        if not self.playing.active and self.last_played is not None:
+            data["lastPlayed"] = self.last_played.to_json()
         progress = progress_at(self.playing, now)
         if progress is not None and "progressMs" in data:
             data["progressMs"] = progress
@@ -90,6 +95,7 @@ class _Watch:
     last_request: float = 0.0
     task: asyncio.Task[None] | None = None
     fresh: asyncio.Event = field(default_factory=asyncio.Event)
+    history_at: float | None = None
 
     def watched(self, now: float, ttl: float) -> bool:
         return bool(self.subscribers) or now - self.last_request < ttl
@@ -110,8 +116,12 @@ class LiveHub:
         watch_ttl: float = 60.0,
         first_wait: float = 8.0,
         rng: random.Random | None = None,
+        history: History | None = None,
+        history_ttl: float = 300.0,
     ) -> None:
         self._fetch = fetch
+        self._history = history
+        self.history_ttl = history_ttl
         self._clock = clock
         self.poll_seconds = poll_seconds
         self.idle_max = idle_max
@@ -222,9 +232,34 @@ class LiveHub:
                 continue
             failures = 0
             idle = 0 if playing.active else idle + 1
-            self._publish(w, Snapshot(playing, Status.LIVE, _next_version(w)))
+            last = await self._last_played(w, playing)
+            self._publish(w, Snapshot(playing, Status.LIVE, _next_version(w), last_played=last))
             await self._clock.sleep(self._delay(playing, idle))
         w.task = None
+
+    async def _last_played(self, w: _Watch, playing: NowPlaying) -> PlayedItem | None:
+        """While nothing plays, the last played track: looked up when playback has just ended
+        and then at most every ``history_ttl`` seconds, so idle accounts stay cheap."""
+        old = w.snapshot
+        if playing.active or self._history is None:
+            return None
+        just_ended = bool(old and old.playing and old.playing.active)
+        now = self._clock.now()
+        if not just_ended and w.history_at is not None and now - w.history_at < self.history_ttl:
+            return old.last_played if old else None
+        w.history_at = now
+        self.counts["history"] += 1
+        try:
+            return await self._history(w.account_id)
+        except (SpotifyError, StoreError) as e:
+            log.info("last played lookup failed (%s)", type(e).__name__)
+            return old.last_played if old else None
+
+    def refresh_history(self, account_id: str) -> None:
+        """Look the last played track up again at the next poll (the owner changed the setting)."""
+        w = self._watches.get(account_id)
+        if w is not None:
+            w.history_at = None
 
     def _delay(self, playing: NowPlaying, idle: int) -> float:
         """When to poll next: at the predicted track end, or the poll interval, or idle backoff."""
@@ -268,6 +303,7 @@ class LiveHub:
             old is None
             or old.status is not snap.status
             or _identity(old.playing) != _identity(snap.playing)
+            or old.last_played != snap.last_played
             or _jumped(old.playing, snap.playing, self._clock.now())
         )
         if not changed:

@@ -7,6 +7,7 @@ Spotify's raw payloads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -111,6 +112,20 @@ class PlayedItem:
 
     item: Item
     played_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``lastPlayed`` object next to ``{"isPlaying": false}``."""
+        return {
+            "type": str(self.item.kind),
+            "title": self.item.title,
+            "artist": self.item.artist,
+            "album": self.item.album,
+            "albumImageUrl": self.item.image_url,
+            "songUrl": self.item.url,
+            "playedAt": datetime.fromtimestamp(self.played_at, UTC)
+            .isoformat(timespec="seconds")
+            .replace("+00:00", "Z"),
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,9 @@ from starlette.staticfiles import StaticFiles
 
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
-from nowplaying.crypto import TokenCipher
-from nowplaying.live import LiveHub
-from nowplaying.models import NowPlaying
+from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
-from nowplaying.spotify import SpotifyClient
-from nowplaying.store import Store, open_store
-from nowplaying.tokens import TokenManager
+from nowplaying.store import Store
 
 from . import api, auth, pages
 from .security import SecurityHeaders, origin_of
@@ -39,7 +35,6 @@ from .state import Services
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
-SIM_PREFIX = "/spotify-sim"
 
 
 def create_app(
@@ -54,65 +49,28 @@ def create_app(
     clock = clock or SystemClock()
     public_origin = origin_of(settings.spotify_redirect_uri)
     if settings.demo and simulator is None:
-        simulator = Simulator(
-            clock=clock,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret.get_secret_value(),
-            redirect_uris=(settings.spotify_redirect_uri,),
-            public_url=f"{public_origin}{SIM_PREFIX}",
-        )
+        simulator = demo_simulator(settings, clock, public_origin)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            nonlocal store
-            own_store = store is None
-            the_store = store or open_store(
-                settings.nowplaying_database_url,
-                cipher=TokenCipher(
-                    settings.secret_key.get_secret_value(),
-                    [k.get_secret_value() for k in settings.nowplaying_old_secret_keys],
-                ),
-            )
-            if own_store:
-                await the_store.open()
-                stack.push_async_callback(the_store.close)
-            the_http = http
-            if the_http is None:
-                transport = _simulator_transport(simulator) if simulator is not None else None
-                the_http = await stack.enter_async_context(
-                    httpx.AsyncClient(transport=transport, follow_redirects=False)
-                )
-            if simulator is not None and settings.demo:
-                accounts_url = f"{public_origin}{SIM_PREFIX}"
-                api_url = f"{accounts_url}/v1"
-            else:
-                accounts_url, api_url = settings.spotify_accounts_url, settings.spotify_api_url
-            client = SpotifyClient(
-                the_http,
-                client_id=settings.client_id,
-                client_secret=settings.client_secret,
-                accounts_url=accounts_url,
-                api_url=api_url,
-                clock=clock,
-            )
-            tokens = TokenManager(client, the_store, clock)
-
-            async def fetch(account_id: str) -> NowPlaying:
-                return await tokens.call(account_id, client.currently_playing)
-
-            hub = LiveHub(fetch, clock, poll_seconds=settings.nowplaying_poll_seconds)
-            stack.push_async_callback(hub.close)
+        async with open_runtime(
+            settings,
+            public_origin=public_origin,
+            http=http,
+            store=store,
+            clock=clock,
+            simulator=simulator,
+        ) as rt:
             app.state.services = Services(
                 settings=settings,
-                clock=clock,
-                store=the_store,
-                client=client,
-                tokens=tokens,
-                hub=hub,
+                clock=rt.clock,
+                store=rt.store,
+                client=rt.client,
+                tokens=rt.tokens,
+                hub=rt.hub,
                 sessions=Sessions(
-                    the_store,
-                    clock,
+                    rt.store,
+                    rt.clock,
                     secret=settings.secret_key.get_secret_value(),
                     secure_prefix=settings.secure_cookies_host_prefix,
                     idle_seconds=settings.nowplaying_session_idle_seconds,
@@ -142,11 +100,6 @@ def create_app(
         middleware=[Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,))],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
-
-
-def _simulator_transport(simulator: Simulator) -> httpx.ASGITransport:
-    """In-process calls to the simulator, at the same paths the browser uses."""
-    return httpx.ASGITransport(app=Starlette(routes=[Mount(SIM_PREFIX, app=simulator.app)]))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

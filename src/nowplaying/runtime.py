@@ -1,0 +1,133 @@
+"""Wiring: the long-lived parts (store, HTTP client, Spotify client, tokens, live engine) built
+from settings, for the web app's lifespan and for the CLI commands alike.
+
+In demo mode the built-in simulator plays Spotify: the browser reaches it under ``/spotify-sim``
+on the app's own origin, and the server's calls go to it in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from .clock import Clock, SystemClock
+from .config import Settings
+from .crypto import TokenCipher
+from .live import LiveHub
+from .models import NowPlaying, PlayedItem
+from .simulator import Simulator
+from .spotify import SCOPE_RECENTLY_PLAYED, SpotifyClient
+from .store import Store, open_store
+from .tokens import TokenManager
+
+SIM_PREFIX = "/spotify-sim"
+
+
+@dataclass
+class Runtime:
+    """The parts every entry point shares."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    http: httpx.AsyncClient
+    client: SpotifyClient
+    tokens: TokenManager
+    hub: LiveHub
+
+
+async def read_now_playing(
+    tokens: TokenManager, client: SpotifyClient, account_id: str
+) -> NowPlaying:
+    """One upstream read of what the account plays (tokens handled)."""
+    return await tokens.call(account_id, client.currently_playing)
+
+
+async def read_last_played(
+    store: Store, tokens: TokenManager, client: SpotifyClient, account_id: str
+) -> PlayedItem | None:
+    """The last track played, when the owner shows it and the grant allows it."""
+    account = await store.get_account(account_id)
+    if account is None or not account.show_last_played:
+        return None
+    if SCOPE_RECENTLY_PLAYED not in account.scopes:
+        return None
+
+    async def read(token: str) -> list[PlayedItem]:
+        return await client.recently_played(token, limit=1)
+
+    items = await tokens.call(account_id, read)
+    return items[0] if items else None
+
+
+def demo_simulator(settings: Settings, clock: Clock, public_origin: str) -> Simulator:
+    """The simulator demo mode serves, registered for the configured redirect URI."""
+    return Simulator(
+        clock=clock,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret.get_secret_value(),
+        redirect_uris=(settings.spotify_redirect_uri,),
+        public_url=f"{public_origin}{SIM_PREFIX}",
+    )
+
+
+def make_cipher(settings: Settings) -> TokenCipher:
+    return TokenCipher(
+        settings.secret_key.get_secret_value(),
+        [k.get_secret_value() for k in settings.nowplaying_old_secret_keys],
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    public_origin: str,
+    http: httpx.AsyncClient | None = None,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    simulator: Simulator | None = None,
+) -> AsyncIterator[Runtime]:
+    """Open everything; close what was opened here (injected parts stay the caller's)."""
+    clock = clock or SystemClock()
+    async with contextlib.AsyncExitStack() as stack:
+        if store is None:
+            store = open_store(settings.nowplaying_database_url, cipher=make_cipher(settings))
+            await store.open()
+            stack.push_async_callback(store.close)
+        if http is None:
+            transport = None
+            if simulator is not None:
+                sim_app = Starlette(routes=[Mount(SIM_PREFIX, app=simulator.app)])
+                transport = httpx.ASGITransport(app=sim_app)
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(transport=transport, follow_redirects=False)
+            )
+        if simulator is not None and settings.demo:
+            accounts_url = f"{public_origin}{SIM_PREFIX}"
+            api_url = f"{accounts_url}/v1"
+        else:
+            accounts_url, api_url = settings.spotify_accounts_url, settings.spotify_api_url
+        client = SpotifyClient(
+            http,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+            accounts_url=accounts_url,
+            api_url=api_url,
+            clock=clock,
+        )
+        tokens = TokenManager(client, store, clock)
+        hub = LiveHub(
+            functools.partial(read_now_playing, tokens, client),
+            clock,
+            poll_seconds=settings.nowplaying_poll_seconds,
+            history=functools.partial(read_last_played, store, tokens, client),
+        )
+        stack.push_async_callback(hub.close)
+        yield Runtime(settings, clock, store, http, client, tokens, hub)
