@@ -44,6 +44,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "spotify_api_url": "http://sim.test/v1",
         "nowplaying_secret_key": SECRET_KEY,
         "nowplaying_database_url": f"sqlite:///{tmp_path}/nowplaying.sqlite3",
+        "nowplaying_image_origins": ["http://sim.test"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -64,9 +65,9 @@ class Env:
         svc: Services = self.app.state.services
         return svc
 
-    async def connect(self, user: str = "demo") -> httpx.Response:
+    async def connect(self, user: str = "demo", login_path: str = "/login") -> httpx.Response:
         """Walk the whole login: /login, the consent page (Agree), /callback."""
-        return await connect(self.client, self.sim_http, user=user)
+        return await connect(self.client, self.sim_http, user=user, login_path=login_path)
 
 
 @pytest.fixture

@@ -59,10 +59,14 @@ async def consent(
 
 
 async def connect(
-    client: httpx.AsyncClient, sim_http: httpx.AsyncClient, *, user: str = "demo"
+    client: httpx.AsyncClient,
+    sim_http: httpx.AsyncClient,
+    *,
+    user: str = "demo",
+    login_path: str = "/login",
 ) -> httpx.Response:
     """/login → consent (Agree) → /callback; returns the callback's response."""
-    login = await client.get("/login")
+    login = await client.get(login_path)
     assert login.status_code == 302, login.text
     redirect = await consent(sim_http, login.headers["location"], user=user)
     assert redirect.status_code in (302, 303), redirect.text

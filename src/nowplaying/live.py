@@ -164,6 +164,11 @@ class LiveHub:
             w.subscribers.discard(queue)
             w.last_request = max(w.last_request, self._clock.now())
 
+    def peek(self, account_id: str) -> Snapshot | None:
+        """The last known state, without starting anything."""
+        w = self._watches.get(account_id)
+        return w.snapshot if w else None
+
     def viewers(self, account_id: str) -> int:
         w = self._watches.get(account_id)
         return len(w.subscribers) if w else 0

@@ -24,15 +24,10 @@ ARGS = [
     "--disable-sync",
 ]
 
-try:  # playwright is a dev dependency; keep a clear message if it is missing
-    from playwright.sync_api import Browser, Playwright, sync_playwright
-except ImportError:  # pragma: no cover
-    sync_playwright = None  # type: ignore[assignment]
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
 
 def _unavailable() -> str | None:
-    if sync_playwright is None:
-        return "playwright is not installed"
     if not Path(CHROMIUM).exists():
         return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
     return None

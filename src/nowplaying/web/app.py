@@ -24,11 +24,12 @@ from starlette.staticfiles import StaticFiles
 
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
+from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store
 
-from . import api, auth, pages
+from . import api, auth, owner, pages, public
 from .security import SecurityHeaders, origin_of
 from .sessions import Sessions
 from .state import Services
@@ -78,6 +79,15 @@ def create_app(
                 ),
                 public_origin=public_origin,
                 simulator=simulator,
+                covers=CoverFetcher(
+                    rt.http,
+                    allowed_hosts=(
+                        *SPOTIFY_IMAGE_HOSTS,
+                        *settings.nowplaying_image_origins,
+                        *((public_origin,) if simulator is not None else ()),
+                    ),
+                    clock=rt.clock,
+                ),
             )
             yield
 
@@ -88,6 +98,16 @@ def create_app(
         Route("/logout", auth.logout, methods=["POST"]),
         Route("/api/spotify", api.now_playing),
         Route("/api/spotify/events", api.events),
+        Route("/api/account", owner.get_account),
+        Route("/api/account/publish", owner.publish, methods=["POST"]),
+        Route("/api/account/rotate", owner.rotate, methods=["POST"]),
+        Route("/api/account/unpublish", owner.unpublish, methods=["POST"]),
+        Route("/api/account/settings", owner.update_settings, methods=["POST"]),
+        Route("/p/{public_id}.json", public.as_json),
+        Route("/p/{public_id}.svg", public.as_svg),
+        Route("/p/{public_id}/events", public.events),
+        Route("/p/{public_id}/open", public.open_item),
+        Route("/p/{public_id}", public.embed),
         Route("/healthz", api.healthz),
         Route("/favicon.ico", api.favicon),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),

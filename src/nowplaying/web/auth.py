@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from nowplaying.spotify import (
     SCOPE_CURRENTLY_PLAYING,
+    SCOPE_RECENTLY_PLAYED,
     BadResponse,
     Forbidden,
     InvalidClient,
@@ -26,7 +28,7 @@ from nowplaying.spotify import (
 )
 from nowplaying.store import Account, AccountStatus, LoginState, StoreError
 
-from . import pages
+from . import owner, pages
 from .security import same_origin
 from .sessions import LOGIN_TTL
 from .state import services
@@ -40,10 +42,17 @@ async def home(request: Request) -> Response:
     account = await svc.store.get_account(session.account_id) if session else None
     if account is None:
         return pages.home_anonymous(demo=svc.demo)
+    info = owner.describe(svc, account)
+    share = pages.share_panel(
+        links=info["links"],
+        last_played=account.show_last_played,
+        reconnect_by=datetime.fromtimestamp(owner.reconnect_by(account), UTC).strftime("%d %B %Y"),
+    )
     return pages.home_connected(
         display_name=account.display_name,
         needs_reconnect=account.status is AccountStatus.RECONNECT_REQUIRED,
         demo=svc.demo,
+        share=share,
     )
 
 
@@ -52,13 +61,18 @@ async def login(request: Request) -> Response:
     svc = services(request)
     state = secrets.token_urlsafe(32)
     verifier, challenge = make_pkce()
-    scopes = (SCOPE_CURRENTLY_PLAYING,)
+    # The least scope that works; "last played" asks for one more, and only when turned on.
+    extra = request.query_params.get("with") == "recently-played"
+    scopes = (
+        (SCOPE_CURRENTLY_PLAYING, SCOPE_RECENTLY_PLAYED) if extra else (SCOPE_CURRENTLY_PLAYING,)
+    )
     now = svc.clock.now()
     url = svc.client.authorize_url(
         redirect_uri=svc.settings.spotify_redirect_uri,
         state=state,
         code_challenge=challenge,
         scopes=scopes,
+        show_dialog=extra,
     )
     response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     browser = svc.sessions.bind_browser(response)

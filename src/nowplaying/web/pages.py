@@ -82,8 +82,106 @@ def widget_container(
     return f'<div {rendered} role="status" aria-live="polite"></div>'
 
 
+EMBED_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors *"
+)
+
+
+def embed_page(*, endpoint: str, events: str, theme: str) -> HTMLResponse:
+    """The bare widget, for ``<iframe>`` on any site (no cookies used, no links to our pages)."""
+    widget = widget_container(endpoint=endpoint, events=events, reconnect_url=None, theme=theme)
+    html = f"""<!doctype html>
+<html lang="en" data-theme="{escape(theme)}" class="embed">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>Now playing</title>
+<link rel="stylesheet" href="/static/widget.css">
+<link rel="stylesheet" href="/static/embed.css">
+</head>
+<body>
+{widget}
+<script src="/static/widget.js" defer></script>
+</body>
+</html>
+"""
+    return HTMLResponse(html)
+
+
+def share_panel(
+    *,
+    links: dict[str, str] | None,
+    last_played: bool,
+    reconnect_by: str,
+) -> str:
+    """The owner's controls: publish, rotate, unpublish, last played, copy-paste snippets."""
+    toggle = f"""
+  <label class="switch">
+    <input type="checkbox" data-np-action="settings" {"checked" if last_played else ""}>
+    When nothing plays, show the last played track (labelled as such)
+  </label>"""
+    if links is None:
+        return f"""
+<section class="card stack" aria-labelledby="share-h">
+  <h2 id="share-h">Share</h2>
+  <p class="muted">Nothing is public. Publish to get a link for your website or README
+  (an unguessable address; you can change or withdraw it at any time).</p>
+  <div class="actions">
+    <button class="btn btn--primary" data-np-action="publish">Publish my widget</button>
+  </div>
+  {toggle}
+  <p class="muted">Spotify asks you to reconnect every six months: by {escape(reconnect_by)}.</p>
+</section>
+<script src="/static/owner.js" defer></script>"""
+    svg, page, opener, js = links["svg"], links["page"], links["open"], links["json"]
+    markdown = f"[![Now playing on Spotify]({svg})]({opener})"
+    iframe = (
+        f'<iframe src="{page}?theme=auto" width="420" height="120" '
+        'style="border:0" title="Now playing on Spotify" loading="lazy"></iframe>'
+    )
+    fetch = (
+        f'fetch("{js}").then(r => r.json()).then(np => {{\n'
+        "  el.textContent = np.isPlaying ? `${np.title} — ${np.artist}` : 'Not playing';\n});"
+    )
+    snippets = "".join(
+        f"""
+  <div class="snippet">
+    <label for="snip-{key}">{escape(label)}</label>
+    <textarea id="snip-{key}" readonly rows="3">{escape(text)}</textarea>
+    <button class="btn btn--link" data-np-copy="snip-{key}">Copy</button>
+  </div>"""
+        for key, label, text in (
+            ("md", "Markdown for a README", markdown),
+            ("iframe", "Embed on a web page", iframe),
+            ("fetch", "Your own front end (JSON, CORS enabled)", fetch),
+        )
+    )
+    return f"""
+<section class="card stack" aria-labelledby="share-h">
+  <h2 id="share-h">Share</h2>
+  <p>Your widget is public at <a href="{escape(page)}">{escape(page)}</a>.</p>
+  <p><img class="share-preview" src="{escape(svg)}" alt="Preview of the SVG card"
+     width="420" height="120"></p>
+  {snippets}
+  {toggle}
+  <div class="actions">
+    <button class="btn" data-np-action="rotate">Change the link</button>
+    <button class="btn btn--danger" data-np-action="unpublish">Unpublish</button>
+  </div>
+  <p class="muted">Changing the link stops every old one at once.</p>
+  <p class="muted">Spotify asks you to reconnect every six months: by {escape(reconnect_by)}.</p>
+</section>
+<script src="/static/owner.js" defer></script>"""
+
+
 def home_connected(
-    *, display_name: str, needs_reconnect: bool, demo: bool, profile_url: str | None = None
+    *,
+    display_name: str,
+    needs_reconnect: bool,
+    demo: bool,
+    share: str = "",
 ) -> HTMLResponse:
     notice = (
         '<div class="notice notice--warning" role="alert">Spotify no longer accepts this '
@@ -105,6 +203,7 @@ def home_connected(
     </form>
   </div>
 </section>
+{share}
 <script src="/static/widget.js" defer></script>"""
     return page("nowplaying", body, demo=demo)
 

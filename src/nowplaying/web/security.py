@@ -68,8 +68,9 @@ class SecurityHeaders:
                 headers.setdefault("X-Content-Type-Options", "nosniff")
                 headers.setdefault("Referrer-Policy", "same-origin")
                 if not exempt:
-                    headers.setdefault("Content-Security-Policy", PAGE_CSP)
-                    headers.setdefault("X-Frame-Options", "DENY")
+                    csp = headers.setdefault("Content-Security-Policy", PAGE_CSP)
+                    if "frame-ancestors 'none'" in csp:  # embeds set their own frame-ancestors
+                        headers.setdefault("X-Frame-Options", "DENY")
                     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
             await send(message)
 

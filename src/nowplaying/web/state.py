@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from nowplaying.clock import Clock
 from nowplaying.config import Settings
+from nowplaying.covers import CoverFetcher
 from nowplaying.live import LiveHub
 from nowplaying.simulator import Simulator
 from nowplaying.spotify import SpotifyClient
@@ -30,6 +31,7 @@ class Services:
     sessions: Sessions
     public_origin: str
     simulator: Simulator | None
+    covers: CoverFetcher
 
     @property
     def demo(self) -> bool:

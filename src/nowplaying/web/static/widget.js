@@ -132,6 +132,7 @@
      */
     render(data) {
       if (!data || typeof data !== "object") return this.failed();
+      if (data.error === "unavailable") return this.failed();
       if (data.error) return this.showError(data.error);
       const now = Date.now();
       let at = num(data.at);

@@ -1,0 +1,146 @@
+"""The owner's controls, a small same-origin JSON API the home page uses.
+
+``GET /api/account`` describes the connected account and its share links;
+``POST /api/account/{publish,rotate,unpublish,settings}`` change them. Every POST needs the
+owner's session and a same-origin ``Origin`` (or ``Referer``); publishing is opt-in.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from nowplaying.spotify import SCOPE_RECENTLY_PLAYED
+from nowplaying.store import Account
+
+from .security import same_origin
+from .state import Services, services
+
+PRIVATE = {"Cache-Control": "private, no-store"}
+GRANT_LIFETIME = 182 * 86400  # Spotify refresh tokens die six months after consent (2026)
+
+
+def new_public_id() -> str:
+    """128 random bits, URL-safe: the capability behind a share link."""
+    return secrets.token_urlsafe(16)
+
+
+def reconnect_by(account: Account) -> float:
+    return account.consented_at + GRANT_LIFETIME
+
+
+def share_links(svc: Services, public_id: str) -> dict[str, str]:
+    base = f"{svc.public_origin}/p/{public_id}"
+    return {
+        "page": base,
+        "json": f"{base}.json",
+        "svg": f"{base}.svg",
+        "events": f"{base}/events",
+        "open": f"{base}/open",
+    }
+
+
+def describe(svc: Services, account: Account) -> dict[str, Any]:
+    """The ``/api/account`` object."""
+    return {
+        "displayName": account.display_name,
+        "status": str(account.status),
+        "published": account.public_id is not None,
+        "publicId": account.public_id,
+        "links": share_links(svc, account.public_id) if account.public_id else None,
+        "lastPlayed": account.show_last_played,
+        "lastPlayedGranted": SCOPE_RECENTLY_PLAYED in account.scopes,
+        "reconnectBy": datetime.fromtimestamp(reconnect_by(account), UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z"),
+    }
+
+
+OwnerHandler = Callable[[Request, Services, Account], Awaitable[Response]]
+
+
+def owner_route(
+    *, write: bool
+) -> Callable[[OwnerHandler], Callable[[Request], Awaitable[Response]]]:
+    """Resolve the owner's account (and, for writes, check the origin) before ``fn`` runs."""
+
+    def wrap(fn: OwnerHandler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            svc = services(request)
+            if write and not same_origin(request, svc.public_origin):
+                return _json(
+                    {"error": "forbidden", "message": "Cross-site requests are refused."}, 403
+                )
+            session = await svc.sessions.current(request)
+            account = await svc.store.get_account(session.account_id) if session else None
+            if account is None:
+                return _json({"error": "not_connected"}, 401)
+            return await fn(request, svc, account)
+
+        return endpoint
+
+    return wrap
+
+
+@owner_route(write=False)
+async def get_account(request: Request, svc: Services, account: Account) -> Response:
+    return _json(describe(svc, account))
+
+
+@owner_route(write=True)
+async def publish(request: Request, svc: Services, account: Account) -> Response:
+    """Give the account a public id (publishing twice keeps the first one)."""
+    if account.public_id is None:
+        await svc.store.set_public_id(account.id, new_public_id())
+    return await _fresh(svc, account.id)
+
+
+@owner_route(write=True)
+async def rotate(request: Request, svc: Services, account: Account) -> Response:
+    """A new public id: every old link stops working at once."""
+    await svc.store.set_public_id(account.id, new_public_id())
+    return await _fresh(svc, account.id)
+
+
+@owner_route(write=True)
+async def unpublish(request: Request, svc: Services, account: Account) -> Response:
+    await svc.store.set_public_id(account.id, None)
+    return await _fresh(svc, account.id)
+
+
+@owner_route(write=True)
+async def update_settings(request: Request, svc: Services, account: Account) -> Response:
+    """``{"lastPlayed": bool}``. Turning it on without the scope asks the owner to re-consent."""
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("lastPlayed"), bool):
+        return _json({"error": "bad_request", "message": 'Send {"lastPlayed": true|false}.'}, 400)
+    on: bool = body["lastPlayed"]
+    await svc.store.set_show_last_played(account.id, on)
+    svc.hub.refresh_history(account.id)
+    response = await _fresh(svc, account.id)
+    if on and SCOPE_RECENTLY_PLAYED not in account.scopes and response.status_code == 200:
+        data = describe(svc, replace(account, show_last_played=True))
+        data["reconsentUrl"] = "/login?with=recently-played"
+        return _json(data)
+    return response
+
+
+async def _fresh(svc: Services, account_id: str) -> Response:
+    account = await svc.store.get_account(account_id)
+    if account is None:  # disconnected meanwhile
+        return _json({"error": "not_connected"}, 401)
+    return _json(describe(svc, account))
+
+
+def _json(data: dict[str, Any], status: int = 200) -> Response:
+    return JSONResponse(data, status, headers=PRIVATE)

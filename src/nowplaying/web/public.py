@@ -1,0 +1,170 @@
+"""Public share links: ``/p/{id}`` (embed page), ``.json``, ``.svg``, ``/events`` and ``/open``.
+
+No cookie is involved: the unguessable public id is the capability, and the owner can rotate or
+withdraw it. Everything is answered from the live engine's shared state, so a thousand README
+views cost no extra Spotify calls. The SVG card always answers 200 with an image (image proxies
+show nothing for errors), revalidated by ETag, and within about two seconds however slow Spotify
+or the image host is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+
+from nowplaying.card import card_etag, render_card
+from nowplaying.live import Snapshot, Status
+from nowplaying.store import Account, AccountStatus, StoreError
+
+from . import pages
+from .api import sse_stream
+from .state import Services, services
+
+PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+OPEN_PREFIX = "https://open.spotify.com/"
+CORS = {"Access-Control-Allow-Origin": "*"}
+NO_CACHE = {"Cache-Control": "no-cache, max-age=0"}
+SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+SVG_BUDGET = 1.8  # seconds for state and cover together; the card must answer within 2 s
+
+
+async def _account(svc: Services, public_id: str) -> Account | None:
+    if not PUBLIC_ID.match(public_id):
+        return None
+    try:
+        return await svc.store.get_account_by_public_id(public_id)
+    except StoreError:
+        return None
+
+
+def public_json(snap: Snapshot | None, account: Account, now: float) -> dict[str, Any]:
+    """The public object: like ``/api/spotify``, but every state is data, never a 401."""
+    if account.status is AccountStatus.RECONNECT_REQUIRED or (
+        snap is not None and snap.status is Status.RECONNECT
+    ):
+        return {"error": "reconnect_required"}
+    if snap is None or snap.playing is None:
+        return {"error": "unavailable"}
+    return snap.to_json(now)
+
+
+async def _state(svc: Services, account: Account, wait: float | None = None) -> dict[str, Any]:
+    if account.status is AccountStatus.RECONNECT_REQUIRED:
+        return {"error": "reconnect_required"}
+    snap = None
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait):
+            snap = await svc.hub.current(account.id)
+    if snap is None:
+        snap = svc.hub.peek(account.id)
+    return public_json(snap, account, svc.clock.now())
+
+
+async def embed(request: Request) -> Response:
+    """The widget page for ``<iframe>`` embedding, on any site."""
+    svc = services(request)
+    public_id = request.path_params["public_id"]
+    account = await _account(svc, public_id)
+    if account is None:
+        response = pages.error_page(
+            "Not found", "This widget link does not exist.", status=404, demo=False
+        )
+    else:
+        response = pages.embed_page(
+            endpoint=f"/p/{public_id}.json",
+            events=f"/p/{public_id}/events",
+            theme=_theme(request),
+        )
+    response.headers["Content-Security-Policy"] = pages.EMBED_CSP
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def as_json(request: Request) -> Response:
+    svc = services(request)
+    account = await _account(svc, request.path_params["public_id"])
+    if account is None:
+        return JSONResponse({"error": "not_found"}, 404, headers={**CORS, **NO_CACHE})
+    data = await _state(svc, account)
+    status = 503 if data.get("error") == "unavailable" else 200
+    headers = {**CORS, **NO_CACHE}
+    if status == 503:
+        headers["Retry-After"] = str(round(svc.hub.poll_seconds))
+    return JSONResponse(data, status, headers=headers)
+
+
+async def as_svg(request: Request) -> Response:
+    """The card. 200 with an image whatever happens, revalidated by ETag."""
+    svc = services(request)
+    theme = _theme(request)
+    compact = request.query_params.get("size") == "compact" or "compact" in request.query_params
+    account = await _account(svc, request.path_params["public_id"])
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SVG_BUDGET
+    cover = None
+    if account is None:
+        data: dict[str, Any] = {"error": "not_found"}
+    else:
+        data = await _state(svc, account, wait=SVG_BUDGET * 0.6)
+        image = _image_url(data)
+        if image:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    cover = await svc.covers.data_uri(image)
+    svg = render_card(data, theme=theme, compact=compact, cover=cover, now=svc.clock.now())
+    etag = card_etag(svg)
+    headers = {
+        **NO_CACHE,
+        "ETag": etag,
+        "Content-Security-Policy": SVG_CSP,
+        "Access-Control-Allow-Origin": "*",
+    }
+    if etag in _etags(request.headers.get("if-none-match", "")):
+        return Response(status_code=304, headers=headers)
+    return Response(svg, media_type="image/svg+xml; charset=utf-8", headers=headers)
+
+
+async def events(request: Request) -> Response:
+    svc = services(request)
+    account = await _account(svc, request.path_params["public_id"])
+    if account is None:
+        return JSONResponse({"error": "not_found"}, 404, headers=CORS)
+    return StreamingResponse(
+        sse_stream(svc.hub, account.id, svc.clock.now),
+        media_type="text/event-stream",
+        headers={**CORS, **NO_CACHE, "X-Accel-Buffering": "no"},
+    )
+
+
+async def open_item(request: Request) -> Response:
+    """Redirect to what plays (or last played) on open.spotify.com; nowhere else, ever."""
+    svc = services(request)
+    account = await _account(svc, request.path_params["public_id"])
+    url = None
+    if account is not None:
+        data = await _state(svc, account, wait=SVG_BUDGET)
+        url = data.get("songUrl") or (data.get("lastPlayed") or {}).get("songUrl")
+    if isinstance(url, str) and url.startswith(OPEN_PREFIX) and "\\" not in url:
+        return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    return pages.error_page(
+        "Nothing to open", "Nothing is playing on Spotify right now.", status=404, demo=False
+    )
+
+
+def _theme(request: Request) -> Literal["light", "dark", "auto"]:
+    theme = request.query_params.get("theme", "auto")
+    return theme if theme in ("light", "dark") else "auto"  # type: ignore[return-value]
+
+
+def _image_url(data: dict[str, Any]) -> str | None:
+    url = data.get("albumImageUrl") or (data.get("lastPlayed") or {}).get("albumImageUrl")
+    return url if isinstance(url, str) else None
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}

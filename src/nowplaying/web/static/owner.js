@@ -1,0 +1,73 @@
+/*
+ * Owner controls on the home page: publish, rotate, unpublish, the last-played setting, and
+ * copy buttons for the snippets. Talks to the same-origin JSON API (/api/account/...), then
+ * reloads so the server renders the new state. No inline script; CSP-friendly.
+ */
+(function () {
+  "use strict";
+
+  /** POST to the owner API; returns the JSON answer or throws. */
+  async function post(action, body) {
+    const res = await fetch("/api/account/" + action, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(body || {}),
+    });
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(data.message || data.error || "request failed");
+    return data;
+  }
+
+  const confirmations = {
+    rotate: "Change the link? Every copy of the old one stops working.",
+    unpublish: "Unpublish? Every link to your widget stops working.",
+  };
+
+  document.addEventListener("click", async (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    const button = target && target.closest("button[data-np-action]");
+    if (button) {
+      const action = button.getAttribute("data-np-action");
+      if (confirmations[action] && !window.confirm(confirmations[action])) return;
+      button.disabled = true;
+      try {
+        await post(action);
+        window.location.reload();
+      } catch (e) {
+        button.disabled = false;
+        window.alert("Could not " + action + ": " + e.message);
+      }
+      return;
+    }
+    const copy = target && target.closest("button[data-np-copy]");
+    if (copy) {
+      const field = document.getElementById(copy.getAttribute("data-np-copy"));
+      if (!field) return;
+      field.select();
+      try {
+        await navigator.clipboard.writeText(field.value);
+        copy.textContent = "Copied";
+      } catch (_) {
+        copy.textContent = "Press Ctrl+C";
+      }
+    }
+  });
+
+  document.addEventListener("change", async (event) => {
+    const box = event.target;
+    if (!(box instanceof HTMLInputElement) || box.getAttribute("data-np-action") !== "settings") {
+      return;
+    }
+    box.disabled = true;
+    try {
+      const data = await post("settings", { lastPlayed: box.checked });
+      if (data.reconsentUrl) window.location.assign(data.reconsentUrl);
+    } catch (e) {
+      box.checked = !box.checked;
+      window.alert("Could not save: " + e.message);
+    } finally {
+      box.disabled = false;
+    }
+  });
+})();
