@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
+import httpx
 import uvicorn
 from pydantic import ValidationError
 
 from .clock import SystemClock
 from .config import Settings
+from .connect import LoginFailed, terminal_login
+from .models import NowPlaying
+from .runtime import make_cipher, open_runtime
 from .simulator import Simulator
+from .spotify import ReconnectRequired, SpotifyError
+from .store import open_store
 from .web import create_app
+from .web.owner import new_public_id
+from .web.security import origin_of, printable
 
 log = logging.getLogger("nowplaying")
 
@@ -82,6 +92,145 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _need_spotify_app(settings: Settings) -> None:
+    if settings.demo:
+        print(
+            "nowplaying: this command talks to Spotify: set SPOTIFY_CLIENT_ID and"
+            " SPOTIFY_CLIENT_SECRET (or point SPOTIFY_ACCOUNTS_URL/SPOTIFY_API_URL at"
+            " `nowplaying simulator`)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def _public_origin(settings: Settings) -> str:
+    return origin_of(settings.spotify_redirect_uri)
+
+
+def read_stdin_line() -> asyncio.Future[str]:
+    """A line from the terminal, read without blocking the event loop."""
+    return asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
+
+async def login_flow(
+    settings: Settings,
+    *,
+    out: TextIO,
+    pasted: Callable[[], asyncio.Future[str]] | None = None,
+    http: httpx.AsyncClient | None = None,
+) -> int:
+    """``nowplaying login``: connect an account, publish it, print its public URLs."""
+    async with open_runtime(settings, public_origin=_public_origin(settings), http=http) as rt:
+
+        def announce(url: str) -> None:
+            out.write(f"Open this URL in a browser and press Agree:\n\n  {url}\n\n")
+            if pasted is not None:
+                out.write("If that browser is on another machine, paste the address it ends on:\n")
+            out.flush()
+
+        try:
+            account = await terminal_login(rt, announce=announce, pasted=pasted)
+        except LoginFailed as e:
+            out.write(f"nowplaying: login failed: {e}\n")
+            return 1
+        public_id = account.public_id or new_public_id()
+        if account.public_id is None:
+            await rt.store.set_public_id(account.id, public_id)
+        base = f"{_public_origin(settings)}/p/{public_id}"
+        out.write(
+            f"Connected {printable(account.display_name)} ({printable(account.id)}).\n"
+            f"  widget page: {base}\n  SVG card:    {base}.svg\n  JSON:        {base}.json\n"
+            f"  Markdown:    [![Now playing on Spotify]({base}.svg)]({base}/open)\n"
+        )
+        return 0
+
+
+async def now_flow(
+    settings: Settings,
+    *,
+    account_id: str | None,
+    out: TextIO,
+    http: httpx.AsyncClient | None = None,
+) -> int:
+    """``nowplaying now``: print what an account is playing."""
+    async with open_runtime(settings, public_origin=_public_origin(settings), http=http) as rt:
+        accounts = await rt.store.list_accounts()
+        chosen = [a for a in accounts if account_id in (None, a.id)]
+        if not chosen:
+            out.write("nowplaying: no connected account (run `nowplaying login`)\n")
+            return 1
+        if len(chosen) > 1:
+            ids = ", ".join(printable(a.id) for a in chosen)
+            out.write(f"nowplaying: several accounts ({ids}); pick one with --account\n")
+            return 2
+        account = chosen[0]
+        try:
+            np = await rt.tokens.call(account.id, rt.client.currently_playing)
+        except ReconnectRequired:
+            out.write("Reconnect needed: run `nowplaying login` again.\n")
+            return 1
+        except SpotifyError as e:
+            out.write(f"nowplaying: Spotify is unavailable ({type(e).__name__})\n")
+            return 1
+        out.write(describe_playing(np) + "\n")
+        return 0
+
+
+def describe_playing(np: NowPlaying) -> str:
+    """One line for a terminal, every Spotify string made printable."""
+    if not np.active:
+        return "Nothing playing."
+    if np.item is None:
+        return "An ad is playing."
+    symbol = "▶" if np.is_playing else "⏸"
+    where = ""
+    if np.progress_ms is not None and np.item.duration_ms:
+        where = f" ({_mmss(np.progress_ms)} / {_mmss(np.item.duration_ms)})"
+    return f"{symbol} {printable(np.item.title)} — {printable(np.item.artist)}{where}"
+
+
+def _mmss(ms: int) -> str:
+    return f"{ms // 60000}:{ms // 1000 % 60:02d}"
+
+
+async def maintenance(settings: Settings, *, reseal: bool, out: TextIO) -> int:
+    """``migrate`` (open the store, which migrates) and ``rotate-key`` (re-seal every token)."""
+    store = open_store(settings.nowplaying_database_url, cipher=make_cipher(settings))
+    await store.open()
+    try:
+        if reseal:
+            count = await store.reseal_all()
+            out.write(f"re-encrypted {count} refresh token(s) with the current key\n")
+        else:
+            out.write("database schema is up to date\n")
+    finally:
+        await store.close()
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _need_spotify_app(settings)
+    _logging("WARNING")
+    pasted = read_stdin_line if sys.stdin.isatty() else None
+    return asyncio.run(login_flow(settings, out=sys.stdout, pasted=pasted))
+
+
+def cmd_now(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _need_spotify_app(settings)
+    _logging("WARNING")
+    return asyncio.run(now_flow(settings, account_id=args.account, out=sys.stdout))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    return asyncio.run(maintenance(load_settings(), reseal=False, out=sys.stdout))
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    return asyncio.run(maintenance(load_settings(), reseal=True, out=sys.stdout))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nowplaying", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +253,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--refresh-mode", choices=["omit", "rotate"], default="omit")
     sim.set_defaults(func=cmd_simulator)
+
+    login = sub.add_parser("login", help="connect a Spotify account from a terminal")
+    login.set_defaults(func=cmd_login)
+    now = sub.add_parser("now", help="print what a connected account is playing")
+    now.add_argument("--account", help="the Spotify user id, when several are connected")
+    now.set_defaults(func=cmd_now)
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(func=cmd_migrate)
+    rotate = sub.add_parser(
+        "rotate-key",
+        help="re-encrypt stored tokens with NOWPLAYING_SECRET_KEY (old keys in"
+        " NOWPLAYING_OLD_SECRET_KEYS)",
+    )
+    rotate.set_defaults(func=cmd_rotate_key)
     return parser
 
 
