@@ -1,0 +1,52 @@
+"""The simulator's ASGI app: accounts, Web API, covers and (optionally) control routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from . import api, control, oauth
+from .covers import parse_file, render_png
+
+if TYPE_CHECKING:
+    from .core import Simulator
+
+
+def build_app(sim: Simulator, *, control_api: bool = True) -> Starlette:
+    """A Starlette app serving ``sim``."""
+
+    async def cover(request: Request) -> Response:
+        sim.calls["cover"] += 1
+        parsed = parse_file(request.path_params["filename"])
+        if parsed is None:
+            return api.api_error(404, "Non existing id")
+        return Response(
+            render_png(*parsed),
+            media_type="image/png",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        message = "Service not found" if status == 404 else (getattr(exc, "detail", "") or "Error")
+        return JSONResponse({"error": {"status": status, "message": message}}, status)
+
+    routes: list[BaseRoute] = [
+        *oauth.routes(sim),
+        *api.routes(sim),
+        Route("/covers/{filename}", cover, methods=["GET"]),
+    ]
+    if control_api:
+        routes += control.routes(sim)
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            HTTPException: http_error,
+            control.ControlError: control.control_error,
+        },
+    )
