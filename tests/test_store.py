@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,19 +14,28 @@ from nowplaying.store import (
     Account,
     AccountStatus,
     LoginState,
+    PostgresStore,
     Session,
     SQLiteStore,
     Store,
     StoreError,
     open_store,
 )
+from tests.services import POSTGRES_URL, postgres_schema
 
 KEY = "store-test-key-" * 3
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     cipher = TokenCipher(KEY)
+    if request.param == "postgres":
+        async for schema in postgres_schema():
+            pg = PostgresStore(POSTGRES_URL, cipher=cipher, schema=schema)
+            await pg.open()
+            yield pg
+            await pg.close()
+        return
     url = f"sqlite:///{tmp_path}/np.sqlite3" if request.param == "sqlite-file" else "sqlite://"
     s = open_store(url, cipher=cipher)
     await s.open()
@@ -182,3 +192,26 @@ async def test_closed_store_raises_store_error(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "x.sqlite3", cipher=TokenCipher(KEY))
     with pytest.raises(StoreError):
         await s.get_account("a")
+
+
+async def test_postgres_migrates_once_and_reopens() -> None:
+    """Two stores opening one schema together migrate it once; data survives a reopen."""
+    async for schema in postgres_schema():
+        a = PostgresStore(POSTGRES_URL, cipher=TokenCipher(KEY), schema=schema)
+        b = PostgresStore(POSTGRES_URL, cipher=TokenCipher(KEY), schema=schema)
+        await asyncio.gather(a.open(), b.open())
+        await a.put_account(account())
+        await a.close()
+        await b.close()
+        c = PostgresStore(POSTGRES_URL, cipher=TokenCipher(KEY), schema=schema)
+        await c.open()
+        assert (await c.get_account("alice")) == account()
+        await c.close()
+
+
+async def test_postgres_down_is_a_store_error() -> None:
+    """An unreachable PostgreSQL raises StoreError, with no secret in the message."""
+    s = PostgresStore("postgresql://postgres:pw-secret@127.0.0.1:1/x", cipher=TokenCipher(KEY))
+    with pytest.raises(StoreError) as info:
+        await s.open()
+    assert "pw-secret" not in str(info.value)

@@ -82,6 +82,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         redirect_uris=tuple(args.redirect_uri),
         refresh_mode=args.refresh_mode,
     )
+    for n in range(1, args.users + 1):
+        sim.add_user(f"user{n}", f"Listener {n}")
     print(
         f"simulated Spotify on http://{args.host}:{args.port}  "
         f"(SPOTIFY_ACCOUNTS_URL=http://{args.host}:{args.port} "
@@ -252,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a registered redirect URI (repeatable); default http://127.0.0.1:8000/callback",
     )
     sim.add_argument("--refresh-mode", choices=["omit", "rotate"], default="omit")
+    sim.add_argument(
+        "--users", type=int, default=0, help="extra simulated users user1..userN (besides demo)"
+    )
     sim.set_defaults(func=cmd_simulator)
 
     login = sub.add_parser("login", help="connect a Spotify account from a terminal")

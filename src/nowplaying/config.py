@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     nowplaying_secret_key: SecretStr = SecretStr("")
     nowplaying_old_secret_keys: list[SecretStr] = Field(default_factory=list)
     nowplaying_database_url: str = "sqlite:///nowplaying.sqlite3"
+    nowplaying_redis_url: str = ""
+    """Redis for several instances (leases, shared state, pub/sub); empty: one process."""
     nowplaying_poll_seconds: float = 5.0
     nowplaying_session_idle_seconds: int = 14 * 24 * 3600
     nowplaying_session_max_seconds: int = 90 * 24 * 3600

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from .clock import Clock
-from .models import NowPlaying, PlayedItem
+from .coord import Coordinator, LocalCoordinator
+from .models import Item, Kind, NowPlaying, PlayedItem
 from .spotify import RateLimited, ReconnectRequired, SpotifyError
 from .store import StoreError
 
@@ -96,6 +98,8 @@ class _Watch:
     task: asyncio.Task[None] | None = None
     fresh: asyncio.Event = field(default_factory=asyncio.Event)
     history_at: float | None = None
+    leader: bool = False
+    marked_at: float = 0.0
 
     def watched(self, now: float, ttl: float) -> bool:
         return bool(self.subscribers) or now - self.last_request < ttl
@@ -118,7 +122,9 @@ class LiveHub:
         rng: random.Random | None = None,
         history: History | None = None,
         history_ttl: float = 300.0,
+        coord: Coordinator | None = None,
     ) -> None:
+        self._coord: Coordinator = coord or LocalCoordinator()
         self._fetch = fetch
         self._history = history
         self.history_ttl = history_ttl
@@ -192,9 +198,18 @@ class LiveHub:
         for q in list(w.subscribers):
             _offer(q, gone)
 
+    @property
+    def instance_id(self) -> str:
+        return self._coord.instance_id
+
+    async def start(self) -> None:
+        """Join the other instances (a no-op for one process)."""
+        await self._coord.start(self._accept)
+
     async def close(self) -> None:
         for account_id in list(self._watches):
             await self.forget(account_id)
+        await self._coord.close()
 
     # -- polling -------------------------------------------------------------------------------
 
@@ -213,34 +228,98 @@ class LiveHub:
             w.task = asyncio.create_task(self._run(w), name=f"poll:{w.account_id}")
 
     async def _run(self, w: _Watch) -> None:
-        failures = 0
-        idle = 0
-        while w.watched(self._clock.now(), self.watch_ttl):
-            wait = self.paused_until - self._clock.now()
-            if wait > 0:
-                await self._clock.sleep(wait)
-                continue
-            self.counts["polls"] += 1
-            try:
-                playing = await self._fetch(w.account_id)
-            except RateLimited as e:
-                self._pause(e.retry_after)
-                continue
-            except ReconnectRequired:
-                self._publish(w, Snapshot(None, Status.RECONNECT, _next_version(w)))
-                return
-            except (SpotifyError, StoreError) as e:
-                failures += 1
-                log.warning("poll failed (%s); backing off", type(e).__name__)
-                self._mark_stale(w)
-                await self._clock.sleep(self._backoff(failures))
-                continue
-            failures = 0
-            idle = 0 if playing.active else idle + 1
-            last = await self._last_played(w, playing)
-            self._publish(w, Snapshot(playing, Status.LIVE, _next_version(w), last_played=last))
-            await self._clock.sleep(self._delay(playing, idle))
-        w.task = None
+        """Lead (poll) when this instance holds the account's lease, else follow shared state."""
+        failures = idle = 0
+        next_poll = 0.0
+        try:
+            while await self._wanted(w):
+                if not await self._coord.hold_lease(w.account_id):
+                    w.leader = False
+                    await self._follow(w)
+                    await self._clock.sleep(self._coord.renew_every or self.poll_seconds)
+                    continue
+                w.leader = True
+                now = self._clock.now()
+                paused = max(self.paused_until, await self._coord.paused_until())
+                if paused > now:
+                    self._mark_stale(w, retry_after=paused - now)
+                    next_poll = max(next_poll, paused)
+                if now < next_poll:
+                    await self._nap(next_poll - now)
+                    continue
+                self.counts["polls"] += 1
+                try:
+                    playing = await self._fetch(w.account_id)
+                except RateLimited as e:
+                    await self._pause(e.retry_after)
+                    continue
+                except ReconnectRequired:
+                    await self._share(w, Snapshot(None, Status.RECONNECT, _next_version(w)))
+                    return
+                except (SpotifyError, StoreError) as e:
+                    failures += 1
+                    log.warning("poll failed (%s); backing off", type(e).__name__)
+                    await self._share_stale(w)
+                    next_poll = self._clock.now() + self._backoff(failures)
+                    continue
+                failures = 0
+                idle = 0 if playing.active else idle + 1
+                last = await self._last_played(w, playing)
+                await self._share(
+                    w, Snapshot(playing, Status.LIVE, _next_version(w), last_played=last)
+                )
+                next_poll = self._clock.now() + self._delay(playing, idle)
+        finally:
+            if w.leader:
+                w.leader = False
+                await self._coord.release_lease(w.account_id)
+            if w.task is asyncio.current_task():
+                w.task = None
+
+    async def _wanted(self, w: _Watch) -> bool:
+        """Watched here (viewers, recent requests) or, while leading, watched elsewhere."""
+        now = self._clock.now()
+        if w.watched(now, self.watch_ttl):
+            if now - w.marked_at >= (self._coord.renew_every or 0) or w.marked_at == 0:
+                w.marked_at = now
+                await self._coord.mark_watched(w.account_id)
+            return True
+        return w.leader and await self._coord.is_watched(w.account_id)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep until the next poll, but wake in time to renew the lease."""
+        renew = self._coord.renew_every
+        await self._clock.sleep(min(seconds, renew) if renew else seconds)
+
+    async def _follow(self, w: _Watch) -> None:
+        """Another instance polls: take its latest state (pub/sub may have missed one)."""
+        payload = await self._coord.latest(w.account_id)
+        if payload is not None:
+            self._accept(w.account_id, payload)
+
+    def _accept(self, account_id: str, payload: str) -> None:
+        """State from the polling instance, for this instance's viewers."""
+        w = self._watches.get(account_id)
+        if w is None or w.leader:
+            return
+        try:
+            snap = snapshot_from_wire(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored malformed shared state")
+            return
+        if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
+            self._publish(w, snap, remote=True)
+
+    async def _share(self, w: _Watch, snap: Snapshot) -> None:
+        """Publish locally, and to other instances when something changed."""
+        if self._publish(w, snap):
+            assert w.snapshot is not None  # noqa: S101 - just set by _publish
+            await self._coord.publish(w.account_id, snapshot_to_wire(w.snapshot))
+
+    async def _share_stale(self, w: _Watch, retry_after: float | None = None) -> None:
+        if self._mark_stale(w, retry_after):
+            assert w.snapshot is not None  # noqa: S101
+            await self._coord.publish(w.account_id, snapshot_to_wire(w.snapshot))
 
     async def _last_played(self, w: _Watch, playing: NowPlaying) -> PlayedItem | None:
         """While nothing plays, the last played track: looked up when playback has just ended
@@ -279,30 +358,34 @@ class LiveHub:
         cap = min(self.backoff_max, self.poll_seconds * 2.0 ** (failures - 1))
         return cap * self._rng.uniform(0.5, 1.0)
 
-    def _pause(self, retry_after: float) -> None:
-        """The app is rate limited: every poller waits, every viewer is told data is stale."""
+    async def _pause(self, retry_after: float) -> None:
+        """The app is rate limited: every poller (on every instance) waits, every viewer is told
+        data is stale."""
         until = self._clock.now() + max(1.0, retry_after)
         if until > self.paused_until:
             self.paused_until = until
             self.counts["rate_limited"] += 1
             log.warning("Spotify rate limit: pausing all polling for %.0fs", retry_after)
-        for w in self._watches.values():
-            self._mark_stale(w, retry_after=max(0.0, self.paused_until - self._clock.now()))
+        await self._coord.set_pause(until)
+        for w in list(self._watches.values()):
+            await self._share_stale(w, retry_after=max(0.0, self.paused_until - self._clock.now()))
 
-    def _mark_stale(self, w: _Watch, retry_after: float | None = None) -> None:
+    def _mark_stale(self, w: _Watch, retry_after: float | None = None) -> bool:
+        """Mark live data stale (locally); whether that changed anything."""
         snap = w.snapshot
-        if snap is None or snap.status is Status.LIVE:
-            self._publish(
-                w,
-                Snapshot(
-                    snap.playing if snap else None,
-                    Status.STALE,
-                    _next_version(w),
-                    retry_after=retry_after if retry_after is not None else self.poll_seconds,
-                ),
-            )
+        if snap is not None and snap.status is not Status.LIVE:
+            return False
+        return self._publish(
+            w,
+            Snapshot(
+                snap.playing if snap else None,
+                Status.STALE,
+                _next_version(w),
+                retry_after=retry_after if retry_after is not None else self.poll_seconds,
+            ),
+        )
 
-    def _publish(self, w: _Watch, snap: Snapshot) -> None:
+    def _publish(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
         old = w.snapshot
         changed = (
             old is None
@@ -311,7 +394,9 @@ class LiveHub:
             or old.last_played != snap.last_played
             or _jumped(old.playing, snap.playing, self._clock.now())
         )
-        if not changed:
+        if remote:
+            changed = True  # the polling instance decided
+        elif not changed:
             assert old is not None  # noqa: S101 - narrowed by `changed`
             snap = replace(snap, version=old.version)
         w.snapshot = snap
@@ -320,6 +405,59 @@ class LiveHub:
             self.counts["published"] += 1
             for q in list(w.subscribers):
                 _offer(q, snap)
+        return changed
+
+
+def snapshot_to_wire(snap: Snapshot) -> str:
+    """A snapshot as JSON, for other instances."""
+    return json.dumps(
+        {
+            "status": str(snap.status),
+            "version": snap.version,
+            "retry_after": snap.retry_after,
+            "playing": _np_wire(snap.playing) if snap.playing else None,
+            "last": {"item": asdict(snap.last_played.item), "at": snap.last_played.played_at}
+            if snap.last_played
+            else None,
+        },
+        separators=(",", ":"),
+    )
+
+
+def snapshot_from_wire(payload: str) -> Snapshot:
+    """The inverse of :func:`snapshot_to_wire`; raises ValueError/KeyError/TypeError on junk."""
+    data = json.loads(payload)
+    playing = data["playing"]
+    last = data["last"]
+    return Snapshot(
+        playing=NowPlaying(
+            is_playing=bool(playing["is_playing"]),
+            kind=Kind(playing["kind"]) if playing["kind"] else None,
+            item=_item(playing["item"]) if playing["item"] else None,
+            progress_ms=playing["progress_ms"],
+            timestamp=float(playing["timestamp"]),
+        )
+        if playing
+        else None,
+        status=Status(data["status"]),
+        version=int(data["version"]),
+        retry_after=data["retry_after"],
+        last_played=PlayedItem(_item(last["item"]), float(last["at"])) if last else None,
+    )
+
+
+def _np_wire(np: NowPlaying) -> dict[str, Any]:
+    return {
+        "is_playing": np.is_playing,
+        "kind": str(np.kind) if np.kind else None,
+        "item": asdict(np.item) if np.item else None,
+        "progress_ms": np.progress_ms,
+        "timestamp": np.timestamp,
+    }
+
+
+def _item(data: dict[str, Any]) -> Item:
+    return Item(**{**data, "kind": Kind(data["kind"]), "artists": tuple(data["artists"])})
 
 
 def _jumped(old: NowPlaying | None, new: NowPlaying | None, now: float) -> bool:

@@ -18,6 +18,8 @@ from starlette.routing import Mount
 
 from .clock import Clock, SystemClock
 from .config import Settings
+from .coord import Coordinator, LocalCoordinator
+from .coord_redis import RedisCoordinator
 from .crypto import TokenCipher
 from .live import LiveHub
 from .models import NowPlaying, PlayedItem
@@ -122,12 +124,19 @@ async def open_runtime(
             api_url=api_url,
             clock=clock,
         )
-        tokens = TokenManager(client, store, clock)
+        coord: Coordinator = (
+            RedisCoordinator(settings.nowplaying_redis_url)
+            if settings.nowplaying_redis_url
+            else LocalCoordinator()
+        )
+        tokens = TokenManager(client, store, clock, coord=coord)
         hub = LiveHub(
             functools.partial(read_now_playing, tokens, client),
             clock,
             poll_seconds=settings.nowplaying_poll_seconds,
             history=functools.partial(read_last_played, store, tokens, client),
+            coord=coord,
         )
+        await hub.start()
         stack.push_async_callback(hub.close)
         yield Runtime(settings, clock, store, http, client, tokens, hub)

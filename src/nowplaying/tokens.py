@@ -10,13 +10,15 @@ Rules from Spotify's contract:
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
+import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from .clock import Clock
+from .coord import Coordinator, LocalCoordinator
 from .models import Token
 from .spotify import AccessTokenRejected, ReconnectRequired, SpotifyClient
 from .store import AccountStatus, Store
@@ -33,14 +35,20 @@ class TokenManager:
     """Hands out a valid access token per account; refreshes are single-flight per account."""
 
     def __init__(
-        self, client: SpotifyClient, store: Store, clock: Clock, *, leeway: float = 60.0
+        self,
+        client: SpotifyClient,
+        store: Store,
+        clock: Clock,
+        *,
+        leeway: float = 60.0,
+        coord: Coordinator | None = None,
     ) -> None:
         self._client = client
         self._store = store
         self._clock = clock
         self._leeway = leeway
+        self._coord: Coordinator = coord or LocalCoordinator()
         self._cache: dict[str, Token] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
         self.counts: Counter[str] = Counter()
         """``refresh`` (token calls made), ``rotated`` (new refresh tokens stored)."""
 
@@ -49,18 +57,28 @@ class TokenManager:
         self._cache[account_id] = token
 
     def forget(self, account_id: str) -> None:
-        """Drop the cached access token (logout, disconnect)."""
+        """Drop the cached access token here (logout, disconnect; see also :meth:`drop`)."""
         self._cache.pop(account_id, None)
+
+    async def drop(self, account_id: str) -> None:
+        """Forget the access token here and on every instance."""
+        self.forget(account_id)
+        await self._coord.drop_token(account_id)
 
     async def token(self, account_id: str, *, stale: Token | None = None) -> Token:
         """A valid access token. ``stale`` is one the API just refused: replace it."""
         token = self._cache.get(account_id)
-        if token is not None and token is not stale and not self._expired(token):
+        if token is not None and not _same(token, stale) and not self._expired(token):
             return token
-        async with self._locks.setdefault(account_id, asyncio.Lock()):
+        # One refresh at a time per account, across tasks and (with Redis) across instances.
+        async with self._coord.lock(f"refresh:{account_id}"):
             token = self._cache.get(account_id)  # another task may have refreshed meanwhile
-            if token is not None and token is not stale and not self._expired(token):
+            if token is not None and not _same(token, stale) and not self._expired(token):
                 return token
+            shared = _token_from_wire(await self._coord.get_token(account_id))
+            if shared is not None and not self._expired(shared) and not _same(shared, stale):
+                self._cache[account_id] = shared
+                return shared
             return await self._refresh(account_id)
 
     async def call(self, account_id: str, fn: Callable[[str], Awaitable[T]]) -> T:
@@ -89,7 +107,32 @@ class TokenManager:
             await self._store.set_status(account_id, AccountStatus.RECONNECT_REQUIRED)
             raise
         if token.refresh_token and token.refresh_token != account.refresh_token:
+            # Persist the rotated refresh token before the new access token is used.
             await self._store.set_refresh_token(account_id, token.refresh_token)
             self.counts["rotated"] += 1
         self._cache[account_id] = token
+        ttl = token.expires_at - self._clock.now() - self._leeway
+        await self._coord.put_token(account_id, _token_to_wire(token), ttl)
         return token
+
+
+def _same(a: Token, b: Token | None) -> bool:
+    return b is not None and secrets.compare_digest(a.access_token, b.access_token)
+
+
+def _token_to_wire(token: Token) -> str:
+    """The access token for other instances (never the refresh token)."""
+    return json.dumps(
+        {"a": token.access_token, "e": token.expires_at, "s": sorted(token.scope)},
+        separators=(",", ":"),
+    )
+
+
+def _token_from_wire(payload: str | None) -> Token | None:
+    if payload is None:
+        return None
+    try:
+        data = json.loads(payload)
+        return Token(str(data["a"]), float(data["e"]), frozenset(data["s"]))
+    except (ValueError, KeyError, TypeError):
+        return None

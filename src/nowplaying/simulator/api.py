@@ -56,6 +56,7 @@ def routes(sim: Simulator) -> list[Route]:
         record = sim.accounts.access(token.strip()) if kind.lower() == "bearer" else None
         if record is None:
             return unauthorized()
+        sim.calls[f"{endpoint}:{record.consent.user_id}"] += 1  # per user, for fairness checks
         client = sim.accounts.clients.get(record.consent.client_id)
         if client is not None and not client.owner_premium:
             return PlainTextResponse(OWNER_NOT_PREMIUM, 403)

@@ -3,12 +3,14 @@
 from nowplaying.crypto import TokenCipher
 
 from .base import Account, AccountStatus, LoginState, Session, Store, StoreError
+from .postgres import PostgresStore
 from .sqlite import SQLiteStore
 
 __all__ = [
     "Account",
     "AccountStatus",
     "LoginState",
+    "PostgresStore",
     "SQLiteStore",
     "Session",
     "Store",
@@ -18,9 +20,12 @@ __all__ = [
 
 
 def open_store(url: str, *, cipher: TokenCipher) -> Store:
-    """The store a database URL names (``sqlite:///path``; ``sqlite://`` for memory)."""
+    """The store a database URL names: ``sqlite:///path`` (``sqlite://`` in memory) or
+    ``postgresql://...``."""
     if url in {"sqlite://", "sqlite:///:memory:"}:
         return SQLiteStore(":memory:", cipher=cipher)
     if url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///"), cipher=cipher)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url, cipher=cipher)
     raise StoreError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

@@ -110,4 +110,8 @@ async def favicon(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"ok": True})
+    """Liveness, and which instance answered (for load balancers and the multi-instance test)."""
+    svc = services(request)
+    return JSONResponse(
+        {"ok": True, "instance": svc.hub.instance_id}, headers={"Cache-Control": "no-store"}
+    )

@@ -27,7 +27,7 @@ from nowplaying.config import Settings
 from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
-from nowplaying.store import Store
+from nowplaying.store import Store, StoreError
 
 from . import api, auth, owner, pages, public
 from .security import SecurityHeaders, origin_of
@@ -118,7 +118,11 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,))],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            StoreError: _store_down,
+            Exception: _server_error,
+        },
     )
 
 
@@ -137,6 +141,27 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         status=exc.status_code,
         demo=bool(demo and demo.demo),
     )
+
+
+async def _store_down(request: Request, exc: Exception) -> Response:
+    """The database is unreachable: a clear 503; live viewers keep their stream meanwhile."""
+    log.error("store unavailable on %s: %s", request.url.path, type(exc.__cause__).__name__)
+    headers = {"Retry-After": "5", "Cache-Control": "no-store"}
+    if request.url.path.startswith(("/api/", "/p/")):
+        return JSONResponse(
+            {"error": "unavailable", "message": "Storage is unavailable; try again shortly."},
+            503,
+            headers=headers,
+        )
+    svc = getattr(request.app.state, "services", None)
+    response = pages.error_page(
+        "Temporarily unavailable",
+        "Storage is unavailable; please try again in a moment.",
+        status=503,
+        demo=bool(svc and svc.demo),
+    )
+    response.headers.update(headers)
+    return response
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

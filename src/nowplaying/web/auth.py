@@ -166,6 +166,7 @@ async def callback(request: Request) -> Response:
     except StoreError:
         return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
     svc.sessions.clear_login(response)
+    await svc.tokens.drop(account.id)  # any token of an earlier grant, on every instance
     svc.tokens.seed(account.id, token)
     await svc.hub.forget(account.id)
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -183,7 +184,7 @@ async def logout(request: Request) -> Response:
     if session is not None:
         await svc.store.delete_sessions_of(session.account_id)
         await svc.store.delete_account(session.account_id)
-        svc.tokens.forget(session.account_id)
+        await svc.tokens.drop(session.account_id)
         await svc.hub.forget(session.account_id)
     await svc.sessions.end(request, response)
     return response

@@ -1,0 +1,254 @@
+"""The Redis coordinator (``NOWPLAYING_REDIS_URL``): many instances behaving as one.
+
+Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a TTL),
+``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
+``pause`` (the app-wide rate-limit pause), ``token:{account}`` (the shared access token),
+``lock:{name}``; and the pub/sub channel ``np:events``.
+
+Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
+degraded — each instance polls for itself, publishes only locally — warns once, retries Redis at
+most every ``retry_every`` seconds, and says so when it recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import LockError, RedisError
+
+from .coord import Listener, LocalCoordinator
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CHANNEL = "np:events"
+
+_HOLD = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_PAUSE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return 1
+"""
+
+
+class RedisCoordinator:
+    """The :class:`~nowplaying.coord.Coordinator` on Redis, degrading to in-process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_ttl: float = 6.0,
+        watch_ttl: float = 20.0,
+        lock_ttl: float = 15.0,
+        retry_every: float = 2.0,
+    ) -> None:
+        self.instance_id = secrets.token_hex(6)
+        self.renew_every: float | None = lease_ttl / 3
+        self.lease_ttl = lease_ttl
+        self.watch_ttl = watch_ttl
+        self.lock_ttl = lock_ttl
+        self.retry_every = retry_every
+        self._url = url
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        )
+        self._local = LocalCoordinator()
+        self._listener: Listener | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._degraded_since: float | None = None
+        self._last_attempt = 0.0
+        self.degraded_events = 0
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded_since is not None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, listener: Listener) -> None:
+        self._listener = listener
+        await self._call(self._redis.ping(), None)
+        self._task = asyncio.create_task(self._listen(), name="redis-listen")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.aclose()
+
+    # -- leases and watching ---------------------------------------------------------------------
+
+    async def hold_lease(self, account_id: str) -> bool:
+        held = await self._call(
+            self._redis.eval(
+                _HOLD, 1, f"np:lease:{account_id}", self.instance_id, int(self.lease_ttl * 1000)
+            ),
+            True,  # degraded: every instance polls for itself
+        )
+        return bool(held)
+
+    async def release_lease(self, account_id: str) -> None:
+        await self._call(
+            self._redis.eval(_RELEASE, 1, f"np:lease:{account_id}", self.instance_id),
+            None,
+        )
+
+    async def mark_watched(self, account_id: str) -> None:
+        await self._call(
+            self._redis.set(f"np:watch:{account_id}", "1", px=int(self.watch_ttl * 1000)), None
+        )
+
+    async def is_watched(self, account_id: str) -> bool:
+        return bool(await self._call(self._redis.exists(f"np:watch:{account_id}"), 0))
+
+    # -- state and fan-out -----------------------------------------------------------------------
+
+    async def publish(self, account_id: str, payload: str) -> None:
+        message = json.dumps({"a": account_id, "i": self.instance_id, "p": payload})
+
+        async def both() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(f"np:state:{account_id}", payload, ex=86400)
+                pipe.publish(CHANNEL, message)
+                await pipe.execute()
+
+        await self._call(both(), None)
+
+    async def latest(self, account_id: str) -> str | None:
+        value = await self._call(self._redis.get(f"np:state:{account_id}"), None)
+        return str(value) if value is not None else None
+
+    async def _listen(self) -> None:
+        """Relay other instances' changes to the local listener; reconnect on failure."""
+        backoff = 0.5
+        while True:
+            client = aioredis.Redis.from_url(
+                self._url, socket_connect_timeout=1.0, decode_responses=True
+            )
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    backoff = 0.5
+                    while True:
+                        message = await pubsub.get_message(timeout=5.0)
+                        if message is not None:
+                            self._deliver(message.get("data"))
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+                await asyncio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await client.aclose()
+
+    def _deliver(self, data: object) -> None:
+        try:
+            message = json.loads(str(data))
+            account_id, sender, payload = message["a"], message["i"], message["p"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed message on %s", CHANNEL)
+            return
+        if sender != self.instance_id and self._listener is not None:
+            self._listener(str(account_id), str(payload))
+
+    # -- the app-wide pause ----------------------------------------------------------------------
+
+    async def set_pause(self, until: float) -> None:
+        await self._local.set_pause(until)
+        ttl = max(1, int((until - time.time()) * 1000))
+        await self._call(self._redis.eval(_PAUSE, 1, "np:pause", repr(until), ttl), None)
+
+    async def paused_until(self) -> float:
+        value = await self._call(self._redis.get("np:pause"), None)
+        local = await self._local.paused_until()
+        try:
+            return max(local, float(value)) if value is not None else local
+        except ValueError:
+            return local
+
+    # -- locks and the shared access token ---------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """A lock across instances (and within this one); degraded, only within this one."""
+        async with self._local.lock(name):
+            lock = self._redis.lock(
+                f"np:lock:{name}", timeout=self.lock_ttl, blocking_timeout=self.lock_ttl
+            )
+            acquired = bool(await self._call(lock.acquire(), False))
+            try:
+                yield
+            finally:
+                if acquired:
+                    with contextlib.suppress(LockError, RedisError, OSError):
+                        await lock.release()
+
+    async def get_token(self, account_id: str) -> str | None:
+        value = await self._call(self._redis.get(f"np:token:{account_id}"), None)
+        return str(value) if value is not None else None
+
+    async def put_token(self, account_id: str, payload: str, ttl: float) -> None:
+        if ttl > 1:
+            await self._call(
+                self._redis.set(f"np:token:{account_id}", payload, px=int(ttl * 1000)), None
+            )
+
+    async def drop_token(self, account_id: str) -> None:
+        await self._call(self._redis.delete(f"np:token:{account_id}"), None)
+
+    # -- failure handling --------------------------------------------------------------------------
+
+    async def _call(self, op: Awaitable[T], fallback: T) -> T:
+        """Run one Redis operation; on failure (or while degraded, between retries) fall back."""
+        now = time.monotonic()
+        if self.degraded and now - self._last_attempt < self.retry_every:
+            _close(op)
+            return fallback
+        self._last_attempt = now
+        try:
+            result = await op
+        except (RedisError, OSError, LockError) as e:
+            self._went_down(e)
+            return fallback
+        if self._degraded_since is not None:
+            log.warning(
+                "Redis is back after %.0fs: instances coordinate again",
+                now - self._degraded_since,
+            )
+            self._degraded_since = None
+        return result
+
+    def _went_down(self, error: Exception) -> None:
+        if self._degraded_since is None:
+            self._degraded_since = time.monotonic()
+            self.degraded_events += 1
+            log.warning(
+                "Redis unreachable (%s): serving from local state and polling per instance",
+                type(error).__name__,
+            )
+
+
+def _close(op: Awaitable[object]) -> None:
+    """Discard an operation that will not be awaited (no 'never awaited' warning)."""
+    close: Callable[[], None] | None = getattr(op, "close", None)
+    if close is not None:
+        close()
