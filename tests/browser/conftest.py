@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
 CHROMIUM = os.environ.get("NOWPLAYING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -23,8 +24,6 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-from playwright.sync_api import Browser, Playwright, sync_playwright
 
 
 def _unavailable() -> str | None:
