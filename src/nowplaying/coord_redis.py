@@ -73,6 +73,7 @@ class RedisCoordinator:
         self._listener: Listener | None = None
         self._task: asyncio.Task[None] | None = None
         self._degraded_since: float | None = None
+        self._closing = False
         self._last_attempt = 0.0
         self.degraded_events = 0
 
@@ -88,10 +89,12 @@ class RedisCoordinator:
         self._task = asyncio.create_task(self._listen(), name="redis-listen")
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # redis-py can absorb a cancellation inside get_message; the flag ends the loop then.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 3.0)
         with contextlib.suppress(RedisError, OSError):
             await self._redis.aclose()
 
@@ -140,7 +143,7 @@ class RedisCoordinator:
     async def _listen(self) -> None:
         """Relay other instances' changes to the local listener; reconnect on failure."""
         backoff = 0.5
-        while True:
+        while not self._closing:
             client = aioredis.Redis.from_url(
                 self._url, socket_connect_timeout=1.0, decode_responses=True
             )
@@ -148,8 +151,8 @@ class RedisCoordinator:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     backoff = 0.5
-                    while True:
-                        message = await pubsub.get_message(timeout=5.0)
+                    while not self._closing:
+                        message = await pubsub.get_message(timeout=1.0)
                         if message is not None:
                             self._deliver(message.get("data"))
             except (RedisError, OSError) as e:

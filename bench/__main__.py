@@ -1,0 +1,64 @@
+"""``python -m bench [section ...]``: run the benchmarks, print one table, write the doc.
+
+With no sections, all four run in one go and ``docs/performance.md`` is rewritten with the
+printed table; with some, only those run and the doc is left alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import latency, memory, throughput, upstream
+from .report import DOC, Machine, Results, table, write_doc
+
+SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
+    "upstream": ("upstream calls per simulated minute (~30 s)", upstream.run),
+    "latency": ("change-to-viewer latency (~2 min)", latency.run),
+    "throughput": ("throughput against a bare endpoint (~40 s)", throughput.run),
+    "memory": ("memory with 1000 SSE viewers (~15 s)", memory.run),
+}
+
+
+async def _run(names: list[str]) -> tuple[Results, list[str]]:
+    results = Results()
+    failed = []
+    started = time.monotonic()
+    for i, name in enumerate(names, 1):
+        title, run = SECTIONS[name]
+        print(f"[{i}/{len(names)}] {title}", file=sys.stderr, flush=True)
+        try:
+            setattr(results, name, await run())
+        except Exception:  # one broken section must not hide the others' numbers
+            traceback.print_exc()
+            failed.append(name)
+    results.seconds = time.monotonic() - started
+    return results, failed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("sections", nargs="*", metavar="section", help=", ".join(SECTIONS))
+    names = parser.parse_args().sections or list(SECTIONS)
+    if unknown := [n for n in names if n not in SECTIONS]:
+        parser.error(f"unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+    machine = Machine.here()
+    results, failed = asyncio.run(_run(names))
+    printed = table(results, machine)
+    print(printed)
+    if failed:
+        print(f"failed: {', '.join(failed)}; {DOC.name} not written", file=sys.stderr)
+        return 1
+    if len(names) == len(SECTIONS):
+        write_doc(printed, machine)
+        print(f"written: {DOC.relative_to(DOC.parent.parent)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,275 @@
+"""The results as a plain-text table (printed) and as ``docs/performance.md`` (written)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import latency, memory, throughput, upstream
+from .servers import ROOT
+
+DOC = ROOT / "docs" / "performance.md"
+
+
+@dataclass
+class Results:
+    upstream: list[upstream.Row] | None = None
+    latency: latency.Result | None = None
+    throughput: throughput.Result | None = None
+    memory: memory.Result | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpus: int
+    cpu_model: str
+    python: str
+    kernel: str
+    date: str
+    load: str
+    commit: str
+
+    @classmethod
+    def here(cls) -> Machine:
+        model = "unknown"
+        with Path("/proc/cpuinfo").open() as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        return cls(
+            cpus=len(os.sched_getaffinity(0)),
+            cpu_model=model,
+            python=platform.python_version(),
+            kernel=f"{platform.system()} {platform.release()}",
+            date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            load=" ".join(f"{x:.2f}" for x in os.getloadavg()),
+            commit=_commit(),
+        )
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes' if dirty else ''}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b else "-"
+
+
+def _s(seconds: float) -> str:
+    return "-" if math.isnan(seconds) else f"{seconds:.2f} s"
+
+
+def table(r: Results, machine: Machine) -> str:
+    out: list[str] = [
+        f"nowplaying benchmarks, {machine.date}: {machine.cpus} CPUs ({machine.cpu_model}), "
+        f"Python {machine.python}, load average at start {machine.load}",
+        "",
+    ]
+    if r.upstream is not None:
+        out += _upstream(r.upstream)
+    if r.latency is not None:
+        out += _latency(r.latency)
+    if r.throughput is not None:
+        out += _throughput(r.throughput)
+    if r.memory is not None:
+        out += _memory(r.memory)
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
+    return "\n".join(out)
+
+
+def _upstream(rows: list[upstream.Row]) -> list[str]:
+    out = [
+        "1. Upstream calls to Spotify (token + Web API) and token refreshes, one account",
+        "   in-process app + simulator on a fake clock; polling viewers: one request / 10 s each",
+        "",
+        f"   {'viewers':<14}{'engine, SSE':>17}{'engine, polling':>19}"
+        f"{'baseline, polling':>21}{'baseline/engine':>18}",
+        f"   {'':<14}{'calls  refresh':>17}{'calls  refresh':>19}{'calls  refresh':>21}"
+        f"{'(polling)':>18}",
+    ]
+    for row in rows:
+        unit = (
+            "/min"
+            if row.seconds == 60
+            else "/hour"
+            if row.seconds == 3600
+            else f"/{row.seconds:g} s"
+        )
+        label = f"{row.viewers} {unit}"
+        cells = ""
+        for count, width in (
+            (row.engine_sse, 17),
+            (row.engine_polling, 19),
+            (row.baseline_polling, 21),
+        ):
+            cells += f"{count.calls:>{width - 9}}{count.refreshes:>9}"
+        ratio = _ratio(row.baseline_polling.calls, row.engine_polling.calls)
+        out.append(f"   {label:<14}{cells}{ratio:>18}")
+    return [*out, ""]
+
+
+def _latency(r: latency.Result) -> list[str]:
+    targets = {
+        "natural end": "p95 <= 1.5 s",
+        "skip": f"p95 <= {r.poll_seconds + 1:g} s (poll + 1 s)",
+    }
+    out = [
+        "2. Change-to-viewer latency (real server, SSE viewer, "
+        f"NOWPLAYING_POLL_SECONDS={r.poll_seconds:g})",
+        "",
+        f"   {'change':<14}{'samples':>8}{'missed':>8}{'median':>10}{'p95':>10}{'max':>10}"
+        "   target",
+    ]
+    for name, samples in (("natural end", r.natural), ("skip", r.skip)):
+        top = max(samples.values) if samples.values else math.nan
+        out.append(
+            f"   {name:<14}{len(samples.values):>8}{samples.missed:>8}"
+            f"{_s(samples.median):>10}{_s(samples.quantile(0.95)):>10}{_s(top):>10}"
+            f"   {targets[name]}"
+        )
+    return [*out, ""]
+
+
+def _throughput(r: throughput.Result) -> list[str]:
+    out = [
+        f"3. Throughput, {throughput.CONNECTIONS} keep-alive connections, "
+        f"{throughput.SECONDS:g} s per trial, A/B alternated {len(r.engine)} times "
+        f"({r.body_bytes}-byte JSON body)",
+        "",
+        f"   {'endpoint':<30}{'req/s, median':>15}   {'req/s per round':<26}"
+        f"{'p50':>9}{'p99':>9}{'server CPU':>12}",
+    ]
+    for name, trials in (("GET /api/spotify (engine)", r.engine), ("bare Starlette JSON", r.bare)):
+        rps = sorted(t.rps for t in trials)
+        mid = sorted(trials, key=lambda t: t.rps)[len(trials) // 2]
+        listed = " ".join(f"{t.rps:.0f}" for t in trials)
+        out.append(
+            f"   {name:<30}{rps[len(rps) // 2]:>15.0f}   {listed:<26}"
+            f"{mid.p50_ms:>6.1f} ms{mid.p99_ms:>6.0f} ms{mid.server_cpu:>7.2f} core"
+        )
+    errors = sum(t.errors for t in (*r.engine, *r.bare))
+    per_round = " ".join(f"{e.rps / b.rps:.2f}" for e, b in zip(r.engine, r.bare, strict=True))
+    out.append(
+        f"   {'ratio engine / bare':<30}{r.ratio:>15.2f}   {per_round:<26}"
+        f"target >= 0.5; errors: {errors}"
+    )
+    return [*out, ""]
+
+
+def _memory(r: memory.Result) -> list[str]:
+    return [
+        f"4. Server memory (VmRSS) with {r.viewers} open SSE viewers",
+        "",
+        f"   {'idle (signed in, polling)':<30}{r.idle_kb / 1024:>8.1f} MB",
+        f"   {f'with {r.viewers} SSE viewers':<30}{r.loaded_kb / 1024:>8.1f} MB   target < 150 MB",
+        f"   {'per viewer':<30}{r.per_viewer_kb:>8.1f} KB",
+        "",
+    ]
+
+
+def write_doc(printed: str, machine: Machine) -> None:
+    DOC.write_text(DOC_TEMPLATE.format(table=printed, m=machine), encoding="utf-8")
+
+
+DOC_TEMPLATE = """\
+# Performance
+
+Numbers from one run of the benchmark suite. They are measurements on the machine below, not
+guarantees: rerun `make bench` after a change and compare the ratios, which travel better than
+the absolute numbers.
+
+## How to reproduce
+
+```sh
+make bench          # = .venv/bin/python -m bench; about 3-4 minutes; rewrites this file
+```
+
+Everything talks to 127.0.0.1 only; the servers are started and stopped by the suite.
+`python -m bench upstream latency` runs some sections only (and leaves this file alone).
+
+## Machine
+
+| | |
+|---|---|
+| date | {m.date} |
+| CPUs (`nproc`) | {m.cpus} ({m.cpu_model}) |
+| Python | {m.python} |
+| kernel | {m.kernel} |
+| load average at start | {m.load} |
+| code | commit {m.commit} |
+
+## Results
+
+```text
+{table}
+```
+
+## What is measured
+
+**1. Upstream calls and token refreshes.** The app and the simulated Spotify run in-process on a
+fake clock (`bench/upstream.py`), so a simulated minute costs about a second. The listener plays
+continuously; the minute starts 27 s before a track ends, so one track change falls in it. The
+simulator counts every request it receives: *calls* are token requests plus Web API requests,
+*refresh* is token requests with `grant_type=refresh_token`. SSE viewers hold
+`/api/spotify/events` open; polling viewers each `GET /api/spotify` every 10 s, their first
+requests spread evenly over the 10 s. The **baseline** is what common now-playing widgets do on
+every request: refresh the access token, then call currently-playing (`SpotifyClient.refresh` +
+`SpotifyClient.currently_playing` against the same simulator); it has no SSE. The last row is one
+simulated hour with one viewer: the access token lives 3600 s, so the engine refreshes it once.
+The engine polls every 5 s plus once at each predicted track end, whatever the audience, so with
+a single viewer polling every 10 s it makes about as many calls as the baseline; its advantage
+grows with the audience.
+
+**2. Change-to-viewer latency.** `nowplaying serve` in demo mode in its own process, system clock,
+`NOWPLAYING_POLL_SECONDS=5`, one SSE viewer on a raw socket (`bench/latency.py`). Each cycle, at a
+random moment in the poll interval, the bench makes the simulated player jump to another track
+5 s + U(1.5, 3) s before its end (the control API's `play` with an item and a position: a skip
+and a seek in one call). *Skip* is the time from the change (the simulator's timestamp) to the
+SSE event with the new title; nothing predicts a skip, so the engine sees it at its next periodic
+poll. By then at least 1.5 s of the track are left and the engine knows when it ends; *natural
+end* is the time from that end (change timestamp + time left, from the simulator's state) to the
+event with the next title. Server and bench read the same clock. p95 is nearest-rank: with 12
+samples it is the largest one. The random moments come from a fixed seed, so reruns sample the
+same moments in the poll interval.
+
+**3. Throughput.** `GET /api/spotify` with a valid session cookie, answered from the shared state,
+against a bare Starlette app whose one `async` endpoint returns the same JSON body
+(`bench/bare.py`). Both run under uvicorn with the same settings (one worker, `access_log=False`,
+`log_level="warning"`, no proxy headers), each in its own process; the load generator
+(`bench/loadgen.py`, raw asyncio sockets, HTTP/1.1 keep-alive) runs in a third process and loads
+one server at a time, alternating A/B. *server CPU* is the loaded server's CPU use during the
+median trial, in cores: near 1.0 means the server, not the load generator, was the limit. The
+ratio is the median of the five rounds' ratios (each round is one engine trial then one bare trial,
+back to back), which a burst of other load on the machine distorts less than a ratio of medians.
+On a shared machine (other test runs, editors) the rounds spread widely; the per-round columns
+show how much, and a rerun on a quiet machine is the better figure.
+
+**4. Memory.** A fresh server process, signed in, its poller running: `VmRSS` from
+`/proc/PID/status` idle, then with 1000 SSE connections open, each having received its first
+event (`bench/memory.py`).
+"""

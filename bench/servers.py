@@ -1,0 +1,244 @@
+"""Server processes on 127.0.0.1 for the real-time benchmarks, an HTTP sign-in, an SSE client.
+
+Each server runs in its own process (:class:`ServerProcess`), so a load generator or the bench
+itself never shares a GIL with it; it is always stopped on the way out (terminate, then kill).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from tests.helpers import consent
+
+ROOT = Path(__file__).resolve().parent.parent
+START_SECONDS = 20.0
+CONTROL = "/spotify-sim/_control/users/demo/player"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A running server: its URL and process; ``rss_kb()`` and ``cpu_seconds()`` read /proc."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server has used so far."""
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _run(cmd: list[str], env: Mapping[str, str], cwd: Path, port: int) -> Iterator[ServerProcess]:
+    log = cwd / f"server-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=out)
+    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _wait_ready(server: ServerProcess) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            break
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code < 500:
+                return
+        time.sleep(0.1)
+    tail = server.log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"server {server.url} did not start:\n{tail}")
+
+
+@contextlib.contextmanager
+def nowplaying_server(poll_seconds: float = 5.0) -> Iterator[ServerProcess]:
+    """``nowplaying serve`` in demo mode (the simulator mounted in-process), a fresh database."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
+        env = {
+            "SPOTIFY_CLIENT_ID": "",  # demo mode, whatever the calling shell has set
+            "SPOTIFY_REDIRECT_URI": f"http://127.0.0.1:{port}/callback",
+            "NOWPLAYING_DATABASE_URL": f"sqlite:///{tmp}/nowplaying.sqlite3",
+            "NOWPLAYING_POLL_SECONDS": str(poll_seconds),
+            "NOWPLAYING_LOG_LEVEL": "WARNING",
+        }
+        cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--host", "127.0.0.1"]
+        # cwd is the temporary directory, so a developer's .env cannot leave demo mode.
+        with _run([*cmd, "--port", str(port)], env, Path(tmp), port) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def bare_server(payload: Mapping[str, Any]) -> Iterator[ServerProcess]:
+    """:mod:`bench.bare` under uvicorn with the settings ``nowplaying serve`` uses."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="np-bench-bare-") as tmp:
+        env = {"BENCH_PAYLOAD": json.dumps(payload), "PYTHONPATH": str(ROOT)}
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.bare:create",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--no-proxy-headers",
+        ]
+        with _run(cmd, env, Path(tmp), port) as server:
+            yield server
+
+
+# -- signing in over HTTP -----------------------------------------------------------------------
+
+
+def _keep_cookies(jar: dict[str, str], response: httpx.Response) -> None:
+    for header in response.headers.get_list("set-cookie"):
+        parsed: SimpleCookie = SimpleCookie()
+        parsed.load(header)
+        for name, morsel in parsed.items():
+            jar[name] = morsel.value
+
+
+def _cookie_header(jar: Mapping[str, str]) -> str:
+    return "; ".join(f"{k}={v}" for k, v in jar.items())
+
+
+async def sign_in(base_url: str) -> str:
+    """Walk /login → consent (Agree, as "demo") → /callback; the session's ``Cookie`` header.
+
+    The cookies are ``Secure``, which httpx keeps off plain http, so they are carried by hand.
+    """
+    jar: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=10) as http:
+        login = await http.get("/login")
+        if login.status_code != 302:
+            raise RuntimeError(f"/login answered {login.status_code}")
+        _keep_cookies(jar, login)
+        async with httpx.AsyncClient(follow_redirects=False, timeout=10) as browser:
+            agreed = await consent(browser, login.headers["location"])
+        if agreed.status_code not in (302, 303):
+            raise RuntimeError(f"consent answered {agreed.status_code}")
+        back = urlsplit(agreed.headers["location"])
+        done = await http.get(f"{back.path}?{back.query}", headers={"Cookie": _cookie_header(jar)})
+        if done.status_code != 303:
+            raise RuntimeError(f"/callback answered {done.status_code}")
+        _keep_cookies(jar, done)
+    session = {k: v for k, v in jar.items() if k.endswith("np_session")}
+    if not session:
+        raise RuntimeError("no session cookie after /callback")
+    return _cookie_header(session)
+
+
+# -- a small SSE client on a raw socket ----------------------------------------------------------
+
+
+@dataclass
+class SSEEvent:
+    arrived: float
+    """``time.time()`` when the event's last byte was read."""
+    id: str | None
+    data: dict[str, Any]
+
+
+@dataclass
+class SSEClient:
+    """One ``GET /api/spotify/events`` on its own connection; decodes chunked SSE."""
+
+    host: str
+    port: int
+    cookie: str
+    events: list[SSEEvent] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _writer: asyncio.StreamWriter | None = None
+
+    async def run(self) -> None:
+        """Read events until the server closes the stream or the task is cancelled."""
+        reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._writer.write(
+            (
+                "GET /api/spotify/events HTTP/1.1\r\n"
+                f"Host: {self.host}:{self.port}\r\n"
+                f"Cookie: {self.cookie}\r\n"
+                "Accept: text/event-stream\r\n\r\n"
+            ).encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b" ", 2)[1]
+        if status != b"200":
+            raise RuntimeError(f"SSE answered {status.decode()}")
+        buffer = ""
+        async for chunk in _chunks(reader):
+            buffer += chunk
+            while "\n\n" in buffer:
+                block, buffer = buffer.split("\n\n", 1)
+                self._parse(block)
+
+    def _parse(self, block: str) -> None:
+        event_id, data = None, []
+        for line in block.split("\n"):
+            if line.startswith("id: "):
+                event_id = line[4:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+        if data:
+            self.events.append(SSEEvent(time.time(), event_id, json.loads("\n".join(data))))
+            self.arrived.set()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[str]:
+    """The bodies of an HTTP/1.1 chunked transfer, as text."""
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            return
+        body = await reader.readexactly(size + 2)
+        yield body[:-2].decode()

@@ -1,0 +1,302 @@
+"""The Redis coordinator against the real Redis on this machine, and a throwaway redis-server
+for outage and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from nowplaying.clock import FakeClock
+from nowplaying.coord_redis import RedisCoordinator
+from nowplaying.live import LiveHub, Snapshot, Status, snapshot_from_wire, snapshot_to_wire
+from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
+from nowplaying.tokens import TokenManager
+from tests.conftest import Env
+from tests.live_server import free_port
+from tests.services import REDIS_URL, require
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def flushed() -> AsyncIterator[str]:
+    """The test Redis database, emptied before and after."""
+    require(REDIS_URL, "Redis")
+    client = aioredis.Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def coordinators(url: str, n: int, **kw: float) -> AsyncIterator[list[RedisCoordinator]]:
+    coords = [RedisCoordinator(url, **kw) for _ in range(n)]
+    inboxes: list[list[tuple[str, str]]] = [[] for _ in coords]
+    for c, inbox in zip(coords, inboxes, strict=True):
+        await c.start(lambda a, p, box=inbox: box.append((a, p)))  # type: ignore[misc]
+        c.inbox = inbox  # type: ignore[attr-defined]
+    try:
+        yield coords
+    finally:
+        for c in coords:
+            await c.close()
+
+
+async def test_one_lease_holder_until_it_lapses(flushed: str) -> None:
+    """Only one instance holds an account's lease; another takes it once it lapses."""
+    async with coordinators(flushed, 2, lease_ttl=0.4) as (a, b):
+        assert await a.hold_lease("acc")
+        assert not await b.hold_lease("acc")
+        assert await a.hold_lease("acc")  # renewal
+        await asyncio.sleep(0.6)  # a stops renewing: it "died"
+        assert await b.hold_lease("acc")
+        assert not await a.hold_lease("acc")
+        await b.release_lease("acc")
+        assert await a.hold_lease("acc")
+
+
+async def test_state_reaches_other_instances(flushed: str) -> None:
+    """A publish is stored as the latest state and delivered to the other instance only."""
+    async with coordinators(flushed, 2) as (a, b):
+        await asyncio.sleep(0.2)  # subscriptions settle
+        await a.publish("acc", "payload-1")
+        for _ in range(100):
+            if b.inbox:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.02)
+        assert b.inbox == [("acc", "payload-1")]  # type: ignore[attr-defined]
+        assert a.inbox == []  # type: ignore[attr-defined]
+        assert await b.latest("acc") == "payload-1"
+
+
+async def test_watch_marks_are_shared(flushed: str) -> None:
+    """A watch mark by one instance is seen by the other."""
+    async with coordinators(flushed, 2) as (a, b):
+        assert not await b.is_watched("acc")
+        await a.mark_watched("acc")
+        assert await b.is_watched("acc")
+
+
+async def test_pause_is_app_wide(flushed: str) -> None:
+    """A rate-limit pause set by one instance holds for all."""
+    async with coordinators(flushed, 2) as (a, b):
+        until = time.time() + 60
+        await a.set_pause(until)
+        assert await b.paused_until() == pytest.approx(until)
+        await b.set_pause(until - 30)  # an earlier pause never shortens it
+        assert await a.paused_until() == pytest.approx(until)
+
+
+async def test_lock_excludes_across_instances(flushed: str) -> None:
+    """Two instances never hold the same lock at once."""
+    inside = 0
+    most = 0
+
+    async def work(c: RedisCoordinator) -> None:
+        nonlocal inside, most
+        async with c.lock("refresh:acc"):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.02)
+            inside -= 1
+
+    async with coordinators(flushed, 2) as (a, b):
+        await asyncio.gather(*(work(random.choice([a, b])) for _ in range(10)))
+    assert most == 1
+
+
+async def test_shared_token(flushed: str) -> None:
+    """The access token stored by one instance is read by another, until dropped."""
+    async with coordinators(flushed, 2) as (a, b):
+        await a.put_token("acc", "tok", ttl=60)
+        assert await b.get_token("acc") == "tok"
+        await b.drop_token("acc")
+        assert await a.get_token("acc") is None
+
+
+async def test_unreachable_redis_degrades_to_local(caplog: pytest.LogCaptureFixture) -> None:
+    """No Redis: leases are held locally (per-instance polling), calls do not raise, one warning."""
+    caplog.set_level(logging.WARNING)
+    c = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0", retry_every=60)
+    await c.start(lambda a, p: None)
+    try:
+        assert await c.hold_lease("acc")
+        await c.publish("acc", "x")
+        assert await c.latest("acc") is None
+        await c.set_pause(time.time() + 5)
+        assert await c.paused_until() > time.time()
+        async with c.lock("refresh:acc"):
+            pass
+        assert c.degraded
+    finally:
+        await c.close()
+    warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """A redis-server of our own, which the test can stop and start again."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        require("redis://127.0.0.1:1", "redis-server (the binary)")
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    yield port, procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _start_redis(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    procs.append(
+        subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+
+
+async def _until(check: object, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await check():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
+async def test_redis_outage_and_recovery(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    """Redis goes away: degraded, still answering. Redis comes back: coordinating again."""
+    port, procs = own_redis
+    _start_redis(port, procs, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    a, b = RedisCoordinator(url, retry_every=0.1), RedisCoordinator(url, retry_every=0.1)
+
+    async def a_holds() -> bool:  # really held: Redis up and answering, not the fallback
+        return await a.hold_lease("acc") and not a.degraded
+
+    def recovered(c: RedisCoordinator) -> object:
+        async def check() -> bool:
+            await c.mark_watched("acc")
+            return not c.degraded
+
+        return check
+
+    try:
+        await _until(a_holds)
+        await b.start(lambda x, y: None)
+        assert not await b.hold_lease("acc")
+        procs[0].kill()
+        procs[0].wait()
+        await asyncio.sleep(0.2)
+        assert await b.hold_lease("acc")  # degraded: polls for itself rather than not at all
+        assert b.degraded
+        _start_redis(port, procs, tmp_path)
+        await _until(recovered(b))
+        await _until(recovered(a))
+        assert await b.hold_lease("acc")  # the old lease died with the old server
+        assert not await a.hold_lease("acc")
+    finally:
+        await a.close()
+        await b.close()
+
+
+def test_snapshot_wire_round_trip() -> None:
+    """Snapshots cross instances intact, items, last played and all."""
+    item = Item(Kind.TRACK, '<t> & "q"', ("A", "B"), "Al", "https://i/x", "https://o/t", 1000, "id")
+    snap = Snapshot(
+        NowPlaying(True, Kind.TRACK, item, 10, 5.5),
+        Status.STALE,
+        7,
+        retry_after=3.0,
+        last_played=PlayedItem(item, 99.0),
+    )
+    assert snapshot_from_wire(snapshot_to_wire(snap)) == snap
+    empty = Snapshot(None, Status.RECONNECT, 2)
+    assert snapshot_from_wire(snapshot_to_wire(empty)) == empty
+
+
+async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None:
+    """Two instances with viewers of one account: one polls, both viewers see each change."""
+    calls = 0
+    title = ["one"]
+
+    async def fetch(account_id: str) -> NowPlaying:
+        nonlocal calls
+        calls += 1
+        it = Item(Kind.TRACK, title[0], ("x",), None, None, None, 600_000, uri=title[0])
+        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+
+    hubs = [
+        LiveHub(fetch, clock, poll_seconds=5, coord=RedisCoordinator(flushed)) for _ in range(2)
+    ]
+    for h in hubs:
+        await h.start()
+    try:
+        async with hubs[0].subscribe("acc") as q0:
+            await clock.advance(0.1)
+            async with hubs[1].subscribe("acc") as q1:
+                await clock.advance(3, step=0.5)
+                for _ in range(50):  # pub/sub is real I/O: let it arrive
+                    if not q1.empty():
+                        break
+                    await asyncio.sleep(0.02)
+                assert q0.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
+                assert q1.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
+                title[0] = "two"
+                await clock.advance(5.5, step=0.5)
+                for _ in range(100):
+                    if not q1.empty():
+                        break
+                    await asyncio.sleep(0.02)
+                assert q1.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
+                assert q0.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
+        assert calls == hubs[0].counts["polls"] + hubs[1].counts["polls"]
+        assert min(hubs[0].counts["polls"], hubs[1].counts["polls"]) == 0  # only one polled
+    finally:
+        for h in hubs:
+            await h.close()
+
+
+async def test_refresh_once_across_instances(connected: Env, flushed: str) -> None:
+    """Two instances' token managers after expiry: one token call between them."""
+    svc = connected.services
+    coords = [RedisCoordinator(flushed) for _ in range(2)]
+    managers = [TokenManager(svc.client, svc.store, connected.clock, coord=c) for c in coords]
+    await connected.clock.advance(3600)
+    connected.sim.reset_calls()
+    try:
+        tokens = await asyncio.gather(*(m.token("demo") for m in managers for _ in range(5)))
+    finally:
+        for c in coords:
+            await c.close()
+    assert len({t.access_token for t in tokens}) == 1
+    assert connected.sim.calls["token:refresh_token"] == 1
