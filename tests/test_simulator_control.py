@@ -31,7 +31,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 async def test_calls_are_listed_and_reset(sim_env: SimEnv) -> None:
     """GET /_control/calls, then POST /_control/calls/reset."""
     await sim_env.playing()
-    assert (await sim_env.http.get("/_control/calls")).json() == {"currently-playing": 1}
+    calls = (await sim_env.http.get("/_control/calls")).json()
+    assert calls == {"currently-playing": 1, "currently-playing:demo": 1}
     await sim_env.http.post("/_control/calls/reset")
     assert (await sim_env.http.get("/_control/calls")).json() == {}
 

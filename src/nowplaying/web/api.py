@@ -24,14 +24,13 @@ HEARTBEAT_SECONDS = 15.0
 
 async def _account_id(request: Request) -> tuple[str | None, Response | None]:
     """The session's account id, or the 401 to answer with."""
-    svc = services(request)
-    session = await svc.sessions.current(request)
-    account = await svc.store.get_account(session.account_id) if session else None
-    if account is None:
+    found = await services(request).sessions.account(request)
+    if found is None:
         return None, JSONResponse({"error": "not_connected"}, 401, headers=PRIVATE)
-    if account.status is AccountStatus.RECONNECT_REQUIRED:
+    account_id, status = found
+    if status is AccountStatus.RECONNECT_REQUIRED:
         return None, JSONResponse({"error": "reconnect_required"}, 401, headers=PRIVATE)
-    return account.id, None
+    return account_id, None
 
 
 def snapshot_response(snap: Snapshot | None, now: float, fallback_retry: float) -> Response:

@@ -167,6 +167,7 @@ async def callback(request: Request) -> Response:
         return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
     svc.sessions.clear_login(response)
     await svc.tokens.drop(account.id)  # any token of an earlier grant, on every instance
+    svc.sessions.forget_account(account.id)
     svc.tokens.seed(account.id, token)
     await svc.hub.forget(account.id)
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -182,6 +183,7 @@ async def logout(request: Request) -> Response:
     session = await svc.sessions.current(request)
     response = RedirectResponse("/", status_code=303)
     if session is not None:
+        svc.sessions.forget_account(session.account_id)
         await svc.store.delete_sessions_of(session.account_id)
         await svc.store.delete_account(session.account_id)
         await svc.tokens.drop(session.account_id)

@@ -15,10 +15,12 @@ from starlette.responses import Response
 
 from nowplaying.clock import Clock
 from nowplaying.crypto import Signer, fingerprint
-from nowplaying.store import Session, Store
+from nowplaying.store import AccountStatus, Session, Store
 
 LOGIN_TTL = 600.0
 TOUCH_EVERY = 60.0
+CACHE_SECONDS = 2.0
+CACHE_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,10 @@ class Sessions:
         self.names = CookieNames(session=f"{prefix}np_session", login=f"{prefix}np_login")
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
+        # Widgets ask every few seconds: remember a verified (cookie -> account) briefly so the
+        # hot path skips the database. Ending a session here forgets it at once; elsewhere
+        # (another instance) within CACHE_SECONDS.
+        self._cache: dict[str, tuple[float, str, AccountStatus]] = {}
 
     # -- the session -----------------------------------------------------------------------------
 
@@ -69,6 +75,30 @@ class Sessions:
             await self._store.touch_session(key, now)
         return session
 
+    async def account(self, request: Request) -> tuple[str, AccountStatus] | None:
+        """The session's account id and status, or None: the per-request hot path."""
+        cookie = request.cookies.get(self.names.session)
+        if not cookie:
+            return None
+        now = self._clock.now()
+        hit = self._cache.get(cookie)
+        if hit is not None and now < hit[0]:
+            return hit[1], hit[2]
+        session = await self.current(request)
+        account = await self._store.get_account(session.account_id) if session else None
+        if account is None:
+            self._cache.pop(cookie, None)
+            return None
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[cookie] = (now + CACHE_SECONDS, account.id, account.status)
+        return account.id, account.status
+
+    def forget_account(self, account_id: str) -> None:
+        """Drop cached lookups for an account (logout, reconnect, status change)."""
+        for cookie in [c for c, (_, aid, _) in self._cache.items() if aid == account_id]:
+            del self._cache[cookie]
+
     async def start(self, request: Request, response: Response, account_id: str) -> None:
         """A new session for ``account_id`` with a new id (any old one is ended: no fixation)."""
         old = self._key(request.cookies.get(self.names.session))
@@ -80,6 +110,7 @@ class Sessions:
         self._set(response, self.names.session, self._signer.sign(sid), int(self.max_seconds))
 
     async def end(self, request: Request, response: Response) -> None:
+        self._cache.pop(request.cookies.get(self.names.session) or "", None)
         key = self._key(request.cookies.get(self.names.session))
         if key is not None:
             await self._store.delete_session(key)
