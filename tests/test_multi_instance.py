@@ -1,0 +1,293 @@
+"""Three server processes sharing PostgreSQL and Redis behave as one (loopback only).
+
+300 SSE viewers on 5 accounts, spread over the instances: upstream calls per account are what a
+single instance makes, one token call per expiry per account, a change reaches viewers on every
+instance, killing the polling instance moves its lease with no viewer error and no token lost,
+and restarting every instance keeps every account connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from tests.live_server import free_port
+from tests.services import POSTGRES_URL, REDIS_URL, require
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+ACCOUNTS = [f"user{n}" for n in range(1, 6)]
+VIEWERS_PER_ACCOUNT = 60
+POLL = 2.0
+SECRET = "multi-instance-test-secret-key-0123456789abcdef"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Viewer:
+    instance: int
+    account: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    ended: bool = False
+
+
+@dataclass
+class Cluster:
+    sim_url: str
+    env: dict[str, str]
+    ports: list[int]
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, i: int) -> None:
+        env = {
+            **self.env,
+            "SPOTIFY_REDIRECT_URI": f"http://127.0.0.1:{self.ports[i]}/callback",
+        }
+        self.procs[i] = subprocess.Popen(
+            [sys.executable, "-m", "nowplaying.cli", "serve", "--port", str(self.ports[i])],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def kill(self, i: int) -> None:
+        proc = self.procs.pop(i)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.ports[i]}"
+
+
+async def _wait(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> float:
+    """Wait (bounded) until ``check()``; returns how long it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        with contextlib.suppress(httpx.HTTPError):
+            if await check():
+                return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {seconds:g}s: {what}")
+
+
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[Cluster]:
+    require(POSTGRES_URL, "PostgreSQL")
+    require(REDIS_URL, "Redis")
+    db = f"np_multi_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f"CREATE DATABASE {db}")
+    redis = aioredis.Redis.from_url(REDIS_URL)
+    await redis.flushdb()
+    sim_port = free_port()
+    sim = subprocess.Popen(
+        [
+            sys.executable, "-m", "nowplaying.cli", "simulator", "--port", str(sim_port),
+            "--client-id", "cid", "--client-secret", "multi-secret", "--users", "5",
+        ],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    pg = POSTGRES_URL.rsplit("/", 1)[0] + f"/{db}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SPOTIFY_", "NOWPLAYING_"))},
+        "SPOTIFY_CLIENT_ID": "cid",
+        "SPOTIFY_CLIENT_SECRET": "multi-secret",
+        "SPOTIFY_ACCOUNTS_URL": sim_url,
+        "SPOTIFY_API_URL": f"{sim_url}/v1",
+        "NOWPLAYING_SECRET_KEY": SECRET,
+        "NOWPLAYING_DATABASE_URL": pg,
+        "NOWPLAYING_REDIS_URL": REDIS_URL,
+        "NOWPLAYING_POLL_SECONDS": str(POLL),
+        "NOWPLAYING_LOG_LEVEL": "WARNING",
+    }
+    c = Cluster(sim_url, env, [free_port() for _ in range(3)])
+    try:
+        async with httpx.AsyncClient() as http:
+            await _wait(lambda: _ok(http, f"{sim_url}/_control/calls"), 20, "simulator up")
+            for n in range(1, 6):  # no silent gaps: every account is always playing
+                await http.post(f"{sim_url}/_control/users/user{n}/player/play", json={"item": n})
+            c.start(0)  # the first instance migrates the schema alone
+            await _wait(lambda: _ok(http, f"{c.url(0)}/healthz"), 30, "instance 0 up")
+            for i in (1, 2):
+                c.start(i)
+            for i in (1, 2):
+                await _wait(lambda i=i: _ok(http, f"{c.url(i)}/healthz"), 30, f"instance {i} up")  # type: ignore[misc]
+        yield c
+    finally:
+        for i in list(c.procs):
+            c.kill(i)
+        sim.kill()
+        sim.wait(10)
+        await redis.flushdb()
+        await redis.aclose()
+        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        await admin.close()
+
+
+async def _ok(http: httpx.AsyncClient, url: str) -> bool:
+    return (await http.get(url, timeout=2)).status_code == 200
+
+
+async def login(c: Cluster, user: str) -> str:
+    """Connect ``user`` through instance 0; returns the session cookie (name=value)."""
+    async with httpx.AsyncClient(timeout=10) as browser:
+        start = await browser.get(f"{c.url(0)}/login")
+        login_cookie = start.headers["set-cookie"].split(";")[0]
+        page = await browser.get(start.headers["location"])
+        fields = dict(
+            (m.split('name="')[1].split('"')[0], m.split('value="')[1].split('"')[0])
+            for m in page.text.split("<input")[1:]
+            if 'type="hidden"' in m
+        )
+        fields.update(decision="agree", user=user)
+        action = page.text.split('<form method="post" action="')[1].split('"')[0]
+        redirect = await browser.post(httpx.URL(str(page.url)).join(action), data=fields)
+        back = await browser.get(redirect.headers["location"], headers={"Cookie": login_cookie})
+        assert back.status_code == 303, back.text
+        return next(
+            v.split(";")[0] for v in back.headers.get_list("set-cookie") if "np_session=" in v
+        )
+
+
+async def watch(http: httpx.AsyncClient, c: Cluster, v: Viewer, cookie: str) -> None:
+    """One SSE viewer: records every event; an error event or a dropped stream is an error."""
+    try:
+        async with http.stream(
+            "GET", f"{c.url(v.instance)}/api/spotify/events", headers={"Cookie": cookie}
+        ) as response:
+            if response.status_code != 200:
+                v.error = f"status {response.status_code}"
+                return
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if "error" in data:
+                        v.error = data["error"]
+                    v.events.append(data)
+        v.ended = True
+    except httpx.HTTPError as e:
+        v.error = type(e).__name__
+
+
+async def calls(http: httpx.AsyncClient, c: Cluster) -> dict[str, int]:
+    result: dict[str, int] = (await http.get(f"{c.sim_url}/_control/calls")).json()
+    return result
+
+
+async def test_three_instances_behave_as_one() -> None:
+    """The whole scale-out story, end to end, against real PostgreSQL and Redis."""
+    async with cluster() as c:
+        cookies = {user: await login(c, user) for user in ACCOUNTS}
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+        timeout = httpx.Timeout(10, read=None)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as http:
+            viewers = [
+                Viewer(instance=n % 3, account=user)
+                for user in ACCOUNTS
+                for n in range(VIEWERS_PER_ACCOUNT)
+            ]
+            tasks = [asyncio.create_task(watch(http, c, v, cookies[v.account])) for v in viewers]
+
+            async def all_have_data() -> bool:
+                return all(v.events for v in viewers)
+
+            await _wait(all_have_data, 30, "every viewer got a first event")
+            assert not [v for v in viewers if v.error], "viewer errors"
+
+            # 1. Upstream calls per account are what one instance makes.
+            await http.post(f"{c.sim_url}/_control/calls/reset")
+            window = 12.0
+            await asyncio.sleep(window)
+            counted = await calls(http, c)
+            budget = window / POLL + 3  # one poller: an interval's polls plus track ends
+            for user in ACCOUNTS:
+                assert 1 <= counted.get(f"currently-playing:{user}", 0) <= budget, counted
+
+            # 2. Access tokens expire: exactly one token call per account, across instances.
+            await http.post(f"{c.sim_url}/_control/calls/reset")
+            await http.post(f"{c.sim_url}/_control/tokens/expire")
+
+            async def all_refreshed() -> bool:
+                return (await calls(http, c)).get("token:refresh_token", 0) >= len(ACCOUNTS)
+
+            await _wait(all_refreshed, 15, "every account refreshed")
+            await asyncio.sleep(2 * POLL)
+            assert (await calls(http, c))["token:refresh_token"] == len(ACCOUNTS)
+
+            # 3. A track change reaches viewers on every instance.
+            title_now = viewers[0].events[-1]["title"]
+            await http.post(f"{c.sim_url}/_control/users/user1/player/skip")
+
+            async def user1_changed() -> bool:
+                return all(
+                    v.events[-1].get("title") != title_now for v in viewers if v.account == "user1"
+                )
+
+            await _wait(user1_changed, 10, "skip reached every user1 viewer")
+            assert {v.instance for v in viewers if v.account == "user1"} == {0, 1, 2}
+
+            # 4. Kill the instance polling user2: the lease moves within 10 s, nobody else errs.
+            redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+            leader = await redis.get("np:lease:user2")
+            ids = {i: (await http.get(f"{c.url(i)}/healthz")).json()["instance"] for i in range(3)}
+            victim = next(i for i, iid in ids.items() if iid == leader)
+            c.kill(victim)
+
+            async def lease_moved() -> bool:
+                now = await redis.get("np:lease:user2")
+                return now is not None and now != leader
+
+            await _wait(lease_moved, 10, "the lease moved to a live instance")
+            survivors = [v for v in viewers if v.instance != victim]
+            title2 = next(v for v in survivors if v.account == "user2").events[-1]["title"]
+            await http.post(f"{c.sim_url}/_control/users/user2/player/skip")
+
+            async def user2_changed() -> bool:
+                return all(
+                    v.events[-1].get("title") != title2 for v in survivors if v.account == "user2"
+                )
+
+            await _wait(user2_changed, 10, "the new leader serves user2's viewers")
+            assert [v.error for v in survivors if v.error] == []
+            assert not any(v.ended for v in survivors)
+            await redis.aclose()
+
+            # No token lost: every account can still refresh after another expiry.
+            await http.post(f"{c.sim_url}/_control/tokens/expire")
+            alive = next(i for i in range(3) if i != victim)
+            for user in ACCOUNTS:
+                r = await http.get(f"{c.url(alive)}/api/spotify", headers={"Cookie": cookies[user]})
+                assert r.status_code == 200, (user, r.text)
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+            # 5. Restart every instance: every account stays connected.
+            for i in list(c.procs):
+                c.kill(i)
+            for i in range(3):
+                c.start(i)
+            for i in range(3):
+                await _wait(lambda i=i: _ok(http, f"{c.url(i)}/healthz"), 30, f"instance {i} back")  # type: ignore[misc]
+            for n, user in enumerate(ACCOUNTS):
+                r = await http.get(f"{c.url(n % 3)}/api/spotify", headers={"Cookie": cookies[user]})
+                assert r.status_code == 200, (user, r.text)
+                assert "title" in r.json() or r.json() == {"isPlaying": False}
