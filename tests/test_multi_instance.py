@@ -27,6 +27,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from tests.helpers import consent
 from tests.live_server import free_port
 from tests.services import POSTGRES_URL, REDIS_URL, require
 
@@ -151,15 +152,7 @@ async def login(c: Cluster, user: str) -> str:
     async with httpx.AsyncClient(timeout=10) as browser:
         start = await browser.get(f"{c.url(0)}/login")
         login_cookie = start.headers["set-cookie"].split(";")[0]
-        page = await browser.get(start.headers["location"])
-        fields = dict(
-            (m.split('name="')[1].split('"')[0], m.split('value="')[1].split('"')[0])
-            for m in page.text.split("<input")[1:]
-            if 'type="hidden"' in m
-        )
-        fields.update(decision="agree", user=user)
-        action = page.text.split('<form method="post" action="')[1].split('"')[0]
-        redirect = await browser.post(httpx.URL(str(page.url)).join(action), data=fields)
+        redirect = await consent(browser, start.headers["location"], user=user)
         back = await browser.get(redirect.headers["location"], headers={"Cookie": login_cookie})
         assert back.status_code == 303, back.text
         return next(

@@ -34,12 +34,10 @@ SVG_BUDGET = 1.8  # seconds for state and cover together; the card must answer w
 
 
 async def _account(svc: Services, public_id: str) -> Account | None:
+    """The published account, or None. A store outage raises StoreError (answered 503)."""
     if not PUBLIC_ID.match(public_id):
         return None
-    try:
-        return await svc.store.get_account_by_public_id(public_id)
-    except StoreError:
-        return None
+    return await svc.store.get_account_by_public_id(public_id)
 
 
 def public_json(snap: Snapshot | None, account: Account, now: float) -> dict[str, Any]:
@@ -103,13 +101,15 @@ async def as_svg(request: Request) -> Response:
     svc = services(request)
     theme = _theme(request)
     compact = request.query_params.get("size") == "compact" or "compact" in request.query_params
-    account = await _account(svc, request.path_params["public_id"])
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SVG_BUDGET
     cover = None
-    if account is None:
-        data: dict[str, Any] = {"error": "not_found"}
-    else:
+    data: dict[str, Any] = {"error": "not_found"}
+    try:
+        account = await _account(svc, request.path_params["public_id"])
+    except StoreError:  # the card is an image whatever happens
+        account, data = None, {"error": "unavailable"}
+    if account is not None:
         data = await _state(svc, account, wait=SVG_BUDGET * 0.6)
         image = _image_url(data)
         if image:
