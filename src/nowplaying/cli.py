@@ -61,15 +61,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.demo:
         log.warning("demo mode: no SPOTIFY_CLIENT_ID set, serving the built-in simulated Spotify")
     log.info("open %s", settings.spotify_redirect_uri.rsplit("/callback", 1)[0] + "/")
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        access_log=False,
-        log_level=settings.nowplaying_log_level.lower(),
-        proxy_headers=False,
-    )
+    proxies = settings.nowplaying_trusted_proxies
+    common: dict[str, object] = {
+        "host": args.host,
+        "port": args.port,
+        "access_log": False,
+        "log_level": settings.nowplaying_log_level.lower(),
+        "proxy_headers": bool(proxies),
+        "forwarded_allow_ips": ",".join(proxies) if proxies else None,
+        "server_header": False,
+    }
+    if args.workers > 1:
+        if settings.demo:
+            log.error("demo mode runs in one process: drop --workers or configure Spotify")
+            return 2
+        if not settings.nowplaying_redis_url:
+            log.warning("several workers without NOWPLAYING_REDIS_URL: each polls on its own")
+        for key, value in overrides.items():
+            os.environ[key.upper()] = str(value)
+        uvicorn.run(
+            "nowplaying.web:create_app_from_env",
+            factory=True,
+            workers=args.workers,
+            **common,  # type: ignore[arg-type]
+        )
+        return 0
+    uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
     return 0
 
 
@@ -240,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the widget server")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (use with NOWPLAYING_REDIS_URL)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     sim = sub.add_parser("simulator", help="run the simulated Spotify on its own")

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     nowplaying_session_idle_seconds: int = 14 * 24 * 3600
     nowplaying_session_max_seconds: int = 90 * 24 * 3600
     nowplaying_log_level: str = "INFO"
+    nowplaying_trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are believed."""
     nowplaying_image_origins: list[str] = Field(default_factory=list)
     """Extra origins cover art may be fetched from for SVG cards (Spotify's CDNs always are)."""
 
