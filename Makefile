@@ -21,8 +21,8 @@ simulator: $(STAMP)
 	$(BIN)/nowplaying simulator
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench soak
+	$(BIN)/ruff format --check src tests bench soak
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -37,6 +37,10 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The fault soak (2+ minutes, loopback only): prints a summary, see docs/security.md.
+soak: $(STAMP)
+	$(BIN)/python -m soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

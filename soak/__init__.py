@@ -1,0 +1,1 @@
+"""The fault soak: see soak/__main__.py."""
