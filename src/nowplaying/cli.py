@@ -61,14 +61,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.demo:
         log.warning("demo mode: no SPOTIFY_CLIENT_ID set, serving the built-in simulated Spotify")
     log.info("open %s", settings.spotify_redirect_uri.rsplit("/callback", 1)[0] + "/")
-    proxies = settings.nowplaying_trusted_proxies
     common: dict[str, object] = {
         "host": args.host,
         "port": args.port,
         "access_log": False,
         "log_level": settings.nowplaying_log_level.lower(),
-        "proxy_headers": bool(proxies),
-        "forwarded_allow_ips": ",".join(proxies) if proxies else None,
+        # The app itself believes forwarded headers only from NOWPLAYING_TRUSTED_PROXIES.
+        "proxy_headers": False,
         "server_header": False,
     }
     if args.workers > 1:

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     nowplaying_session_idle_seconds: int = 14 * 24 * 3600
     nowplaying_session_max_seconds: int = 90 * 24 * 3600
     nowplaying_log_level: str = "INFO"
+    nowplaying_login_rate_per_minute: float = 20.0
+    """Per client address, on /login and /callback (burst 10); 0 turns the limit off."""
+    nowplaying_public_rate_per_second: float = 10.0
+    """Per client address, on /p/... (burst 120); 0 turns the limit off."""
     nowplaying_trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are believed."""
     nowplaying_image_origins: list[str] = Field(default_factory=list)

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
@@ -29,7 +30,8 @@ from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
 
-from . import api, auth, owner, pages, public
+from . import api, auth, openapi, owner, pages, public
+from .limits import RateLimit, RequestLimits, rules
 from .security import SecurityHeaders, origin_of
 from .sessions import Sessions
 from .state import Services
@@ -110,14 +112,36 @@ def create_app(
         Route("/p/{public_id}", public.embed),
         Route("/healthz", api.healthz),
         Route("/favicon.ico", api.favicon),
+        Route("/openapi.json", openapi.openapi),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     if simulator is not None:
         routes.append(Mount(SIM_PREFIX, app=simulator.app))
+    middleware = [
+        Middleware(RequestLimits),
+        Middleware(
+            RateLimit,
+            clock=clock,
+            rules=rules(
+                login_per_minute=settings.nowplaying_login_rate_per_minute,
+                public_per_second=settings.nowplaying_public_rate_per_second,
+            ),
+        ),
+        Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,)),
+    ]
+    if settings.nowplaying_trusted_proxies:
+        # Believe X-Forwarded-For/-Proto only from the configured proxies.
+        middleware.insert(
+            0,
+            Middleware(
+                ProxyHeadersMiddleware,
+                trusted_hosts=settings.nowplaying_trusted_proxies,
+            ),
+        )
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,))],
+        middleware=middleware,
         exception_handlers={
             HTTPException: _http_error,
             StoreError: _store_down,
