@@ -38,6 +38,10 @@ SCOPE_CURRENTLY_PLAYING = "user-read-currently-playing"
 SCOPE_RECENTLY_PLAYED = "user-read-recently-played"
 DEFAULT_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 DEFAULT_DEADLINE = 8.0
+# Token calls get longer: giving up on a refresh that Spotify then completes *with rotation*
+# loses the new refresh token (the old one is revoked by then), and with it the account.
+TOKEN_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
+TOKEN_DEADLINE = 20.0
 
 
 class SpotifyError(Exception):
@@ -199,6 +203,8 @@ class SpotifyClient:
             f"{self.accounts_url}/api/token",
             data=dict(form),
             headers={"Authorization": f"Basic {basic}"},
+            phases=TOKEN_TIMEOUT,
+            deadline=TOKEN_DEADLINE,
         )
         if response.status_code == 200:
             body = _json_object(response)
@@ -276,13 +282,24 @@ class SpotifyClient:
         _raise_for_common(response)
         raise BadResponse(f"unexpected status {status}", response=response)
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        phases: httpx.Timeout | None = None,
+        deadline: float | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
         """One request under a per-phase timeout and an overall deadline."""
+        limit = deadline or self._deadline
         try:
-            async with asyncio.timeout(self._deadline):
-                return await self._http.request(method, url, timeout=self._timeout, **kwargs)
+            async with asyncio.timeout(limit):
+                return await self._http.request(
+                    method, url, timeout=phases or self._timeout, **kwargs
+                )
         except TimeoutError as e:
-            raise SpotifyUnavailable(f"no answer within {self._deadline:g}s") from e
+            raise SpotifyUnavailable(f"no answer within {limit:g}s") from e
         except httpx.TimeoutException as e:
             raise SpotifyUnavailable(f"timed out: {type(e).__name__}") from e
         except httpx.TransportError as e:

@@ -102,9 +102,10 @@ class TokenManager:
         self.counts["refresh"] += 1
         try:
             token = await self._client.refresh(account.refresh_token)
-        except ReconnectRequired:
+        except ReconnectRequired as e:
             self.forget(account_id)
             await self._store.set_status(account_id, AccountStatus.RECONNECT_REQUIRED)
+            log.warning("an account's grant is gone (%s): marked reconnect required", e)
             raise
         if token.refresh_token and token.refresh_token != account.refresh_token:
             # Persist the rotated refresh token before the new access token is used.

@@ -6,13 +6,20 @@ They skip with a clear message when Chromium is absent, unless NOWPLAYING_REQUIR
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.request import Request, urlopen
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+
+from nowplaying.config import Settings
+from nowplaying.web import create_app
+from tests.live_server import free_port, serve
 
 CHROMIUM = os.environ.get("NOWPLAYING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -48,3 +55,65 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
     yield b
     b.close()
+
+
+@dataclass
+class Demo:
+    base: str
+
+    def control(self, path: str, body: dict[str, object] | None = None) -> object:
+        """Drive the demo's simulated Spotify through its control API."""
+        data = json.dumps(body or {}).encode()
+        req = Request(  # noqa: S310 - loopback URL built by the test
+            f"{self.base}/spotify-sim/_control/{path}",
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urlopen(req, timeout=5) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+
+    def state(self) -> dict[str, object]:
+        with urlopen(f"{self.base}/spotify-sim/_control/users/demo/player", timeout=5) as r:  # noqa: S310
+            result: dict[str, object] = json.loads(r.read())
+            return result
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    port = free_port()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        spotify_client_id="",
+        spotify_redirect_uri=f"http://127.0.0.1:{port}/callback",
+        nowplaying_database_url=f"sqlite:///{tmp_path}/demo.sqlite3",
+        nowplaying_poll_seconds=1.0,
+    )
+    with serve(create_app(settings), port) as base:
+        yield Demo(base)
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    p = context.new_page()
+    errors: list[str] = []
+    p.on("console", lambda m: _record(errors, m))
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    p.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    yield p
+    context.close()
+    assert errors == [], f"console errors: {errors}"
+
+
+def _record(errors: list[str], message: ConsoleMessage) -> None:
+    if message.type == "error":
+        errors.append(message.text)
+
+
+def connect_demo(page: Page, demo: Demo) -> None:
+    page.goto(f"{demo.base}/")
+    expect(page.get_by_text("Demo mode")).to_be_visible()
+    page.get_by_role("link", name="Connect Spotify").click()
+    page.get_by_role("button", name="Agree").click()
+    page.wait_for_url(f"{demo.base}/")

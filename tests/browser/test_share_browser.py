@@ -1,0 +1,70 @@
+"""Share links in a real browser: the embed in an iframe on another origin, the SVG in an img."""
+
+from __future__ import annotations
+
+import http.server
+import re
+import threading
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import Demo, connect_demo
+from tests.live_server import free_port
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def other_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain static server on another port: another origin, like someone's blog."""
+    port = free_port()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}", tmp_path
+    server.shutdown()
+    server.server_close()
+
+
+def _publish(page: Page) -> str:
+    page.get_by_role("button", name="Publish my widget").click()
+    link = page.locator("a[href*='/p/']").first
+    expect(link).to_be_visible()
+    href = link.get_attribute("href") or ""
+    match = re.search(r"/p/([A-Za-z0-9_-]+)$", href)
+    assert match, href
+    return match.group(1)
+
+
+def test_embed_on_another_origin_updates_and_svg_loads(
+    page: Page,
+    demo: Demo,
+    other_origin: tuple[str, Path],
+) -> None:
+    """An iframe of /p/{id} on another site follows the music; the SVG card renders in an img."""
+    demo.control("users/demo/player/play", {"item": 0, "progress_ms": 1000})
+    connect_demo(page, demo)
+    public_id = _publish(page)
+    origin, folder = other_origin
+    (folder / "blog.html").write_text(
+        '<!doctype html><title>my blog</title><link rel="icon" href="data:,"><h1>My blog</h1>'
+        f'<iframe id="np" src="{demo.base}/p/{public_id}?theme=dark" width="420" height="130"'
+        ' title="Now playing"></iframe>'
+        f'<p><img id="card" src="{demo.base}/p/{public_id}.svg" alt="Now playing card"></p>',
+        encoding="utf-8",
+    )
+    page.goto(f"{origin}/blog.html")
+    frame = page.frame_locator("#np")
+    expect(frame.locator(".np__title")).to_have_text("Hoppípolla")
+    demo.control("users/demo/player/skip")
+    expect(frame.locator(".np__title")).to_have_text('<Intro> & "Outro"', timeout=15_000)
+    page.wait_for_function(
+        "() => { const i = document.getElementById('card'); "
+        "return i && i.complete && i.naturalWidth > 0; }"
+    )
+    assert page.evaluate("document.getElementById('card').naturalWidth") >= 300
