@@ -136,6 +136,8 @@ class SpotifyClient:
         clock: Clock | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         deadline: float = DEFAULT_DEADLINE,
+        token_timeout: httpx.Timeout = TOKEN_TIMEOUT,
+        token_deadline: float = TOKEN_DEADLINE,
     ) -> None:
         self._http = http
         self.client_id = client_id
@@ -146,6 +148,8 @@ class SpotifyClient:
         self._clock = clock or SystemClock()
         self._timeout = timeout
         self._deadline = deadline
+        self._token_timeout = token_timeout
+        self._token_deadline = token_deadline
 
     # -- OAuth ---------------------------------------------------------------------------------
 
@@ -203,8 +207,8 @@ class SpotifyClient:
             f"{self.accounts_url}/api/token",
             data=dict(form),
             headers={"Authorization": f"Basic {basic}"},
-            phases=TOKEN_TIMEOUT,
-            deadline=TOKEN_DEADLINE,
+            phases=self._token_timeout,
+            deadline=self._token_deadline,
         )
         if response.status_code == 200:
             body = _json_object(response)
