@@ -149,7 +149,7 @@ def share_panel(
         f"""
   <div class="snippet">
     <label for="snip-{key}">{escape(label)}</label>
-    <textarea id="snip-{key}" readonly rows="3">{escape(text)}</textarea>
+    <textarea id="snip-{key}" readonly rows="4">{escape(text)}</textarea>
     <button class="btn btn--link" data-np-copy="snip-{key}">Copy</button>
   </div>"""
         for key, label, text in (
