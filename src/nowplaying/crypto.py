@@ -84,7 +84,8 @@ class Signer:
     def unsign(self, signed: str) -> str | None:
         """The value, or None when the signature is missing or wrong."""
         value, _, mac = signed.rpartition(".")
-        if not value or not hmac.compare_digest(mac, self._mac(value)):
+        # compare_digest takes str only when ASCII: anything else is simply not our signature.
+        if not value or not mac.isascii() or not hmac.compare_digest(mac, self._mac(value)):
             return None
         return value
 

@@ -238,18 +238,27 @@ SPEC: dict[str, Any] = {
             }
         },
         "/p/{public_id}/events": {
-            "get": {"parameters": [_PUBLIC_ID], "responses": {"200": _EVENTS}}
+            "get": {
+                "parameters": [_PUBLIC_ID],
+                "responses": {"200": _EVENTS, "404": _json("Error", "Unknown or withdrawn link.")},
+            }
         },
         "/p/{public_id}": {
             "get": {
                 "parameters": [_PUBLIC_ID, _THEME],
-                "responses": {"200": {"description": "The embeddable widget page (HTML)."}},
+                "responses": {
+                    "200": {"description": "The embeddable widget page (HTML)."},
+                    "404": {"description": "Unknown or withdrawn link (HTML page)."},
+                },
             }
         },
         "/p/{public_id}/open": {
             "get": {
                 "parameters": [_PUBLIC_ID],
-                "responses": {"302": {"description": "To open.spotify.com only."}},
+                "responses": {
+                    "302": {"description": "To open.spotify.com only."},
+                    "404": {"description": "Unknown link, or nothing to open (HTML page)."},
+                },
             }
         },
     },

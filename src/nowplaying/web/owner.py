@@ -120,7 +120,7 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
     """``{"lastPlayed": bool}``. Turning it on without the scope asks the owner to re-consent."""
     try:
         body = json.loads(await request.body() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than anyone means to
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("lastPlayed"), bool):
         return _json({"error": "bad_request", "message": 'Send {"lastPlayed": true|false}.'}, 400)

@@ -35,7 +35,10 @@ def same_origin(request: Request, public_origin: str) -> bool:
         return origin.lower() == public_origin
     referer = request.headers.get("referer")
     if referer:
-        return origin_of(referer) == public_origin
+        try:
+            return origin_of(referer) == public_origin
+        except ValueError:  # not even a URL: certainly not ours
+            return False
     return False
 
 
