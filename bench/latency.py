@@ -37,7 +37,7 @@ from nowplaying.simulator import default_playlist
 from .servers import CONTROL, SSEClient, SSEEvent, nowplaying_server, sign_in
 
 POLL_SECONDS = 5.0
-CYCLES = 12
+CYCLES = 10
 SLACK = 3.0  # a sample later than its worst expected time by this much is a miss
 GAP_EVERY = 4  # the demo player's default: a silent gap after every 4th item
 

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import latency, memory, throughput, upstream
+from . import latency, memory, multi, throughput, upstream
 from .servers import ROOT
 
 DOC = ROOT / "docs" / "performance.md"
@@ -22,6 +22,7 @@ class Results:
     latency: latency.Result | None = None
     throughput: throughput.Result | None = None
     memory: memory.Result | None = None
+    multi: multi.Result | None = None
     seconds: float = 0.0
 
 
@@ -97,6 +98,8 @@ def table(r: Results, machine: Machine) -> str:
         out += _throughput(r.throughput)
     if r.memory is not None:
         out += _memory(r.memory)
+    if r.multi is not None:
+        out += _multi(r.multi)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)
@@ -192,6 +195,63 @@ def _memory(r: memory.Result) -> list[str]:
     ]
 
 
+def _multi(r: multi.Result) -> list[str]:
+    head = "5. Multi-instance (3 processes, PostgreSQL + Redis)"
+    if r.skipped is not None:
+        return [f"{head}: skipped: {r.skipped}", ""]
+    assert r.multi is not None
+    assert r.single is not None
+    viewers = r.viewers_per_account * r.accounts
+    leases = " ".join(str(r.leases.get(i, 0)) for i in range(multi.INSTANCES))
+    errors = r.multi.viewer_errors + r.single.viewer_errors
+    out = [
+        head,
+        f"   {viewers} SSE viewers on {r.accounts} accounts, {r.viewers_per_account} each "
+        f"({r.viewers_per_account // multi.INSTANCES} per account on each of 3 instances), "
+        f"then the same viewers",
+        f"   on 1 instance; NOWPLAYING_POLL_SECONDS={r.poll_seconds:g}; polling leases per "
+        f"instance: {leases}; viewer errors: {errors}",
+        *(
+            ["   WARNING: Redis db 15 was flushed by another process during the run; rerun"]
+            if r.disturbed
+            else []
+        ),
+        "",
+        f"   {'upstream calls':<32}{'1 instance':>12}{'3 instances':>13}{'3 / 1':>8}   target",
+        f"   {'currently-playing/min/account':<32}{r.single.per_minute:>12.1f}"
+        f"{r.multi.per_minute:>13.1f}{r.multi.per_minute / r.single.per_minute:>8.2f}"
+        "   ratio ~1.0",
+        f"   {f'counted in {r.multi.window:.0f} s, per minute':<32}"
+        f"{r.single.counted_per_minute:>12.1f}{r.multi.counted_per_minute:>13.1f}"
+        f"{r.multi.counted_per_minute / r.single.counted_per_minute:>8.2f}",
+        f"   {f'counted in {r.multi.window:.0f} s, per account':<32}"
+        f"{' '.join(str(n) for n in r.single.per_account.values()):>12}"
+        f"{' '.join(str(n) for n in r.multi.per_account.values()):>13}",
+        "",
+        f"   {'skip -> slowest viewer':<32}{'samples':>8}{'missed':>8}{'median':>10}{'p95':>10}"
+        f"{'max':>10}   target",
+    ]
+    rows: list[tuple[str, latency.Samples]] = [
+        ("3 instances, all viewers", r.multi.samples()),
+        *((f"  on instance {i}", r.multi.samples(i)) for i in range(multi.INSTANCES)),
+        ("1 instance, all viewers", r.single.samples()),
+    ]
+    for name, samples in rows:
+        top = max(samples.values) if samples.values else math.nan
+        target = f"p95 <= {r.poll_seconds + 1:g} s (poll + 1 s)" if name[0] != " " else ""
+        out.append(
+            f"   {name:<32}{len(samples.values):>8}{samples.missed:>8}"
+            f"{_s(samples.median):>10}{_s(samples.quantile(0.95)):>10}{_s(top):>10}"
+            f"   {target}".rstrip()
+        )
+    out += [
+        "",
+        f"   {'token refreshes, 1 expiry':<32}{r.single.refresh_calls:>12}"
+        f"{r.multi.refresh_calls:>13}{'':>8}   {r.accounts} (one per account)",
+    ]
+    return [*out, ""]
+
+
 def write_doc(printed: str, machine: Machine) -> None:
     DOC.write_text(DOC_TEMPLATE.format(table=printed, m=machine), encoding="utf-8")
 
@@ -206,11 +266,18 @@ the absolute numbers.
 ## How to reproduce
 
 ```sh
-make bench          # = .venv/bin/python -m bench; about 3-4 minutes; rewrites this file
+make bench          # = .venv/bin/python -m bench; about 4-5 minutes; rewrites this file
 ```
 
 Everything talks to 127.0.0.1 only; the servers are started and stopped by the suite.
 `python -m bench upstream latency` runs some sections only (and leaves this file alone).
+
+Section 5 also needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379, the ones
+`make test` uses (`NOWPLAYING_TEST_POSTGRES_URL`, `NOWPLAYING_TEST_REDIS_URL` override them).
+It creates and drops its own database and flushes Redis db 15 before and after, so nothing else
+may use db 15 meanwhile (the multi-instance test does: do not run both at once). Without the
+services it prints `skipped: ...` and the other sections still run. To rerun it alone (about
+75 s): `.venv/bin/python -m bench multi`.
 
 ## Machine
 
@@ -272,4 +339,30 @@ show how much, and a rerun on a quiet machine is the better figure.
 **4. Memory.** A fresh server process, signed in, its poller running: `VmRSS` from
 `/proc/PID/status` idle, then with 1000 SSE connections open, each having received its first
 event (`bench/memory.py`).
+
+**5. Multi-instance.** The cluster of `tests/test_multi_instance.py`, started by the bench
+(`bench/multi.py`): a `nowplaying simulator` process with five users, a fresh PostgreSQL
+database, Redis db 15 flushed, three `nowplaying serve` processes sharing both
+(`NOWPLAYING_REDIS_URL`, `NOWPLAYING_DATABASE_URL=postgresql://...`,
+`NOWPLAYING_POLL_SECONDS=5`). Five accounts sign in; 300 SSE viewers (`httpx` streams in the
+bench process) watch them, 60 per account, 20 per account on each instance, all connecting at
+once. After a 30 s window (the *3 instances* column), the bench kills two of the servers, moves
+their viewers to the first one and, once it holds every account's polling lease, runs the same
+30 s window again (*1 instance*): the same viewers, accounts, settings and skip schedule, in the
+same run. *currently-playing/min/account* is the mean over the accounts of each account's calls
+per minute, taken from the calls' times (the simulator's counters are read every 0.1 s; the
+calls after the first, over the time from the first to the last): a plain count over 30 s with
+one poll per 5 s is 5 or 6 depending on where the window falls, which the next two rows show.
+*Polling leases per instance* is how many accounts each instance polled for in the 3-instance
+window (the first instance whose poller asks takes an account's lease). *skip -> slowest
+viewer*: in each window, 8 skips (`POST /_control/users/{{id}}/player/skip`, accounts in turn, the
+same random moments in the poll interval in both windows) each give one sample: the time from
+the simulator's change timestamp to the event with the new title at the slowest of the
+account's 60 viewers; the per-instance rows take the slowest viewer on that instance only. A
+skip is missed when some viewer has not seen it 3 s after a poll interval. *Token refreshes*:
+5 s into each window `POST /_control/tokens/expire` expires every access token once; the row
+counts the window's `token:refresh_token` calls (a 401 is not counted as a per-account call and
+the retry after the refresh replaces the failed call, so the expiry leaves the call counts
+above unchanged). A *WARNING* line appears when something else flushed Redis db 15 during the
+run.
 """
