@@ -346,12 +346,12 @@ database, Redis db 15 flushed, three `nowplaying serve` processes sharing both
 (`NOWPLAYING_REDIS_URL`, `NOWPLAYING_DATABASE_URL=postgresql://...`,
 `NOWPLAYING_POLL_SECONDS=5`). Five accounts sign in; 300 SSE viewers (`httpx` streams in the
 bench process) watch them, 60 per account, 20 per account on each instance, all connecting at
-once. After a 30 s window (the *3 instances* column), the bench kills two of the servers, moves
+once. After a 20 s window (the *3 instances* column), the bench kills two of the servers, moves
 their viewers to the first one and, once it holds every account's polling lease, runs the same
-30 s window again (*1 instance*): the same viewers, accounts, settings and skip schedule, in the
+20 s window again (*1 instance*): the same viewers, accounts, settings and skip schedule, in the
 same run. *currently-playing/min/account* is the mean over the accounts of each account's calls
 per minute, taken from the calls' times (the simulator's counters are read every 0.1 s; the
-calls after the first, over the time from the first to the last): a plain count over 30 s with
+calls after the first, over the time from the first to the last): a plain count over 20 s with
 one poll per 5 s is 5 or 6 depending on where the window falls, which the next two rows show.
 *Polling leases per instance* is how many accounts each instance polled for in the 3-instance
 window (the first instance whose poller asks takes an account's lease). *skip -> slowest
