@@ -270,6 +270,19 @@ async def test_sse_pause_nothing_and_reconnect(connected: Env) -> None:
         assert (await sse.wait_for(4))[3].data == {"error": "reconnect_required"}
 
 
+@pytest.mark.parametrize("last_id", ["7", "not-a-number", "9" * 40])
+async def test_sse_tolerates_last_event_id(connected: Env, last_id: str) -> None:
+    """A reconnecting EventSource sends Last-Event-ID: it gets the current state, whatever it is."""
+    connected.sim.player("demo").play(0)
+    await connected.services.hub.forget("demo")
+    headers = {**_cookie(connected), "last-event-id": last_id}
+    async with SSEReader(connected.app, "/api/spotify/events", headers) as sse:
+        events = await sse.wait_for(1)
+        assert sse.status == 200
+        assert events[0].data["title"] == "Hoppípolla"
+        assert sse.comments >= 1  # the "connected" comment
+
+
 async def test_sse_without_session_is_401(env: Env) -> None:
     """No session, no stream."""
     async with SSEReader(env.app, "/api/spotify/events") as sse:

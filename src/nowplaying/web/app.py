@@ -158,12 +158,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             status_code=exc.status_code,
             headers=exc.headers,
         )
-    demo = getattr(request.app.state, "services", None)
+    svc = getattr(request.app.state, "services", None)
     return pages.error_page(
         _slug(exc.status_code).replace("_", " ").capitalize(),
         str(exc.detail),
         status=exc.status_code,
-        demo=bool(demo and demo.demo),
+        demo=bool(svc and svc.demo),
     )
 
 
