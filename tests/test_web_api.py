@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from nowplaying.live import Status
+from nowplaying.web.api import sse_stream
 from tests.conftest import Env
 from tests.sse import SSEReader
 
@@ -323,3 +324,16 @@ async def test_stale_status_is_exposed_in_snapshot(connected: Env) -> None:
 def _cookie(env: Env) -> dict[str, str]:
     value = env.client.cookies.get("__Host-np_session")
     return {"cookie": f"__Host-np_session={value}"}
+
+
+async def test_sse_sends_heartbeats_while_nothing_changes(connected: Env) -> None:
+    """With no change for a while, the stream sends comment heartbeats to keep proxies open."""
+    await connected.services.hub.forget("demo")
+    stream = sse_stream(connected.services.hub, "demo", connected.clock.now, heartbeat=0.05)
+    try:
+        chunks = [await anext(stream) for _ in range(4)]
+    finally:
+        await stream.aclose()
+    assert chunks[0].startswith("retry: ")
+    assert chunks[1].startswith("id: ")
+    assert chunks[2:] == [": heartbeat\n\n", ": heartbeat\n\n"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,8 @@ async def events(request: Request) -> Response:
 
 
 async def sse_stream(
-    hub: LiveHub, account_id: str, now: Any, heartbeat: float = HEARTBEAT_SECONDS
-) -> AsyncIterator[str]:
+    hub: LiveHub, account_id: str, now: Callable[[], float], heartbeat: float = HEARTBEAT_SECONDS
+) -> AsyncGenerator[str, None]:
     """The event stream: the current state on connect, then every change, with heartbeats.
 
     ``Last-Event-ID`` needs no special handling: the current state is sent on every (re)connect,
