@@ -300,3 +300,33 @@ async def test_refresh_once_across_instances(connected: Env, flushed: str) -> No
             await c.close()
     assert len({t.access_token for t in tokens}) == 1
     assert connected.sim.calls["token:refresh_token"] == 1
+
+
+async def test_pause_set_by_another_instance_reaches_this_ones_viewers(flushed: str) -> None:
+    """A 429 seen elsewhere pauses this instance's polling too, and its viewers hear "stale"."""
+    clock = FakeClock(start=time.time())  # Redis TTLs are real time: start the fake clock at now
+    calls = 0
+
+    async def fetch(account_id: str) -> NowPlaying:
+        nonlocal calls
+        calls += 1
+        it = Item(Kind.TRACK, "t", ("a",), None, None, None, 600_000, uri="t")
+        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+
+    hub = LiveHub(fetch, clock, poll_seconds=5, coord=RedisCoordinator(flushed))
+    other = RedisCoordinator(flushed)
+    await hub.start()
+    try:
+        async with hub.subscribe("b") as queue:
+            await clock.advance(1)
+            assert queue.get_nowait().status is Status.LIVE
+            await other.set_pause(clock.now() + 60)
+            before = calls
+            await clock.advance(10, step=0.5)
+            stale = queue.get_nowait()
+            assert stale.status is Status.STALE
+            assert stale.retry_after is not None and stale.retry_after > 40
+            assert calls == before
+    finally:
+        await hub.close()
+        await other.close()

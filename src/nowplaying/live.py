@@ -241,8 +241,8 @@ class LiveHub:
                 w.leader = True
                 now = self._clock.now()
                 paused = max(self.paused_until, await self._coord.paused_until())
-                if paused > now:
-                    self._mark_stale(w, retry_after=paused - now)
+                if paused > now:  # the app's rate limit, maybe hit by another instance
+                    await self._share_stale(w, retry_after=paused - now)
                     next_poll = max(next_poll, paused)
                 if now < next_poll:
                     await self._nap(next_poll - now)
