@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,15 @@ class Env:
         return await connect(self.client, self.sim_http, user=user, login_path=login_path)
 
 
-@pytest.fixture
-async def env(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def open_env(
+    tmp_path: Path, clock: FakeClock, *, raise_app_exceptions: bool = True, **overrides: Any
+) -> AsyncIterator[Env]:
+    """The app on ``make_settings(tmp_path, **overrides)``, wired to a fresh simulator.
+
+    With ``raise_app_exceptions=False`` an unhandled error reaches the client as the 500 a
+    browser would see (the property tests assert there is none) instead of raising in the test.
+    """
     sim = Simulator(
         clock=clock,
         client_id="cid",
@@ -82,12 +90,19 @@ async def env(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=sim.app), base_url="http://sim.test"
     ) as sim_http:
-        app = create_app(make_settings(tmp_path), http=sim_http, clock=clock)
+        app = create_app(make_settings(tmp_path, **overrides), http=sim_http, clock=clock)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client,
+            httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client,
         ):
             yield Env(app=app, sim=sim, sim_http=sim_http, client=client, clock=clock)
+
+
+@pytest.fixture
+async def env(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
+    async with open_env(tmp_path, clock) as e:
+        yield e
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ clients see an app error as the 500 it would be, not as a raised exception.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,9 +29,7 @@ from referencing.jsonschema import DRAFT202012
 from starlette.requests import cookie_parser
 
 from nowplaying.clock import FakeClock
-from nowplaying.simulator import Simulator
-from nowplaying.web import create_app
-from tests.conftest import ORIGIN, Env, make_settings
+from tests.conftest import ORIGIN, Env, open_env
 from tests.sse import SSEReader
 
 pytestmark = pytest.mark.anyio
@@ -48,26 +46,9 @@ FUZZ = settings(
 # -- an app per test, with chosen settings ---------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def running(tmp_path: Path, clock: FakeClock, **overrides: Any) -> AsyncIterator[Env]:
+def running(tmp_path: Path, clock: FakeClock, **overrides: Any) -> AbstractAsyncContextManager[Env]:
     """Like conftest's ``env``, with settings overrides and app errors answered as 500s."""
-    sim = Simulator(
-        clock=clock,
-        client_id="cid",
-        client_secret="csecret-for-tests",
-        redirect_uris=(f"{ORIGIN}/callback",),
-    )
-    sim.player("demo").set_gaps(0)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=sim.app), base_url="http://sim.test"
-    ) as sim_http:
-        app = create_app(make_settings(tmp_path, **overrides), http=sim_http, clock=clock)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client,
-        ):
-            yield Env(app=app, sim=sim, sim_http=sim_http, client=client, clock=clock)
+    return open_env(tmp_path, clock, raise_app_exceptions=False, **overrides)
 
 
 @dataclass
