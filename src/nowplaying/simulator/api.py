@@ -6,7 +6,8 @@ development-mode checks on the app (403, plain text), then the endpoint's scope 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -74,25 +75,25 @@ def routes(sim: Simulator) -> list[Route]:
         user = sim.accounts.users[record.consent.user_id]
         return JSONResponse(user_object(user, sim.base_url(request), record.consent.scopes))
 
-    async def now_playing(request: Request) -> Response:
-        record = await gate(request, "currently-playing", "user-read-currently-playing")
+    async def playback(
+        request: Request, endpoint: str, scope: str, render: Callable[..., dict[str, Any]]
+    ) -> Response:
+        """currently-playing and /me/player: the same gate, the same 204, another body."""
+        record = await gate(request, endpoint, scope)
         if isinstance(record, Response):
             return record
         state = sim.player(record.consent.user_id).state()
         if not state.visible:
             return Response(status_code=204)
-        body = currently_playing(state, sim.base_url(request), episodes=_episodes(request))
-        return JSONResponse(body)
+        return JSONResponse(render(state, sim.base_url(request), episodes=_episodes(request)))
+
+    async def now_playing(request: Request) -> Response:
+        return await playback(
+            request, "currently-playing", "user-read-currently-playing", currently_playing
+        )
 
     async def player(request: Request) -> Response:
-        record = await gate(request, "player", "user-read-playback-state")
-        if isinstance(record, Response):
-            return record
-        state = sim.player(record.consent.user_id).state()
-        if not state.visible:
-            return Response(status_code=204)
-        body = playback_state(state, sim.base_url(request), episodes=_episodes(request))
-        return JSONResponse(body)
+        return await playback(request, "player", "user-read-playback-state", playback_state)
 
     async def recently_played(request: Request) -> Response:
         record = await gate(request, "recently-played", "user-read-recently-played")
