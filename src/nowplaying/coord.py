@@ -27,6 +27,11 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+class CoordinationError(Exception):
+    """What must be shared with other instances cannot be right now (a cross-instance lock
+    could not be had). Callers treat it as a transient failure and try again later."""
+
+
 Listener = Callable[[str, str], None]
 """Called with (account_id, payload) for state published by another instance."""
 

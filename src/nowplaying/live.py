@@ -27,7 +27,7 @@ from .clock import Clock
 from .coord import Coordinator, LocalCoordinator
 from .models import Item, Kind, NowPlaying, PlayedItem
 from .spotify import RateLimited, ReconnectRequired, SpotifyError
-from .store import StoreError
+from .store import Pause, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,10 @@ class LiveHub:
         self._watches: dict[str, _Watch] = {}
         self.paused_until = 0.0
         """The app-wide pause after a 429 (epoch seconds)."""
+        self.pause_reason = "rate_limit"
+        """Why: Spotify's reason (``QUOTA_EXCEEDED``) or ``rate_limit`` (the rolling window)."""
+        self.draining = asyncio.Event()
+        """Set when the server begins to shut down: open streams end with a reconnect hint."""
         self.counts: Counter[str] = Counter()
         """``polls`` made, ``published`` changes, ``rate_limited`` pauses."""
 
@@ -183,7 +187,18 @@ class LiveHub:
         w = self._watches.get(account_id)
         return bool(w and w.task and not w.task.done())
 
+    @property
+    def pause(self) -> Pause | None:
+        """The app-wide pause in force now, or None."""
+        if self.paused_until <= self._clock.now():
+            return None
+        return Pause(self.paused_until, self.pause_reason)
+
     # -- control -------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """The server is shutting down: tell every open stream to end (see ``draining``)."""
+        self.draining.set()
 
     async def forget(self, account_id: str) -> None:
         """Stop polling an account and drop its state (logout, disconnect, reconnect)."""

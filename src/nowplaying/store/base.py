@@ -32,6 +32,20 @@ class Account:
     status: AccountStatus = AccountStatus.ACTIVE
     public_id: str | None = None
     show_last_played: bool = False
+    key_missing: bool = False
+    """The stored refresh token was sealed with a key that is not configured (a rotated
+    ``NOWPLAYING_SECRET_KEY`` without the old one in ``NOWPLAYING_OLD_SECRET_KEYS``). The store
+    then returns the account with ``status=RECONNECT_REQUIRED`` and an empty ``refresh_token``;
+    the stored row is untouched, so configuring the old key again brings the account back."""
+
+    @property
+    def reconnect_reason(self) -> str | None:
+        """Why the account needs reconnecting: ``"unknown_key"``, ``"revoked"``, or None."""
+        if self.key_missing:
+            return "unknown_key"
+        if self.status is AccountStatus.RECONNECT_REQUIRED:
+            return "revoked"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,25 @@ class LoginState:
     """Fingerprint of the pre-login cookie that must come back with the callback."""
     created_at: float
     scopes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """The app-wide pause Spotify imposed: no upstream call before ``until`` (epoch seconds).
+
+    ``reason`` is Spotify's (``QUOTA_EXCEEDED`` for the development-mode quota, whose
+    Retry-After is hours) or ``"rate_limit"`` for the rolling-window limit.
+    """
+
+    until: float
+    reason: str = "rate_limit"
+
+    @property
+    def quota(self) -> bool:
+        return self.reason == QUOTA_EXCEEDED
+
+
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 class Store(Protocol):
@@ -84,6 +117,14 @@ class Store(Protocol):
         ...
 
     async def purge_logins(self, older_than: float) -> int: ...
+
+    async def get_pause(self) -> Pause | None:
+        """The stored app-wide pause, if any (it may have passed already)."""
+        ...
+
+    async def set_pause(self, pause: Pause) -> None:
+        """Store the app-wide pause (replacing the one stored), so a restart honours it."""
+        ...
 
     async def reseal_all(self) -> int:
         """Re-encrypt refresh tokens not sealed with the current key; returns how many."""
