@@ -1,0 +1,148 @@
+"""A TCP balancer on 127.0.0.1: "one address in front of several instances", for tests and the soak.
+
+Each new client connection goes to the next backend, round-robin; a backend that refuses the
+connection is skipped and the next one tried (a client is refused only when every backend is
+down). Bytes are piped both ways; when either side closes, both are closed, as a load balancer
+ends a client's connection when its backend goes away. ``ThreadedBalancer`` runs one in a thread
+for sync code (Playwright's sync API owns the main thread's event loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+CHUNK = 65536
+
+
+class Balancer:
+    """Round-robin TCP forwarding from ``127.0.0.1:port`` to ``127.0.0.1:<backend>``."""
+
+    def __init__(self, backends: list[int], port: int = 0) -> None:
+        self._backends = list(backends)
+        self._next = 0
+        self._requested_port = port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port = port
+        self.connections: list[int] = []
+        """The backend each accepted client went to, in order (for assertions)."""
+
+    def set_backends(self, backends: list[int]) -> None:
+        """Replace the backends new connections go to; open connections stay where they are."""
+        self._backends = list(backends)
+        self._next = 0
+
+    async def start(self) -> None:
+        """Listen; ``port`` is the bound port afterwards."""
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self._requested_port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and close every piped connection."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _connect(self) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter] | None:
+        backends = self._backends
+        for _ in range(len(backends)):
+            backend = backends[self._next % len(backends)]
+            self._next = (self._next + 1) % len(backends)
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", backend)
+            except OSError:
+                continue
+            return backend, reader, writer
+        return None
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(client_w)
+        try:
+            upstream = await self._connect()
+            if upstream is None:
+                return
+            backend, server_r, server_w = upstream
+            self.connections.append(backend)
+            self._writers.add(server_w)
+            try:
+                pipes = [
+                    asyncio.create_task(_pipe(client_r, server_w)),
+                    asyncio.create_task(_pipe(server_r, client_w)),
+                ]
+                # Either direction ending (EOF or error) ends the pair.
+                _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+                for p in pending:
+                    p.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            finally:
+                self._writers.discard(server_w)
+                await _close(server_w)
+        finally:
+            self._writers.discard(client_w)
+            await _close(client_w)
+            self._tasks.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await reader.read(CHUNK):
+            writer.write(data)
+            await writer.drain()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+class ThreadedBalancer:
+    """A ``Balancer`` running on its own event loop in a daemon thread, driven synchronously."""
+
+    def __init__(self, backends: list[int], port: int = 0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.balancer = Balancer(backends, port)
+
+    @property
+    def port(self) -> int:
+        return self.balancer.port
+
+    def _call(self, coro: Any) -> None:
+        future: Future[None] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future.result(timeout=10)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._call(self.balancer.start())
+
+    def set_backends(self, backends: list[int]) -> None:
+        self._loop.call_soon_threadsafe(self.balancer.set_backends, backends)
+
+    def close(self) -> None:
+        self._call(self.balancer.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> ThreadedBalancer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
