@@ -98,6 +98,17 @@ async def test_pause_is_app_wide(flushed: str) -> None:
         assert await a.paused_until() == pytest.approx(until)
 
 
+async def test_pause_reason_is_shared_with_the_longest_pause(flushed: str) -> None:
+    """The quota's reason travels with its pause; a shorter window pause does not replace it."""
+    async with coordinators(flushed, 2) as (a, b):
+        until = time.time() + 3600
+        await a.set_pause(until, "QUOTA_EXCEEDED")
+        assert await b.pause_reason() == "QUOTA_EXCEEDED"
+        await b.set_pause(until - 3000, "rate_limit")
+        assert await a.pause_reason() == "QUOTA_EXCEEDED"
+        assert await a.paused_until() == pytest.approx(until)
+
+
 async def test_lock_excludes_across_instances(flushed: str) -> None:
     """Two instances never hold the same lock at once."""
     inside = 0

@@ -27,6 +27,7 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+
 class CoordinationError(Exception):
     """What must be shared with other instances cannot be right now (a cross-instance lock
     could not be had). Callers treat it as a transient failure and try again later."""
@@ -55,8 +56,15 @@ class Coordinator(Protocol):
     async def is_watched(self, account_id: str) -> bool: ...
     async def publish(self, account_id: str, payload: str) -> None: ...
     async def latest(self, account_id: str) -> str | None: ...
-    async def set_pause(self, until: float) -> None: ...
+    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+        """Pause every instance's polling until ``until`` (never shortens a longer pause)."""
+        ...
+
     async def paused_until(self) -> float: ...
+    async def pause_reason(self) -> str:
+        """Why the current pause was set (``QUOTA_EXCEEDED`` or ``rate_limit``)."""
+        ...
+
     def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]: ...
     async def get_token(self, account_id: str) -> str | None: ...
     async def put_token(self, account_id: str, payload: str, ttl: float) -> None: ...
@@ -71,6 +79,7 @@ class LocalCoordinator:
     def __init__(self) -> None:
         self.instance_id = secrets.token_hex(6)
         self._pause = 0.0
+        self._reason = "rate_limit"
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def start(self, listener: Listener) -> None:
@@ -97,11 +106,15 @@ class LocalCoordinator:
     async def latest(self, account_id: str) -> str | None:
         return None
 
-    async def set_pause(self, until: float) -> None:
-        self._pause = max(self._pause, until)
+    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+        if until > self._pause:
+            self._pause, self._reason = until, reason
 
     async def paused_until(self) -> float:
         return self._pause
+
+    async def pause_reason(self) -> str:
+        return self._reason
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:

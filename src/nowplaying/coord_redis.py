@@ -2,8 +2,9 @@
 
 Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a TTL),
 ``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
-``pause`` (the app-wide rate-limit pause), ``token:{account}`` (the shared access token),
-``lock:{name}``; and the pub/sub channel ``np:events``.
+``pause`` and ``pause:reason`` (the app-wide rate-limit pause and Spotify's reason),
+``token:{account}`` (the shared access token), ``lock:{name}``; and the pub/sub channel
+``np:events``.
 
 Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
 degraded — each instance polls for itself, publishes only locally — warns once, retries Redis at
@@ -42,7 +43,10 @@ return 0
 """
 _PAUSE = """
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+end
 return 1
 """
 
@@ -175,10 +179,17 @@ class RedisCoordinator:
 
     # -- the app-wide pause ----------------------------------------------------------------------
 
-    async def set_pause(self, until: float) -> None:
-        await self._local.set_pause(until)
+    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+        await self._local.set_pause(until, reason)
         ttl = max(1, int((until - time.time()) * 1000))
-        await self._call(self._redis.eval(_PAUSE, 1, "np:pause", repr(until), ttl), None)
+        await self._call(
+            self._redis.eval(_PAUSE, 2, "np:pause", "np:pause:reason", repr(until), ttl, reason),
+            None,
+        )
+
+    async def pause_reason(self) -> str:
+        value = await self._call(self._redis.get("np:pause:reason"), None)
+        return str(value) if value else await self._local.pause_reason()
 
     async def paused_until(self) -> float:
         value = await self._call(self._redis.get("np:pause"), None)

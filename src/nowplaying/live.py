@@ -8,6 +8,13 @@ until ``Retry-After`` passes; viewers are told their data is stale meanwhile.
 
 A poller runs only while its account is watched: an SSE viewer is connected, or a request came in
 the last ``watch_ttl`` seconds. Everything waits on an injected clock.
+
+Life cycle: the pause is stored (``pauses``) so a restart honours Spotify's Retry-After, which for
+the development-mode quota (``QUOTA_EXCEEDED``) is hours; an account whose grant is gone is
+re-checked in the store every ``reconnect_check`` seconds while watched, so a grant made again by
+another process or instance is served without a restart; a poller meeting an unexpected error
+logs it, reports stale and keeps going; :meth:`LiveHub.drain` tells open streams the server is
+going away.
 """
 
 from __future__ import annotations
@@ -20,19 +27,29 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from .clock import Clock
 from .coord import Coordinator, LocalCoordinator
 from .models import Item, Kind, NowPlaying, PlayedItem
 from .spotify import RateLimited, ReconnectRequired, SpotifyError
-from .store import Pause, StoreError
+from .store import QUOTA_EXCEEDED, Pause, StoreError
 
 log = logging.getLogger(__name__)
 
 Fetch = Callable[[str], Awaitable[NowPlaying]]
 History = Callable[[str], Awaitable[PlayedItem | None]]
+Ready = Callable[[str], Awaitable[bool]]
+"""Whether an account that needed reconnecting is connected again (a store read, no Spotify)."""
+
+
+class PauseStore(Protocol):
+    """Where the app-wide pause outlives the process (the account store)."""
+
+    async def get_pause(self) -> Pause | None: ...
+    async def set_pause(self, pause: Pause) -> None: ...
 
 
 class Status(StrEnum):
@@ -105,6 +122,17 @@ class _Watch:
         return bool(self.subscribers) or now - self.last_request < ttl
 
 
+@dataclass(slots=True)
+class _Plan:
+    """A poller's schedule: when to poll next, and what it has met so far."""
+
+    next_poll: float = 0.0
+    failures: int = 0
+    idle: int = 0
+    reconnect: bool = False
+    """The grant is gone: check the store (``ready``) instead of polling Spotify."""
+
+
 class LiveHub:
     """Shared now-playing state per account, kept fresh by one poller each while watched."""
 
@@ -123,8 +151,14 @@ class LiveHub:
         history: History | None = None,
         history_ttl: float = 300.0,
         coord: Coordinator | None = None,
+        pauses: PauseStore | None = None,
+        ready: Ready | None = None,
+        reconnect_check: float = 5.0,
     ) -> None:
         self._coord: Coordinator = coord or LocalCoordinator()
+        self._pauses = pauses
+        self._ready = ready
+        self.reconnect_check = reconnect_check
         self._fetch = fetch
         self._history = history
         self.history_ttl = history_ttl
@@ -144,7 +178,8 @@ class LiveHub:
         self.draining = asyncio.Event()
         """Set when the server begins to shut down: open streams end with a reconnect hint."""
         self.counts: Counter[str] = Counter()
-        """``polls`` made, ``published`` changes, ``rate_limited`` pauses."""
+        """``polls`` made, ``published`` changes, ``rate_limited`` pauses, ``reconnect_checks``,
+        ``crashes`` (unexpected errors a poller survived)."""
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -201,29 +236,70 @@ class LiveHub:
         self.draining.set()
 
     async def forget(self, account_id: str) -> None:
-        """Stop polling an account and drop its state (logout, disconnect, reconnect)."""
-        w = self._watches.pop(account_id, None)
+        """Disconnect: stop polling the account and tell its viewers it needs reconnecting.
+
+        Viewers stay subscribed: with ``ready`` configured, a poller keeps checking the store
+        for a new grant, so they see the account live again when the owner reconnects.
+        """
+        w = self._watches.get(account_id)
         if w is None:
             return
-        if w.task is not None:
-            w.task.cancel()
+        await self._stop(w)
+        if not w.subscribers:
+            self._watches.pop(account_id, None)
+        self._publish_local(
+            w, Snapshot(playing=None, status=Status.RECONNECT, version=_next_version(w))
+        )
+        if w.subscribers and self._ready is not None:
+            self._ensure_poller(w)
+
+    async def restart(self, account_id: str) -> None:
+        """A new grant for the account: poll it afresh now, keeping its viewers (no flicker)."""
+        w = self._watches.get(account_id)
+        if w is None:
+            return
+        await self._stop(w)
+        w.history_at = None
+        if w.snapshot is not None and w.snapshot.status is Status.RECONNECT:
+            w.snapshot = replace(w.snapshot, status=Status.STALE)
+        if w.watched(self._clock.now(), self.watch_ttl):
+            self._ensure_poller(w)
+
+    async def _stop(self, w: _Watch) -> None:
+        task, w.task = w.task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await w.task
-        gone = Snapshot(playing=None, status=Status.RECONNECT, version=_next_version(w))
-        for q in list(w.subscribers):
-            _offer(q, gone)
+                await task
 
     @property
     def instance_id(self) -> str:
         return self._coord.instance_id
 
     async def start(self) -> None:
-        """Join the other instances (a no-op for one process)."""
+        """Join the other instances (a no-op for one process); honour a stored pause."""
         await self._coord.start(self._accept)
+        if self._pauses is None:
+            return
+        try:
+            stored = await self._pauses.get_pause()
+        except StoreError as e:
+            log.warning("could not read the stored rate-limit pause (%s)", type(e).__name__)
+            return
+        if stored is not None and stored.until > self._clock.now():
+            self.paused_until, self.pause_reason = stored.until, stored.reason
+            await self._coord.set_pause(stored.until, stored.reason)
+            log.warning(
+                "Spotify paused this app until %s (%s): no calls before then",
+                _utc(stored.until),
+                stored.reason,
+            )
 
     async def close(self) -> None:
-        for account_id in list(self._watches):
-            await self.forget(account_id)
+        """Stop every poller (releasing its lease) and leave the other instances."""
+        for w in list(self._watches.values()):
+            await self._stop(w)
+        self._watches.clear()
         await self._coord.close()
 
     # -- polling -------------------------------------------------------------------------------
@@ -237,59 +313,104 @@ class LiveHub:
     def _ensure_poller(self, w: _Watch) -> None:
         if w.task is None or w.task.done():
             if w.snapshot is not None and w.snapshot.status is Status.RECONNECT:
-                w.fresh.set()
-                return
-            w.fresh.clear()
+                w.fresh.set()  # what we know stands until the store says otherwise
+                if self._ready is None:
+                    return
+            else:
+                w.fresh.clear()
             w.task = asyncio.create_task(self._run(w), name=f"poll:{w.account_id}")
 
     async def _run(self, w: _Watch) -> None:
-        """Lead (poll) when this instance holds the account's lease, else follow shared state."""
-        failures = idle = 0
-        next_poll = 0.0
+        """Lead (poll) when this instance holds the account's lease, else follow shared state.
+
+        This loop is the poller's outermost boundary: an error nobody expected is logged with
+        its traceback, reported to viewers as stale data, and retried after a backoff.
+        """
+        plan = _Plan(reconnect=w.snapshot is not None and w.snapshot.status is Status.RECONNECT)
         try:
             while await self._wanted(w):
-                if not await self._coord.hold_lease(w.account_id):
-                    w.leader = False
-                    await self._follow(w)
-                    await self._clock.sleep(self._coord.renew_every or self.poll_seconds)
-                    continue
-                w.leader = True
-                now = self._clock.now()
-                paused = max(self.paused_until, await self._coord.paused_until())
-                if paused > now:  # the app's rate limit, maybe hit by another instance
-                    await self._share_stale(w, retry_after=paused - now)
-                    next_poll = max(next_poll, paused)
-                if now < next_poll:
-                    await self._nap(next_poll - now)
-                    continue
-                self.counts["polls"] += 1
                 try:
-                    playing = await self._fetch(w.account_id)
-                except RateLimited as e:
-                    await self._pause(e.retry_after)
-                    continue
-                except ReconnectRequired:
-                    await self._share(w, Snapshot(None, Status.RECONNECT, _next_version(w)))
-                    return
-                except (SpotifyError, StoreError) as e:
-                    failures += 1
-                    log.warning("poll failed (%s); backing off", type(e).__name__)
-                    await self._share_stale(w)
-                    next_poll = self._clock.now() + self._backoff(failures)
-                    continue
-                failures = 0
-                idle = 0 if playing.active else idle + 1
-                last = await self._last_played(w, playing)
-                await self._share(
-                    w, Snapshot(playing, Status.LIVE, _next_version(w), last_played=last)
-                )
-                next_poll = self._clock.now() + self._delay(playing, idle)
+                    if not await self._step(w, plan):
+                        return
+                except Exception:  # the one outer guard STYLE.md asks for
+                    plan.failures += 1
+                    self.counts["crashes"] += 1
+                    log.exception("poller failed unexpectedly; backing off and carrying on")
+                    with contextlib.suppress(Exception):
+                        await self._broadcast_stale(w)
+                    await self._clock.sleep(self._backoff(plan.failures))
         finally:
             if w.leader:
                 w.leader = False
-                await self._coord.release_lease(w.account_id)
+                with contextlib.suppress(Exception):
+                    await self._coord.release_lease(w.account_id)
             if w.task is asyncio.current_task():
                 w.task = None
+
+    async def _step(self, w: _Watch, plan: _Plan) -> bool:
+        """One turn of the poller: follow, wait, or poll once. False: stop for good."""
+        if not await self._coord.hold_lease(w.account_id):
+            w.leader = False
+            await self._follow(w)
+            await self._clock.sleep(self._coord.renew_every or self.poll_seconds)
+            return True
+        w.leader = True
+        now = self._clock.now()
+        paused = await self._paused_until()
+        if paused > now:  # the app's rate limit, maybe hit by another instance
+            await self._broadcast_stale(w, retry_after=paused - now)
+            plan.next_poll = max(plan.next_poll, paused)
+        if now < plan.next_poll:
+            await self._nap(plan.next_poll - now)
+            return True
+        if plan.reconnect:
+            # The grant is gone: poll nothing until the store holds a new one.
+            self.counts["reconnect_checks"] += 1
+            if self._ready is None:
+                return False
+            if not await self._ready_now(w.account_id):
+                plan.next_poll = self._clock.now() + self.reconnect_check
+                return True
+            log.info("an account was connected again: polling it")
+            plan.reconnect = False
+        self.counts["polls"] += 1
+        try:
+            playing = await self._fetch(w.account_id)
+        except RateLimited as e:
+            await self._pause(e.retry_after, e.reason)
+            return True
+        except ReconnectRequired:
+            plan.reconnect = True
+            plan.next_poll = self._clock.now() + self.reconnect_check
+            await self._broadcast(w, Snapshot(None, Status.RECONNECT, _next_version(w)))
+            return self._ready is not None
+        except (SpotifyError, StoreError) as e:
+            plan.failures += 1
+            log.warning("poll failed (%s); backing off", type(e).__name__)
+            await self._broadcast_stale(w)
+            plan.next_poll = self._clock.now() + self._backoff(plan.failures)
+            return True
+        plan.failures = 0
+        plan.idle = 0 if playing.active else plan.idle + 1
+        last = await self._last_played(w, playing)
+        await self._broadcast(w, Snapshot(playing, Status.LIVE, _next_version(w), last_played=last))
+        plan.next_poll = self._clock.now() + self._delay(playing, plan.idle)
+        return True
+
+    async def _ready_now(self, account_id: str) -> bool:
+        assert self._ready is not None  # noqa: S101 - checked by the caller
+        try:
+            return await self._ready(account_id)
+        except StoreError:
+            return False
+
+    async def _paused_until(self) -> float:
+        """The app-wide pause, ours or another instance's (whose reason we then adopt)."""
+        shared = await self._coord.paused_until()
+        if shared > self.paused_until:
+            self.paused_until = shared
+            self.pause_reason = await self._coord.pause_reason()
+        return self.paused_until
 
     async def _wanted(self, w: _Watch) -> bool:
         """Watched here (viewers, recent requests) or, while leading, watched elsewhere."""
@@ -323,16 +444,17 @@ class LiveHub:
             log.warning("ignored malformed shared state")
             return
         if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
-            self._publish(w, snap, remote=True)
+            self._publish_local(w, snap, remote=True)
 
-    async def _share(self, w: _Watch, snap: Snapshot) -> None:
-        """Publish locally, and to other instances when something changed."""
-        if self._publish(w, snap):
-            assert w.snapshot is not None  # noqa: S101 - just set by _publish
+    async def _broadcast(self, w: _Watch, snap: Snapshot) -> None:
+        """Hand a snapshot to this instance's viewers and, when it changed, to every instance."""
+        if self._publish_local(w, snap):
+            assert w.snapshot is not None  # noqa: S101 - just set by _publish_local
             await self._coord.publish(w.account_id, snapshot_to_wire(w.snapshot))
 
-    async def _share_stale(self, w: _Watch, retry_after: float | None = None) -> None:
-        if self._mark_stale(w, retry_after):
+    async def _broadcast_stale(self, w: _Watch, retry_after: float | None = None) -> None:
+        """Mark the state stale here and, when that changed anything, on every instance."""
+        if self._stale_local(w, retry_after):
             assert w.snapshot is not None  # noqa: S101
             await self._coord.publish(w.account_id, snapshot_to_wire(w.snapshot))
 
@@ -350,6 +472,9 @@ class LiveHub:
         self.counts["history"] += 1
         try:
             return await self._history(w.account_id)
+        except RateLimited as e:
+            await self._pause(e.retry_after, e.reason)
+            return old.last_played if old else None
         except (SpotifyError, StoreError) as e:
             log.info("last played lookup failed (%s)", type(e).__name__)
             return old.last_played if old else None
@@ -373,24 +498,40 @@ class LiveHub:
         cap = min(self.backoff_max, self.poll_seconds * 2.0 ** (failures - 1))
         return cap * self._rng.uniform(0.5, 1.0)
 
-    async def _pause(self, retry_after: float) -> None:
-        """The app is rate limited: every poller (on every instance) waits, every viewer is told
-        data is stale."""
+    async def _pause(self, retry_after: float, reason: str | None = None) -> None:
+        """The app is rate limited: every poller (on every instance, and after a restart) waits,
+        every viewer is told data is stale. ``QUOTA_EXCEEDED`` is the development-mode quota,
+        whose Retry-After is hours; polling through it is reported to extend it."""
+        why = QUOTA_EXCEEDED if reason == QUOTA_EXCEEDED else "rate_limit"
         until = self._clock.now() + max(1.0, retry_after)
         if until > self.paused_until:
-            self.paused_until = until
+            self.paused_until, self.pause_reason = until, why
             self.counts["rate_limited"] += 1
-            log.warning("Spotify rate limit: pausing all polling for %.0fs", retry_after)
-        await self._coord.set_pause(until)
+            if why == QUOTA_EXCEEDED:
+                log.error(
+                    "Spotify's quota is exhausted (QUOTA_EXCEEDED): no calls until %s (%.1f h)",
+                    _utc(until),
+                    retry_after / 3600,
+                )
+            else:
+                log.warning("Spotify rate limit: pausing all polling for %.0fs", retry_after)
+            if self._pauses is not None:
+                try:
+                    await self._pauses.set_pause(Pause(until, why))
+                except StoreError as e:
+                    log.warning("could not store the pause (%s)", type(e).__name__)
+        await self._coord.set_pause(until, why)
         for w in list(self._watches.values()):
-            await self._share_stale(w, retry_after=max(0.0, self.paused_until - self._clock.now()))
+            await self._broadcast_stale(
+                w, retry_after=max(0.0, self.paused_until - self._clock.now())
+            )
 
-    def _mark_stale(self, w: _Watch, retry_after: float | None = None) -> bool:
+    def _stale_local(self, w: _Watch, retry_after: float | None = None) -> bool:
         """Mark live data stale (locally); whether that changed anything."""
         snap = w.snapshot
         if snap is not None and snap.status is not Status.LIVE:
             return False
-        return self._publish(
+        return self._publish_local(
             w,
             Snapshot(
                 snap.playing if snap else None,
@@ -400,7 +541,7 @@ class LiveHub:
             ),
         )
 
-    def _publish(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
+    def _publish_local(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
         old = w.snapshot
         changed = (
             old is None
@@ -481,6 +622,10 @@ def _jumped(old: NowPlaying | None, new: NowPlaying | None, now: float) -> bool:
         return False
     predicted = progress_at(old, now)
     return predicted is not None and abs(predicted - new.progress_ms) > 3000
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _next_version(w: _Watch) -> int:

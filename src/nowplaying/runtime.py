@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -25,10 +26,11 @@ from .live import LiveHub
 from .models import NowPlaying, PlayedItem
 from .simulator import Simulator
 from .spotify import SCOPE_RECENTLY_PLAYED, SpotifyClient
-from .store import Store, open_store
+from .store import AccountStatus, Store, StoreError, open_store
 from .tokens import TokenManager
 
 SIM_PREFIX = "/spotify-sim"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,6 +70,31 @@ async def read_last_played(
     return items[0] if items else None
 
 
+async def account_ready(store: Store, account_id: str) -> bool:
+    """Whether an account that needed reconnecting holds a usable grant again."""
+    account = await store.get_account(account_id)
+    return account is not None and account.status is AccountStatus.ACTIVE
+
+
+async def report_unreadable(store: Store) -> int:
+    """Log how many accounts the configured keys cannot open, and which setting fixes it."""
+    try:
+        accounts = await store.list_accounts()
+    except StoreError as e:
+        log.warning("could not list accounts at start (%s)", type(e).__name__)
+        return 0
+    locked = sum(1 for a in accounts if a.key_missing)
+    if locked:
+        log.error(
+            "%d of %d account(s) were sealed with a secret key that is not configured: they read"
+            " as 'reconnect needed'. Add the previous key to NOWPLAYING_OLD_SECRET_KEYS (a JSON"
+            " list) and restart, or ask their owners to reconnect. Nothing was deleted.",
+            locked,
+            len(accounts),
+        )
+    return locked
+
+
 def demo_simulator(settings: Settings, clock: Clock, public_origin: str) -> Simulator:
     """The simulator demo mode serves, registered for the configured redirect URI."""
     return Simulator(
@@ -103,6 +130,7 @@ async def open_runtime(
             store = open_store(settings.nowplaying_database_url, cipher=make_cipher(settings))
             await store.open()
             stack.push_async_callback(store.close)
+            await report_unreadable(store)
         if http is None:
             transport = None
             if simulator is not None:
@@ -136,6 +164,8 @@ async def open_runtime(
             poll_seconds=settings.nowplaying_poll_seconds,
             history=functools.partial(read_last_played, store, tokens, client),
             coord=coord,
+            pauses=store,
+            ready=functools.partial(account_ready, store),
         )
         await hub.start()
         stack.push_async_callback(hub.close)
