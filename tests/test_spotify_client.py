@@ -4,18 +4,22 @@ contract's token table and every currently-playing case."""
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nowplaying import store
 from nowplaying.clock import FakeClock
 from nowplaying.models import Kind
 from nowplaying.simulator import Grant, Simulator
 from nowplaying.spotify import (
+    MAX_RETRY_AFTER,
+    QUOTA_EXCEEDED,
     AccessTokenRejected,
     BadResponse,
     Forbidden,
@@ -24,6 +28,7 @@ from nowplaying.spotify import (
     InvalidRequest,
     RateLimited,
     SpotifyClient,
+    SpotifyError,
     SpotifyUnavailable,
     make_pkce,
 )
@@ -354,3 +359,231 @@ async def test_garbage_bodies_are_bad_responses(clock: FakeClock) -> None:
         mock = answering(200, body)
         with pytest.raises(BadResponse):
             await client_for(mock, clock).refresh("r")
+
+
+# -- the error tree is closed: every httpx exception becomes a SpotifyError --------------------
+
+
+def raising(error: Exception) -> httpx.AsyncClient:
+    """An HTTP client whose every request raises ``error`` from the transport."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+HTTPX_ERRORS: list[tuple[Exception, type[SpotifyError]]] = [
+    (httpx.ConnectError("refused"), SpotifyUnavailable),
+    (httpx.ReadTimeout("slow"), SpotifyUnavailable),
+    (httpx.RemoteProtocolError("peer closed"), SpotifyUnavailable),
+    (httpx.ReadError("reset"), SpotifyUnavailable),
+    (httpx.UnsupportedProtocol("ftp"), SpotifyUnavailable),
+    (httpx.ProxyError("proxy"), SpotifyUnavailable),
+    (httpx.DecodingError("bad gzip"), SpotifyUnavailable),
+    (httpx.RequestError("anything else"), SpotifyUnavailable),
+    (httpx.InvalidURL("bad url"), SpotifyUnavailable),
+    (httpx.StreamConsumed(), SpotifyUnavailable),
+    (httpx.ResponseNotRead(), SpotifyUnavailable),
+    (httpx.TooManyRedirects("loop"), BadResponse),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"), HTTPX_ERRORS, ids=[type(e).__name__ for e, _ in HTTPX_ERRORS]
+)
+async def test_every_httpx_error_stays_in_the_tree(
+    clock: FakeClock, error: Exception, expected: type[SpotifyError]
+) -> None:
+    """API and token calls alike: each httpx exception becomes its SpotifyError, chained."""
+    client = client_for(raising(error), clock)
+    calls: list[Callable[[], Any]] = [
+        lambda: client.currently_playing("at"),
+        lambda: client.refresh("rt"),
+        lambda: client.exchange_code(code="c", redirect_uri=REDIRECT, code_verifier="v"),
+        lambda: client.me("at"),
+    ]
+    for call in calls:
+        with pytest.raises(expected) as info:
+            await call()
+        assert info.value.__cause__ is error
+
+
+def corrupting(app: ASGIApp, path: str, headers: list[tuple[bytes, bytes]]) -> ASGIApp:
+    """``app`` with ``headers`` added to its answers for ``path`` (the body is left as it is)."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def patched(message: Message) -> None:
+            if message["type"] == "http.response.start" and scope.get("path") == path:
+                kept = [(k, v) for k, v in message["headers"] if k.lower() != b"content-length"]
+                message = {**message, "headers": kept + headers}
+            await send(message)
+
+        await app(scope, receive, patched)
+
+    return wrapped
+
+
+async def test_bad_content_encoding_is_unavailable(
+    sim: Simulator, clock: FakeClock, access: str
+) -> None:
+    """The simulator's JSON labelled gzip: httpx's DecodingError becomes SpotifyUnavailable."""
+    app = corrupting(sim.app, "/v1/me/player/currently-playing", [(b"content-encoding", b"gzip")])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim.test"
+    ) as http:
+        client = client_for(http, clock)
+        with pytest.raises(SpotifyUnavailable) as info:
+            await client.currently_playing(access)
+        assert isinstance(info.value.__cause__, httpx.DecodingError)
+        assert (await client.me(access)).id == "demo"  # other paths unaffected
+
+
+def redirecting(request: httpx.Request) -> httpx.Response:
+    """Every URL redirects to itself."""
+    return httpx.Response(302, headers={"Location": str(request.url)})
+
+
+async def test_redirect_loop_is_a_bad_response(clock: FakeClock) -> None:
+    """A 3xx loop followed by the injected client: TooManyRedirects becomes BadResponse."""
+    http = httpx.AsyncClient(transport=httpx.MockTransport(redirecting), follow_redirects=True)
+    client = client_for(http, clock)
+    with pytest.raises(BadResponse) as info:
+        await client.currently_playing("at")
+    assert isinstance(info.value.__cause__, httpx.TooManyRedirects)
+    with pytest.raises(BadResponse):
+        await client.refresh("rt")
+
+
+async def test_redirect_not_followed_is_a_bad_response(clock: FakeClock) -> None:
+    """The app's client follows no redirect: a 3xx answer is BadResponse on both endpoints."""
+    client = client_for(httpx.AsyncClient(transport=httpx.MockTransport(redirecting)), clock)
+    with pytest.raises(BadResponse):
+        await client.currently_playing("at")
+    with pytest.raises(BadResponse):
+        await client.refresh("rt")
+
+
+def answering_raw(status: int, content: bytes, headers: dict[str, str] | None = None) -> Any:
+    """An HTTP client whose every request gets ``status`` with ``content`` as it is."""
+    return httpx.AsyncClient(
+        transport=httpx.MockTransport(
+            lambda request: httpx.Response(status, content=content, headers=headers)
+        )
+    )
+
+
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "content",
+    [NESTED, b"\xff\xfe not utf-8", b"{", b"[1, 2]", b"null"],
+    ids=["nested", "not-utf-8", "truncated", "array", "null"],
+)
+async def test_unparseable_bodies_are_bad_responses(clock: FakeClock, content: bytes) -> None:
+    """Deeply nested, undecodable, truncated or non-object JSON: BadResponse everywhere."""
+    client = client_for(answering_raw(200, content), clock)
+    for call in (
+        lambda: client.currently_playing("at"),
+        lambda: client.refresh("rt"),
+        lambda: client.me("at"),
+        lambda: client.recently_played("at"),
+    ):
+        with pytest.raises(BadResponse):
+            await call()
+    token_error = client_for(answering_raw(400, content), clock)
+    with pytest.raises(BadResponse):
+        await token_error.refresh("rt")
+
+
+@pytest.mark.parametrize(
+    "content", [NESTED, b"<html>busy</html>", b'{"error": "x"}'], ids=["nested", "html", "flat"]
+)
+async def test_429_with_any_body_is_rate_limited(clock: FakeClock, content: bytes) -> None:
+    """A 429 whose body says nothing usable is still RateLimited (no reason), never a crash."""
+    client = client_for(answering_raw(429, content, {"Retry-After": "12"}), clock)
+    with pytest.raises(RateLimited) as info:
+        await client.currently_playing("at")
+    assert info.value.retry_after == 12
+    assert info.value.reason is None
+    assert not info.value.quota
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("30", 30.0), ("-5", 0.0), ("soon", 1.0), ("nan", 1.0), ("Infinity", MAX_RETRY_AFTER)],
+)
+async def test_retry_after_is_bounded(clock: FakeClock, header: str, seconds: float) -> None:
+    """Retry-After: negative is 0, unreadable or NaN is 1 s, infinite or huge is a day."""
+    client = client_for(answering_raw(429, b"", {"Retry-After": header}), clock)
+    with pytest.raises(RateLimited) as info:
+        await client.currently_playing("at")
+    assert info.value.retry_after == seconds
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"access_token": None, "expires_in": 3600},
+        {"access_token": "", "expires_in": 3600},
+        {"access_token": "a", "expires_in": "soon"},
+        {"access_token": "a", "expires_in": -1},
+        {"access_token": "a", "expires_in": 0},
+        {"access_token": "a", "refresh_token": 42},
+    ],
+)
+async def test_token_answers_that_break_the_contract(
+    clock: FakeClock, body: dict[str, Any]
+) -> None:
+    """A token 200 with a missing, empty or non-string token, or a bad expiry: BadResponse."""
+    with pytest.raises(BadResponse):
+        await client_for(answering(200, body), clock).refresh("r")
+
+
+async def test_non_finite_expiry_is_a_bad_response(clock: FakeClock) -> None:
+    """Python's json reads NaN and Infinity; a token that never expires is refused."""
+    for raw in (
+        b'{"access_token": "a", "expires_in": NaN}',
+        b'{"access_token": "a", "expires_in": Infinity}',
+    ):
+        with pytest.raises(BadResponse):
+            await client_for(answering_raw(200, raw), clock).refresh("r")
+
+
+async def test_profile_without_a_string_id_is_a_bad_response(clock: FakeClock) -> None:
+    """The account id comes from /me: a null or numeric id is BadResponse, never "None"."""
+    for body in ({"id": None}, {"id": 7}, {"display_name": "x"}):
+        with pytest.raises(BadResponse):
+            await client_for(answering(200, body), clock).me("at")
+
+
+async def test_non_finite_numbers_in_playing_are_ignored(clock: FakeClock) -> None:
+    """NaN / Infinity progress and duration read as unknown, not as an OverflowError."""
+    raw = (
+        b'{"is_playing": true, "currently_playing_type": "track", "progress_ms": Infinity,'
+        b' "item": {"type": "track", "name": "t", "duration_ms": NaN, "artists": []}}'
+    )
+    np = await client_for(answering_raw(200, raw), clock).currently_playing("at")
+    assert np.progress_ms is None
+    assert np.item is not None and np.item.duration_ms == 0
+
+
+async def test_quota_exceeded_is_told_apart(
+    sim: Simulator, http: httpx.AsyncClient, clock: FakeClock, access: str
+) -> None:
+    """The simulator's QUOTA_EXCEEDED 429 parses as quota; a plain 429 as the rolling window."""
+    sim.faults.add("currently-playing", status=429, retry_after=20520, reason="QUOTA_EXCEEDED")
+    sim.faults.add("currently-playing", status=429, retry_after=3)
+    client = client_for(http, clock)
+    with pytest.raises(RateLimited) as quota:
+        await client.currently_playing(access)
+    assert quota.value.quota and quota.value.retry_after == 20520
+    with pytest.raises(RateLimited) as window:
+        await client.currently_playing(access)
+    assert not window.value.quota and window.value.retry_after == 3
+
+
+def test_quota_constant_matches_the_store() -> None:
+    """The client's and the store's QUOTA_EXCEEDED are one value (defined twice: no cycle)."""
+    assert QUOTA_EXCEEDED == store.QUOTA_EXCEEDED == "QUOTA_EXCEEDED"

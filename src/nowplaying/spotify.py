@@ -13,8 +13,14 @@ Errors, one tree::
      ├── AccessTokenRejected      Web API 401: refresh once and retry
      ├── Forbidden                Web API 403: dev-mode allowlist, Premium, scope
      ├── RateLimited              429, with ``retry_after`` seconds and Spotify's ``reason``
-     ├── SpotifyUnavailable       5xx, timeouts, connection failures
-     └── BadResponse              a body that does not parse as the contract says
+     │                            (``quota``: the development-mode QUOTA_EXCEEDED, hours long)
+     ├── SpotifyUnavailable       5xx, timeouts, connection failures, a body that cannot be
+     │                            decoded (Content-Encoding), any other ``httpx`` error
+     └── BadResponse              an answer the contract does not allow: a body that does not
+                                  parse, an unexpected status, a redirect loop
+
+The tree is closed: every ``httpx`` exception raised while sending a request or reading its
+answer leaves this module as one of these, chained (``raise ... from``) to the original.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -42,6 +49,10 @@ DEFAULT_DEADLINE = 8.0
 # loses the new refresh token (the old one is revoked by then), and with it the account.
 TOKEN_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
 TOKEN_DEADLINE = 20.0
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+"""``RateLimited.reason`` of the development-mode quota (equal to ``store.QUOTA_EXCEEDED``)."""
+MAX_RETRY_AFTER = 86400.0
+"""A longer (or non-finite) Retry-After is read as this: a day, then Spotify is asked again."""
 
 
 class SpotifyError(Exception):
@@ -99,6 +110,11 @@ class RateLimited(SpotifyError):
         )
         self.retry_after = retry_after
         self.reason = reason
+
+    @property
+    def quota(self) -> bool:
+        """The development-mode quota (``QUOTA_EXCEEDED``), not the rolling-window limit."""
+        return self.reason == QUOTA_EXCEEDED
 
 
 class SpotifyUnavailable(SpotifyError):
@@ -212,17 +228,23 @@ class SpotifyClient:
         )
         if response.status_code == 200:
             body = _json_object(response)
+            access = body.get("access_token")
+            if not isinstance(access, str) or not access:
+                raise BadResponse("token response without access_token", response=response)
             try:
-                access = str(body["access_token"])
                 expires_in = float(body.get("expires_in", 3600))
-            except (KeyError, TypeError, ValueError) as e:
-                raise BadResponse("token response without access_token", response=response) from e
+            except (TypeError, ValueError) as e:
+                raise BadResponse("token response with a bad expires_in", response=response) from e
+            if not math.isfinite(expires_in) or expires_in <= 0:
+                raise BadResponse("token response with a bad expires_in", response=response)
             new_refresh = body.get("refresh_token")
+            if new_refresh is not None and not isinstance(new_refresh, str):
+                raise BadResponse("token response with a bad refresh_token", response=response)
             return Token(
                 access_token=access,
                 expires_at=started + expires_in,
                 scope=frozenset(str(body.get("scope") or "").split()),
-                refresh_token=str(new_refresh) if new_refresh else previous_refresh,
+                refresh_token=new_refresh or previous_refresh,
                 token_type=str(body.get("token_type") or "Bearer"),
             )
         _raise_for_token_error(response)
@@ -257,10 +279,9 @@ class SpotifyClient:
         """The user who granted the token."""
         response = await self._api("GET", "/me", access_token, None)
         body = _json_object(response)
-        try:
-            uid = str(body["id"])
-        except KeyError as e:
-            raise BadResponse("profile without id", response=response) from e
+        uid = body.get("id")
+        if not isinstance(uid, str) or not uid:
+            raise BadResponse("profile without id", response=response)
         return Profile(
             id=uid,
             display_name=str(body.get("display_name") or uid),
@@ -295,7 +316,11 @@ class SpotifyClient:
         deadline: float | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """One request under a per-phase timeout and an overall deadline."""
+        """One request under a per-phase timeout and an overall deadline.
+
+        The edge of the error tree: whatever ``httpx`` raises while sending or reading leaves as
+        a :class:`SpotifyError`.
+        """
         limit = deadline or self._deadline
         try:
             async with asyncio.timeout(limit):
@@ -308,6 +333,13 @@ class SpotifyClient:
             raise SpotifyUnavailable(f"timed out: {type(e).__name__}") from e
         except httpx.TransportError as e:
             raise SpotifyUnavailable(f"transport error: {type(e).__name__}") from e
+        except httpx.DecodingError as e:
+            raise SpotifyUnavailable(f"undecodable body: {type(e).__name__}") from e
+        except httpx.TooManyRedirects as e:
+            raise BadResponse("redirect loop: too many redirects") from e
+        # Not HTTPError subclasses in httpx, but raised by it while sending or reading too.
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
+            raise SpotifyUnavailable(f"request failed: {type(e).__name__}") from e
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -329,7 +361,7 @@ def parse_currently_playing(body: Mapping[str, Any], *, now: float) -> NowPlayin
         is_playing=bool(body.get("is_playing")),
         kind=kind if (item is not None or kind == Kind.AD) else None,
         item=item,
-        progress_ms=int(progress) if isinstance(progress, int | float) else None,
+        progress_ms=_int(progress) if _is_number(progress) else None,
         # Spotify's `timestamp` is when playback last changed state, not when `progress_ms` was
         # measured; progress is as of the answer, so the answer's time is the reference.
         timestamp=now,
@@ -386,9 +418,10 @@ def parse_recently_played(body: Mapping[str, Any]) -> list[PlayedItem]:
             continue
         try:
             played = datetime.fromisoformat(str(entry["played_at"]).replace("Z", "+00:00"))
-        except (KeyError, ValueError):
+            at = played.timestamp()
+        except (KeyError, ValueError, OverflowError, OSError):
             continue
-        out.append(PlayedItem(item=parse_item(entry["track"]), played_at=played.timestamp()))
+        out.append(PlayedItem(item=parse_item(entry["track"]), played_at=at))
     return out
 
 
@@ -420,25 +453,58 @@ def _opt_str(value: object) -> str | None:
     return str(value) if value is not None else None
 
 
+def _is_number(value: object) -> bool:
+    """A JSON number that is an integer or a finite float (Python's json reads NaN, Infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
+
+
 def _int(value: object) -> int:
-    return int(value) if isinstance(value, int | float) else 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return int(value)
+
+
+class _NotJSON(ValueError):
+    """A body that is not JSON at all (or nested beyond what the parser takes)."""
+
+
+def _json(response: httpx.Response) -> object:
+    try:
+        body: object = response.json()
+    except (ValueError, RecursionError) as e:
+        raise _NotJSON(str(e)) from e
+    return body
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
-        body = response.json()
-    except ValueError as e:
+        body = _json(response)
+    except _NotJSON as e:
         raise BadResponse(f"not JSON (status {response.status_code})", response=response) from e
     if not isinstance(body, dict):
         raise BadResponse("JSON is not an object", response=response)
     return body
 
 
+def _error_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The Web API's ``{"error": {...}}`` object, when the body is one."""
+    try:
+        body = _json(response)
+    except _NotJSON:
+        return None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error: dict[str, Any] = body["error"]
+        return error
+    return None
+
+
 def _api_message(response: httpx.Response) -> str:
     """Spotify's error message: JSON ``error.message``, or the plain-text body (dev-mode 403s)."""
     try:
-        body = response.json()
-    except ValueError:
+        body = _json(response)
+    except _NotJSON:
         return response.text.strip()[:200] or f"HTTP {response.status_code}"
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message") or f"HTTP {response.status_code}")
@@ -448,31 +514,34 @@ def _api_message(response: httpx.Response) -> str:
 def _raise_for_common(response: httpx.Response) -> None:
     status = response.status_code
     if status == 429:
-        reason = None
-        try:
-            body = response.json()
-            if isinstance(body, dict) and isinstance(body.get("error"), dict):
-                reason = body["error"].get("reason")
-        except ValueError:
-            pass
-        raise RateLimited(_retry_after(response), reason, response=response)
+        error = _error_object(response)
+        reason = error.get("reason") if error is not None else None
+        raise RateLimited(
+            _retry_after(response),
+            reason if isinstance(reason, str) and reason else None,
+            response=response,
+        )
     if status >= 500:
         raise SpotifyUnavailable(f"Spotify answered {status}", response=response)
 
 
 def _retry_after(response: httpx.Response) -> float:
+    """Retry-After in seconds: 1 when missing or unreadable, at most :data:`MAX_RETRY_AFTER`."""
     raw = response.headers.get("Retry-After", "")
     try:
-        return max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
         return 1.0
+    if math.isnan(seconds):
+        return 1.0
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def _raise_for_token_error(response: httpx.Response) -> None:
     _raise_for_common(response)
     try:
-        body = response.json()
-    except ValueError as e:
+        body = _json(response)
+    except _NotJSON as e:
         raise BadResponse(
             f"token endpoint answered {response.status_code}", response=response
         ) from e
