@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from nowplaying.cli import describe_playing, load_settings, login_flow, main, maintenance, now_flow
 from nowplaying.clock import SystemClock
 from nowplaying.config import Settings
-from nowplaying.connect import LoginFailed, parse_redirect, terminal_login
+from nowplaying.connect import LoginFailed, Waiting, parse_redirect, terminal_login
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import Item, Kind, NowPlaying
 from nowplaying.runtime import open_runtime
@@ -90,7 +90,8 @@ async def test_login_on_the_loopback_redirect(
     urls: list[str] = []
     announced = asyncio.Event()
 
-    def announce(url: str) -> None:
+    def announce(url: str, how: Waiting) -> None:
+        assert how.listener and not how.server
         urls.append(url)
         announced.set()
 
@@ -125,7 +126,7 @@ async def test_login_refuses_a_foreign_state(
     async with open_runtime(settings, public_origin="https://np.test", http=http) as rt:
         with pytest.raises(LoginFailed, match="state"):
             await terminal_login(
-                rt, announce=lambda url: None, pasted=lambda: asyncio.ensure_future(paste())
+                rt, announce=lambda url, how: None, pasted=lambda: asyncio.ensure_future(paste())
             )
     assert sim.calls["token"] == 0
 

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TextIO
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
 from pydantic import ValidationError
 
-from .clock import SystemClock
+from .clock import Clock, SystemClock
 from .config import Settings
-from .connect import LoginFailed, terminal_login
+from .connect import LOOPBACK, LoginFailed, Waiting, terminal_login
 from .models import NowPlaying
 from .runtime import make_cipher, open_runtime
 from .simulator import Simulator
 from .spotify import ReconnectRequired, SpotifyError
-from .store import open_store
+from .store import StoreError, open_store
 from .web import create_app
 from .web.owner import new_public_id
 from .web.security import origin_of, printable
@@ -126,34 +129,78 @@ def _public_origin(settings: Settings) -> str:
 
 
 def read_stdin_line() -> asyncio.Future[str]:
-    """A line from the terminal, read without blocking the event loop."""
-    return asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    """A line from the terminal, read without blocking the event loop.
+
+    A daemon thread, not the loop's executor: when the login completes another way, nobody
+    presses Enter, and the executor would hold the process open at exit waiting for that line.
+    """
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str] = loop.create_future()
+
+    def deliver(text: str) -> None:
+        if not line.done():
+            line.set_result(text)
+
+    def read() -> None:
+        text = sys.stdin.readline()
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(deliver, text)
+
+    threading.Thread(target=read, name="nowplaying-stdin", daemon=True).start()
+    return line
+
+
+def describe_waiting(how: Waiting) -> str:
+    """What the user is told about where the redirect is awaited."""
+    where = urlsplit(how.redirect_uri).netloc
+    lines = []
+    if how.listener:
+        lines.append(f"Waiting for the browser to come back to {how.redirect_uri} (listening).")
+    elif how.server:
+        lines.append(
+            f"{where} is in use (the running nowplaying server, most likely): that server"
+            " completes the login, and this command waits for it."
+            if urlsplit(how.redirect_uri).hostname in LOOPBACK
+            else f"The server at {where} completes the login (it must share this database);"
+            " this command waits for it."
+        )
+    if how.paste:
+        lines.append("If that browser is on another machine, paste the address it ends on:")
+    return "\n".join(lines) + "\n"
 
 
 async def login_flow(
     settings: Settings,
     *,
     out: TextIO,
-    pasted: Callable[[], asyncio.Future[str]] | None = None,
+    pasted: Callable[[], Awaitable[str]] | None = None,
     http: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    wait_seconds: float = 600.0,
 ) -> int:
     """``nowplaying login``: connect an account, publish it, print its public URLs."""
-    async with open_runtime(settings, public_origin=_public_origin(settings), http=http) as rt:
+    async with open_runtime(
+        settings, public_origin=_public_origin(settings), http=http, clock=clock
+    ) as rt:
 
-        def announce(url: str) -> None:
+        def announce(url: str, how: Waiting) -> None:
             out.write(f"Open this URL in a browser and press Agree:\n\n  {url}\n\n")
-            if pasted is not None:
-                out.write("If that browser is on another machine, paste the address it ends on:\n")
+            out.write(describe_waiting(how))
             out.flush()
 
         try:
-            account = await terminal_login(rt, announce=announce, pasted=pasted)
+            account = await terminal_login(
+                rt, announce=announce, pasted=pasted, wait_seconds=wait_seconds
+            )
+            public_id = account.public_id or new_public_id()
+            if account.public_id is None:
+                await rt.store.set_public_id(account.id, public_id)
         except LoginFailed as e:
             out.write(f"nowplaying: login failed: {e}\n")
             return 1
-        public_id = account.public_id or new_public_id()
-        if account.public_id is None:
-            await rt.store.set_public_id(account.id, public_id)
+        except StoreError:
+            out.write("nowplaying: connected, but the database is unavailable to publish it\n")
+            return 1
         base = f"{_public_origin(settings)}/p/{public_id}"
         out.write(
             f"Connected {printable(account.display_name)} ({printable(account.id)}).\n"

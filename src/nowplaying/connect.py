@@ -1,8 +1,17 @@
 """Connecting an account from a terminal (``nowplaying login``), for servers without a browser.
 
-Prints the authorize URL, then waits for the redirect: on the loopback redirect URI itself (a
-one-route listener), or pasted back into the terminal when the browser ran on another machine.
-Then the code is exchanged and the account stored, exactly as the web callback does.
+Prints the authorize URL, then waits for the redirect, in one of two ways plus a third:
+
+- **the loopback listener**: the redirect URI is on this machine and its port is free, so this
+  command listens there (a one-route server on a socket bound before it starts);
+- **the hand-off**: the port is taken (the running ``nowplaying serve``, most likely) or the
+  redirect URI is another host's: the pending login is put in the shared store, marked as a
+  terminal login, and the server's ``/callback`` completes it; this command watches the store
+  for the account to be connected;
+- **the paste** (on a terminal, alongside either): the address the browser ended on, pasted back.
+
+Whichever way, the account is connected by :func:`nowplaying.accounts.connect_account`, as the
+web callback does.
 """
 
 from __future__ import annotations
@@ -10,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import uvicorn
@@ -19,15 +31,36 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from .accounts import (
+    MissingRefreshToken,
+    connect_account,
+    exchange_grant,
+    terminal_login_state,
+)
 from .runtime import Runtime
 from .spotify import SCOPE_CURRENTLY_PLAYING, SpotifyError, make_pkce
-from .store import Account, AccountStatus
+from .store import Account, AccountStatus, StoreError
 
 LOOPBACK = {"127.0.0.1", "::1", "[::1]"}
+SCOPES = frozenset({SCOPE_CURRENTLY_PLAYING})
 
 
 class LoginFailed(Exception):
     """The terminal login did not complete; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """How this login waits for the redirect (what the user is told)."""
+
+    redirect_uri: str
+    listener: bool
+    """This command listens on the redirect URI itself."""
+    server: bool
+    """The server at the redirect URI completes the login (the port here is taken, or the
+    redirect URI is another host's)."""
+    paste: bool
+    """A pasted address is accepted too."""
 
 
 def parse_redirect(url: str) -> dict[str, str]:
@@ -35,10 +68,26 @@ def parse_redirect(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url.strip()).query).items() if v}
 
 
-@contextlib.asynccontextmanager
-async def loopback_listener(redirect_uri: str) -> AsyncIterator[asyncio.Future[dict[str, str]]]:
-    """Listen on the redirect URI's loopback port; the future gets the callback's query."""
+def bind_redirect_port(redirect_uri: str) -> socket.socket | None:
+    """A listening socket on the loopback redirect URI's port, or None when it is taken."""
     parts = urlsplit(redirect_uri)
+    host = (parts.hostname or "127.0.0.1").strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, parts.port or 80))
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def loopback_listener(
+    redirect_uri: str, sock: socket.socket
+) -> AsyncIterator[asyncio.Future[dict[str, str]]]:
+    """Serve the redirect URI's path on ``sock``; the future gets the callback's query."""
     loop = asyncio.get_running_loop()
     result: asyncio.Future[dict[str, str]] = loop.create_future()
 
@@ -51,57 +100,119 @@ async def loopback_listener(redirect_uri: str) -> AsyncIterator[asyncio.Future[d
             headers={"Referrer-Policy": "no-referrer"},
         )
 
-    app = Starlette(routes=[Route(parts.path or "/", callback)])
-    host = (parts.hostname or "127.0.0.1").strip("[]")
-    config = uvicorn.Config(app, host=host, port=parts.port or 80, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    app = Starlette(routes=[Route(urlsplit(redirect_uri).path or "/", callback)])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         yield result
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        sock.close()
 
 
 async def terminal_login(
     rt: Runtime,
     *,
-    announce: Callable[[str], None],
-    pasted: Callable[[], asyncio.Future[str]] | None = None,
+    announce: Callable[[str, Waiting], None],
+    pasted: Callable[[], Awaitable[str]] | None = None,
     wait_seconds: float = 600.0,
+    poll_seconds: float = 1.0,
 ) -> Account:
-    """Run the whole authorization code flow from a terminal; returns the stored account."""
-    settings = rt.settings
-    redirect_uri = settings.spotify_redirect_uri
+    """Run the whole authorization code flow from a terminal; returns the connected account."""
+    redirect_uri = rt.settings.spotify_redirect_uri
     state = secrets.token_urlsafe(32)
     verifier, challenge = make_pkce()
     url = rt.client.authorize_url(
-        redirect_uri=redirect_uri,
-        state=state,
-        code_challenge=challenge,
-        scopes=(SCOPE_CURRENTLY_PLAYING,),
+        redirect_uri=redirect_uri, state=state, code_challenge=challenge, scopes=tuple(SCOPES)
     )
-    announce(url)
-    loopback = (urlsplit(redirect_uri).hostname or "") in LOOPBACK
+    started = rt.clock.now()
+    sock = None
+    if (urlsplit(redirect_uri).hostname or "") in LOOPBACK:
+        sock = bind_redirect_port(redirect_uri)
     async with contextlib.AsyncExitStack() as stack:
-        waiters: list[asyncio.Future[dict[str, str]]] = []
-        if loopback:
-            waiters.append(await stack.enter_async_context(loopback_listener(redirect_uri)))
+        waiters: list[asyncio.Future[Account]] = []
+        handed_off: asyncio.Future[Account] | None = None
+        if sock is not None:
+            query = await stack.enter_async_context(loopback_listener(redirect_uri, sock))
+            waiters.append(asyncio.ensure_future(_listened(rt, state, verifier, query)))
+        else:
+            await _hand_off(rt, state, verifier, started)
+            stack.push_async_callback(_withdraw, rt, state)
+            handed_off = asyncio.ensure_future(_connected_since(rt, started, poll_seconds))
+            waiters.append(handed_off)
         if pasted is not None:
-            waiters.append(asyncio.ensure_future(_parsed(pasted())))
-        if not waiters:
-            raise LoginFailed(
-                "the redirect URI is not loopback and there is no terminal to paste into"
+            waiters.append(
+                asyncio.ensure_future(_pasted(rt, state, verifier, pasted(), handed_off))
             )
-        done, pending = await asyncio.wait(
-            waiters, timeout=wait_seconds, return_when="FIRST_COMPLETED"
-        )
-        for fut in pending:
-            fut.cancel()
-        if not done:
+        timer = asyncio.ensure_future(rt.clock.sleep(wait_seconds))
+        every: list[asyncio.Future[Any]] = [*waiters, timer]
+        announce(url, Waiting(redirect_uri, sock is not None, sock is None, pasted is not None))
+        try:
+            done, _ = await asyncio.wait(every, return_when="FIRST_COMPLETED")
+        finally:
+            for fut in every:
+                fut.cancel()
+            await asyncio.gather(*every, return_exceptions=True)
+        winner = next((fut for fut in waiters if fut in done), None)
+        if winner is None:
             raise LoginFailed("timed out waiting for the redirect")
-        params = done.pop().result()
+        return winner.result()
+
+
+async def _hand_off(rt: Runtime, state: str, verifier: str, now: float) -> None:
+    login = terminal_login_state(state, verifier, now=now, scopes=SCOPES)
+    try:
+        await rt.store.put_login(login)
+    except StoreError as e:
+        raise LoginFailed("the database is unavailable") from e
+
+
+async def _withdraw(rt: Runtime, state: str) -> None:
+    """Remove the pending login if the server did not use it (paste, timeout, failure)."""
+    with contextlib.suppress(StoreError):
+        await rt.store.take_login(state)
+
+
+async def _connected_since(rt: Runtime, since: float, poll_seconds: float) -> Account:
+    """The account the server connected for us: the first one consented at or after ``since``."""
+    while True:
+        with contextlib.suppress(StoreError):
+            fresh = [
+                a
+                for a in await rt.store.list_accounts()
+                if a.status is AccountStatus.ACTIVE and a.consented_at >= since
+            ]
+            if fresh:
+                return max(fresh, key=lambda a: a.consented_at)
+        await rt.clock.sleep(poll_seconds)
+
+
+async def _pasted(
+    rt: Runtime,
+    state: str,
+    verifier: str,
+    line: Awaitable[str],
+    handed_off: asyncio.Future[Account] | None,
+) -> Account:
+    params = parse_redirect(await line)
+    if handed_off is not None and secrets.compare_digest(params.get("state", ""), state):
+        with contextlib.suppress(StoreError):
+            if await rt.store.take_login(state) is None:
+                # The server took this login first: the account arrives through it.
+                return await asyncio.shield(handed_off)
+    return await _complete(rt, state, verifier, params)
+
+
+async def _listened(
+    rt: Runtime, state: str, verifier: str, query: Awaitable[dict[str, str]]
+) -> Account:
+    return await _complete(rt, state, verifier, await query)
+
+
+async def _complete(rt: Runtime, state: str, verifier: str, params: dict[str, str]) -> Account:
+    """Check the redirect's query, exchange its code, connect the account."""
     if not secrets.compare_digest(params.get("state", ""), state):
         raise LoginFailed("the redirect's state does not match this login")
     if params.get("error"):
@@ -110,29 +221,17 @@ async def terminal_login(
     if not code:
         raise LoginFailed("the redirect carried no code")
     try:
-        token = await rt.client.exchange_code(
-            code=code, redirect_uri=redirect_uri, code_verifier=verifier
+        grant = await exchange_grant(
+            rt.client,
+            code=code,
+            redirect_uri=rt.settings.spotify_redirect_uri,
+            code_verifier=verifier,
         )
-        profile = await rt.client.me(token.access_token)
+    except MissingRefreshToken as e:
+        raise LoginFailed("Spotify returned no refresh token") from e
     except SpotifyError as e:
         raise LoginFailed(f"Spotify refused the exchange ({type(e).__name__})") from e
-    if not token.refresh_token:
-        raise LoginFailed("Spotify returned no refresh token")
-    existing = await rt.store.get_account(profile.id)
-    account = Account(
-        id=profile.id,
-        display_name=profile.display_name,
-        refresh_token=token.refresh_token,
-        scopes=token.scope or frozenset({SCOPE_CURRENTLY_PLAYING}),
-        consented_at=rt.clock.now(),
-        status=AccountStatus.ACTIVE,
-        public_id=existing.public_id if existing else None,
-        show_last_played=existing.show_last_played if existing else False,
-    )
-    await rt.store.put_account(account)
-    rt.tokens.seed(account.id, token)
-    return account
-
-
-async def _parsed(line: asyncio.Future[str]) -> dict[str, str]:
-    return parse_redirect(await line)
+    try:
+        return await connect_account(rt, grant, requested=SCOPES)
+    except StoreError as e:
+        raise LoginFailed("the database is unavailable") from e

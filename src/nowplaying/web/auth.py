@@ -1,8 +1,10 @@
 """Connecting a Spotify account: ``/login``, ``/callback``, ``/logout``, and the home page.
 
 The OAuth ``state`` is single-use and bound to the browser that started the login (a signed
-pre-login cookie whose fingerprint is stored with the state); PKCE S256 on every login; the
-redirect URI always comes from settings, never from the Host header.
+pre-login cookie whose fingerprint is stored with the state), except for a login handed over by
+``nowplaying login``, which no browser started and which starts no session; PKCE S256 on every
+login; the redirect URI always comes from settings, never from the Host header. Connecting and
+disconnecting go through :mod:`nowplaying.accounts`, like the CLI.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from nowplaying.accounts import (
+    Grant,
+    connect_account,
+    disconnect_account,
+    exchange_grant,
+    is_terminal_login,
+)
 from nowplaying.spotify import (
     SCOPE_CURRENTLY_PLAYING,
     SCOPE_RECENTLY_PLAYED,
-    BadResponse,
     Forbidden,
     InvalidClient,
     InvalidGrant,
@@ -26,7 +34,7 @@ from nowplaying.spotify import (
     SpotifyError,
     make_pkce,
 )
-from nowplaying.store import Account, AccountStatus, LoginState, StoreError
+from nowplaying.store import LoginState, StoreError
 
 from . import owner, pages
 from .security import same_origin
@@ -50,9 +58,10 @@ async def home(request: Request) -> Response:
     )
     return pages.home_connected(
         display_name=account.display_name,
-        needs_reconnect=account.status is AccountStatus.RECONNECT_REQUIRED,
+        reconnect_reason=account.reconnect_reason,
         demo=svc.demo,
         share=share,
+        pause_note=owner.pause_note(svc.hub.pause),
     )
 
 
@@ -85,20 +94,18 @@ async def login(request: Request) -> Response:
 
 
 async def callback(request: Request) -> Response:
-    """Check state, exchange the code, store the account, start a session, 303 to ``/``."""
+    """Check state, exchange the code, connect the account, start a session, 303 to ``/``.
+
+    A login handed over by ``nowplaying login`` (see :func:`nowplaying.accounts.is_terminal_login`)
+    is bound to no browser: it is completed the same way, but starts no session here.
+    """
     svc = services(request)
     params = request.query_params
     state = params.get("state")
     if not state or len(state) > 200:
         return _fail(request, "Sign-in failed", "The sign-in response had no valid state.", 400)
-    login = await svc.store.take_login(state)
-    browser = svc.sessions.browser(request)
-    if (
-        login is None
-        or browser is None
-        or not secrets.compare_digest(login.browser, browser)
-        or svc.clock.now() - login.created_at > LOGIN_TTL
-    ):
+    login = await _pending_login(request, state)
+    if login is None:
         return _fail(
             request,
             "Sign-in failed",
@@ -117,15 +124,52 @@ async def callback(request: Request) -> Response:
     if not code or len(code) > 2048:
         return _fail(request, "Sign-in failed", "The sign-in response had no code.", 400)
 
+    grant = await _exchange(request, code, login)
+    if isinstance(grant, Response):
+        return grant
+    terminal = is_terminal_login(login)
+    response: Response
     try:
-        token = await svc.client.exchange_code(
+        account = await connect_account(svc, grant, requested=login.scopes)
+        if terminal:
+            response = pages.page("Connected", TERMINAL_DONE, demo=svc.demo)
+        else:
+            response = RedirectResponse("/", status_code=303)
+            await svc.sessions.start(request, response, account.id)
+    except StoreError:
+        return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
+    svc.sessions.forget_account(account.id)
+    if not terminal:
+        svc.sessions.clear_login(response)
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _pending_login(request: Request, state: str) -> LoginState | None:
+    """The login ``state`` belongs to, taken (single use), if this browser may complete it."""
+    svc = services(request)
+    login = await svc.store.take_login(state)
+    if login is None or svc.clock.now() - login.created_at > LOGIN_TTL:
+        return None
+    if is_terminal_login(login):
+        return login  # handed over by `nowplaying login`: no browser to bind
+    browser = svc.sessions.browser(request)
+    if browser is None or not secrets.compare_digest(login.browser, browser):
+        return None
+    return login
+
+
+async def _exchange(request: Request, code: str, login: LoginState) -> Grant | Response:
+    """The grant for ``code``, or the page that says why there is none."""
+    svc = services(request)
+    try:
+        return await exchange_grant(
+            svc.client,
             code=code,
             redirect_uri=svc.settings.spotify_redirect_uri,
             code_verifier=login.code_verifier,
         )
-        if not token.refresh_token:
-            raise BadResponse("no refresh token in the code exchange")
-        profile = await svc.client.me(token.access_token)
     except InvalidGrant:
         return _fail(request, "Sign-in expired", "That sign-in code is no longer valid.", 400)
     except Forbidden as e:
@@ -148,31 +192,13 @@ async def callback(request: Request) -> Response:
         log.warning("code exchange failed: %s", type(e).__name__)
         return _fail(request, "Spotify is unavailable", "Please try again in a moment.", 503)
 
-    try:
-        existing = await svc.store.get_account(profile.id)
-        account = Account(
-            id=profile.id,
-            display_name=profile.display_name,
-            refresh_token=token.refresh_token,
-            scopes=token.scope or login.scopes,
-            consented_at=svc.clock.now(),
-            status=AccountStatus.ACTIVE,
-            public_id=existing.public_id if existing else None,
-            show_last_played=existing.show_last_played if existing else False,
-        )
-        await svc.store.put_account(account)
-        response = RedirectResponse("/", status_code=303)
-        await svc.sessions.start(request, response, account.id)
-    except StoreError:
-        return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
-    svc.sessions.clear_login(response)
-    await svc.tokens.drop(account.id)  # any token of an earlier grant, on every instance
-    svc.sessions.forget_account(account.id)
-    svc.tokens.seed(account.id, token)
-    await svc.hub.forget(account.id)
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "no-store"
-    return response
+
+TERMINAL_DONE = """
+<section class="card">
+  <h1>Connected — go back to your terminal</h1>
+  <p class="muted">The account is connected. <code>nowplaying login</code> prints its links;
+  you can close this tab.</p>
+</section>"""
 
 
 async def logout(request: Request) -> Response:
@@ -183,11 +209,8 @@ async def logout(request: Request) -> Response:
     session = await svc.sessions.current(request)
     response = RedirectResponse("/", status_code=303)
     if session is not None:
+        await disconnect_account(svc, session.account_id)
         svc.sessions.forget_account(session.account_id)
-        await svc.store.delete_sessions_of(session.account_id)
-        await svc.store.delete_account(session.account_id)
-        await svc.tokens.drop(session.account_id)
-        await svc.hub.forget(session.account_id)
     await svc.sessions.end(request, response)
     return response
 
