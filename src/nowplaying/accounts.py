@@ -92,7 +92,7 @@ async def connect_account(parts: Parts, grant: Grant, *, requested: frozenset[st
     await parts.store.put_account(account)
     await parts.tokens.drop(account.id)  # any access token of the earlier grant, everywhere
     parts.tokens.seed(account.id, token)
-    await parts.hub.forget(account.id)
+    await parts.hub.restart(account.id)  # poll the new grant now; viewers stay, no reconnect flash
     return account
 
 
