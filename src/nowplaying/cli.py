@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import uvicorn
 from pydantic import ValidationError
+from starlette.applications import Starlette
 
 from .clock import Clock, SystemClock
 from .config import Settings
@@ -26,6 +29,7 @@ from .simulator import Simulator
 from .spotify import ReconnectRequired, SpotifyError
 from .store import StoreError, open_store
 from .web import create_app
+from .web.lifecycle import GracefulServer, serve_workers
 from .web.owner import new_public_id
 from .web.security import origin_of, printable
 
@@ -60,11 +64,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host = "127.0.0.1" if args.host in {"0.0.0.0", "localhost"} else args.host  # noqa: S104
         overrides["spotify_redirect_uri"] = f"http://{host}:{args.port}/callback"
         settings = load_settings(**overrides)
+    if args.workers > 1 and (refusal := unsafe_layout(settings)):
+        print(f"nowplaying: refusing --workers {args.workers}: {refusal}", file=sys.stderr)
+        return 2
     _logging(settings.nowplaying_log_level)
     if settings.demo:
         log.warning("demo mode: no SPOTIFY_CLIENT_ID set, serving the built-in simulated Spotify")
     log.info("open %s", settings.spotify_redirect_uri.rsplit("/callback", 1)[0] + "/")
-    common: dict[str, object] = {
+    options = _server_options(args, settings)
+    if args.workers > 1:
+        config = uvicorn.Config("nowplaying.web:create_app_from_env", factory=True, **options)  # type: ignore[arg-type]
+        return serve_workers(
+            config,
+            args.workers,
+            functools.partial(serve_worker, options),
+            shutdown_seconds=settings.nowplaying_shutdown_seconds,
+        )
+    return _serve_app(create_app(settings), settings, options)
+
+
+def unsafe_layout(settings: Settings) -> str | None:
+    """Why several worker processes would lose data with these settings, or None."""
+    if settings.demo:
+        return "demo mode runs in one process: drop --workers or configure Spotify"
+    missing = [
+        name
+        for name, absent in (
+            ("PostgreSQL (NOWPLAYING_DATABASE_URL=postgresql://...)", settings.sqlite_path),
+            ("Redis (NOWPLAYING_REDIS_URL)", not settings.nowplaying_redis_url),
+        )
+        if absent
+    ]
+    if not missing:
+        return None
+    return (
+        "several processes need PostgreSQL and Redis, or two of them can refresh a rotating"
+        " refresh token at once, one presents the rotated-away token and the account's grant is"
+        f" lost; configure {' and '.join(missing)} (see docs/deploy.md), or run one process"
+    )
+
+
+def _server_options(args: argparse.Namespace, settings: Settings) -> dict[str, object]:
+    return {
         "host": args.host,
         "port": args.port,
         "access_log": False,
@@ -73,23 +114,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "server_header": False,
     }
-    if args.workers > 1:
-        if settings.demo:
-            log.error("demo mode runs in one process: drop --workers or configure Spotify")
-            return 2
-        if not settings.nowplaying_redis_url:
-            log.warning("several workers without NOWPLAYING_REDIS_URL: each polls on its own")
-        for key, value in overrides.items():
-            os.environ[key.upper()] = str(value)
-        uvicorn.run(
-            "nowplaying.web:create_app_from_env",
-            factory=True,
-            workers=args.workers,
-            **common,  # type: ignore[arg-type]
-        )
-        return 0
-    uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
-    return 0
+
+
+def _serve_app(
+    app: Starlette,
+    settings: Settings,
+    options: dict[str, object],
+    sockets: list[socket.socket] | None = None,
+) -> int:
+    """Serve until a signal; the shutdown drains streams and is bounded (see web/lifecycle.py)."""
+    server = GracefulServer(
+        uvicorn.Config(app, **options),  # type: ignore[arg-type]
+        app,
+        shutdown_seconds=settings.nowplaying_shutdown_seconds,
+    )
+    server.run(sockets)
+    return 0 if server.started else 3
+
+
+def serve_worker(options: dict[str, object], sockets: list[socket.socket]) -> None:
+    """One ``--workers`` process: build the app here, from the environment, and serve it."""
+    settings = Settings()
+    _logging(settings.nowplaying_log_level)
+    raise SystemExit(_serve_app(create_app(settings), settings, options, sockets))
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:

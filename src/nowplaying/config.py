@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     nowplaying_session_idle_seconds: int = 14 * 24 * 3600
     nowplaying_session_max_seconds: int = 90 * 24 * 3600
     nowplaying_log_level: str = "INFO"
+    nowplaying_shutdown_seconds: float = Field(default=10.0, gt=0)
+    """On SIGTERM/SIGINT: streams end with a reconnect hint and the process exits within this."""
     nowplaying_login_rate_per_minute: float = 20.0
     """Per client address, on /login and /callback (burst 10); 0 turns the limit off."""
     nowplaying_public_rate_per_second: float = 10.0

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ from .state import services
 
 PRIVATE = {"Cache-Control": "private, no-store"}
 HEARTBEAT_SECONDS = 15.0
+RECONNECT_MS = (500, 3000)
+"""The range a draining stream's ``retry:`` is drawn from, uniformly."""
+_JITTER = random.Random()  # noqa: S311 - spreading reconnects, not secrets
 
 
 async def _account_id(request: Request) -> tuple[str | None, Response | None]:
@@ -64,31 +69,70 @@ async def events(request: Request) -> Response:
     assert account_id is not None  # noqa: S101
     svc = services(request)
     return StreamingResponse(
-        sse_stream(svc.hub, account_id, svc.clock.now),
+        sse_stream(
+            svc.hub, account_id, svc.clock.now, last_event_id=request.headers.get("last-event-id")
+        ),
         media_type="text/event-stream",
         headers={**PRIVATE, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )
 
 
+def reconnect_hint(rng: random.Random) -> str:
+    """The last words of a draining stream: come back after a jittered delay."""
+    return f"retry: {rng.randint(*RECONNECT_MS)}\n: server restarting\n\n"
+
+
 async def sse_stream(
-    hub: LiveHub, account_id: str, now: Callable[[], float], heartbeat: float = HEARTBEAT_SECONDS
+    hub: LiveHub,
+    account_id: str,
+    now: Callable[[], float],
+    heartbeat: float = HEARTBEAT_SECONDS,
+    *,
+    last_event_id: str | None = None,
+    rng: random.Random | None = None,
 ) -> AsyncGenerator[str, None]:
     """The event stream: the current state on connect, then every change, with heartbeats.
 
-    ``Last-Event-ID`` needs no special handling: the current state is sent on every (re)connect,
-    and it is all a viewer needs.
+    Each event's id is the snapshot's version (per account, shared by every instance). A viewer
+    that reconnects with ``Last-Event-ID`` equal to the current version already has it and gets
+    only later changes; any other id (older, unknown, junk) gets the current state at once.
+    When the server drains (``hub.draining``), the stream ends with a ``retry:`` drawn from
+    :data:`RECONNECT_MS`, so a thousand viewers do not all come back in the same instant.
     """
+    rng = rng or _JITTER
     yield "retry: 3000\n: connected\n\n"
-    # The subscription receives the current state first (now, or when the first poll lands).
-    async with hub.subscribe(account_id) as queue:
-        while True:
-            try:
-                async with asyncio.timeout(heartbeat):
-                    snap = await queue.get()
-            except TimeoutError:
-                yield ": heartbeat\n\n"
-                continue
-            yield _event(snap, now())
+    if hub.draining.is_set():
+        hub.counts["sse_drained"] += 1
+        yield reconnect_hint(rng)
+        return
+    sent = last_event_id.strip() if last_event_id else None
+    hub.counts["sse_open"] += 1
+    drained = asyncio.ensure_future(hub.draining.wait())
+    get: asyncio.Future[Snapshot] | None = None
+    try:
+        # The subscription receives the current state first (now, or when the first poll lands).
+        async with hub.subscribe(account_id) as queue:
+            while True:
+                get = get or asyncio.ensure_future(queue.get())
+                waiting: set[asyncio.Future[Any]] = {get, drained}
+                await asyncio.wait(waiting, timeout=heartbeat, return_when=FIRST_COMPLETED)
+                if drained.done():
+                    hub.counts["sse_drained"] += 1
+                    yield reconnect_hint(rng)
+                    return
+                if not get.done():
+                    yield ": heartbeat\n\n"
+                    continue
+                snap, get = get.result(), None
+                if str(snap.version) == sent:
+                    continue  # the viewer has this one (a reconnect, or a repeat)
+                sent = str(snap.version)
+                yield _event(snap, now())
+    finally:
+        hub.counts["sse_open"] -= 1
+        drained.cancel()
+        if get is not None:
+            get.cancel()
 
 
 def _event(snap: Snapshot, now: float) -> str:

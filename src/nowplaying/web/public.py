@@ -135,7 +135,9 @@ async def events(request: Request) -> Response:
     if account is None:
         return JSONResponse({"error": "not_found"}, 404, headers=CORS)
     return StreamingResponse(
-        sse_stream(svc.hub, account.id, svc.clock.now),
+        sse_stream(
+            svc.hub, account.id, svc.clock.now, last_event_id=request.headers.get("last-event-id")
+        ),
         media_type="text/event-stream",
         headers={**CORS, **NO_CACHE, "X-Accel-Buffering": "no"},
     )

@@ -1,0 +1,41 @@
+"""``python -m tests.stuck_server PORT SECONDS``: a stream that ignores the drain, served as
+``nowplaying serve`` serves (:class:`GracefulServer`), so a test can prove the shutdown bound
+holds when a response never ends by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from nowplaying.web.lifecycle import GracefulServer
+
+
+async def _forever() -> AsyncIterator[str]:
+    yield ": stuck\n\n"
+    while True:
+        await asyncio.sleep(3600)  # a stream that will not end on its own
+        yield ": still here\n\n"
+
+
+async def stuck(request: Request) -> Response:
+    return StreamingResponse(_forever(), media_type="text/event-stream")
+
+
+def main(port: int, seconds: float) -> int:
+    app = Starlette(routes=[Route("/stuck", stuck)])
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info")
+    server = GracefulServer(config, app, shutdown_seconds=seconds)
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(int(sys.argv[1]), float(sys.argv[2])))
