@@ -1,15 +1,22 @@
-"""Shared fixtures: the anyio backend, a fake clock, and the app wired to the simulator."""
+"""Shared fixtures: the anyio backend, a fake clock, and the app wired to the simulator.
+
+Hypothesis runs derandomized in CI (``CI`` set to anything but ``false``/``0``, as ``.ci/run``
+does, or ``HYPOTHESIS_PROFILE=ci``): the same examples on every run, so a submission cannot fail
+by chance; a local run keeps searching at random (``print_blob`` says how to replay a failure).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
 from nowplaying.clock import FakeClock
@@ -18,6 +25,20 @@ from nowplaying.simulator import Simulator
 from nowplaying.web import create_app
 from nowplaying.web.state import Services
 from tests.helpers import connect
+
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", print_blob=True)
+
+
+def hypothesis_profile(environ: Mapping[str, str] = os.environ) -> str:
+    """``ci`` in CI or when asked for by name, else ``dev`` (random search)."""
+    if "HYPOTHESIS_PROFILE" in environ:
+        return environ["HYPOTHESIS_PROFILE"]
+    in_ci = environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return "ci" if in_ci else "dev"
+
+
+hypothesis_settings.load_profile(hypothesis_profile())
 
 
 @pytest.fixture

@@ -1,6 +1,10 @@
 """Property tests: bad input never yields a 500, real answers match the OpenAPI document, and the
 abuse limits hold.
 
+In CI the search is derandomized (tests/conftest.py's ``ci`` profile): every run tries the same
+examples, so a submission cannot pass or fail by chance; locally it stays random. Whatever
+Hypothesis found once is kept as an ``@example``.
+
 The fuzzing runs against one app per test (Hypothesis examples share it, hence the suppressed
 ``function_scoped_fixture`` health check) with the rate limits off, so every example reaches the
 handlers instead of a 429; the limits themselves are tested at the end with the defaults. Its
@@ -29,6 +33,7 @@ from referencing.jsonschema import DRAFT202012
 from starlette.requests import cookie_parser
 
 from nowplaying.clock import FakeClock
+from nowplaying.web.security import host_name
 from tests.conftest import ORIGIN, Env, open_env
 from tests.sse import SSEReader
 
@@ -138,6 +143,20 @@ json_values = st.recursive(
 def encode_headers(headers: dict[str, str]) -> dict[bytes, bytes]:
     """Header values as the bytes a client puts on the wire (latin-1, like ASGI servers read)."""
     return {k.lower().encode(): v.encode("latin-1") for k, v in headers.items()}
+
+
+def host_refused(response: httpx.Response) -> bool:
+    """Whether the request named a host that is not this site's (refused before any route)."""
+    sent = [v.decode("latin-1") for k, v in response.request.headers.raw if k.lower() == b"host"]
+    path = unquote(response.request.url.path)
+    return bool(sent) and host_name(sent[0]) != "np.test" and path != "/healthz"
+
+
+def assert_host_refusal(response: httpx.Response) -> None:
+    """The refusal of an unknown Host: a 400 JSON error, redirecting nowhere."""
+    assert response.status_code == 400, describe(response)
+    assert response.json()["error"] == "bad_request", describe(response)
+    assert "location" not in response.headers
 
 
 def describe(response: httpx.Response) -> str:
@@ -302,6 +321,10 @@ def _percent(raw: bytes) -> str:
     return "".join(f"%{b:02X}" for b in raw)
 
 
+REAL_ID = "{real}"
+"""Stands for the owner's current public id (with a track playing): the one id that redirects."""
+
+
 @FUZZ
 @given(
     raw_id=st.one_of(
@@ -309,21 +332,39 @@ def _percent(raw: bytes) -> str:
         st.binary(max_size=40).map(_percent),
         st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True),
         st.text("%0123456789ABCDEFabcdefgz/", max_size=40),
+        st.just(REAL_ID),
     ),
-    suffix=st.sampled_from([".json", ".svg", "", "/open"]),
+    suffix=st.sampled_from([".json", ".svg", "", "/open", "/"]),
 )
 @example(raw_id="%00", suffix=".json").via("hand-picked")
 @example(raw_id="%FF%FE", suffix=".svg").via("hand-picked")
+@example(raw_id="0%2F", suffix="").via("found by Hypothesis: the trailing-slash redirect")
+@example(raw_id="%2F%2Fevil.example", suffix="").via("a protocol-relative path")
+@example(raw_id=REAL_ID, suffix="/").via("the real id with a trailing slash")
+@example(raw_id=REAL_ID, suffix="/open").via("the one redirect")
+@example(raw_id=REAL_ID, suffix=".json").via("the real id")
+@example(raw_id=REAL_ID, suffix=".svg").via("the real id")
 async def test_public_ids_never_500(fuzz: Fuzz, raw_id: str, suffix: str) -> None:
-    """Any public id: a 404 (JSON for .json), a 200 'not found' card for .svg, never a 500."""
+    """Any public id: a 404 (JSON for .json), a 200 card for .svg, never a 500; a trailing
+    slash is a 404; the only redirect is /open of a real id, to open.spotify.com."""
+    real = raw_id == REAL_ID
+    if real:
+        raw_id = await fuzz.public_id()
+        fuzz.env.sim.player("demo").play(0)
+        await fuzz.env.services.hub.forget("demo")
     response = await fuzz.anon.get(f"/p/{raw_id}{suffix}")
     routed = unquote(response.request.url.path)  # what the router sees
     assert_sane(response, json_route=re.fullmatch(r"/p/[^/]+\.json", routed) is not None)
     if re.fullmatch(r"/p/[^/]+\.svg", routed):
         assert response.status_code == 200, describe(response)
         assert response.headers["content-type"].startswith("image/svg+xml")
-    if response.is_redirect:
+    if routed.endswith("/") and routed.startswith("/p/"):  # ("/p/.." is the home page)
+        assert response.status_code == 404, describe(response)
+    if "location" in response.headers:
+        assert real and suffix == "/open", describe(response)
         assert response.headers["location"].startswith("https://open.spotify.com/")
+    if real and suffix != "/":
+        assert response.status_code == (302 if suffix == "/open" else 200), describe(response)
 
 
 # -- query strings and headers on every route ------------------------------------------------------
@@ -355,6 +396,9 @@ async def test_query_strings_never_500(
     "hand-picked"
 )
 @example(target="/api/account", headers={"Host": "["}).via("hand-picked")
+@example(target="/", headers={"Host": "evil.example"}).via("an unknown host")
+@example(target="/healthz", headers={"Host": "10.0.0.7"}).via("a load balancer's probe")
+@example(target="/api/spotify", headers={"Host": "NP.TEST:8443"}).via("our name, any port")
 async def test_headers_never_500(fuzz: Fuzz, target: str, headers: dict[str, str]) -> None:
     """Hostile Origin, Referer, If-None-Match, Accept, X-Forwarded-For, Host: never a 500."""
     method, _, route = target.rpartition(" ")
@@ -366,6 +410,8 @@ async def test_headers_never_500(fuzz: Fuzz, target: str, headers: dict[str, str
         method or "GET", path, headers=encode_headers(headers), content=body
     )
     assert_sane(response, json_route=route in JSON_ROUTES or route.startswith("/api/"))
+    if host_refused(response):
+        assert_host_refusal(response)
 
 
 @FUZZ
@@ -606,6 +652,9 @@ async def test_fuzzed_answers_match_the_document(
     for client in (fuzz.env.client, fuzz.anon):
         response = await client.get(f"{path}?{urlencode(pairs)}", headers=encode_headers(headers))
         assert response.status_code < 500, describe(response)
+        if host_refused(response):  # refused before any route, like a 429: the same everywhere
+            assert_host_refusal(response)
+            continue
         assert api.errors(template, response) == [], describe(response)
 
 

@@ -287,7 +287,9 @@ async def test_every_login_uses_pkce_end_to_end(env: Env) -> None:
 async def test_code_exchange_redirect_uri_ignores_host_headers(env: Env) -> None:
     """The redirect_uri redeemed at the token endpoint is the configured one, whatever Host says."""
     forms = token_forms(env)
-    hostile = {"Host": "evil.test", "X-Forwarded-Host": "evil.test", "X-Forwarded-Proto": "http"}
+    # Another Host is refused outright (test_unknown_hosts_are_refused); our name on another
+    # port, or a forwarded host, changes nothing either.
+    hostile = {"Host": "NP.TEST:8443", "X-Forwarded-Host": "evil.test", "X-Forwarded-Proto": "http"}
     login = await env.client.get("/login", headers=hostile)
     redirect = await consent(env.sim_http, login.headers["location"])
     query = urlsplit(redirect.headers["location"]).query

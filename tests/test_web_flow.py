@@ -46,8 +46,9 @@ async def test_each_login_gets_a_fresh_state(env: Env) -> None:
 
 async def test_redirect_uri_ignores_host_headers(env: Env) -> None:
     """The redirect URI comes from settings, never from Host or X-Forwarded-Host."""
+    # (Host: evil.test is refused outright: test_security's test_unknown_hosts_are_refused.)
     response = await env.client.get(
-        "/login", headers={"Host": "evil.test", "X-Forwarded-Host": "evil.test"}
+        "/login", headers={"Host": "np.test:8443", "X-Forwarded-Host": "evil.test"}
     )
     q = parse_qs(urlsplit(response.headers["location"]).query)
     assert q["redirect_uri"] == [f"{ORIGIN}/callback"]

@@ -18,6 +18,7 @@ PLACEHOLDERS = frozenset({"", "changethis", "change-me", "secret", "xxx"})
 DEMO_CLIENT_ID = "nowplaying-demo"
 DEMO_CLIENT_SECRET = "nowplaying-demo-secret"
 DEMO_SECRET_KEY = "nowplaying-demo-key-not-for-production"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,8 @@ class Settings(BaseSettings):
     """Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are believed."""
     nowplaying_image_origins: list[str] = Field(default_factory=list)
     """Extra origins cover art may be fetched from for SVG cards (Spotify's CDNs always are)."""
+    nowplaying_allowed_hosts: list[str] = Field(default_factory=list)
+    """Extra host names requests may carry in ``Host`` (the redirect URI's host always may)."""
 
     @field_validator("spotify_accounts_url", "spotify_api_url")
     @classmethod
@@ -93,6 +96,18 @@ class Settings(BaseSettings):
     def secure_cookies_host_prefix(self) -> bool:
         """Whether cookies get the ``__Host-`` prefix: only when the site is served over https."""
         return urlsplit(self.spotify_redirect_uri).scheme == "https"
+
+    @property
+    def allowed_hosts(self) -> frozenset[str]:
+        """Host names (no port, lower case) this site answers to; any other ``Host`` is refused.
+
+        The redirect URI's host, the loopback names in demo mode, and ``NOWPLAYING_ALLOWED_HOSTS``.
+        """
+        hosts = {urlsplit(self.spotify_redirect_uri).hostname or ""}
+        if self.demo:
+            hosts |= LOOPBACK_HOSTS
+        hosts |= {h.strip().lower().rstrip(".") for h in self.nowplaying_allowed_hosts}
+        return frozenset(hosts - {""})
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -73,25 +73,32 @@ def _key_id(key: bytes) -> str:
 
 
 class Signer:
-    """HMAC-SHA256 signatures for opaque cookie values (stdlib ``hmac``; nothing to add)."""
+    """HMAC-SHA256 signatures for opaque cookie values (stdlib ``hmac``; nothing to add).
 
-    def __init__(self, secret: str, purpose: str) -> None:
-        self._key = derive(secret, purpose)
+    Signs with ``secret`` only; verifies with it and every one of ``old_secrets``, so cookies
+    signed before a key rotation stay valid while the old key is listed.
+    """
+
+    def __init__(self, secret: str, purpose: str, old_secrets: Sequence[str] = ()) -> None:
+        self._keys = [derive(s, purpose) for s in (secret, *old_secrets)]
 
     def sign(self, value: str) -> str:
-        return f"{value}.{self._mac(value)}"
+        return f"{value}.{_mac(self._keys[0], value)}"
 
     def unsign(self, signed: str) -> str | None:
-        """The value, or None when the signature is missing or wrong."""
+        """The value, or None when the signature is missing or made with no key of ours."""
         value, _, mac = signed.rpartition(".")
         # compare_digest takes str only when ASCII: anything else is simply not our signature.
-        if not value or not mac.isascii() or not hmac.compare_digest(mac, self._mac(value)):
+        if not value or not mac.isascii():
             return None
-        return value
+        if any(hmac.compare_digest(mac, _mac(key, value)) for key in self._keys):
+            return value
+        return None
 
-    def _mac(self, value: str) -> str:
-        digest = hmac.new(self._key, value.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+def _mac(key: bytes, value: str) -> str:
+    digest = hmac.new(key, value.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def fingerprint(value: str) -> str:

@@ -26,13 +26,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
+from nowplaying.crypto import CryptoError
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
 
 from . import api, auth, openapi, owner, pages, public
 from .limits import RateLimit, RequestLimits, rules
-from .security import SecurityHeaders, origin_of
+from .security import SecurityHeaders, TrustedHosts, origin_of
 from .sessions import Sessions
 from .state import Services
 
@@ -75,6 +76,7 @@ def create_app(
                     rt.store,
                     rt.clock,
                     secret=settings.secret_key.get_secret_value(),
+                    old_secrets=[k.get_secret_value() for k in settings.nowplaying_old_secret_keys],
                     secure_prefix=settings.secure_cookies_host_prefix,
                     idle_seconds=settings.nowplaying_session_idle_seconds,
                     max_seconds=settings.nowplaying_session_max_seconds,
@@ -91,6 +93,7 @@ def create_app(
                     clock=rt.clock,
                 ),
             )
+            await _report_unopenable(rt.store)
             yield
 
     routes: list[Route | Mount] = [
@@ -128,6 +131,8 @@ def create_app(
             ),
         ),
         Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,)),
+        # Load balancers probe /healthz by IP; everything else must name this site.
+        Middleware(TrustedHosts, hosts=settings.allowed_hosts, exempt_paths=("/healthz",)),
     ]
     if settings.nowplaying_trusted_proxies:
         # Believe X-Forwarded-For/-Proto only from the configured proxies.
@@ -138,15 +143,39 @@ def create_app(
                 trusted_hosts=settings.nowplaying_trusted_proxies,
             ),
         )
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={
             HTTPException: _http_error,
             StoreError: _store_down,
+            CryptoError: _unopenable,
             Exception: _server_error,
         },
+    )
+    # Starlette's trailing-slash redirect builds its Location from the Host header (and a path
+    # like //evil.example/ would become a protocol-relative one): a trailing slash is a 404.
+    app.router.redirect_slashes = False
+    return app
+
+
+async def _report_unopenable(store: Store) -> None:
+    """Log at startup how many accounts no configured key opens, and the setting that fixes it."""
+    try:
+        accounts = await store.list_accounts()
+    except StoreError:
+        return  # the first request will say so
+    except CryptoError:
+        accounts = None
+    missing = None if accounts is None else sum(a.key_missing for a in accounts)
+    if missing == 0:
+        return
+    log.warning(
+        "%s accounts were sealed with a secret key that is not configured: they read as"
+        " 'reconnect needed' (nothing is deleted) until the previous key is listed in"
+        " NOWPLAYING_OLD_SECRET_KEYS, or their owners reconnect",
+        "some" if missing is None else f"{missing} of {len(accounts or ())}",
     )
 
 
@@ -186,6 +215,28 @@ async def _store_down(request: Request, exc: Exception) -> Response:
     )
     response.headers.update(headers)
     return response
+
+
+async def _unopenable(request: Request, exc: Exception) -> Response:
+    """A grant no configured key opens (the store reports these as ``key_missing`` accounts;
+    this is the net under it): answered as a reconnect-required account, never a 500."""
+    log.error(
+        "an account's grant cannot be opened on %s: check NOWPLAYING_OLD_SECRET_KEYS",
+        request.url.path,
+    )
+    path = request.url.path
+    if path.startswith("/p/"):
+        if path.endswith(".svg"):
+            return public.reconnect_card(request)
+        return JSONResponse(
+            {"error": "reconnect_required"}, headers={**public.CORS, **public.NO_CACHE}
+        )
+    if path.startswith("/api/"):
+        return JSONResponse({"error": "reconnect_required"}, 401, headers=api.PRIVATE)
+    svc = getattr(request.app.state, "services", None)
+    return pages.error_page(
+        "Reconnect needed", pages.UNKNOWN_KEY_TEXT, status=200, demo=bool(svc and svc.demo)
+    )
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -132,6 +132,19 @@ SCHEMAS: dict[str, Any] = {
             "lastPlayed": {"type": "boolean"},
             "lastPlayedGranted": {"type": "boolean"},
             "reconnectBy": {"type": "string", "format": "date-time"},
+            "reconnectReason": {
+                "enum": ["unknown_key", "revoked", None],
+                "description": "Why a reconnect is needed: the grant was sealed with a secret key"
+                " this server does not have, or Spotify refused it.",
+            },
+            "pausedUntil": {
+                **_INT_OR_NULL,
+                "description": "Spotify's app-wide pause ends then (epoch ms); null: none.",
+            },
+            "pauseReason": {
+                **_STR_OR_NULL,
+                "description": "QUOTA_EXCEEDED (hours long) or rate_limit (seconds).",
+            },
             "reconsentUrl": {"type": "string"},
         },
         "additionalProperties": False,

@@ -3,6 +3,10 @@
 ``GET /api/account`` describes the connected account and its share links;
 ``POST /api/account/{publish,rotate,unpublish,settings}`` change them. Every POST needs the
 owner's session and a same-origin ``Origin`` (or ``Referer``); publishing is opt-in.
+
+The account object also says why a reconnect is needed (``reconnectReason``: ``unknown_key``
+when the grant was sealed with a secret key this server no longer has, ``revoked`` when Spotify
+refused it) and when Spotify paused the whole app (``pausedUntil``, ``pauseReason``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nowplaying.spotify import SCOPE_RECENTLY_PLAYED
-from nowplaying.store import Account
+from nowplaying.store import Account, Pause
 
 from .security import same_origin
 from .state import Services, services
@@ -47,8 +51,24 @@ def share_links(svc: Services, public_id: str) -> dict[str, str]:
     }
 
 
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def pause_note(pause: Pause | None) -> str | None:
+    """What the owner page says about Spotify's app-wide pause: only the long quota lockout.
+
+    A rolling-window 429 passes in seconds and needs no words; ``QUOTA_EXCEEDED`` lasts hours.
+    """
+    if pause is None or not pause.quota:
+        return None
+    until = datetime.fromtimestamp(pause.until, UTC)
+    return f"Spotify paused this app until {until:%H:%M} (UTC) on {until:%d %B %Y}."
+
+
 def describe(svc: Services, account: Account) -> dict[str, Any]:
     """The ``/api/account`` object."""
+    pause = svc.hub.pause
     return {
         "displayName": account.display_name,
         "status": str(account.status),
@@ -57,9 +77,10 @@ def describe(svc: Services, account: Account) -> dict[str, Any]:
         "links": share_links(svc, account.public_id) if account.public_id else None,
         "lastPlayed": account.show_last_played,
         "lastPlayedGranted": SCOPE_RECENTLY_PLAYED in account.scopes,
-        "reconnectBy": datetime.fromtimestamp(reconnect_by(account), UTC)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z"),
+        "reconnectBy": _iso(reconnect_by(account)),
+        "reconnectReason": account.reconnect_reason,
+        "pausedUntil": round(pause.until * 1000) if pause else None,
+        "pauseReason": pause.reason if pause else None,
     }
 
 

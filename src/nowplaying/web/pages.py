@@ -176,19 +176,38 @@ def share_panel(
 <script src="/static/owner.js" defer></script>"""
 
 
+UNKNOWN_KEY_TEXT = (
+    "This server's secret key changed, and the key that sealed your Spotify grant is not "
+    "configured any more. The operator can add the previous key to NOWPLAYING_OLD_SECRET_KEYS "
+    "(nothing was deleted), or you can reconnect."
+)
+REVOKED_TEXT = "Spotify no longer accepts this connection."
+
+
 def home_connected(
     *,
     display_name: str,
-    needs_reconnect: bool,
+    reconnect_reason: str | None,
     demo: bool,
     share: str = "",
+    pause_note: str | None = None,
 ) -> HTMLResponse:
-    notice = (
-        '<div class="notice notice--warning" role="alert">Spotify no longer accepts this '
-        'connection. <a href="/login">Reconnect Spotify</a></div>'
-        if needs_reconnect
-        else ""
-    )
+    """The owner's page. ``reconnect_reason`` (``unknown_key``, ``revoked``) says why a reconnect
+    is needed; ``pause_note`` is Spotify's app-wide pause, when it is the long one."""
+    notices = []
+    if reconnect_reason is not None:
+        why = UNKNOWN_KEY_TEXT if reconnect_reason == "unknown_key" else REVOKED_TEXT
+        notices.append(
+            f'<div class="notice notice--warning" role="alert" data-np-reason='
+            f'"{escape(reconnect_reason)}">{escape(why)} <a href="/login">Reconnect Spotify</a>'
+            "</div>"
+        )
+    if pause_note is not None:
+        notices.append(
+            f'<div class="notice" role="status" data-np-pause>{escape(pause_note)} Nothing '
+            "updates until then: Spotify extends the pause for apps that keep asking.</div>"
+        )
+    notice = "\n  ".join(notices)
     widget = widget_container(
         endpoint="/api/spotify", events="/api/spotify/events", reconnect_url="/login"
     )

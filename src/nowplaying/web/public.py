@@ -4,7 +4,8 @@ No cookie is involved: the unguessable public id is the capability, and the owne
 withdraw it. Everything is answered from the live engine's shared state, so a thousand README
 views cost no extra Spotify calls. The SVG card always answers 200 with an image (image proxies
 show nothing for errors), revalidated by ETag, and within about two seconds however slow Spotify
-or the image host is.
+or the image host is. An account whose grant cannot be opened (sealed with a secret key that is
+no longer configured) answers everywhere exactly as one that needs reconnecting.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from nowplaying.card import card_etag, render_card
+from nowplaying.crypto import CryptoError
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
 
@@ -92,23 +94,26 @@ async def as_json(request: Request) -> Response:
     status = 503 if data.get("error") == "unavailable" else 200
     headers = {**CORS, **NO_CACHE}
     if status == 503:
-        headers["Retry-After"] = str(round(svc.hub.poll_seconds))
+        pause = svc.hub.pause  # Spotify's own Retry-After, when the app is paused
+        wait = pause.until - svc.clock.now() if pause else svc.hub.poll_seconds
+        headers["Retry-After"] = str(max(1, round(wait)))
     return JSONResponse(data, status, headers=headers)
 
 
 async def as_svg(request: Request) -> Response:
     """The card. 200 with an image whatever happens, revalidated by ETag."""
     svc = services(request)
-    theme = _theme(request)
-    compact = request.query_params.get("size") == "compact" or "compact" in request.query_params
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SVG_BUDGET
     cover = None
     data: dict[str, Any] = {"error": "not_found"}
+    # The card is an image whatever happens.
     try:
         account = await _account(svc, request.path_params["public_id"])
-    except StoreError:  # the card is an image whatever happens
+    except StoreError:
         account, data = None, {"error": "unavailable"}
+    except CryptoError:  # the store reports these as key_missing; this is the net under it
+        account, data = None, {"error": "reconnect_required"}
     if account is not None:
         data = await _state(svc, account, wait=SVG_BUDGET * 0.6)
         image = _image_url(data)
@@ -116,6 +121,18 @@ async def as_svg(request: Request) -> Response:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     cover = await svc.covers.data_uri(image)
+    return _card(request, data, cover)
+
+
+def reconnect_card(request: Request) -> Response:
+    """The "Reconnect needed" card (for errors caught outside :func:`as_svg`)."""
+    return _card(request, {"error": "reconnect_required"}, None)
+
+
+def _card(request: Request, data: dict[str, Any], cover: str | None) -> Response:
+    svc = services(request)
+    theme = _theme(request)
+    compact = request.query_params.get("size") == "compact" or "compact" in request.query_params
     svg = render_card(data, theme=theme, compact=compact, cover=cover, now=svc.clock.now())
     etag = card_etag(svg)
     headers = {

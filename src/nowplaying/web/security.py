@@ -1,13 +1,22 @@
-"""Security headers on every response, same-origin checks, and an access log without secrets."""
+"""Security headers on every response, trusted ``Host`` names, same-origin checks, and an access
+log without secrets.
+
+Nothing builds a URL from the ``Host`` header (the public origin comes from settings, redirects
+are relative or go to fixed hosts), and a request naming a host this site is not is refused
+with a 400 before any route sees it, so no framework default can build one either.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("nowplaying.access")
@@ -40,6 +49,51 @@ def same_origin(request: Request, public_origin: str) -> bool:
         except ValueError:  # not even a URL: certainly not ours
             return False
     return False
+
+
+_HOST = re.compile(r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[^:\[\]]+))(?::\d{1,5})?")
+
+
+def host_name(header: str) -> str | None:
+    """The host name of a ``Host`` header value: lower case, no port, no trailing dot."""
+    match = _HOST.fullmatch(header.strip().lower())
+    if match is None:
+        return None
+    return match["v6"] or match["name"].rstrip(".")
+
+
+class TrustedHosts:
+    """Pure ASGI middleware: refuse (400) requests whose ``Host`` is not one of ``hosts``.
+
+    The port is ignored. Without a ``Host`` header (HTTP/1.0) the server's own address is what a
+    URL would be built from, so that is checked instead. ``exempt_paths`` (``/healthz``) answer
+    whatever the host, for load balancers that probe by IP.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, hosts: Collection[str], exempt_paths: Collection[str] = ()
+    ) -> None:
+        self.app = app
+        self.hosts = frozenset(hosts)
+        self.exempt = frozenset(exempt_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.exempt:
+            header = Headers(scope=scope).get("host")
+            if header is not None:
+                name = host_name(header)
+            else:
+                server = scope.get("server")
+                name = str(server[0]).lower() if server else None
+            if name not in self.hosts:
+                refusal = JSONResponse(
+                    {"error": "bad_request", "message": "Unknown host."},
+                    400,
+                    headers={"Cache-Control": "no-store"},
+                )
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def printable(text: str, limit: int = 200) -> str:

@@ -3,11 +3,16 @@
 The cookie holds ``id.signature`` (256 random bits, HMAC-signed); the store keeps only a
 fingerprint of the id, so a copy of the database opens no session. Idle and absolute lifetimes
 are enforced here, server side. A forged, truncated or tampered cookie is simply anonymous.
+
+Cookies are signed with the current secret key and accepted when signed with it or any of the
+``old_secrets`` (``NOWPLAYING_OLD_SECRET_KEYS``): a key rotation that lists the previous key logs
+nobody out; one that does not ends every session (the cookie no longer verifies).
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -38,13 +43,14 @@ class Sessions:
         clock: Clock,
         *,
         secret: str,
+        old_secrets: Sequence[str] = (),
         secure_prefix: bool,
         idle_seconds: float,
         max_seconds: float,
     ) -> None:
         self._store = store
         self._clock = clock
-        self._signer = Signer(secret, "session-cookie")
+        self._signer = Signer(secret, "session-cookie", old_secrets)
         prefix = "__Host-" if secure_prefix else ""
         self.names = CookieNames(session=f"{prefix}np_session", login=f"{prefix}np_login")
         self.idle_seconds = idle_seconds
