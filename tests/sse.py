@@ -27,6 +27,10 @@ class SSEReader:
     response_headers: dict[str, str] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     comments: int = 0
+    retries: list[int] = field(default_factory=list)
+    """Every ``retry:`` the server sent (the preamble's, then a draining stream's hint)."""
+    ended: bool = False
+    """The server finished the response (the stream ended on its side)."""
     _buffer: str = ""
     _task: asyncio.Task[None] | None = None
     _disconnect: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,6 +80,7 @@ class SSEReader:
                 block, self._buffer = self._buffer.split("\n\n", 1)
                 self._parse(block)
             if not message.get("more_body", False):
+                self.ended = True
                 self._disconnect.set()
             self._arrived.set()
 
@@ -84,6 +89,8 @@ class SSEReader:
         for line in block.split("\n"):
             if line.startswith(":"):
                 self.comments += 1
+            elif line.startswith("retry: "):
+                self.retries.append(int(line[7:]))
             elif line.startswith("id: "):
                 ev_id = line[4:]
             elif line.startswith("data: "):
@@ -98,6 +105,13 @@ class SSEReader:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.events
+
+    async def wait_ended(self, seconds: float = 5.0) -> None:
+        """Wait (real time, bounded) until the server ends the response."""
+        async with asyncio.timeout(seconds):
+            while not self.ended:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def wait_status(self, seconds: float = 5.0) -> int:
         async with asyncio.timeout(seconds):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -282,6 +283,94 @@ async def test_sse_tolerates_last_event_id(connected: Env, last_id: str) -> None
         assert sse.status == 200
         assert events[0].data["title"] == "Hoppípolla"
         assert sse.comments >= 1  # the "connected" comment
+
+
+async def test_sse_last_event_id_of_the_current_version_gets_no_duplicate(connected: Env) -> None:
+    """Reconnecting with the id of the state it has: no repeat, only the next change."""
+    connected.sim.player("demo").play(0)
+    await connected.services.hub.forget("demo")
+    async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as first:
+        seen = (await first.wait_for(1))[0]
+    headers = {**_cookie(connected), "last-event-id": seen.id or ""}
+    async with SSEReader(connected.app, "/api/spotify/events", headers) as again:
+        connected.sim.player("demo").skip()
+        await connected.clock.advance(5.5)
+        events = await again.wait_for(1)
+        assert [e.data["title"] for e in events] == ['<Intro> & "Outro"']
+        assert int(events[0].id or 0) > int(seen.id or 0)
+
+
+async def test_sse_older_last_event_id_gets_the_current_state_at_once(connected: Env) -> None:
+    """A viewer that missed a change (older id) gets the current state on reconnect."""
+    connected.sim.player("demo").play(0)
+    await connected.services.hub.forget("demo")
+    async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as first:
+        seen = (await first.wait_for(1))[0]
+    connected.sim.player("demo").skip()
+    await connected.clock.advance(5.5)  # polled while nobody watched the stream
+    headers = {**_cookie(connected), "last-event-id": seen.id or ""}
+    async with SSEReader(connected.app, "/api/spotify/events", headers) as again:
+        events = await again.wait_for(1)
+        assert events[0].data["title"] == '<Intro> & "Outro"'
+        assert int(events[0].id or 0) > int(seen.id or 0)
+
+
+async def test_sse_drain_ends_every_stream_with_a_jittered_retry(connected: Env) -> None:
+    """On drain each open stream sends retry: (500-3000 ms) and ends; the hub has no viewers."""
+    hub = connected.services.hub
+    await hub.forget("demo")
+    readers = [
+        SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) for _ in range(3)
+    ]
+    for r in readers:
+        await r.__aenter__()
+    try:
+        for r in readers:
+            await r.wait_for(1)
+        hub.drain()
+        for r in readers:
+            await r.wait_ended()
+    finally:
+        for r in readers:
+            await r.__aexit__(None, None, None)
+    for r in readers:
+        assert r.retries[0] == 3000  # the preamble
+        assert len(r.retries) == 2 and 500 <= r.retries[1] <= 3000
+    assert hub.viewers("demo") == 0
+    assert hub.counts["sse_drained"] == 3
+    assert hub.counts["sse_open"] == 0
+
+
+async def test_sse_opened_while_draining_gets_only_the_hint(connected: Env) -> None:
+    """A viewer arriving during the shutdown is sent elsewhere at once, with no subscription."""
+    hub = connected.services.hub
+    hub.drain()
+    async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as sse:
+        await sse.wait_ended()
+    assert sse.events == []
+    assert len(sse.retries) == 2
+    assert hub.viewers("demo") == 0
+
+
+async def test_sse_reconnect_hint_comes_from_the_injected_rng(connected: Env) -> None:
+    """The hint is drawn uniformly from 500-3000 ms by the given rng: spread, reproducible."""
+    hub = connected.services.hub
+    await hub.forget("demo")
+    stream = sse_stream(hub, "demo", connected.clock.now, rng=random.Random(7))
+    assert (await anext(stream)).startswith("retry: 3000\n")
+    assert (await anext(stream)).startswith("id: ")
+    hub.drain()
+    expected = random.Random(7).randint(500, 3000)
+    assert await anext(stream) == f"retry: {expected}\n: server restarting\n\n"
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    shared = random.Random(1)
+    hints = []
+    for _ in range(20):
+        chunks = [c async for c in sse_stream(hub, "demo", connected.clock.now, rng=shared)]
+        hints.append(int(chunks[-1].split()[1]))
+    assert all(500 <= h <= 3000 for h in hints)
+    assert len(set(hints)) > 10
 
 
 async def test_sse_without_session_is_401(env: Env) -> None:
