@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,12 +23,14 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
 from nowplaying.cli import main
 from tests.helpers import consent
 from tests.live_server import free_port
+from tests.services import POSTGRES_URL, REDIS_URL, require
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,6 +251,90 @@ async def test_a_stream_that_ignores_the_drain_is_cut_at_the_bound(tmp_path: Pat
     assert code == 0, log
     assert took < EXIT_BOUND
     assert "shutdown forced" in log and "1 request(s) cut off" in log, log
+
+
+@contextlib.asynccontextmanager
+async def scaled_out(tmp: Path, workers: int) -> AsyncIterator[Served]:
+    """``serve --workers N`` on a fresh PostgreSQL database and Redis, against a simulator."""
+    require(POSTGRES_URL, "PostgreSQL")
+    require(REDIS_URL, "Redis")
+    db = f"np_shutdown_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(POSTGRES_URL)
+    await admin.execute(f"CREATE DATABASE {db}")
+    port, sim_port = free_port(), free_port()
+    sim_cmd = [
+        sys.executable, "-m", "nowplaying.cli", "simulator", "--port", str(sim_port),
+        "--client-id", "cid", "--client-secret", "shutdown-test-secret",
+        "--redirect-uri", f"http://127.0.0.1:{port}/callback",
+    ]  # fmt: skip
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    env = _env(
+        SPOTIFY_CLIENT_ID="cid",
+        SPOTIFY_CLIENT_SECRET="shutdown-test-secret",
+        SPOTIFY_ACCOUNTS_URL=sim_url,
+        SPOTIFY_API_URL=f"{sim_url}/v1",
+        SPOTIFY_REDIRECT_URI=f"http://127.0.0.1:{port}/callback",
+        NOWPLAYING_SECRET_KEY="shutdown-test-secret-key-0123456789abcdef",
+        NOWPLAYING_DATABASE_URL=POSTGRES_URL.rsplit("/", 1)[0] + f"/{db}",
+        NOWPLAYING_REDIS_URL=REDIS_URL,
+    )
+    cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--port", str(port)]
+    try:
+        with _process(sim_cmd, tmp / "sim", _env(), sim_port) as sim:
+            await _wait_up(sim, "/_control/calls")
+            migrate = [sys.executable, "-m", "nowplaying.cli", "migrate"]
+            await asyncio.to_thread(
+                subprocess.run, migrate, cwd=tmp, env=env, check=True, capture_output=True
+            )
+            with _process([*cmd, "--workers", str(workers)], tmp, env, port) as served:
+                await _wait_up(served)
+                yield served
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest.mark.slow
+async def test_workers_drain_and_exit_0_on_sigterm(tmp_path: Path) -> None:
+    """``--workers 2`` (PostgreSQL + Redis): SIGTERM to the supervisor drains every worker."""
+    (tmp_path / "sim").mkdir()
+    async with scaled_out(tmp_path, 2) as served, httpx.AsyncClient() as http:
+        cookie = await login(http, served.base)
+        viewers, tasks = await _viewers(http, f"{served.base}/api/spotify/events", cookie, 12)
+        code, took = await asyncio.to_thread(served.stop)
+        async with asyncio.timeout(10):
+            await asyncio.gather(*tasks)
+    log = served.text()
+    assert code == 0, log
+    assert took < EXIT_BOUND
+    assert all(v.ended and v.retries[-1] in RECONNECT_MS for v in viewers), log
+    assert log.count("shutdown clean") == 2, log  # one line per worker
+    ended = [int(n) for n in re.findall(r"shutting down: ending (\d+) event stream", log)]
+    assert len(ended) == 2 and sum(ended) == 12, log
+    assert "killing it" not in log
+    assert "stopped 2 worker process(es)" in log
+
+
+@pytest.mark.slow
+async def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
+    """A worker killed outright is replaced; the supervisor keeps serving and still stops 0."""
+    (tmp_path / "sim").mkdir()
+    async with scaled_out(tmp_path, 2) as served, httpx.AsyncClient() as http:
+        found = re.search(r"started 2 worker process\(es\): (\d+), (\d+)", served.text())
+        assert found, served.text()
+        os.kill(int(found.group(1)), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (
+            "starting another" not in served.text()
+            or served.text().count("Application startup complete") < 3
+        ):
+            assert time.monotonic() < deadline, served.text()
+            await asyncio.sleep(0.1)
+        for _ in range(6):  # both workers answer (the kernel spreads connections)
+            assert (await http.get(f"{served.base}/healthz")).status_code == 200
+        code, _ = await asyncio.to_thread(served.stop)
+    assert code == 0, served.text()
+    assert f"worker {found.group(1)} died" in served.text()
 
 
 @pytest.mark.parametrize(

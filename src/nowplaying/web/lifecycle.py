@@ -185,4 +185,5 @@ def serve_workers(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sock.close()
+        log.info("stopped %d worker process(es)", len(procs))
     return status
