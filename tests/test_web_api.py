@@ -315,6 +315,23 @@ async def test_sse_older_last_event_id_gets_the_current_state_at_once(connected:
         assert int(events[0].id or 0) > int(seen.id or 0)
 
 
+async def test_public_sse_honours_last_event_id(connected: Env) -> None:
+    """The public stream (``/p/ID/events``) skips the event a reconnecting viewer already has."""
+    published = await connected.client.post(
+        "/api/account/publish", headers={"Origin": "https://np.test"}
+    )
+    path = f"/p/{published.json()['publicId']}/events"
+    connected.sim.player("demo").play(0)
+    await connected.services.hub.forget("demo")
+    async with SSEReader(connected.app, path) as first:
+        seen = (await first.wait_for(1))[0]
+    async with SSEReader(connected.app, path, {"last-event-id": seen.id or ""}) as again:
+        connected.sim.player("demo").skip()
+        await connected.clock.advance(5.5)
+        events = await again.wait_for(1)
+        assert [e.data["title"] for e in events] == ['<Intro> & "Outro"']
+
+
 async def test_sse_drain_ends_every_stream_with_a_jittered_retry(connected: Env) -> None:
     """On drain each open stream sends retry: (500-3000 ms) and ends; the hub has no viewers."""
     hub = connected.services.hub
