@@ -433,11 +433,21 @@ def _cookie(env: Env) -> dict[str, str]:
 
 
 async def test_sse_sends_heartbeats_while_nothing_changes(connected: Env) -> None:
-    """With no change for a while, the stream sends comment heartbeats to keep proxies open."""
+    """After 15 s (of the app's clock) without a change the stream sends a comment heartbeat."""
+    connected.sim.player("demo").pause()
     await connected.services.hub.forget("demo")
-    stream = sse_stream(connected.services.hub, "demo", connected.clock.now, heartbeat=0.05)
+    clock = connected.clock
+    stream = sse_stream(connected.services.hub, "demo", clock.now, sleep=clock.sleep)
     try:
-        chunks = [await anext(stream) for _ in range(4)]
+        chunks = [await anext(stream) for _ in range(2)]
+        pending = asyncio.ensure_future(anext(stream))
+        await clock.advance(14, step=1)
+        assert not pending.done()  # no change, and not yet 15 s of silence
+        await clock.advance(1.5, step=0.5)
+        chunks.append(await asyncio.wait_for(pending, 5))
+        pending = asyncio.ensure_future(anext(stream))
+        await clock.advance(15.5, step=0.5)
+        chunks.append(await asyncio.wait_for(pending, 5))
     finally:
         await stream.aclose()
     assert chunks[0].startswith("retry: ")

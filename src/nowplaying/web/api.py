@@ -8,7 +8,7 @@ import asyncio
 import json
 import random
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,11 @@ async def events(request: Request) -> Response:
     svc = services(request)
     return StreamingResponse(
         sse_stream(
-            svc.hub, account_id, svc.clock.now, last_event_id=request.headers.get("last-event-id")
+            svc.hub,
+            account_id,
+            svc.clock.now,
+            last_event_id=request.headers.get("last-event-id"),
+            sleep=svc.clock.sleep,
         ),
         media_type="text/event-stream",
         headers={**PRIVATE, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
@@ -90,6 +94,7 @@ async def sse_stream(
     *,
     last_event_id: str | None = None,
     rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[str, None]:
     """The event stream: the current state on connect, then every change, with heartbeats.
 
@@ -98,8 +103,11 @@ async def sse_stream(
     only later changes; any other id (older, unknown, junk) gets the current state at once.
     When the server drains (``hub.draining``), the stream ends with a ``retry:`` drawn from
     :data:`RECONNECT_MS`, so a thousand viewers do not all come back in the same instant.
+    A heartbeat comment follows ``heartbeat`` seconds of silence, timed by ``sleep`` (the
+    app's clock).
     """
     rng = rng or _JITTER
+    nap = sleep or _wall_sleep
     yield "retry: 3000\n: connected\n\n"
     if hub.draining.is_set():
         hub.counts["sse_drained"] += 1
@@ -109,30 +117,43 @@ async def sse_stream(
     hub.counts["sse_open"] += 1
     drained = asyncio.ensure_future(hub.draining.wait())
     get: asyncio.Future[Snapshot] | None = None
+    quiet: asyncio.Future[None] | None = None
     try:
         # The subscription receives the current state first (now, or when the first poll lands).
         async with hub.subscribe(account_id) as queue:
             while True:
                 get = get or asyncio.ensure_future(queue.get())
-                waiting: set[asyncio.Future[Any]] = {get, drained}
-                await asyncio.wait(waiting, timeout=heartbeat, return_when=FIRST_COMPLETED)
+                quiet = quiet or asyncio.ensure_future(nap(heartbeat))
+                waiting: set[asyncio.Future[Any]] = {get, drained, quiet}
+                await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
                 if drained.done():
                     hub.counts["sse_drained"] += 1
                     yield reconnect_hint(rng)
                     return
-                if not get.done():
+                if get.done():
+                    snap, get = get.result(), None
+                    if str(snap.version) == sent:
+                        continue  # the viewer has this one (a reconnect, or a repeat)
+                    sent = str(snap.version)
+                    _cancel(quiet)
+                    quiet = None
+                    yield _event(snap, now())
+                elif quiet.done():
+                    quiet = None
                     yield ": heartbeat\n\n"
-                    continue
-                snap, get = get.result(), None
-                if str(snap.version) == sent:
-                    continue  # the viewer has this one (a reconnect, or a repeat)
-                sent = str(snap.version)
-                yield _event(snap, now())
     finally:
         hub.counts["sse_open"] -= 1
-        drained.cancel()
-        if get is not None:
-            get.cancel()
+        for pending in (drained, get, quiet):
+            _cancel(pending)
+
+
+async def _wall_sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def _cancel(future: asyncio.Future[Any] | None) -> None:
+    if future is not None:
+        future.cancel()
 
 
 def _event(snap: Snapshot, now: float) -> str:

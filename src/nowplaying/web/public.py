@@ -153,7 +153,11 @@ async def events(request: Request) -> Response:
         return JSONResponse({"error": "not_found"}, 404, headers=CORS)
     return StreamingResponse(
         sse_stream(
-            svc.hub, account.id, svc.clock.now, last_event_id=request.headers.get("last-event-id")
+            svc.hub,
+            account.id,
+            svc.clock.now,
+            last_event_id=request.headers.get("last-event-id"),
+            sleep=svc.clock.sleep,
         ),
         media_type="text/event-stream",
         headers={**CORS, **NO_CACHE, "X-Accel-Buffering": "no"},
