@@ -39,11 +39,11 @@ CLOSE_RESERVE = 2.0
 SUPERVISOR_TICK = 0.5
 
 
-def drain_app(app: Starlette) -> int:
-    """Tell the app's open streams to end; returns how many were open (0 before startup)."""
+def drain_app(app: Starlette) -> int | None:
+    """Tell the app's open streams to end; how many were open (None before startup)."""
     svc = getattr(app.state, "services", None)
     if svc is None:
-        return 0
+        return None
     svc.hub.drain()
     return int(svc.hub.counts["sse_open"])
 
@@ -80,9 +80,11 @@ class GracefulServer(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        if not self._drained:
+        if self._drained:
+            return
+        open_streams = drain_app(self.app)
+        if open_streams is not None:  # else still starting: shutdown() drains once it can
             self._drained = True
-            open_streams = drain_app(self.app)
             log.info("shutting down: ending %d event stream(s) with a reconnect hint", open_streams)
 
     @contextlib.contextmanager
