@@ -72,3 +72,20 @@ def test_signer_round_trip_and_tamper() -> None:
     assert signer.unsign("abc") is None
     assert signer.unsign("x" + signed) is None
     assert Signer(KEY, "other-purpose").unsign(signed) is None
+
+
+def test_signer_accepts_old_keys_and_signs_with_the_current_one() -> None:
+    """After a rotation, values signed with a listed old key verify; new ones use the new key."""
+    signed_before = Signer(OLD, "session").sign("abc")
+    rotated = Signer(KEY, "session", old_secrets=[OLD])
+    assert rotated.unsign(signed_before) == "abc"
+    assert rotated.sign("abc") == Signer(KEY, "session").sign("abc")
+    assert Signer(OLD, "session").unsign(rotated.sign("abc")) is None
+
+
+def test_signer_without_the_old_key_refuses_its_signatures() -> None:
+    """Rotating without listing the old key: its signatures no longer verify (logged out)."""
+    signed_before = Signer(OLD, "session").sign("abc")
+    assert Signer(KEY, "session").unsign(signed_before) is None
+    assert Signer(KEY, "session", old_secrets=["x" * 40]).unsign(signed_before) is None
+    assert Signer(KEY, "other", old_secrets=[OLD]).unsign(signed_before) is None

@@ -34,7 +34,7 @@ from starlette.requests import cookie_parser
 
 from nowplaying.clock import FakeClock
 from nowplaying.web.security import host_name
-from tests.conftest import ORIGIN, Env, open_env
+from tests.conftest import ORIGIN, Env, hypothesis_profile, open_env
 from tests.sse import SSEReader
 
 pytestmark = pytest.mark.anyio
@@ -46,6 +46,26 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@pytest.mark.parametrize(
+    ("environ", "profile"),
+    [
+        ({"CI": "true"}, "ci"),
+        ({"CI": "1"}, "ci"),
+        ({"CI": "false"}, "dev"),
+        ({}, "dev"),
+        ({"HYPOTHESIS_PROFILE": "ci"}, "ci"),
+        ({"CI": "true", "HYPOTHESIS_PROFILE": "dev"}, "dev"),
+    ],
+)
+def test_ci_runs_are_derandomized(environ: dict[str, str], profile: str) -> None:
+    """CI (or HYPOTHESIS_PROFILE=ci) picks the derandomized profile; local runs search."""
+    assert hypothesis_profile(environ) == profile
+    chosen = settings.get_profile(profile)
+    assert chosen.derandomize is (profile == "ci")
+    if profile == "ci":
+        assert chosen.database is None
 
 
 # -- an app per test, with chosen settings ---------------------------------------------------------
@@ -590,6 +610,24 @@ async def test_openapi_describes_every_state(connected: Env) -> None:
     new_id = (await owner.get("/api/account")).json()["publicId"]
     api.check("/p/{public_id}.json", await owner.get(f"/p/{new_id}.json"))
     assert seen == dict.fromkeys(states, 200)
+
+
+async def test_openapi_describes_pause_and_reconnect_reason(connected: Env) -> None:
+    """/api/account with Spotify's pause in force and with a reconnect reason."""
+    api = await contract(connected)
+    hub = connected.services.hub
+    hub.paused_until, hub.pause_reason = connected.clock.now() + 3600, "QUOTA_EXCEEDED"
+    paused = await connected.client.get("/api/account")
+    assert paused.json()["pauseReason"] == "QUOTA_EXCEEDED"
+    api.check("/api/account", paused)
+    hub.paused_until = 0.0  # (a pause would keep the revoke from being seen)
+    connected.sim.revoke("demo")
+    connected.services.tokens.forget("demo")
+    await connected.services.hub.forget("demo")
+    await connected.client.get("/api/spotify")
+    revoked = await connected.client.get("/api/account")
+    assert revoked.json()["reconnectReason"] == "revoked"
+    api.check("/api/account", revoked)
 
 
 async def test_openapi_describes_last_played(connected: Env) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -323,3 +324,30 @@ async def test_home_shows_share_controls_and_snippets(connected: Env) -> None:
     assert "[![Now playing on Spotify]" in home
     assert "&lt;iframe" in home
     assert "reconnect every six months" in home
+
+
+async def test_owner_page_shows_spotifys_quota_pause(connected: Env) -> None:
+    """QUOTA_EXCEEDED (hours): the owner page says until when; /api/account has the numbers."""
+    hub = connected.services.hub
+    until = connected.clock.now() + 5.7 * 3600
+    hub.paused_until, hub.pause_reason = until, "QUOTA_EXCEEDED"
+    account = (await connected.client.get("/api/account")).json()
+    assert (account["pausedUntil"], account["pauseReason"]) == (
+        round(until * 1000),
+        "QUOTA_EXCEEDED",
+    )
+    home = (await connected.client.get("/")).text
+    assert f"Spotify paused this app until {datetime.fromtimestamp(until, UTC):%H:%M} (UTC)" in home
+
+
+async def test_a_rolling_window_pause_is_data_not_a_notice(connected: Env) -> None:
+    """A seconds-long 429 pause: in /api/account, not on the page; gone once it has passed."""
+    hub = connected.services.hub
+    until = connected.clock.now() + 30
+    hub.paused_until, hub.pause_reason = until, "rate_limit"
+    account = (await connected.client.get("/api/account")).json()
+    assert (account["pausedUntil"], account["pauseReason"]) == (round(until * 1000), "rate_limit")
+    assert "paused this app" not in (await connected.client.get("/")).text
+    await connected.clock.advance(31)
+    account = (await connected.client.get("/api/account")).json()
+    assert (account["pausedUntil"], account["pauseReason"]) == (None, None)

@@ -40,6 +40,11 @@ no open redirect                           test_public: ``test_open_redirects_on
                                            ``test_callback_redirects_only_home``,
                                            ``test_open_never_leaves_open_spotify``;
                                            test_props: callback fuzz (never a redirect)
+no URL built from the Host header;         here: ``test_unknown_hosts_are_refused``,
+unknown hosts refused                      ``test_trailing_slash_is_a_404_never_a_redirect``,
+                                           ``test_every_redirect_is_relative_or_fixed``;
+                                           test_props: ``test_public_ids_never_500``,
+                                           ``test_headers_never_500`` (Host fuzz)
 =========================================  =====================================================
 """
 
@@ -48,6 +53,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,10 +63,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from nowplaying.clock import FakeClock
 from nowplaying.crypto import Signer, fingerprint
+from nowplaying.live import Status
 from nowplaying.spotify import pkce_challenge
 from nowplaying.tokens import AccountGone
-from tests.conftest import ORIGIN, SECRET_KEY, Env
+from nowplaying.web.security import host_name
+from tests.conftest import ORIGIN, SECRET_KEY, Env, make_settings, open_env
 from tests.helpers import connect, consent, fixture_json
 from tests.sse import SSEReader
 
@@ -414,7 +423,12 @@ async def test_logout_purges_everything_everywhere(connected: Env) -> None:
     assert await svc.store.get_account("demo") is None
     for sid in sids:
         assert await svc.store.get_session(fingerprint(sid)) is None
-    assert svc.hub.peek("demo") is None
+    # The live state keeps nothing of what played (viewers that stay see the reconnect state).
+    left = svc.hub.peek("demo")
+    assert left is None or (left.playing is None and left.status is Status.RECONNECT), left
+    upstream = (connected.sim.calls["currently-playing"], connected.sim.calls["token"])
+    await connected.clock.advance(30)
+    assert (connected.sim.calls["currently-playing"], connected.sim.calls["token"]) == upstream
     with pytest.raises(AccountGone):
         await svc.tokens.token("demo")  # nothing cached, and nothing left to refresh with
     assert (await connected.client.get(f"/p/{public_id}.json")).status_code == 404
@@ -529,3 +543,180 @@ async def test_open_never_leaves_open_spotify(connected: Env, url: str) -> None:
         assert (parts.scheme, parts.netloc) == ("https", "open.spotify.com"), location
         assert location.startswith("https://open.spotify.com/")
         assert not any(c in location for c in "\\\r\n\t "), location
+
+
+# -- the Host header -------------------------------------------------------------------------------
+
+HOST_ROUTES = [
+    ("GET", "/"),
+    ("GET", "/login"),
+    ("GET", "/callback?state=x&code=y"),
+    ("POST", "/logout"),
+    ("GET", "/api/spotify"),
+    ("GET", "/api/spotify/"),
+    ("GET", "/api/account"),
+    ("POST", "/api/account/publish"),
+    ("GET", "/p/0%2F"),
+    ("GET", "/p/{id}.svg"),
+    ("GET", "/p/{id}/open"),
+    ("GET", "/openapi.json"),
+    ("GET", "/static/page.css"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), HOST_ROUTES)
+@pytest.mark.parametrize("host", ["evil.example", "np.test.evil.example", "[::1]", "", "np.test:x"])
+async def test_unknown_hosts_are_refused(connected: Env, method: str, path: str, host: str) -> None:
+    """Any Host that is not this site: 400 JSON on pages and APIs, no Location, no cookie."""
+    public_id = (await connected.client.post("/api/account/publish", headers=SAME)).json()[
+        "publicId"
+    ]
+    connected.sim.player("demo").play(0)
+    response = await connected.client.request(
+        method, path.replace("{id}", public_id), headers={"Host": host, **SAME}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "bad_request", "message": "Unknown host."}
+    assert "location" not in response.headers
+    assert "set-cookie" not in response.headers
+    assert (await connected.client.get("/api/account")).status_code == 200  # still logged in
+
+
+@pytest.mark.parametrize("host", ["np.test", "NP.TEST", "np.test:8443", "np.test."])
+async def test_our_name_on_any_port_or_case_is_served(connected: Env, host: str) -> None:
+    """Host matching ignores the port and case (a proxy may use another port)."""
+    response = await connected.client.get("/api/account", headers={"Host": host})
+    assert response.status_code == 200, response.text
+
+
+async def test_allowed_hosts_setting_adds_names(tmp_path: Path, clock: FakeClock) -> None:
+    """NOWPLAYING_ALLOWED_HOSTS: extra names are served; others are still refused."""
+    async with open_env(tmp_path, clock, nowplaying_allowed_hosts=["WWW.np.test"]) as env:
+        assert (await env.client.get("/", headers={"Host": "www.np.test"})).status_code == 200
+        assert (await env.client.get("/", headers={"Host": "np.test"})).status_code == 200
+        assert (await env.client.get("/", headers={"Host": "evil.example"})).status_code == 400
+
+
+@pytest.mark.parametrize("host", ["10.0.0.7", "10.0.0.7:8000", "evil.example", ""])
+async def test_healthz_answers_any_host(env: Env, host: str) -> None:
+    """Load balancers probe /healthz by IP: it answers whatever the Host."""
+    response = await env.client.get("/healthz", headers={"Host": host})
+    assert response.status_code == 200
+    assert response.json()["ok"] is True
+
+
+async def raw_get(
+    env: Env, path: str, *, host: str | None, server: tuple[str, int] = ("np.test", 443)
+) -> tuple[int, dict[str, str]]:
+    """A GET as an ASGI server hands it over, path as is (httpx would resolve ``//x/``)."""
+    sent: list[MutableMapping[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1" if host is not None else "1.0",
+        "method": "GET",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [] if host is None else [(b"host", host.encode())],
+        "server": server,
+        "client": ("127.0.0.1", 50000),
+    }
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await env.app(scope, receive, send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers
+
+
+@pytest.mark.parametrize(("server", "status"), [(("np.test", 443), 401), (("10.1.1.1", 80), 400)])
+async def test_a_request_without_host_is_checked_by_the_server_address(
+    env: Env, server: tuple[str, int], status: int
+) -> None:
+    """HTTP/1.0 without Host: the server address (what a URL would be built from) is checked."""
+    assert (await raw_get(env, "/api/spotify", host=None, server=server))[0] == status
+
+
+def test_allowed_hosts_come_from_the_redirect_uri(tmp_path: Path) -> None:
+    """The redirect URI's host; loopback names only in demo mode; never the empty name."""
+    assert make_settings(tmp_path).allowed_hosts == {"np.test"}
+    demo = make_settings(
+        tmp_path, spotify_client_id="", spotify_redirect_uri="http://127.0.0.1:8000/callback"
+    )
+    assert demo.allowed_hosts == {"127.0.0.1", "localhost", "::1"}
+    ipv6 = make_settings(tmp_path, spotify_redirect_uri="http://[::1]:8000/callback")
+    assert ipv6.allowed_hosts == {"::1"}
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("np.test", "np.test"),
+        ("NP.Test:443", "np.test"),
+        ("np.test.", "np.test"),
+        ("[::1]:8000", "::1"),
+        ("127.0.0.1:9", "127.0.0.1"),
+        ("", None),
+        ("[", None),
+        ("np.test:x", None),
+        ("a:1:2", None),
+        ("np.test:123456", None),
+    ],
+)
+def test_host_name_parses_host_headers(header: str, name: str | None) -> None:
+    assert host_name(header) == name
+
+
+TRAILING = ["/p/0%2F", "/api/spotify/", "/api/account/", "/login/", "/p/{id}/"]
+
+
+@pytest.mark.parametrize("path", TRAILING)
+async def test_trailing_slash_is_a_404_never_a_redirect(connected: Env, path: str) -> None:
+    """Starlette's trailing-slash redirect built its Location from Host: now a plain 404."""
+    public_id = (await connected.client.post("/api/account/publish", headers=SAME)).json()[
+        "publicId"
+    ]
+    path = path.replace("{id}", public_id)
+    for host in ("np.test", "np.test:8443"):
+        response = await connected.client.get(path, headers={"Host": host})
+        assert response.status_code == 404, (host, response.status_code)
+        assert "location" not in response.headers
+    refused = await connected.client.get(path, headers={"Host": "evil.example"})
+    assert refused.status_code == 400
+    assert "location" not in refused.headers
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "//evil.example", "/\\evil.example/"])
+async def test_protocol_relative_paths_do_not_redirect(env: Env, path: str) -> None:
+    """A path that a trailing-slash redirect would turn into ``//evil.example``: a 404."""
+    status, headers = await raw_get(env, path, host="np.test")
+    assert status == 404
+    assert "location" not in headers
+
+
+async def test_every_redirect_is_relative_or_fixed(env: Env) -> None:
+    """The whole flow on our name at another port: each Location is ``/`` or a fixed host."""
+    odd = {"Host": "np.test:8443"}
+    login = await env.client.get("/login", headers=odd)
+    redirect = await consent(env.sim_http, login.headers["location"])
+    callback = await env.client.get(
+        f"/callback?{urlsplit(redirect.headers['location']).query}", headers=odd
+    )
+    public_id = (await env.client.post("/api/account/publish", headers={**SAME, **odd})).json()[
+        "publicId"
+    ]
+    env.sim.player("demo").play(0)
+    await env.services.hub.forget("demo")
+    opened = await env.client.get(f"/p/{public_id}/open", headers=odd)
+    logout = await env.client.post("/logout", headers={**SAME, **odd})
+    locations = [r.headers["location"] for r in (login, callback, opened, logout)]
+    assert [r.status_code for r in (login, callback, opened, logout)] == [302, 303, 302, 303]
+    assert [urlsplit(loc).netloc for loc in locations] == ["sim.test", "", "open.spotify.com", ""]
+    assert locations[1] == locations[3] == "/"

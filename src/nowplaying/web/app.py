@@ -93,7 +93,6 @@ def create_app(
                     clock=rt.clock,
                 ),
             )
-            await _report_unopenable(rt.store)
             yield
 
     routes: list[Route | Mount] = [
@@ -158,25 +157,6 @@ def create_app(
     # like //evil.example/ would become a protocol-relative one): a trailing slash is a 404.
     app.router.redirect_slashes = False
     return app
-
-
-async def _report_unopenable(store: Store) -> None:
-    """Log at startup how many accounts no configured key opens, and the setting that fixes it."""
-    try:
-        accounts = await store.list_accounts()
-    except StoreError:
-        return  # the first request will say so
-    except CryptoError:
-        accounts = None
-    missing = None if accounts is None else sum(a.key_missing for a in accounts)
-    if missing == 0:
-        return
-    log.warning(
-        "%s accounts were sealed with a secret key that is not configured: they read as"
-        " 'reconnect needed' (nothing is deleted) until the previous key is listed in"
-        " NOWPLAYING_OLD_SECRET_KEYS, or their owners reconnect",
-        "some" if missing is None else f"{missing} of {len(accounts or ())}",
-    )
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

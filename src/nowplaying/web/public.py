@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from nowplaying.card import card_etag, render_card
-from nowplaying.crypto import CryptoError
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
 
@@ -107,13 +106,10 @@ async def as_svg(request: Request) -> Response:
     deadline = loop.time() + SVG_BUDGET
     cover = None
     data: dict[str, Any] = {"error": "not_found"}
-    # The card is an image whatever happens.
     try:
         account = await _account(svc, request.path_params["public_id"])
-    except StoreError:
+    except StoreError:  # the card is an image whatever happens (a CryptoError: app.py)
         account, data = None, {"error": "unavailable"}
-    except CryptoError:  # the store reports these as key_missing; this is the net under it
-        account, data = None, {"error": "reconnect_required"}
     if account is not None:
         data = await _state(svc, account, wait=SVG_BUDGET * 0.6)
         image = _image_url(data)
@@ -125,7 +121,7 @@ async def as_svg(request: Request) -> Response:
 
 
 def reconnect_card(request: Request) -> Response:
-    """The "Reconnect needed" card (for errors caught outside :func:`as_svg`)."""
+    """The "Reconnect needed" card, for a grant no configured key opens (app.py's handler)."""
     return _card(request, {"error": "reconnect_required"}, None)
 
 
