@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -26,8 +27,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 
 from nowplaying.cli import main
+from nowplaying.config import Settings
+from nowplaying.web import create_app
+from nowplaying.web.lifecycle import GracefulServer
 from tests.helpers import consent
 from tests.live_server import free_port
 from tests.services import POSTGRES_URL, REDIS_URL, require
@@ -204,6 +209,40 @@ async def test_signal_with_viewers_ends_every_stream_and_exits_0(
     assert "shutdown clean" in log and "20 event stream(s) ended with a reconnect hint" in log
     assert "Waiting for connections to close" not in log
     assert "timeout graceful shutdown exceeded" not in log
+
+
+async def test_graceful_server_in_process_drains_and_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same server in this process: the exit handler ends the streams, the log counts them."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        spotify_redirect_uri=f"http://127.0.0.1:{(port := free_port())}/callback",
+        nowplaying_database_url=f"sqlite:///{tmp_path}/np.sqlite3",
+        nowplaying_login_rate_per_minute=0,
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    server = GracefulServer(config, app, shutdown_seconds=SHUTDOWN_SECONDS)
+    assert config.timeout_graceful_shutdown == SHUTDOWN_SECONDS - 0.75  # a reserve for closing
+    serving = asyncio.create_task(server.serve())
+    async with asyncio.timeout(15):
+        while not server.started:
+            assert not serving.done(), "the server stopped while starting"
+            await asyncio.sleep(0.02)
+    base = f"http://127.0.0.1:{port}"
+    caplog.set_level(logging.INFO, logger="nowplaying")
+    async with httpx.AsyncClient() as http:
+        cookie = await login(http, base)
+        viewers, tasks = await _viewers(http, f"{base}/api/spotify/events", cookie, 3)
+        server.handle_exit(signal.SIGTERM, None)
+        async with asyncio.timeout(EXIT_BOUND):
+            await asyncio.gather(serving, *tasks)
+    assert all(v.ended and v.retries[-1] in RECONNECT_MS for v in viewers)
+    assert "shutting down: ending 3 event stream(s) with a reconnect hint" in caplog.text
+    assert "shutdown clean" in caplog.text
+    assert "3 event stream(s) ended with a reconnect hint" in caplog.text
+    assert app.state.services.hub.counts["sse_open"] == 0
 
 
 async def test_viewers_that_never_read_do_not_hold_the_process(tmp_path: Path) -> None:
