@@ -1,18 +1,21 @@
 """``python -m tests.stuck_server PORT SECONDS``: a stream that ignores the drain, served as
 ``nowplaying serve`` serves (:class:`GracefulServer`), so a test can prove the shutdown bound
-holds when a response never ends by itself.
+holds when a response never ends by itself. :func:`worker` is the same app as a
+:func:`~nowplaying.web.lifecycle.serve_workers` target.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from nowplaying.web.lifecycle import GracefulServer
@@ -29,8 +32,23 @@ async def stuck(request: Request) -> Response:
     return StreamingResponse(_forever(), media_type="text/event-stream")
 
 
+async def pid(request: Request) -> Response:
+    return PlainTextResponse(str(os.getpid()))
+
+
+def _app() -> Starlette:
+    return Starlette(routes=[Route("/stuck", stuck), Route("/pid", pid)])
+
+
+def worker(sockets: list[socket.socket]) -> None:
+    """A ``serve_workers`` target (spawned, so module level and picklable)."""
+    app = _app()
+    config = uvicorn.Config(app, log_level="warning")
+    GracefulServer(config, app, shutdown_seconds=2.0).run(sockets)
+
+
 def main(port: int, seconds: float) -> int:
-    app = Starlette(routes=[Route("/stuck", stuck)])
+    app = _app()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info")
     server = GracefulServer(config, app, shutdown_seconds=seconds)
     server.run()

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ import uvicorn
 from nowplaying.cli import main
 from nowplaying.config import Settings
 from nowplaying.web import create_app
-from nowplaying.web.lifecycle import GracefulServer
+from nowplaying.web.lifecycle import GracefulServer, serve_workers
+from tests import stuck_server
 from tests.helpers import consent
 from tests.live_server import free_port
 from tests.services import POSTGRES_URL, REDIS_URL, require
@@ -374,6 +376,37 @@ async def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
         code, _ = await asyncio.to_thread(served.stop)
     assert code == 0, served.text()
     assert f"worker {found.group(1)} died" in served.text()
+
+
+def test_supervisor_in_process_replaces_a_dead_worker_and_stops_on_sigterm() -> None:
+    """serve_workers here: 2 workers on one socket, a killed one replaced, SIGTERM ends all."""
+    port = free_port()
+    config = uvicorn.Config("tests.stuck_server:_app", host="127.0.0.1", port=port)
+    seen: dict[str, set[int]] = {"before": set(), "after": set()}
+
+    def drive() -> None:  # from a thread: the supervisor owns the main thread and its signals
+        url = f"http://127.0.0.1:{port}/pid"
+        deadline = time.monotonic() + 60
+        while len(seen["before"]) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                seen["before"].add(int(httpx.get(url, timeout=2).text))
+        victim = min(seen["before"])
+        os.kill(victim, signal.SIGKILL)
+        while time.monotonic() < deadline and not (seen["after"] - seen["before"]):
+            with contextlib.suppress(httpx.HTTPError):
+                seen["after"].add(int(httpx.get(url, timeout=2).text))
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    status = serve_workers(config, 2, stuck_server.worker, shutdown_seconds=2.0)
+    driver.join(10)
+    assert status == 0
+    assert len(seen["before"]) == 2
+    assert seen["after"] - seen["before"], "no replacement worker answered"
+    for pid in seen["before"] | seen["after"]:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # every worker has exited
 
 
 @pytest.mark.parametrize(
