@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench soak simulator clean
+.PHONY: install run test lint typecheck unit bench soak soak-lifecycle simulator clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: $(STAMP)
 # The fault soak (2+ minutes, loopback only): prints a summary, see docs/security.md.
 soak: $(STAMP)
 	$(BIN)/python -m soak
+
+# The life-cycle soak (about 4 minutes, loopback, local PostgreSQL and Redis db 15): rolling
+# restarts, key rotation, CLI re-login, the quota lockout; see docs/operations.md.
+soak-lifecycle: $(STAMP)
+	$(BIN)/python -m soak lifecycle
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

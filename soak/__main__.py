@@ -1,5 +1,8 @@
 """The fault soak: ``python -m soak [--seconds 150] [--seed N]`` (``make soak``), loopback only.
 
+``python -m soak lifecycle`` runs the life-cycle soak instead (:mod:`soak.lifecycle`: restarts,
+key rotation, re-login and the quota lockout on three instances; ``make soak-lifecycle``).
+
 One simulated Spotify (8 users, rotating refresh tokens) and one server process (SQLite, 2 s
 polls). Eight accounts sign in over HTTP, four publish a share link. Then:
 
@@ -171,6 +174,11 @@ async def run_soak(run: Run, tmp: Path, rng: random.Random) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["lifecycle"]:
+        from .lifecycle import main as lifecycle  # noqa: PLC0415 (only that soak needs it)
+
+        return lifecycle(argv[1:])
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     command = f"python -m soak --seconds {args.seconds:g} --seed {seed}"
