@@ -354,6 +354,10 @@ class LiveHub:
             await self._follow(w)
             await self._clock.sleep(self._coord.renew_every or self.poll_seconds)
             return True
+        if not w.leader:
+            # Taking over: start from the shared state, so versions (the SSE ids every instance
+            # and Last-Event-ID compare) go on from the last leader's instead of back to 1.
+            await self._follow(w)
         w.leader = True
         now = self._clock.now()
         paused = await self._paused_until()
