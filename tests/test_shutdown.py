@@ -340,6 +340,7 @@ async def test_workers_drain_and_exit_0_on_sigterm(tmp_path: Path) -> None:
     """``--workers 2`` (PostgreSQL + Redis): SIGTERM to the supervisor drains every worker."""
     (tmp_path / "sim").mkdir()
     async with scaled_out(tmp_path, 2) as served, httpx.AsyncClient() as http:
+        await _wait_log(served, "Application startup complete", 2)
         cookie = await login(http, served.base)
         viewers, tasks = await _viewers(http, f"{served.base}/api/spotify/events", cookie, 12)
         code, took = await asyncio.to_thread(served.stop)
@@ -356,6 +357,13 @@ async def test_workers_drain_and_exit_0_on_sigterm(tmp_path: Path) -> None:
     assert "stopped 2 worker process(es)" in log
 
 
+async def _wait_log(served: Served, text: str, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while served.text().count(text) < count:
+        assert time.monotonic() < deadline, f"not {count}x {text!r}:\n{served.text()}"
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.slow
 async def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
     """A worker killed outright is replaced; the supervisor keeps serving and still stops 0."""
@@ -363,14 +371,10 @@ async def test_a_worker_that_dies_is_replaced(tmp_path: Path) -> None:
     async with scaled_out(tmp_path, 2) as served, httpx.AsyncClient() as http:
         found = re.search(r"started 2 worker process\(es\): (\d+), (\d+)", served.text())
         assert found, served.text()
+        await _wait_log(served, "Application startup complete", 2)  # both workers serve
         os.kill(int(found.group(1)), signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while (
-            "starting another" not in served.text()
-            or served.text().count("Application startup complete") < 3
-        ):
-            assert time.monotonic() < deadline, served.text()
-            await asyncio.sleep(0.1)
+        await _wait_log(served, "starting another", 1)
+        await _wait_log(served, "Application startup complete", 3)  # and the replacement
         for _ in range(6):  # both workers answer (the kernel spreads connections)
             assert (await http.get(f"{served.base}/healthz")).status_code == 200
         code, _ = await asyncio.to_thread(served.stop)
