@@ -287,3 +287,24 @@ async def test_drain_is_an_event_streams_can_wait_on(hub: LiveHub) -> None:
     assert not hub.draining.is_set()
     hub.drain()
     assert hub.draining.is_set()
+
+
+async def test_versions_keep_growing_across_a_restart(
+    spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
+) -> None:
+    """A restarted process numbers its first state above the old process's last one, so a
+    viewer's Last-Event-ID never matches a different state."""
+    old = make_hub(spotify, clock, pauses)
+    async with _subscribers(old, "a", 1) as (queue,):
+        for _ in range(5):
+            spotify.skip()
+            await clock.advance(5)
+        last = queue.get_nowait().version
+    await old.close()
+    await clock.advance(1)
+    new = make_hub(spotify, clock, pauses)
+    try:
+        first = await new.current("a")
+        assert first is not None and first.version > last
+    finally:
+        await new.close()

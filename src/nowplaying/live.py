@@ -248,7 +248,8 @@ class LiveHub:
         if not w.subscribers:
             self._watches.pop(account_id, None)
         self._publish_local(
-            w, Snapshot(playing=None, status=Status.RECONNECT, version=_next_version(w))
+            w,
+            Snapshot(playing=None, status=Status.RECONNECT, version=self._next_version(w)),
         )
         if w.subscribers and self._ready is not None:
             self._ensure_poller(w)
@@ -386,7 +387,7 @@ class LiveHub:
         except ReconnectRequired:
             plan.reconnect = True
             plan.next_poll = self._clock.now() + self.reconnect_check
-            await self._broadcast(w, Snapshot(None, Status.RECONNECT, _next_version(w)))
+            await self._broadcast(w, Snapshot(None, Status.RECONNECT, self._next_version(w)))
             return self._ready is not None
         except (SpotifyError, StoreError) as e:
             plan.failures += 1
@@ -397,7 +398,9 @@ class LiveHub:
         plan.failures = 0
         plan.idle = 0 if playing.active else plan.idle + 1
         last = await self._last_played(w, playing)
-        await self._broadcast(w, Snapshot(playing, Status.LIVE, _next_version(w), last_played=last))
+        await self._broadcast(
+            w, Snapshot(playing, Status.LIVE, self._next_version(w), last_played=last)
+        )
         plan.next_poll = self._clock.now() + self._delay(playing, plan.idle)
         return True
 
@@ -489,6 +492,11 @@ class LiveHub:
         if w is not None:
             w.history_at = None
 
+    def _next_version(self, w: _Watch) -> int:
+        """The next SSE id. A watch's first one is the clock in ms, so ids keep growing across
+        restarts (a reused id would make a viewer's Last-Event-ID skip a real change)."""
+        return w.snapshot.version + 1 if w.snapshot else int(self._clock.now() * 1000)
+
     def _delay(self, playing: NowPlaying, idle: int) -> float:
         """When to poll next: at the predicted track end, or the poll interval, or idle backoff."""
         if not playing.active:
@@ -540,7 +548,7 @@ class LiveHub:
             Snapshot(
                 snap.playing if snap else None,
                 Status.STALE,
-                _next_version(w),
+                self._next_version(w),
                 retry_after=retry_after if retry_after is not None else self.poll_seconds,
             ),
         )
@@ -630,10 +638,6 @@ def _jumped(old: NowPlaying | None, new: NowPlaying | None, now: float) -> bool:
 
 def _utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _next_version(w: _Watch) -> int:
-    return (w.snapshot.version if w.snapshot else 0) + 1
 
 
 def _offer(queue: asyncio.Queue[Snapshot], snap: Snapshot) -> None:
