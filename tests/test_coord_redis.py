@@ -17,10 +17,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from nowplaying.clock import FakeClock
+from nowplaying.coord import CoordinationError
 from nowplaying.coord_redis import RedisCoordinator
 from nowplaying.live import LiveHub, Snapshot, Status, snapshot_from_wire, snapshot_to_wire
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
-from nowplaying.tokens import TokenManager
+from nowplaying.tokens import RefreshDeferred, TokenManager
 from tests.conftest import Env
 from tests.live_server import free_port
 from tests.services import REDIS_URL, require
@@ -127,6 +128,43 @@ async def test_lock_excludes_across_instances(flushed: str) -> None:
     assert most == 1
 
 
+async def test_lock_held_elsewhere_raises_and_never_runs_the_body(flushed: str) -> None:
+    """Another instance holds the lock past lock_wait: CoordinationError, the body never runs."""
+    ran = 0
+    async with coordinators(flushed, 2, lock_wait=0.3) as (a, b):
+        async with a.lock("refresh:acc"):
+            with pytest.raises(CoordinationError, match="still held"):
+                async with b.lock("refresh:acc"):
+                    ran += 1
+            assert not b.degraded  # a busy lock is not an outage
+        async with b.lock("refresh:acc"):  # released by a: b gets it now
+            ran += 10
+    assert ran == 10
+
+
+async def test_lock_taken_by_a_foreign_holder_raises(flushed: str) -> None:
+    """A lock key set by any other process (not this coordinator) is honoured too."""
+    raw = aioredis.Redis.from_url(flushed)
+    await raw.set("np:lock:refresh:acc", "someone-else", px=60_000)
+    await raw.aclose()
+    async with coordinators(flushed, 1, lock_wait=0.2) as (a,):
+        with pytest.raises(CoordinationError):
+            async with a.lock("refresh:acc"):
+                pytest.fail("the body ran without the lock")
+
+
+async def test_lock_that_lapsed_inside_its_body_warns(
+    flushed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock's key gone before release (it outlived lock_ttl): a warning, no exception."""
+    caplog.set_level(logging.WARNING)
+    raw = aioredis.Redis.from_url(flushed)
+    async with coordinators(flushed, 1) as (a,), a.lock("refresh:acc"):
+        assert await raw.delete("np:lock:refresh:acc") == 1  # as if its TTL had passed
+    await raw.aclose()
+    assert any("outlived" in r.getMessage() for r in caplog.records)
+
+
 async def test_shared_token(flushed: str) -> None:
     """The access token stored by one instance is read by another, until dropped."""
     async with coordinators(flushed, 2) as (a, b):
@@ -147,8 +185,9 @@ async def test_unreachable_redis_degrades_to_local(caplog: pytest.LogCaptureFixt
         assert await c.latest("acc") is None
         await c.set_pause(time.time() + 5)
         assert await c.paused_until() > time.time()
-        async with c.lock("refresh:acc"):
-            pass
+        with pytest.raises(CoordinationError, match="unreachable"):
+            async with c.lock("refresh:acc"):
+                pytest.fail("the body ran without the lock")
         assert c.degraded
     finally:
         await c.close()
@@ -230,11 +269,19 @@ async def test_redis_outage_and_recovery(
         await asyncio.sleep(0.2)
         assert await b.hold_lease("acc")  # degraded: polls for itself rather than not at all
         assert b.degraded
+        with pytest.raises(CoordinationError):  # but no lock can be had
+            async with b.lock("refresh:acc"):
+                pytest.fail("the body ran without the lock")
         _start_redis(port, procs, tmp_path)
         await _until(recovered(b))
         await _until(recovered(a))
         assert await b.hold_lease("acc")  # the old lease died with the old server
         assert not await a.hold_lease("acc")
+        a.lock_wait = 0.3
+        async with b.lock("refresh:acc"):  # locks work again
+            with pytest.raises(CoordinationError):
+                async with a.lock("refresh:acc"):
+                    pytest.fail("two holders at once")
     finally:
         await a.close()
         await b.close()
@@ -311,6 +358,28 @@ async def test_refresh_once_across_instances(connected: Env, flushed: str) -> No
             await c.close()
     assert len({t.access_token for t in tokens}) == 1
     assert connected.sim.calls["token:refresh_token"] == 1
+
+
+async def test_refresh_deferred_while_another_instance_holds_the_lock(
+    connected: Env, flushed: str
+) -> None:
+    """Another instance is inside the refresh lock: no token call here, RefreshDeferred (a
+    transient SpotifyUnavailable); once it is released, the refresh is made."""
+    svc = connected.services
+    holder, waiter = RedisCoordinator(flushed), RedisCoordinator(flushed, lock_wait=0.3)
+    manager = TokenManager(svc.client, svc.store, connected.clock, coord=waiter)
+    connected.sim.reset_calls()
+    try:
+        async with holder.lock("refresh:demo"):
+            with pytest.raises(RefreshDeferred):
+                await manager.token("demo")
+        assert connected.sim.calls["token"] == 0
+        assert manager.counts["deferred"] == 1
+        await manager.token("demo")
+        assert connected.sim.calls["token:refresh_token"] == 1
+    finally:
+        await holder.close()
+        await waiter.close()
 
 
 async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> None:

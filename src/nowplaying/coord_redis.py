@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
-from .coord import Listener, LocalCoordinator
+from .coord import CoordinationError, Listener, LocalCoordinator
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,7 +60,8 @@ class RedisCoordinator:
         *,
         lease_ttl: float = 6.0,
         watch_ttl: float = 20.0,
-        lock_ttl: float = 15.0,
+        lock_ttl: float = 40.0,
+        lock_wait: float = 10.0,
         retry_every: float = 2.0,
     ) -> None:
         self.instance_id = secrets.token_hex(6)
@@ -68,6 +69,10 @@ class RedisCoordinator:
         self.lease_ttl = lease_ttl
         self.watch_ttl = watch_ttl
         self.lock_ttl = lock_ttl
+        """How long a held lock lives in Redis: longer than any body it guards (a token call is
+        bounded by ``spotify.TOKEN_DEADLINE``, 20 s), so it never lapses while the body runs."""
+        self.lock_wait = lock_wait
+        """How long :meth:`lock` waits for another holder before raising CoordinationError."""
         self.retry_every = retry_every
         self._url = url
         self._redis = aioredis.Redis.from_url(
@@ -203,18 +208,33 @@ class RedisCoordinator:
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:
-        """A lock across instances (and within this one); degraded, only within this one."""
+        """A lock across instances (and within this one). The body never runs unheld.
+
+        Raises :class:`~nowplaying.coord.CoordinationError`, without running the body, when
+        another instance holds the lock for longer than ``lock_wait`` seconds, or when Redis is
+        unreachable (degraded). The token manager reads that as "refresh later": while Redis is
+        down, access tokens cached here or shared earlier keep serving, and one that has expired
+        is not refreshed until Redis answers again (a refresh two instances make at once could
+        present a rotated-away refresh token and lose the grant).
+        """
         async with self._local.lock(name):
             lock = self._redis.lock(
-                f"np:lock:{name}", timeout=self.lock_ttl, blocking_timeout=self.lock_ttl
+                f"np:lock:{name}", timeout=self.lock_ttl, blocking_timeout=self.lock_wait
             )
-            acquired = bool(await self._call(lock.acquire(), False))
+            acquired = await self._call(lock.acquire(), None)
+            if acquired is None:
+                raise CoordinationError(f"lock {name!r}: Redis is unreachable")
+            if not acquired:
+                raise CoordinationError(f"lock {name!r}: still held after {self.lock_wait:g}s")
             try:
                 yield
             finally:
-                if acquired:
-                    with contextlib.suppress(LockError, RedisError, OSError):
-                        await lock.release()
+                try:
+                    await lock.release()
+                except LockNotOwnedError:
+                    log.warning("lock %r outlived its %gs in Redis", name, self.lock_ttl)
+                except (LockError, RedisError, OSError):
+                    pass  # it expires on its own after lock_ttl
 
     async def get_token(self, account_id: str) -> str | None:
         value = await self._call(self._redis.get(f"np:token:{account_id}"), None)
