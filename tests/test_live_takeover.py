@@ -1,9 +1,9 @@
 """An instance taking over an account's polling continues the shared versions (real Redis).
 
 The versions are the SSE event ids that every instance, and ``Last-Event-ID``, compare: a new
-leader that started again at 1 would send ids going backwards, and an id it reused would make
-followers and reconnecting viewers skip a real change as "already seen" (found by the rolling
-restart test).
+leader that started a sequence of its own (at 1, as it once did, or from a clock behind the
+last leader's) would send ids going backwards, and an id it reused would make followers and
+reconnecting viewers skip a real change as "already seen" (found by the rolling restart test).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ async def _title(clock: FakeClock, queue: asyncio.Queue[Snapshot], title: str) -
 
 
 async def test_a_new_leader_continues_the_versions(flushed: str) -> None:
-    """Instance A polls three changes and stops; fresh instance B takes over: ids go on up."""
+    """Instance A polls three changes and stops; fresh instance B takes over: ids go on."""
     clock = FakeClock(start=time.time())  # Redis TTLs are real time: start the fake clock at now
     title = ["one"]
 
@@ -78,4 +78,4 @@ async def test_a_new_leader_continues_the_versions(flushed: str) -> None:
             assert b.counts["polls"] >= 1  # B leads now
     finally:
         await b.close()
-    assert new.version > old.version
+    assert new.version == old.version + 1  # the last leader's sequence, one change later

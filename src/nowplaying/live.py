@@ -357,7 +357,7 @@ class LiveHub:
             return True
         if not w.leader:
             # Taking over: start from the shared state, so versions (the SSE ids every instance
-            # and Last-Event-ID compare) go on from the last leader's instead of back to 1.
+            # and Last-Event-ID compare) go on from the last leader's, whatever our clock says.
             await self._follow(w)
         w.leader = True
         now = self._clock.now()
