@@ -422,3 +422,17 @@ async def _arrives(queue: asyncio.Queue[Snapshot], status: Status) -> Snapshot:
             snap = await queue.get()
             if snap.status is status:
                 return snap
+
+
+async def test_pubsub_channel_is_per_database(flushed: str) -> None:
+    """Two deployments on one Redis server (different databases) do not hear each other."""
+    other = flushed.rsplit("/", 1)[0] + "/14"
+    async with coordinators(flushed, 2) as (a, same), coordinators(other, 1) as (elsewhere,):
+        await asyncio.sleep(0.3)  # real pub/sub: let the subscriptions settle
+        await a.publish("acc", "state")
+        for _ in range(100):
+            if same.inbox:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.02)
+        assert same.inbox == [("acc", "state")]  # type: ignore[attr-defined]
+        assert elsewhere.inbox == []  # type: ignore[attr-defined]

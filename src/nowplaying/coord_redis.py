@@ -4,7 +4,7 @@ Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a 
 ``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
 ``pause`` and ``pause:reason`` (the app-wide rate-limit pause and Spotify's reason),
 ``token:{account}`` (the shared access token), ``lock:{name}``; and the pub/sub channel
-``np:events``.
+``np:events:{db}``.
 
 Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
 degraded — each instance polls for itself, publishes only locally — warns once, retries Redis at
@@ -30,6 +30,8 @@ from .coord import CoordinationError, Listener, LocalCoordinator
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHANNEL = "np:events"
+"""The pub/sub channel's prefix; the database number follows (``np:events:15``), since Redis
+pub/sub ignores databases and two deployments on one server must not hear each other."""
 
 _HOLD = """
 local v = redis.call('GET', KEYS[1])
@@ -78,6 +80,7 @@ class RedisCoordinator:
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
         )
+        self.channel = f"{CHANNEL}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
         self._local = LocalCoordinator()
         self._listener: Listener | None = None
         self._task: asyncio.Task[None] | None = None
@@ -140,7 +143,7 @@ class RedisCoordinator:
         async def both() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(f"np:state:{account_id}", payload, ex=86400)
-                pipe.publish(CHANNEL, message)
+                pipe.publish(self.channel, message)
                 await pipe.execute()
 
         await self._call(both(), None)
@@ -158,7 +161,7 @@ class RedisCoordinator:
             )
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(self.channel)
                     backoff = 0.5
                     while not self._closing:
                         message = await pubsub.get_message(timeout=1.0)
@@ -177,7 +180,7 @@ class RedisCoordinator:
             message = json.loads(str(data))
             account_id, sender, payload = message["a"], message["i"], message["p"]
         except (ValueError, KeyError, TypeError):
-            log.warning("ignored a malformed message on %s", CHANNEL)
+            log.warning("ignored a malformed message on %s", self.channel)
             return
         if sender != self.instance_id and self._listener is not None:
             self._listener(str(account_id), str(payload))
