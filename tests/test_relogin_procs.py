@@ -187,19 +187,27 @@ class LoginCommand:
             self.proc.kill()
 
 
-async def test_login_beside_the_server_is_handed_to_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tty", [False, True], ids=["no-terminal", "terminal"])
+async def test_login_beside_the_server_is_handed_to_it(tmp_path: Path, tty: bool) -> None:
     """Revoked; `nowplaying login` beside the server (port held): the redirect goes to the
-    server's /callback, the command sees the account connected, the server serves it live."""
+    server's /callback, the command sees the account connected, the server serves it live.
+    On a terminal the paste is offered too, and the command exits without a line typed."""
     async with running(tmp_path) as s:
         public_id = await login_and_publish(s)
         await s.live_again(public_id)
         await s.revoke(public_id)
 
-        cli = await LoginCommand.start(s)
+        master, slave = pty.openpty() if tty else (-1, subprocess.DEVNULL)
+        cli = await LoginCommand.start(s, stdin=slave)
+        if tty:
+            os.close(slave)
         try:
             url = (await cli.read_until(r"(http://127\.0\.0\.1:\d+/authorize\?\S+)")).group(1)
-            await cli.read_until(r"is in use")
-            assert "paste" not in cli.output  # no terminal: the hand-off only
+            await cli.read_until(r"is in use.*\n")
+            if tty:
+                await cli.read_until(r"paste the address")
+            else:
+                assert "paste" not in cli.output  # no terminal: the hand-off only
             redirect = await consent(s.http, url)
             target = redirect.headers["location"]
             assert target.startswith(f"{s.server_url}/callback?")
@@ -209,6 +217,9 @@ async def test_login_beside_the_server_is_handed_to_it(tmp_path: Path) -> None:
             assert await cli.finish() == 0, cli.output
         finally:
             cli.kill()
+            if tty:
+                os.close(master)
+        assert ("paste the address" in cli.output) is tty
         assert "Connected Demo Listener (demo)" in cli.output
         assert f"/p/{public_id}.svg" in cli.output  # the same link as before
         await s.live_again(public_id)
