@@ -68,6 +68,7 @@ from nowplaying.crypto import Signer, fingerprint
 from nowplaying.live import Status
 from nowplaying.spotify import pkce_challenge
 from nowplaying.tokens import AccountGone
+from nowplaying.web import create_app
 from nowplaying.web.security import host_name
 from tests.conftest import ORIGIN, SECRET_KEY, Env, make_settings, open_env
 from tests.helpers import connect, consent, fixture_json
@@ -720,3 +721,25 @@ async def test_every_redirect_is_relative_or_fixed(env: Env) -> None:
     assert [r.status_code for r in (login, callback, opened, logout)] == [302, 303, 302, 303]
     assert [urlsplit(loc).netloc for loc in locations] == ["sim.test", "", "open.spotify.com", ""]
     assert locations[1] == locations[3] == "/"
+
+
+async def test_demo_mode_serves_loopback_names_and_the_simulator_never_redirects_by_host(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Demo mode: 127.0.0.1 and localhost on any port are served; the mounted simulated Spotify
+    does not turn a trailing slash into a redirect built from Host either."""
+    settings = make_settings(
+        tmp_path, spotify_client_id="", spotify_redirect_uri="http://127.0.0.1:8000/callback"
+    )
+    app = create_app(settings, clock=clock)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client,
+    ):
+        for host in ("127.0.0.1:8000", "localhost:6666", "[::1]:8000"):
+            assert (await client.get("/", headers={"Host": host})).status_code == 200, host
+        assert (await client.get("/", headers={"Host": "evil.example"})).status_code == 400
+        slash = await client.get("/spotify-sim/authorize/", headers={"Host": "127.0.0.1:6666"})
+        assert slash.status_code == 404
+        assert "location" not in slash.headers

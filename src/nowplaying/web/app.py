@@ -118,6 +118,8 @@ def create_app(
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     if simulator is not None:
+        # The simulator is a Starlette app too: its trailing-slash redirect would copy Host's port.
+        simulator.app.router.redirect_slashes = False
         routes.append(Mount(SIM_PREFIX, app=simulator.app))
     middleware = [
         Middleware(RequestLimits),
