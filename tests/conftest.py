@@ -27,7 +27,7 @@ from nowplaying.web.state import Services
 from tests.helpers import connect
 
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
-hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.register_profile("dev", derandomize=False, print_blob=True)
 
 
 def hypothesis_profile(environ: Mapping[str, str] = os.environ) -> str:
