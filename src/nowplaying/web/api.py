@@ -99,8 +99,9 @@ async def sse_stream(
     """The event stream: the current state on connect, then every change, with heartbeats.
 
     Each event's id is the snapshot's version (per account, shared by every instance). A viewer
-    that reconnects with ``Last-Event-ID`` equal to the current version already has it and gets
-    only later changes; any other id (older, unknown, junk) gets the current state at once.
+    that reconnects with ``Last-Event-ID`` equal to the current version (or a little ahead of
+    it: another instance was quicker, see :data:`AHEAD`) already has it and gets only later
+    changes; any other id (older, unknown, junk) gets the current state at once.
     When the server drains (``hub.draining``), the stream ends with a ``retry:`` drawn from
     :data:`RECONNECT_MS`, so a thousand viewers do not all come back in the same instant.
     A heartbeat comment follows ``heartbeat`` seconds of silence, timed by ``sleep`` (the
@@ -132,7 +133,7 @@ async def sse_stream(
                     return
                 if get.done():
                     snap, get = get.result(), None
-                    if str(snap.version) == sent:
+                    if _has(sent, snap.version):
                         continue  # the viewer has this one (a reconnect, or a repeat)
                     sent = str(snap.version)
                     _cancel(quiet)
@@ -145,6 +146,19 @@ async def sse_stream(
         hub.counts["sse_open"] -= 1
         for pending in (drained, get, quiet):
             _cancel(pending)
+
+
+AHEAD = 1000
+"""A ``Last-Event-ID`` up to this many versions ahead of this instance's state came from a
+quicker instance (pub/sub has not brought the change here yet): the viewer has it already."""
+
+
+def _has(seen: str | None, version: int) -> bool:
+    """Whether a viewer whose last event id is ``seen`` already has ``version``: the same one,
+    or a slightly later one another instance sent it (never an id from far away or junk)."""
+    if seen is None or not (seen.isascii() and seen.isdigit()):
+        return False
+    return 0 <= int(seen) - version <= AHEAD
 
 
 async def _wall_sleep(seconds: float) -> None:
