@@ -40,6 +40,8 @@ class Drop:
     """``eof`` (the server ended the response) or the transport error's name."""
     attempts: int = 1
     """Reconnections it took (more than one: some failed before a stream opened)."""
+    failures: list[tuple[float, str]] = field(default_factory=list)
+    """When and how each failed reconnection failed."""
     reopened_at: float | None = None
     """When the next stream answered 200 (the source's ``open`` event)."""
     first_event_at: float | None = None
@@ -71,6 +73,7 @@ class EventSource:
                 self.drops.append(Drop(time.monotonic(), how))
             else:  # a reconnection that failed: the same outage goes on
                 self.drops[-1].attempts += 1
+                self.drops[-1].failures.append((time.monotonic(), how))
             await asyncio.sleep(self.retry_ms / 1000)
 
     async def _connect(self) -> str | None:
