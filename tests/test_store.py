@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
+import aiosqlite
+import asyncpg
 import pytest
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.store import (
+    QUOTA_EXCEEDED,
     Account,
     AccountStatus,
     LoginState,
+    Pause,
     PostgresStore,
     Session,
     SQLiteStore,
@@ -21,9 +27,11 @@ from nowplaying.store import (
     StoreError,
     open_store,
 )
+from nowplaying.store import sqlite as sqlite_module
 from tests.services import POSTGRES_URL, postgres_schema
 
 KEY = "store-test-key-" * 3
+OLD_KEY = "old-store-key-" * 3
 
 
 @pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
@@ -215,3 +223,393 @@ async def test_postgres_down_is_a_store_error() -> None:
     with pytest.raises(StoreError) as info:
         await s.open()
     assert "pw-secret" not in str(info.value)
+
+
+# -- reopening one database (a restart, a key rotation) ------------------------------------------
+
+Reopen = Callable[[TokenCipher], Awaitable[Store]]
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Reopen]:
+    """Opens the same database again, with the cipher given; closes whatever it opened."""
+    opened: list[Store] = []
+
+    def opener(make: Callable[[TokenCipher], Store]) -> Reopen:
+        async def go(cipher: TokenCipher) -> Store:
+            s = make(cipher)
+            await s.open()
+            opened.append(s)
+            return s
+
+        return go
+
+    try:
+        if request.param == "postgres":
+            async for schema in postgres_schema():
+                yield opener(functools.partial(_postgres, schema))
+                for s in opened:
+                    await s.close()
+            return
+        yield opener(lambda c: SQLiteStore(tmp_path / "np.sqlite3", cipher=c))
+    finally:
+        for s in opened:
+            await s.close()
+
+
+def _postgres(schema: str, cipher: TokenCipher) -> Store:
+    return PostgresStore(POSTGRES_URL, cipher=cipher, schema=schema)
+
+
+# -- the durable app-wide pause ------------------------------------------------------------------
+
+
+async def test_pause_round_trip(store: Store) -> None:
+    """No pause at first; a stored pause comes back, and a new one replaces it."""
+    assert await store.get_pause() is None
+    await store.set_pause(Pause(until=1_000.5))
+    assert await store.get_pause() == Pause(until=1_000.5, reason="rate_limit")
+    await store.set_pause(Pause(until=21_000.0, reason=QUOTA_EXCEEDED))
+    got = await store.get_pause()
+    assert got == Pause(until=21_000.0, reason=QUOTA_EXCEEDED) and got.quota
+
+
+async def test_pause_survives_a_restart(reopen: Reopen) -> None:
+    """The pause is read back by the next process to open the database."""
+    first = await reopen(TokenCipher(KEY))
+    await first.set_pause(Pause(until=1e9 + 0.25, reason=QUOTA_EXCEEDED))
+    await first.close()
+    second = await reopen(TokenCipher(KEY))
+    assert await second.get_pause() == Pause(until=1e9 + 0.25, reason=QUOTA_EXCEEDED)
+
+
+async def test_damaged_pause_reads_as_none(tmp_path: Path) -> None:
+    """A pause row nobody can read is no pause, not a crash."""
+    path = tmp_path / "np.sqlite3"
+    s = SQLiteStore(path, cipher=TokenCipher(KEY))
+    await s.open()
+    await s.close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO app_state VALUES ('pause', '{\"until\": \"soon\"}')")
+    db.close()
+    await s.open()
+    try:
+        assert await s.get_pause() is None
+    finally:
+        await s.close()
+
+
+# -- accounts sealed with a key that is not configured ------------------------------------------
+
+
+async def test_unknown_key_reads_as_reconnect_required(reopen: Reopen) -> None:
+    """Sealed with the old key, opened with a new one only: every read says reconnect, none
+    raises; adding the old key back restores the account with its token."""
+    old = await reopen(TokenCipher(OLD_KEY))
+    await old.put_account(account(public_id="pub-1", show_last_played=True))
+    await old.put_account(account("bob", token="refresh-bob"))
+    await old.close()
+
+    new_only = await reopen(TokenCipher(KEY))
+    got = await new_only.get_account("alice")
+    assert got is not None
+    assert got.key_missing and got.reconnect_reason == "unknown_key"
+    assert got.status is AccountStatus.RECONNECT_REQUIRED and got.refresh_token == ""
+    assert got.public_id == "pub-1" and got.show_last_played
+    assert await new_only.get_account_by_public_id("pub-1") == got
+    listed = await new_only.list_accounts()
+    assert [a.id for a in listed] == ["alice", "bob"] and all(a.key_missing for a in listed)
+    assert await new_only.reseal_all() == 0
+    # Writing a key_missing account back keeps its sealed token and stored status.
+    await new_only.put_account(listed[1])
+    await new_only.set_show_last_played("alice", False)
+    await new_only.close()
+
+    with_old = await reopen(TokenCipher(KEY, [OLD_KEY]))
+    assert await with_old.get_account("alice") == account(public_id="pub-1")
+    assert await with_old.get_account("bob") == account("bob", token="refresh-bob")
+
+
+async def test_reseal_skips_unknown_keys_and_moves_the_rest(reopen: Reopen) -> None:
+    """reseal_all re-seals what a configured key opens and leaves the other rows intact."""
+    third = "third-store-key-" * 3
+    s = await reopen(TokenCipher(OLD_KEY))
+    await s.put_account(account())
+    await s.close()
+    s = await reopen(TokenCipher(third))
+    await s.put_account(account("bob", token="refresh-bob"))
+    await s.close()
+
+    s = await reopen(TokenCipher(KEY, [OLD_KEY]))
+    assert await s.reseal_all() == 1
+    assert [a.key_missing for a in await s.list_accounts()] == [False, True]
+    await s.close()
+    s = await reopen(TokenCipher(KEY, [third]))
+    assert await s.get_account("alice") == account()
+    assert await s.get_account("bob") == account("bob", token="refresh-bob")
+
+
+async def test_empty_refresh_token_is_refused(store: Store) -> None:
+    """No path stores an empty refresh token over a real one."""
+    await store.put_account(account())
+    with pytest.raises(ValueError, match="empty refresh token"):
+        await store.set_refresh_token("alice", "")
+    got = await store.get_account("alice")
+    assert got is not None and got.refresh_token == "refresh-1"
+
+
+class RotatingSQLite(SQLiteStore):
+    """Rotates alice's token between reseal_all's read and its write (another refresh)."""
+
+    async def _fetch(self, sql: str, *args: object) -> list[Any]:
+        found = await super()._fetch(sql, *args)
+        if "refresh_token FROM accounts" in sql:
+            await self.set_refresh_token("alice", "rotated-meanwhile")
+        return found
+
+
+class RotatingPostgres(PostgresStore):
+    """The same race on PostgreSQL."""
+
+    async def _fetch(self, sql: str, *args: object) -> list[Any]:
+        found = await super()._fetch(sql, *args)
+        if "refresh_token FROM accounts" in sql:
+            await self.set_refresh_token("alice", "rotated-meanwhile")
+        return found
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_reseal_never_overwrites_a_rotated_token(backend: str, tmp_path: Path) -> None:
+    """A token rotated while reseal_all runs is kept, not replaced by the one it read."""
+    path = tmp_path / "np.sqlite3"
+    async for schema in postgres_schema() if backend == "postgres" else _no_schema():
+        plain: Store
+        racing: Store
+        if backend == "postgres":
+            plain = PostgresStore(POSTGRES_URL, cipher=TokenCipher(OLD_KEY), schema=schema)
+            racing = RotatingPostgres(
+                POSTGRES_URL, cipher=TokenCipher(KEY, [OLD_KEY]), schema=schema
+            )
+        else:
+            plain = SQLiteStore(path, cipher=TokenCipher(OLD_KEY))
+            racing = RotatingSQLite(path, cipher=TokenCipher(KEY, [OLD_KEY]))
+        await plain.open()
+        await plain.put_account(account())
+        await plain.close()
+        await racing.open()
+        try:
+            assert await racing.reseal_all() == 0
+            got = await racing.get_account("alice")
+            assert got is not None and got.refresh_token == "rotated-meanwhile"
+        finally:
+            await racing.close()
+
+
+async def _no_schema() -> AsyncIterator[str]:
+    yield ""
+
+
+# -- every failure is a StoreError ---------------------------------------------------------------
+
+CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
+    "get_account": lambda s: s.get_account("alice"),
+    "get_account_by_public_id": lambda s: s.get_account_by_public_id("pub-1"),
+    "list_accounts": lambda s: s.list_accounts(),
+    "put_account": lambda s: s.put_account(account(display_name="Alice C")),
+    "set_refresh_token": lambda s: s.set_refresh_token("alice", "refresh-9"),
+    "set_status": lambda s: s.set_status("alice", AccountStatus.RECONNECT_REQUIRED),
+    "set_public_id": lambda s: s.set_public_id("alice", "pub-2"),
+    "set_show_last_played": lambda s: s.set_show_last_played("alice", True),
+    "delete_account": lambda s: s.delete_account("alice"),
+    "put_session": lambda s: s.put_session(Session("s2", "alice", 2.0, 2.0)),
+    "get_session": lambda s: s.get_session("s1"),
+    "touch_session": lambda s: s.touch_session("s1", 9.0),
+    "delete_session": lambda s: s.delete_session("s1"),
+    "delete_sessions_of": lambda s: s.delete_sessions_of("alice"),
+    "put_login": lambda s: s.put_login(LoginState("st2", "v", "b", 5.0)),
+    "take_login": lambda s: s.take_login("st"),
+    "purge_logins": lambda s: s.purge_logins(older_than=100.0),
+    "get_pause": lambda s: s.get_pause(),
+    "set_pause": lambda s: s.set_pause(Pause(until=5.0)),
+    "reseal_all": lambda s: s.reseal_all(),
+}
+READS = {"get_account", "get_account_by_public_id", "list_accounts", "get_session", "get_pause"}
+WRITES = sorted(set(CALLS) - READS - {"reseal_all"})  # reseal_all writes only stale rows
+
+
+def test_calls_cover_the_protocol() -> None:
+    """The failure contract below exercises every method of the Store protocol."""
+    methods = {n for n in vars(Store) if not n.startswith("_")} - {"open", "close"}
+    assert methods == set(CALLS)
+
+
+async def fill(store: Store) -> None:
+    await store.put_account(account(public_id="pub-1"))
+    await store.put_session(Session("s1", "alice", 1.0, 1.0))
+    await store.put_login(LoginState("st", "v", "b", 1.0))
+    await store.set_pause(Pause(until=1.0))
+
+
+async def _drop_postgres_schema(store: Store) -> None:
+    assert isinstance(store, PostgresStore)
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(f"DROP SCHEMA {store.schema} CASCADE")
+    finally:
+        await conn.close()
+
+
+async def _drop_sqlite_tables(store: Store) -> None:
+    assert isinstance(store, SQLiteStore)
+    with sqlite3.connect(store.path) as db:
+        db.executescript(
+            "PRAGMA foreign_keys = OFF;"
+            " DROP TABLE sessions; DROP TABLE logins; DROP TABLE accounts; DROP TABLE app_state;"
+        )
+    db.close()
+
+
+async def _close_under_it(store: Store) -> None:
+    if isinstance(store, PostgresStore):
+        store._pool.terminate()
+    else:
+        assert isinstance(store, SQLiteStore) and store._db is not None
+        await store._db.close()
+
+
+BREAKERS: dict[str, Callable[[Store], Awaitable[None]]] = {
+    "connection-closed-under-it": _close_under_it,
+    "tables-gone": _drop_sqlite_tables,
+    "schema-dropped": _drop_postgres_schema,
+}
+
+
+@pytest.mark.parametrize(
+    ("store", "breaker"),
+    [
+        ("sqlite-file", "connection-closed-under-it"),
+        ("sqlite-file", "tables-gone"),
+        ("sqlite-memory", "connection-closed-under-it"),
+        ("postgres", "connection-closed-under-it"),
+        ("postgres", "schema-dropped"),
+    ],
+    indirect=["store"],
+)
+async def test_a_failing_backend_raises_store_error_everywhere(store: Store, breaker: str) -> None:
+    """Once the database fails, every public method raises StoreError (the web layer's 503),
+    never a driver error."""
+    await fill(store)
+    await BREAKERS[breaker](store)
+    failed = []
+    for name, call in CALLS.items():
+        with pytest.raises(StoreError):
+            await call(store)
+        failed.append(name)
+    assert failed == list(CALLS)
+
+
+async def test_read_only_sqlite_fails_writes_as_store_errors(tmp_path: Path) -> None:
+    """A database that refuses writes fails each write with StoreError; reads go on."""
+    s = SQLiteStore(tmp_path / "np.sqlite3", cipher=TokenCipher(KEY))
+    await s.open()
+    try:
+        await fill(s)
+        assert s._db is not None
+        await s._db.execute("PRAGMA query_only = ON")
+        for name in WRITES:
+            with pytest.raises(StoreError, match="readonly"):
+                await CALLS[name](s)
+        for name in sorted(READS):
+            await CALLS[name](s)
+        assert await s.get_account("alice") == account(public_id="pub-1")
+    finally:
+        await s.close()
+
+
+async def test_locked_sqlite_fails_writes_as_store_errors(tmp_path: Path) -> None:
+    """Another process holding the write lock past the busy timeout: StoreError, not
+    sqlite3.OperationalError; opening under the lock fails the same way."""
+    path = tmp_path / "np.sqlite3"
+    s = SQLiteStore(path, cipher=TokenCipher(KEY), busy_timeout=0)
+    await s.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await fill(s)
+        other.execute("BEGIN EXCLUSIVE")
+        for name in WRITES:
+            with pytest.raises(StoreError, match="locked"):
+                await CALLS[name](s)
+        late = SQLiteStore(path, cipher=TokenCipher(KEY), busy_timeout=0)
+        with pytest.raises(StoreError, match="locked"):
+            await late.open()
+        other.execute("ROLLBACK")
+        await s.put_account(account(token="after-the-lock"))
+        got = await s.get_account("alice")
+        assert got is not None and got.refresh_token == "after-the-lock"
+    finally:
+        other.close()
+        await s.close()
+
+
+async def test_full_sqlite_fails_as_store_error(tmp_path: Path) -> None:
+    """A full disk (SQLITE_FULL) is a StoreError, and the row before it stays readable."""
+    s = SQLiteStore(tmp_path / "np.sqlite3", cipher=TokenCipher(KEY))
+    await s.open()
+    try:
+        await fill(s)
+        assert s._db is not None
+        async with s._db.execute("PRAGMA page_count") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        await s._db.execute(f"PRAGMA max_page_count = {row[0]}")
+        with pytest.raises(StoreError, match="full"):
+            await s.put_account(account("bob", display_name="B" * 200_000))
+        assert await s.get_account("alice") == account(public_id="pub-1")
+    finally:
+        await s.close()
+
+
+async def test_sqlite_in_an_unmakeable_directory_is_a_store_error(tmp_path: Path) -> None:
+    """A database path under a regular file cannot be created: StoreError on open."""
+    (tmp_path / "file").write_text("x")
+    s = SQLiteStore(tmp_path / "file" / "np.sqlite3", cipher=TokenCipher(KEY))
+    with pytest.raises(StoreError, match="cannot open"):
+        await s.open()
+
+
+async def test_two_processes_migrate_a_new_file_once(tmp_path: Path) -> None:
+    """Two stores opening one new file together both succeed, and the schema is made once."""
+    path = tmp_path / "np.sqlite3"
+    a = SQLiteStore(path, cipher=TokenCipher(KEY))
+    b = SQLiteStore(path, cipher=TokenCipher(KEY))
+    try:
+        await asyncio.gather(a.open(), b.open())
+        await a.put_account(account())
+        assert await b.get_account("alice") == account()
+    finally:
+        await a.close()
+        await b.close()
+
+
+class BusyOnce:
+    """A connection whose first journal-mode switch loses a race ("locked")."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    async def execute(self, sql: str) -> None:
+        self.statements.append(sql)
+        if len(self.statements) == 1:
+            raise sqlite3.OperationalError("database is locked")
+
+
+async def test_wal_switch_waits_for_the_lock_and_retries() -> None:
+    """Losing the WAL switch to another process waits on the write lock and tries again."""
+    db = BusyOnce()
+    await sqlite_module._use_wal(cast("aiosqlite.Connection", db))
+    assert db.statements == [
+        "PRAGMA journal_mode = WAL",
+        "BEGIN IMMEDIATE",
+        "ROLLBACK",
+        "PRAGMA journal_mode = WAL",
+    ]

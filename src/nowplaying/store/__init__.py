@@ -2,7 +2,16 @@
 
 from nowplaying.crypto import TokenCipher
 
-from .base import QUOTA_EXCEEDED, Account, AccountStatus, LoginState, Pause, Session, Store, StoreError
+from .base import (
+    QUOTA_EXCEEDED,
+    Account,
+    AccountStatus,
+    LoginState,
+    Pause,
+    Session,
+    Store,
+    StoreError,
+)
 from .postgres import PostgresStore
 from .sqlite import SQLiteStore
 

@@ -6,6 +6,7 @@ nothing above the store handles ciphertext.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -89,6 +90,29 @@ class Pause:
 QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
+def pause_to_json(pause: Pause) -> str:
+    """The stored form of the app-wide pause (every backend keeps this text)."""
+    return json.dumps({"until": pause.until, "reason": pause.reason})
+
+
+def pause_from_json(value: str) -> Pause | None:
+    """The pause :func:`pause_to_json` stored; None for anything unreadable (a pause is
+    advisory: a damaged row must not stop the app)."""
+    try:
+        data = json.loads(value)
+        return Pause(until=float(data["until"]), reason=str(data["reason"]))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def newer_schema_message(found: int, known: int) -> str:
+    """Why a database made by a later nowplaying is refused (and left unchanged)."""
+    return (
+        f"database schema version {found} is newer than this nowplaying (knows {known});"
+        " upgrade nowplaying or use a backup"
+    )
+
+
 class Store(Protocol):
     """What the app needs from persistence. Every backend passes ``tests/test_store.py``."""
 
@@ -127,5 +151,8 @@ class Store(Protocol):
         ...
 
     async def reseal_all(self) -> int:
-        """Re-encrypt refresh tokens not sealed with the current key; returns how many."""
+        """Re-encrypt refresh tokens not sealed with the current key; returns how many.
+
+        Rows that no configured key opens are skipped (``list_accounts`` shows them as
+        ``key_missing``); a token rotated meanwhile is never replaced by the one read."""
         ...

@@ -1,9 +1,9 @@
 """PostgreSQL store (``NOWPLAYING_DATABASE_URL=postgresql://...``) for several instances.
 
 A connection pool (asyncpg); versioned migrations applied on open under an advisory lock, so
-instances starting together migrate once. Every database failure surfaces as
-:class:`~nowplaying.store.base.StoreError` (the web layer answers 503), never a half-written row:
-each write is one statement.
+instances starting together migrate once; a schema newer than this code is refused, unchanged.
+Every database failure surfaces as :class:`~nowplaying.store.base.StoreError` (the web layer
+answers 503), never a half-written row: each write is one statement.
 """
 
 from __future__ import annotations
@@ -13,14 +13,27 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from nowplaying.crypto import TokenCipher
+from nowplaying.crypto import CryptoError, TokenCipher
 
-from .base import Account, AccountStatus, LoginState, Session, StoreError
+from .base import (
+    Account,
+    AccountStatus,
+    LoginState,
+    Pause,
+    Session,
+    StoreError,
+    newer_schema_message,
+    pause_from_json,
+    pause_to_json,
+)
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_331_001  # pg_advisory_lock key for schema migrations
 
+#: Schema versions, in order (the same as SQLite's, in PostgreSQL's dialect); the
+#: ``schema_migrations`` table records which are applied.
 MIGRATIONS: tuple[str, ...] = (
+    # 1 (0.1.0): accounts, sessions, pending logins.
     """
     CREATE TABLE accounts (
         id TEXT PRIMARY KEY,
@@ -47,12 +60,26 @@ MIGRATIONS: tuple[str, ...] = (
         scopes TEXT NOT NULL
     );
     """,
+    # 2: app-wide state that must survive a restart (the pause Spotify imposed), as JSON.
+    """
+    CREATE TABLE app_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 _COLUMNS = (
     "id, display_name, refresh_token, scopes, consented_at, status, public_id, show_last_played"
 )
-_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+_PAUSE = "pause"
 
 
 class PostgresStore:
@@ -67,7 +94,7 @@ class PostgresStore:
     async def open(self) -> None:
         settings = {"search_path": self.schema} if self.schema else {}
         try:
-            self._pool = await asyncpg.create_pool(
+            pool = await asyncpg.create_pool(
                 self.url,
                 min_size=1,
                 max_size=10,
@@ -75,25 +102,21 @@ class PostgresStore:
                 server_settings=settings,
                 command_timeout=5,
             )
-            async with self._pool.acquire() as conn:
-                await conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
-                try:
-                    await self._migrate(conn)
-                finally:
-                    await conn.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
         except _ERRORS as e:
             raise StoreError(f"cannot open PostgreSQL database ({type(e).__name__})") from e
-
-    async def _migrate(self, conn: Any) -> None:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-        )
-        version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            async with conn.transaction():
-                await conn.execute(script)
-                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+                try:
+                    await _migrate(conn)
+                finally:
+                    await conn.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+        except (*_ERRORS, StoreError) as e:
+            pool.terminate()
+            if isinstance(e, StoreError):
+                raise
+            raise StoreError(f"cannot open PostgreSQL database ({type(e).__name__})") from e
+        self._pool = pool
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -130,16 +153,26 @@ class PostgresStore:
     # -- accounts ------------------------------------------------------------------------------
 
     def _account(self, row: Any) -> Account:
-        return Account(
-            id=row["id"],
-            display_name=row["display_name"],
-            refresh_token=self._cipher.open(row["refresh_token"], context=row["id"]),
-            scopes=frozenset(str(row["scopes"]).split()),
-            consented_at=float(row["consented_at"]),
-            status=AccountStatus(row["status"]),
-            public_id=row["public_id"],
-            show_last_played=bool(row["show_last_played"]),
-        )
+        common: dict[str, Any] = {
+            "id": row["id"],
+            "display_name": row["display_name"],
+            "scopes": frozenset(str(row["scopes"]).split()),
+            "consented_at": float(row["consented_at"]),
+            "public_id": row["public_id"],
+            "show_last_played": bool(row["show_last_played"]),
+        }
+        try:
+            token = self._cipher.open(row["refresh_token"], context=row["id"])
+        except CryptoError:
+            # Sealed with a key that is not configured: readable, never usable; the row stays
+            # as it is, so configuring the old key again brings the account back.
+            return Account(
+                **common,
+                refresh_token="",
+                status=AccountStatus.RECONNECT_REQUIRED,
+                key_missing=True,
+            )
+        return Account(**common, refresh_token=token, status=AccountStatus(row["status"]))
 
     async def get_account(self, account_id: str) -> Account | None:
         row = await self._fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE id = $1", account_id)  # noqa: S608
@@ -157,6 +190,19 @@ class PostgresStore:
         return [self._account(r) for r in rows]
 
     async def put_account(self, account: Account) -> None:
+        if account.key_missing:
+            # Its token and status are placeholders: keep the stored (sealed) ones.
+            await self._execute(
+                """UPDATE accounts SET display_name = $1, scopes = $2, consented_at = $3,
+                       public_id = $4, show_last_played = $5 WHERE id = $6""",
+                account.display_name,
+                " ".join(sorted(account.scopes)),
+                account.consented_at,
+                account.public_id,
+                account.show_last_played,
+                account.id,
+            )
+            return
         await self._execute(
             """INSERT INTO accounts (id, display_name, refresh_token, scopes, consented_at, status,
                    public_id, show_last_played)
@@ -176,6 +222,8 @@ class PostgresStore:
         )
 
     async def set_refresh_token(self, account_id: str, refresh_token: str) -> None:
+        if not refresh_token:
+            raise ValueError("refusing to store an empty refresh token")
         sealed = self._cipher.seal(refresh_token, context=account_id)
         await self._execute(
             "UPDATE accounts SET refresh_token = $1 WHERE id = $2", sealed, account_id
@@ -200,12 +248,28 @@ class PostgresStore:
         await self._execute("DELETE FROM accounts WHERE id = $1", account_id)
 
     async def reseal_all(self) -> int:
+        """Re-encrypt every refresh token not sealed with the current key; how many changed.
+
+        Rows no configured key opens are left as they are (``list_accounts`` shows them as
+        ``key_missing``). Each row is replaced only if it still holds what was read, so a token
+        rotated meanwhile (by this instance or another) is never overwritten with the old one.
+        """
         changed = 0
         for row in await self._fetch("SELECT id, refresh_token FROM accounts"):
-            if not self._cipher.is_current(row["refresh_token"]):
-                plain = self._cipher.open(row["refresh_token"], context=row["id"])
-                await self.set_refresh_token(row["id"], plain)
-                changed += 1
+            sealed = row["refresh_token"]
+            if self._cipher.is_current(sealed):
+                continue
+            try:
+                plain = self._cipher.open(sealed, context=row["id"])
+            except CryptoError:
+                continue
+            status = await self._execute(
+                "UPDATE accounts SET refresh_token = $1 WHERE id = $2 AND refresh_token = $3",
+                self._cipher.seal(plain, context=row["id"]),
+                row["id"],
+                sealed,
+            )
+            changed += _rowcount(status)
         return changed
 
     # -- sessions ------------------------------------------------------------------------------
@@ -269,4 +333,39 @@ class PostgresStore:
 
     async def purge_logins(self, older_than: float) -> int:
         status = await self._execute("DELETE FROM logins WHERE created_at < $1", older_than)
-        return int(status.rsplit(" ", 1)[-1])
+        return _rowcount(status)
+
+    # -- app-wide state ------------------------------------------------------------------------
+
+    async def get_pause(self) -> Pause | None:
+        row = await self._fetchrow("SELECT value FROM app_state WHERE key = $1", _PAUSE)
+        return pause_from_json(str(row["value"])) if row else None
+
+    async def set_pause(self, pause: Pause) -> None:
+        await self._execute(
+            "INSERT INTO app_state (key, value) VALUES ($1, $2)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            _PAUSE,
+            pause_to_json(pause),
+        )
+
+
+async def _migrate(conn: Any) -> None:
+    """Apply the migrations the schema lacks (the caller holds the advisory lock); refuse a
+    schema newer than this code, changing nothing."""
+    await conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+        " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+    )
+    version = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+    if version > len(MIGRATIONS):
+        raise StoreError(newer_schema_message(version, len(MIGRATIONS)))
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        async with conn.transaction():
+            await conn.execute(script)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+
+
+def _rowcount(status: str) -> int:
+    """How many rows a command changed, from its status (``"UPDATE 1"``, ``"DELETE 3"``)."""
+    return int(status.rsplit(" ", 1)[-1])
