@@ -6,7 +6,8 @@ key rotation, re-login and the quota lockout on three instances; ``make soak-lif
 One simulated Spotify (8 users, rotating refresh tokens) and one server process (SQLite, 2 s
 polls). Eight accounts sign in over HTTP, four publish a share link. Then:
 
-1. the hour-long 429 phase (:mod:`soak.quota`), which ends with a server restart;
+1. the hour-long 429 phase (:mod:`soak.quota`): the pause must survive a server restart; then
+   the soak ends it in the store (as an operator would once Spotify lifted it) and restarts;
 2. 200 SSE viewers and 100 polling viewers watch while :mod:`soak.chaos` injects faults for
    ``--seconds`` and revokes two accounts;
 3. faults are cleared, and the system gets up to 20 s to settle;
@@ -32,7 +33,7 @@ from pathlib import Path
 import httpx
 from tests.live_server import free_port
 
-from . import procs
+from . import checks, procs
 from .chaos import Chaos
 from .checks import scan_log, settle, stored_tokens, try_refresh
 from .quota import quota_pause
@@ -115,8 +116,17 @@ async def run_soak(run: Run, tmp: Path, rng: random.Random) -> None:
                 run.restarts += 1
                 await procs.wait_up(http, server, f"{base}/healthz")
 
-            run.quota = await quota_pause(http, base, sim_url, cookies, restart)
-            phase("hour-long 429, server restart")
+            async def end_pause() -> None:
+                server.stop()
+                await checks.end_stored_pause(db)
+                server.start()
+                run.restarts += 1
+                await procs.wait_up(http, server, f"{base}/healthz")
+
+            run.quota = await quota_pause(
+                http, base, sim_url, cookies, restart=restart, end_pause=end_pause
+            )
+            phase("hour-long 429: survives a server restart; then ended in the store")
 
             await http.post(f"{sim_url}/_control/calls/reset")
             stop = asyncio.Event()

@@ -84,6 +84,8 @@ class EventSourceViewer:
     regressions: int = 0
     """Events whose numeric id was lower than the Last-Event-ID the viewer sent."""
     last_event_ids_sent: int = 0
+    waits: list[tuple[float, float]] = field(default_factory=list)
+    """(when asked, seconds until the answer's headers) for every connect."""
 
     @property
     def last(self) -> dict[str, Any] | None:
@@ -113,6 +115,7 @@ class EventSourceViewer:
                     "GET", base + self.path, headers=headers, timeout=timeout
                 ) as r:
                     self.connects += 1
+                    self.waits.append((stream.started, time.monotonic() - stream.started))
                     if r.status_code == 200:
                         self._reconnected()
                         async for line in r.aiter_lines():
@@ -126,7 +129,9 @@ class EventSourceViewer:
             except httpx.HTTPError as e:
                 stream.clean = False
                 if stream.connection == self.connects:  # never connected: a viewer sees this
-                    self.problems.append(Problem(time.monotonic(), type(e).__name__))
+                    took = time.monotonic() - stream.started
+                    what = f"{type(e).__name__} connecting ({took:.1f} s)"
+                    self.problems.append(Problem(time.monotonic(), what))
             if stop.is_set():
                 return
             if stream.got_event:
@@ -138,8 +143,13 @@ class EventSourceViewer:
         """A stream is open again. If what the viewer shows is live, it is back: the server
         sends nothing when the Last-Event-ID is already its current state."""
         last = self.drops[-1] if self.drops else None
-        if last is not None and last.back_at is None and self.last and is_live(self.last):
-            last.back_at = last.first_at = time.monotonic()
+        if last is None:
+            return
+        now = time.monotonic()
+        if last.first_at is None:
+            last.first_at = now
+        if last.back_at is None and self.last and is_live(self.last):
+            last.back_at = now
 
     def _line(self, stream: _Stream, line: str) -> None:
         """One line of the event stream, parsed as ``EventSource`` does."""
@@ -196,9 +206,10 @@ class _Stream:
     got_event: bool = False
     hint_at_end: bool = False
     clean: bool = True
+    started: float = 0.0
 
     def begin(self, connection: int, sent_id: str | None) -> None:
-        self.connection, self.sent_id = connection, sent_id
+        self.connection, self.sent_id, self.started = connection, sent_id, time.monotonic()
         self.block, self.got_event, self.hint_at_end, self.clean = {}, False, False, True
 
 

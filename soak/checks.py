@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from nowplaying.crypto import TokenCipher
+from nowplaying.store import Pause
 from nowplaying.store.sqlite import SQLiteStore
 
 from .procs import CLIENT_ID, CLIENT_SECRET, SECRET_KEY
@@ -115,6 +116,22 @@ async def stored_tokens(db: Path) -> dict[str, Stored]:
     await store.open()
     try:
         return {a.id: Stored(str(a.status), a.refresh_token) for a in await store.list_accounts()}
+    finally:
+        await store.close()
+
+
+async def end_stored_pause(db: Path) -> None:
+    """End the stored app-wide pause (server stopped): replace it with one that has passed.
+
+    What an operator does once Spotify has lifted a quota lockout early; the soak cannot wait
+    the hour out. It goes through the store, so it is the pause the server restores at start.
+    """
+    store = SQLiteStore(db, cipher=TokenCipher(SECRET_KEY))
+    await store.open()
+    try:
+        stored = await store.get_pause()
+        if stored is not None:
+            await store.set_pause(Pause(0.0, stored.reason))
     finally:
         await store.close()
 

@@ -65,6 +65,10 @@ class Roll:
     slowest: float | None
     not_back: int
     in_lockout: bool
+    slowest_answer: float
+    """The longest wait for a (re)connect's response headers in the restart's window."""
+    loop_lag: float
+    """How late the soak's own event loop ran at worst in that window."""
 
 
 def rolls(life: Life) -> list[Roll]:
@@ -79,7 +83,19 @@ def rolls(life: Life) -> list[Roll]:
             (d.first_at if locked else d.back_at) for d in mine
         ]  # during the lockout every event is (rightly) stale: back means any event
         back = [g - d.at for g, d in zip(gaps, mine, strict=True) if g is not None]
-        out.append(Roll(r, mine, max(back, default=None), len(mine) - len(back), locked))
+        waits = [w for v in life.viewers for at, w in v.waits if r.sigterm_at <= at < end]
+        lag = [late for at, late in life.loop_lag if r.sigterm_at <= at < end]
+        out.append(
+            Roll(
+                r,
+                mine,
+                max(back, default=None),
+                len(mine) - len(back),
+                locked,
+                max(waits, default=0.0),
+                max(lag, default=0.0),
+            )
+        )
     return out
 
 
@@ -335,10 +351,13 @@ def _rolls_table(life: Life) -> str:
                 f"{retries[0]}-{retries[-1]}" if retries else "—",
                 f"{r.slowest:.1f}" if r.slowest is not None else "—",
                 r.not_back,
+                f"{r.slowest_answer:.1f}",
+                f"{r.loop_lag:.1f}",
             )
         )
     headers = ["#", "restart", "instance", "SIGTERM → exit, s", "exit status", "streams ended"]
     more = ["ended cleanly", "retry hints, ms", "slowest back, s", "not back"]
+    more += ["slowest reconnect answer, s", "soak loop late by, s"]
     return table([*headers, *more], rows)
 
 
