@@ -613,3 +613,11 @@ async def test_wal_switch_waits_for_the_lock_and_retries() -> None:
         "ROLLBACK",
         "PRAGMA journal_mode = WAL",
     ]
+
+
+def test_reconnect_reason_names_the_cause() -> None:
+    """An active account needs nothing; a revoked one says so; an unknown key says that."""
+    assert account().reconnect_reason is None
+    assert account(status=AccountStatus.RECONNECT_REQUIRED).reconnect_reason == "revoked"
+    missing = account(token="", status=AccountStatus.RECONNECT_REQUIRED, key_missing=True)
+    assert missing.reconnect_reason == "unknown_key"
