@@ -10,7 +10,7 @@ cluster lives through what months of operation bring:
    goes away (a change its viewers must not miss);
 2. a key rotation as docs/deploy.md describes it: a roll that adds the new key to
    ``NOWPLAYING_OLD_SECRET_KEYS``, a roll that makes it ``NOWPLAYING_SECRET_KEY`` (the old one
-   listed), with tokens expiring so refreshes seal with both; then ``nowplaying rotate-key``
+   listed; tokens expire at its first step, so refreshes seal with either); then ``rotate-key``
    runs while tokens refresh, and afterwards the new key alone must open every account;
 3. a CLI re-login of a revoked account (:mod:`soak.relogin`);
 4. Spotify's QUOTA_EXCEEDED lockout across a rolling and a full restart (:mod:`soak.lockout`),
@@ -269,8 +269,8 @@ async def run_life(life: Life, tmp: Path, rng: random.Random) -> None:
             for i in range(3):
                 await s.slot(i, "new key accepted")
             cluster.secret_key, cluster.old_keys = NEW_KEY, [OLD_KEY]
-            for i in range(3):  # step 3, while tokens rotate: mixed instances must agree
-                await s.slot(i, "new key in use", expire=True)
+            for i in range(3):  # step 3; tokens rotate at the first: mixed seals must agree
+                await s.slot(i, "new key in use", expire=i == 0)
             life.rotation = await s.rotate_key()
             s.phase("key rotation (docs/deploy.md): 2 rolls, then rotate-key")
 
