@@ -1,10 +1,12 @@
 """A TCP balancer on 127.0.0.1: "one address in front of several instances", for tests and the soak.
 
 Each new client connection goes to the next backend, round-robin; a backend that refuses the
-connection is skipped and the next one tried (a client is refused only when every backend is
-down). Bytes are piped both ways; when either side closes, both are closed, as a load balancer
-ends a client's connection when its backend goes away. ``ThreadedBalancer`` runs one in a thread
-for sync code (Playwright's sync API owns the main thread's event loop).
+connection, or closes it before a byte of answer, is skipped and the next one tried with the
+same request (as nginx's ``proxy_next_upstream error``); a client is refused only when every
+backend is down. Bytes are piped both ways; once answered, when either side closes both are
+closed, as a load balancer ends a client's connection when its backend goes away.
+``ThreadedBalancer`` runs one in a thread for sync code (Playwright's sync API owns the main
+thread's event loop).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Balancer:
         self.port = port
         self.connections: list[int] = []
         """The backend each accepted client went to, in order (for assertions)."""
+        self.replayed = 0
+        """Requests sent to another backend because the first closed without answering."""
 
     def set_backends(self, backends: list[int]) -> None:
         """Replace the backends new connections go to; open connections stay where they are."""
@@ -72,37 +76,73 @@ class Balancer:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(client_w)
+        relay = _Relay(client_r, client_w)
         try:
-            upstream = await self._connect()
-            if upstream is None:
-                return
-            backend, server_r, server_w = upstream
-            self.connections.append(backend)
-            self._writers.add(server_w)
-            try:
-                pipes = [
-                    asyncio.create_task(_pipe(client_r, server_w)),
-                    asyncio.create_task(_pipe(server_r, client_w)),
-                ]
-                # Either direction ending (EOF or error) ends the pair.
-                _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
-                for p in pending:
-                    p.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-            finally:
-                self._writers.discard(server_w)
-                await _close(server_w)
+            # A backend that closes before answering (a connection caught in its listen backlog
+            # as it shut down) is skipped and the request replayed on the next, as nginx's
+            # ``proxy_next_upstream error`` does; each backend is tried at most once.
+            for attempt in range(max(1, len(self._backends))):
+                upstream = await self._connect()
+                if upstream is None:
+                    return
+                backend, server_r, server_w = upstream
+                self.connections.append(backend)
+                self.replayed += attempt > 0
+                self._writers.add(server_w)
+                try:
+                    if not await relay.run(server_r, server_w):
+                        return
+                finally:
+                    self._writers.discard(server_w)
+                    await _close(server_w)
         finally:
             self._writers.discard(client_w)
             await _close(client_w)
             self._tasks.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
+class _Relay:
+    """One client's bytes, piped to a backend both ways; the request is kept for a replay
+    until the backend's first byte of answer."""
+
+    def __init__(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.client_r = client_r
+        self.client_w = client_w
+        self.sent = bytearray()
+        self.answered = False
+        self.client_gone = False
+
+    async def run(self, server_r: asyncio.StreamReader, server_w: asyncio.StreamWriter) -> bool:
+        """Pipe until either side ends; True when the backend ended without a byte of answer
+        while the client is still there (so the request can go to another backend)."""
+        if self.sent:
+            server_w.write(bytes(self.sent))
+        pipes = [
+            asyncio.create_task(self._up(server_w)),
+            asyncio.create_task(self._down(server_r)),
+        ]
+        # Either direction ending (EOF or error) ends the pair.
+        _, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return not self.answered and not self.client_gone
+
+    async def _up(self, server_w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await self.client_r.read(CHUNK):
+                if not self.answered:
+                    self.sent.extend(data)
+                server_w.write(data)
+                await server_w.drain()
+            self.client_gone = True
+
+    async def _down(self, server_r: asyncio.StreamReader) -> None:
+        with contextlib.suppress(OSError):
+            while data := await server_r.read(CHUNK):
+                self.answered = True
+                self.client_w.write(data)
+                await self.client_w.drain()
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -97,3 +97,27 @@ def test_threaded_balancer_serves_sync_callers() -> None:
                 assert conn.recv(4) == b"ping"
                 conn.sendall(b"pong")
                 assert client.recv(4) == b"pong"
+
+
+async def test_a_backend_closing_before_answering_is_skipped_and_the_request_replayed() -> None:
+    """Like nginx's proxy_next_upstream: no byte of answer yet, so the next backend gets it."""
+
+    async def hang_up(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readline()  # takes the request, then goes away (a shutdown's backlog)
+        w.close()
+
+    closer = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    try:
+        async with echo(b"b") as b:
+            gone = closer.sockets[0].getsockname()[1]
+            balancer = Balancer([gone, b])
+            await balancer.start()
+            try:
+                assert await ask(balancer.port, b"hi\n") == b"b: hi\n"
+                assert balancer.connections == [gone, b]
+                assert balancer.replayed == 1
+            finally:
+                await balancer.close()
+    finally:
+        closer.close()
+        await closer.wait_closed()

@@ -207,7 +207,8 @@ def report(c: Cluster, viewers: list[EventSource], skipper: Skipper) -> None:
     )
     print(
         f"  retry values seen {retries[:3]}..{retries[-1:]} ({len(retries)} distinct); "
-        f"stream ends {hows}, {retried} needed a second attempt; stale events {stale}; "
+        f"stream ends {hows}, {retried} needed a second attempt, "
+        f"{c.balancer.balancer.replayed} replayed by the balancer; stale events {stale}; "
         f"track change to every viewer: slowest {max(skipper.settles, default=0):.2f}s; "
         f"user1 viewers away at each mid-roll change: {skipper.away['user1']}"
     )
