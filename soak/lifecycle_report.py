@@ -323,7 +323,7 @@ def figures(life: Life, found: list[Check]) -> list[tuple[str, str]]:
     return [
         ("viewer-visible errors (target 0)", str(len(errors))),
         ("refresh tokens lost (target 0)", str(lost) if life.stored else "not checked"),
-        ("slowest return to live after each restart, s", per or "—"),
+        ("slowest return to live after each restart (outside the lockout), s", per or "—"),
         ("upstream calls during the lockout (target 0)", str(lock.upstream) if lock else "—"),
         ("longest shutdown, s", f"{longest:.1f}"),
         ("checks passed", f"{sum(c.ok for c in found)}/{len(found)}"),
