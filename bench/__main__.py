@@ -1,6 +1,6 @@
 """``python -m bench [section ...]``: run the benchmarks, print one table, write the doc.
 
-With no sections, all five run in one go and ``docs/performance.md`` is rewritten with the
+With no sections, all six run in one go and ``docs/performance.md`` is rewritten with the
 printed table; with some, only those run and the doc is left alone.
 """
 
@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import latency, memory, multi, throughput, upstream
+from . import fanout, latency, memory, multi, throughput, upstream
 from .report import DOC, Machine, Results, table, write_doc
 
 SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
@@ -23,6 +23,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "throughput": ("throughput against a bare endpoint (~40 s)", throughput.run),
     "memory": ("memory with 1000 SSE viewers (~15 s)", memory.run),
     "multi": ("multi-instance: 3 processes, PostgreSQL + Redis (~75 s)", multi.run),
+    "fanout": ("fan-out: 10,000 SSE viewers of one public link, 3 changes (~2 min)", fanout.run),
 }
 
 

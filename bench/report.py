@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import latency, memory, multi, throughput, upstream
+from . import fanout, latency, memory, multi, throughput, upstream
 from .servers import ROOT
 
 DOC = ROOT / "docs" / "performance.md"
@@ -23,6 +23,7 @@ class Results:
     throughput: throughput.Result | None = None
     memory: memory.Result | None = None
     multi: multi.Result | None = None
+    fanout: fanout.Result | None = None
     seconds: float = 0.0
 
 
@@ -100,6 +101,8 @@ def table(r: Results, machine: Machine) -> str:
         out += _memory(r.memory)
     if r.multi is not None:
         out += _multi(r.multi)
+    if r.fanout is not None:
+        out += _fanout(r.fanout)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)
@@ -249,6 +252,29 @@ def _multi(r: multi.Result) -> list[str]:
         f"   {'token refreshes, 1 expiry':<32}{r.single.refresh_calls:>12}"
         f"{r.multi.refresh_calls:>13}{'':>8}   {r.accounts} (one per account)",
     ]
+    return [*out, ""]
+
+
+def _fanout(r: fanout.Result) -> list[str]:
+    reached = "" if r.viewers == r.wanted else f" (of {r.wanted} asked for: {r.refused} failed)"
+    out = [
+        f"6. Fan-out: {r.viewers} SSE viewers of one public link on one server process{reached}",
+        f"   connected in {r.connect_seconds:.0f} s; server log: {r.fd_limit_log}",
+        "",
+        f"   {'idle (signed in, polling)':<30}{r.idle_kb / 1024:>8.1f} MB",
+        f"   {f'with {r.viewers} SSE viewers':<30}{r.loaded_kb / 1024:>8.1f} MB   target < 250 MB",
+        f"   {'per viewer':<30}{r.per_viewer_kb:>8.1f} KB",
+        "",
+        f"   {'published -> viewer':<22}{'viewers':>8}{'missed':>8}{'median':>10}{'p95':>10}"
+        f"{'max':>10}{'CPU/change':>12}{'bytes/viewer':>14}",
+    ]
+    for i, c in enumerate(r.changes, 1):
+        out.append(
+            f"   {f'change {i}':<22}{len(c.latencies):>8}{c.missed:>8}"
+            f"{_s(c.quantile(0.5)):>10}{_s(c.quantile(0.95)):>10}{_s(c.quantile(1.0)):>10}"
+            f"{c.cpu_seconds:>10.2f} s{c.bytes_per_viewer:>14}"
+        )
+    out.append("   target: p95 <= 0.5 s from the moment the change is published")
     return [*out, ""]
 
 

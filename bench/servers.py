@@ -91,8 +91,11 @@ def _wait_ready(server: ServerProcess) -> None:
 
 
 @contextlib.contextmanager
-def nowplaying_server(poll_seconds: float = 5.0) -> Iterator[ServerProcess]:
-    """``nowplaying serve`` in demo mode (the simulator mounted in-process), a fresh database."""
+def nowplaying_server(
+    poll_seconds: float = 5.0, extra_env: Mapping[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """``nowplaying serve`` in demo mode (the simulator mounted in-process), a fresh database;
+    ``extra_env`` adds or overrides settings (e.g. the log level)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
         env = {
@@ -101,6 +104,7 @@ def nowplaying_server(poll_seconds: float = 5.0) -> Iterator[ServerProcess]:
             "NOWPLAYING_DATABASE_URL": f"sqlite:///{tmp}/nowplaying.sqlite3",
             "NOWPLAYING_POLL_SECONDS": str(poll_seconds),
             "NOWPLAYING_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--host", "127.0.0.1"]
         # cwd is the temporary directory, so a developer's .env cannot leave demo mode.

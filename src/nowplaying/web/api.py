@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import resource
+import weakref
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
@@ -68,17 +71,96 @@ async def events(request: Request) -> Response:
         return refusal
     assert account_id is not None  # noqa: S101
     svc = services(request)
-    return StreamingResponse(
-        sse_stream(
-            svc.hub,
-            account_id,
-            svc.clock.now,
-            last_event_id=request.headers.get("last-event-id"),
-            sleep=svc.clock.sleep,
-        ),
-        media_type="text/event-stream",
+    return event_stream(
+        svc.hub,
+        account_id,
+        svc.clock.now,
+        last_event_id=request.headers.get("last-event-id"),
+        sleep=svc.clock.sleep,
         headers={**PRIVATE, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )
+
+
+def event_stream(
+    hub: LiveHub,
+    account_id: str,
+    now: Callable[[], float],
+    *,
+    last_event_id: str | None,
+    sleep: Callable[[float], Awaitable[None]],
+    headers: dict[str, str],
+) -> Response:
+    """The SSE response for an account, or a 503 when this process has no descriptor to spare.
+
+    Each open stream holds a file descriptor; past the soft RLIMIT_NOFILE less
+    :data:`SPARE_FILES`, a new viewer is refused at once (``Retry-After``, connection closed)
+    instead of left unanswered while the server cannot accept.
+    """
+    if hub.counts["sse_open"] >= stream_capacity():
+        hub.counts["sse_refused"] += 1
+        return JSONResponse(
+            {"error": "busy", "message": "Too many viewers on this server; try again shortly."},
+            503,
+            headers={**headers, "Retry-After": "5", "Connection": "close"},
+        )
+
+    def stream(closed: asyncio.Future[Any]) -> AsyncGenerator[str, None]:
+        return sse_stream(
+            hub, account_id, now, last_event_id=last_event_id, sleep=sleep, closed=closed
+        )
+
+    return EventStream(stream, headers)
+
+
+SPARE_FILES = 64
+"""Descriptors kept for everything that is not an event stream (the listener, the store,
+Spotify connections, other requests, the 503s themselves)."""
+
+
+def stream_capacity() -> int:
+    """How many event streams this process can hold open: its soft RLIMIT_NOFILE less spares."""
+    return max(1, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - SPARE_FILES)
+
+
+class EventStream(Response):
+    """A ``text/event-stream`` response that ends when the viewer hangs up.
+
+    Leaner than Starlette's ``StreamingResponse`` (an anyio task group and two tasks per
+    response): the request's own task writes, and one small task waits for the disconnect,
+    which the stream is handed so it stops waiting for changes at once.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        stream: Callable[[asyncio.Future[Any]], AsyncGenerator[str, None]],
+        headers: dict[str, str],
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self._stream = stream
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        closed = asyncio.ensure_future(_disconnected(receive))
+        stream = self._stream(closed)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in stream:
+                await send(
+                    {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
+                )
+            if not closed.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await stream.aclose()
+            closed.cancel()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def reconnect_hint(rng: random.Random) -> str:
@@ -95,70 +177,123 @@ async def sse_stream(
     last_event_id: str | None = None,
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    closed: asyncio.Future[Any] | None = None,
 ) -> AsyncGenerator[str, None]:
     """The event stream: the current state on connect, then every change, with heartbeats.
 
     Each event's id is the snapshot's version (per account, shared by every instance). A viewer
-    that reconnects with ``Last-Event-ID`` equal to the current version (or a little ahead of
-    it: another instance was quicker, see :data:`AHEAD`) already has it and gets only later
-    changes; any other id (older, unknown, junk) gets the current state at once.
+    that reconnects with ``Last-Event-ID`` equal to the current version already has it and gets
+    only later changes; any other id (older, unknown, junk) gets the current state at once.
     When the server drains (``hub.draining``), the stream ends with a ``retry:`` drawn from
     :data:`RECONNECT_MS`, so a thousand viewers do not all come back in the same instant.
-    A heartbeat comment follows ``heartbeat`` seconds of silence, timed by ``sleep`` (the
-    app's clock).
+    Heartbeats come from one shared tick (:class:`_Beat`) every ``heartbeat`` seconds of
+    ``sleep`` (the app's clock): a stream silent for at least half of that then sends a comment,
+    so none is silent longer than 1.5 x ``heartbeat``. ``closed`` (the viewer hung up) ends it.
+
+    Per viewer this costs one waiting task (the hub's queue), recreated only after a change;
+    each change is encoded once (:func:`_event`) and the same text goes to every viewer.
     """
     rng = rng or _JITTER
-    nap = sleep or _wall_sleep
     yield "retry: 3000\n: connected\n\n"
     if hub.draining.is_set():
         hub.counts["sse_drained"] += 1
         yield reconnect_hint(rng)
         return
     sent = last_event_id.strip() if last_event_id else None
+    beat = _Beat.of(hub, heartbeat, sleep or _wall_sleep)
+    beat.join()
     hub.counts["sse_open"] += 1
-    drained = asyncio.ensure_future(hub.draining.wait())
     get: asyncio.Future[Snapshot] | None = None
-    quiet: asyncio.Future[None] | None = None
+    quiet_since = now()
     try:
         # The subscription receives the current state first (now, or when the first poll lands).
         async with hub.subscribe(account_id) as queue:
             while True:
-                get = get or asyncio.ensure_future(queue.get())
-                quiet = quiet or asyncio.ensure_future(nap(heartbeat))
-                waiting: set[asyncio.Future[Any]] = {get, drained, quiet}
-                await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
-                if drained.done():
-                    hub.counts["sse_drained"] += 1
-                    yield reconnect_hint(rng)
-                    return
-                if get.done():
-                    snap, get = get.result(), None
-                    if _has(sent, snap.version):
-                        continue  # the viewer has this one (a reconnect, or a repeat)
+                if get is None and not queue.empty():
+                    snap: Snapshot | None = queue.get_nowait()
+                else:
+                    get = get or asyncio.ensure_future(queue.get())
+                    wake = beat.wake
+                    waiting: set[asyncio.Future[Any]] = {get, wake}
+                    if closed is not None:
+                        waiting.add(closed)
+                    await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
+                    snap = None
+                    if closed is not None and closed.done():
+                        return
+                    if hub.draining.is_set():
+                        hub.counts["sse_drained"] += 1
+                        yield reconnect_hint(rng)
+                        return
+                    if get.done():
+                        snap, get = get.result(), None
+                    elif wake.done() and now() - quiet_since >= heartbeat / 2:
+                        quiet_since = now()
+                        yield ": heartbeat\n\n"
+                if snap is not None and str(snap.version) != sent:
                     sent = str(snap.version)
-                    _cancel(quiet)
-                    quiet = None
-                    yield _event(snap, now())
-                elif quiet.done():
-                    quiet = None
-                    yield ": heartbeat\n\n"
+                    quiet_since = now()
+                    yield _event(snap, quiet_since)
     finally:
         hub.counts["sse_open"] -= 1
-        for pending in (drained, get, quiet):
-            _cancel(pending)
+        beat.leave()
+        _cancel(get)
 
 
-AHEAD = 1000
-"""A ``Last-Event-ID`` up to this many versions ahead of this instance's state came from a
-quicker instance (pub/sub has not brought the change here yet): the viewer has it already."""
+class _Beat:
+    """The heartbeat tick and the drain, shared by every stream of a hub (per heartbeat and
+    clock): one task, instead of a timer and a drain waiter per viewer.
+
+    ``wake`` is resolved (and replaced) at every tick and when the hub begins draining; the
+    task runs while some stream has joined.
+    """
+
+    def __init__(
+        self, hub: LiveHub, every: float, sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        self.hub, self.every, self.sleep = hub, every, sleep
+        self.wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.streams = 0
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, hub: LiveHub, every: float, sleep: Callable[[float], Awaitable[None]]) -> _Beat:
+        beats = _BEATS.setdefault(hub, {})
+        beat = beats.get((every, sleep))
+        if beat is None or beat.wake.get_loop() is not asyncio.get_running_loop():
+            beat = beats[(every, sleep)] = cls(hub, every, sleep)
+        return beat
+
+    def join(self) -> None:
+        self.streams += 1
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run(), name="sse-heartbeat")
+
+    def leave(self) -> None:
+        self.streams -= 1
+        if self.streams <= 0 and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _run(self) -> None:
+        drained = asyncio.ensure_future(self.hub.draining.wait())
+        nap: asyncio.Future[None] | None = None
+        try:
+            while True:
+                nap = asyncio.ensure_future(self.sleep(self.every))
+                await asyncio.wait({drained, nap}, return_when=FIRST_COMPLETED)
+                wake, self.wake = self.wake, asyncio.get_running_loop().create_future()
+                wake.set_result(None)
+                if drained.done():
+                    return
+        finally:
+            drained.cancel()
+            _cancel(nap)
 
 
-def _has(seen: str | None, version: int) -> bool:
-    """Whether a viewer whose last event id is ``seen`` already has ``version``: the same one,
-    or a slightly later one another instance sent it (never an id from far away or junk)."""
-    if seen is None or not (seen.isascii() and seen.isdigit()):
-        return False
-    return 0 <= int(seen) - version <= AHEAD
+_BEATS: weakref.WeakKeyDictionary[LiveHub, dict[tuple[float, object], _Beat]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _wall_sleep(seconds: float) -> None:
@@ -170,12 +305,26 @@ def _cancel(future: asyncio.Future[Any] | None) -> None:
         future.cancel()
 
 
+FRESH_SECONDS = 1.0
+"""How long one encoding of a snapshot is handed out: every viewer of a change gets the same
+text; a viewer connecting later gets progress measured again (``at`` says when it holds)."""
+_ENCODED: dict[int, tuple[Snapshot, float, str]] = {}
+
+
 def _event(snap: Snapshot, now: float) -> str:
+    """The SSE event for a snapshot, encoded once per change (not once per viewer)."""
+    cached = _ENCODED.get(id(snap))
+    if cached is not None and cached[0] is snap and 0 <= now - cached[1] < FRESH_SECONDS:
+        return cached[2]
     if snap.playing is None and snap.status is not Status.RECONNECT:
         data: dict[str, Any] = {"error": "unavailable", "stale": True}
     else:
         data = snap.to_json(now)
-    return f"id: {snap.version}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    text = f"id: {snap.version}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    _ENCODED[id(snap)] = (snap, now, text)
+    if len(_ENCODED) > 64:
+        del _ENCODED[next(iter(_ENCODED))]
+    return text
 
 
 async def favicon(request: Request) -> Response:

@@ -16,14 +16,14 @@ import re
 from typing import Any, Literal
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from nowplaying.card import card_etag, render_card
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
 
 from . import pages
-from .api import sse_stream
+from .api import event_stream
 from .state import Services, services
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -147,15 +147,12 @@ async def events(request: Request) -> Response:
     account = await _account(svc, request.path_params["public_id"])
     if account is None:
         return JSONResponse({"error": "not_found"}, 404, headers=CORS)
-    return StreamingResponse(
-        sse_stream(
-            svc.hub,
-            account.id,
-            svc.clock.now,
-            last_event_id=request.headers.get("last-event-id"),
-            sleep=svc.clock.sleep,
-        ),
-        media_type="text/event-stream",
+    return event_stream(
+        svc.hub,
+        account.id,
+        svc.clock.now,
+        last_event_id=request.headers.get("last-event-id"),
+        sleep=svc.clock.sleep,
         headers={**CORS, **NO_CACHE, "X-Accel-Buffering": "no"},
     )
 
