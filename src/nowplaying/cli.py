@@ -8,6 +8,7 @@ import contextlib
 import functools
 import logging
 import os
+import resource
 import socket
 import sys
 import threading
@@ -29,6 +30,7 @@ from .simulator import Simulator
 from .spotify import ReconnectRequired, SpotifyError
 from .store import StoreError, open_store
 from .web import create_app
+from .web.api import stream_capacity
 from .web.lifecycle import GracefulServer, serve_workers
 from .web.owner import new_public_id
 from .web.security import origin_of, printable
@@ -71,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.demo:
         log.warning("demo mode: no SPOTIFY_CLIENT_ID set, serving the built-in simulated Spotify")
     log.info("open %s", settings.spotify_redirect_uri.rsplit("/callback", 1)[0] + "/")
+    raise_open_files_limit()
     options = _server_options(args, settings)
     if args.workers > 1:
         config = uvicorn.Config("nowplaying.web:create_app_from_env", factory=True, **options)  # type: ignore[arg-type]
@@ -81,6 +84,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shutdown_seconds=settings.nowplaying_shutdown_seconds,
         )
     return _serve_app(create_app(settings), settings, options)
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit and log how many viewers that allows.
+
+    Every SSE viewer holds a descriptor; systemd's default soft limit (1024) or a shell's
+    ``ulimit -n 256`` would otherwise cap a popular widget far below what the process can do.
+    Workers inherit the raised limit. Returns the soft limit in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Linux refuses an infinite soft limit; its nr_open is about a million.
+    wanted = max(soft, 1 << 20) if hard == resource.RLIM_INFINITY else hard
+    if soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    log.info("file descriptors: %d (about %d viewers)", soft, stream_capacity())
+    return soft
 
 
 def unsafe_layout(settings: Settings) -> str | None:

@@ -213,11 +213,14 @@ async def sse_stream(
                     snap: Snapshot | None = queue.get_nowait()
                 else:
                     get = get or asyncio.ensure_future(queue.get())
-                    wake = beat.wake
+                    wake = beat.poke()
                     waiting: set[asyncio.Future[Any]] = {get, wake}
                     if closed is not None:
                         waiting.add(closed)
-                    await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
+                    try:
+                        await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
+                    finally:
+                        beat.unpoke(wake)
                     snap = None
                     if closed is not None and closed.done():
                         return
@@ -244,15 +247,18 @@ class _Beat:
     """The heartbeat tick and the drain, shared by every stream of a hub (per heartbeat and
     clock): one task, instead of a timer and a drain waiter per viewer.
 
-    ``wake`` is resolved (and replaced) at every tick and when the hub begins draining; the
-    task runs while some stream has joined.
+    A waiting stream takes a future of its own from :meth:`poke`; every tick, and the start
+    of the drain, resolves them all. (One future shared by 10,000 waiters would cost
+    ``asyncio.wait`` a scan of all its callbacks per waiter: quadratic.) The task runs while
+    some stream has joined.
     """
 
     def __init__(
         self, hub: LiveHub, every: float, sleep: Callable[[float], Awaitable[None]]
     ) -> None:
         self.hub, self.every, self.sleep = hub, every, sleep
-        self.wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.pokes: set[asyncio.Future[None]] = set()
         self.streams = 0
         self.task: asyncio.Task[None] | None = None
 
@@ -260,9 +266,20 @@ class _Beat:
     def of(cls, hub: LiveHub, every: float, sleep: Callable[[float], Awaitable[None]]) -> _Beat:
         beats = _BEATS.setdefault(hub, {})
         beat = beats.get((every, sleep))
-        if beat is None or beat.wake.get_loop() is not asyncio.get_running_loop():
+        if beat is None or beat.loop is not asyncio.get_running_loop():
             beat = beats[(every, sleep)] = cls(hub, every, sleep)
         return beat
+
+    def poke(self) -> asyncio.Future[None]:
+        """A future resolved at the next tick (or when draining begins)."""
+        future: asyncio.Future[None] = self.loop.create_future()
+        if self.hub.draining.is_set():
+            future.set_result(None)
+        self.pokes.add(future)
+        return future
+
+    def unpoke(self, future: asyncio.Future[None]) -> None:
+        self.pokes.discard(future)
 
     def join(self) -> None:
         self.streams += 1
@@ -282,8 +299,10 @@ class _Beat:
             while True:
                 nap = asyncio.ensure_future(self.sleep(self.every))
                 await asyncio.wait({drained, nap}, return_when=FIRST_COMPLETED)
-                wake, self.wake = self.wake, asyncio.get_running_loop().create_future()
-                wake.set_result(None)
+                pokes, self.pokes = self.pokes, set()
+                for future in pokes:
+                    if not future.done():
+                        future.set_result(None)
                 if drained.done():
                     return
         finally:
