@@ -100,7 +100,7 @@ class Viewer(asyncio.Protocol):
                 block, self.text = self.text.split("\n\n", 1)
                 if "data: " in block:
                     self._event(block)
-                    self._chunk_bytes = 0
+                self._chunk_bytes = 0
 
     def _event(self, block: str) -> None:
         event_id, data = None, ""

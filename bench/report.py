@@ -391,4 +391,21 @@ counts the window's `token:refresh_token` calls (a 401 is not counted as a per-a
 the retry after the refresh replaces the failed call, so the expiry leaves the call counts
 above unchanged). A *WARNING* line appears when something else flushed Redis db 15 during the
 run.
+
+**6. Fan-out.** `python -m bench fanout` (`bench/fanout.py`): a fresh `nowplaying serve` in demo
+mode (INFO log, `NOWPLAYING_PUBLIC_RATE_PER_SECOND=0`, since every viewer comes from 127.0.0.1),
+signed in and published; the bench raises its own soft RLIMIT_NOFILE to the hard limit and opens
+10,000 connections on the public `/p/ID/events` with a lean raw-socket client (one
+`asyncio.Protocol` each), 500 at a time, each waiting for its first event. The server log line
+quoted is the one `serve` writes at start after raising its own limit. Then three times, after a
+random pause and 3 s of idle CPU measurement, the simulator's `/_control` skip changes the
+track. *published -> viewer* is each viewer's arrival time (`time.time()` at its last byte)
+minus the moment the server published the change, read from the event itself: the earliest
+`at` (ms) among the viewers' events, which the server stamps when it encodes the change right
+after the poller publishes it; the poll delay before that is not counted. *CPU/change* is the
+server's utime + stime from the skip until the last viewer has the event, less what the same
+time costs idle with the viewers connected (heartbeats, polls). *bytes/viewer* is the event's
+HTTP chunk as one viewer received it (median). Bench and server share the machine's 2 CPUs, so
+the client's reading competes with the server's writing; a heartbeat tick (every 15 s, every
+stream) that lands on a change adds its own writes.
 """
