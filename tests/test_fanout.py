@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from bench.servers import ServerProcess, _wait_ready, free_port, sign_in
+
 from nowplaying.web.api import SPARE_FILES
 
 pytestmark = pytest.mark.anyio
@@ -45,7 +45,7 @@ def low_limit_server() -> Iterator[ServerProcess]:
             resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
 
         with log.open("wb") as out:
-            proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            proc = subprocess.Popen(
                 [*cmd, "--port", str(port)],
                 env=env,
                 cwd=tmp,
@@ -100,7 +100,7 @@ async def test_descriptor_limit_is_logged_and_viewers_past_it_are_refused(
     answers: list[asyncio.Future[int]] = [loop.create_future() for _ in range(VIEWERS)]
     opened = [asyncio.create_task(_viewer(port, path, a, hold)) for a in answers]
     try:
-        done, pending = await asyncio.wait(answers, timeout=60)
+        _, pending = await asyncio.wait(answers, timeout=60)
         assert not pending, f"{len(pending)} of {VIEWERS} connects left unanswered"
         statuses = [a.result() for a in answers]
     finally:
