@@ -233,7 +233,7 @@ async def sse_stream(
                     elif wake.done() and now() - quiet_since >= heartbeat / 2:
                         quiet_since = now()
                         yield ": heartbeat\n\n"
-                if snap is not None and str(snap.version) != sent:
+                if snap is not None and not _has(sent, snap.version):
                     sent = str(snap.version)
                     quiet_since = now()
                     yield _event(snap, quiet_since)
@@ -313,6 +313,19 @@ class _Beat:
 _BEATS: weakref.WeakKeyDictionary[LiveHub, dict[tuple[float, object], _Beat]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+AHEAD = 1000
+"""A ``Last-Event-ID`` up to this many versions ahead of this instance's state came from a
+quicker instance (pub/sub has not brought the change here yet): the viewer has it already."""
+
+
+def _has(seen: str | None, version: int) -> bool:
+    """Whether a viewer whose last event id is ``seen`` already has ``version``: the same one,
+    or a slightly later one another instance sent it (never an id from far away or junk)."""
+    if seen is None or not (seen.isascii() and seen.isdigit()):
+        return False
+    return 0 <= int(seen) - version <= AHEAD
 
 
 async def _wall_sleep(seconds: float) -> None:
