@@ -6,9 +6,10 @@ with ``Last-Event-ID``, exactly as ``EventSource`` does; a 4xx on reconnect ends
 Everything is timestamped (``time.monotonic()``) so the report can say, per restart, how long each
 dropped viewer took to get live data again, and which events came during the quota lockout.
 
-A :class:`Poller` fetches a public JSON or SVG URL every 1-3 s. A request that fails in transport
-is retried once at once, as browsers retry an idempotent request whose kept-alive connection the
-server closed; only a second failure is an error a viewer would see.
+A :class:`Poller` fetches a public JSON or SVG URL every 1-3 s. A request that gets no answer at
+all (a transport error) is sent again once, at once, as browsers resend an idempotent request
+whose kept-alive connection the server had closed; only a second failure is an error a viewer
+would see. An SSE connect that gets no answer is resent the same way.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class EventSourceViewer:
     regressions: int = 0
     """Events whose numeric id was lower than the Last-Event-ID the viewer sent."""
     last_event_ids_sent: int = 0
+    retried: int = 0
+    """Connects that got no answer at all and were sent again at once, as browsers do."""
     waits: list[tuple[float, float]] = field(default_factory=list)
     """(when asked, seconds until the answer's headers) for every connect."""
 
@@ -128,13 +131,18 @@ class EventSourceViewer:
                             return
             except httpx.HTTPError as e:
                 stream.clean = False
-                if stream.connection == self.connects:  # never connected: a viewer sees this
+                if stream.connection == self.connects:  # no answer at all
+                    if not stream.replayed:  # a browser resends once, at once (see module doc)
+                        stream.replayed = True
+                        self.retried += 1
+                        continue
                     took = time.monotonic() - stream.started
                     what = f"{type(e).__name__} connecting ({took:.1f} s)"
                     self.problems.append(Problem(time.monotonic(), what))
+            stream.replayed = False
             if stop.is_set():
                 return
-            if stream.got_event:
+            if stream.connection < self.connects and self.events:  # an open stream ended
                 drop = Drop(time.monotonic(), stream.clean, stream.retry_ms, stream.hint_at_end)
                 self.drops.append(drop)
             await nap(stop, stream.retry_ms / 1000)
@@ -164,7 +172,8 @@ class EventSourceViewer:
         value = value.removeprefix(" ")
         if name == "retry" and value.isdigit():
             stream.retry_ms = int(value)
-            stream.hint_at_end = stream.got_event
+            stream.retry_lines += 1
+            stream.hint_at_end = stream.retry_lines > 1  # the first comes with ": connected"
         elif name in ("id", "data"):
             old = stream.block.get(name)
             stream.block[name] = value if old is None else f"{old}\n{value}"
@@ -205,12 +214,15 @@ class _Stream:
     sent_id: str | None = None
     got_event: bool = False
     hint_at_end: bool = False
+    retry_lines: int = 0
+    replayed: bool = False
     clean: bool = True
     started: float = 0.0
 
     def begin(self, connection: int, sent_id: str | None) -> None:
         self.connection, self.sent_id, self.started = connection, sent_id, time.monotonic()
         self.block, self.got_event, self.hint_at_end, self.clean = {}, False, False, True
+        self.retry_lines = 0
 
 
 @dataclass

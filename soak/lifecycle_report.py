@@ -367,7 +367,7 @@ def _viewers_table(life: Life) -> str:
                 len(vs),
                 sum(v.connects for v in vs),
                 sum(len(v.events) for v in vs),
-                sum(len(v.drops) for v in vs),
+                f"{sum(len(v.drops) for v in vs)} ({sum(v.retried for v in vs)} connects resent)",
                 sum(len(v.problems) for v in vs),
                 sum(v.refused is not None for v in vs),
             )
