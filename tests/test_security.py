@@ -53,7 +53,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import MutableMapping
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -517,18 +518,36 @@ HOSTILE_URLS = st.one_of(
 )
 
 
+@pytest.fixture
+def open_branches() -> Iterator[Counter[int]]:
+    """Counts the statuses ``/open`` answered across a property's examples; at the end, both
+    branches (302 to Spotify, 404 nowhere) must have run, or the property proved nothing."""
+    reached: Counter[int] = Counter()
+    yield reached
+    assert reached[302] >= 1 and reached[404] >= 1, f"/open branches reached: {dict(reached)}"
+
+
 @settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(url=HOSTILE_URLS)
+# the 302 branch: URLs on open.spotify.com, as Spotify sends them and at the edges
+@example(url="https://open.spotify.com/track/4uLU6hMCjMI75M1A2tKUQC")
+@example(url="https://open.spotify.com/")
+@example(url="https://open.spotify.com/episode/1?si=abc&utm_source=x")
+# the 404 branch: look-alikes and smuggling
 @example(url="https://open.spotify.com.evil.test/track/1")
 @example(url="https://open.spotify.com@evil.test/")
 @example(url="https://open.spotify.com/\\\\evil.test")
 @example(url="https://open.spotify.com/\r\nLocation: https://evil.test/")
 @example(url="https://open.spotify.com/%2F%2Fevil.test")
-async def test_open_never_leaves_open_spotify(connected: Env, url: str) -> None:
+@example(url="//open.spotify.com/track/1")
+@example(url="javascript:alert(1)")
+async def test_open_never_leaves_open_spotify(
+    connected: Env, open_branches: Counter[int], url: str
+) -> None:
     """Whatever URL Spotify reports, /open redirects to https://open.spotify.com/ or nowhere."""
     published = await connected.client.post("/api/account/publish", headers=SAME)
     public_id = published.json()["publicId"]  # the same id every time
@@ -538,6 +557,7 @@ async def test_open_never_leaves_open_spotify(connected: Env, url: str) -> None:
     await connected.services.hub.forget("demo")
     response = await connected.client.get(f"/p/{public_id}/open")
     assert response.status_code in (302, 404)
+    open_branches[response.status_code] += 1
     if response.status_code == 302:
         location = response.headers["location"]
         parts = urlsplit(location)
