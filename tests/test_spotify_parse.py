@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
@@ -163,7 +162,15 @@ async def test_non_json_success_is_bad_response() -> None:
         await client.currently_playing("t")
 
 
-def test_fixture_dir_has_sources_note() -> None:
-    """The copied fixtures keep their provenance."""
-    assert "spotify-web-api-java" in (FIXTURES / "SOURCES.md").read_text()
-    json.loads((FIXTURES / "token-authorization-code.json").read_text())
+@pytest.mark.anyio
+async def test_token_authorization_code_fixture() -> None:
+    """The recorded code-exchange answer becomes a token: access, refresh, scope, expiry."""
+    body = fixture_json("token-authorization-code.json")
+    client = _client(lambda request: httpx.Response(200, json=body))
+    token = await client.exchange_code(
+        code="c", redirect_uri="https://np.test/cb", code_verifier="v"
+    )
+    assert token.access_token == body["access_token"]
+    assert token.refresh_token == body["refresh_token"]
+    assert token.scope == frozenset({"user-read-birthdate", "user-read-email"})
+    assert token.expires_at == 1000.0 + 3600
