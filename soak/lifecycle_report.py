@@ -51,6 +51,8 @@ def visible_errors(life: Life) -> list[str]:
             if not _allowed(life, p.account, q.at, stale_only=False)
         ]
         for at, status, live in p.answers:
+            if status not in (200, 304):
+                continue  # a problem already (counted once)
             if at >= t0 and not live and not _allowed(life, p.account, at, stale_only=True):
                 out.append((at, f"{p.kind} {p.account}: {status}, not live"))
     return [f"+{at - t0:.1f}s {what}"[:240] for at, what in sorted(out)]
