@@ -45,6 +45,7 @@ def _take_down(env: Env) -> Outage:
     outage = Outage(env.services.store)
     env.services.store = outage
     env.services.sessions._store = outage  # the session layer holds the store too
+    env.services.published._store = outage  # and the public-id cache
     return outage
 
 

@@ -222,6 +222,7 @@ async def test_a_crypto_error_that_escapes_is_never_a_500(
 
         store = env.services.store
         monkeypatch.setattr(store, "get_account", unopenable)
+        monkeypatch.setattr(store, "get_account_info", unopenable)
         monkeypatch.setattr(store, "get_account_by_public_id", unopenable)
         card = await env.client.get(f"/p/{public_id}.svg?theme=dark")
         assert card.status_code == 200

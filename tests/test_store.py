@@ -6,6 +6,7 @@ import asyncio
 import functools
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -101,6 +102,41 @@ async def test_public_id_lookup(store: Store) -> None:
     assert found is not None and found.id == "alice"
     await store.set_public_id("alice", None)
     assert await store.get_account_by_public_id("pub-123") is None
+
+
+class CountingCipher(TokenCipher):
+    """A cipher that counts how many tokens it decrypts."""
+
+    opened = 0
+
+    def open(self, sealed: str, *, context: str) -> str:
+        self.opened += 1
+        return super().open(sealed, context=context)
+
+
+async def test_read_paths_leave_the_token_sealed(reopen: Reopen) -> None:
+    """get_account_info and get_account_by_public_id decrypt nothing: the token reads as empty,
+    everything else as stored; get_account still opens it (the refresh path)."""
+    cipher = CountingCipher(KEY)
+    s = await reopen(cipher)
+    await s.put_account(account(public_id="pub-1", status=AccountStatus.RECONNECT_REQUIRED))
+    expected = account(token="", public_id="pub-1", status=AccountStatus.RECONNECT_REQUIRED)
+    assert await s.get_account_info("alice") == expected
+    assert await s.get_account_by_public_id("pub-1") == expected
+    assert await s.get_account_info("nobody") is None
+    assert cipher.opened == 0
+    got = await s.get_account("alice")
+    assert got is not None and got.refresh_token == "refresh-1" and cipher.opened == 1
+
+
+async def test_writing_back_a_sealed_read_keeps_the_token(store: Store) -> None:
+    """An account read without its token, put back, keeps the stored token and status."""
+    await store.put_account(account(status=AccountStatus.RECONNECT_REQUIRED))
+    info = await store.get_account_info("alice")
+    assert info is not None and info.refresh_token == ""
+    await store.put_account(replace(info, display_name="Alice D", status=AccountStatus.ACTIVE))
+    got = await store.get_account("alice")
+    assert got == account(display_name="Alice D", status=AccountStatus.RECONNECT_REQUIRED)
 
 
 async def test_delete_account_removes_its_sessions(store: Store) -> None:
@@ -317,6 +353,7 @@ async def test_unknown_key_reads_as_reconnect_required(reopen: Reopen) -> None:
     assert got.status is AccountStatus.RECONNECT_REQUIRED and got.refresh_token == ""
     assert got.public_id == "pub-1" and got.show_last_played
     assert await new_only.get_account_by_public_id("pub-1") == got
+    assert await new_only.get_account_info("alice") == got
     listed = await new_only.list_accounts()
     assert [a.id for a in listed] == ["alice", "bob"] and all(a.key_missing for a in listed)
     assert await new_only.reseal_all() == 0
@@ -413,6 +450,7 @@ async def _no_schema() -> AsyncIterator[str]:
 
 CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "get_account": lambda s: s.get_account("alice"),
+    "get_account_info": lambda s: s.get_account_info("alice"),
     "get_account_by_public_id": lambda s: s.get_account_by_public_id("pub-1"),
     "list_accounts": lambda s: s.list_accounts(),
     "put_account": lambda s: s.put_account(account(display_name="Alice C")),
@@ -433,7 +471,14 @@ CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "set_pause": lambda s: s.set_pause(Pause(until=5.0)),
     "reseal_all": lambda s: s.reseal_all(),
 }
-READS = {"get_account", "get_account_by_public_id", "list_accounts", "get_session", "get_pause"}
+READS = {
+    "get_account",
+    "get_account_info",
+    "get_account_by_public_id",
+    "list_accounts",
+    "get_session",
+    "get_pause",
+}
 WRITES = sorted(set(CALLS) - READS - {"reseal_all"})  # reseal_all writes only stale rows
 
 

@@ -1,9 +1,10 @@
 """Connecting and disconnecting an account: the one path every entry point takes.
 
 The web callback, ``/logout`` and ``nowplaying login`` all come through here, so each one
-invalidates the same things: the access token of an earlier grant (on every instance) and the
-live engine's state for the account. Caches that only the web layer keeps (the sessions' lookup
-cache) are the web layer's to drop, right after the call.
+invalidates the same things: the access token of an earlier grant (on every instance), the
+live engine's state for the account, and every instance's public-id cache entry for it.
+Caches that only the web layer keeps (the sessions' lookup cache) are the web layer's to drop,
+right after the call.
 
 Errors: :func:`exchange_grant` raises the client's :class:`~nowplaying.spotify.SpotifyError`
 tree (plus :class:`MissingRefreshToken`, a :class:`~nowplaying.spotify.BadResponse`); the others
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .clock import Clock
+from .coord import Coordinator
 from .live import LiveHub
 from .models import Profile, Token
 from .spotify import BadResponse, SpotifyClient
@@ -46,6 +48,8 @@ class Parts(Protocol):
     def hub(self) -> LiveHub: ...
     @property
     def clock(self) -> Clock: ...
+    @property
+    def coord(self) -> Coordinator: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ async def connect_account(parts: Parts, grant: Grant, *, requested: frozenset[st
     await parts.tokens.drop(account.id)  # any access token of the earlier grant, everywhere
     parts.tokens.seed(account.id, token)
     await parts.hub.restart(account.id)  # poll the new grant now; viewers stay, no reconnect flash
+    await parts.coord.announce_public_change(account.id)  # its public link serves the new grant
     return account
 
 
@@ -102,6 +107,7 @@ async def disconnect_account(parts: Parts, account_id: str) -> None:
     await parts.store.delete_account(account_id)
     await parts.tokens.drop(account_id)
     await parts.hub.forget(account_id)
+    await parts.coord.announce_public_change(account_id)  # its public link dies everywhere
 
 
 def terminal_login_state(

@@ -36,6 +36,9 @@ class CoordinationError(Exception):
 Listener = Callable[[str, str], None]
 """Called with (account_id, payload) for state published by another instance."""
 
+PublicListener = Callable[[str], None]
+"""Called with the account id whose public link changed (on any instance, this one included)."""
+
 
 class Coordinator(Protocol):
     """What the live engine and the token manager share with other instances."""
@@ -65,6 +68,15 @@ class Coordinator(Protocol):
         """Why the current pause was set (``QUOTA_EXCEEDED`` or ``rate_limit``)."""
         ...
 
+    def on_public_change(self, listener: PublicListener) -> None:
+        """Call ``listener`` whenever an account's public link changes on any instance."""
+        ...
+
+    async def announce_public_change(self, account_id: str) -> None:
+        """Tell every instance, this one first, that the account's public link (or what it
+        shows) changed, so their public-id caches drop it."""
+        ...
+
     def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]: ...
     async def get_token(self, account_id: str) -> str | None: ...
     async def put_token(self, account_id: str, payload: str, ttl: float) -> None: ...
@@ -81,6 +93,7 @@ class LocalCoordinator:
         self._pause = 0.0
         self._reason = "rate_limit"
         self._locks: dict[str, asyncio.Lock] = {}
+        self._public: list[PublicListener] = []
 
     async def start(self, listener: Listener) -> None:
         return None
@@ -115,6 +128,17 @@ class LocalCoordinator:
 
     async def pause_reason(self) -> str:
         return self._reason
+
+    def on_public_change(self, listener: PublicListener) -> None:
+        self._public.append(listener)
+
+    async def announce_public_change(self, account_id: str) -> None:
+        self.public_changed(account_id)
+
+    def public_changed(self, account_id: str) -> None:
+        """Call this process's public-change listeners (the Redis coordinator's relay too)."""
+        for listener in self._public:
+            listener(account_id)
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:

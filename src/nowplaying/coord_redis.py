@@ -25,7 +25,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
-from .coord import CoordinationError, Listener, LocalCoordinator
+from .coord import CoordinationError, Listener, LocalCoordinator, PublicListener
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,11 +175,25 @@ class RedisCoordinator:
                 with contextlib.suppress(RedisError, OSError):
                     await client.aclose()
 
+    def on_public_change(self, listener: PublicListener) -> None:
+        self._local.on_public_change(listener)
+
+    async def announce_public_change(self, account_id: str) -> None:
+        """This instance at once; the others through the channel (a ``"k": "public"`` message).
+        Degraded, the others drop it when their cache entry expires."""
+        await self._local.announce_public_change(account_id)
+        message = json.dumps({"k": "public", "a": account_id, "i": self.instance_id})
+        await self._call(self._redis.publish(self.channel, message), None)
+
     def _deliver(self, data: object) -> None:
         try:
             message = json.loads(str(data))
+            if message.get("k") == "public":
+                if message["i"] != self.instance_id:
+                    self._local.public_changed(str(message["a"]))
+                return
             account_id, sender, payload = message["a"], message["i"], message["p"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignored a malformed message on %s", self.channel)
             return
         if sender != self.instance_id and self._listener is not None:

@@ -63,6 +63,15 @@ class TokenCipher:
         except InvalidTag as e:
             raise CryptoError("ciphertext does not open with this key and context") from e
 
+    def knows(self, sealed: str) -> bool:
+        """Whether a configured key sealed ``sealed``, read from the key id it carries.
+
+        Nothing is decrypted: read paths that never use the token (public links, sessions, the
+        owner page) tell an unknown-key account apart with this alone.
+        """
+        prefix, _, rest = sealed.partition(":")
+        return prefix == _PREFIX and rest.partition(":")[0] in self._keys
+
     def is_current(self, sealed: str) -> bool:
         """Whether ``sealed`` was made with the current key (else it needs re-sealing)."""
         return sealed.startswith(f"{_PREFIX}:{self._current_id}:")

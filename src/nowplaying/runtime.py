@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from starlette.applications import Starlette
@@ -44,6 +44,8 @@ class Runtime:
     client: SpotifyClient
     tokens: TokenManager
     hub: LiveHub
+    coord: Coordinator = field(default_factory=LocalCoordinator)
+    """Shared with the hub and the tokens (the web layer's public-id cache listens on it)."""
 
 
 async def read_now_playing(
@@ -169,4 +171,4 @@ async def open_runtime(
         )
         await hub.start()
         stack.push_async_callback(hub.close)
-        yield Runtime(settings, clock, store, http, client, tokens, hub)
+        yield Runtime(settings, clock, store, http, client, tokens, hub, coord)

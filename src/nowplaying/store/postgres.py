@@ -152,7 +152,8 @@ class PostgresStore:
 
     # -- accounts ------------------------------------------------------------------------------
 
-    def _account(self, row: Any) -> Account:
+    def _account(self, row: Any, *, unseal: bool = True) -> Account:
+        """The row as an Account; ``unseal=False`` leaves the token sealed (``""``)."""
         common: dict[str, Any] = {
             "id": row["id"],
             "display_name": row["display_name"],
@@ -161,8 +162,12 @@ class PostgresStore:
             "public_id": row["public_id"],
             "show_last_played": bool(row["show_last_played"]),
         }
+        token = ""
         try:
-            token = self._cipher.open(row["refresh_token"], context=row["id"])
+            if not self._cipher.knows(row["refresh_token"]):
+                raise CryptoError("sealed with an unknown key")
+            if unseal:
+                token = self._cipher.open(row["refresh_token"], context=row["id"])
         except CryptoError:
             # Sealed with a key that is not configured: readable, never usable; the row stays
             # as it is, so configuring the old key again brings the account back.
@@ -178,20 +183,25 @@ class PostgresStore:
         row = await self._fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE id = $1", account_id)  # noqa: S608
         return self._account(row) if row else None
 
+    async def get_account_info(self, account_id: str) -> Account | None:
+        row = await self._fetchrow(f"SELECT {_COLUMNS} FROM accounts WHERE id = $1", account_id)  # noqa: S608
+        return self._account(row, unseal=False) if row else None
+
     async def get_account_by_public_id(self, public_id: str) -> Account | None:
         row = await self._fetchrow(
             f"SELECT {_COLUMNS} FROM accounts WHERE public_id = $1",  # noqa: S608
             public_id,
         )
-        return self._account(row) if row else None
+        return self._account(row, unseal=False) if row else None
 
     async def list_accounts(self) -> list[Account]:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM accounts ORDER BY id")  # noqa: S608
         return [self._account(r) for r in rows]
 
     async def put_account(self, account: Account) -> None:
-        if account.key_missing:
-            # Its token and status are placeholders: keep the stored (sealed) ones.
+        if account.key_missing or not account.refresh_token:
+            # Its token and status are placeholders (unknown key, or read without the token):
+            # keep the stored (sealed) ones.
             await self._execute(
                 """UPDATE accounts SET display_name = $1, scopes = $2, consented_at = $3,
                        public_id = $4, show_last_played = $5 WHERE id = $6""",

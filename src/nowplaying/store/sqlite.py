@@ -160,7 +160,8 @@ class SQLiteStore:
 
     # -- accounts ------------------------------------------------------------------------------
 
-    def _account(self, row: Row) -> Account:
+    def _account(self, row: Row, *, unseal: bool = True) -> Account:
+        """The row as an Account; ``unseal=False`` leaves the token sealed (``""``)."""
         (aid, name, sealed, scopes, consented, status, public_id, last_played) = row
         common: dict[str, Any] = {
             "id": str(aid),
@@ -170,8 +171,12 @@ class SQLiteStore:
             "public_id": str(public_id) if public_id is not None else None,
             "show_last_played": bool(last_played),
         }
+        token = ""
         try:
-            token = self._cipher.open(str(sealed), context=str(aid))
+            if not self._cipher.knows(str(sealed)):
+                raise CryptoError("sealed with an unknown key")
+            if unseal:
+                token = self._cipher.open(str(sealed), context=str(aid))
         except CryptoError:
             # Sealed with a key that is not configured: readable, never usable; the row stays
             # as it is, so configuring the old key again brings the account back.
@@ -187,20 +192,25 @@ class SQLiteStore:
         row = await self._fetchone(f"SELECT {_COLUMNS} FROM accounts WHERE id = ?", account_id)  # noqa: S608 - fixed columns
         return self._account(row) if row else None
 
+    async def get_account_info(self, account_id: str) -> Account | None:
+        row = await self._fetchone(f"SELECT {_COLUMNS} FROM accounts WHERE id = ?", account_id)  # noqa: S608
+        return self._account(row, unseal=False) if row else None
+
     async def get_account_by_public_id(self, public_id: str) -> Account | None:
         row = await self._fetchone(
             f"SELECT {_COLUMNS} FROM accounts WHERE public_id = ?",  # noqa: S608
             public_id,
         )
-        return self._account(row) if row else None
+        return self._account(row, unseal=False) if row else None
 
     async def list_accounts(self) -> list[Account]:
         rows = await self._fetch(f"SELECT {_COLUMNS} FROM accounts ORDER BY id")  # noqa: S608
         return [self._account(r) for r in rows]
 
     async def put_account(self, account: Account) -> None:
-        if account.key_missing:
-            # Its token and status are placeholders: keep the stored (sealed) ones.
+        if account.key_missing or not account.refresh_token:
+            # Its token and status are placeholders (unknown key, or read without the token):
+            # keep the stored (sealed) ones.
             await self._execute(
                 """UPDATE accounts SET display_name = ?, scopes = ?, consented_at = ?,
                        public_id = ?, show_last_played = ? WHERE id = ?""",

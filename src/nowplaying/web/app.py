@@ -33,6 +33,7 @@ from nowplaying.store import Store, StoreError
 
 from . import api, auth, openapi, owner, pages, public
 from .limits import RateLimit, RequestLimits, rules
+from .published import PublishedAccounts
 from .security import SecurityHeaders, TrustedHosts, origin_of
 from .sessions import Sessions
 from .state import Services
@@ -92,6 +93,8 @@ def create_app(
                     ),
                     clock=rt.clock,
                 ),
+                coord=rt.coord,
+                published=PublishedAccounts(rt.store, rt.clock, rt.coord),
             )
             yield
 

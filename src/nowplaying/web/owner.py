@@ -7,6 +7,9 @@ owner's session and a same-origin ``Origin`` (or ``Referer``); publishing is opt
 The account object also says why a reconnect is needed (``reconnectReason``: ``unknown_key``
 when the grant was sealed with a secret key this server no longer has, ``revoked`` when Spotify
 refused it) and when Spotify paused the whole app (``pausedUntil``, ``pauseReason``).
+
+Nothing here decrypts a refresh token (the account is read with it sealed); every change to a
+share link is announced to the public-id cache of every instance (:mod:`.published`).
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def owner_route(
                     {"error": "forbidden", "message": "Cross-site requests are refused."}, 403
                 )
             session = await svc.sessions.current(request)
-            account = await svc.store.get_account(session.account_id) if session else None
+            account = await svc.store.get_account_info(session.account_id) if session else None
             if account is None:
                 return _json({"error": "not_connected"}, 401)
             return await fn(request, svc, account)
@@ -120,6 +123,7 @@ async def publish(request: Request, svc: Services, account: Account) -> Response
     """Give the account a public id (publishing twice keeps the first one)."""
     if account.public_id is None:
         await svc.store.set_public_id(account.id, new_public_id())
+        await svc.published.forget(account.id)
     return await _fresh(svc, account.id)
 
 
@@ -127,12 +131,14 @@ async def publish(request: Request, svc: Services, account: Account) -> Response
 async def rotate(request: Request, svc: Services, account: Account) -> Response:
     """A new public id: every old link stops working at once."""
     await svc.store.set_public_id(account.id, new_public_id())
+    await svc.published.forget(account.id)
     return await _fresh(svc, account.id)
 
 
 @owner_route(write=True)
 async def unpublish(request: Request, svc: Services, account: Account) -> Response:
     await svc.store.set_public_id(account.id, None)
+    await svc.published.forget(account.id)
     return await _fresh(svc, account.id)
 
 
@@ -147,6 +153,7 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
         return _json({"error": "bad_request", "message": 'Send {"lastPlayed": true|false}.'}, 400)
     on: bool = body["lastPlayed"]
     await svc.store.set_show_last_played(account.id, on)
+    await svc.published.forget(account.id)
     svc.hub.refresh_history(account.id)
     response = await _fresh(svc, account.id)
     if on and SCOPE_RECENTLY_PLAYED not in account.scopes and response.status_code == 200:
@@ -157,7 +164,7 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
 
 
 async def _fresh(svc: Services, account_id: str) -> Response:
-    account = await svc.store.get_account(account_id)
+    account = await svc.store.get_account_info(account_id)
     if account is None:  # disconnected meanwhile
         return _json({"error": "not_connected"}, 401)
     return _json(describe(svc, account))

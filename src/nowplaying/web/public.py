@@ -38,7 +38,7 @@ async def _account(svc: Services, public_id: str) -> Account | None:
     """The published account, or None. A store outage raises StoreError (answered 503)."""
     if not PUBLIC_ID.match(public_id):
         return None
-    return await svc.store.get_account_by_public_id(public_id)
+    return await svc.published.get(public_id)  # cached briefly; the token stays sealed
 
 
 def public_json(snap: Snapshot | None, account: Account, now: float) -> dict[str, Any]:

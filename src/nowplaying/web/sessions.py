@@ -91,7 +91,7 @@ class Sessions:
         if hit is not None and now < hit[0]:
             return hit[1], hit[2]
         session = await self.current(request)
-        account = await self._store.get_account(session.account_id) if session else None
+        account = await self._store.get_account_info(session.account_id) if session else None
         if account is None:
             self._cache.pop(cookie, None)
             return None

@@ -8,6 +8,7 @@ from starlette.requests import Request
 
 from nowplaying.clock import Clock
 from nowplaying.config import Settings
+from nowplaying.coord import Coordinator
 from nowplaying.covers import CoverFetcher
 from nowplaying.live import LiveHub
 from nowplaying.simulator import Simulator
@@ -15,6 +16,7 @@ from nowplaying.spotify import SpotifyClient
 from nowplaying.store import Store
 from nowplaying.tokens import TokenManager
 
+from .published import PublishedAccounts
 from .sessions import Sessions
 
 
@@ -32,6 +34,8 @@ class Services:
     public_origin: str
     simulator: Simulator | None
     covers: CoverFetcher
+    coord: Coordinator
+    published: PublishedAccounts
 
     @property
     def demo(self) -> bool:

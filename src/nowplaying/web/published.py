@@ -1,0 +1,59 @@
+"""Public id -> published account, cached briefly: the public routes' hot path.
+
+Every ``/p/{id}...`` request needs the account behind the id; a README card or a widget asks
+every few seconds, from many viewers. As :mod:`nowplaying.web.sessions` does for cookies, a
+found account is remembered for :data:`CACHE_SECONDS` (bounded by :data:`CACHE_MAX`), read
+without decrypting its refresh token (:meth:`~nowplaying.store.Store.get_account_by_public_id`).
+
+Invalidation: whatever changes a public link (publish, rotate, unpublish, settings, connect,
+disconnect) calls :meth:`PublishedAccounts.forget`, which goes through the coordinator's
+:meth:`~nowplaying.coord.Coordinator.announce_public_change`: this instance drops the account at
+once (an old link dies on the instance that rotated it before the answer is sent), other
+instances on the Redis channel, or within :data:`CACHE_SECONDS` without Redis. Ids not found
+are not cached (a new link works at once everywhere). A store failure raises
+:class:`~nowplaying.store.StoreError` and caches nothing.
+"""
+
+from __future__ import annotations
+
+from nowplaying.clock import Clock
+from nowplaying.coord import Coordinator
+from nowplaying.store import Account, Store
+
+CACHE_SECONDS = 2.0
+CACHE_MAX = 10_000
+
+
+class PublishedAccounts:
+    """The cache of published accounts by public id, dropped on every instance on a change."""
+
+    def __init__(self, store: Store, clock: Clock, coord: Coordinator) -> None:
+        self._store = store
+        self._clock = clock
+        self._coord = coord
+        self._cache: dict[str, tuple[float, Account]] = {}
+        coord.on_public_change(self.drop)
+
+    async def get(self, public_id: str) -> Account | None:
+        """The account published under ``public_id``, or None."""
+        now = self._clock.now()
+        hit = self._cache.get(public_id)
+        if hit is not None and now < hit[0]:
+            return hit[1]
+        account = await self._store.get_account_by_public_id(public_id)
+        if account is None:
+            self._cache.pop(public_id, None)
+            return None
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[public_id] = (now + CACHE_SECONDS, account)
+        return account
+
+    async def forget(self, account_id: str) -> None:
+        """The account's public link changed: drop it here at once and on every instance."""
+        await self._coord.announce_public_change(account_id)
+
+    def drop(self, account_id: str) -> None:
+        """Drop this instance's entries for ``account_id`` (the coordinator's listener)."""
+        for public_id in [p for p, (_, a) in self._cache.items() if a.id == account_id]:
+            del self._cache[public_id]
