@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from . import views
 from .clock import Clock
 from .coord import Coordinator, LocalCoordinator
 from .models import Item, Kind, NowPlaying, PlayedItem
@@ -70,22 +71,23 @@ class Snapshot:
     last_played: PlayedItem | None = None
     """The last track played, when the owner shows it and nothing plays now."""
 
+    def view(self, now: float) -> views.State:
+        """The ``/api/spotify`` state, progress extrapolated to ``now``."""
+        if self.status is Status.RECONNECT:
+            return views.error(views.ErrorCode.RECONNECT_REQUIRED)
+        if self.playing is None:
+            return views.error(views.ErrorCode.UNAVAILABLE)
+        return views.state(
+            self.playing,
+            progress_ms=progress_at(self.playing, now),
+            at=int(now * 1000),  # when progressMs holds, for the widget's local clock
+            stale=self.status is Status.STALE,
+            last=self.last_played,
+        )
+
     def to_json(self, now: float) -> dict[str, Any]:
         """The ``/api/spotify`` object, progress extrapolated to ``now``."""
-        if self.status is Status.RECONNECT:
-            return {"error": "reconnect_required"}
-        if self.playing is None:
-            return {"error": "unavailable"}
-        data = self.playing.to_json()
-        if not self.playing.active and self.last_played is not None:
-            data["lastPlayed"] = self.last_played.to_json()
-        progress = progress_at(self.playing, now)
-        if progress is not None and "progressMs" in data:
-            data["progressMs"] = progress
-            data["at"] = int(now * 1000)  # when progressMs holds, for the widget's local clock
-        if self.status is Status.STALE:
-            data["stale"] = True
-        return data
+        return self.view(now).data()
 
 
 def progress_at(playing: NowPlaying, now: float) -> int | None:

@@ -7,9 +7,10 @@ Spotify's raw payloads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from . import views
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +85,8 @@ class NowPlaying:
         return max(0, self.item.duration_ms - self.progress_ms)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``/api/spotify`` shape."""
-        if not self.active:
-            return {"isPlaying": False}
-        if self.item is None:  # an ad: Spotify tells nothing about it
-            return {"isPlaying": self.is_playing, "type": "ad", "progressMs": self.progress_ms}
-        it = self.item
-        return {
-            "isPlaying": self.is_playing,
-            "type": str(it.kind),
-            "title": it.title,
-            "artist": it.artist,
-            "album": it.album,
-            "albumImageUrl": it.image_url,
-            "songUrl": it.url,
-            "progressMs": self.progress_ms,
-            "durationMs": it.duration_ms,
-        }
+        """The ``/api/spotify`` shape, progress as measured (see :func:`nowplaying.views.state`)."""
+        return views.state(self, progress_ms=self.progress_ms, at=None).data()
 
 
 NOTHING_PLAYING = NowPlaying(is_playing=False)
@@ -115,17 +101,7 @@ class PlayedItem:
 
     def to_json(self) -> dict[str, Any]:
         """The ``lastPlayed`` object next to ``{"isPlaying": false}``."""
-        return {
-            "type": str(self.item.kind),
-            "title": self.item.title,
-            "artist": self.item.artist,
-            "album": self.item.album,
-            "albumImageUrl": self.item.image_url,
-            "songUrl": self.item.url,
-            "playedAt": datetime.fromtimestamp(self.played_at, UTC)
-            .isoformat(timespec="seconds")
-            .replace("+00:00", "Z"),
-        }
+        return views.last_played(self).data()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
 
+from .errors import NotConnected, ReconnectRequired, Unavailable, json_response
 from .state import services
 
 PRIVATE = {"Cache-Control": "private, no-store"}
@@ -30,46 +31,36 @@ RECONNECT_MS = (500, 3000)
 _JITTER = random.Random()  # noqa: S311 - spreading reconnects, not secrets
 
 
-async def _account_id(request: Request) -> tuple[str | None, Response | None]:
-    """The session's account id, or the 401 to answer with."""
+async def _account_id(request: Request) -> str:
+    """The session's account id; refuses (401) without a session or a usable grant."""
     found = await services(request).sessions.account(request)
     if found is None:
-        return None, JSONResponse({"error": "not_connected"}, 401, headers=PRIVATE)
+        raise NotConnected
     account_id, status = found
     if status is AccountStatus.RECONNECT_REQUIRED:
-        return None, JSONResponse({"error": "reconnect_required"}, 401, headers=PRIVATE)
-    return account_id, None
+        raise ReconnectRequired
+    return account_id
 
 
 def snapshot_response(snap: Snapshot | None, now: float, fallback_retry: float) -> Response:
-    """The JSON answer for a snapshot: data (maybe stale), reconnect, or 503."""
+    """The JSON answer for a snapshot: data (maybe stale); refuses to reconnect, or 503."""
     if snap is not None and snap.status is Status.RECONNECT:
-        return JSONResponse({"error": "reconnect_required"}, 401, headers=PRIVATE)
+        raise ReconnectRequired
     if snap is None or snap.playing is None:
         retry = snap.retry_after if snap and snap.retry_after else fallback_retry
-        return JSONResponse(
-            {"error": "unavailable", "message": "Spotify is not answering; try again shortly."},
-            503,
-            headers={**PRIVATE, "Retry-After": str(max(1, round(retry)))},
-        )
-    return JSONResponse(snap.to_json(now), headers=PRIVATE)
+        raise Unavailable("Spotify is not answering; try again shortly.", retry_after=retry)
+    return json_response(snap.view(now), headers=PRIVATE)
 
 
 async def now_playing(request: Request) -> Response:
-    account_id, refusal = await _account_id(request)
-    if refusal is not None:
-        return refusal
-    assert account_id is not None  # noqa: S101 - refusal is None exactly when we have an id
+    account_id = await _account_id(request)
     svc = services(request)
     snap = await svc.hub.current(account_id)
     return snapshot_response(snap, svc.clock.now(), svc.hub.poll_seconds)
 
 
 async def events(request: Request) -> Response:
-    account_id, refusal = await _account_id(request)
-    if refusal is not None:
-        return refusal
-    assert account_id is not None  # noqa: S101
+    account_id = await _account_id(request)
     svc = services(request)
     return event_stream(
         svc.hub,

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -30,8 +30,10 @@ from nowplaying.crypto import CryptoError
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
+from nowplaying.views import ErrorCode, error
 
 from . import api, auth, openapi, owner, pages, public
+from .errors import Refusal, json_response
 from .limits import RateLimit, RequestLimits, rules
 from .published import PublishedAccounts
 from .security import SecurityHeaders, TrustedHosts, origin_of
@@ -152,6 +154,7 @@ def create_app(
         lifespan=lifespan,
         middleware=middleware,
         exception_handlers={
+            Refusal: _refused,
             HTTPException: _http_error,
             StoreError: _store_down,
             CryptoError: _unopenable,
@@ -164,13 +167,19 @@ def create_app(
     return app
 
 
+async def _refused(request: Request, exc: Exception) -> Response:
+    """Every refusal a handler raises, as its status and ``{"error", "message"}``."""
+    assert isinstance(exc, Refusal)  # noqa: S101 - registered for Refusal only
+    if request.url.path.startswith("/p/"):
+        return exc.response({**public.CORS, **public.NO_CACHE})
+    return exc.response(api.PRIVATE)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # noqa: S101 - registered for HTTPException only
     if request.url.path.startswith("/api/") or "json" in request.headers.get("accept", ""):
-        return JSONResponse(
-            {"error": _slug(exc.status_code), "message": exc.detail},
-            status_code=exc.status_code,
-            headers=exc.headers,
+        return json_response(
+            error(_slug(exc.status_code), exc.detail), exc.status_code, headers=exc.headers
         )
     svc = getattr(request.app.state, "services", None)
     return pages.error_page(
@@ -186,8 +195,8 @@ async def _store_down(request: Request, exc: Exception) -> Response:
     log.error("store unavailable on %s: %s", request.url.path, type(exc.__cause__).__name__)
     headers = {"Retry-After": "5", "Cache-Control": "no-store"}
     if request.url.path.startswith(("/api/", "/p/")):
-        return JSONResponse(
-            {"error": "unavailable", "message": "Storage is unavailable; try again shortly."},
+        return json_response(
+            error(ErrorCode.UNAVAILABLE, "Storage is unavailable; try again shortly."),
             503,
             headers=headers,
         )
@@ -213,11 +222,11 @@ async def _unopenable(request: Request, exc: Exception) -> Response:
     if path.startswith("/p/"):
         if path.endswith(".svg"):
             return public.reconnect_card(request)
-        return JSONResponse(
-            {"error": "reconnect_required"}, headers={**public.CORS, **public.NO_CACHE}
+        return json_response(
+            error(ErrorCode.RECONNECT_REQUIRED), headers={**public.CORS, **public.NO_CACHE}
         )
     if path.startswith("/api/"):
-        return JSONResponse({"error": "reconnect_required"}, 401, headers=api.PRIVATE)
+        return json_response(error(ErrorCode.RECONNECT_REQUIRED), 401, headers=api.PRIVATE)
     svc = getattr(request.app.state, "services", None)
     return pages.error_page(
         "Reconnect needed", pages.UNKNOWN_KEY_TEXT, status=200, demo=bool(svc and svc.demo)
@@ -227,15 +236,18 @@ async def _unopenable(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     """The last resort: log the error type (never its text, which may hold data), answer 500."""
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-    return JSONResponse({"error": "internal", "message": "Something went wrong."}, 500)
+    return json_response(error(ErrorCode.INTERNAL, "Something went wrong."), 500)
 
 
-def _slug(status: int) -> str:
-    return {
-        400: "bad_request",
-        401: "unauthorized",
-        403: "forbidden",
-        404: "not_found",
-        405: "method_not_allowed",
-        429: "too_many_requests",
-    }.get(status, "error")
+_SLUGS = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    429: ErrorCode.TOO_MANY_REQUESTS,
+}
+
+
+def _slug(status: int) -> ErrorCode:
+    return _SLUGS.get(status, ErrorCode.ERROR)

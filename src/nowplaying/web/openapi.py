@@ -1,5 +1,8 @@
 """The OpenAPI description of the JSON and event interfaces, served at ``/openapi.json``.
 
+The operations are declared here; every schema is generated from the models in
+:mod:`nowplaying.views`, the same ones the responses are serialised from.
+
 Tests validate live responses against these schemas, so the document cannot drift from the code.
 """
 
@@ -7,149 +10,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from nowplaying import __version__
+from nowplaying import __version__, views
 
-_STR_OR_NULL = {"type": ["string", "null"]}
-_INT_OR_NULL = {"type": ["integer", "null"]}
+_REF = "#/components/schemas/{model}"
+_MODELS: tuple[type[views.View], ...] = (
+    views.Playing,
+    views.Ad,
+    views.Nothing,
+    views.Error,
+    views.Account,
+)
 
-SCHEMAS: dict[str, Any] = {
-    "Playing": {
-        "type": "object",
-        "description": "A track or episode, playing or paused.",
-        "required": ["isPlaying", "type", "title", "artist", "durationMs"],
-        "properties": {
-            "isPlaying": {"type": "boolean"},
-            "type": {"enum": ["track", "episode"]},
-            "title": {"type": "string"},
-            "artist": {"type": "string", "description": "Artists joined by ', '; the show."},
-            "album": _STR_OR_NULL,
-            "albumImageUrl": _STR_OR_NULL,
-            "songUrl": _STR_OR_NULL,
-            "progressMs": _INT_OR_NULL,
-            "durationMs": {"type": "integer"},
-            "at": {"type": "integer", "description": "Server time (ms) progressMs holds for."},
-            "stale": {"const": True},
-        },
-        "additionalProperties": False,
-    },
-    "Ad": {
-        "type": "object",
-        "required": ["isPlaying", "type"],
-        "properties": {
-            "isPlaying": {"type": "boolean"},
-            "type": {"const": "ad"},
-            "progressMs": _INT_OR_NULL,
-            "at": {"type": "integer"},
-            "stale": {"const": True},
-        },
-        "additionalProperties": False,
-    },
-    "LastPlayed": {
-        "type": "object",
-        "required": ["type", "title", "artist", "playedAt"],
-        "properties": {
-            "type": {"enum": ["track", "episode"]},
-            "title": {"type": "string"},
-            "artist": {"type": "string"},
-            "album": _STR_OR_NULL,
-            "albumImageUrl": _STR_OR_NULL,
-            "songUrl": _STR_OR_NULL,
-            "playedAt": {"type": "string", "format": "date-time"},
-        },
-        "additionalProperties": False,
-    },
-    "Nothing": {
-        "type": "object",
-        "required": ["isPlaying"],
-        "properties": {
-            "isPlaying": {"const": False},
-            "lastPlayed": {"$ref": "#/components/schemas/LastPlayed"},
-            "stale": {"const": True},
-        },
-        "additionalProperties": False,
-    },
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "enum": [
-                    "not_connected",
-                    "reconnect_required",
-                    "unavailable",
-                    "not_found",
-                    "forbidden",
-                    "bad_request",
-                    "too_many_requests",
-                    "body_too_large",
-                    "headers_too_large",
-                    "method_not_allowed",
-                    "unauthorized",
-                    "error",
-                ]
-            },
-            "message": {"type": "string"},
-            "stale": {"const": True},
-        },
-        "additionalProperties": False,
-    },
-    "NowPlaying": {
-        "oneOf": [
-            {"$ref": "#/components/schemas/Playing"},
-            {"$ref": "#/components/schemas/Ad"},
-            {"$ref": "#/components/schemas/Nothing"},
-        ]
-    },
-    "PublicState": {
-        "oneOf": [
-            {"$ref": "#/components/schemas/Playing"},
-            {"$ref": "#/components/schemas/Ad"},
-            {"$ref": "#/components/schemas/Nothing"},
-            {"$ref": "#/components/schemas/Error"},
-        ]
-    },
-    "Account": {
-        "type": "object",
-        "required": ["displayName", "status", "published", "publicId", "links", "reconnectBy"],
-        "properties": {
-            "displayName": {"type": "string"},
-            "status": {"enum": ["active", "reconnect_required"]},
-            "published": {"type": "boolean"},
-            "publicId": _STR_OR_NULL,
-            "links": {
-                "oneOf": [
-                    {"type": "null"},
-                    {
-                        "type": "object",
-                        "required": ["page", "json", "svg", "events", "open"],
-                        "additionalProperties": {"type": "string"},
-                    },
-                ]
-            },
-            "lastPlayed": {"type": "boolean"},
-            "lastPlayedGranted": {"type": "boolean"},
-            "reconnectBy": {"type": "string", "format": "date-time"},
-            "reconnectReason": {
-                "enum": ["unknown_key", "revoked", None],
-                "description": "Why a reconnect is needed: the grant was sealed with a secret key"
-                " this server does not have, or Spotify refused it.",
-            },
-            "pausedUntil": {
-                **_INT_OR_NULL,
-                "description": "Spotify's app-wide pause ends then (epoch ms); null: none.",
-            },
-            "pauseReason": {
-                **_STR_OR_NULL,
-                "description": "QUOTA_EXCEEDED (hours long) or rate_limit (seconds).",
-            },
-            "reconsentUrl": {"type": "string"},
-        },
-        "additionalProperties": False,
-    },
-}
+
+def _schemas() -> dict[str, Any]:
+    """The components, generated from :mod:`nowplaying.views` (the models are the definition)."""
+    _, doc = models_json_schema([(m, "serialization") for m in _MODELS], ref_template=_REF)
+    schemas: dict[str, Any] = doc["$defs"]
+    for schema in schemas.values():
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)  # pydantic's "Isplaying" says nothing the name does not
+            if prop.get("default", 0) is None and "anyOf" not in prop:
+                del prop["default"]  # an absent field, not a null one
+    schemas["NowPlaying"] = {"oneOf": [{"$ref": _REF.format(model=m)} for m in _NOW_PLAYING]}
+    schemas["PublicState"] = {
+        "oneOf": [{"$ref": _REF.format(model=m)} for m in (*_NOW_PLAYING, "Error")]
+    }
+    return schemas
+
+
+_NOW_PLAYING = ("Playing", "Ad", "Nothing")
+SCHEMAS: dict[str, Any] = _schemas()
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
