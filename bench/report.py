@@ -164,13 +164,15 @@ def _latency(r: latency.Result) -> list[str]:
 def _throughput(r: throughput.Result) -> list[str]:
     out = [
         f"3. Throughput, {throughput.CONNECTIONS} keep-alive connections, "
-        f"{throughput.SECONDS:g} s per trial, A/B alternated {len(r.engine)} times "
-        f"({r.body_bytes}-byte JSON body)",
+        f"{throughput.SECONDS:g} s per trial, engine endpoints and bare alternated "
+        f"{len(r.bare)} times ({r.body_bytes}-byte JSON body; card {r.svg_bytes} bytes, "
+        "cover embedded)",
         "",
         f"   {'endpoint':<30}{'req/s, median':>15}   {'req/s per round':<26}"
         f"{'p50':>9}{'p99':>9}{'server CPU':>12}",
     ]
-    for name, trials in (("GET /api/spotify (engine)", r.engine), ("bare Starlette JSON", r.bare)):
+    rows = [(f"GET {name} (engine)", trials) for name, trials in r.endpoints.items()]
+    for name, trials in [*rows, ("bare Starlette JSON", r.bare)]:
         rps = sorted(t.rps for t in trials)
         mid = sorted(trials, key=lambda t: t.rps)[len(trials) // 2]
         listed = " ".join(f"{t.rps:.0f}" for t in trials)
@@ -178,12 +180,15 @@ def _throughput(r: throughput.Result) -> list[str]:
             f"   {name:<30}{rps[len(rps) // 2]:>15.0f}   {listed:<26}"
             f"{mid.p50_ms:>6.1f} ms{mid.p99_ms:>6.0f} ms{mid.server_cpu:>7.2f} core"
         )
-    errors = sum(t.errors for t in (*r.engine, *r.bare))
-    per_round = " ".join(f"{e.rps / b.rps:.2f}" for e, b in zip(r.engine, r.bare, strict=True))
-    out.append(
-        f"   {'ratio engine / bare':<30}{r.ratio:>15.2f}   {per_round:<26}"
-        f"target >= 0.5; errors: {errors}"
-    )
+    errors = sum(t.errors for trials in (*r.endpoints.values(), r.bare) for t in trials)
+    for name, trials in r.endpoints.items():
+        per_round = " ".join(f"{e.rps / b.rps:.2f}" for e, b in zip(trials, r.bare, strict=True))
+        target = throughput.ENDPOINTS.get(name, math.nan)
+        out.append(
+            f"   {f'ratio {name} / bare':<30}{r.ratio_of(name):>15.2f}   {per_round:<26}"
+            f"target >= {target:g}"
+        )
+    out.append(f"   errors: {errors}")
     return [*out, ""]
 
 

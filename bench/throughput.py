@@ -1,9 +1,13 @@
-"""``GET /api/spotify`` requests per second, as a ratio to a bare Starlette JSON endpoint.
+"""Requests per second of ``/api/spotify``, ``/p/ID.json`` and ``/p/ID.svg`` (cover embedded),
+each as a ratio to a bare Starlette JSON endpoint measured in the same run.
 
 Both servers run at once, each in its own process under uvicorn with the same settings (one
 worker, no access log, log level warning); :mod:`bench.loadgen` loads one of them at a time, in
-its own process, alternating A/B/A/B so drift on the machine hits both alike. The engine is
-signed in, so every request goes through the session lookup and is answered from shared state.
+its own process, alternating engine endpoints and the bare one round by round so drift on the
+machine hits all alike. The engine is signed in (``/api/spotify`` goes through the session
+lookup) and its account published (the public routes go through the public-id lookup); every
+answer comes from shared state, the card's cover from the cover cache. The public rate limit is
+off, since one load generator is one client address.
 """
 
 from __future__ import annotations
@@ -36,25 +40,36 @@ class Trial:
     """The load generator's, likewise."""
 
 
+ENDPOINTS: dict[str, float] = {"/api/spotify": 0.7, "/p/ID.json": 0.6, "/p/ID.svg": 0.45}
+"""Each engine endpoint measured, with its target ratio to bare Starlette (issue 11)."""
+
+
 @dataclass
 class Result:
-    engine: list[Trial] = field(default_factory=list)
+    endpoints: dict[str, list[Trial]] = field(default_factory=dict)
+    """Trials per engine endpoint (keys of :data:`ENDPOINTS`), one per round."""
     bare: list[Trial] = field(default_factory=list)
     body_bytes: int = 0
+    svg_bytes: int = 0
 
     @property
-    def engine_rps(self) -> float:
-        return statistics.median(t.rps for t in self.engine)
+    def engine(self) -> list[Trial]:
+        """The ``/api/spotify`` trials."""
+        return self.endpoints.get("/api/spotify", [])
 
     @property
     def bare_rps(self) -> float:
         return statistics.median(t.rps for t in self.bare)
 
+    def ratio_of(self, endpoint: str) -> float:
+        """The median of each round's ratio: a burst of other load on the machine hits a round's
+        trials, one after the other, more alike than it hits two medians."""
+        trials = self.endpoints[endpoint]
+        return statistics.median(e.rps / b.rps for e, b in zip(trials, self.bare, strict=True))
+
     @property
     def ratio(self) -> float:
-        """The median of each round's ratio: a burst of other load on the machine hits a round's
-        two trials, one after the other, more alike than it hits two medians."""
-        return statistics.median(e.rps / b.rps for e, b in zip(self.engine, self.bare, strict=True))
+        return self.ratio_of("/api/spotify")
 
 
 def _trial(server: ServerProcess, path: str, headers: list[str]) -> Trial:
@@ -78,17 +93,33 @@ def _trial(server: ServerProcess, path: str, headers: list[str]) -> Trial:
 
 async def run() -> Result:
     result = Result()
-    with nowplaying_server() as engine:
+    with nowplaying_server(extra_env={"NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0"}) as engine:
         cookie = await sign_in(engine.url)
-        async with httpx.AsyncClient(base_url=engine.url) as http:
+        async with httpx.AsyncClient(base_url=engine.url, timeout=10) as http:
             first = await http.get("/api/spotify", headers={"Cookie": cookie})
-        if first.status_code != 200:
-            raise RuntimeError(f"/api/spotify answered {first.status_code}")
+            if first.status_code != 200:
+                raise RuntimeError(f"/api/spotify answered {first.status_code}")
+            published = await http.post(
+                "/api/account/publish", headers={"Cookie": cookie, "Origin": engine.url}
+            )
+            published.raise_for_status()
+            public = f"/p/{published.json()['publicId']}"
+            card = await http.get(f"{public}.svg")
+            if card.status_code != 200 or "data:image/" not in card.text:
+                raise RuntimeError(f"{public}.svg answered {card.status_code} without a cover")
+            result.svg_bytes = len(card.content)
+            if (await http.get(f"{public}.json")).status_code != 200:
+                raise RuntimeError(f"{public}.json did not answer 200")
         result.body_bytes = len(first.content)
+        paths = {
+            "/api/spotify": ("/api/spotify", [f"Cookie: {cookie}"]),
+            "/p/ID.json": (f"{public}.json", []),
+            "/p/ID.svg": (f"{public}.svg", []),
+        }
         with bare_server(first.json()) as bare:
             for _ in range(ROUNDS):
-                result.engine.append(
-                    await asyncio.to_thread(_trial, engine, "/api/spotify", [f"Cookie: {cookie}"])
-                )
+                for name, (path, headers) in paths.items():
+                    trial = await asyncio.to_thread(_trial, engine, path, headers)
+                    result.endpoints.setdefault(name, []).append(trial)
                 result.bare.append(await asyncio.to_thread(_trial, bare, "/", []))
     return result
