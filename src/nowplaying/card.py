@@ -1,8 +1,9 @@
 """The SVG card: what someone plays, as an image for READMEs and ``<img>`` tags.
 
-Pure: :func:`render_card` turns the public ``/api/spotify`` JSON (or an ``{"error": ...}`` object)
-into a self-contained SVG string, and :func:`card_etag` names that string for caching. No I/O; the
-cover art arrives as a ready ``data:`` URI (see :mod:`nowplaying.covers`).
+Pure: :func:`render_card` turns a typed state (:data:`nowplaying.views.State`: what plays, or an
+error such as ``not_found``) into a self-contained SVG string, and :func:`card_etag` names that
+string for caching. No I/O; the cover art arrives as a ready ``data:`` URI (see
+:mod:`nowplaying.covers`).
 
 Every string from Spotify is treated as hostile: control characters and bidi overrides are dropped,
 the rest is XML-escaped into text nodes and never reaches an attribute. The only URL in the output
@@ -20,8 +21,10 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 from xml.sax.saxutils import escape
+
+from .views import Ad, Error, ErrorCode, Nothing, Playing, State
 
 __all__ = ["card_etag", "render_card"]
 
@@ -146,20 +149,20 @@ class _View:
 
 
 def render_card(
-    data: Mapping[str, Any],
+    state: State,
     *,
     theme: Theme = "auto",
     compact: bool = False,
     cover: str | None = None,
     now: float,
 ) -> str:
-    """The SVG card for one ``/api/spotify`` payload (or ``{"error": code}``).
+    """The SVG card for one state (what plays, or an error such as ``not_found``).
 
     ``cover`` must be a ``data:image/{png,jpeg,gif,webp};base64,...`` URI; anything else is ignored
     and the neutral placeholder is drawn instead. ``now`` (seconds since the epoch) dates the
     "Last played" label. The same arguments always give the same string.
     """
-    view = _view(data, now)
+    view = _view(state, now)
     layout = _COMPACT if compact else _NORMAL
     image = cover if cover is not None and _COVER_URI.fullmatch(cover) else None
     return _draw(view, layout, theme, image)
@@ -173,48 +176,43 @@ def card_etag(svg: str) -> str:
 # -- what to say --------------------------------------------------------------------------------
 
 
-def _view(data: Mapping[str, Any], now: float) -> _View:
-    error = data.get("error")
-    if error is not None:
-        return _error_view(error)
-    stale = data.get("stale") is True
-    kind = data.get("type")
-    if kind == "ad":
+def _view(state: State, now: float) -> _View:
+    if isinstance(state, Error):
+        return _error_view(state.error)
+    stale = state.stale is True
+    if isinstance(state, Ad):
         return _View("ad", "", "Advertisement", "Spotify will be right back", "Advertisement")
-    title = _clean(data.get("title"))
-    if title:
-        artist = _clean(data.get("artist"))
-        playing = data.get("isPlaying") is True
-        label = "Now playing" if playing else "Paused"
-        if kind == "episode":
+    if isinstance(state, Playing) and _clean(state.title):
+        title, artist = _clean(state.title), _clean(state.artist)
+        label = "Now playing" if state.is_playing else "Paused"
+        if state.kind == "episode":
             label += " · Podcast"
-        heading = f"{'Now playing' if playing else 'Paused'}: {_by(title, artist)}"
+        heading = f"{'Now playing' if state.is_playing else 'Paused'}: {_by(title, artist)}"
         return _View(
-            state="playing" if playing else "paused",
+            state="playing" if state.is_playing else "paused",
             label=label,
             title=title,
             subtitle=artist,
             heading=heading + (" (delayed)" if stale else ""),
-            progress=_progress(data.get("progressMs"), data.get("durationMs")),
-            eq="live" if playing else "still",
+            progress=_progress(state.progress_ms, state.duration_ms),
+            eq="live" if state.is_playing else "still",
             stale=stale,
         )
-    last = data.get("lastPlayed")
-    if isinstance(last, Mapping) and _clean(last.get("title")):
-        title = _clean(last.get("title"))
-        artist = _clean(last.get("artist"))
-        age = _ago(last.get("playedAt"), now)
+    last = state.last_played if isinstance(state, Nothing) else None
+    if last is not None and _clean(last.title):
+        title, artist = _clean(last.title), _clean(last.artist)
+        age = _ago(last.played_at, now)
         label = f"Last played · {age}" if age else "Last played"
         heading = f"Not playing. Last played: {_by(title, artist)}" + (f" ({age})" if age else "")
         return _View("last-played", label, title, artist, heading, stale=stale)
     return _View("idle", "", "Not playing", "Nothing on Spotify right now", "Not playing")
 
 
-def _error_view(code: object) -> _View:
-    if code == "reconnect_required":
+def _error_view(code: ErrorCode) -> _View:
+    if code is ErrorCode.RECONNECT_REQUIRED:
         sub = "Spotify access has expired"
         return _View("reconnect", "", "Reconnect needed", sub, f"Reconnect needed: {sub}")
-    if code == "not_found":
+    if code is ErrorCode.NOT_FOUND:
         sub = "This link is no longer shared"
         return _View("not-found", "", "Not found", sub, f"Not found: {sub}")
     sub = "Retrying shortly"
@@ -225,30 +223,16 @@ def _by(title: str, artist: str) -> str:
     return f"{title} by {artist}" if artist else title
 
 
-def _progress(position: object, duration: object) -> float | None:
-    """How far along, clamped to 0..1; None when either number is missing or nonsense."""
-    pos, dur = _number(position), _number(duration)
-    if pos is None or dur is None or dur <= 0:
+def _progress(position: int | None, duration: int) -> float | None:
+    """How far along, clamped to 0..1; None when the position is unknown or the length nonsense."""
+    if position is None or duration <= 0:
         return None
-    return min(1.0, max(0.0, pos / dur))
+    return min(1.0, max(0.0, position / duration))
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _ago(played_at: object, now: float) -> str:
-    """ "12 min ago" for an ISO-8601 time, as the widget says it; "" when it does not parse."""
-    if not isinstance(played_at, str):
-        return ""
-    try:
-        when = datetime.fromisoformat(played_at)
-    except ValueError:
-        return ""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+def _ago(played_at: datetime, now: float) -> str:
+    """ "12 min ago", as the widget says it."""
+    when = played_at if played_at.tzinfo is not None else played_at.replace(tzinfo=UTC)
     minutes = math.floor((now - when.timestamp()) / 60)
     if minutes < 1:
         return "just now"

@@ -13,17 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from nowplaying.card import card_etag, render_card
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
+from nowplaying.views import Error, ErrorCode, Nothing, Playing, State, error
 
 from . import pages
 from .api import event_stream
+from .errors import NotFound, json_response
 from .state import Services, services
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -41,27 +43,27 @@ async def _account(svc: Services, public_id: str) -> Account | None:
     return await svc.published.get(public_id)  # cached briefly; the token stays sealed
 
 
-def public_json(snap: Snapshot | None, account: Account, now: float) -> dict[str, Any]:
-    """The public object: like ``/api/spotify``, but every state is data, never a 401."""
+def public_state(snap: Snapshot | None, account: Account, now: float) -> State:
+    """The public state: like ``/api/spotify``, but every state is data, never a 401."""
     if account.status is AccountStatus.RECONNECT_REQUIRED or (
         snap is not None and snap.status is Status.RECONNECT
     ):
-        return {"error": "reconnect_required"}
+        return error(ErrorCode.RECONNECT_REQUIRED)
     if snap is None or snap.playing is None:
-        return {"error": "unavailable"}
-    return snap.to_json(now)
+        return error(ErrorCode.UNAVAILABLE)
+    return snap.view(now)
 
 
-async def _state(svc: Services, account: Account, wait: float | None = None) -> dict[str, Any]:
+async def _state(svc: Services, account: Account, wait: float | None = None) -> State:
     if account.status is AccountStatus.RECONNECT_REQUIRED:
-        return {"error": "reconnect_required"}
+        return error(ErrorCode.RECONNECT_REQUIRED)
     snap = None
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait):
             snap = await svc.hub.current(account.id)
     if snap is None:
         snap = svc.hub.peek(account.id)
-    return public_json(snap, account, svc.clock.now())
+    return public_state(snap, account, svc.clock.now())
 
 
 async def embed(request: Request) -> Response:
@@ -88,15 +90,15 @@ async def as_json(request: Request) -> Response:
     svc = services(request)
     account = await _account(svc, request.path_params["public_id"])
     if account is None:
-        return JSONResponse({"error": "not_found"}, 404, headers={**CORS, **NO_CACHE})
-    data = await _state(svc, account)
-    status = 503 if data.get("error") == "unavailable" else 200
+        raise NotFound
+    state = await _state(svc, account)
+    status = 503 if isinstance(state, Error) and state.error is ErrorCode.UNAVAILABLE else 200
     headers = {**CORS, **NO_CACHE}
     if status == 503:
         pause = svc.hub.pause  # Spotify's own Retry-After, when the app is paused
         wait = pause.until - svc.clock.now() if pause else svc.hub.poll_seconds
         headers["Retry-After"] = str(max(1, round(wait)))
-    return JSONResponse(data, status, headers=headers)
+    return json_response(state, status, headers=headers)
 
 
 async def as_svg(request: Request) -> Response:
@@ -105,31 +107,31 @@ async def as_svg(request: Request) -> Response:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SVG_BUDGET
     cover = None
-    data: dict[str, Any] = {"error": "not_found"}
+    state: State = error(ErrorCode.NOT_FOUND)
     try:
         account = await _account(svc, request.path_params["public_id"])
     except StoreError:  # the card is an image whatever happens (a CryptoError: app.py)
-        account, data = None, {"error": "unavailable"}
+        account, state = None, error(ErrorCode.UNAVAILABLE)
     if account is not None:
-        data = await _state(svc, account, wait=SVG_BUDGET * 0.6)
-        image = _image_url(data)
+        state = await _state(svc, account, wait=SVG_BUDGET * 0.6)
+        image = _link(state, "album_image_url")
         if image:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     cover = await svc.covers.data_uri(image)
-    return _card(request, data, cover)
+    return _card(request, state, cover)
 
 
 def reconnect_card(request: Request) -> Response:
     """The "Reconnect needed" card, for a grant no configured key opens (app.py's handler)."""
-    return _card(request, {"error": "reconnect_required"}, None)
+    return _card(request, error(ErrorCode.RECONNECT_REQUIRED), None)
 
 
-def _card(request: Request, data: dict[str, Any], cover: str | None) -> Response:
+def _card(request: Request, state: State, cover: str | None) -> Response:
     svc = services(request)
     theme = _theme(request)
     compact = request.query_params.get("size") == "compact" or "compact" in request.query_params
-    svg = render_card(data, theme=theme, compact=compact, cover=cover, now=svc.clock.now())
+    svg = render_card(state, theme=theme, compact=compact, cover=cover, now=svc.clock.now())
     etag = card_etag(svg)
     headers = {
         **NO_CACHE,
@@ -146,7 +148,7 @@ async def events(request: Request) -> Response:
     svc = services(request)
     account = await _account(svc, request.path_params["public_id"])
     if account is None:
-        return JSONResponse({"error": "not_found"}, 404, headers=CORS)
+        raise NotFound
     return event_stream(
         svc.hub,
         account.id,
@@ -163,9 +165,8 @@ async def open_item(request: Request) -> Response:
     account = await _account(svc, request.path_params["public_id"])
     url = None
     if account is not None:
-        data = await _state(svc, account, wait=SVG_BUDGET)
-        url = data.get("songUrl") or (data.get("lastPlayed") or {}).get("songUrl")
-    if isinstance(url, str) and url.startswith(OPEN_PREFIX) and "\\" not in url:
+        url = _link(await _state(svc, account, wait=SVG_BUDGET), "song_url")
+    if url is not None and url.startswith(OPEN_PREFIX) and "\\" not in url:
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     return pages.error_page(
         "Nothing to open", "Nothing is playing on Spotify right now.", status=404, demo=False
@@ -177,9 +178,13 @@ def _theme(request: Request) -> Literal["light", "dark", "auto"]:
     return theme if theme in ("light", "dark") else "auto"  # type: ignore[return-value]
 
 
-def _image_url(data: dict[str, Any]) -> str | None:
-    url = data.get("albumImageUrl") or (data.get("lastPlayed") or {}).get("albumImageUrl")
-    return url if isinstance(url, str) else None
+def _link(state: State, field: Literal["album_image_url", "song_url"]) -> str | None:
+    """The cover or Spotify link of what plays, or else of what played last."""
+    if isinstance(state, Playing):
+        return getattr(state, field)  # type: ignore[no-any-return]
+    if isinstance(state, Nothing) and state.last_played is not None:
+        return getattr(state.last_played, field)  # type: ignore[no-any-return]
+    return None
 
 
 def _etags(header: str) -> set[str]:
