@@ -5,7 +5,6 @@ account, both answered from the live engine's shared state: viewers never cost S
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import resource
 import weakref
@@ -20,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
+from nowplaying.views import ErrorCode, error
 
 from .errors import NotConnected, ReconnectRequired, Unavailable, json_response
 from .state import services
@@ -339,11 +339,9 @@ def _event(snap: Snapshot, now: float) -> str:
     cached = _ENCODED.get(id(snap))
     if cached is not None and cached[0] is snap and 0 <= now - cached[1] < FRESH_SECONDS:
         return cached[2]
-    if snap.playing is None and snap.status is not Status.RECONNECT:
-        data: dict[str, Any] = {"error": "unavailable", "stale": True}
-    else:
-        data = snap.to_json(now)
-    text = f"id: {snap.version}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+    unknown = snap.playing is None and snap.status is not Status.RECONNECT
+    view = error(ErrorCode.UNAVAILABLE, stale=True) if unknown else snap.view(now)
+    text = f"id: {snap.version}\ndata: {view.model_dump_json()}\n\n"
     _ENCODED[id(snap)] = (snap, now, text)
     if len(_ENCODED) > 64:
         del _ENCODED[next(iter(_ENCODED))]
