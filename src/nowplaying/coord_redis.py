@@ -4,7 +4,7 @@ Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a 
 ``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
 ``pause`` and ``pause:reason`` (the app-wide rate-limit pause and Spotify's reason),
 ``token:{account}`` (the shared access token), ``lock:{name}``; and the pub/sub channel
-``np:events:{db}``.
+``np:events:{db}``, which carries states and (``"k": "public"``) public-link changes.
 
 Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
 degraded — each instance polls for itself, publishes only locally — warns once, retries Redis at

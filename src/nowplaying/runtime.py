@@ -59,7 +59,7 @@ async def read_last_played(
     store: Store, tokens: TokenManager, client: SpotifyClient, account_id: str
 ) -> PlayedItem | None:
     """The last track played, when the owner shows it and the grant allows it."""
-    account = await store.get_account(account_id)
+    account = await store.get_account_info(account_id)
     if account is None or not account.show_last_played:
         return None
     if SCOPE_RECENTLY_PLAYED not in account.scopes:
@@ -74,7 +74,7 @@ async def read_last_played(
 
 async def account_ready(store: Store, account_id: str) -> bool:
     """Whether an account that needed reconnecting holds a usable grant again."""
-    account = await store.get_account(account_id)
+    account = await store.get_account_info(account_id)
     return account is not None and account.status is AccountStatus.ACTIVE
 
 
