@@ -1,7 +1,9 @@
 """Clocks that can be passed in.
 
 Everything that waits, expires or schedules takes a :class:`Clock`, so tests move time instead of
-sleeping. :class:`SystemClock` is the real one; :class:`FakeClock` only moves when told to.
+sleeping. :class:`SystemClock` is the real one; :class:`FakeClock` only moves when told to. A
+clock owns every wait: :meth:`Clock.sleep` and :meth:`Clock.timeout` (the clock's own
+``asyncio.timeout``), so no part of the service waits on a timer a test cannot move.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import asyncio
 import heapq
 import itertools
 import time
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Protocol
 
 
@@ -24,6 +28,11 @@ class Clock(Protocol):
         """Wait ``seconds`` of this clock's time."""
         ...
 
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[object]:
+        """Like ``asyncio.timeout(seconds)``, in this clock's time: the body is cancelled once
+        ``seconds`` have passed and the block raises :class:`TimeoutError`; None never fires."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -33,6 +42,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[object]:
+        return asyncio.timeout(seconds)
 
 
 class FakeClock:
@@ -50,13 +62,20 @@ class FakeClock:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
+        await self._wake_at(self._now + seconds)
+
+    def timeout(self, seconds: float | None) -> AbstractAsyncContextManager[object]:
+        return _FakeTimeout(self, seconds)
+
+    def _wake_at(self, when: float) -> asyncio.Future[None]:
+        """A future that :meth:`advance` resolves once time reaches ``when``."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
-        await fut
+        heapq.heappush(self._sleepers, (when, next(self._seq), fut))
+        return fut
 
     @property
     def sleepers(self) -> int:
-        """How many tasks are waiting on this clock."""
+        """How many tasks are waiting on this clock (a sleep or a pending timeout each)."""
         return sum(1 for _, _, fut in self._sleepers if not fut.done())
 
     async def advance(self, seconds: float, *, step: float | None = None) -> None:
@@ -68,6 +87,7 @@ class FakeClock:
         target = self._now + seconds
         while True:
             await _settle()
+            self._drop_done()
             due = self._sleepers[0][0] if self._sleepers else None
             nxt = target if due is None or due > target else due
             if step is not None:
@@ -84,6 +104,62 @@ class FakeClock:
             if self._now >= target and not (self._sleepers and self._sleepers[0][0] <= target):
                 break
         await _settle()
+
+    def _drop_done(self) -> None:
+        """Forget cancelled waits at the head (a timeout whose body finished, a cancelled sleep),
+        so time does not stop at moments nobody waits for any more."""
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
+
+
+class _FakeTimeout:
+    """``asyncio.timeout`` driven by a :class:`FakeClock`.
+
+    The real ``asyncio.Timeout`` does the cancelling (so nesting, ``uncancel`` and the
+    ``TimeoutError`` behave exactly as in production); it starts with no deadline, and a wait on
+    the fake clock reschedules it to "now" when fake time reaches the deadline.
+    """
+
+    def __init__(self, clock: FakeClock, seconds: float | None) -> None:
+        self._clock = clock
+        self._seconds = seconds
+        self._inner = asyncio.timeout(None)
+        self._wait: asyncio.Future[None] | None = None
+        self._open = False
+
+    async def __aenter__(self) -> _FakeTimeout:
+        await self._inner.__aenter__()
+        self._open = True
+        if self._seconds is not None:
+            if self._seconds <= 0:
+                self._fire()
+            else:
+                self._wait = self._clock._wake_at(self._clock.now() + self._seconds)
+                self._wait.add_done_callback(self._woken)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._open = False
+        if self._wait is not None:
+            self._wait.cancel()
+        await self._inner.__aexit__(exc_type, exc, tb)
+
+    def expired(self) -> bool:
+        """Whether the deadline passed (as ``asyncio.Timeout.expired``)."""
+        return self._inner.expired()
+
+    def _woken(self, wait: asyncio.Future[None]) -> None:
+        if not wait.cancelled():
+            self._fire()
+
+    def _fire(self) -> None:
+        if self._open:  # the body may have finished between the wake-up and this callback
+            self._inner.reschedule(asyncio.get_running_loop().time())
 
 
 async def _settle(rounds: int = 20) -> None:
