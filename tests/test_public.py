@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from nowplaying.covers import CoverFetcher
+from nowplaying.web.public import SVG_BUDGET
 from tests.conftest import ORIGIN, Env
 from tests.helpers import fixture_json
 from tests.sse import SSEReader
@@ -193,14 +194,32 @@ async def test_card_flood_costs_no_extra_spotify_calls(connected: Env) -> None:
     assert connected.sim.calls["cover"] == 1  # fetched once, embedded in all 50 cards
 
 
+async def get_while_time_passes(
+    env: Env, path: str, *, limit: float = 30.0
+) -> tuple[httpx.Response, float]:
+    """GET ``path`` while fake time moves on in small steps (a budget waits on the clock, so a
+    hung upstream is given up only as fake time passes); the response and the fake seconds."""
+    start = env.clock.now()
+    request = asyncio.create_task(env.client.get(path))
+    while not request.done() and env.clock.now() - start < limit:
+        await env.clock.advance(0.02)
+        await asyncio.wait({request}, timeout=0.005)  # the condition, not a fixed nap
+    if not request.done():
+        request.cancel()
+        pytest.fail(f"{path}: no answer within {limit} fake seconds")
+    return request.result(), env.clock.now() - start
+
+
 async def test_svg_answers_when_spotify_hangs(connected: Env) -> None:
-    """Spotify hanging and nothing known: the card still answers, as 'unavailable'."""
+    """Spotify hanging and nothing known: the card still answers, as 'unavailable', once its
+    state budget has passed on the clock (well within the 2 s the card promises)."""
     public_id = await publish(connected)
     await fresh(connected)
     connected.sim.faults.add("currently-playing", hang=True)
-    response = await connected.client.get(f"/p/{public_id}.svg")
+    response, took = await get_while_time_passes(connected, f"/p/{public_id}.svg")
     assert response.status_code == 200
     assert "unavailable" in response.text.lower()
+    assert SVG_BUDGET * 0.6 <= took < 2.0
 
 
 async def test_svg_answers_without_art_when_the_cover_hangs(connected: Env) -> None:
@@ -210,16 +229,17 @@ async def test_svg_answers_without_art_when_the_cover_hangs(connected: Env) -> N
     await connected.client.get(f"/p/{public_id}.json")
 
     async def hang(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # until the card gives up and cancels the request
         return httpx.Response(200)
 
     hanging = httpx.AsyncClient(transport=httpx.MockTransport(hang))
     connected.services.covers = CoverFetcher(
         hanging, allowed_hosts=("http://sim.test",), clock=connected.clock
     )
-    response = await connected.client.get(f"/p/{public_id}.svg")
+    response, took = await get_while_time_passes(connected, f"/p/{public_id}.svg")
     assert response.status_code == 200
     assert "data:image" not in response.text
+    assert SVG_BUDGET <= took < 2.0  # given up at the card's budget, on the clock
 
 
 async def test_embed_page_can_be_framed_anywhere(connected: Env) -> None:

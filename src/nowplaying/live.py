@@ -192,7 +192,7 @@ class LiveHub:
         self._ensure_poller(w)
         if not w.fresh.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.first_wait):
+                async with self._clock.timeout(self.first_wait):
                     await w.fresh.wait()
         return w.snapshot
 

@@ -10,7 +10,6 @@ no longer configured) answers everywhere exactly as one that needs reconnecting.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from typing import Literal
@@ -59,7 +58,7 @@ async def _state(svc: Services, account: Account, wait: float | None = None) -> 
         return error(ErrorCode.RECONNECT_REQUIRED)
     snap = None
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(wait):
+        async with svc.clock.timeout(wait):
             snap = await svc.hub.current(account.id)
     if snap is None:
         snap = svc.hub.peek(account.id)
@@ -104,8 +103,7 @@ async def as_json(request: Request) -> Response:
 async def as_svg(request: Request) -> Response:
     """The card. 200 with an image whatever happens, revalidated by ETag."""
     svc = services(request)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SVG_BUDGET
+    deadline = svc.clock.now() + SVG_BUDGET
     cover = None
     state: State = error(ErrorCode.NOT_FOUND)
     try:
@@ -117,7 +115,7 @@ async def as_svg(request: Request) -> Response:
         image = _link(state, "album_image_url")
         if image:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
+                async with svc.clock.timeout(deadline - svc.clock.now()):
                     cover = await svc.covers.data_uri(image)
     return _card(request, state, cover)
 
