@@ -232,6 +232,32 @@ async def test_first_poll_failure_has_no_data(hub: LiveHub, spotify: FakeSpotify
     assert snap is not None and snap.status is Status.STALE and snap.playing is None
 
 
+async def test_first_wait_ends_on_the_clock(clock: FakeClock) -> None:
+    """Spotify hanging on the first poll: a request waits ``first_wait`` seconds of the clock,
+    not fewer, and then gets what is known (nothing); the poll's answer still serves later."""
+    answer = asyncio.Event()
+    spotify = FakeSpotify(clock)
+
+    async def hanging(account_id: str) -> NowPlaying:
+        await answer.wait()
+        return await spotify.fetch(account_id)
+
+    hub = LiveHub(hanging, clock, first_wait=8.0, rng=random.Random(1))
+    try:
+        request = asyncio.create_task(hub.current("a"))
+        await clock.advance(7.9)
+        assert not request.done()
+        await clock.advance(0.1)
+        assert request.done()
+        assert request.result() is None
+        answer.set()
+        await clock.advance(0)
+        snap = await hub.current("a")  # fresh now: answered without waiting on the clock
+        assert snap is not None and snap.status is Status.LIVE and spotify.calls == 1
+    finally:
+        await hub.close()
+
+
 async def test_revoked_grant_stops_polling(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
 ) -> None:
