@@ -10,11 +10,12 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord import CoordinationError
@@ -41,13 +42,17 @@ async def flushed() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def coordinators(url: str, n: int, **kw: float) -> AsyncIterator[list[RedisCoordinator]]:
-    coords = [RedisCoordinator(url, **kw) for _ in range(n)]
+async def coordinators(
+    url: str, n: int, *, clock: FakeClock | None = None, **kw: float
+) -> AsyncIterator[list[RedisCoordinator]]:
+    coords = [RedisCoordinator(url, clock=clock, **kw) for _ in range(n)]
     inboxes: list[list[tuple[str, str]]] = [[] for _ in coords]
     for c, inbox in zip(coords, inboxes, strict=True):
         await c.start(lambda a, p, box=inbox: box.append((a, p)))  # type: ignore[misc]
         c.inbox = inbox  # type: ignore[attr-defined]
     try:
+        for c in coords:  # subscribed, so a publish from now on reaches every one of them
+            await asyncio.wait_for(c.listening.wait(), 5)
         yield coords
     finally:
         for c in coords:
@@ -60,8 +65,8 @@ async def test_one_lease_holder_until_it_lapses(flushed: str) -> None:
         assert await a.hold_lease("acc")
         assert not await b.hold_lease("acc")
         assert await a.hold_lease("acc")  # renewal
-        await asyncio.sleep(0.6)  # a stops renewing: it "died"
-        assert await b.hold_lease("acc")
+        # a stops renewing (it "died"): b gets the lease once Redis lets a's lapse
+        await _until(lambda: b.hold_lease("acc"))
         assert not await a.hold_lease("acc")
         await b.release_lease("acc")
         assert await a.hold_lease("acc")
@@ -70,12 +75,8 @@ async def test_one_lease_holder_until_it_lapses(flushed: str) -> None:
 async def test_state_reaches_other_instances(flushed: str) -> None:
     """A publish is stored as the latest state and delivered to the other instance only."""
     async with coordinators(flushed, 2) as (a, b):
-        await asyncio.sleep(0.2)  # subscriptions settle
         await a.publish("acc", "payload-1")
-        for _ in range(100):
-            if b.inbox:  # type: ignore[attr-defined]
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _got(b))
         assert b.inbox == [("acc", "payload-1")]  # type: ignore[attr-defined]
         assert a.inbox == []  # type: ignore[attr-defined]
         assert await b.latest("acc") == "payload-1"
@@ -110,22 +111,41 @@ async def test_pause_reason_is_shared_with_the_longest_pause(flushed: str) -> No
         assert await a.paused_until() == pytest.approx(until)
 
 
+async def test_pause_ttl_comes_from_the_injected_clock(flushed: str) -> None:
+    """A pause's Redis TTL is ``until`` minus the coordinator's clock, not the wall clock: a clock
+    a month behind real time still stores a 60 s pause for 60 s."""
+    clock = FakeClock(start=time.time() - 30 * 86400)
+    raw = aioredis.Redis.from_url(flushed)
+    try:
+        async with coordinators(flushed, 2, clock=clock) as (a, b):
+            until = clock.now() + 60
+            await a.set_pause(until, "rate_limit")
+            assert 50_000 < await raw.pttl("np:pause") <= 60_000
+            assert 50_000 < await raw.pttl("np:pause:reason") <= 60_000
+            assert await b.paused_until() == pytest.approx(until)
+    finally:
+        await raw.aclose()
+
+
 async def test_lock_excludes_across_instances(flushed: str) -> None:
     """Two instances never hold the same lock at once."""
     inside = 0
     most = 0
+    done = 0
 
     async def work(c: RedisCoordinator) -> None:
-        nonlocal inside, most
+        nonlocal inside, most, done
         async with c.lock("refresh:acc"):
             inside += 1
             most = max(most, inside)
-            await asyncio.sleep(0.02)
+            await c.is_watched("acc")  # a Redis round trip while held: the others try meanwhile
             inside -= 1
+            done += 1
 
     async with coordinators(flushed, 2) as (a, b):
         await asyncio.gather(*(work(random.choice([a, b])) for _ in range(10)))
     assert most == 1
+    assert done == 10
 
 
 async def test_lock_held_elsewhere_raises_and_never_runs_the_body(flushed: str) -> None:
@@ -232,13 +252,23 @@ def _start_redis(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path) -> 
     )
 
 
-async def _until(check: object, seconds: float = 5.0) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    """Wait (real time, bounded: Redis and its TTLs are real) until ``check()`` holds."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if await check():  # type: ignore[operator]
+        if await check():
             return
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     raise AssertionError("condition not reached")
+
+
+async def _filled(queue: asyncio.Queue[Snapshot]) -> bool:
+    return not queue.empty()
+
+
+async def _got(c: RedisCoordinator) -> bool:
+    """Whether a coordinator made by ``coordinators`` has received a message."""
+    return bool(c.inbox)  # type: ignore[attr-defined]
 
 
 async def test_redis_outage_and_recovery(
@@ -253,7 +283,10 @@ async def test_redis_outage_and_recovery(
     async def a_holds() -> bool:  # really held: Redis up and answering, not the fallback
         return await a.hold_lease("acc") and not a.degraded
 
-    def recovered(c: RedisCoordinator) -> object:
+    async def b_falls_back() -> bool:  # degraded: polls for itself rather than not at all
+        return await b.hold_lease("acc") and b.degraded
+
+    def recovered(c: RedisCoordinator) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
             await c.mark_watched("acc")
             return not c.degraded
@@ -266,9 +299,7 @@ async def test_redis_outage_and_recovery(
         assert not await b.hold_lease("acc")
         procs[0].kill()
         procs[0].wait()
-        await asyncio.sleep(0.2)
-        assert await b.hold_lease("acc")  # degraded: polls for itself rather than not at all
-        assert b.degraded
+        await _until(b_falls_back)
         with pytest.raises(CoordinationError):  # but no lock can be had
             async with b.lock("refresh:acc"):
                 pytest.fail("the body ran without the lock")
@@ -285,6 +316,51 @@ async def test_redis_outage_and_recovery(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_degraded_retries_follow_the_clock(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    """Degraded, Redis is tried again only once ``retry_every`` seconds of the coordinator's clock
+    have passed: with Redis back but the clock still, no call reaches it; one step on, they do."""
+    port, procs = own_redis
+    _start_redis(port, procs, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    raw = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+
+    async def redis_up() -> bool:
+        try:
+            return bool(await raw.ping())
+        except (OSError, RedisError):
+            return False
+
+    clock = FakeClock()
+    c = RedisCoordinator(url, retry_every=2.0, clock=clock)
+
+    def degraded() -> bool:  # read afresh each time (no narrowing across the calls)
+        return c.degraded
+
+    try:
+        await _until(redis_up)
+        await c.mark_watched("acc")
+        assert not degraded()
+        procs[0].kill()
+        procs[0].wait()
+        await c.mark_watched("acc")
+        assert degraded()
+        _start_redis(port, procs, tmp_path)  # a fresh server: no keys
+        await _until(redis_up)
+        for _ in range(5):  # any number of calls while the clock stands still: none is tried
+            await c.mark_watched("acc")
+        assert degraded()
+        assert await raw.exists("np:watch:acc") == 0
+        await clock.advance(2.0)
+        await c.mark_watched("acc")
+        assert not degraded()
+        assert await raw.exists("np:watch:acc") == 1
+    finally:
+        await c.close()
+        await raw.aclose()
 
 
 def test_snapshot_wire_round_trip() -> None:
@@ -313,28 +389,23 @@ async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None
         it = Item(Kind.TRACK, title[0], ("x",), None, None, None, 600_000, uri=title[0])
         return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
 
-    hubs = [
-        LiveHub(fetch, clock, poll_seconds=5, coord=RedisCoordinator(flushed)) for _ in range(2)
-    ]
+    coords = [RedisCoordinator(flushed, clock=clock) for _ in range(2)]
+    hubs = [LiveHub(fetch, clock, poll_seconds=5, coord=c) for c in coords]
     for h in hubs:
         await h.start()
     try:
+        for c in coords:
+            await asyncio.wait_for(c.listening.wait(), 5)
         async with hubs[0].subscribe("acc") as q0:
             await clock.advance(0.1)
             async with hubs[1].subscribe("acc") as q1:
                 await clock.advance(3, step=0.5)
-                for _ in range(50):  # pub/sub is real I/O: let it arrive
-                    if not q1.empty():
-                        break
-                    await asyncio.sleep(0.02)
+                await _until(lambda: _filled(q1))  # pub/sub is real I/O: let it arrive
                 assert q0.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
                 assert q1.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
                 title[0] = "two"
                 await clock.advance(5.5, step=0.5)
-                for _ in range(100):
-                    if not q1.empty():
-                        break
-                    await asyncio.sleep(0.02)
+                await _until(lambda: _filled(q1))
                 assert q1.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
                 assert q0.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
         assert calls == hubs[0].counts["polls"] + hubs[1].counts["polls"]
@@ -384,7 +455,7 @@ async def test_refresh_deferred_while_another_instance_holds_the_lock(
 
 async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> None:
     """A 429 seen by a third instance pauses the leader; viewers on a follower hear "stale"."""
-    clock = FakeClock(start=time.time())  # Redis TTLs are real time: start the fake clock at now
+    clock = FakeClock()  # months from real time: the pause's TTL must come from this clock
     calls = 0
 
     async def fetch(account_id: str) -> NowPlaying:
@@ -394,9 +465,10 @@ async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> No
         return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
 
     leader, follower = (
-        LiveHub(fetch, clock, poll_seconds=5, coord=RedisCoordinator(flushed)) for _ in range(2)
+        LiveHub(fetch, clock, poll_seconds=5, coord=RedisCoordinator(flushed, clock=clock))
+        for _ in range(2)
     )
-    third = RedisCoordinator(flushed)
+    third = RedisCoordinator(flushed, clock=clock)
     for h in (leader, follower):
         await h.start()
     try:
@@ -428,11 +500,7 @@ async def test_pubsub_channel_is_per_database(flushed: str) -> None:
     """Two deployments on one Redis server (different databases) do not hear each other."""
     other = flushed.rsplit("/", 1)[0] + "/14"
     async with coordinators(flushed, 2) as (a, same), coordinators(other, 1) as (elsewhere,):
-        await asyncio.sleep(0.3)  # real pub/sub: let the subscriptions settle
         await a.publish("acc", "state")
-        for _ in range(100):
-            if same.inbox:  # type: ignore[attr-defined]
-                break
-            await asyncio.sleep(0.02)
+        await _until(lambda: _got(same))
         assert same.inbox == [("acc", "state")]  # type: ignore[attr-defined]
         assert elsewhere.inbox == []  # type: ignore[attr-defined]

@@ -9,6 +9,12 @@ Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a 
 Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
 degraded — each instance polls for itself, publishes only locally — warns once, retries Redis at
 most every ``retry_every`` seconds, and says so when it recovers.
+
+Time comes from the injected :class:`~nowplaying.clock.Clock`: the pause's TTL (``until`` is on
+that clock), the degraded retry schedule and the listener's reconnect backoff. Only redis-py's own
+I/O bounds (socket timeouts, ``get_message``'s poll, the lock's ``blocking_timeout``, and the wait
+for the listener in :meth:`RedisCoordinator.close`, which ends with that I/O) stay on real time,
+like an HTTP client's timeouts: they bound a real socket, which no test clock moves.
 """
 
 from __future__ import annotations
@@ -18,13 +24,13 @@ import contextlib
 import json
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
+from .clock import Clock, SystemClock
 from .coord import CoordinationError, Listener, LocalCoordinator, PublicListener
 
 log = logging.getLogger(__name__)
@@ -65,7 +71,9 @@ class RedisCoordinator:
         lock_ttl: float = 40.0,
         lock_wait: float = 10.0,
         retry_every: float = 2.0,
+        clock: Clock | None = None,
     ) -> None:
+        self._clock: Clock = clock or SystemClock()
         self.instance_id = secrets.token_hex(6)
         self.renew_every: float | None = lease_ttl / 3
         self.lease_ttl = lease_ttl
@@ -88,6 +96,8 @@ class RedisCoordinator:
         self._closing = False
         self._last_attempt = 0.0
         self.degraded_events = 0
+        self.listening = asyncio.Event()
+        """Set while the pub/sub subscription is up: other instances' changes arrive."""
 
     @property
     def degraded(self) -> bool:
@@ -104,7 +114,8 @@ class RedisCoordinator:
         self._closing = True
         if self._task is not None:
             self._task.cancel()
-            # redis-py can absorb a cancellation inside get_message; the flag ends the loop then.
+            # redis-py can absorb a cancellation inside get_message; the flag ends the loop then,
+            # within get_message's one-second poll: a bound on real socket I/O, so real time.
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, 3.0)
         with contextlib.suppress(RedisError, OSError):
@@ -165,13 +176,16 @@ class RedisCoordinator:
                     backoff = 0.5
                     while not self._closing:
                         message = await pubsub.get_message(timeout=1.0)
+                        self.listening.set()  # the first read took the subscription's reply
                         if message is not None:
                             self._deliver(message.get("data"))
             except (RedisError, OSError) as e:
+                self.listening.clear()
                 self._went_down(e)
-                await asyncio.sleep(backoff)
+                await self._clock.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
             finally:
+                self.listening.clear()
                 with contextlib.suppress(RedisError, OSError):
                     await client.aclose()
 
@@ -203,7 +217,7 @@ class RedisCoordinator:
 
     async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
         await self._local.set_pause(until, reason)
-        ttl = max(1, int((until - time.time()) * 1000))
+        ttl = max(1, int((until - self._clock.now()) * 1000))
         await self._call(
             self._redis.eval(_PAUSE, 2, "np:pause", "np:pause:reason", repr(until), ttl, reason),
             None,
@@ -270,8 +284,9 @@ class RedisCoordinator:
 
     async def _call(self, op: Awaitable[T], fallback: T) -> T:
         """Run one Redis operation; on failure (or while degraded, between retries) fall back."""
-        now = time.monotonic()
-        if self.degraded and now - self._last_attempt < self.retry_every:
+        now = self._clock.now()
+        # 0 <=: a wall clock set back (NTP, a VM resumed) retries at once rather than not at all
+        if self.degraded and 0 <= now - self._last_attempt < self.retry_every:
             _close(op)
             return fallback
         self._last_attempt = now
@@ -290,7 +305,7 @@ class RedisCoordinator:
 
     def _went_down(self, error: Exception) -> None:
         if self._degraded_since is None:
-            self._degraded_since = time.monotonic()
+            self._degraded_since = self._clock.now()
             self.degraded_events += 1
             log.warning(
                 "Redis unreachable (%s): serving from local state and polling per instance",

@@ -155,7 +155,7 @@ async def open_runtime(
             clock=clock,
         )
         coord: Coordinator = (
-            RedisCoordinator(settings.nowplaying_redis_url)
+            RedisCoordinator(settings.nowplaying_redis_url, clock=clock)
             if settings.nowplaying_redis_url
             else LocalCoordinator()
         )
