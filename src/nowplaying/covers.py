@@ -149,6 +149,8 @@ class CoverFetcher:
     async def _fetch(self, url: httpx.URL) -> str | None:
         self.counts["fetch"] += 1
         try:
+            # The download's overall bound, beside httpx's per-phase ones: real time, like every
+            # HTTP client timeout (it bounds a real socket). The card's budget is on the clock.
             async with asyncio.timeout(self._timeout):
                 body, mime = await self._download(url)
         except (httpx.HTTPError, TimeoutError):
