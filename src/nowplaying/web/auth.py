@@ -51,7 +51,7 @@ async def home(request: Request) -> Response:
     if account is None:
         return pages.home_anonymous(demo=svc.demo)
     info = owner.describe(svc, account)
-    share = pages.share_panel(
+    share = pages.Share(
         links=info["links"],
         last_played=account.show_last_played,
         reconnect_by=datetime.fromtimestamp(owner.reconnect_by(account), UTC).strftime("%d %B %Y"),
@@ -132,7 +132,7 @@ async def callback(request: Request) -> Response:
     try:
         account = await connect_account(svc, grant, requested=login.scopes)
         if terminal:
-            response = pages.page("Connected", TERMINAL_DONE, demo=svc.demo)
+            response = pages.terminal_done(demo=svc.demo)
         else:
             response = RedirectResponse("/", status_code=303)
             await svc.sessions.start(request, response, account.id)
@@ -191,14 +191,6 @@ async def _exchange(request: Request, code: str, login: LoginState) -> Grant | R
     except SpotifyError as e:
         log.warning("code exchange failed: %s", type(e).__name__)
         return _fail(request, "Spotify is unavailable", "Please try again in a moment.", 503)
-
-
-TERMINAL_DONE = """
-<section class="card">
-  <h1>Connected — go back to your terminal</h1>
-  <p class="muted">The account is connected. <code>nowplaying login</code> prints its links;
-  you can close this tab.</p>
-</section>"""
 
 
 async def logout(request: Request) -> Response:
