@@ -135,13 +135,19 @@ async def scene(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scene
 async def test_upstream_calls_per_account_match_one_instance(scene: Scene) -> None:
     """Three instances with 60 viewers per account poll Spotify as one instance would."""
     await scene.control("calls/reset")
-    window = 12.0
-    await asyncio.sleep(window)
-    counted = await scene.calls()
+    started = time.monotonic()
+    floor = 6  # 12 s of polls every POLL seconds; a poller that stopped never gets there
+    counted: dict[str, int] = {}
+
+    async def every_account_polled() -> bool:
+        counted.update(await scene.calls())
+        return all(counted.get(f"currently-playing:{u}", 0) >= floor for u in ACCOUNTS)
+
+    await _wait(every_account_polled, 4 * floor * POLL, f"{floor} polls of every account")
+    window = time.monotonic() - started
     budget = window / POLL + 3  # one poller: an interval's polls plus track ends
-    floor = window / POLL - 2  # a poller that stopped, or polls once only, falls short
     for user in ACCOUNTS:
-        assert floor <= counted.get(f"currently-playing:{user}", 0) <= budget, (user, counted)
+        assert floor <= counted[f"currently-playing:{user}"] <= budget, (user, window, counted)
     assert scene.errors() == []
 
 
@@ -154,7 +160,14 @@ async def test_one_token_call_per_expiry_across_instances(scene: Scene) -> None:
         return (await scene.calls()).get("token:refresh_token", 0) >= len(ACCOUNTS)
 
     await _wait(all_refreshed, 15, "every account refreshed")
-    await asyncio.sleep(2 * POLL)  # room for a second refresh, were there one
+    after = await scene.calls()
+
+    async def polled_twice_since() -> bool:  # room for a second refresh, were there one
+        now = await scene.calls()
+        key = "currently-playing:{}"
+        return all(now.get(key.format(u), 0) >= after.get(key.format(u), 0) + 2 for u in ACCOUNTS)
+
+    await _wait(polled_twice_since, 10 * POLL, "every account polled twice with its new token")
     assert (await scene.calls())["token:refresh_token"] == len(ACCOUNTS)
     assert scene.errors() == []
 
