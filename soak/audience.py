@@ -91,6 +91,13 @@ class EventSourceViewer:
     """(when asked, seconds until the answer's headers) for every connect."""
 
     @property
+    def told_to_reconnect(self) -> bool:
+        """Refused with 401 ``reconnect_required``: its account's grant was revoked. That is the
+        right answer (a browser's EventSource stops there too), not a viewer that failed to
+        come back."""
+        return self.refused == 401 and any("reconnect_required" in p.what for p in self.problems)
+
+    @property
     def last(self) -> dict[str, Any] | None:
         return self.events[-1].data if self.events else None
 

@@ -286,8 +286,9 @@ async def run_life(life: Life, tmp: Path, rng: random.Random) -> None:
                 return await s.roll(i, label, skip=False)
 
             async def stop_viewers() -> None:
-                stale = sum(1 for v in life.viewers if (v.last or {}).get("stale"))
-                life.stale_viewers_in_lockout = (stale, len(life.viewers))
+                watching = [v for v in life.viewers if not v.told_to_reconnect]
+                stale = sum(1 for v in watching if (v.last or {}).get("stale"))
+                life.stale_viewers_in_lockout = (stale, len(watching))
                 stop.set()
                 for t in tasks:  # an open stream only ends when cancelled
                     t.cancel()

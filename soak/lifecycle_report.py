@@ -75,7 +75,7 @@ class Roll:
 
 def rolls(life: Life) -> list[Roll]:
     lock_at = life.lockout.injected_at if life.lockout else math.inf
-    drops = [(d, v) for v in life.viewers for d in v.drops]
+    drops = [(d, v) for v in life.viewers if not v.told_to_reconnect for d in v.drops]
     out = []
     for r in life.restarts:
         end = (r.back_at or r.sigterm_at + 30) + 5
