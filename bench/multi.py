@@ -34,9 +34,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
-import tests.test_multi_instance as cluster_test
 from tests.services import POSTGRES_URL, REDIS_URL
-from tests.test_multi_instance import (
+
+from . import cluster_v1 as cluster_test
+from .cluster_v1 import (
     ACCOUNTS,
     VIEWERS_PER_ACCOUNT,
     Cluster,
@@ -47,7 +48,6 @@ from tests.test_multi_instance import (
     login,
     watch,
 )
-
 from .latency import Samples
 
 POLL_SECONDS = 5.0
