@@ -247,13 +247,14 @@ class LiveHub:
         if w is None:
             return
         await self._stop(w)
-        if not w.subscribers:
+        if not w.subscribers:  # nobody to tell: drop the state with the watch
             self._watches.pop(account_id, None)
+            return
         self._publish_local(
             w,
             Snapshot(playing=None, status=Status.RECONNECT, version=self._next_version(w)),
         )
-        if w.subscribers and self._ready is not None:
+        if self._ready is not None:
             self._ensure_poller(w)
 
     async def restart(self, account_id: str) -> None:
