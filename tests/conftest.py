@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
@@ -25,6 +26,7 @@ from nowplaying.simulator import Simulator
 from nowplaying.web import create_app
 from nowplaying.web.state import Services
 from tests.helpers import connect
+from tests.services import REDIS_URL, require
 
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 hypothesis_settings.register_profile("dev", derandomize=False, print_blob=True)
@@ -132,3 +134,17 @@ async def connected(env: Env) -> Env:
     response = await env.connect()
     assert response.status_code == 303, response.text
     return env
+
+
+# -- the real Redis (db 15 unless NOWPLAYING_TEST_REDIS_URL says otherwise) ----------------------
+
+
+@pytest.fixture
+async def flushed() -> AsyncIterator[str]:
+    """The test Redis database, emptied before and after."""
+    require(REDIS_URL, "Redis")
+    client = aioredis.Redis.from_url(REDIS_URL)
+    await client.flushdb()
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()

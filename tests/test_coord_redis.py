@@ -25,20 +25,9 @@ from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 from nowplaying.tokens import RefreshDeferred, TokenManager
 from tests.conftest import Env
 from tests.live_server import free_port
-from tests.services import REDIS_URL, require
+from tests.services import require
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def flushed() -> AsyncIterator[str]:
-    """The test Redis database, emptied before and after."""
-    require(REDIS_URL, "Redis")
-    client = aioredis.Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
 
 
 @contextlib.asynccontextmanager

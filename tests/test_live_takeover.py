@@ -10,29 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord_redis import RedisCoordinator
 from nowplaying.live import LiveHub, Snapshot
 from nowplaying.models import Item, Kind, NowPlaying
-from tests.services import REDIS_URL, require
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def flushed() -> AsyncIterator[str]:
-    """The test Redis database, emptied before and after."""
-    require(REDIS_URL, "Redis")
-    client = aioredis.Redis.from_url(REDIS_URL)
-    await client.flushdb()
-    yield REDIS_URL
-    await client.flushdb()
-    await client.aclose()
 
 
 async def _title(clock: FakeClock, queue: asyncio.Queue[Snapshot], title: str) -> Snapshot:
