@@ -9,7 +9,8 @@
 Modules: :mod:`.core` (the facade), :mod:`.accounts` (apps, users, codes, tokens),
 :mod:`.oauth` and :mod:`.api` (routes), :mod:`.player` (playback timeline), :mod:`.catalog`
 (built-in items), :mod:`.objects` (JSON shapes), :mod:`.covers` (generated images),
-:mod:`.faults`, :mod:`.control` (the ``/_control`` API), :mod:`.pages` (HTML).
+:mod:`.faults`, :mod:`.limits` (the rate limit and the quota), :mod:`.control` (the
+``/_control`` API), :mod:`.pages` (HTML).
 """
 
 from .accounts import Client, Grant, TokenError, User

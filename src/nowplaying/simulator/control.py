@@ -13,6 +13,10 @@
     GET    /_control/faults
     POST   /_control/faults                         the arguments of ``Faults.add``
     DELETE /_control/faults
+    GET    /_control/limits                         the limits, their use and counters
+    POST   /_control/limits                         {"window_calls": n | null,
+                                                     "window_seconds": s, "daily_quota": n | null}
+    POST   /_control/limits/reset                   forget counted calls and counters
 """
 
 from __future__ import annotations
@@ -183,6 +187,44 @@ def routes(sim: Simulator) -> list[Route]:
         Route(f"{prefix}/faults", list_faults, methods=["GET"]),
         Route(f"{prefix}/faults", add_fault, methods=["POST"]),
         Route(f"{prefix}/faults", clear_faults, methods=["DELETE"]),
+        *_limit_routes(sim, prefix),
+    ]
+
+
+def _limit_routes(sim: Simulator, prefix: str) -> list[Route]:
+    """The ``/limits`` routes: Spotify's rate limit and quota, set and read (:mod:`.limits`)."""
+
+    async def get_limits(request: Request) -> Response:
+        return JSONResponse(sim.limits.snapshot())
+
+    async def set_limits(request: Request) -> Response:
+        body = await _body(request)
+        unknown = set(body) - {"window_calls", "window_seconds", "daily_quota"}
+        if unknown:
+            raise ControlError(f"unknown field {sorted(unknown)[0]!r}")
+        current = sim.limits
+        window = body.get("window_calls", current.window_calls)
+        quota = body.get("daily_quota", current.daily_quota)
+        seconds = body.get("window_seconds", current.window_seconds)
+        for name, value in (("window_calls", window), ("daily_quota", quota)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ControlError(f"{name} must be an integer or null")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            raise ControlError("window_seconds must be a number")
+        try:
+            current.configure(window_calls=window, window_seconds=seconds, daily_quota=quota)
+        except ValueError as e:
+            raise ControlError(str(e)) from e
+        return JSONResponse(current.snapshot())
+
+    async def reset_limits(request: Request) -> Response:
+        sim.limits.reset()
+        return JSONResponse(sim.limits.snapshot())
+
+    return [
+        Route(f"{prefix}/limits", get_limits, methods=["GET"]),
+        Route(f"{prefix}/limits", set_limits, methods=["POST"]),
+        Route(f"{prefix}/limits/reset", reset_limits, methods=["POST"]),
     ]
 
 

@@ -17,6 +17,7 @@ from nowplaying.clock import Clock, SystemClock
 from .accounts import Accounts, Client, Grant, RefreshMode, User
 from .app import build_app
 from .faults import Faults
+from .limits import DEFAULT_DEVELOPER, Limits
 from .player import Player
 
 DEFAULT_USER = "demo"
@@ -43,6 +44,8 @@ class Simulator:
             self.clock, refresh_mode=refresh_mode, refresh_token_lifetime=refresh_token_lifetime
         )
         self.faults = Faults()
+        self.limits = Limits(self.clock)
+        """The rolling-window rate limit per app and the daily quota (both off until set)."""
         self.calls: Counter[str] = Counter()
         self.public_url = public_url.rstrip("/") if public_url else None
         self.client_id = client_id
@@ -63,8 +66,11 @@ class Simulator:
         name: str | None = None,
         owner_premium: bool = True,
         allowlist: Iterable[str] | None = None,
+        developer: str = DEFAULT_DEVELOPER,
     ) -> Client:
-        """Register another app; ``allowlist`` None lets every user in."""
+        """Register another app; ``allowlist`` None lets every user in. Apps of one
+        ``developer`` account share its daily quota."""
+        self.limits.developers[client_id] = developer
         return self.accounts.add_client(
             client_id,
             client_secret,

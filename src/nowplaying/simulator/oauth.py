@@ -196,6 +196,8 @@ def routes(sim: Simulator) -> list[Route]:
             client, confidential = sim.accounts.authenticate(
                 request.headers.get("authorization"), form
             )
+            if (refusal := sim.limits.admit(client.client_id)) is not None:
+                return refusal.response()
             if grant_type == "authorization_code":
                 grant = sim.accounts.exchange_code(client, confidential, form)
             else:
