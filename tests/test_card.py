@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from nowplaying.card import card_etag, render_card
+from nowplaying.themes import Theme
 from nowplaying.views import parse_state
 
 NS = "{http://www.w3.org/2000/svg}"
@@ -311,8 +312,8 @@ def test_malformed_states_never_reach_the_renderer(data: dict[str, Any]) -> None
         parse_state(data)
 
 
-@pytest.mark.parametrize("theme", ["light", "dark", "auto"])
-def test_each_theme_renders(theme: Literal["light", "dark", "auto"]) -> None:
+@pytest.mark.parametrize("theme", list(Theme))
+def test_each_theme_renders(theme: Theme) -> None:
     """All themes give well-formed cards."""
     assert "Midnight City" in texts(parse(render(TRACK, theme=theme)))
 

@@ -18,117 +18,19 @@ import hashlib
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 from xml.sax.saxutils import escape
 
+from .themes import COMPACT, Layout, Palette, Theme, spec
 from .views import Ad, Error, ErrorCode, Nothing, Playing, State
 
 __all__ = ["card_etag", "render_card"]
 
-Theme = Literal["light", "dark", "auto"]
-
 _COVER_URI = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
-_FONTS = (
-    'system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif,'
-    '"Apple Color Emoji","Segoe UI Emoji"'
-)
 # A music note in a 24x24 box, the widget's placeholder glyph.
 _NOTE = "M9 18V5.5l11-2V16M9 18a3 3 0 1 1-6 0 3 3 0 0 1 6 0Zm11-2a3 3 0 1 1-6 0 3 3 0 0 1 6 0Z"
-
-_LIGHT = {
-    "bg": "#ffffff",
-    "border": "rgba(0,0,0,.1)",
-    "fg": "#121212",
-    "muted": "#5e6166",
-    "track": "rgba(0,0,0,.09)",
-    "fill": "#8c9096",
-    "accent": "#1db954",
-    "accent-text": "#127a39",
-    "stale": "#a15c07",
-    "art1": "#eceef1",
-    "art2": "#d9dde2",
-    "icon": "#9aa0a6",
-}
-_DARK = {
-    "bg": "#181818",
-    "border": "rgba(255,255,255,.1)",
-    "fg": "#f2f2f2",
-    "muted": "#a7a7a7",
-    "track": "rgba(255,255,255,.14)",
-    "fill": "#8a8a8a",
-    "accent": "#1db954",
-    "accent-text": "#1ed760",
-    "stale": "#f0b54a",
-    "art1": "#2a2a2a",
-    "art2": "#363636",
-    "icon": "#6f6f6f",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """Geometry of one card size; ``*_units`` are the character budgets (wide glyphs count 2)."""
-
-    width: int
-    height: int
-    pad: int
-    art: int
-    radius: int
-    art_radius: int
-    gap: int
-    meta_size: int
-    title_size: int
-    sub_size: int
-    meta_y: int
-    title_y: int
-    sub_y: int
-    bar_y: int
-    title_units: int
-    sub_units: int
-    brand_text: bool
-
-
-_NORMAL = _Layout(
-    width=420,
-    height=120,
-    pad=16,
-    art=88,
-    radius=14,
-    art_radius=8,
-    gap=16,
-    meta_size=11,
-    title_size=16,
-    sub_size=13,
-    meta_y=32,
-    title_y=57,
-    sub_y=77,
-    bar_y=98,
-    title_units=30,
-    sub_units=40,
-    brand_text=True,
-)
-_COMPACT = _Layout(
-    width=320,
-    height=84,
-    pad=12,
-    art=60,
-    radius=12,
-    art_radius=6,
-    gap=12,
-    meta_size=10,
-    title_size=14,
-    sub_size=12,
-    meta_y=23,
-    title_y=42,
-    sub_y=58,
-    bar_y=67,
-    title_units=26,
-    sub_units=34,
-    brand_text=False,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +53,7 @@ class _View:
 def render_card(
     state: State,
     *,
-    theme: Theme = "auto",
+    theme: Theme = Theme.AUTO,
     compact: bool = False,
     cover: str | None = None,
     now: float,
@@ -163,9 +65,10 @@ def render_card(
     "Last played" label. The same arguments always give the same string.
     """
     view = _view(state, now)
-    layout = _COMPACT if compact else _NORMAL
+    look = spec(theme)
+    layout = COMPACT if compact else look.layout
     image = cover if cover is not None and _COVER_URI.fullmatch(cover) else None
-    return _draw(view, layout, theme, image)
+    return _draw(view, layout, look.palette, look.dark, image)
 
 
 def card_etag(svg: str) -> str:
@@ -305,7 +208,9 @@ def _fit(text: str, units: int) -> str:
 # -- drawing ------------------------------------------------------------------------------------
 
 
-def _draw(view: _View, lay: _Layout, theme: Theme, cover: str | None) -> str:
+def _draw(
+    view: _View, lay: Layout, palette: Palette, dark: Palette | None, cover: str | None
+) -> str:
     w, h, pad, art = lay.width, lay.height, lay.pad, lay.art
     x0 = pad + art + lay.gap
     right = w - pad
@@ -317,7 +222,7 @@ def _draw(view: _View, lay: _Layout, theme: Theme, cover: str | None) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
         f'viewBox="0 0 {w} {h}" role="img" aria-labelledby="np-title" class="np {view.state}">',
         f'<title id="np-title">{escape(_fit(view.heading, 300))}</title>',
-        f"<style>{_css(theme, lay, view)}</style>",
+        f"<style>{_css(palette, dark, lay, view)}</style>",
         "<defs>",
         f'<clipPath id="np-art"><rect x="{pad}" y="{art_y}" width="{art}" height="{art}" '
         f'rx="{lay.art_radius}"/></clipPath>',
@@ -340,7 +245,7 @@ def _draw(view: _View, lay: _Layout, theme: Theme, cover: str | None) -> str:
     return "".join(p for p in parts if p) + "\n"
 
 
-def _art(lay: _Layout, y: int, cover: str | None) -> str:
+def _art(lay: Layout, y: int, cover: str | None) -> str:
     x, size = lay.pad, lay.art
     base = f'<rect x="{x}" y="{y}" width="{size}" height="{size}" rx="{lay.art_radius}" '
     if cover is not None:
@@ -361,7 +266,7 @@ def _art(lay: _Layout, y: int, cover: str | None) -> str:
     )
 
 
-def _meta(view: _View, lay: _Layout, x0: int, right: int) -> str:
+def _meta(view: _View, lay: Layout, x0: int, right: int) -> str:
     """The small row above the title: equalizer, state label, stale marker, brand."""
     y = lay.meta_y
     out = []
@@ -408,32 +313,32 @@ def _n(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def _palette(p: Mapping[str, str]) -> str:
+def _palette(p: Palette) -> str:
     return (
-        f".bg{{fill:{p['bg']};stroke:{p['border']}}}"
-        f".a1{{stop-color:{p['art1']}}}.a2{{stop-color:{p['art2']}}}"
-        f".note{{stroke:{p['icon']}}}"
-        f".title{{fill:{p['fg']}}}.sub,.label{{fill:{p['muted']}}}"
-        f".brand{{fill:{p['accent-text']}}}.dot{{fill:{p['accent']}}}"
-        f".stale{{fill:{p['stale']}}}"
-        f".track{{fill:{p['track']}}}.fill{{fill:{p['fill']}}}"
-        f".playing .fill,.eq.live rect{{fill:{p['accent']}}}.eq.still rect{{fill:{p['muted']}}}"
+        f".bg{{fill:{p.bg};stroke:{p.border}}}"
+        f".a1{{stop-color:{p.art1}}}.a2{{stop-color:{p.art2}}}"
+        f".note{{stroke:{p.icon}}}"
+        f".title{{fill:{p.fg}}}.sub,.label{{fill:{p.muted}}}"
+        f".brand{{fill:{p.accent_text}}}.dot{{fill:{p.accent}}}"
+        f".stale{{fill:{p.stale}}}"
+        f".track{{fill:{p.track}}}.fill{{fill:{p.fill}}}"
+        f".playing .fill,.eq.live rect{{fill:{p.accent}}}.eq.still rect{{fill:{p.muted}}}"
     )
 
 
-def _css(theme: Theme, lay: _Layout, view: _View) -> str:
+def _css(palette: Palette, dark: Palette | None, lay: Layout, view: _View) -> str:
     css = [
-        f"svg{{font-family:{_FONTS}}}",
+        f"svg{{font-family:{lay.font}}}",
         f".label,.brand{{font-size:{lay.meta_size}px;font-weight:600}}",
         ".label{letter-spacing:.06em;text-transform:uppercase}",
         ".stale{letter-spacing:.02em;text-transform:none}",
-        f".title{{font-size:{lay.title_size}px;font-weight:650}}",
+        f".title{{font-size:{lay.title_size}px;font-weight:{lay.title_weight}}}",
         f".sub{{font-size:{lay.sub_size}px}}",
         ".note{fill:none;stroke-width:1.8;stroke-linecap:round;stroke-linejoin:round}",
-        _palette(_DARK if theme == "dark" else _LIGHT),
+        _palette(palette),
     ]
-    if theme == "auto":
-        css.append(f"@media (prefers-color-scheme:dark){{{_palette(_DARK)}}}")
+    if dark is not None:
+        css.append(f"@media (prefers-color-scheme:dark){{{_palette(dark)}}}")
     if view.state in ("idle", "ad", "reconnect", "not-found", "unavailable"):
         css.append(".title{font-weight:600;fill-opacity:.72}")
     if view.state == "last-played":

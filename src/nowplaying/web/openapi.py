@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nowplaying import __version__, views
+from nowplaying.themes import Theme
 
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[views.View], ...] = (
@@ -35,6 +37,7 @@ def _schemas() -> dict[str, Any]:
             prop.pop("title", None)  # pydantic's "Isplaying" says nothing the name does not
             if prop.get("default", 0) is None and "anyOf" not in prop:
                 del prop["default"]  # an absent field, not a null one
+    schemas["Theme"] = TypeAdapter(Theme).json_schema()
     schemas["NowPlaying"] = {"oneOf": [{"$ref": _REF.format(model=m)} for m in _NOW_PLAYING]}
     schemas["PublicState"] = {
         "oneOf": [{"$ref": _REF.format(model=m)} for m in (*_NOW_PLAYING, "Error")]
@@ -59,7 +62,7 @@ _PUBLIC_ID = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
 }
-_THEME = {"name": "theme", "in": "query", "schema": {"enum": ["light", "dark", "auto"]}}
+_THEME = {"name": "theme", "in": "query", "schema": {"$ref": "#/components/schemas/Theme"}}
 _EVENTS = {
     "description": "Server-Sent Events; each `data:` is a NowPlaying or Error object.",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},

@@ -20,6 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from nowplaying.card import card_etag, render_card
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
+from nowplaying.themes import Theme
 from nowplaying.views import Error, ErrorCode, Nothing, Playing, State, error
 
 from . import pages
@@ -171,9 +172,9 @@ async def open_item(request: Request) -> Response:
     )
 
 
-def _theme(request: Request) -> Literal["light", "dark", "auto"]:
+def _theme(request: Request) -> Theme:
     theme = request.query_params.get("theme", "auto")
-    return theme if theme in ("light", "dark") else "auto"  # type: ignore[return-value]
+    return Theme(theme) if theme in Theme.__members__.values() else Theme.AUTO
 
 
 def _link(state: State, field: Literal["album_image_url", "song_url"]) -> str | None:
