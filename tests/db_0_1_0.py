@@ -1,7 +1,7 @@
 """The 0.1.0 database, frozen: its schema, the rows the upgrade tests expect, and how the SQLite
 fixture ``tests/fixtures/db-0.1.0.sqlite3`` was made.
 
-The schemas are migration 1 of ``store/sqlite.py`` and ``store/postgres.py`` exactly as 0.1.0
+The schemas are migration 1 (now ``store/sql.py``, rendered per dialect) exactly as 0.1.0
 shipped them (copied here, so a later edit of the migrations cannot silently change what
 "0.1.0" means). Refresh tokens are sealed with the tests' ``SECRET_KEY``. To remake the file
 (never needed unless it is lost): ``.venv/bin/python -m tests.db_0_1_0``.

@@ -29,6 +29,7 @@ from nowplaying.store import (
     open_store,
 )
 from nowplaying.store import sqlite as sqlite_module
+from nowplaying.store.sql import SEALED_TOKENS
 from tests.services import POSTGRES_URL, postgres_schema
 
 KEY = "store-test-key-" * 3
@@ -395,24 +396,22 @@ async def test_empty_refresh_token_is_refused(store: Store) -> None:
     assert got is not None and got.refresh_token == "refresh-1"
 
 
-class RotatingSQLite(SQLiteStore):
+class Rotating:
     """Rotates alice's token between reseal_all's read and its write (another refresh)."""
 
     async def _fetch(self, sql: str, *args: object) -> list[Any]:
-        found = await super()._fetch(sql, *args)
-        if "refresh_token FROM accounts" in sql:
-            await self.set_refresh_token("alice", "rotated-meanwhile")
-        return found
+        found = await super()._fetch(sql, *args)  # type: ignore[misc]
+        if sql == SEALED_TOKENS:
+            await self.set_refresh_token("alice", "rotated-meanwhile")  # type: ignore[attr-defined]
+        return cast("list[Any]", found)
 
 
-class RotatingPostgres(PostgresStore):
-    """The same race on PostgreSQL."""
+class RotatingSQLite(Rotating, SQLiteStore):
+    pass
 
-    async def _fetch(self, sql: str, *args: object) -> list[Any]:
-        found = await super()._fetch(sql, *args)
-        if "refresh_token FROM accounts" in sql:
-            await self.set_refresh_token("alice", "rotated-meanwhile")
-        return found
+
+class RotatingPostgres(Rotating, PostgresStore):
+    pass
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

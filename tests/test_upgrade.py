@@ -12,11 +12,28 @@ import pytest
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.store import Pause, PostgresStore, SQLiteStore, Store, StoreError, postgres, sqlite
+from nowplaying.store.sql import POSTGRES, SQLITE, Dialect
 from tests.conftest import SECRET_KEY
-from tests.db_0_1_0 import ACCOUNTS, FIXTURE, LOGINS, POSTGRES_SCHEMA, SESSIONS, rows
+from tests.db_0_1_0 import (
+    ACCOUNTS,
+    FIXTURE,
+    LOGINS,
+    POSTGRES_SCHEMA,
+    SESSIONS,
+    SQLITE_SCHEMA,
+    rows,
+)
 from tests.services import POSTGRES_URL, postgres_schema
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("dialect", "shipped"), [(SQLITE, SQLITE_SCHEMA), (POSTGRES, POSTGRES_SCHEMA)], ids=str
+)
+def test_migration_1_renders_what_0_1_0_shipped(dialect: Dialect, shipped: str) -> None:
+    """The one SQL definition, rendered for each database, is 0.1.0's schema to the word."""
+    assert dialect.migrations[0].split() == shipped.split()
 
 
 async def assert_0_1_0_intact(store: Store) -> None:

@@ -1,0 +1,397 @@
+"""The one SQL definition both stores run: the tables, every query and the row mapping.
+
+Written once, in the SQL SQLite (3.35+) and PostgreSQL share (``ON CONFLICT ... DO UPDATE``,
+``RETURNING``), with ``?`` placeholders. A :class:`Dialect` renders it for one database: the
+placeholders (PostgreSQL numbers them, ``$1``) and the column types the migrations name
+(``REAL`` / ``DOUBLE PRECISION``, an integer flag / ``BOOLEAN``). :class:`SQLStore` implements
+every :class:`~nowplaying.store.base.Store` method over three primitives a backend provides —
+run a statement, fetch one row, fetch all rows — so a backend keeps only its connection, its
+migration locking and its error wrapping (every failure a
+:class:`~nowplaying.store.base.StoreError`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, ClassVar
+
+from nowplaying.crypto import CryptoError, TokenCipher
+
+from .base import (
+    Account,
+    AccountStatus,
+    LoginState,
+    Pause,
+    Session,
+    StoreError,
+    pause_from_json,
+    pause_to_json,
+)
+
+Row = Sequence[Any]
+
+#: Schema versions, in order; a backend records how many are applied (SQLite's
+#: ``PRAGMA user_version``, PostgreSQL's ``schema_migrations`` table) and applies the rest on
+#: open. Statements are separated by ``;`` (none inside a statement); ``{real}``, ``{boolean}`` and
+#: ``{false}`` are the dialect's column types. Never edit one that has shipped: add the next.
+MIGRATIONS: tuple[str, ...] = (
+    # 1 (0.1.0): accounts, sessions, pending logins.
+    """
+    CREATE TABLE accounts (
+        id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        refresh_token TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        consented_at {real} NOT NULL,
+        status TEXT NOT NULL,
+        public_id TEXT UNIQUE,
+        show_last_played {boolean} NOT NULL DEFAULT {false}
+    );
+    CREATE TABLE sessions (
+        key TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        created_at {real} NOT NULL,
+        last_seen {real} NOT NULL
+    );
+    CREATE INDEX sessions_account ON sessions(account_id);
+    CREATE TABLE logins (
+        state TEXT PRIMARY KEY,
+        code_verifier TEXT NOT NULL,
+        browser TEXT NOT NULL,
+        created_at {real} NOT NULL,
+        scopes TEXT NOT NULL
+    );
+    """,
+    # 2: app-wide state that must survive a restart (the pause Spotify imposed), as JSON.
+    """
+    CREATE TABLE app_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one database spells what :data:`MIGRATIONS` and the queries say."""
+
+    name: str
+    numbered_params: bool
+    """``$1, $2, ...`` (PostgreSQL) rather than ``?`` (SQLite)."""
+    real: str
+    boolean: str
+    false: str
+
+    @property
+    def migrations(self) -> tuple[str, ...]:
+        return tuple(
+            m.format(real=self.real, boolean=self.boolean, false=self.false) for m in MIGRATIONS
+        )
+
+    def query(self, sql: str) -> str:
+        """``sql`` with this dialect's placeholders."""
+        return _numbered(sql) if self.numbered_params else sql
+
+
+@functools.cache
+def _numbered(sql: str) -> str:
+    counter = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+SQLITE = Dialect("sqlite", numbered_params=False, real="REAL", boolean="INTEGER", false="0")
+POSTGRES = Dialect(
+    "postgresql", numbered_params=True, real="DOUBLE PRECISION", boolean="BOOLEAN", false="FALSE"
+)
+
+
+class DriverErrors:
+    """A ``with`` block in which the driver's ``errors`` become :class:`StoreError`: ``what``
+    failed, then ``detail(error)`` (a backend shows as much of the driver's message as is safe).
+    """
+
+    def __init__(
+        self,
+        errors: tuple[type[Exception], ...],
+        what: str,
+        detail: Callable[[Exception], str],
+    ) -> None:
+        self.errors = errors
+        self.what = what
+        self.detail = detail
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(error, self.errors):
+            raise StoreError(f"{self.what}{self.detail(error)}") from error
+
+
+# -- the queries ---------------------------------------------------------------------------------
+
+_ACCOUNT = (
+    "SELECT id, display_name, refresh_token, scopes, consented_at, status, public_id,"
+    " show_last_played FROM accounts"
+)
+ACCOUNT_BY_ID = f"{_ACCOUNT} WHERE id = ?"
+ACCOUNT_BY_PUBLIC_ID = f"{_ACCOUNT} WHERE public_id = ?"
+ALL_ACCOUNTS = f"{_ACCOUNT} ORDER BY id"
+PUT_ACCOUNT = """INSERT INTO accounts (id, display_name, refresh_token, scopes, consented_at,
+        status, public_id, show_last_played)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name,
+        refresh_token = excluded.refresh_token, scopes = excluded.scopes,
+        consented_at = excluded.consented_at, status = excluded.status,
+        public_id = excluded.public_id, show_last_played = excluded.show_last_played"""
+UPDATE_ACCOUNT_KEEPING_TOKEN = """UPDATE accounts SET display_name = ?, scopes = ?,
+        consented_at = ?, public_id = ?, show_last_played = ? WHERE id = ?"""
+SET_REFRESH_TOKEN = "UPDATE accounts SET refresh_token = ? WHERE id = ?"
+SET_STATUS = "UPDATE accounts SET status = ? WHERE id = ?"
+SET_PUBLIC_ID = "UPDATE accounts SET public_id = ? WHERE id = ?"
+SET_SHOW_LAST_PLAYED = "UPDATE accounts SET show_last_played = ? WHERE id = ?"
+DELETE_ACCOUNT = "DELETE FROM accounts WHERE id = ?"
+SEALED_TOKENS = "SELECT id, refresh_token FROM accounts"
+RESEAL = "UPDATE accounts SET refresh_token = ? WHERE id = ? AND refresh_token = ?"
+
+PUT_SESSION = """INSERT INTO sessions (key, account_id, created_at, last_seen) VALUES (?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET account_id = excluded.account_id,
+        created_at = excluded.created_at, last_seen = excluded.last_seen"""
+GET_SESSION = "SELECT key, account_id, created_at, last_seen FROM sessions WHERE key = ?"
+TOUCH_SESSION = "UPDATE sessions SET last_seen = ? WHERE key = ?"
+DELETE_SESSION = "DELETE FROM sessions WHERE key = ?"
+DELETE_SESSIONS_OF = "DELETE FROM sessions WHERE account_id = ?"
+
+PUT_LOGIN = (
+    "INSERT INTO logins (state, code_verifier, browser, created_at, scopes) VALUES (?, ?, ?, ?, ?)"
+)
+TAKE_LOGIN = (
+    "DELETE FROM logins WHERE state = ? RETURNING state, code_verifier, browser, created_at, scopes"
+)
+PURGE_LOGINS = "DELETE FROM logins WHERE created_at < ?"
+
+GET_STATE = "SELECT value FROM app_state WHERE key = ?"
+PUT_STATE = """INSERT INTO app_state (key, value) VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
+PAUSE_KEY = "pause"
+
+# -- rows -> values ------------------------------------------------------------------------------
+
+
+def account_from_row(row: Row, cipher: TokenCipher, *, unseal: bool) -> Account:
+    """A row of :data:`ACCOUNT_BY_ID` as an Account; ``unseal=False`` leaves the token sealed
+    (``""``). A token no configured key opens reads as ``key_missing``, never raises."""
+    aid, name, sealed, scopes, consented, status, public_id, last_played = row
+    common: dict[str, Any] = {
+        "id": str(aid),
+        "display_name": str(name),
+        "scopes": _words(scopes),
+        "consented_at": float(consented),
+        "public_id": str(public_id) if public_id is not None else None,
+        "show_last_played": bool(last_played),
+    }
+    token = ""
+    try:
+        if not cipher.knows(str(sealed)):
+            raise CryptoError("sealed with an unknown key")
+        if unseal:
+            token = cipher.open(str(sealed), context=str(aid))
+    except CryptoError:
+        # Sealed with a key that is not configured: readable, never usable; the row stays as it
+        # is, so configuring the old key again brings the account back.
+        return Account(
+            **common, refresh_token="", status=AccountStatus.RECONNECT_REQUIRED, key_missing=True
+        )
+    return Account(**common, refresh_token=token, status=AccountStatus(str(status)))
+
+
+def session_from_row(row: Row) -> Session:
+    key, account_id, created_at, last_seen = row
+    return Session(str(key), str(account_id), float(created_at), float(last_seen))
+
+
+def login_from_row(row: Row) -> LoginState:
+    state, verifier, browser, created_at, scopes = row
+    return LoginState(str(state), str(verifier), str(browser), float(created_at), _words(scopes))
+
+
+def _words(value: object) -> frozenset[str]:
+    return frozenset(str(value).split())
+
+
+def _joined(words: frozenset[str]) -> str:
+    return " ".join(sorted(words))
+
+
+# -- the store, over a backend's three primitives ------------------------------------------------
+
+
+class SQLStore(ABC):
+    """Every :class:`~nowplaying.store.base.Store` method, written once.
+
+    A backend sets :attr:`dialect` and implements :meth:`_execute`, :meth:`_fetchone` and
+    :meth:`_fetch`, which take a query of this module (rendered with ``dialect.query``) and
+    raise :class:`~nowplaying.store.base.StoreError` for every failure of the database.
+    """
+
+    dialect: ClassVar[Dialect]
+
+    def __init__(self, *, cipher: TokenCipher) -> None:
+        self._cipher = cipher
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def _execute(self, sql: str, *args: object) -> int:
+        """Run one statement; how many rows it changed."""
+
+    @abstractmethod
+    async def _fetchone(self, sql: str, *args: object) -> Row | None: ...
+
+    @abstractmethod
+    async def _fetch(self, sql: str, *args: object) -> list[Row]: ...
+
+    # -- accounts --------------------------------------------------------------------------------
+
+    async def get_account(self, account_id: str) -> Account | None:
+        row = await self._fetchone(ACCOUNT_BY_ID, account_id)
+        return account_from_row(row, self._cipher, unseal=True) if row else None
+
+    async def get_account_info(self, account_id: str) -> Account | None:
+        row = await self._fetchone(ACCOUNT_BY_ID, account_id)
+        return account_from_row(row, self._cipher, unseal=False) if row else None
+
+    async def get_account_by_public_id(self, public_id: str) -> Account | None:
+        row = await self._fetchone(ACCOUNT_BY_PUBLIC_ID, public_id)
+        return account_from_row(row, self._cipher, unseal=False) if row else None
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self._fetch(ALL_ACCOUNTS)
+        return [account_from_row(r, self._cipher, unseal=True) for r in rows]
+
+    async def put_account(self, account: Account) -> None:
+        if account.key_missing or not account.refresh_token:
+            # Its token and status are placeholders (unknown key, or read without the token):
+            # keep the stored (sealed) ones.
+            await self._execute(
+                UPDATE_ACCOUNT_KEEPING_TOKEN,
+                account.display_name,
+                _joined(account.scopes),
+                account.consented_at,
+                account.public_id,
+                account.show_last_played,
+                account.id,
+            )
+            return
+        await self._execute(
+            PUT_ACCOUNT,
+            account.id,
+            account.display_name,
+            self._cipher.seal(account.refresh_token, context=account.id),
+            _joined(account.scopes),
+            account.consented_at,
+            str(account.status),
+            account.public_id,
+            account.show_last_played,
+        )
+
+    async def set_refresh_token(self, account_id: str, refresh_token: str) -> None:
+        if not refresh_token:
+            raise ValueError("refusing to store an empty refresh token")
+        sealed = self._cipher.seal(refresh_token, context=account_id)
+        await self._execute(SET_REFRESH_TOKEN, sealed, account_id)
+
+    async def set_status(self, account_id: str, status: AccountStatus) -> None:
+        await self._execute(SET_STATUS, str(status), account_id)
+
+    async def set_public_id(self, account_id: str, public_id: str | None) -> None:
+        await self._execute(SET_PUBLIC_ID, public_id, account_id)
+
+    async def set_show_last_played(self, account_id: str, on: bool) -> None:
+        await self._execute(SET_SHOW_LAST_PLAYED, on, account_id)
+
+    async def delete_account(self, account_id: str) -> None:
+        await self._execute(DELETE_ACCOUNT, account_id)
+
+    async def reseal_all(self) -> int:
+        """Re-encrypt every refresh token not sealed with the current key; how many changed.
+
+        Rows no configured key opens are left as they are (``list_accounts`` shows them as
+        ``key_missing``). Each row is replaced only if it still holds what was read, so a token
+        rotated meanwhile (by this process or another) is never overwritten with the old one.
+        """
+        changed = 0
+        for aid, sealed in await self._fetch(SEALED_TOKENS):
+            if self._cipher.is_current(str(sealed)):
+                continue
+            try:
+                plain = self._cipher.open(str(sealed), context=str(aid))
+            except CryptoError:
+                continue
+            resealed = self._cipher.seal(plain, context=str(aid))
+            changed += await self._execute(RESEAL, resealed, aid, sealed)
+        return changed
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    async def put_session(self, session: Session) -> None:
+        await self._execute(
+            PUT_SESSION, session.key, session.account_id, session.created_at, session.last_seen
+        )
+
+    async def get_session(self, key: str) -> Session | None:
+        row = await self._fetchone(GET_SESSION, key)
+        return session_from_row(row) if row else None
+
+    async def touch_session(self, key: str, when: float) -> None:
+        await self._execute(TOUCH_SESSION, when, key)
+
+    async def delete_session(self, key: str) -> None:
+        await self._execute(DELETE_SESSION, key)
+
+    async def delete_sessions_of(self, account_id: str) -> None:
+        await self._execute(DELETE_SESSIONS_OF, account_id)
+
+    # -- logins ----------------------------------------------------------------------------------
+
+    async def put_login(self, login: LoginState) -> None:
+        await self._execute(
+            PUT_LOGIN,
+            login.state,
+            login.code_verifier,
+            login.browser,
+            login.created_at,
+            _joined(login.scopes),
+        )
+
+    async def take_login(self, state: str) -> LoginState | None:
+        row = await self._fetchone(TAKE_LOGIN, state)
+        return login_from_row(row) if row else None
+
+    async def purge_logins(self, older_than: float) -> int:
+        return await self._execute(PURGE_LOGINS, older_than)
+
+    # -- app-wide state --------------------------------------------------------------------------
+
+    async def get_pause(self) -> Pause | None:
+        row = await self._fetchone(GET_STATE, PAUSE_KEY)
+        return pause_from_json(str(row[0])) if row else None
+
+    async def set_pause(self, pause: Pause) -> None:
+        await self._execute(PUT_STATE, PAUSE_KEY, pause_to_json(pause))
