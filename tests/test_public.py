@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from nowplaying.covers import CoverFetcher
-from nowplaying.web.public import SVG_BUDGET
+from nowplaying.web.public import EDGE_CACHE, SVG_BUDGET
 from tests.conftest import ORIGIN, Env
 from tests.helpers import fixture_json
 from tests.sse import SSEReader
@@ -156,7 +156,7 @@ async def test_svg_card_is_xml_with_embedded_cover_and_etag(connected: Env) -> N
     await fresh(connected)
     response = await connected.client.get(f"/p/{public_id}.svg")
     assert response.status_code == 200
-    assert response.headers["cache-control"].startswith("no-cache")
+    assert response.headers["cache-control"] == EDGE_CACHE["Cache-Control"]
     root = ET.fromstring(response.text)
     assert root.tag.endswith("svg")
     texts = " ".join(t for t in root.itertext())

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     """Extra origins cover art may be fetched from for SVG cards (Spotify's CDNs always are)."""
     nowplaying_allowed_hosts: list[str] = Field(default_factory=list)
     """Extra host names requests may carry in ``Host`` (the redirect URI's host always may)."""
+    nowplaying_metrics_token: SecretStr = SecretStr("")
+    """Bearer token a Prometheus scrape of ``/metrics`` must send; empty: ``/metrics`` is a 404."""
 
     @field_validator("spotify_accounts_url", "spotify_api_url")
     @classmethod

@@ -182,6 +182,8 @@ class LiveHub:
         self.counts: Counter[str] = Counter()
         """``polls`` made, ``published`` changes, ``rate_limited`` pauses, ``reconnect_checks``,
         ``crashes`` (unexpected errors a poller survived)."""
+        self.poll_lag = 0.0
+        """How late (seconds) the last poll started after it was due (``/metrics``)."""
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -381,6 +383,7 @@ class LiveHub:
                 return True
             log.info("an account was connected again: polling it")
             plan.reconnect = False
+        self.poll_lag = max(0.0, now - plan.next_poll) if plan.next_poll else 0.0
         self.counts["polls"] += 1
         try:
             playing = await self._fetch(w.account_id)

@@ -27,12 +27,13 @@ from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.crypto import CryptoError
+from nowplaying.metrics import Metrics
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
 from nowplaying.views import ErrorCode, error
 
-from . import api, auth, openapi, owner, pages, public
+from . import api, auth, metrics, openapi, owner, pages, public
 from .errors import Refusal, json_response
 from .limits import RateLimit, RequestLimits, rules
 from .published import PublishedAccounts
@@ -55,6 +56,7 @@ def create_app(
     """Build the app. ``http``, ``store``, ``clock`` and ``simulator`` are injectable for tests."""
     clock = clock or SystemClock()
     public_origin = origin_of(settings.spotify_redirect_uri)
+    app_metrics = Metrics()
     if settings.demo and simulator is None:
         simulator = demo_simulator(settings, clock, public_origin)
 
@@ -68,6 +70,8 @@ def create_app(
             clock=clock,
             simulator=simulator,
         ) as rt:
+            app_metrics.watch(rt.http)
+            app_metrics.bind(rt.hub, rt.tokens)
             app.state.services = Services(
                 settings=settings,
                 clock=rt.clock,
@@ -97,6 +101,7 @@ def create_app(
                 ),
                 coord=rt.coord,
                 published=PublishedAccounts(rt.store, rt.clock, rt.coord),
+                metrics=app_metrics,
             )
             yield
 
@@ -118,6 +123,7 @@ def create_app(
         Route("/p/{public_id}/open", public.open_item),
         Route("/p/{public_id}", public.embed),
         Route("/healthz", api.healthz),
+        Route("/metrics", metrics.metrics),
         Route("/favicon.ico", api.favicon),
         Route("/openapi.json", openapi.openapi),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
@@ -127,6 +133,7 @@ def create_app(
         simulator.app.router.redirect_slashes = False
         routes.append(Mount(SIM_PREFIX, app=simulator.app))
     middleware = [
+        Middleware(metrics.RequestMetrics, metrics=app_metrics),
         Middleware(RequestLimits),
         Middleware(
             RateLimit,
@@ -137,8 +144,11 @@ def create_app(
             ),
         ),
         Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,)),
-        # Load balancers probe /healthz by IP; everything else must name this site.
-        Middleware(TrustedHosts, hosts=settings.allowed_hosts, exempt_paths=("/healthz",)),
+        # Load balancers probe /healthz, Prometheus scrapes /metrics, by IP; the rest must name
+        # this site.
+        Middleware(
+            TrustedHosts, hosts=settings.allowed_hosts, exempt_paths=("/healthz", "/metrics")
+        ),
     ]
     if settings.nowplaying_trusted_proxies:
         # Believe X-Forwarded-For/-Proto only from the configured proxies.

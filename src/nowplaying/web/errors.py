@@ -9,6 +9,7 @@ states as data instead, and the SVG card is always an image: those are answers, 
     Refusal
      ├── NotConnected         401 not_connected
      ├── ReconnectRequired    401 reconnect_required
+     ├── Unauthorized         401 unauthorized (a missing or wrong bearer token on /metrics)
      ├── NotFound             404 not_found
      └── Unavailable          503 unavailable, Retry-After
 """
@@ -46,6 +47,10 @@ class NotConnected(Refusal):
 
 class ReconnectRequired(Refusal):
     status, code = 401, ErrorCode.RECONNECT_REQUIRED
+
+
+class Unauthorized(Refusal):
+    status, code = 401, ErrorCode.UNAUTHORIZED
 
 
 class NotFound(Refusal):

@@ -32,6 +32,10 @@ PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 OPEN_PREFIX = "https://open.spotify.com/"
 CORS = {"Access-Control-Allow-Origin": "*"}
 NO_CACHE = {"Cache-Control": "no-cache, max-age=0"}
+EDGE_CACHE = {"Cache-Control": "public, max-age=0, s-maxage=1, stale-while-revalidate=5"}
+"""The public JSON and SVG: a CDN or caching proxy may answer from a copy up to a second old (and
+a few seconds more while it fetches a new one), so a popular widget costs the origin about one
+request per second per URL; browsers and image proxies revalidate every time (ETag, 304)."""
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 SVG_BUDGET = 1.8  # seconds for state and cover together; the card must answer within 2 s
 
@@ -93,7 +97,7 @@ async def as_json(request: Request) -> Response:
         raise NotFound
     state = await _state(svc, account)
     status = 503 if isinstance(state, Error) and state.error is ErrorCode.UNAVAILABLE else 200
-    headers = {**CORS, **NO_CACHE}
+    headers = {**CORS, **(NO_CACHE if status == 503 else EDGE_CACHE)}
     if status == 503:
         pause = svc.hub.pause  # Spotify's own Retry-After, when the app is paused
         wait = pause.until - svc.clock.now() if pause else svc.hub.poll_seconds
@@ -133,7 +137,7 @@ def _card(request: Request, state: State, cover: str | None) -> Response:
     svg = render_card(state, theme=theme, compact=compact, cover=cover, now=svc.clock.now())
     etag = card_etag(svg)
     headers = {
-        **NO_CACHE,
+        **EDGE_CACHE,
         "ETag": etag,
         "Content-Security-Policy": SVG_CSP,
         "Access-Control-Allow-Origin": "*",

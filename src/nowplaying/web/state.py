@@ -11,6 +11,7 @@ from nowplaying.config import Settings
 from nowplaying.coord import Coordinator
 from nowplaying.covers import CoverFetcher
 from nowplaying.live import LiveHub
+from nowplaying.metrics import Metrics
 from nowplaying.simulator import Simulator
 from nowplaying.spotify import SpotifyClient
 from nowplaying.store import Store
@@ -36,6 +37,7 @@ class Services:
     covers: CoverFetcher
     coord: Coordinator
     published: PublishedAccounts
+    metrics: Metrics
 
     @property
     def demo(self) -> bool:
