@@ -21,6 +21,7 @@ import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
+from . import logs
 from .clock import Clock, SystemClock
 from .config import Settings
 from .connect import LOOPBACK, LoginFailed, Waiting, terminal_login
@@ -51,9 +52,12 @@ def load_settings(**overrides: object) -> Settings:
         raise SystemExit(2) from None
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+def _logging(settings: Settings | None, level: str | None = None) -> None:
+    """The process's logging: settings' level and format, its secrets redacted."""
+    logs.configure(
+        level or (settings.nowplaying_log_level if settings else "INFO"),
+        settings.nowplaying_log_format if settings else "text",
+        secrets=settings.secret_values if settings else (),
     )
 
 
@@ -69,10 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers > 1 and (refusal := unsafe_layout(settings)):
         print(f"nowplaying: refusing --workers {args.workers}: {refusal}", file=sys.stderr)
         return 2
-    _logging(settings.nowplaying_log_level)
+    _logging(settings)
     if settings.demo:
         log.warning("demo mode: no SPOTIFY_CLIENT_ID set, serving the built-in simulated Spotify")
-    log.info("open %s", settings.spotify_redirect_uri.rsplit("/callback", 1)[0] + "/")
+    log.info("%s", banner(args.host, args.port, settings))
     raise_open_files_limit()
     options = _server_options(args, settings)
     if args.workers > 1:
@@ -84,6 +88,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             shutdown_seconds=settings.nowplaying_shutdown_seconds,
         )
     return _serve_app(create_app(settings), settings, options)
+
+
+def banner(host: str, port: int, settings: Settings) -> str:
+    """The startup line: the address this process listens on, and the site's public address."""
+    shown = f"[{host}]" if ":" in host else host
+    listening = f"http://{shown}:{port}/"
+    public = _public_origin(settings) + "/"
+    if public == listening:
+        return f"serving on {listening}"
+    return f"serving on {listening} (public address {public})"
 
 
 def raise_open_files_limit() -> int:
@@ -131,6 +145,8 @@ def _server_options(args: argparse.Namespace, settings: Settings) -> dict[str, o
         "port": args.port,
         "access_log": False,
         "log_level": settings.nowplaying_log_level.lower(),
+        # Our handler (nowplaying.logs) formats uvicorn's records too.
+        "log_config": None,
         # The app itself believes forwarded headers only from NOWPLAYING_TRUSTED_PROXIES.
         "proxy_headers": False,
         "server_header": False,
@@ -156,12 +172,12 @@ def _serve_app(
 def serve_worker(options: dict[str, object], sockets: list[socket.socket]) -> None:
     """One ``--workers`` process: build the app here, from the environment, and serve it."""
     settings = Settings()
-    _logging(settings.nowplaying_log_level)
+    _logging(settings)
     raise SystemExit(_serve_app(create_app(settings), settings, options, sockets))
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    _logging("INFO")
+    _logging(None)
     sim = Simulator(
         clock=SystemClock(),
         client_id=args.client_id,
@@ -344,7 +360,7 @@ async def maintenance(settings: Settings, *, reseal: bool, out: TextIO) -> int:
 def cmd_login(args: argparse.Namespace) -> int:
     settings = load_settings()
     _need_spotify_app(settings)
-    _logging("WARNING")
+    _logging(settings, "WARNING")
     pasted = read_stdin_line if sys.stdin.isatty() else None
     return asyncio.run(login_flow(settings, out=sys.stdout, pasted=pasted))
 
@@ -352,7 +368,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 def cmd_now(args: argparse.Namespace) -> int:
     settings = load_settings()
     _need_spotify_app(settings)
-    _logging("WARNING")
+    _logging(settings, "WARNING")
     return asyncio.run(now_flow(settings, account_id=args.account, out=sys.stdout))
 
 

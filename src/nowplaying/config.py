@@ -8,7 +8,7 @@ placeholder secret refuses to start.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     nowplaying_session_idle_seconds: int = 14 * 24 * 3600
     nowplaying_session_max_seconds: int = 90 * 24 * 3600
     nowplaying_log_level: str = "INFO"
+    nowplaying_log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line (with the request id), for log collectors."""
     nowplaying_shutdown_seconds: float = Field(default=10.0, gt=0)
     """On SIGTERM/SIGINT: streams end with a reconnect hint and the process exits within this."""
     nowplaying_login_rate_per_minute: float = 20.0
@@ -61,6 +63,9 @@ class Settings(BaseSettings):
     """Extra host names requests may carry in ``Host`` (the redirect URI's host always may)."""
     nowplaying_metrics_token: SecretStr = SecretStr("")
     """Bearer token a Prometheus scrape of ``/metrics`` must send; empty: ``/metrics`` is a 404."""
+    nowplaying_alert_webhook: SecretStr = SecretStr("")
+    """Where owner alerts are POSTed as JSON (ntfy, Discord, Slack incoming webhooks); empty:
+    none. A secret: webhook URLs carry their credential in the path."""
 
     @field_validator("spotify_accounts_url", "spotify_api_url")
     @classmethod
@@ -74,6 +79,18 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise ValueError("SPOTIFY_REDIRECT_URI must be an absolute http(s) URL")
         return v
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret, for the logs to redact (see :mod:`nowplaying.logs`)."""
+        values = (
+            self.spotify_client_secret,
+            self.nowplaying_secret_key,
+            self.nowplaying_alert_webhook,
+            self.nowplaying_metrics_token,
+            *self.nowplaying_old_secret_keys,
+        )
+        return tuple(v.get_secret_value() for v in values if v.get_secret_value())
 
     @property
     def demo(self) -> bool:

@@ -24,8 +24,9 @@ from .coord_redis import RedisCoordinator
 from .crypto import TokenCipher
 from .live import LiveHub
 from .models import NowPlaying, PlayedItem
+from .problems import AccountProblems
 from .simulator import Simulator
-from .spotify import SCOPE_RECENTLY_PLAYED, SpotifyClient
+from .spotify import SCOPE_RECENTLY_PLAYED, Forbidden, SpotifyClient
 from .store import AccountStatus, Store, StoreError, open_store
 from .tokens import TokenManager
 
@@ -46,13 +47,27 @@ class Runtime:
     hub: LiveHub
     coord: Coordinator = field(default_factory=LocalCoordinator)
     """Shared with the hub and the tokens (the web layer's public-id cache listens on it)."""
+    problems: AccountProblems | None = None
+    """Spotify's refusals of accounts (dev-mode 403s), noted by the poll path."""
 
 
 async def read_now_playing(
-    tokens: TokenManager, client: SpotifyClient, account_id: str
+    tokens: TokenManager,
+    client: SpotifyClient,
+    account_id: str,
+    problems: AccountProblems | None = None,
 ) -> NowPlaying:
-    """One upstream read of what the account plays (tokens handled)."""
-    return await tokens.call(account_id, client.currently_playing)
+    """One upstream read of what the account plays (tokens handled); a 403 is noted in
+    ``problems`` (what the owner must fix), an answer clears it."""
+    try:
+        playing = await tokens.call(account_id, client.currently_playing)
+    except Forbidden as e:
+        if problems is not None:
+            problems.note(account_id, e)
+        raise
+    if problems is not None:
+        problems.clear(account_id)
+    return playing
 
 
 async def read_last_played(
@@ -160,8 +175,9 @@ async def open_runtime(
             else LocalCoordinator()
         )
         tokens = TokenManager(client, store, clock, coord=coord)
+        problems = AccountProblems(clock)
         hub = LiveHub(
-            functools.partial(read_now_playing, tokens, client),
+            functools.partial(read_now_playing, tokens, client, problems=problems),
             clock,
             poll_seconds=settings.nowplaying_poll_seconds,
             history=functools.partial(read_last_played, store, tokens, client),
@@ -171,4 +187,4 @@ async def open_runtime(
         )
         await hub.start()
         stack.push_async_callback(hub.close)
-        yield Runtime(settings, clock, store, http, client, tokens, hub, coord)
+        yield Runtime(settings, clock, store, http, client, tokens, hub, coord, problems)

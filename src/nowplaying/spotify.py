@@ -11,7 +11,9 @@ Errors, one tree::
      ├── InvalidClient            client id or secret wrong (our configuration)
      ├── InvalidRequest           token endpoint refused the request's shape
      ├── AccessTokenRejected      Web API 401: refresh once and retry
-     ├── Forbidden                Web API 403: dev-mode allowlist, Premium, scope
+     ├── Forbidden                Web API 403: re-authenticating won't help
+     │    ├── NotRegistered       development mode: the user is not under User Management
+     │    └── PremiumRequired     development mode: the app's owner has no active Premium
      ├── RateLimited              429, with ``retry_after`` seconds and Spotify's ``reason``
      │                            (``quota``: the development-mode QUOTA_EXCEEDED, hours long)
      ├── SpotifyUnavailable       5xx, timeouts, connection failures, a body that cannot be
@@ -32,7 +34,7 @@ import math
 import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import httpx
@@ -88,11 +90,54 @@ class AccessTokenRejected(SpotifyError):
 
 
 class Forbidden(SpotifyError):
-    """403 from the Web API; re-authenticating won't help. ``reason`` is Spotify's text."""
+    """403 from the Web API; re-authenticating won't help. ``reason`` is Spotify's text;
+    ``fix`` says, for a person, what to do about it."""
+
+    fix: ClassVar[str] = (
+        "Spotify refused this account's access (HTTP 403); reconnecting will not help. In"
+        " development mode the app's owner must add the account in the Spotify Developer"
+        " Dashboard."
+    )
 
     def __init__(self, reason: str, *, response: httpx.Response | None = None) -> None:
         super().__init__(f"forbidden: {reason}", response=response)
         self.reason = reason
+
+
+class NotRegistered(Forbidden):
+    """Development mode: the user is not added under User Management in the Developer Dashboard
+    (Spotify's plain-text ``User not registered in the Developer Dashboard``)."""
+
+    fix: ClassVar[str] = (
+        "Spotify refuses this account: the app is in development mode and this Spotify user is"
+        " not added under User Management in the Spotify Developer Dashboard (at most 5 users)."
+        " The app's owner adds the account's e-mail address there, then it works again."
+    )
+
+
+class PremiumRequired(Forbidden):
+    """Development mode: the app's owner has no active Premium subscription (Spotify's
+    ``Active premium subscription required for the owner of the app.``)."""
+
+    fix: ClassVar[str] = (
+        "Spotify refuses every account of this app: in development mode the owner of the"
+        " Spotify app (the Developer Dashboard account) needs an active Premium subscription."
+        " Renew Premium on that account; nothing needs reconnecting."
+    )
+
+
+def classify_forbidden(reason: str, *, response: httpx.Response | None = None) -> Forbidden:
+    """The 403 for Spotify's text: its two development-mode refusals have their own class.
+
+    Spotify gives no code for them, only the text, so the text is matched (loosely: case and
+    punctuation vary between answers seen).
+    """
+    text = reason.lower()
+    if "not registered" in text:
+        return NotRegistered(reason, response=response)
+    if "premium" in text and "owner" in text:
+        return PremiumRequired(reason, response=response)
+    return Forbidden(reason, response=response)
 
 
 class RateLimited(SpotifyError):
@@ -303,7 +348,7 @@ class SpotifyClient:
         if status == 401:
             raise AccessTokenRejected(_api_message(response), response=response)
         if status == 403:
-            raise Forbidden(_api_message(response), response=response)
+            raise classify_forbidden(_api_message(response), response=response)
         _raise_for_common(response)
         raise BadResponse(f"unexpected status {status}", response=response)
 

@@ -27,6 +27,7 @@ from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.crypto import CryptoError
+from nowplaying.logs import RequestId
 from nowplaying.metrics import Metrics
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
@@ -102,6 +103,7 @@ def create_app(
                 coord=rt.coord,
                 published=PublishedAccounts(rt.store, rt.clock, rt.coord),
                 metrics=app_metrics,
+                problems=rt.problems,
             )
             yield
 
@@ -134,6 +136,7 @@ def create_app(
         routes.append(Mount(SIM_PREFIX, app=simulator.app))
     middleware = [
         Middleware(metrics.RequestMetrics, metrics=app_metrics),
+        Middleware(RequestId),  # early: every later log line of the request carries its id
         Middleware(RequestLimits),
         Middleware(
             RateLimit,

@@ -37,7 +37,7 @@ from nowplaying.spotify import (
 from nowplaying.store import LoginState, StoreError
 
 from . import owner, pages
-from .security import same_origin
+from .security import printable, same_origin
 from .sessions import LOGIN_TTL
 from .state import services
 
@@ -62,6 +62,7 @@ async def home(request: Request) -> Response:
         demo=svc.demo,
         share=share,
         pause_note=owner.pause_note(svc.hub.pause),
+        refusal=svc.problems.get(account.id) if svc.problems else None,
     )
 
 
@@ -173,14 +174,10 @@ async def _exchange(request: Request, code: str, login: LoginState) -> Grant | R
     except InvalidGrant:
         return _fail(request, "Sign-in expired", "That sign-in code is no longer valid.", 400)
     except Forbidden as e:
-        log.warning("Spotify refused the profile read: %s", e.reason[:80])
-        return _fail(
-            request,
-            "Spotify refused access",
-            "This Spotify account is not allowed to use this app (in development mode, the app "
-            "owner must add it in the Spotify Developer Dashboard).",
-            403,
+        log.warning(
+            "Spotify refused the profile read (%s): %s", type(e).__name__, printable(e.reason, 80)
         )
+        return _fail(request, "Spotify refused access", e.fix, 403)
     except (InvalidClient, InvalidRequest):
         log.error("Spotify refused this app's credentials; check SPOTIFY_CLIENT_ID/SECRET")
         return _fail(request, "Sign-in failed", "Spotify refused this app's credentials.", 502)

@@ -84,7 +84,14 @@ def describe(svc: Services, account: Account) -> dict[str, Any]:
         "reconnectReason": account.reconnect_reason,
         "pausedUntil": round(pause.until * 1000) if pause else None,
         "pauseReason": pause.reason if pause else None,
+        "spotifyRefusal": _refusal(svc, account.id),
     }
+
+
+def _refusal(svc: Services, account_id: str) -> dict[str, str] | None:
+    """Spotify's development-mode 403 for the account (``kind``, ``message``), if any."""
+    refusal = svc.problems.get(account_id) if svc.problems else None
+    return {"kind": refusal.kind, "message": refusal.fix} if refusal else None
 
 
 OwnerHandler = Callable[[Request, Services, Account], Awaitable[Response]]

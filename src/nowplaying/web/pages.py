@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import jinja2
 from starlette.responses import HTMLResponse
 
+from nowplaying.problems import Refusal
+
 EMBED_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors *"
@@ -96,9 +98,11 @@ def home_connected(
     demo: bool,
     share: Share | None = None,
     pause_note: str | None = None,
+    refusal: Refusal | None = None,
 ) -> HTMLResponse:
     """The owner's page. ``reconnect_reason`` (``unknown_key``, ``revoked``) says why a reconnect
-    is needed; ``pause_note`` is Spotify's app-wide pause, when it is the long one."""
+    is needed; ``pause_note`` is Spotify's app-wide pause, when it is the long one; ``refusal``
+    Spotify's development-mode 403 for the account, with its fix."""
     return _page(
         "home_connected.html",
         title="nowplaying",
@@ -107,6 +111,7 @@ def home_connected(
         reconnect_reason=reconnect_reason,
         reconnect_text=UNKNOWN_KEY_TEXT if reconnect_reason == "unknown_key" else REVOKED_TEXT,
         pause_note=pause_note,
+        refusal=refusal,
         share=share,
     )
 

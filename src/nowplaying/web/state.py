@@ -12,6 +12,7 @@ from nowplaying.coord import Coordinator
 from nowplaying.covers import CoverFetcher
 from nowplaying.live import LiveHub
 from nowplaying.metrics import Metrics
+from nowplaying.problems import AccountProblems
 from nowplaying.simulator import Simulator
 from nowplaying.spotify import SpotifyClient
 from nowplaying.store import Store
@@ -38,6 +39,8 @@ class Services:
     coord: Coordinator
     published: PublishedAccounts
     metrics: Metrics
+    problems: AccountProblems | None = None
+    """Spotify's refusals of accounts (development-mode 403s), for the owner page."""
 
     @property
     def demo(self) -> bool:
