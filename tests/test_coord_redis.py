@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from nowplaying.clock import FakeClock
 from nowplaying.coord import CoordinationError
 from nowplaying.coord_redis import RedisCoordinator
-from nowplaying.live import LiveHub, Snapshot, Status, snapshot_from_wire, snapshot_to_wire
+from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 from nowplaying.tokens import RefreshDeferred, TokenManager
 from tests.conftest import Env
@@ -362,9 +362,9 @@ def test_snapshot_wire_round_trip() -> None:
         retry_after=3.0,
         last_played=PlayedItem(item, 99.0),
     )
-    assert snapshot_from_wire(snapshot_to_wire(snap)) == snap
+    assert Snapshot.from_wire(snap.to_wire()) == snap
     empty = Snapshot(None, Status.RECONNECT, 2)
-    assert snapshot_from_wire(snapshot_to_wire(empty)) == empty
+    assert Snapshot.from_wire(empty.to_wire()) == empty
 
 
 async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None:

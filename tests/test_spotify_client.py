@@ -3,6 +3,7 @@ contract's token table and every currently-playing case."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -315,8 +316,13 @@ async def test_hang_is_unavailable_after_the_deadline(
 ) -> None:
     """A hanging Spotify becomes SpotifyUnavailable at the deadline, not a stuck request."""
     sim.faults.add("currently-playing", hang=True)
+    call = asyncio.ensure_future(client_for(http, clock, deadline=0.2).currently_playing(access))
+    await _deadline_set(clock)
+    await clock.advance(0.19)
+    assert not call.done()
+    await clock.advance(0.01)
     with pytest.raises(SpotifyUnavailable):
-        await client_for(http, clock, deadline=0.2).currently_playing(access)
+        await call
 
 
 async def test_slow_token_answer_within_the_token_deadline(
@@ -328,8 +334,17 @@ async def test_slow_token_answer_within_the_token_deadline(
     sim.faults.add("token", delay=0.3)
     client = client_for(http, clock, deadline=0.1, token_deadline=2.0)
     assert grant.refresh_token
-    new = await client.refresh(refresh_of(grant))
+    call = asyncio.ensure_future(client.refresh(refresh_of(grant)))
+    await _deadline_set(clock)
+    await clock.advance(1.0)  # past the API deadline, within the token one
+    new = await call
     assert new.refresh_token != grant.refresh_token
+
+
+async def _deadline_set(clock: FakeClock) -> None:
+    """Wait until the request in flight has set its deadline on the clock."""
+    while clock.sleepers == 0:  # noqa: ASYNC110 - the fake clock has no event to wait on
+        await asyncio.sleep(0)
 
 
 async def test_recently_played_and_limits(

@@ -1,13 +1,18 @@
 """The live engine: one poller per watched account, one shared state, fanned out to every viewer.
 
 Cost does not grow with the audience: however many requests and SSE viewers an account has, one
-task polls Spotify for it. The schedule follows the music — a poll lands just after the playing
-track's predicted end, and otherwise every ``poll_seconds`` to catch skips and pauses — and backs
-off while nothing plays. A 429 is the *app's* rate limit, so it pauses every account's polling
-until ``Retry-After`` passes; viewers are told their data is stale meanwhile.
+task polls Spotify for it, when :mod:`nowplaying.schedule` says (just after the playing track's
+predicted end, every ``poll_seconds`` to catch skips, backing off while nothing plays). A 429 is
+the *app's* rate limit, so it pauses every account's polling until ``Retry-After`` passes;
+viewers are told their data is stale meanwhile.
 
 A poller runs only while its account is watched: an SSE viewer is connected, or a request came in
-the last ``watch_ttl`` seconds. Everything waits on an injected clock.
+the last ``watch_ttl`` seconds. With several instances, the one holding the account's lease polls
+(leads) and the others follow its state. Everything waits on an injected clock.
+
+Handing a snapshot on has two verbs, named for their reach: :meth:`LiveHub._publish_here` (this
+instance's viewers) and :meth:`LiveHub._publish_everywhere` (here, then every instance through the
+coordinator, in the wire form of :class:`~nowplaying.snapshot.Snapshot`).
 
 Life cycle: the pause is stored (``pauses``) so a restart honours Spotify's Retry-After, which for
 the development-mode quota (``QUOTA_EXCEEDED``) is hours; an account whose grant is gone is
@@ -21,22 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
-from . import views
 from .clock import Clock
 from .coord import Coordinator, LocalCoordinator
-from .models import Item, Kind, NowPlaying, PlayedItem
+from .models import NowPlaying, PlayedItem
+from .schedule import Plan, Schedule
+from .snapshot import Snapshot, Status, progress_at
 from .spotify import RateLimited, ReconnectRequired, SpotifyError
 from .store import QUOTA_EXCEEDED, Pause, StoreError
+
+__all__ = ["LiveHub", "PauseStore", "Snapshot", "Status", "progress_at"]
 
 log = logging.getLogger(__name__)
 
@@ -53,61 +59,6 @@ class PauseStore(Protocol):
     async def set_pause(self, pause: Pause) -> None: ...
 
 
-class Status(StrEnum):
-    LIVE = "live"
-    STALE = "stale"
-    RECONNECT = "reconnect_required"
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What one account plays, as last seen, and how trustworthy that is."""
-
-    playing: NowPlaying | None
-    """None until a poll has succeeded."""
-    status: Status
-    version: int
-    retry_after: float | None = None
-    last_played: PlayedItem | None = None
-    """The last track played, when the owner shows it and nothing plays now."""
-
-    def view(self, now: float) -> views.State:
-        """The ``/api/spotify`` state, progress extrapolated to ``now``."""
-        if self.status is Status.RECONNECT:
-            return views.error(views.ErrorCode.RECONNECT_REQUIRED)
-        if self.playing is None:
-            return views.error(views.ErrorCode.UNAVAILABLE)
-        return views.state(
-            self.playing,
-            progress_ms=progress_at(self.playing, now),
-            at=int(now * 1000),  # when progressMs holds, for the widget's local clock
-            stale=self.status is Status.STALE,
-            last=self.last_played,
-        )
-
-    def to_json(self, now: float) -> dict[str, Any]:
-        """The ``/api/spotify`` object, progress extrapolated to ``now``."""
-        return self.view(now).data()
-
-
-def progress_at(playing: NowPlaying, now: float) -> int | None:
-    """Where playback is at ``now``, moving on from the measured progress while it plays."""
-    if playing.progress_ms is None:
-        return None
-    if not playing.is_playing:
-        return playing.progress_ms
-    moved = playing.progress_ms + int(max(0.0, now - playing.timestamp) * 1000)
-    return min(moved, playing.item.duration_ms) if playing.item else moved
-
-
-def _identity(playing: NowPlaying | None) -> tuple[object, ...]:
-    if playing is None:
-        return (None,)
-    item = playing.item
-    key = (item.uri or item.id or item.title, item.title) if item else None
-    return (playing.kind, key, playing.is_playing, playing.active)
-
-
 @dataclass(eq=False)
 class _Watch:
     account_id: str
@@ -122,17 +73,6 @@ class _Watch:
 
     def watched(self, now: float, ttl: float) -> bool:
         return bool(self.subscribers) or now - self.last_request < ttl
-
-
-@dataclass(slots=True)
-class _Plan:
-    """A poller's schedule: when to poll next, and what it has met so far."""
-
-    next_poll: float = 0.0
-    failures: int = 0
-    idle: int = 0
-    reconnect: bool = False
-    """The grant is gone: check the store (``ready``) instead of polling Spotify."""
 
 
 class LiveHub:
@@ -160,18 +100,21 @@ class LiveHub:
         self._coord: Coordinator = coord or LocalCoordinator()
         self._pauses = pauses
         self._ready = ready
-        self.reconnect_check = reconnect_check
         self._fetch = fetch
         self._history = history
         self.history_ttl = history_ttl
         self._clock = clock
-        self.poll_seconds = poll_seconds
-        self.idle_max = idle_max
-        self.backoff_max = backoff_max
-        self.end_margin = end_margin
+        self.schedule = Schedule(
+            poll_seconds=poll_seconds,
+            idle_max=idle_max,
+            backoff_max=backoff_max,
+            end_margin=end_margin,
+            reconnect_check=reconnect_check,
+            rng=rng,
+        )
+        """When each account is polled next (:mod:`nowplaying.schedule`)."""
         self.watch_ttl = watch_ttl
         self.first_wait = first_wait
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._watches: dict[str, _Watch] = {}
         self.paused_until = 0.0
         """The app-wide pause after a 429 (epoch seconds)."""
@@ -184,6 +127,11 @@ class LiveHub:
         ``crashes`` (unexpected errors a poller survived)."""
         self.poll_lag = 0.0
         """How late (seconds) the last poll started after it was due (``/metrics``)."""
+
+    @property
+    def poll_seconds(self) -> float:
+        """The poll interval while playing: how long data may lag (a Retry-After hint)."""
+        return self.schedule.poll_seconds
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -252,9 +200,8 @@ class LiveHub:
         if not w.subscribers:  # nobody to tell: drop the state with the watch
             self._watches.pop(account_id, None)
             return
-        self._publish_local(
-            w,
-            Snapshot(playing=None, status=Status.RECONNECT, version=self._next_version(w)),
+        self._publish_here(
+            w, Snapshot(playing=None, status=Status.RECONNECT, version=self._next_version(w))
         )
         if self._ready is not None:
             self._ensure_poller(w)
@@ -284,7 +231,7 @@ class LiveHub:
 
     async def start(self) -> None:
         """Join the other instances (a no-op for one process); honour a stored pause."""
-        await self._coord.start(self._accept)
+        await self._coord.start(self._received)
         if self._pauses is None:
             return
         try:
@@ -332,19 +279,20 @@ class LiveHub:
         This loop is the poller's outermost boundary: an error nobody expected is logged with
         its traceback, reported to viewers as stale data, and retried after a backoff.
         """
-        plan = _Plan(reconnect=w.snapshot is not None and w.snapshot.status is Status.RECONNECT)
+        plan = Plan(reconnect=w.snapshot is not None and w.snapshot.status is Status.RECONNECT)
         try:
             while await self._wanted(w):
                 try:
-                    if not await self._step(w, plan):
-                        return
+                    wake = await self._step(w, plan)
                 except Exception:  # the one outer guard STYLE.md asks for
-                    plan.failures += 1
                     self.counts["crashes"] += 1
                     log.exception("poller failed unexpectedly; backing off and carrying on")
                     with contextlib.suppress(Exception):
-                        await self._broadcast_stale(w)
-                    await self._clock.sleep(self._backoff(plan.failures))
+                        await self._publish_stale_everywhere(w)
+                    wake = self.schedule.failed(plan, self._clock.now())
+                if wake is None:
+                    return
+                await self._sleep_until(wake)
         finally:
             if w.leader:
                 w.leader = False
@@ -353,13 +301,13 @@ class LiveHub:
             if w.task is asyncio.current_task():
                 w.task = None
 
-    async def _step(self, w: _Watch, plan: _Plan) -> bool:
-        """One turn of the poller: follow, wait, or poll once. False: stop for good."""
+    async def _step(self, w: _Watch, plan: Plan) -> float | None:
+        """One turn of the poller (follow, or poll once if it is time): when the next poll is
+        due, or None to stop for good (the grant is gone and nothing can bring it back)."""
         if not await self._coord.hold_lease(w.account_id):
             w.leader = False
             await self._follow(w)
-            await self._clock.sleep(self._coord.renew_every or self.poll_seconds)
-            return True
+            return self._clock.now() + (self._coord.renew_every or self.poll_seconds)
         if not w.leader:
             # Taking over: start from the shared state, so versions (the SSE ids every instance
             # and Last-Event-ID compare) go on from the last leader's, whatever our clock says.
@@ -368,47 +316,41 @@ class LiveHub:
         now = self._clock.now()
         paused = await self._paused_until()
         if paused > now:  # the app's rate limit, maybe hit by another instance
-            await self._broadcast_stale(w, retry_after=paused - now)
-            plan.next_poll = max(plan.next_poll, paused)
+            await self._publish_stale_everywhere(w, retry_after=paused - now)
+            self.schedule.paused(plan, paused)
         if now < plan.next_poll:
-            await self._nap(plan.next_poll - now)
-            return True
+            return plan.next_poll
         if plan.reconnect:
             # The grant is gone: poll nothing until the store holds a new one.
             self.counts["reconnect_checks"] += 1
             if self._ready is None:
-                return False
+                return None
             if not await self._ready_now(w.account_id):
-                plan.next_poll = self._clock.now() + self.reconnect_check
-                return True
+                return self.schedule.lost_grant(plan, self._clock.now())
             log.info("an account was connected again: polling it")
-            plan.reconnect = False
+            self.schedule.regained(plan)
         self.poll_lag = max(0.0, now - plan.next_poll) if plan.next_poll else 0.0
         self.counts["polls"] += 1
         try:
             playing = await self._fetch(w.account_id)
         except RateLimited as e:
             await self._pause(e.retry_after, e.reason)
-            return True
+            return self.schedule.paused(plan, self.paused_until)
         except ReconnectRequired:
-            plan.reconnect = True
-            plan.next_poll = self._clock.now() + self.reconnect_check
-            await self._broadcast(w, Snapshot(None, Status.RECONNECT, self._next_version(w)))
-            return self._ready is not None
+            wake = self.schedule.lost_grant(plan, self._clock.now())
+            await self._publish_everywhere(
+                w, Snapshot(None, Status.RECONNECT, self._next_version(w))
+            )
+            return wake if self._ready is not None else None
         except (SpotifyError, StoreError) as e:
-            plan.failures += 1
             log.warning("poll failed (%s); backing off", type(e).__name__)
-            await self._broadcast_stale(w)
-            plan.next_poll = self._clock.now() + self._backoff(plan.failures)
-            return True
-        plan.failures = 0
-        plan.idle = 0 if playing.active else plan.idle + 1
+            await self._publish_stale_everywhere(w)
+            return self.schedule.failed(plan, self._clock.now())
         last = await self._last_played(w, playing)
-        await self._broadcast(
+        await self._publish_everywhere(
             w, Snapshot(playing, Status.LIVE, self._next_version(w), last_played=last)
         )
-        plan.next_poll = self._clock.now() + self._delay(playing, plan.idle)
-        return True
+        return self.schedule.played(plan, playing, self._clock.now())
 
     async def _ready_now(self, account_id: str) -> bool:
         assert self._ready is not None  # noqa: S101 - checked by the caller
@@ -435,8 +377,9 @@ class LiveHub:
             return True
         return w.leader and await self._coord.is_watched(w.account_id)
 
-    async def _nap(self, seconds: float) -> None:
+    async def _sleep_until(self, when: float) -> None:
         """Sleep until the next poll, but wake in time to renew the lease."""
+        seconds = when - self._clock.now()
         renew = self._coord.renew_every
         await self._clock.sleep(min(seconds, renew) if renew else seconds)
 
@@ -444,32 +387,39 @@ class LiveHub:
         """Another instance polls: take its latest state (pub/sub may have missed one)."""
         payload = await self._coord.latest(w.account_id)
         if payload is not None:
-            self._accept(w.account_id, payload)
+            self._received(w.account_id, payload)
 
-    def _accept(self, account_id: str, payload: str) -> None:
-        """State from the polling instance, for this instance's viewers."""
+    def _received(self, account_id: str, payload: str) -> None:
+        """State from the polling instance (the coordinator's callback), for viewers here."""
         w = self._watches.get(account_id)
         if w is None or w.leader:
             return
         try:
-            snap = snapshot_from_wire(payload)
+            snap = Snapshot.from_wire(payload)
         except (ValueError, KeyError, TypeError):
             log.warning("ignored malformed shared state")
             return
         if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
-            self._publish_local(w, snap, remote=True)
+            self._publish_here(w, snap, remote=True)
 
-    async def _broadcast(self, w: _Watch, snap: Snapshot) -> None:
+    async def _publish_everywhere(self, w: _Watch, snap: Snapshot) -> None:
         """Hand a snapshot to this instance's viewers and, when it changed, to every instance."""
-        if self._publish_local(w, snap):
-            assert w.snapshot is not None  # noqa: S101 - just set by _publish_local
-            await self._coord.publish(w.account_id, snapshot_to_wire(w.snapshot))
+        if self._publish_here(w, snap):
+            assert w.snapshot is not None  # noqa: S101 - just set by _publish_here
+            await self._coord.publish(w.account_id, w.snapshot.to_wire())
 
-    async def _broadcast_stale(self, w: _Watch, retry_after: float | None = None) -> None:
-        """Mark the state stale here and, when that changed anything, on every instance."""
-        if self._stale_local(w, retry_after):
-            assert w.snapshot is not None  # noqa: S101
-            await self._coord.publish(w.account_id, snapshot_to_wire(w.snapshot))
+    async def _publish_stale_everywhere(self, w: _Watch, retry_after: float | None = None) -> None:
+        """Mark live data stale here and on every instance (nothing to do if it is not live)."""
+        snap = w.snapshot
+        if snap is not None and snap.status is not Status.LIVE:
+            return
+        stale = Snapshot(
+            snap.playing if snap else None,
+            Status.STALE,
+            self._next_version(w),
+            retry_after=retry_after if retry_after is not None else self.poll_seconds,
+        )
+        await self._publish_everywhere(w, stale)
 
     async def _last_played(self, w: _Watch, playing: NowPlaying) -> PlayedItem | None:
         """While nothing plays, the last played track: looked up when playback has just ended
@@ -503,19 +453,6 @@ class LiveHub:
         restarts (a reused id would make a viewer's Last-Event-ID skip a real change)."""
         return w.snapshot.version + 1 if w.snapshot else int(self._clock.now() * 1000)
 
-    def _delay(self, playing: NowPlaying, idle: int) -> float:
-        """When to poll next: at the predicted track end, or the poll interval, or idle backoff."""
-        if not playing.active:
-            return min(self.idle_max, self.poll_seconds * (1.5 ** max(0, idle - 1)))
-        remaining = playing.remaining_ms
-        if playing.is_playing and remaining is not None:
-            return min(self.poll_seconds, remaining / 1000 + self.end_margin)
-        return self.poll_seconds
-
-    def _backoff(self, failures: int) -> float:
-        cap = min(self.backoff_max, self.poll_seconds * 2.0 ** (failures - 1))
-        return cap * self._rng.uniform(0.5, 1.0)
-
     async def _pause(self, retry_after: float, reason: str | None = None) -> None:
         """The app is rate limited: every poller (on every instance, and after a restart) waits,
         every viewer is told data is stale. ``QUOTA_EXCEEDED`` is the development-mode quota,
@@ -540,37 +477,16 @@ class LiveHub:
                     log.warning("could not store the pause (%s)", type(e).__name__)
         await self._coord.set_pause(until, why)
         for w in list(self._watches.values()):
-            await self._broadcast_stale(
+            await self._publish_stale_everywhere(
                 w, retry_after=max(0.0, self.paused_until - self._clock.now())
             )
 
-    def _stale_local(self, w: _Watch, retry_after: float | None = None) -> bool:
-        """Mark live data stale (locally); whether that changed anything."""
-        snap = w.snapshot
-        if snap is not None and snap.status is not Status.LIVE:
-            return False
-        return self._publish_local(
-            w,
-            Snapshot(
-                snap.playing if snap else None,
-                Status.STALE,
-                self._next_version(w),
-                retry_after=retry_after if retry_after is not None else self.poll_seconds,
-            ),
-        )
-
-    def _publish_local(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
+    def _publish_here(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
+        """Hand a snapshot to this instance's viewers, if it changed anything (``remote``: the
+        leading instance decided it did); whether it did. An unchanged one keeps the version."""
         old = w.snapshot
-        changed = (
-            old is None
-            or old.status is not snap.status
-            or _identity(old.playing) != _identity(snap.playing)
-            or old.last_played != snap.last_played
-            or _jumped(old.playing, snap.playing, self._clock.now())
-        )
-        if remote:
-            changed = True  # the polling instance decided
-        elif not changed:
+        changed = remote or old is None or old.differs(snap, self._clock.now())
+        if not changed:
             assert old is not None  # noqa: S101 - narrowed by `changed`
             snap = replace(snap, version=old.version)
         w.snapshot = snap
@@ -580,66 +496,6 @@ class LiveHub:
             for q in list(w.subscribers):
                 _offer(q, snap)
         return changed
-
-
-def snapshot_to_wire(snap: Snapshot) -> str:
-    """A snapshot as JSON, for other instances."""
-    return json.dumps(
-        {
-            "status": str(snap.status),
-            "version": snap.version,
-            "retry_after": snap.retry_after,
-            "playing": _np_wire(snap.playing) if snap.playing else None,
-            "last": {"item": asdict(snap.last_played.item), "at": snap.last_played.played_at}
-            if snap.last_played
-            else None,
-        },
-        separators=(",", ":"),
-    )
-
-
-def snapshot_from_wire(payload: str) -> Snapshot:
-    """The inverse of :func:`snapshot_to_wire`; raises ValueError/KeyError/TypeError on junk."""
-    data = json.loads(payload)
-    playing = data["playing"]
-    last = data["last"]
-    return Snapshot(
-        playing=NowPlaying(
-            is_playing=bool(playing["is_playing"]),
-            kind=Kind(playing["kind"]) if playing["kind"] else None,
-            item=_item(playing["item"]) if playing["item"] else None,
-            progress_ms=playing["progress_ms"],
-            timestamp=float(playing["timestamp"]),
-        )
-        if playing
-        else None,
-        status=Status(data["status"]),
-        version=int(data["version"]),
-        retry_after=data["retry_after"],
-        last_played=PlayedItem(_item(last["item"]), float(last["at"])) if last else None,
-    )
-
-
-def _np_wire(np: NowPlaying) -> dict[str, Any]:
-    return {
-        "is_playing": np.is_playing,
-        "kind": str(np.kind) if np.kind else None,
-        "item": asdict(np.item) if np.item else None,
-        "progress_ms": np.progress_ms,
-        "timestamp": np.timestamp,
-    }
-
-
-def _item(data: dict[str, Any]) -> Item:
-    return Item(**{**data, "kind": Kind(data["kind"]), "artists": tuple(data["artists"])})
-
-
-def _jumped(old: NowPlaying | None, new: NowPlaying | None, now: float) -> bool:
-    """A seek: progress is more than 3 s away from where the old state predicted."""
-    if old is None or new is None or new.progress_ms is None:
-        return False
-    predicted = progress_at(old, now)
-    return predicted is not None and abs(predicted - new.progress_ms) > 3000
 
 
 def _utc(epoch: float) -> str:

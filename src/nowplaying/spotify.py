@@ -27,7 +27,6 @@ answer leaves this module as one of these, chained (``raise ... from``) to the o
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import math
@@ -368,7 +367,7 @@ class SpotifyClient:
         """
         limit = deadline or self._deadline
         try:
-            async with asyncio.timeout(limit):
+            async with self._clock.timeout(limit):
                 return await self._http.request(
                     method, url, timeout=phases or self._timeout, **kwargs
                 )

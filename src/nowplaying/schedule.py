@@ -1,0 +1,96 @@
+"""The polling policy: given what a poll saw, when the next one is.
+
+One :class:`Schedule` (the app's settings) serves every account; each poller keeps its own
+:class:`Plan` (what it has met so far). The live engine asks the schedule after every poll and
+sleeps until the time it answers; nothing here waits or calls anyone.
+
+- **Playing**: just after the track's predicted end (``end_margin`` late), or every
+  ``poll_seconds`` to catch skips and pauses, whichever comes first.
+- **Nothing playing**: backing off by 1.5x per idle poll, up to ``idle_max``.
+- **A failure**: exponential backoff from ``poll_seconds`` up to ``backoff_max``, jittered.
+- **The grant is gone**: a store check every ``reconnect_check`` seconds, no Spotify call.
+- **The app-wide pause** (a 429): nothing before it ends.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .models import NowPlaying
+
+__all__ = ["Plan", "Schedule"]
+
+
+@dataclass(slots=True)
+class Plan:
+    """One poller's schedule: when to poll next, and what it has met so far."""
+
+    next_poll: float = 0.0
+    failures: int = 0
+    idle: int = 0
+    reconnect: bool = False
+    """The grant is gone: check the store instead of polling Spotify."""
+
+
+class Schedule:
+    """When to poll an account next, from what its last poll saw (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        poll_seconds: float = 5.0,
+        idle_max: float = 30.0,
+        backoff_max: float = 30.0,
+        end_margin: float = 0.3,
+        reconnect_check: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.poll_seconds = poll_seconds
+        self.idle_max = idle_max
+        self.backoff_max = backoff_max
+        self.end_margin = end_margin
+        self.reconnect_check = reconnect_check
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+
+    def played(self, plan: Plan, playing: NowPlaying, now: float) -> float:
+        """A poll answered: the next one at the track's end, the poll interval, or idle backoff."""
+        plan.failures = 0
+        plan.idle = 0 if playing.active else plan.idle + 1
+        plan.next_poll = now + self.delay(playing, plan.idle)
+        return plan.next_poll
+
+    def failed(self, plan: Plan, now: float) -> float:
+        """A poll failed (Spotify, the store, or something unexpected): back off."""
+        plan.failures += 1
+        plan.next_poll = now + self.backoff(plan.failures)
+        return plan.next_poll
+
+    def lost_grant(self, plan: Plan, now: float) -> float:
+        """The grant is gone (or still gone): check the store again later."""
+        plan.reconnect = True
+        plan.next_poll = now + self.reconnect_check
+        return plan.next_poll
+
+    def regained(self, plan: Plan) -> None:
+        """The store holds a grant again: poll Spotify now."""
+        plan.reconnect = False
+
+    def paused(self, plan: Plan, until: float) -> float:
+        """The app-wide pause: no poll before ``until``."""
+        plan.next_poll = max(plan.next_poll, until)
+        return plan.next_poll
+
+    def delay(self, playing: NowPlaying, idle: int) -> float:
+        """Seconds to the next poll after seeing ``playing`` (``idle`` idle polls in a row)."""
+        if not playing.active:
+            return min(self.idle_max, self.poll_seconds * (1.5 ** max(0, idle - 1)))
+        remaining = playing.remaining_ms
+        if playing.is_playing and remaining is not None:
+            return min(self.poll_seconds, remaining / 1000 + self.end_margin)
+        return self.poll_seconds
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failures in a row (jittered)."""
+        cap = min(self.backoff_max, self.poll_seconds * 2.0 ** (failures - 1))
+        return cap * self._rng.uniform(0.5, 1.0)
