@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from nowplaying.card import card_etag, render_card
+from nowplaying.card_options import CardOptions
 from nowplaying.themes import Theme
 from nowplaying.views import parse_state
 
@@ -43,10 +44,12 @@ LAST_PLAYED: dict[str, Any] = {
 }
 
 
-def render(data: dict[str, Any], **options: Any) -> str:
-    """The card for a JSON object, read as the typed state the app hands the renderer."""
-    options.setdefault("now", NOW)
-    return render_card(parse_state(data), **options)
+def render(
+    data: dict[str, Any], *, cover: str | None = None, compact: bool = False, **params: Any
+) -> str:
+    """The card for a JSON object and options, typed as the app hands them to the renderer."""
+    options = CardOptions(size="compact" if compact else "normal", **params)
+    return render_card(parse_state(data), options, cover=cover, now=NOW)
 
 
 def parse(svg: str) -> ET.Element:
@@ -315,7 +318,8 @@ def test_malformed_states_never_reach_the_renderer(data: dict[str, Any]) -> None
 @pytest.mark.parametrize("theme", list(Theme))
 def test_each_theme_renders(theme: Theme) -> None:
     """All themes give well-formed cards."""
-    assert "Midnight City" in texts(parse(render(TRACK, theme=theme)))
+    lines = texts(parse(render(TRACK, theme=theme)))
+    assert any("Midnight City" in line for line in lines)
 
 
 def test_themes_use_their_palettes() -> None:
@@ -389,4 +393,6 @@ def test_etag_is_stable_and_follows_content() -> None:
     etag = card_etag(svg)
     assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
     assert card_etag(render(TRACK)) == etag
-    assert card_etag(render({**TRACK, "progressMs": 61_000})) != etag
+    assert card_etag(render({**TRACK, "progressMs": 64_999})) == etag  # the same 5 s step
+    assert card_etag(render({**TRACK, "progressMs": 65_000})) != etag
+    assert card_etag(render({**TRACK, "title": "Wait"})) != etag

@@ -170,7 +170,7 @@ async def test_svg_card_is_xml_with_embedded_cover_and_etag(connected: Env) -> N
 
 
 async def test_svg_themes_and_compact(connected: Env) -> None:
-    """theme=dark and size=compact change the card; junk themes fall back to auto."""
+    """theme=dark and size=compact change the card; a junk theme is still an image."""
     public_id = await publish(connected)
     light = (await connected.client.get(f"/p/{public_id}.svg?theme=light")).text
     dark = (await connected.client.get(f"/p/{public_id}.svg?theme=dark")).text

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nowplaying import __version__, views
-from nowplaying.themes import Theme
+from nowplaying.card_options import CardOptions
 
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[views.View], ...] = (
@@ -37,7 +37,6 @@ def _schemas() -> dict[str, Any]:
             prop.pop("title", None)  # pydantic's "Isplaying" says nothing the name does not
             if prop.get("default", 0) is None and "anyOf" not in prop:
                 del prop["default"]  # an absent field, not a null one
-    schemas["Theme"] = TypeAdapter(Theme).json_schema()
     schemas["NowPlaying"] = {"oneOf": [{"$ref": _REF.format(model=m)} for m in _NOW_PLAYING]}
     schemas["PublicState"] = {
         "oneOf": [{"$ref": _REF.format(model=m)} for m in (*_NOW_PLAYING, "Error")]
@@ -47,6 +46,26 @@ def _schemas() -> dict[str, Any]:
 
 _NOW_PLAYING = ("Playing", "Ad", "Nothing")
 SCHEMAS: dict[str, Any] = _schemas()
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A query model's fields as OpenAPI parameters (its enums join the components)."""
+    doc = model.model_json_schema(ref_template=_REF)
+    SCHEMAS.update(doc.get("$defs", {}))
+    params = []
+    for name, prop in doc["properties"].items():
+        prop.pop("title", None)
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        schema = {**options[0], **prop} if options else prop
+        if schema.get("default", 0) is None:
+            del schema["default"]
+        param = {"name": name, "in": "query", "schema": schema}
+        if "description" in schema:
+            param["description"] = schema.pop("description")
+        if schema.get("type") == "array":  # hide=cover,artist
+            param.update(style="form", explode=False)
+        params.append(param)
+    return params
 
 
 def _json(schema: str, description: str) -> dict[str, Any]:
@@ -133,14 +152,11 @@ SPEC: dict[str, Any] = {
         },
         "/p/{public_id}.svg": {
             "get": {
-                "parameters": [
-                    _PUBLIC_ID,
-                    _THEME,
-                    {"name": "size", "in": "query", "schema": {"enum": ["compact"]}},
-                ],
+                "parameters": [_PUBLIC_ID, *query_parameters(CardOptions)],
                 "responses": {
                     "200": {
-                        "description": "The card, always an image.",
+                        "description": "The card, always an image (a bad parameter: an image"
+                        " that names it).",
                         "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                     },
                     "304": {"description": "Not modified (If-None-Match)."},

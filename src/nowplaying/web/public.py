@@ -17,7 +17,8 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from nowplaying.card import card_etag, render_card
+from nowplaying.card import card_etag, render_bad_option, render_card
+from nowplaying.card_options import DEFAULT, BadOption, CardOptions, Hide, card_options
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.themes import Theme
@@ -106,8 +107,12 @@ async def as_json(request: Request) -> Response:
 
 
 async def as_svg(request: Request) -> Response:
-    """The card. 200 with an image whatever happens, revalidated by ETag."""
+    """The card. 200 with an image whatever happens (a bad parameter too), revalidated by ETag."""
     svc = services(request)
+    try:
+        options = card_options(request.query_params, CardOptions)
+    except BadOption as e:
+        return svg_response(request, render_bad_option(e))
     deadline = svc.clock.now() + SVG_BUDGET
     cover = None
     state: State = error(ErrorCode.NOT_FOUND)
@@ -117,24 +122,30 @@ async def as_svg(request: Request) -> Response:
         account, state = None, error(ErrorCode.UNAVAILABLE)
     if account is not None:
         state = await _state(svc, account, wait=SVG_BUDGET * 0.6)
-        image = _link(state, "album_image_url")
+        image = None if Hide.COVER in options.hide else _link(state, "album_image_url")
         if image:
             with contextlib.suppress(TimeoutError):
                 async with svc.clock.timeout(deadline - svc.clock.now()):
                     cover = await svc.covers.data_uri(image)
-    return _card(request, state, cover)
+    return _card(request, state, cover, options)
 
 
 def reconnect_card(request: Request) -> Response:
     """The "Reconnect needed" card, for a grant no configured key opens (app.py's handler)."""
-    return _card(request, error(ErrorCode.RECONNECT_REQUIRED), None)
+    try:
+        options = card_options(request.query_params, CardOptions)
+    except BadOption:
+        options = DEFAULT
+    return _card(request, error(ErrorCode.RECONNECT_REQUIRED), None, options)
 
 
-def _card(request: Request, state: State, cover: str | None) -> Response:
-    svc = services(request)
-    theme = _theme(request)
-    compact = request.query_params.get("size") == "compact" or "compact" in request.query_params
-    svg = render_card(state, theme=theme, compact=compact, cover=cover, now=svc.clock.now())
+def _card(request: Request, state: State, cover: str | None, options: CardOptions) -> Response:
+    svg = render_card(state, options, cover=cover, now=services(request).clock.now())
+    return svg_response(request, svg)
+
+
+def svg_response(request: Request, svg: str) -> Response:
+    """An SVG image, 200 or 304 by its ETag, never cached without revalidating."""
     etag = card_etag(svg)
     headers = {
         **EDGE_CACHE,
