@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import getpass
 import logging
 import os
 import resource
@@ -13,6 +14,7 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
@@ -27,6 +29,7 @@ from .config import Settings
 from .connect import LOOPBACK, LoginFailed, Waiting, terminal_login
 from .models import NowPlaying
 from .runtime import make_cipher, open_runtime
+from .setup import Ask, SetupOptions, run_setup
 from .simulator import Simulator
 from .spotify import ReconnectRequired, SpotifyError
 from .store import StoreError, open_store
@@ -357,6 +360,63 @@ async def maintenance(settings: Settings, *, reseal: bool, out: TextIO) -> int:
     return 0
 
 
+async def setup_flow(
+    opts: SetupOptions,
+    *,
+    out: TextIO,
+    login: bool | None,
+    http: httpx.AsyncClient | None = None,
+    ask: Ask | None = None,
+    ask_secret: Ask | None = None,
+    pasted: Callable[[], Awaitable[str]] | None = None,
+) -> int:
+    """``nowplaying setup``: write ``.env``, then (when asked to, or answered yes) log in."""
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            http = await stack.enter_async_context(httpx.AsyncClient())
+        code = await run_setup(opts, out=out, http=http, ask=ask, ask_secret=ask_secret)
+        if code != 0:
+            return code
+        if login is None and opts.interactive and ask is not None:
+            answer = ask("\nConnect your Spotify account now (nowplaying login)? [Y/n] ")
+            login = answer.strip().lower() in {"", "y", "yes"}
+        if not login:
+            out.write(
+                "\nNext: `nowplaying login` connects your account from this terminal, or"
+                " `nowplaying serve` and open the site; `nowplaying doctor` checks everything.\n"
+            )
+            return 0
+        out.write("\n")
+        settings = load_settings(_env_file=opts.env_file)
+        return await login_flow(settings, out=out, pasted=pasted, http=http)
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty() and not args.non_interactive
+    opts = SetupOptions(
+        env_file=Path(args.env_file),
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        redirect_uri=args.setup_redirect,
+        accounts_url=args.accounts_url,
+        api_url=args.api_url,
+        force=args.force,
+        check=not args.no_check,
+        interactive=interactive,
+    )
+    _logging(None, "WARNING")
+    return asyncio.run(
+        setup_flow(
+            opts,
+            out=sys.stdout,
+            login=args.login,
+            ask=input if interactive else None,
+            ask_secret=getpass.getpass if interactive else None,
+            pasted=read_stdin_line if interactive else None,
+        )
+    )
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     settings = load_settings()
     _need_spotify_app(settings)
@@ -408,6 +468,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--users", type=int, default=0, help="extra simulated users user1..userN (besides demo)"
     )
     sim.set_defaults(func=cmd_simulator)
+
+    setup = sub.add_parser(
+        "setup",
+        help="write .env for your Spotify app (checks the client id and secret with Spotify)",
+        description="Asks for (or takes) your Spotify app's client id and secret, checks them"
+        " with Spotify's token endpoint, generates NOWPLAYING_SECRET_KEY and writes .env (mode"
+        " 0600). SPOTIFY_CLIENT_ID / SPOTIFY_CLIENT_SECRET from the environment are used too.",
+    )
+    setup.add_argument("--client-id")
+    setup.add_argument(
+        "--client-secret", help="(or SPOTIFY_CLIENT_SECRET, which stays out of shell history)"
+    )
+    setup.add_argument(
+        "--redirect-uri", dest="setup_redirect", help="default http://127.0.0.1:8000/callback"
+    )
+    setup.add_argument("--env-file", default=".env")
+    setup.add_argument("--accounts-url", help=argparse.SUPPRESS)
+    setup.add_argument("--api-url", help=argparse.SUPPRESS)
+    setup.add_argument("--force", action="store_true", help="update an existing env file")
+    setup.add_argument(
+        "--no-check", action="store_true", help="write without asking Spotify (offline)"
+    )
+    setup.add_argument(
+        "--non-interactive", action="store_true", help="never ask; missing values are errors"
+    )
+    setup.add_argument(
+        "--login",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run `nowplaying login` afterwards (asked when interactive)",
+    )
+    setup.set_defaults(func=cmd_setup)
 
     login = sub.add_parser("login", help="connect a Spotify account from a terminal")
     login.set_defaults(func=cmd_login)

@@ -255,6 +255,13 @@ class SpotifyClient:
             previous_refresh=refresh_token,
         )
 
+    async def check_credentials(self) -> Token:
+        """The client-credentials grant: an app token, proving the client id and secret right
+        (``InvalidClient`` when not) before anyone logs in. Reads no user data."""
+        return await self._token_request(
+            {"grant_type": "client_credentials"}, previous_refresh=None
+        )
+
     async def _token_request(
         self, form: Mapping[str, str], *, previous_refresh: str | None
     ) -> Token:

@@ -156,6 +156,7 @@ class Accounts:
         self._refresh: dict[str, _RefreshToken] = {}
         self._consents: list[Consent] = []
         self._agreed: dict[tuple[str, str], set[str]] = {}
+        self.app_tokens_issued = 0
 
     # -- registration ----------------------------------------------------------------------
 
@@ -286,6 +287,21 @@ class Accounts:
         if rotate:
             record.rotated = True
         return self._issue(record.consent, with_refresh=rotate)
+
+    def app_token(self, client: Client, confidential: bool) -> dict[str, Any]:
+        """The client-credentials grant: an app token, no user, no scope, no refresh token.
+
+        Only a client that proved its secret gets one (a public client has no secret to prove).
+        The token reads no user data, so the Web API does not know it (401 everywhere).
+        """
+        if not confidential:
+            raise TokenError("invalid_client", "Invalid client")
+        self.app_tokens_issued += 1
+        return {
+            "access_token": secrets.token_urlsafe(48),
+            "token_type": "Bearer",
+            "expires_in": ACCESS_TOKEN_LIFETIME,
+        }
 
     # -- shortcuts and admin ---------------------------------------------------------------
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .core import Simulator
 
 USER_COOKIE = "sp_sim_user"
-GRANT_TYPES = ("authorization_code", "refresh_token")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 _CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 _CARRIED = (
@@ -198,6 +198,9 @@ def routes(sim: Simulator) -> list[Route]:
             )
             if (refusal := sim.limits.admit(client.client_id)) is not None:
                 return refusal.response()
+            if grant_type == "client_credentials":
+                body = sim.accounts.app_token(client, confidential)
+                return JSONResponse(body, headers={"Cache-Control": "no-store"})
             if grant_type == "authorization_code":
                 grant = sim.accounts.exchange_code(client, confidential, form)
             else:
