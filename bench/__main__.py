@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import fanout, latency, memory, multi, throughput, upstream
+from . import edge, fanout, latency, memory, multi, throughput, upstream
 from .report import DOC, Machine, Results, table, write_doc
 
 SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
@@ -24,6 +24,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "memory": ("memory with 1000 SSE viewers (~15 s)", memory.run),
     "multi": ("multi-instance: 3 processes, PostgreSQL + Redis (~75 s)", multi.run),
     "fanout": ("fan-out: 10,000 SSE viewers of one public link, 3 changes (~2 min)", fanout.run),
+    "edge": ("edge cache: wrk through nginx proxy_cache on one public URL (~25 s)", edge.run),
 }
 
 

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fanout, latency, memory, multi, throughput, upstream
+from . import edge, fanout, latency, memory, multi, throughput, upstream
 from .servers import ROOT
 
 DOC = ROOT / "docs" / "performance.md"
@@ -24,6 +24,7 @@ class Results:
     memory: memory.Result | None = None
     multi: multi.Result | None = None
     fanout: fanout.Result | None = None
+    edge: edge.Result | None = None
     seconds: float = 0.0
 
 
@@ -103,6 +104,8 @@ def table(r: Results, machine: Machine) -> str:
         out += _multi(r.multi)
     if r.fanout is not None:
         out += _fanout(r.fanout)
+    if r.edge is not None:
+        out += edge.lines(r.edge)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)

@@ -92,11 +92,13 @@ def _wait_ready(server: ServerProcess) -> None:
 
 @contextlib.contextmanager
 def nowplaying_server(
-    poll_seconds: float = 5.0, extra_env: Mapping[str, str] | None = None
+    poll_seconds: float = 5.0,
+    extra_env: Mapping[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
     """``nowplaying serve`` in demo mode (the simulator mounted in-process), a fresh database;
-    ``extra_env`` adds or overrides settings (e.g. the log level)."""
-    port = free_port()
+    ``extra_env`` adds or overrides settings (e.g. the log level); ``port`` is free by default."""
+    port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
         env = {
             "SPOTIFY_CLIENT_ID": "",  # demo mode, whatever the calling shell has set
