@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from starlette.responses import HTMLResponse
 
 from nowplaying.web import pages
+from nowplaying.web.overlay import OverlayOptions
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -80,6 +81,7 @@ PAGES: dict[str, Callable[[str], HTMLResponse]] = {
     ),
     "error": lambda v: pages.error_page(v, v, status=400, demo=False),
     "embed": lambda v: pages.embed_page(endpoint=v, events=v, theme=v),
+    "overlay": lambda v: pages.overlay_page(endpoint=v, events=v, options=OverlayOptions()),
 }
 TAKES_TEXT = [name for name in PAGES if name not in ("home_anonymous", "terminal_done")]
 

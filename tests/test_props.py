@@ -206,6 +206,8 @@ GET_ROUTES = (
     "/p/{id}.json",
     "/p/{id}.svg",
     "/p/{id}/open",
+    "/p/{id}/overlay",
+    "/p/{id}/embed.js",
 )
 JSON_ROUTES = {"/api/spotify", "/api/account", "/healthz", "/openapi.json", "/p/{id}.json"}
 OWNER_POSTS = (

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import Request, urlopen
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from nowplaying.config import Settings
 from nowplaying.web import create_app
+from tests.helpers import _FormParser
 from tests.live_server import free_port, serve
 
 CHROMIUM = os.environ.get("NOWPLAYING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -79,18 +81,65 @@ class Demo:
             return result
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    port = free_port()
-    settings = Settings(
+def _demo_settings(port: int, folder: Path) -> Settings:
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         spotify_client_id="",
         spotify_redirect_uri=f"http://127.0.0.1:{port}/callback",
-        nowplaying_database_url=f"sqlite:///{tmp_path}/demo.sqlite3",
+        nowplaying_database_url=f"sqlite:///{folder}/demo.sqlite3",
         nowplaying_poll_seconds=1.0,
     )
-    with serve(create_app(settings), port) as base:
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    port = free_port()
+    with serve(create_app(_demo_settings(port, tmp_path)), port) as base:
         yield Demo(base)
+
+
+@dataclass
+class Shared(Demo):
+    """A demo server whose account is connected and published (``public_id``)."""
+
+    public_id: str
+
+    @property
+    def link(self) -> str:
+        return f"{self.base}/p/{self.public_id}"
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
+    """One published demo account per module: connected over HTTP (no browser), then published."""
+    port = free_port()
+    folder = tmp_path_factory.mktemp("shared")
+    with serve(create_app(_demo_settings(port, folder)), port) as base:
+        yield Shared(base, publish_over_http(base))
+
+
+def publish_over_http(base: str) -> str:
+    """/login, the simulator's consent (Agree), /callback, then publish: the public id.
+
+    The cookies are Secure (a browser treats 127.0.0.1 as a secure origin; httpx does not), so
+    they are carried by hand.
+    """
+    with httpx.Client(base_url=base, timeout=10) as http:
+
+        def jar() -> dict[str, str]:
+            return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in http.cookies.jar)}
+
+        consent = http.get(http.get("/login").headers["location"], headers=jar())
+        form = _FormParser()
+        form.feed(consent.text)
+        fields = {**form.fields, "decision": "agree", "user": "demo"}
+        back = http.post(str(consent.url.join(form.action or "")), data=fields, headers=jar())
+        callback = http.get(back.headers["location"], headers=jar())
+        assert callback.status_code == 303, callback.text
+        published = http.post("/api/account/publish", headers={"Origin": base, **jar()})
+        published.raise_for_status()
+        public_id: str = published.json()["publicId"]
+        return public_id
 
 
 @pytest.fixture

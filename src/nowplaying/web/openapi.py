@@ -18,6 +18,8 @@ from starlette.responses import JSONResponse, Response
 from nowplaying import __version__, views
 from nowplaying.card_options import CardOptions
 
+from .overlay import OverlayOptions, openapi_parameters
+
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[views.View], ...] = (
     views.Playing,
@@ -175,6 +177,31 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "200": {"description": "The embeddable widget page (HTML)."},
                     "404": {"description": "Unknown or withdrawn link (HTML page)."},
+                },
+            }
+        },
+        "/p/{public_id}/overlay": {
+            "get": {
+                "summary": "The stream overlay, for OBS browser sources",
+                "parameters": [_PUBLIC_ID, *openapi_parameters(OverlayOptions)],
+                "responses": {
+                    "200": {"description": "A transparent page with the live card (HTML)."},
+                    "400": {"description": "A bad parameter, named (HTML page)."},
+                    "404": {"description": "Unknown or withdrawn link (HTML page)."},
+                },
+            }
+        },
+        "/p/{public_id}/embed.js": {
+            "get": {
+                "summary": "The drop-in embed: defines <now-playing>, places one if none",
+                "parameters": [_PUBLIC_ID],
+                "responses": {
+                    "200": {
+                        "description": "The script (CORS *, ETag).",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)."},
+                    "404": _json("Error", "Unknown or withdrawn link."),
                 },
             }
         },

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jinja2
 from starlette.responses import HTMLResponse
 
 from nowplaying.problems import Refusal
+
+if TYPE_CHECKING:
+    from .overlay import OverlayOptions
 
 EMBED_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
@@ -126,9 +129,19 @@ def error_page(title: str, message: str, *, status: int, demo: bool) -> HTMLResp
     return _page("error.html", status=status, title=title, message=message, demo=demo)
 
 
+def link_missing() -> HTMLResponse:
+    """The page for a public link that does not exist, or no longer does."""
+    return error_page("Not found", "This widget link does not exist.", status=404, demo=False)
+
+
 def embed_page(*, endpoint: str, events: str, theme: str) -> HTMLResponse:
     """The bare widget, for ``<iframe>`` on any site (no cookies used, no links to our pages)."""
     return HTMLResponse(render("embed.html", endpoint=endpoint, events=events, theme=theme))
+
+
+def overlay_page(*, endpoint: str, events: str, options: OverlayOptions) -> HTMLResponse:
+    """The stream overlay (``web/overlay.py``): the widget on a transparent page, for OBS."""
+    return HTMLResponse(render("overlay.html", endpoint=endpoint, events=events, options=options))
 
 
 def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:

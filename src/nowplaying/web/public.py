@@ -77,9 +77,7 @@ async def embed(request: Request) -> Response:
     public_id = request.path_params["public_id"]
     account = await _account(svc, public_id)
     if account is None:
-        response = pages.error_page(
-            "Not found", "This widget link does not exist.", status=404, demo=False
-        )
+        response = pages.link_missing()
     else:
         response = pages.embed_page(
             endpoint=f"/p/{public_id}.json",

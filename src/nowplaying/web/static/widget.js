@@ -85,20 +85,32 @@
       this.busy = false;
       this.playback = null; // {pos, dur, at, running}
       this.playedAt = null;
+      const d = root.dataset;
+      // A stream overlay: shown on a track change, faded after `fade` s (0: stays) or when paused.
+      this.overlay = d.overlay === undefined ? null : { fade: Math.max(0, parseFloat(d.fade) || 0), paused: d.paused || "hide" };
+      this.fadeTimer = 0;
+      this.customise(d);
       this.build();
       this.show("loading", { title: "Loading…", artist: "Spotify", announce: "" });
       document.addEventListener("visibilitychange", () => (document.hidden ? this.stop() : this.start()));
       if (!document.hidden) this.start();
     }
 
+    /** Validated colours, radius and width as custom properties (CSSOM: allowed by a strict CSP). */
+    customise(d) {
+      const set = (k, v) => this.root.style.setProperty("--np-" + k, v);
+      for (const k of ["bg", "text", "accent"]) if (/^[0-9a-f]{3,8}$/i.test(d[k] || "")) set(k === "text" ? "fg" : k, "#" + d[k]);
+      if (d.transparent === "true") set("bg", "transparent");
+      for (const k of ["radius", "width"]) if (/^\d{1,4}$/.test(d[k] || "")) set(k, d[k] + "px");
+      for (const part of (d.hide || "").split(/[\s,]+/)) if (part) this.root.classList.add("np--no-" + part);
+    }
+
     build() {
       const r = this.root;
-      if (!r.hasAttribute("role")) r.setAttribute("role", "status");
-      if (!r.hasAttribute("aria-live")) r.setAttribute("aria-live", "polite");
       if (!r.dataset.theme) r.dataset.theme = "auto";
-      // The card itself is aria-live="off" so progress ticks and label changes stay
-      // silent; only `announce` speaks, and only when the track changes.
-      const card = el("div", "np__card", { "aria-live": "off" });
+      // The one live region is `announce`, outside the card: progress ticks and label
+      // changes stay silent, and it speaks only when the track changes.
+      const card = el("div", "np__card");
       const art = el("div", "np__art np__art--empty");
       const cover = el("img", "np__cover", { alt: "", decoding: "async", referrerpolicy: "no-referrer" });
       cover.hidden = true;
@@ -121,7 +133,7 @@
       const body = el("div", "np__body");
       body.append(meta, title, artist, bar);
       card.append(art, body);
-      const announce = el("span", "np__announce");
+      const announce = el("span", "np__announce", { role: "status", "aria-live": "polite", "aria-atomic": "true" });
       r.replaceChildren(card, announce);
       this.nodes = { art, cover, label, title, artist, bar, announce };
     }
@@ -152,7 +164,7 @@
           progress: dur && pos !== null ? { pos, dur, at, running: playing } : null,
           announce: (playing ? "Now playing: " : "Paused: ") + title + (artist ? " by " + artist : ""),
         });
-      } else if (data.lastPlayed && typeof data.lastPlayed === "object" && text(data.lastPlayed.title)) {
+      } else if (this.root.dataset.idle !== "text" && data.lastPlayed && typeof data.lastPlayed === "object" && text(data.lastPlayed.title)) {
         const lp = data.lastPlayed;
         this.show("idle", {
           title: text(lp.title), artist: text(lp.artist), href: lp.songUrl, external: true,
@@ -160,7 +172,7 @@
           announce: "Not playing. Last played: " + text(lp.title) + (text(lp.artist) ? " by " + text(lp.artist) : ""),
         });
       } else {
-        this.show("idle", { title: "Not playing", artist: "Nothing on Spotify right now" });
+        this.show("idle", { title: this.root.dataset.idleText || "Not playing", artist: "Nothing on Spotify right now" });
       }
       this.root.classList.toggle("np--stale", data.stale === true);
     }
@@ -198,6 +210,7 @@
       const n = this.nodes;
       for (const s of STATES) r.classList.toggle("np--" + s, s === state);
       r.classList.toggle("np--last-played", v.lastPlayed !== undefined);
+      r.classList.toggle("np--gone", state === "idle" && r.dataset.idle === "hide");
       r.dataset.state = state;
 
       const href = safeUrl(v.href);
@@ -206,8 +219,7 @@
         n.title.dataset.key = titleKey;
         n.title.title = v.title;
         const attrs = v.external ? { href, target: "_blank", rel: "noopener noreferrer" } : { href };
-        if (href) n.title.replaceChildren(el("a", "np__link", attrs, v.title));
-        else n.title.textContent = v.title;
+        n.title.replaceChildren(href ? el("a", "np__link", attrs, v.title) : el("span", "np__text", {}, v.title));
       }
       if (n.artist.textContent !== v.artist) {
         n.artist.textContent = v.artist;
@@ -228,6 +240,7 @@
       const announce = v.announce !== undefined ? v.announce : v.title;
       if (n.announce.dataset.key !== heard && announce) n.announce.textContent = announce;
       n.announce.dataset.key = heard;
+      if (this.overlay) this.present(state, heard);
 
       this.playback = v.progress || null;
       this.playedAt = v.lastPlayed !== undefined ? v.lastPlayed : null;
@@ -239,6 +252,34 @@
       this.tick();
       requestAnimationFrame(() => requestAnimationFrame(() => r.classList.remove("np--jump")));
       this.syncTicker();
+    }
+
+    /** Overlay: appear on a new track (or a resume), fade after `fade` s, vanish when not playing. */
+    present(state, heard) {
+      const o = this.overlay;
+      const visible = state === "playing" || (state === "paused" && o.paused !== "hide");
+      if (!visible) return this.fade("state");
+      if (heard === this.presented && this.faded !== "state") return;
+      this.presented = heard;
+      this.fade(null);
+      clearTimeout(this.fadeTimer);
+      if (o.fade > 0) this.fadeTimer = setTimeout(() => this.fade("time"), o.fade * 1000);
+      requestAnimationFrame(() => this.marquee());
+    }
+
+    fade(why) {
+      this.faded = why;
+      this.root.classList.toggle("np--faded", why !== null);
+      this.root.dataset.shown = String(why === null);
+    }
+
+    /** A title wider than its box scrolls to its end and back (CSS; none with reduced motion). */
+    marquee() {
+      const t = this.nodes.title;
+      const over = t.scrollWidth - t.clientWidth;
+      this.root.classList.toggle("np--marquee", over > 0);
+      t.style.setProperty("--np-shift", -over + "px");
+      t.style.setProperty("--np-scroll", Math.max(6, over / 40) + "s");
     }
 
     /** Advance the progress bar (and the "last played" age) from local time. */
@@ -366,4 +407,34 @@
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
+
+  /*
+   * <now-playing src="https://host/p/ID" theme="dark" accent="e91e63"></now-playing>: the widget
+   * in a Shadow DOM, no iframe. Its styles are linked from the host, so a page whose CSP allows
+   * the host (script, style, connect and img) needs nothing inline. Themable from outside with
+   * the CSS custom properties (--np-bg, --np-fg, --np-accent, --np-radius, --np-width...).
+   * Loaded as https://host/p/ID/embed.js, elements without `src` show that ID, and a page with
+   * no element gets one where the script stands.
+   */
+  const script = document.currentScript;
+  const own = script && /^(.*\/p\/[A-Za-z0-9_-]+)\/embed\.js(?:\?.*)?$/.exec(script.src);
+  const ATTRS = ["theme", "bg", "text", "accent", "transparent", "radius", "width", "hide", "idle", "idle-text"];
+  if (window.customElements && !customElements.get("now-playing")) {
+    customElements.define("now-playing", class extends HTMLElement {
+      connectedCallback() {
+        const page = safeUrl(this.getAttribute("src") || (own ? own[1] : ""));
+        if (this.shadowRoot || !page) return;
+        const origin = new URL(page).origin;
+        const link = (href) => el("link", "", { rel: "stylesheet", href: origin + href });
+        const root = el("div", "np", { "data-endpoint": page + ".json", "data-events": page + "/events" });
+        for (const a of ATTRS) {
+          const v = this.getAttribute(a);
+          if (v !== null) root.dataset[a.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = v;
+        }
+        this.attachShadow({ mode: "open" }).append(link("/static/widget.css"), link("/static/element.css"), root);
+        new Widget(root);
+      }
+    });
+  }
+  if (own && !document.querySelector("now-playing")) script.after(document.createElement("now-playing"));
 })();

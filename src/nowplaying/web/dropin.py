@@ -1,0 +1,47 @@
+"""The drop-in embed, ``/p/{id}/embed.js``: a ``<now-playing>`` custom element, no iframe.
+
+``<script src="https://host/p/ID/embed.js" async></script>`` defines the element (Shadow DOM,
+styles linked from this host) and, when the page has none, places one where the script stands.
+The script is ``static/widget.js`` minified once (rjsmin), the same code as the embed page's
+widget, so it stays small (a test holds it to 6 KB gzipped) and has one definition.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+import rjsmin
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .errors import NotFound
+from .overlay import published
+from .state import services
+
+SOURCE = Path(__file__).with_name("static") / "widget.js"
+HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "Cache-Control": "public, max-age=600",
+}
+
+
+@functools.cache
+def script() -> tuple[bytes, str]:
+    """The minified script and its ETag (read on first use: no I/O at import)."""
+    text = SOURCE.read_text(encoding="utf-8")
+    body = rjsmin.jsmin(text, keep_bang_comments=True).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+async def embed_js(request: Request) -> Response:
+    """The element's script, for any published link (an unknown one is a 404)."""
+    if await published(services(request), request.path_params["public_id"]) is None:
+        raise NotFound
+    body, etag = script()
+    headers = {**HEADERS, "ETag": etag}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
