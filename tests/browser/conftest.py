@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,21 @@ class Shared(Demo):
     @property
     def link(self) -> str:
         return f"{self.base}/p/{self.public_id}"
+
+    def play(self, item: int, *, paused: bool = False) -> str:
+        """Play playlist ``item`` (then pause it) and wait until the public link says so."""
+        self.control("users/demo/player/play", {"item": item, "progress_ms": 1000})
+        if paused:
+            self.control("users/demo/player/pause")
+        wanted = self.state()["item"]
+        title = wanted["name"] if isinstance(wanted, dict) else ""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # a condition, polled: the poller's next answer
+            now = httpx.get(f"{self.link}.json", timeout=5).json()
+            if now.get("title") == title and now.get("isPlaying") is not paused:
+                return str(title)
+            time.sleep(0.1)
+        raise AssertionError(f"the public link never showed {title!r}")
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_transparent_outside_the_card_without_scrollbars(
     canvas: Page, browser: Browser, shared: Shared
 ) -> None:
     """On a 1920x1080 canvas every pixel outside the card has alpha 0; the card is opaque."""
-    shared.control("users/demo/player/play", {"item": 0, "progress_ms": 1000})
+    shared.play(0)
     canvas.goto(f"{shared.link}/overlay")
     card = canvas.locator("#np-widget")
     expect(card.locator(".np__title")).to_have_text("Hoppípolla")
@@ -87,7 +87,7 @@ def test_transparent_outside_the_card_without_scrollbars(
 
 def test_fades_after_n_seconds_and_returns_on_a_track_change(page: Page, shared: Shared) -> None:
     """?fade=5: shown on a track, gone 5 s later (the page's clock), back on the next track."""
-    shared.control("users/demo/player/play", {"item": 2, "progress_ms": 1000})
+    shared.play(2)
     page.clock.install()
     page.goto(f"{shared.link}/overlay?fade=5")
     card = page.locator("#np-widget")
@@ -106,7 +106,7 @@ def test_fades_after_n_seconds_and_returns_on_a_track_change(page: Page, shared:
 
 def test_hidden_while_paused_unless_asked(page: Page, shared: Shared) -> None:
     """A pause hides the card (fade=0 keeps it otherwise); ?paused=show keeps it on pause."""
-    shared.control("users/demo/player/play", {"item": 0, "progress_ms": 1000})
+    shared.play(0)
     page.goto(f"{shared.link}/overlay")
     card = page.locator("#np-widget")
     expect(card).to_have_attribute("data-shown", "true")
@@ -121,7 +121,7 @@ def test_hidden_while_paused_unless_asked(page: Page, shared: Shared) -> None:
 
 def test_long_title_scrolls_and_stays_still_with_reduced_motion(page: Page, shared: Shared) -> None:
     """A title wider than the card gets a marquee; with reduced motion nothing moves."""
-    shared.control("users/demo/player/play", {"item": 10, "progress_ms": 1000})
+    shared.play(10)
     page.goto(f"{shared.link}/overlay?fade=0")
     card = page.locator("#np-widget")
     expect(card).to_contain_class("np--marquee")
@@ -134,7 +134,7 @@ def test_long_title_scrolls_and_stays_still_with_reduced_motion(page: Page, shar
 
 def test_recovers_after_the_source_reloads(page: Page, shared: Shared) -> None:
     """OBS reloading the source: the overlay comes back live on its own, on the same track."""
-    shared.control("users/demo/player/play", {"item": 5, "progress_ms": 1000})
+    shared.play(5)
     page.goto(f"{shared.link}/overlay?layout=strip")
     card = page.locator("#np-widget")
     expect(card.locator(".np__title")).to_have_text("لما بدا يتثنى")
