@@ -27,6 +27,7 @@ from . import logs
 from .clock import Clock, SystemClock
 from .config import Settings
 from .connect import LOOPBACK, LoginFailed, Waiting, terminal_login
+from .doctor import run_doctor
 from .models import NowPlaying
 from .runtime import make_cipher, open_runtime
 from .setup import Ask, SetupOptions, run_setup
@@ -417,6 +418,16 @@ def cmd_setup(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    env_file = Path(args.env_file)
+
+    def load() -> Settings:
+        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+
+    _logging(None, "ERROR")
+    return asyncio.run(run_doctor(load, out=sys.stdout, env_file=env_file))
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     settings = load_settings()
     _need_spotify_app(settings)
@@ -500,6 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run `nowplaying login` afterwards (asked when interactive)",
     )
     setup.set_defaults(func=cmd_setup)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check settings, database, Redis, Spotify, the clock and the stored accounts",
+        description="One line per finding with its fix; exits 1 when something is wrong.",
+    )
+    doctor.add_argument("--env-file", default=".env")
+    doctor.set_defaults(func=cmd_doctor)
 
     login = sub.add_parser("login", help="connect a Spotify account from a terminal")
     login.set_defaults(func=cmd_login)
