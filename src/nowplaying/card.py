@@ -34,12 +34,15 @@ from .themes import COMPACT, Cover, Layout, Palette, ThemeSpec, spec
 from .views import Ad, Error, ErrorCode, Nothing, Playing, State
 
 __all__ = [
+    "COVER_URI",
     "PROGRESS_STEP_MS",
     "Look",
     "card_etag",
     "clean",
+    "equalizer",
     "fit",
     "look",
+    "placeholder",
     "played_ago",
     "quantise",
     "render_bad_option",
@@ -50,7 +53,7 @@ __all__ = [
 PROGRESS_STEP_MS = 5000
 """Progress is drawn in steps this long: the card's bytes change at most this often."""
 
-_COVER_URI = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
+COVER_URI = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
 # A music note in a 24x24 box, the widget's placeholder glyph.
 _NOTE = "M9 18V5.5l11-2V16M9 18a3 3 0 1 1-6 0 3 3 0 0 1 6 0Zm11-2a3 3 0 1 1-6 0 3 3 0 0 1 6 0Z"
 _IDLE_TEXT = "Not playing"
@@ -161,7 +164,7 @@ def render_card(
     if options.idle is Idle.HIDE and isinstance(state, Nothing):
         return _hidden()
     view = _view(state, now, options)
-    image = cover if cover is not None and _COVER_URI.fullmatch(cover) else None
+    image = cover if cover is not None and COVER_URI.fullmatch(cover) else None
     return _draw(view, look(options), image)
 
 
@@ -233,6 +236,9 @@ def _error_view(code: ErrorCode) -> _View:
     if code is ErrorCode.RECONNECT_REQUIRED:
         sub = "Spotify access has expired"
         return _View("reconnect", "", "Reconnect needed", sub, f"Reconnect needed: {sub}")
+    if code is ErrorCode.FORBIDDEN:
+        sub = "The owner does not share what they played"
+        return _View("not-found", "", "Not shared", sub, f"Not shared: {sub}")
     if code is ErrorCode.NOT_FOUND:
         sub = "This link is no longer shared"
         return _View("not-found", "", "Not found", sub, f"Not found: {sub}")
@@ -443,26 +449,30 @@ def _art(lay: Layout, cover: str | None) -> str:
             f'<image class="cover" x="{x}" y="{y}" width="{size}" height="{size}" '
             f'preserveAspectRatio="xMidYMid slice" clip-path="url(#{clip})" href="{cover}"/>'
         )
+    return base + placeholder(x, y, size)
+
+
+def placeholder(x: float, y: float, size: float) -> str:
+    """The note glyph centred in a ``size`` square at ``x, y`` (drawn over the art gradient)."""
     glyph = size * 0.4
-    scale = glyph / 24
     gx = x + (size - glyph) / 2
     gy = y + (size - glyph) / 2
-    return base + (
-        f'<path class="note" transform="translate({_n(gx)} {_n(gy)}) scale({_n(scale)})" '
+    return (
+        f'<path class="note" transform="translate({_n(gx)} {_n(gy)}) scale({_n(glyph / 24)})" '
         f'd="{_NOTE}"/>'
     )
 
 
-def _eq(view: _View, x: float, y: float, height: float) -> str:
+def equalizer(eq: Literal["live", "still"], x: float, y: float, height: float) -> str:
     """Four bars with their baseline at ``y``: resting when paused, animated by CSS when live."""
     top = y - height + 1
-    rest = (0.35, 0.6, 0.35, 0.6) if view.eq == "still" else (1.0, 1.0, 1.0, 1.0)
+    rest = (0.35, 0.6, 0.35, 0.6) if eq == "still" else (1.0, 1.0, 1.0, 1.0)
     bars = "".join(
         f'<rect x="{_n(x + i * 5)}" y="{_n(top + height * (1 - r))}" width="3" '
         f'height="{_n(height * r)}" rx="1"/>'
         for i, r in enumerate(rest)
     )
-    return f'<g class="eq {view.eq}" aria-hidden="true">{bars}</g>'
+    return f'<g class="eq {eq}" aria-hidden="true">{bars}</g>'
 
 
 def _meta(view: _View, lay: Layout, x0: int, right: int) -> str:
@@ -471,7 +481,7 @@ def _meta(view: _View, lay: Layout, x0: int, right: int) -> str:
     out = []
     x = x0
     if view.eq is not None:
-        out.append(_eq(view, x0, y, lay.meta_size))
+        out.append(equalizer(view.eq, x0, y, lay.meta_size))
         x = x0 + 26
     stale = '<tspan class="stale"> · Delayed</tspan>' if view.stale else ""
     if view.label and lay.label:
@@ -533,7 +543,7 @@ def _draw_badge(view: _View, lk: Look) -> str:
     if view.subtitle and units - used > 6:
         sub = f'<tspan class="sub"> — {escape(fit(view.subtitle, units - used - 3))}</tspan>'
     if view.eq is not None:
-        lead = _eq(view, pad, h / 2 + 5, 10)
+        lead = equalizer(view.eq, pad, h / 2 + 5, 10)
     else:
         lead = f'<circle class="dot" cx="{pad + 8}" cy="{_n(h / 2)}" r="4"/>'
     radius = min(lay.radius, h // 2)

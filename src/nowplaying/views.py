@@ -35,6 +35,7 @@ __all__ = [
     "LastPlayed",
     "Nothing",
     "Playing",
+    "Recent",
     "State",
     "View",
     "error",
@@ -141,6 +142,13 @@ class Nothing(View):
     is_playing: Literal[False]
     last_played: LastPlayed | SkipJsonSchema[None] = _absent()
     stale: Literal[True] | SkipJsonSchema[None] = _absent()
+
+
+class Recent(View):
+    """The recently-played list: the track playing now (when one plays), then the last ones."""
+
+    now_playing: Playing | SkipJsonSchema[None] = _absent()
+    items: tuple[LastPlayed, ...] = Field(description="Newest first.")
 
 
 class Error(View):

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nowplaying import __version__, views
-from nowplaying.card_options import CardOptions
+from nowplaying.card_options import CardOptions, RecentOptions
 
 from .overlay import OverlayOptions, openapi_parameters
 
@@ -27,6 +27,7 @@ _MODELS: tuple[type[views.View], ...] = (
     views.Nothing,
     views.Error,
     views.Account,
+    views.Recent,
 )
 
 
@@ -162,6 +163,32 @@ SPEC: dict[str, Any] = {
                         "content": {"image/svg+xml": {"schema": {"type": "string"}}},
                     },
                     "304": {"description": "Not modified (If-None-Match)."},
+                },
+            }
+        },
+        "/p/{public_id}/recent.svg": {
+            "get": {
+                "summary": "The recently-played card (when the owner shares it)",
+                "parameters": [_PUBLIC_ID, *query_parameters(RecentOptions)],
+                "responses": {
+                    "200": {
+                        "description": "The list, always an image (not shared, unknown link or a"
+                        " bad parameter: an image that says so).",
+                        "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)."},
+                },
+            }
+        },
+        "/p/{public_id}/recent.json": {
+            "get": {
+                "summary": "What the account played recently (when the owner shares it)",
+                "parameters": [_PUBLIC_ID, *query_parameters(RecentOptions)],
+                "responses": {
+                    "200": _json("Recent", "Now playing (when a track plays), then the last."),
+                    "400": _json("Error", "A bad parameter, named in the message."),
+                    "404": _json("Error", "Unknown link, or recently played not shared."),
+                    "503": _json("Error", "Spotify unavailable."),
                 },
             }
         },

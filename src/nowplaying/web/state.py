@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -13,6 +14,7 @@ from nowplaying.covers import CoverFetcher
 from nowplaying.live import LiveHub
 from nowplaying.metrics import Metrics
 from nowplaying.problems import AccountProblems
+from nowplaying.recent import RecentlyPlayed, read_recent
 from nowplaying.simulator import Simulator
 from nowplaying.spotify import SpotifyClient
 from nowplaying.store import Store
@@ -45,6 +47,11 @@ class Services:
     @property
     def demo(self) -> bool:
         return self.simulator is not None
+
+    @functools.cached_property
+    def recent(self) -> RecentlyPlayed:
+        """Recently played per account, read from Spotify at most once per TTL."""
+        return RecentlyPlayed(functools.partial(read_recent, self.tokens, self.client), self.clock)
 
 
 def services(request: Request) -> Services:

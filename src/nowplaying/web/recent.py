@@ -1,0 +1,103 @@
+"""The recently-played card, ``/p/{id}/recent.svg``, and its data, ``/p/{id}/recent.json``.
+
+Shown only when the owner shares what they played (the "last played" setting, which also asks
+Spotify for the ``user-read-recently-played`` scope through the re-consent flow). The list comes
+from :class:`~nowplaying.recent.RecentlyPlayed`: one Spotify call per account every few minutes
+however many people look; the track playing now comes from the live engine, as on the card. The
+SVG is always a 200 image (a bad parameter, an unknown link, an outage: each says so); the JSON
+refuses a bad parameter with a 400 and a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nowplaying.card import render_bad_option, render_card
+from nowplaying.card_options import BadOption, Hide, RecentOptions, card_options
+from nowplaying.card_recent import render_recent
+from nowplaying.spotify import SCOPE_RECENTLY_PLAYED, ReconnectRequired, SpotifyError
+from nowplaying.store import Account, AccountStatus, StoreError
+from nowplaying.views import Error, ErrorCode, Playing, Recent, error, last_played
+
+from .errors import NotFound, Refusal, Unavailable, json_response
+from .public import CORS, NO_CACHE, PUBLIC_ID, SVG_BUDGET, public_state, svg_response
+from .state import Services, services
+
+__all__ = ["as_json", "as_svg"]
+
+
+async def _recent(svc: Services, public_id: str, limit: int) -> Recent | Error:
+    """The list, or the error state that stands for it (not found, not shared, reconnect...)."""
+    try:
+        account = await svc.published.get(public_id) if PUBLIC_ID.match(public_id) else None
+    except StoreError:
+        return error(ErrorCode.UNAVAILABLE)
+    if account is None:
+        return error(ErrorCode.NOT_FOUND)
+    if account.status is AccountStatus.RECONNECT_REQUIRED:
+        return error(ErrorCode.RECONNECT_REQUIRED)
+    if not account.show_last_played or SCOPE_RECENTLY_PLAYED not in account.scopes:
+        return error(ErrorCode.FORBIDDEN, "The owner does not share what they played.")
+    try:
+        items = await svc.recent.get(account.id, limit)
+    except ReconnectRequired:
+        return error(ErrorCode.RECONNECT_REQUIRED)
+    except (SpotifyError, StoreError):
+        return error(ErrorCode.UNAVAILABLE)
+    return Recent(now_playing=await _playing(svc, account), items=tuple(map(last_played, items)))
+
+
+async def _playing(svc: Services, account: Account) -> Playing | None:
+    """The track playing now, from the live engine (waiting briefly for a first poll)."""
+    snap = None
+    with contextlib.suppress(TimeoutError):
+        async with svc.clock.timeout(SVG_BUDGET * 0.5):
+            snap = await svc.hub.current(account.id)
+    state = public_state(snap or svc.hub.peek(account.id), account, svc.clock.now())
+    return state if isinstance(state, Playing) and state.is_playing else None
+
+
+async def as_svg(request: Request) -> Response:
+    """The list as an image: 200 whatever happens, revalidated by ETag."""
+    svc = services(request)
+    try:
+        options = card_options(request.query_params, RecentOptions)
+    except BadOption as e:
+        return svg_response(request, render_bad_option(e))
+    deadline = svc.clock.now() + SVG_BUDGET
+    recent = await _recent(svc, request.path_params["public_id"], options.limit)
+    if isinstance(recent, Error):
+        return svg_response(request, render_card(recent, options, now=svc.clock.now()))
+    covers: dict[str, str] = {}
+    if Hide.COVER not in options.hide:
+        urls = {it.album_image_url for it in recent.items[: options.limit] if it.album_image_url}
+        if recent.now_playing is not None and recent.now_playing.album_image_url:
+            urls.add(recent.now_playing.album_image_url)
+        with contextlib.suppress(TimeoutError):
+            async with svc.clock.timeout(deadline - svc.clock.now()):
+                ordered = sorted(urls)
+                found = await asyncio.gather(*(svc.covers.data_uri(u) for u in ordered))
+                covers = {u: d for u, d in zip(ordered, found, strict=True) if d is not None}
+    svg = render_recent(recent, options, covers=covers, now=svc.clock.now())
+    return svg_response(request, svg)
+
+
+async def as_json(request: Request) -> Response:
+    """The list as JSON (CORS); a bad parameter is a 400 naming it."""
+    svc = services(request)
+    try:
+        options = card_options(request.query_params, RecentOptions)
+    except BadOption as e:
+        raise Refusal(str(e), headers=CORS) from e
+    recent = await _recent(svc, request.path_params["public_id"], options.limit)
+    if isinstance(recent, Error):
+        if recent.error is ErrorCode.UNAVAILABLE:
+            raise Unavailable("Spotify is unavailable.", retry_after=svc.hub.poll_seconds)
+        if recent.error is not ErrorCode.RECONNECT_REQUIRED:
+            raise NotFound(recent.message, headers=CORS)
+        return json_response(recent, headers={**CORS, **NO_CACHE})
+    return json_response(recent, headers={**CORS, **NO_CACHE})
