@@ -108,19 +108,20 @@ def create_app(
             yield
 
     routes: list[Route | Mount] = [
+        # The hot paths first: the router tries each route in turn (before /p/{public_id}).
+        Route("/p/{public_id}.svg", public.as_svg),
+        Route("/p/{public_id}.json", public.as_json),
+        Route("/api/spotify", api.now_playing),
         Route("/", auth.home),
         Route("/login", auth.login),
         Route("/callback", auth.callback),
         Route("/logout", auth.logout, methods=["POST"]),
-        Route("/api/spotify", api.now_playing),
         Route("/api/spotify/events", api.events),
         Route("/api/account", owner.get_account),
         Route("/api/account/publish", owner.publish, methods=["POST"]),
         Route("/api/account/rotate", owner.rotate, methods=["POST"]),
         Route("/api/account/unpublish", owner.unpublish, methods=["POST"]),
         Route("/api/account/settings", owner.update_settings, methods=["POST"]),
-        Route("/p/{public_id}.json", public.as_json),
-        Route("/p/{public_id}.svg", public.as_svg),
         Route("/p/{public_id}/events", public.events),
         Route("/p/{public_id}/open", public.open_item),
         Route("/p/{public_id}/overlay", overlay.overlay),

@@ -26,6 +26,7 @@ from nowplaying.views import Error, ErrorCode, Nothing, Playing, State, error
 
 from . import pages
 from .api import event_stream
+from .cards import CardKey, card_clock
 from .errors import NotFound, json_response
 from .state import Services, services
 
@@ -38,6 +39,8 @@ EDGE_CACHE = {"Cache-Control": "public, max-age=0, s-maxage=1, stale-while-reval
 a few seconds more while it fetches a new one), so a popular widget costs the origin about one
 request per second per URL; browsers and image proxies revalidate every time (ETag, 304)."""
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+SVG_TYPE = "image/svg+xml; charset=utf-8"
+SVG_HEADERS = {**EDGE_CACHE, "Content-Security-Policy": SVG_CSP, **CORS}
 SVG_BUDGET = 1.8  # seconds for state and cover together; the card must answer within 2 s
 
 
@@ -59,7 +62,10 @@ def public_state(snap: Snapshot | None, account: Account, now: float) -> State:
     return snap.view(now)
 
 
-async def _state(svc: Services, account: Account, wait: float | None = None) -> State:
+async def _state(
+    svc: Services, account: Account, wait: float | None = None, now: float | None = None
+) -> State:
+    """The account's public state as of ``now`` (default: the clock's now)."""
     if account.status is AccountStatus.RECONNECT_REQUIRED:
         return error(ErrorCode.RECONNECT_REQUIRED)
     snap = None
@@ -68,7 +74,7 @@ async def _state(svc: Services, account: Account, wait: float | None = None) -> 
             snap = await svc.hub.current(account.id)
     if snap is None:
         snap = svc.hub.peek(account.id)
-    return public_state(snap, account, svc.clock.now())
+    return public_state(snap, account, svc.clock.now() if now is None else now)
 
 
 async def embed(request: Request) -> Response:
@@ -112,6 +118,7 @@ async def as_svg(request: Request) -> Response:
     except BadOption as e:
         return svg_response(request, render_bad_option(e))
     deadline = svc.clock.now() + SVG_BUDGET
+    drawn_at = card_clock(svc.clock.now())
     cover = None
     state: State = error(ErrorCode.NOT_FOUND)
     try:
@@ -119,13 +126,13 @@ async def as_svg(request: Request) -> Response:
     except StoreError:  # the card is an image whatever happens (a CryptoError: app.py)
         account, state = None, error(ErrorCode.UNAVAILABLE)
     if account is not None:
-        state = await _state(svc, account, wait=SVG_BUDGET * 0.6)
+        state = await _state(svc, account, wait=SVG_BUDGET * 0.6, now=drawn_at)
         image = None if Hide.COVER in options.hide else _link(state, "album_image_url")
         if image:
             with contextlib.suppress(TimeoutError):
                 async with svc.clock.timeout(deadline - svc.clock.now()):
                     cover = await svc.covers.data_uri(image)
-    return _card(request, state, cover, options)
+    return _card(request, CardKey(state, options, cover, drawn_at))
 
 
 def reconnect_card(request: Request) -> Response:
@@ -134,26 +141,27 @@ def reconnect_card(request: Request) -> Response:
         options = card_options(request.query_params, CardOptions)
     except BadOption:
         options = DEFAULT
-    return _card(request, error(ErrorCode.RECONNECT_REQUIRED), None, options)
+    drawn_at = card_clock(services(request).clock.now())
+    return _card(request, CardKey(error(ErrorCode.RECONNECT_REQUIRED), options, None, drawn_at))
 
 
-def _card(request: Request, state: State, cover: str | None, options: CardOptions) -> Response:
-    svg = render_card(state, options, cover=cover, now=services(request).clock.now())
-    return svg_response(request, svg)
+def _card(request: Request, key: CardKey) -> Response:
+    """The card for ``key`` (its state as of the card clock's instant), rendered once per key."""
+    card = services(request).cards.card(key, _draw)
+    return svg_response(request, card.body, card.etag)
 
 
-def svg_response(request: Request, svg: str) -> Response:
+def _draw(key: CardKey) -> str:
+    return render_card(key.state, key.params, cover=key.cover, now=key.now)
+
+
+def svg_response(request: Request, svg: bytes | str, etag: str | None = None) -> Response:
     """An SVG image, 200 or 304 by its ETag, never cached without revalidating."""
-    etag = card_etag(svg)
-    headers = {
-        **EDGE_CACHE,
-        "ETag": etag,
-        "Content-Security-Policy": SVG_CSP,
-        "Access-Control-Allow-Origin": "*",
-    }
+    etag = etag or card_etag(svg if isinstance(svg, str) else svg.decode())
+    headers = {**SVG_HEADERS, "ETag": etag}
     if etag in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
-    return Response(svg, media_type="image/svg+xml; charset=utf-8", headers=headers)
+    return Response(svg, media_type=SVG_TYPE, headers=headers)
 
 
 async def events(request: Request) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
@@ -20,6 +20,7 @@ from nowplaying.spotify import SpotifyClient
 from nowplaying.store import Store
 from nowplaying.tokens import TokenManager
 
+from .cards import CardCache
 from .published import PublishedAccounts
 from .sessions import Sessions
 
@@ -43,6 +44,8 @@ class Services:
     metrics: Metrics
     problems: AccountProblems | None = None
     """Spotify's refusals of accounts (development-mode 403s), for the owner page."""
+    cards: CardCache = field(default_factory=CardCache)
+    """Rendered SVG cards (see :mod:`nowplaying.web.cards`)."""
 
     @property
     def demo(self) -> bool:
