@@ -164,8 +164,14 @@ def render_card(
     if options.idle is Idle.HIDE and isinstance(state, Nothing):
         return _hidden()
     view = _view(state, now, options)
-    image = cover if cover is not None and COVER_URI.fullmatch(cover) else None
+    image = cover if cover is not None and _valid_cover(cover) else None
     return _draw(view, look(options), image)
+
+
+@functools.lru_cache(maxsize=256)
+def _valid_cover(cover: str) -> bool:
+    """Checked once per cover string (the cover cache hands out the same few, again and again)."""
+    return COVER_URI.fullmatch(cover) is not None
 
 
 def render_bad_option(error: BadOption) -> str:
@@ -280,6 +286,7 @@ _ZWJ = "\u200d"
 _ELLIPSIS = "…"
 
 
+@functools.lru_cache(maxsize=4096)
 def clean(value: object) -> str:
     """A Spotify string made safe to put in XML text: one line, no controls, no overrides.
 
@@ -304,6 +311,7 @@ def _width(ch: str) -> int:
     return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
 
 
+@functools.lru_cache(maxsize=4096)
 def fit(text: str, units: int) -> str:
     """``text`` cut to ``units`` with an ellipsis, never splitting a mark from its letter."""
     if sum(_width(ch) for ch in text) <= units:
@@ -567,6 +575,7 @@ def _draw_badge(view: _View, lk: Look) -> str:
     return "".join(p for p in parts if p) + "\n"
 
 
+@functools.lru_cache(maxsize=4096)
 def _n(value: float) -> str:
     """A coordinate with at most two decimals and no trailing zeros."""
     return f"{value:.2f}".rstrip("0").rstrip(".")
