@@ -8,9 +8,11 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nowplaying.card import render_bad_option, render_card
-from nowplaying.card_options import BadOption, CardOptions, Hide
+from nowplaying.card_options import BadOption, CardOptions, Hide, card_options, theme_of
 from nowplaying.themes import THEMES, Theme
 from nowplaying.views import parse_state
 
@@ -112,7 +114,9 @@ def test_every_theme_renders_every_state(theme: Theme, data: dict[str, Any]) -> 
 @pytest.mark.parametrize("theme", list(Theme))
 def test_a_bad_parameter_is_an_image_naming_it(theme: Theme) -> None:
     """A bad value still gives an image: the parameter named in the text and the alt text."""
-    root = check(render_bad_option(BadOption("width", "expected at most 800")))
+    root = check(render_bad_option(BadOption("width", "expected at most 800"), theme))
+    layout = THEMES[theme].layout
+    assert (root.get("width"), root.get("height")) == (str(layout.width), str(layout.height))
     assert "Bad parameter: width" in "".join(root.itertext())
     title = root.find(f"{NS}title")
     assert title is not None and "width" in (title.text or "")
@@ -139,3 +143,26 @@ def test_playing_animates_and_rests_under_reduced_motion() -> None:
         svg = render_card(parse_state(TRACK), CardOptions(theme=theme), now=NOW)
         assert ANIMATED.search(svg), theme
         assert "prefers-reduced-motion:reduce" in svg
+
+
+QUERY_KEYS = st.sampled_from(
+    [*CardOptions.model_fields, "compact", "v"]  # every parameter, the old spelling, a buster
+)
+
+
+@settings(deadline=None, max_examples=200)
+@given(query=st.dictionaries(QUERY_KEYS, st.text(max_size=12), max_size=5))
+def test_any_query_gives_an_image(query: dict[str, str]) -> None:
+    """Whatever the query says: options and a card, or a BadOption naming a real parameter and
+    its card; never another exception, never markup from the query."""
+    bad: BadOption | None = None
+    try:
+        options = card_options(query, CardOptions)
+    except BadOption as e:
+        bad = e
+    if bad is None:
+        svg = render_card(parse_state(STATES["playing"]), options, cover=COVER, now=NOW)
+    else:
+        assert bad.param in query or (bad.param == "size" and "compact" in query)
+        svg = render_bad_option(bad, theme_of(query))
+    check(svg)

@@ -30,7 +30,7 @@ from typing import Literal
 from xml.sax.saxutils import escape
 
 from .card_options import DEFAULT, BadOption, CardOptions, Hide, Idle
-from .themes import COMPACT, Cover, Layout, Palette, ThemeSpec, spec
+from .themes import COMPACT, Cover, Layout, Palette, Theme, ThemeSpec, spec
 from .views import Ad, Error, ErrorCode, Nothing, Playing, State
 
 __all__ = [
@@ -174,11 +174,14 @@ def _valid_cover(cover: str) -> bool:
     return COVER_URI.fullmatch(cover) is not None
 
 
-def render_bad_option(error: BadOption) -> str:
-    """A card that names the bad parameter: image proxies show nothing for an error status."""
+def render_bad_option(error: BadOption, theme: Theme = Theme.AUTO) -> str:
+    """A card that names the bad parameter: image proxies show nothing for an error status.
+
+    Drawn in ``theme`` (when the theme itself was fine), so it sits where the card will.
+    """
     heading = f"Bad parameter {error.param}: {error.message}"
     view = _View("bad-option", "", f"Bad parameter: {error.param}", error.message, heading)
-    return _draw(view, look(DEFAULT), None)
+    return _draw(view, look(CardOptions(theme=theme)), None)
 
 
 def card_etag(svg: str) -> str:

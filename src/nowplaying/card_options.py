@@ -32,7 +32,16 @@ from pydantic import (
 
 from .themes import Theme
 
-__all__ = ["DEFAULT", "BadOption", "CardOptions", "Hide", "Idle", "RecentOptions", "card_options"]
+__all__ = [
+    "DEFAULT",
+    "BadOption",
+    "CardOptions",
+    "Hide",
+    "Idle",
+    "RecentOptions",
+    "card_options",
+    "theme_of",
+]
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
 
@@ -153,6 +162,15 @@ def card_options(query: Mapping[str, str], model: type[_T]) -> _T:
         first = e.errors()[0]
         param = str(first["loc"][0]) if first["loc"] else "query"
         raise BadOption(param, _message(first)) from e
+
+
+def theme_of(query: Mapping[str, str]) -> Theme:
+    """The query's theme when it names one, else ``auto`` (for a card about a bad parameter)."""
+    value = query.get("theme", "")
+    return Theme(value) if value in _THEMES else Theme.AUTO
+
+
+_THEMES = frozenset(Theme)
 
 
 def _message(error: Any) -> str:

@@ -176,6 +176,7 @@ class ShareLinks(View):
     svg: str
     events: str
     open: str
+    recent: str = Field(description="The recently-played card (shown when last played is on).")
 
 
 class Account(View):

@@ -51,6 +51,7 @@ def share_links(svc: Services, public_id: str) -> dict[str, str]:
         "svg": f"{base}.svg",
         "events": f"{base}/events",
         "open": f"{base}/open",
+        "recent": f"{base}/recent.svg",
     }
 
 

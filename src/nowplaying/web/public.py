@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from nowplaying.card import card_etag, render_bad_option, render_card
-from nowplaying.card_options import DEFAULT, BadOption, CardOptions, Hide, card_options
+from nowplaying.card_options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.themes import Theme
@@ -116,7 +116,7 @@ async def as_svg(request: Request) -> Response:
     try:
         options = card_options(request.query_params, CardOptions)
     except BadOption as e:
-        return svg_response(request, render_bad_option(e))
+        return svg_response(request, render_bad_option(e, theme_of(request.query_params)))
     deadline = svc.clock.now() + SVG_BUDGET
     drawn_at = card_clock(svc.clock.now())
     cover = None

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nowplaying.card import render_bad_option, render_card
-from nowplaying.card_options import BadOption, Hide, RecentOptions, card_options
+from nowplaying.card_options import BadOption, Hide, RecentOptions, card_options, theme_of
 from nowplaying.card_recent import render_recent
 from nowplaying.spotify import SCOPE_RECENTLY_PLAYED, ReconnectRequired, SpotifyError
 from nowplaying.store import Account, AccountStatus, StoreError
@@ -67,7 +67,7 @@ async def as_svg(request: Request) -> Response:
     try:
         options = card_options(request.query_params, RecentOptions)
     except BadOption as e:
-        return svg_response(request, render_bad_option(e))
+        return svg_response(request, render_bad_option(e, theme_of(request.query_params)))
     deadline = svc.clock.now() + SVG_BUDGET
     recent = await _recent(svc, request.path_params["public_id"], options.limit)
     if isinstance(recent, Error):
