@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit bench soak soak-lifecycle simulator clean
+.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle simulator clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,12 @@ unit: $(STAMP)
 	$(BIN)/pytest --ignore=tests/browser --cov --cov-append --cov-report=term
 
 test: lint typecheck unit
+
+# The deployment files on their own: the Dockerfile built offline and run (docker, debootstrap),
+# compose.yaml's shape, deploy/nginx.conf under Debian's nginx with the edge cache. `unit` (and
+# so `make test`) runs them too; .ci/run installs and starts what they need.
+test-deploy: $(STAMP)
+	$(BIN)/pytest tests/test_container.py tests/test_nginx.py -q
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
