@@ -20,7 +20,10 @@ import httpx
 import pytest
 from bench.servers import CONTROL
 
+from nowplaying.web.public import EDGE_CACHE
+from tests.conftest import ORIGIN, Env
 from tests.nginx import METRICS_TOKEN, Stack, edge_stack, login, nginx_binary, publish
+from tests.sse import SSEReader
 
 pytestmark = pytest.mark.anyio
 
@@ -151,3 +154,29 @@ async def test_edge_cache_absorbs_the_fan_out(
     assert statuses == [200] * 400
     assert 1 <= origin <= math.ceil(span) + 2, (origin, span)
     assert caches.count("HIT") + caches.count("UPDATING") + caches.count("STALE") >= 400 - origin
+
+
+async def test_public_json_and_svg_let_a_shared_cache_keep_them_a_second(connected: Env) -> None:
+    """In-process: the public JSON and the card (200 and 304) carry ``s-maxage=1`` with
+    ``max-age=0`` (browsers and camo revalidate, the ETag stays); a 404 and the event stream
+    say ``no-cache``."""
+    connected.sim.player("demo").play(0)
+    published = await connected.client.post("/api/account/publish", headers={"Origin": ORIGIN})
+    public_id = published.json()["publicId"]
+    edge = EDGE_CACHE["Cache-Control"]
+    assert "s-maxage=1" in edge
+    assert "max-age=0" in edge
+    data = await connected.client.get(f"/p/{public_id}.json")
+    assert (data.status_code, data.headers["cache-control"]) == (200, edge)
+    card = await connected.client.get(f"/p/{public_id}.svg")
+    assert (card.status_code, card.headers["cache-control"]) == (200, edge)
+    again = await connected.client.get(
+        f"/p/{public_id}.svg", headers={"If-None-Match": card.headers["etag"]}
+    )
+    assert (again.status_code, again.headers["cache-control"]) == (304, edge)
+    missing = await connected.client.get("/p/AAAAAAAAAAAAAAAAAAAA.json")
+    assert missing.status_code == 404
+    assert missing.headers["cache-control"].startswith("no-cache")
+    async with SSEReader(connected.app, f"/p/{public_id}/events") as sse:
+        await sse.wait_for(1)
+        assert sse.response_headers["cache-control"].startswith("no-cache")

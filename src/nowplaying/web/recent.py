@@ -24,7 +24,7 @@ from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.views import Error, ErrorCode, Playing, Recent, error, last_played
 
 from .errors import NotFound, Refusal, Unavailable, json_response
-from .public import CORS, NO_CACHE, PUBLIC_ID, SVG_BUDGET, public_state, svg_response
+from .public import CORS, EDGE_CACHE, NO_CACHE, PUBLIC_ID, SVG_BUDGET, public_state, svg_response
 from .state import Services, services
 
 __all__ = ["as_json", "as_svg"]
@@ -100,4 +100,4 @@ async def as_json(request: Request) -> Response:
         if recent.error is not ErrorCode.RECONNECT_REQUIRED:
             raise NotFound(recent.message, headers=CORS)
         return json_response(recent, headers={**CORS, **NO_CACHE})
-    return json_response(recent, headers={**CORS, **NO_CACHE})
+    return json_response(recent, headers={**CORS, **EDGE_CACHE})
