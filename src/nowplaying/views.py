@@ -179,6 +179,13 @@ class ShareLinks(View):
     recent: str = Field(description="The recently-played card (shown when last played is on).")
 
 
+class SpotifyRefusal(View):
+    """Spotify's development-mode 403 for an account, and what the owner can do about it."""
+
+    kind: Literal["not_registered", "premium_required", "forbidden"]
+    message: str
+
+
 class Account(View):
     """The ``/api/account`` object."""
 
@@ -202,6 +209,11 @@ class Account(View):
         default=None, description="QUOTA_EXCEEDED (hours long) or rate_limit (seconds)."
     )
     reconsent_url: str | SkipJsonSchema[None] = _absent()
+    spotify_refusal: SpotifyRefusal | None = Field(
+        default=None,
+        description="Spotify's development-mode refusal (user not registered under User"
+        " Management, or the app owner without Premium) until Spotify answers again.",
+    )
 
 
 def error(code: ErrorCode, message: str | None = None, *, stale: bool = False) -> Error:
