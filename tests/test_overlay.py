@@ -6,7 +6,10 @@ import gzip
 
 import pytest
 
-from nowplaying.web import dropin
+from nowplaying import themes
+from nowplaying.card_options import CardOptions
+from nowplaying.themes import THEMES, Theme
+from nowplaying.web import dropin, styles
 from nowplaying.web.overlay import OverlayOptions
 from nowplaying.web.pages import EMBED_CSP
 from tests.conftest import Env
@@ -52,8 +55,9 @@ async def test_overlay_defaults(connected: Env) -> None:
         ("layout=huge", "layout"),
         ("position=middle", "position"),
         ("paused=maybe", "paused"),
-        ("fdae=3", "fdae"),
         ("theme=%3Cscript%3E", "theme"),
+        ("accent=zzz", "accent"),
+        ("radius=999", "radius"),
     ],
 )
 async def test_a_bad_overlay_parameter_is_a_400_naming_it(
@@ -95,12 +99,49 @@ async def test_embed_js_of_an_unknown_link_is_a_404(connected: Env) -> None:
     assert response.status_code == 404
 
 
-def test_overlay_options_are_one_model() -> None:
-    """The page's defaults are the model's; nothing but the model validates."""
-    assert OverlayOptions().model_dump() == {
-        "theme": "dark",
-        "layout": "canvas",
-        "position": "bottom-left",
-        "fade": 0,
-        "paused": "hide",
-    }
+def test_overlay_options_are_the_cards_and_its_own() -> None:
+    """The overlay takes every card option (one model) plus its own, dark by default."""
+    assert set(CardOptions.model_fields) < set(OverlayOptions.model_fields)
+    assert OverlayOptions().theme is Theme.DARK
+    assert {"layout", "position", "fade", "paused"} <= set(OverlayOptions.model_fields)
+
+
+async def test_embed_page_takes_the_card_options(connected: Env) -> None:
+    """/p/{id}?theme=...&accent=...: the validated options become the widget's data."""
+    public_id = await publish(connected)
+    page = (
+        await connected.client.get(
+            f"/p/{public_id}?theme=karaoke&accent=F0a&radius=4&width=300&hide=artist,cover"
+            "&transparent=1&idle=text&idle_text=Quiet%20now&v=2"
+        )
+    ).text
+    for attr in (
+        'data-theme="karaoke"',
+        'data-accent="#ff00aa"',
+        'data-radius="4"',
+        'data-width="300"',
+        'data-hide="artist,cover"',
+        'data-transparent="true"',
+        'data-idle="text"',
+        'data-idle-text="Quiet now"',
+    ):
+        assert attr in page
+    bad = await connected.client.get(f"/p/{public_id}?accent=nothex")
+    assert bad.status_code == 400
+    assert "accent" in bad.text
+
+
+async def test_themes_css_is_generated_from_the_theme_set(connected: Env) -> None:
+    """/static/themes.css: every theme, for pages and for the element's host, ETag/304."""
+    response = await connected.client.get("/static/themes.css")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/css; charset=utf-8"
+    css = response.text
+    for theme in Theme:
+        assert f'.np[data-theme="{theme}"],:host([theme="{theme}"]){{--np-bg:' in css
+        assert f"--np-cover:{THEMES[theme].layout.cover};" in css
+    assert css.startswith(themes.stylesheet(styles.selector))
+    again = await connected.client.get(
+        "/static/themes.css", headers={"If-None-Match": response.headers["etag"]}
+    )
+    assert again.status_code == 304

@@ -17,6 +17,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.responses import HTMLResponse
 
+from nowplaying.card_options import CardOptions
 from nowplaying.web import pages
 from nowplaying.web.overlay import OverlayOptions
 
@@ -80,8 +81,9 @@ PAGES: dict[str, Callable[[str], HTMLResponse]] = {
         display_name=v, reconnect_reason=None, demo=False
     ),
     "error": lambda v: pages.error_page(v, v, status=400, demo=False),
-    "embed": lambda v: pages.embed_page(endpoint=v, events=v, theme=v),
-    "overlay": lambda v: pages.overlay_page(endpoint=v, events=v, options=OverlayOptions()),
+    # model_construct: the text fields as the template gets them, however long or odd.
+    "embed": lambda v: pages.embed_page(v, CardOptions.model_construct(idle_text=v)),
+    "overlay": lambda v: pages.overlay_page(v, OverlayOptions.model_construct(idle_text=v)),
 }
 TAKES_TEXT = [name for name in PAGES if name not in ("home_anonymous", "terminal_done")]
 
@@ -119,8 +121,9 @@ def test_hostile_values_in_attributes_stay_in_their_attribute() -> None:
     value = HOSTILE[1]
     parsed = Parsed(_html("embed", value))
     attrs = dict(parsed.attrs)
-    assert attrs["data-endpoint"] == value
-    assert attrs["data-events"] == value
+    assert attrs["data-endpoint"] == f"{value}.json"
+    assert attrs["data-events"] == f"{value}/events"
+    assert attrs["data-idle-text"] == value
     assert "onerror" not in attrs
     assert "img" not in {shape[0] for shape in parsed.shape}
 

@@ -6,12 +6,15 @@ They skip with a clear message when Chromium is absent, unless NOWPLAYING_REQUIR
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.request import Request, urlopen
 
@@ -80,6 +83,19 @@ class Demo:
         with urlopen(f"{self.base}/spotify-sim/_control/users/demo/player", timeout=5) as r:  # noqa: S310
             result: dict[str, object] = json.loads(r.read())
             return result
+
+
+@pytest.fixture
+def other_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A plain static server on another port: another origin, like someone's blog."""
+    port = free_port()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}", tmp_path
+    server.shutdown()
+    server.server_close()
 
 
 def _demo_settings(port: int, folder: Path) -> Settings:

@@ -142,11 +142,3 @@ def test_recovers_after_the_source_reloads(page: Page, shared: Shared) -> None:
     expect(card.locator(".np__title")).to_have_text("لما بدا يتثنى")
     shared.control("users/demo/player/skip")
     expect(card.locator(".np__title")).to_have_text("Gravel & Grit", timeout=15_000)
-
-
-def test_a_bad_parameter_is_a_400_naming_it(page: Page, shared: Shared) -> None:
-    """?fade=-1 or ?layout=huge: a 400 page that says which parameter is wrong."""
-    response = page.request.get(f"{shared.link}/overlay?fade=-1&layout=huge")
-    assert response.status == 400
-    body = response.text()
-    assert "fade" in body and "layout" in body

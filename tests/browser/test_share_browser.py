@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
 import re
-import threading
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import Demo, connect_demo
-from tests.live_server import free_port
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def other_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A plain static server on another port: another origin, like someone's blog."""
-    port = free_port()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}", tmp_path
-    server.shutdown()
-    server.server_close()
 
 
 def _publish(page: Page) -> str:

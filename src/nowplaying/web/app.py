@@ -34,7 +34,7 @@ from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
 from nowplaying.views import ErrorCode, error
 
-from . import api, auth, dropin, metrics, openapi, overlay, owner, pages, public, recent
+from . import api, auth, dropin, metrics, openapi, overlay, owner, pages, public, recent, styles
 from .errors import Refusal, json_response
 from .limits import RateLimit, RequestLimits, rules
 from .published import PublishedAccounts
@@ -128,11 +128,12 @@ def create_app(
         Route("/p/{public_id}/embed.js", dropin.embed_js),
         Route("/p/{public_id}/recent.svg", recent.as_svg),
         Route("/p/{public_id}/recent.json", recent.as_json),
-        Route("/p/{public_id}", public.embed),
+        Route("/p/{public_id}", overlay.embed),
         Route("/healthz", api.healthz),
         Route("/metrics", metrics.metrics),
         Route("/favicon.ico", api.favicon),
         Route("/openapi.json", openapi.openapi),
+        Route("/static/themes.css", styles.themes),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     if simulator is not None:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from nowplaying import __version__, views
 from nowplaying.card_options import CardOptions, RecentOptions
 
-from .overlay import OverlayOptions, openapi_parameters
+from .overlay import OverlayOptions
 
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[views.View], ...] = (
@@ -84,7 +84,6 @@ _PUBLIC_ID = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
 }
-_THEME = {"name": "theme", "in": "query", "schema": {"$ref": "#/components/schemas/Theme"}}
 _EVENTS = {
     "description": "Server-Sent Events; each `data:` is a NowPlaying or Error object.",
     "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -200,9 +199,10 @@ SPEC: dict[str, Any] = {
         },
         "/p/{public_id}": {
             "get": {
-                "parameters": [_PUBLIC_ID, _THEME],
+                "parameters": [_PUBLIC_ID, *query_parameters(CardOptions)],
                 "responses": {
                     "200": {"description": "The embeddable widget page (HTML)."},
+                    "400": {"description": "A bad parameter, named (HTML page)."},
                     "404": {"description": "Unknown or withdrawn link (HTML page)."},
                 },
             }
@@ -210,7 +210,7 @@ SPEC: dict[str, Any] = {
         "/p/{public_id}/overlay": {
             "get": {
                 "summary": "The stream overlay, for OBS browser sources",
-                "parameters": [_PUBLIC_ID, *openapi_parameters(OverlayOptions)],
+                "parameters": [_PUBLIC_ID, *query_parameters(OverlayOptions)],
                 "responses": {
                     "200": {"description": "A transparent page with the live card (HTML)."},
                     "400": {"description": "A bad parameter, named (HTML page)."},

@@ -1,33 +1,41 @@
-"""The stream overlay, ``/p/{id}/overlay``: the widget as an OBS browser source.
+"""The pages made to be framed or captured: the embed page ``/p/{id}`` (for ``<iframe>``) and the
+stream overlay ``/p/{id}/overlay`` (for OBS browser sources).
 
-A transparent page without scrollbars, sized for a 1920x1080 canvas (a card in one corner) or a
-strip (the whole source is the bar), in large type. The card appears on a track change and fades
-``fade`` seconds later (``0`` keeps it), or when playback pauses unless ``paused=show``; a long
-title scrolls (not with reduced motion). Live over the public event stream, which reconnects by
-itself, so the overlay recovers after the source or the server restarts.
+Both take the card's options (:class:`~nowplaying.card_options.CardOptions`: theme, colours,
+radius, width, hidden parts, idle behaviour), validated by the same model as the SVG card; a bad
+value is a 400 page that names the parameter, unknown parameters are ignored.
+
+The overlay is a transparent page without scrollbars, sized for a 1920x1080 canvas (a card in a
+corner) or a strip (the whole source is the bar), in large type. The card appears on a track
+change and fades ``fade`` seconds later (``0`` keeps it), or when playback pauses unless
+``paused=show``; a long title scrolls (not with reduced motion). Live over the public event
+stream, which reconnects by itself, so it recovers after the source or the server restarts.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
+from nowplaying.card_options import BadOption, CardOptions, card_options
 from nowplaying.store import Account
+from nowplaying.themes import Theme
 
 from . import pages
 from .public import PUBLIC_ID
 from .state import Services, services
 
+_O = TypeVar("_O", bound=CardOptions)
 
-class OverlayOptions(BaseModel):
-    """The overlay's query string, validated: an unknown name or a bad value is a 400."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class OverlayOptions(CardOptions):
+    """The overlay's query string: the card's options, and how the overlay behaves."""
 
-    theme: Literal["light", "dark", "auto"] = Field(default="dark", description="Colour theme.")
+    theme: Theme = Field(default=Theme.DARK, description="The look.")
     layout: Literal["canvas", "strip"] = Field(
         default="canvas",
         description="A card in a corner of a 1920x1080 canvas, or a full-width strip.",
@@ -51,47 +59,30 @@ async def published(svc: Services, public_id: str) -> Account | None:
     return await svc.published.get(public_id) if PUBLIC_ID.match(public_id) else None
 
 
-def parse(request: Request) -> OverlayOptions:
-    """The options from the query string; :class:`ValidationError` names what is wrong."""
-    return OverlayOptions.model_validate(dict(request.query_params))
-
-
-def problem(exc: ValidationError) -> str:
-    """One line naming each bad parameter, e.g. ``fade: Input should be ... 3600``."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'query'}: {e['msg']}" for e in exc.errors()
-    )
-
-
-async def overlay(request: Request) -> Response:
-    svc = services(request)
+async def _framable(
+    request: Request, model: type[_O], render: Callable[[str, _O], HTMLResponse]
+) -> Response:
+    """A page any site may frame: 400 naming a bad option, 404 for an unknown link."""
     public_id = request.path_params["public_id"]
     try:
-        options = parse(request)
-    except ValidationError as exc:
-        response = pages.error_page("Bad parameter", problem(exc), status=400, demo=False)
+        options = card_options(request.query_params, model)
+    except BadOption as e:
+        response = pages.error_page("Bad parameter", str(e), status=400, demo=False)
     else:
-        account = await published(svc, public_id)
-        if account is None:
+        if await published(services(request), public_id) is None:
             response = pages.link_missing()
         else:
-            response = pages.overlay_page(
-                endpoint=f"/p/{public_id}.json", events=f"/p/{public_id}/events", options=options
-            )
+            response = render(f"/p/{public_id}", options)
     response.headers["Content-Security-Policy"] = pages.EMBED_CSP
     response.headers["Cache-Control"] = "no-cache"
     return response
 
 
-def openapi_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """The model's fields as OpenAPI query parameters (the model is the one definition)."""
-    schema = model.model_json_schema()
-    return [
-        {
-            "name": name,
-            "in": "query",
-            "description": prop.pop("description", ""),
-            "schema": {k: v for k, v in prop.items() if k != "title"},
-        }
-        for name, prop in schema["properties"].items()
-    ]
+async def embed(request: Request) -> Response:
+    """The widget page for ``<iframe>`` embedding, on any site."""
+    return await _framable(request, CardOptions, pages.embed_page)
+
+
+async def overlay(request: Request) -> Response:
+    """The stream overlay, for OBS browser sources."""
+    return await _framable(request, OverlayOptions, pages.overlay_page)

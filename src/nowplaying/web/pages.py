@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jinja2
 from starlette.responses import HTMLResponse
 
+from nowplaying.card_options import CardOptions
 from nowplaying.problems import Refusal
 
 if TYPE_CHECKING:
@@ -134,14 +135,48 @@ def link_missing() -> HTMLResponse:
     return error_page("Not found", "This widget link does not exist.", status=404, demo=False)
 
 
-def embed_page(*, endpoint: str, events: str, theme: str) -> HTMLResponse:
+def widget_data(options: CardOptions) -> dict[str, str]:
+    """The card options as the widget's ``data-*`` attributes (``widget.js`` applies them)."""
+    data = {
+        name: str(value)
+        for name in ("bg", "text", "accent", "radius", "width")
+        if (value := getattr(options, name)) is not None
+    }
+    if options.transparent:
+        data["transparent"] = "true"
+    if options.hide:
+        data["hide"] = ",".join(sorted(options.hide))
+    data["idle"] = str(options.idle)
+    if options.idle_text:
+        data["idle-text"] = options.idle_text
+    return data
+
+
+def embed_page(link: str, options: CardOptions) -> HTMLResponse:
     """The bare widget, for ``<iframe>`` on any site (no cookies used, no links to our pages)."""
-    return HTMLResponse(render("embed.html", endpoint=endpoint, events=events, theme=theme))
+    html = render(
+        "embed.html",
+        endpoint=f"{link}.json",
+        events=f"{link}/events",
+        theme=str(options.theme),
+        data=widget_data(options),
+    )
+    return HTMLResponse(html)
 
 
-def overlay_page(*, endpoint: str, events: str, options: OverlayOptions) -> HTMLResponse:
+def overlay_page(link: str, options: OverlayOptions) -> HTMLResponse:
     """The stream overlay (``web/overlay.py``): the widget on a transparent page, for OBS."""
-    return HTMLResponse(render("overlay.html", endpoint=endpoint, events=events, options=options))
+    data = {**widget_data(options), "overlay": "", "fade": str(options.fade)}
+    data["paused"] = options.paused
+    html = render(
+        "overlay.html",
+        endpoint=f"{link}.json",
+        events=f"{link}/events",
+        theme=str(options.theme),
+        options=options,
+        data=data,
+    )
+    return HTMLResponse(html)
 
 
 def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:

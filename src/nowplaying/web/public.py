@@ -1,4 +1,5 @@
-"""Public share links: ``/p/{id}`` (embed page), ``.json``, ``.svg``, ``/events`` and ``/open``.
+"""Public share links: ``/p/{id}.json``, ``.svg``, ``/events`` and ``/open`` (the pages to frame,
+``/p/{id}`` and ``/p/{id}/overlay``, are :mod:`.overlay`).
 
 No cookie is involved: the unguessable public id is the capability, and the owner can rotate or
 withdraw it. Everything is answered from the live engine's shared state, so a thousand README
@@ -21,7 +22,6 @@ from nowplaying.card import card_etag, render_bad_option, render_card
 from nowplaying.card_options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
 from nowplaying.live import Snapshot, Status
 from nowplaying.store import Account, AccountStatus, StoreError
-from nowplaying.themes import Theme
 from nowplaying.views import Error, ErrorCode, Nothing, Playing, State, error
 
 from . import pages
@@ -75,24 +75,6 @@ async def _state(
     if snap is None:
         snap = svc.hub.peek(account.id)
     return public_state(snap, account, svc.clock.now() if now is None else now)
-
-
-async def embed(request: Request) -> Response:
-    """The widget page for ``<iframe>`` embedding, on any site."""
-    svc = services(request)
-    public_id = request.path_params["public_id"]
-    account = await _account(svc, public_id)
-    if account is None:
-        response = pages.link_missing()
-    else:
-        response = pages.embed_page(
-            endpoint=f"/p/{public_id}.json",
-            events=f"/p/{public_id}/events",
-            theme=_theme(request),
-        )
-    response.headers["Content-Security-Policy"] = pages.EMBED_CSP
-    response.headers["Cache-Control"] = "no-cache"
-    return response
 
 
 async def as_json(request: Request) -> Response:
@@ -191,11 +173,6 @@ async def open_item(request: Request) -> Response:
     return pages.error_page(
         "Nothing to open", "Nothing is playing on Spotify right now.", status=404, demo=False
     )
-
-
-def _theme(request: Request) -> Theme:
-    theme = request.query_params.get("theme", "auto")
-    return Theme(theme) if theme in Theme.__members__.values() else Theme.AUTO
 
 
 def _link(state: State, field: Literal["album_image_url", "song_url"]) -> str | None:

@@ -96,13 +96,26 @@
       if (!document.hidden) this.start();
     }
 
-    /** Validated colours, radius and width as custom properties (CSSOM: allowed by a strict CSP). */
+    /**
+     * The card options (bg, text, accent, transparent, radius, width, hide, idle) as custom
+     * properties and classes; CSSOM, which a strict CSP allows. Checked again here because
+     * the element's attributes come straight from the host page.
+     */
     customise(d) {
       const set = (k, v) => this.root.style.setProperty("--np-" + k, v);
-      for (const k of ["bg", "text", "accent"]) if (/^[0-9a-f]{3,8}$/i.test(d[k] || "")) set(k === "text" ? "fg" : k, "#" + d[k]);
-      if (d.transparent === "true") set("bg", "transparent");
-      for (const k of ["radius", "width"]) if (/^\d{1,4}$/.test(d[k] || "")) set(k, d[k] + "px");
-      for (const part of (d.hide || "").split(/[\s,]+/)) if (part) this.root.classList.add("np--no-" + part);
+      for (const k of ["bg", "text", "accent"]) {
+        const hex = /^#?([0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})$/i.exec(d[k] || "");
+        if (hex) set(k === "text" ? "fg" : k, "#" + hex[1]);
+      }
+      if (d.transparent === "true") for (const k of ["bg", "border", "shadow"]) set(k, k === "shadow" ? "none" : "transparent");
+      for (const k of ["radius", "width"]) if (/^\d{1,4}$/.test(d[k] || "")) set(k + "-px", d[k] + "px");
+      for (const part of (d.hide || "").split(/[\s,]+/)) if (/^[a-z]+$/.test(part)) this.root.classList.add("np--no-" + part);
+    }
+
+    /** Copy the look's layout (from themes.css) to data attributes that widget.css styles. */
+    layout() {
+      const css = getComputedStyle(this.root);
+      for (const k of ["cover", "times", "label"]) this.root.dataset[k] = css.getPropertyValue("--np-" + k).trim();
     }
 
     build() {
@@ -130,12 +143,14 @@
       const artist = el("div", "np__artist", { dir: "auto" });
       const bar = el("div", "np__progress", { role: "progressbar", "aria-label": "Playback progress", "aria-valuemin": "0" });
       bar.appendChild(el("div", "np__progress-fill"));
+      const times = el("div", "np__times", { "aria-hidden": "true" });
+      times.append(el("span", ""), el("span", ""));
       const body = el("div", "np__body");
-      body.append(meta, title, artist, bar);
+      body.append(meta, title, artist, bar, times);
       card.append(art, body);
       const announce = el("span", "np__announce", { role: "status", "aria-live": "polite", "aria-atomic": "true" });
       r.replaceChildren(card, announce);
-      this.nodes = { art, cover, label, title, artist, bar, announce };
+      this.nodes = { art, cover, label, title, artist, bar, times, announce };
     }
 
     /**
@@ -231,6 +246,8 @@
         n.art.classList.add("np__art--empty");
         if (src) n.cover.src = src;
         else n.cover.removeAttribute("src");
+        if (src) r.style.setProperty("--np-cover-url", 'url("' + src + '")'); // an href: quotes are %22
+        else r.style.removeProperty("--np-cover-url");
         n.cover.hidden = !src;
       }
       n.cover.alt = v.alt || "";
@@ -247,6 +264,7 @@
       if (this.endKey !== titleKey) this.fetchedAtEnd = false; // once per track
       this.endKey = titleKey;
       n.bar.hidden = !this.playback;
+      this.layout();
       if (this.playedAt === null && n.label.textContent !== (v.label || "")) n.label.textContent = v.label || "";
       r.classList.add("np--jump"); // snap to the server's position instead of animating to it
       this.tick();
@@ -293,6 +311,9 @@
         bar.setAttribute("aria-valuemax", String(Math.round(p.dur / 1000)));
         bar.setAttribute("aria-valuenow", String(Math.floor(pos / 1000)));
         bar.setAttribute("aria-valuetext", clock(pos) + " of " + clock(p.dur));
+        const [elapsed, left] = this.nodes.times.children;
+        elapsed.textContent = clock(pos);
+        left.textContent = "-" + clock(p.dur - pos);
         if (p.running && pos >= p.dur && !this.fetchedAtEnd) {
           this.fetchedAtEnd = true;
           if (!this.source || this.source.readyState !== EventSource.OPEN) setTimeout(() => this.refresh(), 1500);
@@ -425,14 +446,20 @@
         const page = safeUrl(this.getAttribute("src") || (own ? own[1] : ""));
         if (this.shadowRoot || !page) return;
         const origin = new URL(page).origin;
-        const link = (href) => el("link", "", { rel: "stylesheet", href: origin + href });
-        const root = el("div", "np", { "data-endpoint": page + ".json", "data-events": page + "/events" });
+        if (!this.hasAttribute("theme")) this.setAttribute("theme", "auto");
+        // The look is set on the host (:host([theme])), so page CSS on now-playing wins over it.
+        const root = el("div", "np", { "data-endpoint": page + ".json", "data-events": page + "/events", "data-theme": "host" });
         for (const a of ATTRS) {
           const v = this.getAttribute(a);
-          if (v !== null) root.dataset[a.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = v;
+          if (v !== null && a !== "theme") root.dataset[a.replace(/-(\w)/g, (_, c) => c.toUpperCase())] = v;
         }
-        this.attachShadow({ mode: "open" }).append(link("/static/widget.css"), link("/static/element.css"), root);
-        new Widget(root);
+        const widget = new Widget(root);
+        const links = ["themes", "widget", "element"].map((name) => {
+          const link = el("link", "", { rel: "stylesheet", href: origin + "/static/" + name + ".css" });
+          link.addEventListener("load", () => widget.layout());
+          return link;
+        });
+        this.attachShadow({ mode: "open" }).append(...links, root);
       }
     });
   }

@@ -1,0 +1,44 @@
+"""``/static/themes.css``: the theme set of :mod:`nowplaying.themes` as CSS custom properties.
+
+Generated, never written by hand, so the embed page, the owner's widget, the overlay and the
+``<now-playing>`` element wear exactly the looks the SVG card draws. Each theme applies to
+``.np[data-theme=…]`` on a page and to ``:host([theme=…])`` in the element's Shadow DOM (set on
+the host, so a page's own ``now-playing { --np-accent: … }`` wins over it). Besides colours and
+sizes, three properties tell ``widget.js`` how a look is laid out (it copies them to data
+attributes that ``widget.css`` styles): ``--np-cover`` (square, bleed, backdrop, none),
+``--np-times`` (1: ``m:ss`` under the bar) and ``--np-label`` (0: no state line).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nowplaying.themes import THEMES, Theme, stylesheet
+
+
+def selector(theme: Theme) -> str:
+    return f'.np[data-theme="{theme}"],:host([theme="{theme}"])'
+
+
+@functools.cache
+def themes_css() -> tuple[bytes, str]:
+    """The stylesheet and its ETag, built once."""
+    layout = "\n".join(
+        f"{selector(s.theme)}{{--np-cover:{s.layout.cover};"
+        f"--np-times:{int(s.layout.times)};--np-label:{int(s.layout.label)}}}"
+        for s in THEMES.values()
+    )
+    body = (stylesheet(selector) + layout + "\n").encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+
+
+async def themes(request: Request) -> Response:
+    body, etag = themes_css()
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/css; charset=utf-8", headers=headers)
