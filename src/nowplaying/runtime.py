@@ -17,6 +17,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from .alerts import Alerter, LocalClaims, RedisClaims
 from .clock import Clock, SystemClock
 from .config import Settings
 from .coord import Coordinator, LocalCoordinator
@@ -26,7 +27,13 @@ from .live import LiveHub
 from .models import NowPlaying, PlayedItem
 from .problems import AccountProblems
 from .simulator import Simulator
-from .spotify import SCOPE_RECENTLY_PLAYED, Forbidden, SpotifyClient
+from .spotify import (
+    SCOPE_RECENTLY_PLAYED,
+    Forbidden,
+    RateLimited,
+    ReconnectRequired,
+    SpotifyClient,
+)
 from .store import AccountStatus, Store, StoreError, open_store
 from .tokens import TokenManager
 
@@ -49,6 +56,8 @@ class Runtime:
     """Shared with the hub and the tokens (the web layer's public-id cache listens on it)."""
     problems: AccountProblems | None = None
     """Spotify's refusals of accounts (dev-mode 403s), noted by the poll path."""
+    alerts: Alerter | None = None
+    """Owner alerts, when ``NOWPLAYING_ALERT_WEBHOOK`` is set."""
 
 
 async def read_now_playing(
@@ -56,14 +65,24 @@ async def read_now_playing(
     client: SpotifyClient,
     account_id: str,
     problems: AccountProblems | None = None,
+    alerts: Alerter | None = None,
 ) -> NowPlaying:
     """One upstream read of what the account plays (tokens handled); a 403 is noted in
-    ``problems`` (what the owner must fix), an answer clears it."""
+    ``problems`` (what the owner must fix), an answer clears it; a lost grant and a long pause
+    are handed to ``alerts`` (queued, never waited for)."""
     try:
         playing = await tokens.call(account_id, client.currently_playing)
     except Forbidden as e:
         if problems is not None:
             problems.note(account_id, e)
+        raise
+    except ReconnectRequired:
+        if alerts is not None:
+            alerts.reconnect_needed(account_id)
+        raise
+    except RateLimited as e:
+        if alerts is not None:
+            alerts.paused(e.retry_after, e.reason)
         raise
     if problems is not None:
         problems.clear(account_id)
@@ -130,6 +149,32 @@ def make_cipher(settings: Settings) -> TokenCipher:
     )
 
 
+async def _start_alerts(
+    settings: Settings,
+    store: Store,
+    clock: Clock,
+    public_origin: str,
+    stack: contextlib.AsyncExitStack,
+) -> Alerter | None:
+    """The owner alerts' background task, when a webhook is configured."""
+    webhook = settings.nowplaying_alert_webhook.get_secret_value()
+    if not webhook:
+        return None
+    redis_url = settings.nowplaying_redis_url
+    db = settings.sqlite_path
+    sent_file = db.with_name(db.name + ".alerts.json") if db and str(db) != ":memory:" else None
+    alerter = Alerter(
+        webhook,
+        store=store,
+        clock=clock,
+        claims=RedisClaims(redis_url, clock) if redis_url else LocalClaims(clock, sent_file),
+        owner_url=f"{public_origin}/",
+    )
+    await alerter.start()
+    stack.push_async_callback(alerter.close)
+    return alerter
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -139,8 +184,10 @@ async def open_runtime(
     store: Store | None = None,
     clock: Clock | None = None,
     simulator: Simulator | None = None,
+    alerts: bool = False,
 ) -> AsyncIterator[Runtime]:
-    """Open everything; close what was opened here (injected parts stay the caller's)."""
+    """Open everything; close what was opened here (injected parts stay the caller's).
+    ``alerts``: run the owner alerts (the server does; a CLI command does not)."""
     clock = clock or SystemClock()
     async with contextlib.AsyncExitStack() as stack:
         if store is None:
@@ -176,8 +223,11 @@ async def open_runtime(
         )
         tokens = TokenManager(client, store, clock, coord=coord)
         problems = AccountProblems(clock)
+        alerter = (
+            await _start_alerts(settings, store, clock, public_origin, stack) if alerts else None
+        )
         hub = LiveHub(
-            functools.partial(read_now_playing, tokens, client, problems=problems),
+            functools.partial(read_now_playing, tokens, client, problems=problems, alerts=alerter),
             clock,
             poll_seconds=settings.nowplaying_poll_seconds,
             history=functools.partial(read_last_played, store, tokens, client),
@@ -187,4 +237,4 @@ async def open_runtime(
         )
         await hub.start()
         stack.push_async_callback(hub.close)
-        yield Runtime(settings, clock, store, http, client, tokens, hub, coord, problems)
+        yield Runtime(settings, clock, store, http, client, tokens, hub, coord, problems, alerter)

@@ -70,6 +70,7 @@ def create_app(
             store=store,
             clock=clock,
             simulator=simulator,
+            alerts=True,
         ) as rt:
             app_metrics.watch(rt.http)
             app_metrics.bind(rt.hub, rt.tokens)
@@ -104,6 +105,7 @@ def create_app(
                 published=PublishedAccounts(rt.store, rt.clock, rt.coord),
                 metrics=app_metrics,
                 problems=rt.problems,
+                alerts=rt.alerts,
             )
             yield
 

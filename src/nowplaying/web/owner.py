@@ -24,6 +24,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from nowplaying.alerts import GRANT_LIFETIME
 from nowplaying.spotify import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, Pause
 
@@ -31,7 +32,6 @@ from .security import same_origin
 from .state import Services, services
 
 PRIVATE = {"Cache-Control": "private, no-store"}
-GRANT_LIFETIME = 182 * 86400  # Spotify refresh tokens die six months after consent (2026)
 
 
 def new_public_id() -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from nowplaying.alerts import Alerter
 from nowplaying.clock import Clock
 from nowplaying.config import Settings
 from nowplaying.coord import Coordinator
@@ -46,6 +47,8 @@ class Services:
     """Spotify's refusals of accounts (development-mode 403s), for the owner page."""
     cards: CardCache = field(default_factory=CardCache)
     """Rendered SVG cards (see :mod:`nowplaying.web.cards`)."""
+    alerts: Alerter | None = None
+    """The owner alerts (``NOWPLAYING_ALERT_WEBHOOK``), when configured."""
 
     @property
     def demo(self) -> bool:
