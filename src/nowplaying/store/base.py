@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class StoreError(Exception):
@@ -43,7 +43,7 @@ class Account:
     the stored row is untouched, so configuring the old key again brings the account back."""
 
     @property
-    def reconnect_reason(self) -> str | None:
+    def reconnect_reason(self) -> Literal["unknown_key", "revoked"] | None:
         """Why the account needs reconnecting: ``"unknown_key"``, ``"revoked"``, or None."""
         if self.key_missing:
             return "unknown_key"

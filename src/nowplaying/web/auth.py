@@ -52,7 +52,7 @@ async def home(request: Request) -> Response:
         return pages.home_anonymous(demo=svc.demo)
     info = owner.describe(svc, account)
     share = pages.Share(
-        links=info["links"],
+        links=info.links.data() if info.links else None,
         last_played=account.show_last_played,
         reconnect_by=datetime.fromtimestamp(owner.reconnect_by(account), UTC).strftime("%d %B %Y"),
     )

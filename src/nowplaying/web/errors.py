@@ -7,16 +7,25 @@ states as data instead, and the SVG card is always an image: those are answers, 
 ::
 
     Refusal
+     ├── BadRequest           400 bad_request
      ├── NotConnected         401 not_connected
      ├── ReconnectRequired    401 reconnect_required
      ├── Unauthorized         401 unauthorized (a missing or wrong bearer token on /metrics)
+     ├── Forbidden            403 forbidden (a cross-site write)
      ├── NotFound             404 not_found
+     ├── BodyTooLarge         413 body_too_large
+     ├── HeadersTooLarge      431 headers_too_large
+     ├── TooManyRequests      429 too_many_requests, Retry-After
      └── Unavailable          503 unavailable, Retry-After
+
+The ASGI middleware that refuses before any route runs (limits, trusted hosts) answers with
+:meth:`Refusal.response` too, so the envelope is built here alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from starlette.responses import Response
@@ -41,6 +50,12 @@ class Refusal(Exception):
         )
 
 
+class BadRequest(Refusal):
+    """The request says something unreadable (a bad body, an unknown host)."""
+
+    status, code = 400, ErrorCode.BAD_REQUEST
+
+
 class NotConnected(Refusal):
     status, code = 401, ErrorCode.NOT_CONNECTED
 
@@ -53,15 +68,47 @@ class Unauthorized(Refusal):
     status, code = 401, ErrorCode.UNAUTHORIZED
 
 
+class Forbidden(Refusal):
+    """A state-changing request that did not come from our own pages."""
+
+    status, code = 403, ErrorCode.FORBIDDEN
+
+
 class NotFound(Refusal):
     status, code = 404, ErrorCode.NOT_FOUND
 
 
-class Unavailable(Refusal):
-    status, code = 503, ErrorCode.UNAVAILABLE
+class BodyTooLarge(Refusal):
+    """A request body over the limit (declared, or streamed past it)."""
+
+    status, code = 413, ErrorCode.BODY_TOO_LARGE
+
+
+class HeadersTooLarge(Refusal):
+    """Request headers over the limit."""
+
+    status, code = 431, ErrorCode.HEADERS_TOO_LARGE
+
+
+class _ComeBackLater(Refusal):
+    """A refusal that says, in whole seconds (at least one), when asking again can succeed."""
+
+    rounding: ClassVar[Callable[[float], int]] = round
 
     def __init__(self, message: str | None = None, *, retry_after: float) -> None:
-        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))})
+        seconds = max(1, type(self).rounding(retry_after))
+        super().__init__(message, headers={"Retry-After": str(seconds)})
+
+
+class TooManyRequests(_ComeBackLater):
+    """A client over its rate limit; rounded up, so a polite client is never early."""
+
+    status, code = 429, ErrorCode.TOO_MANY_REQUESTS
+    rounding = math.ceil
+
+
+class Unavailable(_ComeBackLater):
+    status, code = 503, ErrorCode.UNAVAILABLE
 
 
 def json_response(

@@ -8,14 +8,14 @@ before this runs). Buckets live in this process: with several instances each enf
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nowplaying.clock import Clock
+
+from .errors import BodyTooLarge, HeadersTooLarge, Refusal, TooManyRequests
 
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024
@@ -48,24 +48,12 @@ def rules(*, login_per_minute: float = 20.0, public_per_second: float = 10.0) ->
 DEFAULT_RULES = rules()
 
 
-async def _refuse(
-    send: Send, status: int, error: str, message: str, extra: tuple[tuple[bytes, bytes], ...] = ()
-) -> None:
-    body = json.dumps({"error": error, "message": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"x-content-type-options", b"nosniff"),
-                *extra,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+#: Refused before any route (and outside the security headers), so these are set here.
+_REFUSED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
+    await refusal.response(_REFUSED)(scope, receive, send)
 
 
 class RequestLimits:
@@ -82,11 +70,11 @@ class RequestLimits:
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         if sum(len(k) + len(v) for k, v in headers) > self.max_headers:
-            await _refuse(send, 431, "headers_too_large", "Request headers are too large.")
+            await _refuse(scope, receive, send, HeadersTooLarge("Request headers are too large."))
             return
         declared = next((v for k, v in headers if k == b"content-length"), None)
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await _refuse(send, 413, "body_too_large", "The request body is too large.")
+            await _refuse(scope, receive, send, BodyTooLarge(_TOO_LARGE))
             return
         seen = 0
 
@@ -96,17 +84,21 @@ class RequestLimits:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:  # a chunked body that keeps going
-                    raise BodyTooLarge
+                    raise _Overflow
             return message
 
         try:
             await self.app(scope, counted, send)
-        except BodyTooLarge:
-            await _refuse(send, 413, "body_too_large", "The request body is too large.")
+        except _Overflow:
+            await _refuse(scope, receive, send, BodyTooLarge(_TOO_LARGE))
 
 
-class BodyTooLarge(Exception):
-    """A streamed body went over the limit."""
+_TOO_LARGE = "The request body is too large."
+
+
+class _Overflow(Exception):
+    """A streamed body went over the limit (not a Refusal: the app's handlers must let it
+    through to :class:`RequestLimits`)."""
 
 
 class RateLimit:
@@ -127,14 +119,10 @@ class RateLimit:
                 wait = self._take(rule, str(client[0]))
                 if wait > 0:
                     self.refused += 1
-                    retry = str(max(1, math.ceil(wait))).encode()
-                    await _refuse(
-                        send,
-                        429,
-                        "too_many_requests",
-                        "Too many requests from this address; slow down.",
-                        ((b"retry-after", retry),),
+                    refusal = TooManyRequests(
+                        "Too many requests from this address; slow down.", retry_after=wait
                     )
+                    await _refuse(scope, receive, send, refusal)
                     return
         await self.app(scope, receive, send)
 

@@ -19,15 +19,16 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from nowplaying import views
 from nowplaying.alerts import GRANT_LIFETIME
 from nowplaying.spotify import SCOPE_RECENTLY_PLAYED
-from nowplaying.store import Account, Pause
+from nowplaying.store import Account, AccountStatus, Pause
 
+from .errors import BadRequest, Forbidden, NotConnected, json_response
 from .security import same_origin
 from .state import Services, services
 
@@ -43,20 +44,16 @@ def reconnect_by(account: Account) -> float:
     return account.consented_at + GRANT_LIFETIME
 
 
-def share_links(svc: Services, public_id: str) -> dict[str, str]:
+def share_links(svc: Services, public_id: str) -> views.ShareLinks:
     base = f"{svc.public_origin}/p/{public_id}"
-    return {
-        "page": base,
-        "json": f"{base}.json",
-        "svg": f"{base}.svg",
-        "events": f"{base}/events",
-        "open": f"{base}/open",
-        "recent": f"{base}/recent.svg",
-    }
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return views.ShareLinks(
+        page=base,
+        json_=f"{base}.json",
+        svg=f"{base}.svg",
+        events=f"{base}/events",
+        open=f"{base}/open",
+        recent=f"{base}/recent.svg",
+    )
 
 
 def pause_note(pause: Pause | None) -> str | None:
@@ -70,29 +67,31 @@ def pause_note(pause: Pause | None) -> str | None:
     return f"Spotify paused this app until {until:%H:%M} (UTC) on {until:%d %B %Y}."
 
 
-def describe(svc: Services, account: Account) -> dict[str, Any]:
+def describe(svc: Services, account: Account, *, reconsent_url: str | None = None) -> views.Account:
     """The ``/api/account`` object."""
     pause = svc.hub.pause
-    return {
-        "displayName": account.display_name,
-        "status": str(account.status),
-        "published": account.public_id is not None,
-        "publicId": account.public_id,
-        "links": share_links(svc, account.public_id) if account.public_id else None,
-        "lastPlayed": account.show_last_played,
-        "lastPlayedGranted": SCOPE_RECENTLY_PLAYED in account.scopes,
-        "reconnectBy": _iso(reconnect_by(account)),
-        "reconnectReason": account.reconnect_reason,
-        "pausedUntil": round(pause.until * 1000) if pause else None,
-        "pauseReason": pause.reason if pause else None,
-        "spotifyRefusal": _refusal(svc, account.id),
-    }
+    return views.Account(
+        display_name=account.display_name,
+        status="active" if account.status is AccountStatus.ACTIVE else "reconnect_required",
+        published=account.public_id is not None,
+        public_id=account.public_id,
+        links=share_links(svc, account.public_id) if account.public_id else None,
+        last_played=account.show_last_played,
+        last_played_granted=SCOPE_RECENTLY_PLAYED in account.scopes,
+        # Whole seconds, as the page shows it.
+        reconnect_by=datetime.fromtimestamp(int(reconnect_by(account)), UTC),
+        reconnect_reason=account.reconnect_reason,
+        paused_until=round(pause.until * 1000) if pause else None,
+        pause_reason=pause.reason if pause else None,
+        spotify_refusal=_refusal(svc, account.id),
+        reconsent_url=reconsent_url,
+    )
 
 
-def _refusal(svc: Services, account_id: str) -> dict[str, str] | None:
-    """Spotify's development-mode 403 for the account (``kind``, ``message``), if any."""
+def _refusal(svc: Services, account_id: str) -> views.SpotifyRefusal | None:
+    """Spotify's development-mode 403 for the account, if any."""
     refusal = svc.problems.get(account_id) if svc.problems else None
-    return {"kind": refusal.kind, "message": refusal.fix} if refusal else None
+    return views.SpotifyRefusal(kind=refusal.kind, message=refusal.fix) if refusal else None
 
 
 OwnerHandler = Callable[[Request, Services, Account], Awaitable[Response]]
@@ -107,13 +106,11 @@ def owner_route(
         async def endpoint(request: Request) -> Response:
             svc = services(request)
             if write and not same_origin(request, svc.public_origin):
-                return _json(
-                    {"error": "forbidden", "message": "Cross-site requests are refused."}, 403
-                )
+                raise Forbidden("Cross-site requests are refused.")
             session = await svc.sessions.current(request)
             account = await svc.store.get_account_info(session.account_id) if session else None
             if account is None:
-                return _json({"error": "not_connected"}, 401)
+                raise NotConnected
             return await fn(request, svc, account)
 
         return endpoint
@@ -158,25 +155,29 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
     except (ValueError, RecursionError):  # not JSON, or nested deeper than anyone means to
         body = None
     if not isinstance(body, dict) or not isinstance(body.get("lastPlayed"), bool):
-        return _json({"error": "bad_request", "message": 'Send {"lastPlayed": true|false}.'}, 400)
+        raise BadRequest('Send {"lastPlayed": true|false}.')
     on: bool = body["lastPlayed"]
     await svc.store.set_show_last_played(account.id, on)
     await svc.published.forget(account.id)
     svc.hub.refresh_history(account.id)
     response = await _fresh(svc, account.id)
-    if on and SCOPE_RECENTLY_PLAYED not in account.scopes and response.status_code == 200:
-        data = describe(svc, replace(account, show_last_played=True))
-        data["reconsentUrl"] = "/login?with=recently-played"
-        return _json(data)
+    if on and SCOPE_RECENTLY_PLAYED not in account.scopes:
+        return _json(
+            describe(
+                svc,
+                replace(account, show_last_played=True),
+                reconsent_url="/login?with=recently-played",
+            )
+        )
     return response
 
 
 async def _fresh(svc: Services, account_id: str) -> Response:
     account = await svc.store.get_account_info(account_id)
     if account is None:  # disconnected meanwhile
-        return _json({"error": "not_connected"}, 401)
+        raise NotConnected
     return _json(describe(svc, account))
 
 
-def _json(data: dict[str, Any], status: int = 200) -> Response:
-    return JSONResponse(data, status, headers=PRIVATE)
+def _json(view: views.Account) -> Response:
+    return json_response(view, headers=PRIVATE)

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import BadRequest
 
 access_log = logging.getLogger("nowplaying.access")
 
@@ -86,11 +87,7 @@ class TrustedHosts:
                 server = scope.get("server")
                 name = str(server[0]).lower() if server else None
             if name not in self.hosts:
-                refusal = JSONResponse(
-                    {"error": "bad_request", "message": "Unknown host."},
-                    400,
-                    headers={"Cache-Control": "no-store"},
-                )
+                refusal = BadRequest("Unknown host.").response({"Cache-Control": "no-store"})
                 await refusal(scope, receive, send)
                 return
         await self.app(scope, receive, send)

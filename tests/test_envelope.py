@@ -1,0 +1,172 @@
+"""One definition of each answer: ``/api/account`` is serialized from the ``Account`` model, and
+every refusal — from a route or from the middleware that refuses before any route (limits,
+trusted hosts) — is the one ``{"error", "message"}`` envelope built by ``web/errors.py``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from nowplaying import views
+from nowplaying.clock import FakeClock
+from nowplaying.web.errors import (
+    BadRequest,
+    BodyTooLarge,
+    Forbidden,
+    HeadersTooLarge,
+    Refusal,
+    TooManyRequests,
+)
+from nowplaying.web.limits import RateLimit, RequestLimits, Rule
+from nowplaying.web.security import TrustedHosts
+from tests.conftest import ORIGIN, Env
+
+pytestmark = pytest.mark.anyio
+
+SAME = {"Origin": ORIGIN}
+ACCOUNT_KEYS = [
+    "displayName",
+    "status",
+    "published",
+    "publicId",
+    "links",
+    "lastPlayed",
+    "lastPlayedGranted",
+    "reconnectBy",
+    "reconnectReason",
+    "pausedUntil",
+    "pauseReason",
+    "spotifyRefusal",
+]
+
+
+async def test_api_account_is_the_account_model(connected: Env) -> None:
+    """/api/account, before and after publishing, is exactly what the model serializes: the
+    keys in order, the links, the reconnect date in whole seconds (UTC, ``Z``)."""
+    before = (await connected.client.get("/api/account")).json()
+    published = await connected.client.post("/api/account/publish", headers=SAME)
+    after = published.json()
+    for data in (before, after):
+        assert list(data) == ACCOUNT_KEYS
+        assert views.Account.model_validate(data).data() == data
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["reconnectBy"])
+    assert before["links"] is None and before["published"] is False
+    base = f"{ORIGIN}/p/{after['publicId']}"
+    assert after["links"] == {
+        "page": base,
+        "json": f"{base}.json",
+        "svg": f"{base}.svg",
+        "events": f"{base}/events",
+        "open": f"{base}/open",
+        "recent": f"{base}/recent.svg",
+    }
+
+
+async def test_owner_refusals_are_the_envelope(connected: Env) -> None:
+    """A cross-site write, a bad settings body, no session: each the model's envelope."""
+    cross = await connected.client.post(
+        "/api/account/publish", headers={"Origin": "https://evil.example"}
+    )
+    bad = await connected.client.post("/api/account/settings", json={"x": 1}, headers=SAME)
+    connected.client.cookies.clear()
+    anonymous = await connected.client.get("/api/account")
+    assert (cross.status_code, cross.json()) == (
+        403,
+        {"error": "forbidden", "message": "Cross-site requests are refused."},
+    )
+    assert (bad.status_code, bad.json()) == (
+        400,
+        {"error": "bad_request", "message": 'Send {"lastPlayed": true|false}.'},
+    )
+    assert (anonymous.status_code, anonymous.json()) == (401, {"error": "not_connected"})
+    for response in (cross, bad, anonymous):
+        assert response.headers["cache-control"] == "private, no-store"
+
+
+async def _echo(request: Request) -> Response:
+    return PlainTextResponse(str(len(await request.body())))
+
+
+@pytest.fixture
+async def guarded() -> AsyncIterator[httpx.AsyncClient]:
+    """A tiny app behind the limits and the host check, in create_app's order."""
+    rule = Rule("public", lambda p: p == "/p/limited", rate=1.0, burst=1)
+    app = Starlette(
+        routes=[Route(p, _echo, methods=["GET", "POST"]) for p in ("/p/x", "/p/limited")],
+        middleware=[
+            Middleware(RequestLimits, max_body=100, max_headers=2000),
+            Middleware(RateLimit, clock=FakeClock(), rules=(rule,)),
+            Middleware(TrustedHosts, hosts={"testserver"}),
+        ],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def _same_as(response: httpx.Response, refusal: Refusal) -> None:
+    """The middleware's answer is the refusal's own response: status, body, Retry-After."""
+    expected = refusal.response({})
+    assert response.status_code == expected.status_code
+    assert response.content == bytes(expected.body)
+    views.Error.model_validate(response.json())
+    assert response.headers.get("retry-after") == expected.headers.get("retry-after")
+    assert response.headers["content-type"] == "application/json"
+
+
+async def test_middleware_refusals_are_the_envelope(guarded: httpx.AsyncClient) -> None:
+    """413 (declared and streamed), 431, 429 and an unknown host: each the one envelope,
+    never cached; the limits also say nosniff (they answer outside the security headers)."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(5):
+            yield b"x" * 50
+
+    declared = await guarded.post("/p/x", content=b"x" * 101)
+    streamed = await guarded.post("/p/x", content=chunks())
+    headers = await guarded.get("/p/x", headers={"X-Padding": "x" * 2000})
+    allowed = await guarded.get("/p/limited")
+    limited = await guarded.get("/p/limited")
+    host = await guarded.get("/p/x", headers={"Host": "evil.example"})
+    assert allowed.status_code == 200
+    _same_as(declared, BodyTooLarge("The request body is too large."))
+    _same_as(streamed, BodyTooLarge("The request body is too large."))
+    _same_as(headers, HeadersTooLarge("Request headers are too large."))
+    _same_as(
+        limited, TooManyRequests("Too many requests from this address; slow down.", retry_after=1)
+    )
+    _same_as(host, BadRequest("Unknown host."))
+    for response in (declared, streamed, headers, limited):
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert host.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status", "slug"),
+    [
+        (BadRequest(), 400, "bad_request"),
+        (Forbidden(), 403, "forbidden"),
+        (BodyTooLarge(), 413, "body_too_large"),
+        (HeadersTooLarge(), 431, "headers_too_large"),
+        (TooManyRequests(retry_after=0.2), 429, "too_many_requests"),
+    ],
+)
+def test_each_new_refusal_has_its_status_and_slug(refusal: Refusal, status: int, slug: str) -> None:
+    response = refusal.response({})
+    assert response.status_code == status
+    assert views.Error.model_validate_json(bytes(response.body)).error == slug
+
+
+def test_too_many_requests_rounds_retry_after_up() -> None:
+    """Retry-After is whole seconds, rounded up (never early), at least one."""
+    assert TooManyRequests(retry_after=0.2).response({}).headers["retry-after"] == "1"
+    assert TooManyRequests(retry_after=7.1).response({}).headers["retry-after"] == "8"
