@@ -91,7 +91,10 @@ def describe(svc: Services, account: Account, *, reconsent_url: str | None = Non
 def _refusal(svc: Services, account_id: str) -> views.SpotifyRefusal | None:
     """Spotify's development-mode 403 for the account, if any."""
     refusal = svc.problems.get(account_id) if svc.problems else None
-    return views.SpotifyRefusal(kind=refusal.kind, message=refusal.fix) if refusal else None
+    if refusal is None:
+        return None
+    # Validated: the kind is a plain str in problems.py, one of three slugs on the wire.
+    return views.SpotifyRefusal.model_validate({"kind": refusal.kind, "message": refusal.fix})
 
 
 OwnerHandler = Callable[[Request, Services, Account], Awaitable[Response]]
