@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle simulator clean
+.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle simulator gallery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,8 @@ simulator: $(STAMP)
 	$(BIN)/nowplaying simulator
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench soak
-	$(BIN)/ruff format --check src tests bench soak
+	$(BIN)/ruff check src tests bench soak scripts
+	$(BIN)/ruff format --check src tests bench soak scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -52,6 +52,10 @@ soak: $(STAMP)
 # restarts, key rotation, CLI re-login, the quota lockout; see docs/operations.md.
 soak-lifecycle: $(STAMP)
 	$(BIN)/python -m soak lifecycle
+
+# The README gallery: one PNG per theme under docs/img, rendered by Chromium (scripts/gallery.py).
+gallery: $(STAMP)
+	$(BIN)/python scripts/gallery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

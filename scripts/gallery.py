@@ -20,10 +20,11 @@ from playwright.sync_api import Page, sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.browser.conftest import ARGS, CHROMIUM, Shared, demo_settings, publish_over_http  # noqa: E402
+from tests.live_server import free_port, serve  # noqa: E402
+
 from nowplaying.themes import THEMES, Theme  # noqa: E402
 from nowplaying.web import create_app  # noqa: E402
-from tests.browser.conftest import ARGS, CHROMIUM, Shared, _demo_settings, publish_over_http  # noqa: E402
-from tests.live_server import free_port, serve  # noqa: E402
 
 
 def shoot(page: Page, url: str, out: Path) -> None:
@@ -44,16 +45,16 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    with tempfile.TemporaryDirectory() as folder, serve(
-        create_app(_demo_settings(port, Path(folder))), port
-    ) as base:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        serve(create_app(demo_settings(port, Path(folder))), port) as base,
+    ):
         demo = Shared(base, publish_over_http(base))
         demo.play(0)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             for scheme in ("light", "dark"):
                 context = browser.new_context(
-                    viewport={"width": 560, "height": 220},
                     device_scale_factor=2,
                     color_scheme=scheme,
                     reduced_motion="reduce",
@@ -63,11 +64,12 @@ def main() -> None:
                     if scheme == "dark" and theme is not Theme.AUTO:
                         continue
                     name = f"theme-{theme}" + ("-dark" if scheme == "dark" else "")
+                    # As in an iframe as wide as the SVG card of the same look.
+                    page.set_viewport_size({"width": THEMES[theme].layout.width, "height": 240})
                     shoot(page, f"{demo.link}?theme={theme}", args.out / f"{name}.png")
                 context.close()
             context = browser.new_context(viewport={"width": 1280, "height": 300})
             page = context.new_page()
-            page.goto(f"{demo.link}/overlay?theme=karaoke")
             shoot(page, f"{demo.link}/overlay?theme=karaoke", args.out / "overlay.png")
             browser.close()
 

@@ -12,7 +12,7 @@ from nowplaying.themes import THEMES, Theme
 from nowplaying.web import dropin, styles
 from nowplaying.web.overlay import OverlayOptions
 from nowplaying.web.pages import EMBED_CSP
-from tests.conftest import Env
+from tests.conftest import ORIGIN, Env
 from tests.test_public import publish
 
 pytestmark = pytest.mark.anyio
@@ -145,3 +145,20 @@ async def test_themes_css_is_generated_from_the_theme_set(connected: Env) -> Non
         "/static/themes.css", headers={"If-None-Match": response.headers["etag"]}
     )
     assert again.status_code == 304
+
+
+async def test_owner_page_offers_a_snippet_for_each_way_of_embedding(connected: Env) -> None:
+    """iframe, embed.js, the element, a <picture> with light/dark sources, the overlay URL."""
+    public_id = await publish(connected)
+    home = (await connected.client.get("/")).text
+    page = f"{ORIGIN}/p/{public_id}"
+    for text in (
+        f"&lt;iframe src=&#34;{page}?theme=auto&#34;",
+        f"&lt;script src=&#34;{page}/embed.js&#34; async&gt;&lt;/script&gt;",
+        f"&lt;now-playing src=&#34;{page}&#34; theme=&#34;auto&#34;&gt;",
+        "&lt;source media=&#34;(prefers-color-scheme: dark)&#34; "
+        f"srcset=&#34;{page}.svg?theme=dark&#34;&gt;",
+        f"&lt;img src=&#34;{page}.svg?theme=light&#34;",
+        f"{page}/overlay?fade=10",
+    ):
+        assert text in home

@@ -98,7 +98,7 @@ def other_origin(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server.server_close()
 
 
-def _demo_settings(port: int, folder: Path) -> Settings:
+def demo_settings(port: int, folder: Path) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         spotify_client_id="",
@@ -111,7 +111,7 @@ def _demo_settings(port: int, folder: Path) -> Settings:
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     port = free_port()
-    with serve(create_app(_demo_settings(port, tmp_path)), port) as base:
+    with serve(create_app(demo_settings(port, tmp_path)), port) as base:
         yield Demo(base)
 
 
@@ -146,7 +146,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     """One published demo account per module: connected over HTTP (no browser), then published."""
     port = free_port()
     folder = tmp_path_factory.mktemp("shared")
-    with serve(create_app(_demo_settings(port, folder)), port) as base:
+    with serve(create_app(demo_settings(port, folder)), port) as base:
         yield Shared(base, publish_over_http(base))
 
 

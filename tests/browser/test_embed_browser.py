@@ -147,3 +147,28 @@ def test_the_script_alone_places_the_element(
     assert page.evaluate("document.querySelector('#before + script + now-playing') !== null")
     assert page.locator("now-playing").get_attribute("theme") == "auto"
     assert page.evaluate("window.__violations") == []
+
+
+def test_one_live_region_alt_text_and_reduced_motion(page: Page, playing: Shared) -> None:
+    """The widget has one live region, not nested; the cover has alt text; reduced motion
+    stops the equalizer and the progress animation."""
+    page.emulate_media(reduced_motion="reduce")
+    page.goto(f"{playing.link}?theme=dark")
+    widget = page.locator("#np-widget")
+    expect(widget.locator(".np__title")).to_have_text("Hoppípolla")
+    regions = page.evaluate(
+        "() => [...document.querySelectorAll('[aria-live], [role=status], [role=alert], "
+        "[role=log], [role=marquee], [role=timer]')].map(e => e.className)"
+    )
+    assert regions == ["np__announce"]
+    expect(widget.locator(".np__announce")).to_have_text("Now playing: Hoppípolla by Sigur Rós")
+    expect(widget.locator("img.np__cover")).to_have_attribute("alt", "Cover of Takk…")
+    moving = widget.evaluate(
+        "e => [getComputedStyle(e.querySelector('.np__bar')).animationName,"
+        " getComputedStyle(e.querySelector('.np__progress-fill')).transitionDuration]"
+    )
+    assert moving == ["none", "0s"]
+    page.emulate_media(reduced_motion="no-preference")
+    assert widget.evaluate("e => getComputedStyle(e.querySelector('.np__bar')).animationName") == (
+        "np-eq"
+    )

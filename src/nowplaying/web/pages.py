@@ -79,13 +79,29 @@ class Share:
             f'<iframe src="{page}?theme=auto" width="420" height="120" '
             'style="border:0" title="Now playing on Spotify" loading="lazy"></iframe>'
         )
+        picture = (
+            f'<a href="{opener}">\n  <picture>\n'
+            f'    <source media="(prefers-color-scheme: dark)" srcset="{svg}?theme=dark">\n'
+            f'    <img src="{svg}?theme=light" alt="Now playing on Spotify" width="420"'
+            ' height="120">\n  </picture>\n</a>'
+        )
+        script = f'<script src="{page}/embed.js" async></script>'
+        element = f'<now-playing src="{page}" theme="auto"></now-playing>\n{script}'
         fetch = (
             f'fetch("{js}").then(r => r.json()).then(np => {{\n'
             "  el.textContent = np.isPlaying ? `${np.title} — ${np.artist}` : 'Not playing';\n});"
         )
         return [
             Snippet("md", "Markdown for a README", f"[![Now playing on Spotify]({svg})]({opener})"),
-            Snippet("iframe", "Embed on a web page", iframe),
+            Snippet("picture", "A README on GitHub, light and dark (HTML)", picture),
+            Snippet("iframe", "Embed on a web page (iframe)", iframe),
+            Snippet("script", "Drop-in script: the widget where the script stands", script),
+            Snippet("element", "Custom element, themable with CSS (--np-accent...)", element),
+            Snippet(
+                "overlay",
+                "OBS browser source (1920x1080; ?layout=strip, ?fade=10)",
+                f"{page}/overlay?fade=10",
+            ),
             Snippet("fetch", "Your own front end (JSON, CORS enabled)", fetch),
         ]
 
