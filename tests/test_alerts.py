@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -268,9 +269,10 @@ async def test_two_instances_send_one_alert_through_redis(
     flushed: str, receiver: Receiver, store: SQLiteStore, clock: FakeClock
 ) -> None:
     alert = expiry_alert(account(consented_at=clock.now()), 14, "https://np.test/")
+    redis_one, redis_two = aioredis.Redis.from_url(flushed), aioredis.Redis.from_url(flushed)
     async with (
-        alerter(receiver.url, store, clock, claims=RedisClaims(flushed, clock)) as one,
-        alerter(receiver.url, store, clock, claims=RedisClaims(flushed, clock)) as two,
+        alerter(receiver.url, store, clock, claims=RedisClaims(redis_one, clock)) as one,
+        alerter(receiver.url, store, clock, claims=RedisClaims(redis_two, clock)) as two,
     ):
         one.notify(alert)
         two.notify(alert)
@@ -278,6 +280,8 @@ async def test_two_instances_send_one_alert_through_redis(
         await settle(two, clock)
         assert one.counts["sent"] + two.counts["sent"] == 1
         assert one.counts["duplicate"] + two.counts["duplicate"] == 1
+    await redis_one.aclose()
+    await redis_two.aclose()
     assert len(receiver.bodies) == 1
 
 

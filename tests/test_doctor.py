@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from pydantic import SecretStr
 
 from nowplaying.clock import FakeClock, SystemClock
@@ -28,7 +29,6 @@ from nowplaying.spotify import SCOPE_CURRENTLY_PLAYING
 from nowplaying.store import Account, Pause, SQLiteStore
 from tests.conftest import SECRET_KEY, make_settings
 from tests.live_server import free_port, serve
-from tests.services import REDIS_URL, require
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,11 +233,23 @@ async def test_unreachable_database_and_redis_fail_without_printing_passwords(
     assert "hunter2" not in text
 
 
-async def test_a_reachable_redis_passes(scene: Scene) -> None:
-    require(REDIS_URL, "Redis")
-    code, text = await scene.doctor(scene.settings(nowplaying_redis_url=REDIS_URL))
-    assert f"ok    redis: {safe_url(REDIS_URL)}" in text
+async def test_a_reachable_redis_passes_and_its_shared_pause_is_reported(
+    scene: Scene, flushed: str
+) -> None:
+    code, text = await scene.doctor(scene.settings(nowplaying_redis_url=flushed))
+    assert f"ok    redis: {safe_url(flushed)}" in text
     assert code == 0, text
+    assert "rate limit" not in text
+    now = time.time()
+    client = aioredis.Redis.from_url(flushed)
+    await client.set("np:pause", repr(now + 2 * 3600))
+    await client.set("np:pause:reason", "QUOTA_EXCEEDED")
+    await client.aclose()
+    code, text = await scene.doctor(
+        scene.settings(nowplaying_redis_url=flushed), clock=FakeClock(now)
+    )
+    [line] = [line for line in _lines(text, "warn") if "rate limit" in line]
+    assert "QUOTA_EXCEEDED" in line and "2.0 h left" in line
 
 
 async def test_bad_settings_and_redirect_uri_and_env_mode(scene: Scene) -> None:

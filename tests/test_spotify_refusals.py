@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from nowplaying.clock import FakeClock
+from nowplaying.problems import AccountProblems
 from nowplaying.simulator.api import NOT_REGISTERED, OWNER_NOT_PREMIUM
 from nowplaying.spotify import Forbidden, NotRegistered, PremiumRequired, classify_forbidden
 from tests.conftest import Env
@@ -73,3 +76,31 @@ async def test_login_with_owner_without_premium_says_premium(env: Env) -> None:
     assert response.status_code == 403
     assert "Premium" in response.text
     assert "User Management" not in response.text
+
+
+async def test_a_refusal_seen_by_the_polling_instance_shows_on_another(flushed: str) -> None:
+    """Through Redis: instance A polls and notes the 403, instance B's owner page loads it;
+    A's next answer clears it for B too."""
+    clock = FakeClock()
+    one, two = aioredis.Redis.from_url(flushed), aioredis.Redis.from_url(flushed)
+    polling, serving = AccountProblems(clock, redis=one), AccountProblems(clock, redis=two)
+    await polling.note("ana", PremiumRequired(OWNER_NOT_PREMIUM))
+    assert serving.get("ana") is None
+    await serving.load("ana")
+    refusal = serving.get("ana")
+    assert refusal is not None and refusal.kind == "premium_required"
+    await polling.clear("ana")
+    await serving.load("ana")
+    assert serving.get("ana") is None
+    await one.aclose()
+    await two.aclose()
+
+
+async def test_a_refusal_not_seen_again_is_forgotten_after_its_ttl() -> None:
+    clock = FakeClock()
+    problems = AccountProblems(clock, ttl=900)
+    await problems.note("ana", NotRegistered(NOT_REGISTERED))
+    await clock.advance(899)
+    assert problems.get("ana") is not None
+    await clock.advance(2)
+    assert problems.get("ana") is None

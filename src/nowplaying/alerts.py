@@ -206,8 +206,8 @@ class RedisClaims:
     """Claims through Redis ``SET NX``: one instance of many sends. Redis down: this process
     decides alone (a duplicate is better than a lost alert)."""
 
-    def __init__(self, url: str, clock: Clock) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    def __init__(self, redis: aioredis.Redis, clock: Clock) -> None:
+        self._redis = redis  # the caller's: it closes it
         self._local = LocalClaims(clock)
 
     async def claim(self, key: str, ttl: float) -> bool:
@@ -224,7 +224,7 @@ class RedisClaims:
         await self._local.release(key)
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        return None
 
 
 class _Final(Exception):

@@ -261,16 +261,20 @@ class Doctor:
 
     async def _check_pause(self, store: Store) -> None:
         pause = await store.get_pause()
+        if pause is not None:
+            self._report_pause(pause.until, pause.reason)
+
+    def _report_pause(self, until: float, reason: str) -> None:
         now = self.clock.now()
-        if pause is None or pause.until <= now:
+        if until <= now:
             return
         self.paused = True
-        until = datetime.fromtimestamp(pause.until, UTC)
+        when = datetime.fromtimestamp(until, UTC)
         self.add(
             Level.WARN,
             "rate limit",
-            f"Spotify paused this app ({pause.reason}) until {until:%Y-%m-%d %H:%M} UTC"
-            f" ({(pause.until - now) / 3600:.1f} h left); nothing is polled until then",
+            f"Spotify paused this app ({reason}) until {when:%Y-%m-%d %H:%M} UTC"
+            f" ({(until - now) / 3600:.1f} h left); nothing is polled until then",
             "wait: calling Spotify meanwhile extends the pause (restarts keep honouring it)",
         )
 
@@ -281,6 +285,7 @@ class Doctor:
         client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         try:
             await client.ping()
+            until, reason = await client.mget("np:pause", "np:pause:reason")
         except (RedisError, OSError, ValueError) as e:
             self.add(
                 Level.FAIL,
@@ -292,6 +297,11 @@ class Doctor:
         finally:
             await client.aclose()
         self.add(Level.OK, "redis", safe_url(url))
+        if until is not None and not self.paused:
+            # The instances' shared pause (see coord_redis), when the store has none in force.
+            with contextlib.suppress(ValueError):
+                why = reason.decode() if isinstance(reason, bytes) else str(reason or "rate_limit")
+                self._report_pause(float(until), why)
 
     async def check_reach(self, settings: Settings) -> bool:
         """DNS for both Spotify hosts, then one HTTP request (TLS) whose Date is compared."""

@@ -1,4 +1,4 @@
-"""Spotify's refusals of an account, remembered for the people who can fix them.
+r"""Spotify's refusals of an account, remembered for the people who can fix them.
 
 A development-mode 403 (:class:`~nowplaying.spotify.NotRegistered`,
 :class:`~nowplaying.spotify.PremiumRequired`) is not an outage: polling again will not help,
@@ -6,13 +6,20 @@ the app's owner must act in the Developer Dashboard. The poll path notes the ref
 successful read clears it; the owner page and ``nowplaying doctor`` say what it means and what
 fixes it, instead of a generic "stale".
 
-Kept in this process (the instance that polls the account notes it); a refusal older than
-``ttl`` seconds is forgotten, so a stale note cannot outlive a fixed dashboard for long.
+Kept in this process and, with Redis, under ``np:refusal:{account}`` for every instance (the
+one that polls notes it, the one serving the owner page :meth:`AccountProblems.load`\s it). A
+refusal not seen again for ``ttl`` seconds is forgotten (every failed poll notes it again), so a
+note cannot outlive a fixed dashboard for long, even when the polling instance changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from .clock import Clock
 from .spotify import Forbidden, NotRegistered, PremiumRequired
@@ -41,22 +48,47 @@ def refusal_of(error: Forbidden, at: float) -> Refusal:
 
 
 class AccountProblems:
-    """The latest refusal per account, in this process."""
+    """The latest refusal per account: in this process, and in Redis when given one."""
 
-    def __init__(self, clock: Clock, *, ttl: float = 3600.0) -> None:
+    def __init__(
+        self, clock: Clock, *, ttl: float = 900.0, redis: aioredis.Redis | None = None
+    ) -> None:
         self._clock = clock
         self._ttl = ttl
+        self._redis = redis
         self._refusals: dict[str, Refusal] = {}
 
-    def note(self, account_id: str, error: Forbidden) -> Refusal:
+    async def note(self, account_id: str, error: Forbidden) -> Refusal:
         """Remember that Spotify refused the account with ``error``."""
         refusal = refusal_of(error, self._clock.now())
         self._refusals[account_id] = refusal
+        if self._redis is not None:
+            payload = json.dumps(asdict(refusal))
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.set(_key(account_id), payload, ex=max(1, int(self._ttl)))
         return refusal
 
-    def clear(self, account_id: str) -> None:
-        """Spotify answered the account again: forget its refusal."""
-        self._refusals.pop(account_id, None)
+    async def clear(self, account_id: str) -> None:
+        """Spotify answered the account again: forget its refusal (everywhere, if known here)."""
+        if self._refusals.pop(account_id, None) is not None and self._redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.delete(_key(account_id))
+
+    async def load(self, account_id: str) -> None:
+        """Take another instance's note of the account (before :meth:`get`, on a page)."""
+        if self._redis is None:
+            return
+        try:
+            raw = await self._redis.get(_key(account_id))
+        except (RedisError, OSError):
+            return
+        if raw is None:
+            self._refusals.pop(account_id, None)
+            return
+        try:
+            self._refusals[account_id] = Refusal(**json.loads(raw))
+        except (ValueError, TypeError):
+            return
 
     def get(self, account_id: str) -> Refusal | None:
         """The account's refusal, unless it is older than the TTL."""
@@ -65,3 +97,7 @@ class AccountProblems:
             del self._refusals[account_id]
             return None
         return refusal
+
+
+def _key(account_id: str) -> str:
+    return f"np:refusal:{account_id}"

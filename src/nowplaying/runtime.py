@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
+import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -74,7 +75,7 @@ async def read_now_playing(
         playing = await tokens.call(account_id, client.currently_playing)
     except Forbidden as e:
         if problems is not None:
-            problems.note(account_id, e)
+            await problems.note(account_id, e)
         raise
     except ReconnectRequired:
         if alerts is not None:
@@ -85,7 +86,7 @@ async def read_now_playing(
             alerts.paused(e.retry_after, e.reason)
         raise
     if problems is not None:
-        problems.clear(account_id)
+        await problems.clear(account_id)
     return playing
 
 
@@ -151,23 +152,24 @@ def make_cipher(settings: Settings) -> TokenCipher:
 
 async def _start_alerts(
     settings: Settings,
+    *,
     store: Store,
     clock: Clock,
     public_origin: str,
     stack: contextlib.AsyncExitStack,
+    redis: aioredis.Redis | None,
 ) -> Alerter | None:
     """The owner alerts' background task, when a webhook is configured."""
     webhook = settings.nowplaying_alert_webhook.get_secret_value()
     if not webhook:
         return None
-    redis_url = settings.nowplaying_redis_url
     db = settings.sqlite_path
     sent_file = db.with_name(db.name + ".alerts.json") if db and str(db) != ":memory:" else None
     alerter = Alerter(
         webhook,
         store=store,
         clock=clock,
-        claims=RedisClaims(redis_url, clock) if redis_url else LocalClaims(clock, sent_file),
+        claims=RedisClaims(redis, clock) if redis is not None else LocalClaims(clock, sent_file),
         owner_url=f"{public_origin}/",
     )
     await alerter.start()
@@ -222,9 +224,25 @@ async def open_runtime(
             else LocalCoordinator()
         )
         tokens = TokenManager(client, store, clock, coord=coord)
-        problems = AccountProblems(clock)
+        shared = None
+        if settings.nowplaying_redis_url:
+            # One small client for the owner-facing notes (refusals, alert claims); bounded I/O.
+            shared = aioredis.Redis.from_url(
+                settings.nowplaying_redis_url, socket_timeout=1, socket_connect_timeout=1
+            )
+            stack.push_async_callback(shared.aclose)
+        problems = AccountProblems(clock, redis=shared)
         alerter = (
-            await _start_alerts(settings, store, clock, public_origin, stack) if alerts else None
+            await _start_alerts(
+                settings,
+                store=store,
+                clock=clock,
+                public_origin=public_origin,
+                stack=stack,
+                redis=shared,
+            )
+            if alerts
+            else None
         )
         hub = LiveHub(
             functools.partial(read_now_playing, tokens, client, problems=problems, alerts=alerter),

@@ -50,6 +50,8 @@ async def home(request: Request) -> Response:
     account = await svc.store.get_account(session.account_id) if session else None
     if account is None:
         return pages.home_anonymous(demo=svc.demo)
+    if svc.problems is not None:
+        await svc.problems.load(account.id)
     info = owner.describe(svc, account)
     share = pages.Share(
         links=info.links.data() if info.links else None,

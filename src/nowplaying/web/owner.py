@@ -114,6 +114,8 @@ def owner_route(
             account = await svc.store.get_account_info(session.account_id) if session else None
             if account is None:
                 raise NotConnected
+            if svc.problems is not None:
+                await svc.problems.load(account.id)  # another instance may have seen a refusal
             return await fn(request, svc, account)
 
         return endpoint
