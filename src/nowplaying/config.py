@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     nowplaying_alert_webhook: SecretStr = SecretStr("")
     """Where owner alerts are POSTed as JSON (ntfy, Discord, Slack incoming webhooks); empty:
     none. A secret: webhook URLs carry their credential in the path."""
+    nowplaying_call_budget_30s: int = Field(default=60, ge=1)
+    """Upstream calls (token and Web API) the app may make in any 30 s, across every instance;
+    learned lower after a 429 (docs/budget.md)."""
+    nowplaying_call_budget_day: int = Field(default=100_000, ge=1)
+    """Upstream calls per UTC day, paced to midnight; shrunk after a QUOTA_EXCEEDED."""
 
     @field_validator("spotify_accounts_url", "spotify_api_url")
     @classmethod

@@ -9,7 +9,9 @@ What is shared, and why:
 - the **latest state** and a **pub/sub** channel, so SSE viewers on every instance get each change;
 - the app-wide **rate-limit pause** (Spotify's limit is per app, not per instance);
 - **locks** and the **access token**, so a refresh happens once per expiry across instances and a
-  rotated refresh token is never used twice.
+  rotated refresh token is never used twice;
+- the **call budget**'s ledger (:mod:`nowplaying.budget`): Spotify counts calls per app, so every
+  instance spends from one window and one day.
 
 When Redis is unreachable the Redis coordinator degrades to in-process behaviour (each instance
 polls for itself, which is safe, only more expensive), logs a warning once, and recovers when
@@ -24,6 +26,8 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
+
+from .budget import Ledger, LocalLedger
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,9 @@ class Coordinator(Protocol):
     async def get_token(self, account_id: str) -> str | None: ...
     async def put_token(self, account_id: str, payload: str, ttl: float) -> None: ...
     async def drop_token(self, account_id: str) -> None: ...
+    def ledger(self) -> Ledger:
+        """Where the call budget counts calls (one per coordinator; shared by its instances)."""
+        ...
 
 
 class LocalCoordinator:
@@ -153,3 +160,6 @@ class LocalCoordinator:
 
     async def drop_token(self, account_id: str) -> None:
         return None
+
+    def ledger(self) -> Ledger:
+        return LocalLedger()

@@ -3,7 +3,9 @@
 Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a TTL),
 ``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
 ``pause`` and ``pause:reason`` (the app-wide rate-limit pause and Spotify's reason),
-``token:{account}`` (the shared access token), ``lock:{name}``; and the pub/sub channel
+``token:{account}`` (the shared access token), ``lock:{name}``; the call budget's
+``budget:calls`` (a sorted set of call times), ``budget:day:{n}`` (calls on UTC day ``n``),
+``budget:learned`` and ``budget:active`` (see :class:`RedisLedger`); and the pub/sub channel
 ``np:events:{db}``, which carries states and (``"k": "public"``) public-link changes.
 
 Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
@@ -30,6 +32,7 @@ from typing import TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
+from .budget import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
 from .clock import Clock, SystemClock
 from .coord import CoordinationError, Listener, LocalCoordinator, PublicListener
 
@@ -56,6 +59,23 @@ if tonumber(ARGV[1]) > cur then
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 end
 return 1
+"""
+_SPEND = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local per_window, per_day = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if per_window <= 0 then return tostring(window) end
+local n = redis.call('ZCARD', KEYS[1])
+if n >= per_window then
+  local oldest = redis.call('ZRANGE', KEYS[1], n - per_window, n - per_window, 'WITHSCORES')
+  return tostring(math.max(0.001, tonumber(oldest[2]) + window - now))
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= per_day then return ARGV[6] end
+redis.call('ZADD', KEYS[1], now, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 2 * 86400)
+return '0'
 """
 
 
@@ -280,6 +300,12 @@ class RedisCoordinator:
     async def drop_token(self, account_id: str) -> None:
         await self._call(self._redis.delete(f"np:token:{account_id}"), None)
 
+    # -- the call budget ---------------------------------------------------------------------------
+
+    def ledger(self) -> RedisLedger:
+        """The call budget's ledger, shared by every instance (local while degraded)."""
+        return RedisLedger(self)
+
     # -- failure handling --------------------------------------------------------------------------
 
     async def _call(self, op: Awaitable[T], fallback: T) -> T:
@@ -318,3 +344,105 @@ def _close(op: Awaitable[object]) -> None:
     close: Callable[[], None] | None = getattr(op, "close", None)
     if close is not None:
         close()
+
+
+class RedisLedger:
+    """The call budget's :class:`~nowplaying.budget.Ledger` in Redis, for every instance.
+
+    A spend is one Lua script (atomic): drop the calls that left the window from the sorted set,
+    refuse when the window or the day is full (answering how long until there is room), else add
+    the call. While Redis is unreachable this instance counts on its own (a
+    :class:`~nowplaying.budget.LocalLedger`), like the coordinator it belongs to.
+    """
+
+    def __init__(self, coord: RedisCoordinator) -> None:
+        self._coord = coord
+        self._redis = coord._redis
+        self._local = LocalLedger()
+        self._seq = 0
+
+    async def try_spend(self, now: float, window: float, per_window: int, per_day: int) -> float:
+        self._seq += 1
+        day = int(now // DAY)
+        result = await self._coord._call(
+            self._redis.eval(
+                _SPEND,
+                2,
+                "np:budget:calls",
+                f"np:budget:day:{day}",
+                repr(now),
+                repr(window),
+                per_window,
+                per_day,
+                f"{self._coord.instance_id}:{self._seq}",
+                repr(seconds_to_midnight(now)),
+            ),
+            None,
+        )
+        if result is None:
+            return await self._local.try_spend(now, window, per_window, per_day)
+        return float(result)
+
+    async def used(self, now: float, window: float) -> tuple[int, int]:
+        async def both() -> tuple[int, int]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zcount("np:budget:calls", f"({now - window!r}", "+inf")
+                pipe.get(f"np:budget:day:{int(now // DAY)}")
+                in_window, today = await pipe.execute()
+            return int(in_window), int(today or 0)
+
+        counted = await self._coord._call(both(), None)
+        return counted if counted is not None else await self._local.used(now, window)
+
+    async def learned(self) -> Learned:
+        raw = await self._coord._call(self._redis.hgetall("np:budget:learned"), None)
+        if raw is None:
+            return await self._local.learned()
+        try:
+            return Learned(
+                cut_to=float(raw["cut_to"]) if raw.get("cut_to") else None,
+                cut_at=float(raw.get("cut_at") or 0.0),
+                per_day=int(raw["per_day"]) if raw.get("per_day") else None,
+                blocked_until=float(raw.get("blocked_until") or 0.0),
+            )
+        except ValueError:
+            log.warning("ignored a malformed np:budget:learned")
+            return Learned()
+
+    async def learn(self, learned: Learned) -> None:
+        await self._local.learn(learned)
+        items = [
+            "cut_to",
+            repr(learned.cut_to) if learned.cut_to is not None else "",
+            "cut_at",
+            repr(learned.cut_at),
+            "per_day",
+            str(learned.per_day) if learned.per_day is not None else "",
+            "blocked_until",
+            repr(learned.blocked_until),
+        ]
+        await self._coord._call(self._redis.hset("np:budget:learned", items=items), None)
+
+    async def mark_active(self, account_id: str, now: float) -> int:
+        await self._local.mark_active(account_id, now)
+        added = await self._coord._call(
+            self._redis.zadd("np:budget:active", {account_id: now}), None
+        )
+        if added is None:
+            return await self._local.active(now)
+        return await self.active(now)
+
+    async def active(self, now: float) -> int:
+        async def count() -> int:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore("np:budget:active", "-inf", now - ACTIVE_TTL)
+                pipe.zcard("np:budget:active")
+                _, n = await pipe.execute()
+            return int(n)
+
+        n = await self._coord._call(count(), None)
+        return n if n is not None else await self._local.active(now)
+
+    async def forget_active(self, account_id: str) -> None:
+        await self._local.forget_active(account_id)
+        await self._coord._call(self._redis.zrem("np:budget:active", account_id), None)

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from .alerts import Alerter, LocalClaims, RedisClaims
+from .budget import CallBudget
 from .clock import Clock, SystemClock
 from .config import Settings
 from .coord import Coordinator, LocalCoordinator
@@ -59,6 +60,8 @@ class Runtime:
     """Spotify's refusals of accounts (dev-mode 403s), noted by the poll path."""
     alerts: Alerter | None = None
     """Owner alerts, when ``NOWPLAYING_ALERT_WEBHOOK`` is set."""
+    budget: CallBudget | None = None
+    """The app's call budget every upstream call spends from (``client.budget``)."""
 
 
 async def read_now_playing(
@@ -210,6 +213,17 @@ async def open_runtime(
             api_url = f"{accounts_url}/v1"
         else:
             accounts_url, api_url = settings.spotify_accounts_url, settings.spotify_api_url
+        coord: Coordinator = (
+            RedisCoordinator(settings.nowplaying_redis_url, clock=clock)
+            if settings.nowplaying_redis_url
+            else LocalCoordinator()
+        )
+        budget = CallBudget(
+            clock,
+            per_window=settings.nowplaying_call_budget_30s,
+            per_day=settings.nowplaying_call_budget_day,
+            ledger=coord.ledger(),
+        )
         client = SpotifyClient(
             http,
             client_id=settings.client_id,
@@ -217,11 +231,7 @@ async def open_runtime(
             accounts_url=accounts_url,
             api_url=api_url,
             clock=clock,
-        )
-        coord: Coordinator = (
-            RedisCoordinator(settings.nowplaying_redis_url, clock=clock)
-            if settings.nowplaying_redis_url
-            else LocalCoordinator()
+            budget=budget,
         )
         tokens = TokenManager(client, store, clock, coord=coord)
         shared = None
@@ -255,4 +265,6 @@ async def open_runtime(
         )
         await hub.start()
         stack.push_async_callback(hub.close)
-        yield Runtime(settings, clock, store, http, client, tokens, hub, coord, problems, alerter)
+        yield Runtime(
+            settings, clock, store, http, client, tokens, hub, coord, problems, alerter, budget
+        )

@@ -15,7 +15,8 @@ Errors, one tree::
      │    ├── NotRegistered       development mode: the user is not under User Management
      │    └── PremiumRequired     development mode: the app's owner has no active Premium
      ├── RateLimited              429, with ``retry_after`` seconds and Spotify's ``reason``
-     │                            (``quota``: the development-mode QUOTA_EXCEEDED, hours long)
+     │                            (``quota``: the development-mode QUOTA_EXCEEDED, hours long;
+     │                            ``budget``: our own call budget has no room, nothing was sent)
      ├── SpotifyUnavailable       5xx, timeouts, connection failures, a body that cannot be
      │                            decoded (Content-Encoding), any other ``httpx`` error
      └── BadResponse              an answer the contract does not allow: a body that does not
@@ -39,6 +40,7 @@ from urllib.parse import urlencode
 import httpx
 from pydantic import SecretStr
 
+from .budget import CallBudget, OverBudget
 from .clock import Clock, SystemClock
 from .models import Item, Kind, NowPlaying, PlayedItem, Profile, Token
 
@@ -198,8 +200,11 @@ class SpotifyClient:
         deadline: float = DEFAULT_DEADLINE,
         token_timeout: httpx.Timeout = TOKEN_TIMEOUT,
         token_deadline: float = TOKEN_DEADLINE,
+        budget: CallBudget | None = None,
     ) -> None:
         self._http = http
+        self.budget = budget
+        """Every request spends from it first (None: unmetered)."""
         self.client_id = client_id
         self._secret = client_secret
         self.accounts_url = accounts_url.rstrip("/")
@@ -373,9 +378,10 @@ class SpotifyClient:
         a :class:`SpotifyError`.
         """
         limit = deadline or self._deadline
+        started = await self._spend()
         try:
             async with self._clock.timeout(limit):
-                return await self._http.request(
+                response = await self._http.request(
                     method, url, timeout=phases or self._timeout, **kwargs
                 )
         except TimeoutError as e:
@@ -391,6 +397,20 @@ class SpotifyClient:
         # Not HTTPError subclasses in httpx, but raised by it while sending or reading too.
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
             raise SpotifyUnavailable(f"request failed: {type(e).__name__}") from e
+        if self.budget is not None and response.status_code == 429:
+            error = _error_object(response)
+            quota = error is not None and error.get("reason") == QUOTA_EXCEEDED
+            await self.budget.refused(started, _retry_after(response), quota=quota)
+        return response
+
+    async def _spend(self) -> float:
+        """Spend one call from the budget (waiting for room); over it, a :class:`RateLimited`."""
+        if self.budget is None:
+            return self._clock.now()
+        try:
+            return await self.budget.spend()
+        except OverBudget as e:
+            raise RateLimited(e.retry_after, "budget") from e
 
 
 # -- parsing ----------------------------------------------------------------------------------

@@ -186,6 +186,19 @@ class SpotifyRefusal(View):
     message: str
 
 
+class Budget(View):
+    """The call budget in use (``nowplaying.budget``), on ``/healthz`` and ``/api/account``."""
+
+    per_window: int = Field(description="Calls allowed per 30 s now (lower while it learns).")
+    configured_per_window: int
+    used_window: int = Field(description="Calls made in the last 30 s, on every instance.")
+    per_day: int
+    configured_per_day: int
+    used_day: int = Field(description="Calls made today (UTC).")
+    accounts: int = Field(description="Accounts being polled.")
+    blocked_until: float = Field(description="No call before then (epoch s; 0: none).")
+
+
 class Account(View):
     """The ``/api/account`` object."""
 
@@ -213,6 +226,9 @@ class Account(View):
         default=None,
         description="Spotify's development-mode refusal (user not registered under User"
         " Management, or the app owner without Premium) until Spotify answers again.",
+    )
+    budget: Budget | None = Field(
+        default=None, description="The call budget as the poller last read it; null: not yet."
     )
 
 

@@ -10,6 +10,7 @@ import resource
 import weakref
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
-from nowplaying.views import ErrorCode, error
+from nowplaying.views import Budget, ErrorCode, error
 
 from .errors import NotConnected, ReconnectRequired, Unavailable, json_response
 from .state import services
@@ -358,8 +359,13 @@ async def favicon(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """Liveness, and which instance answered (for load balancers and the multi-instance test)."""
+    """Liveness, which instance answered (for load balancers and the multi-instance test), the
+    call budget in use and any app-wide pause."""
     svc = services(request)
-    return JSONResponse(
-        {"ok": True, "instance": svc.hub.instance_id}, headers={"Cache-Control": "no-store"}
-    )
+    pause = svc.hub.pause
+    body: dict[str, object] = {"ok": True, "instance": svc.hub.instance_id}
+    if svc.client.budget is not None:
+        usage = await svc.client.budget.usage()
+        body["budget"] = Budget.model_validate(asdict(usage)).data()
+    body["pause"] = {"until": pause.until, "reason": pause.reason} if pause else None
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})

@@ -65,6 +65,7 @@ async def home(request: Request) -> Response:
         share=share,
         pause_note=owner.pause_note(svc.hub.pause),
         refusal=svc.problems.get(account.id) if svc.problems else None,
+        budget_note=(await svc.client.budget.usage()).note() if svc.client.budget else None,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -70,6 +70,7 @@ def pause_note(pause: Pause | None) -> str | None:
 def describe(svc: Services, account: Account, *, reconsent_url: str | None = None) -> views.Account:
     """The ``/api/account`` object."""
     pause = svc.hub.pause
+    usage = svc.client.budget.last if svc.client.budget is not None else None
     return views.Account(
         display_name=account.display_name,
         status="active" if account.status is AccountStatus.ACTIVE else "reconnect_required",
@@ -85,6 +86,7 @@ def describe(svc: Services, account: Account, *, reconsent_url: str | None = Non
         pause_reason=pause.reason if pause else None,
         spotify_refusal=_refusal(svc, account.id),
         reconsent_url=reconsent_url,
+        budget=views.Budget.model_validate(asdict(usage)) if usage is not None else None,
     )
 
 

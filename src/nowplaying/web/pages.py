@@ -119,10 +119,12 @@ def home_connected(
     share: Share | None = None,
     pause_note: str | None = None,
     refusal: Refusal | None = None,
+    budget_note: str | None = None,
 ) -> HTMLResponse:
     """The owner's page. ``reconnect_reason`` (``unknown_key``, ``revoked``) says why a reconnect
     is needed; ``pause_note`` is Spotify's app-wide pause, when it is the long one; ``refusal``
-    Spotify's development-mode 403 for the account, with its fix."""
+    Spotify's development-mode 403 for the account, with its fix; ``budget_note`` the call
+    budget in use."""
     return _page(
         "home_connected.html",
         title="nowplaying",
@@ -132,6 +134,7 @@ def home_connected(
         reconnect_text=UNKNOWN_KEY_TEXT if reconnect_reason == "unknown_key" else REVOKED_TEXT,
         pause_note=pause_note,
         refusal=refusal,
+        budget_note=budget_note,
         share=share,
     )
 
