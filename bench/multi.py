@@ -1,7 +1,8 @@
 """Multi-instance: three ``nowplaying serve`` processes sharing PostgreSQL and Redis, against one.
 
-The cluster is the one ``tests/test_multi_instance.py`` starts (a ``nowplaying simulator``
-process with five users, a fresh PostgreSQL database, Redis db 15 flushed, three servers), with
+The cluster is the one ``tests/test_multi_instance.py`` starts (:func:`tests.cluster.cluster`: a
+``nowplaying simulator`` process with five users, a fresh PostgreSQL database, the test Redis db
+flushed, three servers behind a loopback balancer that only the logins use), with
 ``NOWPLAYING_POLL_SECONDS=5``; everything listens on 127.0.0.1. Five accounts sign in, and 300
 SSE viewers (60 per account) watch them. Two phases, the same viewers and the same accounts:
 
@@ -25,31 +26,23 @@ import asyncio
 import contextlib
 import random
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
+from tests.cluster import Cluster, Viewer, cluster, login, sim_calls, wait_for, watch
 from tests.services import POSTGRES_URL, REDIS_URL
 
-from . import cluster_v1 as cluster_test
-from .cluster_v1 import (
-    ACCOUNTS,
-    VIEWERS_PER_ACCOUNT,
-    Cluster,
-    Viewer,
-    _wait,
-    calls,
-    cluster,
-    login,
-    watch,
-)
 from .latency import Samples
 
+ACCOUNTS = [f"user{n}" for n in range(1, 6)]
+VIEWERS_PER_ACCOUNT = 60
 POLL_SECONDS = 5.0
 INSTANCES = 3
 WINDOW = 20.0  # seconds of counting per phase
@@ -168,16 +161,18 @@ async def run(seed: int = 1) -> Result:
     # The same skip moments (offsets into the poll interval) in both phases.
     rng = random.Random(seed)
     schedule = [(ACCOUNTS[n % len(ACCOUNTS)], rng.uniform(0, POLL_SECONDS)) for n in range(SKIPS)]
-    with mock.patch.object(cluster_test, "POLL", POLL_SECONDS):  # cluster() reads it for its env
-        async with cluster() as c:
-            result = await _measure(c, schedule)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-multi-") as logs,
+        cluster(Path(logs), instances=INSTANCES, users=len(ACCOUNTS), poll=POLL_SECONDS) as c,
+    ):
+        result = await _measure(c, schedule)
     result.seconds = time.monotonic() - started
     return result
 
 
 async def _measure(c: Cluster, schedule: list[tuple[str, float]]) -> Result:
     result = Result()
-    cookies = {user: await login(c, user) for user in ACCOUNTS}
+    cookies = {user: await login(c.public, user) for user in ACCOUNTS}
     limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
     timeout = httpx.Timeout(10, read=None)
     redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
@@ -202,7 +197,7 @@ async def _measure(c: Cluster, schedule: list[tuple[str, float]]) -> Result:
                 async def all_have_data() -> bool:
                     return all(v.events for v in fresh)
 
-                await _wait(all_have_data, 30, "every viewer got a first event")
+                await wait_for(all_have_data, 30, "every viewer got a first event")
 
             await redis.set(SENTINEL, "1")
             # Phase 1: three instances, each account's viewers spread evenly over them, all
@@ -239,7 +234,7 @@ async def _measure(c: Cluster, schedule: list[tuple[str, float]]) -> Result:
             async def leases_moved() -> bool:
                 return all([await redis.get(f"np:lease:{u}") == first for u in ACCOUNTS])
 
-            await _wait(leases_moved, 20, "instance 0 holds every lease")
+            await wait_for(leases_moved, 20, "instance 0 holds every lease")
             result.single = await _phase(control, c, viewers, 1, schedule)
             result.disturbed = not await redis.exists(SENTINEL)
     finally:
@@ -307,7 +302,7 @@ async def _call_times(
     seen: dict[str, list[float]] = {u: [] for u in ACCOUNTS}
     while True:
         last = time.monotonic() >= until
-        counted = await calls(control, c)
+        counted = await sim_calls(control, c)
         now = time.monotonic()
         for u in ACCOUNTS:
             new = counted.get(f"currently-playing:{u}", 0) - len(seen[u])

@@ -6,6 +6,10 @@ The cluster is driven synchronously (``subprocess``; the balancer in its own thr
 tests call its blocking methods through ``asyncio.to_thread`` and Playwright's sync tests call
 them directly. Each instance's log goes to ``<logs>/instance-<i>.log`` (appended across
 restarts) for the failure message.
+
+Also the pieces the multi-instance test and bench (``bench/multi.py``) share: an SSE
+:class:`Viewer` and its :func:`watch`, the simulator's call counters (:func:`sim_calls`) and a
+bounded :func:`wait_for`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,20 +186,21 @@ class Cluster:
             return result
 
 
-async def _create_database(db: str) -> None:
+async def _admin(statement: str) -> None:
+    """Run one statement on the PostgreSQL server's default database."""
     admin = await asyncpg.connect(POSTGRES_URL)
     try:
-        await admin.execute(f"CREATE DATABASE {db}")
+        await admin.execute(statement)
     finally:
         await admin.close()
+
+
+async def _create_database(db: str) -> None:
+    await _admin(f"CREATE DATABASE {db}")
 
 
 async def _drop_database(db: str) -> None:
-    admin = await asyncpg.connect(POSTGRES_URL)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-    finally:
-        await admin.close()
+    await _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 
 
 async def _flush_redis() -> None:
@@ -301,3 +306,52 @@ async def login(public: str, user: str) -> str:
         return next(
             v.split(";")[0] for v in back.headers.get_list("set-cookie") if "np_session=" in v
         )
+
+
+@dataclass
+class Viewer:
+    """One SSE viewer of ``account`` on instance ``instance``: what it got, and how it ended."""
+
+    instance: int
+    account: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    ended: bool = False
+
+
+async def watch(http: httpx.AsyncClient, c: Cluster, v: Viewer, cookie: str) -> None:
+    """One SSE viewer: records every event; an error event or a dropped stream is an error."""
+    try:
+        async with http.stream(
+            "GET", f"{c.url(v.instance)}/api/spotify/events", headers={"Cookie": cookie}
+        ) as response:
+            if response.status_code != 200:
+                v.error = f"status {response.status_code}"
+                return
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if "error" in data:
+                        v.error = data["error"]
+                    v.events.append(data)
+        v.ended = True
+    except httpx.HTTPError as e:
+        v.error = type(e).__name__
+
+
+async def sim_calls(http: httpx.AsyncClient, c: Cluster) -> dict[str, int]:
+    """The simulator's call counters (``currently-playing``, ``token:refresh_token``, ...)."""
+    result: dict[str, int] = (await http.get(f"{c.sim_url}/_control/calls")).json()
+    return result
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> float:
+    """Wait (bounded) until ``check()``; returns how long it took. An HTTP error counts as not
+    yet (an instance restarting)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        with contextlib.suppress(httpx.HTTPError):
+            if await check():
+                return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {seconds:g}s: {what}")

@@ -11,19 +11,16 @@ instance keeps every account connected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.cluster import Cluster, cluster, login
+from tests.cluster import Cluster, Viewer, cluster, login, sim_calls, wait_for, watch
 from tests.services import REDIS_URL
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -36,15 +33,6 @@ POLL = 2.0
 def anyio_backend() -> str:
     """Module scope, so the cluster fixture and its viewers live on one loop for every test."""
     return "asyncio"
-
-
-@dataclass
-class Viewer:
-    instance: int
-    account: str
-    events: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    ended: bool = False
 
 
 @dataclass
@@ -64,43 +52,11 @@ class Scene:
         ]
 
     async def calls(self) -> dict[str, int]:
-        result: dict[str, int] = (await self.http.get(f"{self.c.sim_url}/_control/calls")).json()
-        return result
+        return await sim_calls(self.http, self.c)
 
     async def control(self, path: str) -> None:
         r = await self.http.post(f"{self.c.sim_url}/_control/{path}")
         assert r.status_code < 300, r.text
-
-
-async def _wait(check: Callable[[], Awaitable[bool]], seconds: float, what: str) -> float:
-    """Wait (bounded) until ``check()``; returns how long it took."""
-    started = time.monotonic()
-    while time.monotonic() - started < seconds:
-        with contextlib.suppress(httpx.HTTPError):
-            if await check():
-                return time.monotonic() - started
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {seconds:g}s: {what}")
-
-
-async def watch(http: httpx.AsyncClient, c: Cluster, v: Viewer, cookie: str) -> None:
-    """One SSE viewer: records every event; an error event or a dropped stream is an error."""
-    try:
-        async with http.stream(
-            "GET", f"{c.url(v.instance)}/api/spotify/events", headers={"Cookie": cookie}
-        ) as response:
-            if response.status_code != 200:
-                v.error = f"status {response.status_code}"
-                return
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    data = json.loads(line[6:])
-                    if "error" in data:
-                        v.error = data["error"]
-                    v.events.append(data)
-        v.ended = True
-    except httpx.HTTPError as e:
-        v.error = type(e).__name__
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +79,7 @@ async def scene(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scene
                 async def all_have_data() -> bool:
                     return all(v.events for v in viewers)
 
-                await _wait(all_have_data, 30, "every viewer got a first event")
+                await wait_for(all_have_data, 30, "every viewer got a first event")
                 assert s.errors() == [], "viewer errors"
                 yield s
             finally:
@@ -143,7 +99,7 @@ async def test_upstream_calls_per_account_match_one_instance(scene: Scene) -> No
         counted.update(await scene.calls())
         return all(counted.get(f"currently-playing:{u}", 0) >= floor for u in ACCOUNTS)
 
-    await _wait(every_account_polled, 4 * floor * POLL, f"{floor} polls of every account")
+    await wait_for(every_account_polled, 4 * floor * POLL, f"{floor} polls of every account")
     window = time.monotonic() - started
     budget = window / POLL + 3  # one poller: an interval's polls plus track ends
     for user in ACCOUNTS:
@@ -159,7 +115,7 @@ async def test_one_token_call_per_expiry_across_instances(scene: Scene) -> None:
     async def all_refreshed() -> bool:
         return (await scene.calls()).get("token:refresh_token", 0) >= len(ACCOUNTS)
 
-    await _wait(all_refreshed, 15, "every account refreshed")
+    await wait_for(all_refreshed, 15, "every account refreshed")
     after = await scene.calls()
 
     async def polled_twice_since() -> bool:  # room for a second refresh, were there one
@@ -167,7 +123,7 @@ async def test_one_token_call_per_expiry_across_instances(scene: Scene) -> None:
         key = "currently-playing:{}"
         return all(now.get(key.format(u), 0) >= after.get(key.format(u), 0) + 2 for u in ACCOUNTS)
 
-    await _wait(polled_twice_since, 10 * POLL, "every account polled twice with its new token")
+    await wait_for(polled_twice_since, 10 * POLL, "every account polled twice with its new token")
     assert (await scene.calls())["token:refresh_token"] == len(ACCOUNTS)
     assert scene.errors() == []
 
@@ -182,7 +138,7 @@ async def test_a_change_reaches_viewers_on_every_instance(scene: Scene) -> None:
     async def user1_changed() -> bool:
         return all(v.events[-1].get("title") != title_now for v in user1)
 
-    await _wait(user1_changed, 10, "skip reached every user1 viewer")
+    await wait_for(user1_changed, 10, "skip reached every user1 viewer")
     assert scene.errors() == []
 
 
@@ -203,7 +159,7 @@ async def test_killing_the_polling_instance_moves_the_lease(scene: Scene) -> Non
             now = await redis.get("np:lease:user2")
             return now is not None and now != leader
 
-        await _wait(lease_moved, 10, "the lease moved to a live instance")
+        await wait_for(lease_moved, 10, "the lease moved to a live instance")
     finally:
         await redis.aclose()
     survivors = [v for v in scene.viewers if v.instance != victim]
@@ -214,7 +170,7 @@ async def test_killing_the_polling_instance_moves_the_lease(scene: Scene) -> Non
     async def user2_changed() -> bool:
         return all(v.events[-1].get("title") != title2 for v in user2)
 
-    await _wait(user2_changed, 10, "the new leader serves user2's viewers")
+    await wait_for(user2_changed, 10, "the new leader serves user2's viewers")
     assert scene.errors(survivors) == []
     assert not any(v.ended for v in survivors)
 
