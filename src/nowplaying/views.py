@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     NOT_CONNECTED = "not_connected"
     RECONNECT_REQUIRED = "reconnect_required"
     UNAVAILABLE = "unavailable"
+    BUSY = "busy"
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
     BAD_REQUEST = "bad_request"

@@ -22,7 +22,7 @@ from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
 from nowplaying.views import Budget, ErrorCode, error
 
-from .errors import NotConnected, ReconnectRequired, Unavailable, json_response
+from .errors import Busy, NotConnected, ReconnectRequired, Unavailable, json_response
 from .state import services
 
 PRIVATE = {"Cache-Control": "private, no-store"}
@@ -90,11 +90,8 @@ def event_stream(
     """
     if hub.counts["sse_open"] >= stream_capacity():
         hub.counts["sse_refused"] += 1
-        return JSONResponse(
-            {"error": "busy", "message": "Too many viewers on this server; try again shortly."},
-            503,
-            headers={**headers, "Retry-After": "5", "Connection": "close"},
-        )
+        busy = Busy("Too many viewers on this server; try again shortly.", retry_after=5)
+        return busy.response({**headers, "Connection": "close"})
 
     def stream(closed: asyncio.Future[Any]) -> AsyncGenerator[str, None]:
         return sse_stream(

@@ -16,7 +16,8 @@ states as data instead, and the SVG card is always an image: those are answers, 
      ├── BodyTooLarge         413 body_too_large
      ├── HeadersTooLarge      431 headers_too_large
      ├── TooManyRequests      429 too_many_requests, Retry-After
-     └── Unavailable          503 unavailable, Retry-After
+     ├── Unavailable          503 unavailable, Retry-After
+     └── Busy                 503 busy, Retry-After (no file descriptor left for a stream)
 
 The ASGI middleware that refuses before any route runs (limits, trusted hosts) answers with
 :meth:`Refusal.response` too, so the envelope is built here alone.
@@ -109,6 +110,12 @@ class TooManyRequests(_ComeBackLater):
 
 class Unavailable(_ComeBackLater):
     status, code = 503, ErrorCode.UNAVAILABLE
+
+
+class Busy(_ComeBackLater):
+    """This server has no file descriptor to spare for one more stream."""
+
+    status, code = 503, ErrorCode.BUSY
 
 
 def json_response(
