@@ -39,7 +39,7 @@ test: lint typecheck unit
 # compose.yaml's shape, deploy/nginx.conf under Debian's nginx with the edge cache. `unit` (and
 # so `make test`) runs them too; .ci/run installs and starts what they need.
 test-deploy: $(STAMP)
-	$(BIN)/pytest tests/test_container.py tests/test_nginx.py -q
+	$(BIN)/pytest tests/test_container.py tests/test_nginx.py tests/test_systemd.py -q
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
