@@ -112,7 +112,7 @@ async def test_embed_page_takes_the_card_options(connected: Env) -> None:
     page = (
         await connected.client.get(
             f"/p/{public_id}?theme=karaoke&accent=F0a&radius=4&width=300&hide=artist,cover"
-            "&transparent=1&idle=text&idle_text=Quiet%20now&v=2"
+            "&transparent=1&idle=text&idle_text=Quiet%20now&v=2&size=compact"
         )
     ).text
     for attr in (
@@ -124,6 +124,7 @@ async def test_embed_page_takes_the_card_options(connected: Env) -> None:
         'data-transparent="true"',
         'data-idle="text"',
         'data-idle-text="Quiet now"',
+        'data-size="compact"',
     ):
         assert attr in page
     bad = await connected.client.get(f"/p/{public_id}?accent=nothex")
@@ -141,6 +142,7 @@ async def test_themes_css_is_generated_from_the_theme_set(connected: Env) -> Non
         assert f'.np[data-theme="{theme}"],:host([theme="{theme}"]){{--np-bg:' in css
         assert f"--np-cover:{THEMES[theme].layout.cover};" in css
     assert css.startswith(themes.stylesheet(styles.selector))
+    assert '.np[data-size="compact"]{--np-width-px:320px;' in css
     again = await connected.client.get(
         "/static/themes.css", headers={"If-None-Match": response.headers["etag"]}
     )

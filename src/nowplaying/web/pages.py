@@ -165,6 +165,8 @@ def widget_data(options: CardOptions) -> dict[str, str]:
         data["transparent"] = "true"
     if options.hide:
         data["hide"] = ",".join(sorted(options.hide))
+    if options.compact:
+        data["size"] = "compact"
     data["idle"] = str(options.idle)
     if options.idle_text:
         data["idle-text"] = options.idle_text

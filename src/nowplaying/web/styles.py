@@ -6,7 +6,8 @@ Generated, never written by hand, so the embed page, the owner's widget, the ove
 the host, so a page's own ``now-playing { --np-accent: … }`` wins over it). Besides colours and
 sizes, three properties tell ``widget.js`` how a look is laid out (it copies them to data
 attributes that ``widget.css`` styles): ``--np-cover`` (square, bleed, backdrop, none),
-``--np-times`` (1: ``m:ss`` under the bar) and ``--np-label`` (0: no state line).
+``--np-times`` (1: ``m:ss`` under the bar) and ``--np-label`` (0: no state line). Last,
+``.np[data-size="compact"]`` gives any look the compact geometry (``?size=compact``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nowplaying.themes import THEMES, Theme, stylesheet
+from nowplaying.themes import COMPACT, THEMES, Theme, stylesheet
 
 
 def selector(theme: Theme) -> str:
@@ -32,7 +33,10 @@ def themes_css() -> tuple[bytes, str]:
         f"--np-times:{int(s.layout.times)};--np-label:{int(s.layout.label)}}}"
         for s in THEMES.values()
     )
-    body = (stylesheet(selector) + layout + "\n").encode()
+    # size=compact: the compact geometry in any theme's colours (after the themes, so it wins).
+    compact = ";".join(f"{name}:{value}" for name, value in COMPACT.items())
+    compact = f'.np[data-size="compact"]{{{compact}}}'
+    body = (stylesheet(selector) + layout + "\n" + compact + "\n").encode()
     return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
 
 

@@ -439,7 +439,7 @@
    */
   const script = document.currentScript;
   const own = script && /^(.*\/p\/[A-Za-z0-9_-]+)\/embed\.js(?:\?.*)?$/.exec(script.src);
-  const ATTRS = ["theme", "bg", "text", "accent", "transparent", "radius", "width", "hide", "idle", "idle-text"];
+  const ATTRS = ["theme", "size", "bg", "text", "accent", "transparent", "radius", "width", "hide", "idle", "idle-text"];
   if (window.customElements && !customElements.get("now-playing")) {
     customElements.define("now-playing", class extends HTMLElement {
       connectedCallback() {
