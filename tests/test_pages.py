@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import jinja2
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starlette.responses import HTMLResponse
 
@@ -105,6 +105,7 @@ def test_hostile_values_come_out_escaped(name: str, value: str) -> None:
     _assert_escaped(name, value)
 
 
+@settings(deadline=None)  # renders every page per example: a loaded machine is no defect
 @given(st.text(min_size=1))
 @example("<")
 @example('"')
