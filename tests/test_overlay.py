@@ -156,11 +156,11 @@ async def test_owner_page_offers_a_snippet_for_each_way_of_embedding(connected: 
     page = f"{ORIGIN}/p/{public_id}"
     for text in (
         f"&lt;iframe src=&#34;{page}?theme=auto&#34;",
-        f"&lt;script src=&#34;{page}/embed.js&#34; async&gt;&lt;/script&gt;",
+        f"&lt;script src=&#34;{page}/embed.js&#34; data-theme=&#34;auto&#34; async&gt;",
         f"&lt;now-playing src=&#34;{page}&#34; theme=&#34;auto&#34;&gt;",
         "&lt;source media=&#34;(prefers-color-scheme: dark)&#34; "
         f"srcset=&#34;{page}.svg?theme=dark&#34;&gt;",
         f"&lt;img src=&#34;{page}.svg?theme=light&#34;",
-        f"{page}/overlay?fade=10",
+        f"{page}/overlay?theme=auto&amp;fade=10",
     ):
         assert text in home

@@ -131,7 +131,8 @@ def test_custom_element_on_another_origin_under_a_strict_csp(
 def test_the_script_alone_places_the_element(
     page: Page, playing: Shared, other_origin: tuple[str, Path]
 ) -> None:
-    """Only <script src=".../embed.js" async>: the element appears where the script stands."""
+    """Only <script src=".../embed.js" data-theme=...>: the element, with the script's data-*
+    as its attributes, appears where the script stands."""
     playing.play(0)
     origin, folder = other_origin
     _blog(
@@ -139,13 +140,21 @@ def test_the_script_alone_places_the_element(
         "bare.html",
         playing.base,
         "",
-        f'<p id="before">Listening to</p><script src="{playing.link}/embed.js" async></script>',
+        f'<p id="before">Listening to</p><script src="{playing.link}/embed.js" async'
+        ' data-theme="karaoke" data-idle-text="Quiet"></script>',
     )
     page.add_init_script(_VIOLATIONS)
     page.goto(f"{origin}/bare.html")
     expect(page.locator("now-playing .np__title")).to_have_text("Hoppípolla")
     assert page.evaluate("document.querySelector('#before + script + now-playing') !== null")
-    assert page.locator("now-playing").get_attribute("theme") == "auto"
+    placed = page.locator("now-playing")
+    assert (placed.get_attribute("theme"), placed.get_attribute("idle-text")) == (
+        "karaoke",
+        "Quiet",
+    )
+    assert (
+        page.locator("now-playing .np").evaluate(_PROPS)["bg"] == THEMES[Theme.KARAOKE].palette.bg
+    )
     assert page.evaluate("window.__violations") == []
 
 

@@ -50,3 +50,26 @@ def test_embed_on_another_origin_updates_and_svg_loads(
         "return i && i.complete && i.naturalWidth > 0; }"
     )
     assert page.evaluate("document.getElementById('card').naturalWidth") >= 300
+
+
+def test_theme_picker_restyles_the_widget_preview_and_snippets(page: Page, demo: Demo) -> None:
+    """Picking a look on the owner page: the widget, the card preview and the snippets follow;
+    the GitHub <picture> keeps its light and dark sources."""
+    demo.control("users/demo/player/play", {"item": 0, "progress_ms": 1000})
+    connect_demo(page, demo)
+    _publish(page)
+    page.get_by_label("Theme of the preview and the snippets").select_option("karaoke")
+    widget = page.locator("#np-widget")
+    expect(widget).to_have_attribute("data-theme", "karaoke")
+    expect(widget).to_have_attribute("data-cover", "square")
+    page.get_by_label("Theme of the preview and the snippets").select_option("badge")
+    expect(widget).to_have_attribute("data-cover", "none")
+    expect(page.locator("img.share-preview")).to_have_attribute("src", re.compile(r"theme=badge$"))
+    expect(page.locator("#snip-iframe")).to_have_value(re.compile(r"\?theme=badge"))
+    expect(page.locator("#snip-element")).to_have_value(re.compile('theme="badge"'))
+    expect(page.locator("#snip-overlay")).to_have_value(
+        re.compile(r"overlay\?theme=badge&fade=10$")
+    )
+    expect(page.locator("#snip-picture")).to_have_value(
+        re.compile(r"theme=dark.*theme=light", re.S)
+    )

@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse
 
 from nowplaying.card_options import CardOptions
 from nowplaying.problems import Refusal
+from nowplaying.themes import THEMES
 
 if TYPE_CHECKING:
     from .overlay import OverlayOptions
@@ -59,6 +60,8 @@ class Snippet(NamedTuple):
     key: str
     label: str
     text: str
+    themed: bool = False
+    """Its ``theme=auto`` follows the share panel's theme picker (owner.js)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,11 @@ class Share:
     links: dict[str, str] | None
     last_played: bool
     reconnect_by: str
+
+    @staticmethod
+    def themes() -> list[tuple[str, str]]:
+        """The picker's choices: every look of the one theme set, ``(value, label)``."""
+        return [(str(s.theme), s.label) for s in THEMES.values()]
 
     def snippets(self) -> list[Snippet]:
         """The copy-paste snippets for the published links (plain text; the page escapes it)."""
@@ -85,8 +93,11 @@ class Share:
             f'    <img src="{svg}?theme=light" alt="Now playing on Spotify" width="420"'
             ' height="120">\n  </picture>\n</a>'
         )
-        script = f'<script src="{page}/embed.js" async></script>'
-        element = f'<now-playing src="{page}" theme="auto"></now-playing>\n{script}'
+        script = f'<script src="{page}/embed.js" data-theme="auto" async></script>'
+        element = (
+            f'<now-playing src="{page}" theme="auto"></now-playing>\n'
+            f'<script src="{page}/embed.js" async></script>'
+        )
         fetch = (
             f'fetch("{js}").then(r => r.json()).then(np => {{\n'
             "  el.textContent = np.isPlaying ? `${np.title} — ${np.artist}` : 'Not playing';\n});"
@@ -94,13 +105,14 @@ class Share:
         return [
             Snippet("md", "Markdown for a README", f"[![Now playing on Spotify]({svg})]({opener})"),
             Snippet("picture", "A README on GitHub, light and dark (HTML)", picture),
-            Snippet("iframe", "Embed on a web page (iframe)", iframe),
-            Snippet("script", "Drop-in script: the widget where the script stands", script),
-            Snippet("element", "Custom element, themable with CSS (--np-accent...)", element),
+            Snippet("iframe", "Embed on a web page (iframe)", iframe, themed=True),
+            Snippet("script", "Drop-in script: the widget where it stands", script, themed=True),
+            Snippet("element", "Custom element, themable with CSS (--np-accent...)", element, True),
             Snippet(
                 "overlay",
                 "OBS browser source (1920x1080; ?layout=strip, ?fade=10)",
-                f"{page}/overlay?fade=10",
+                f"{page}/overlay?theme=auto&fade=10",
+                themed=True,
             ),
             Snippet("fetch", "Your own front end (JSON, CORS enabled)", fetch),
         ]

@@ -54,7 +54,21 @@
     }
   });
 
+  /** The theme picker: the owner's widget, the card preview and the themed snippets follow it. */
+  function pickTheme(select) {
+    const theme = select.value;
+    const widget = document.getElementById("np-widget");
+    if (widget) widget.dataset.theme = theme;
+    for (const node of document.querySelectorAll("[data-np-themed]")) {
+      if (node instanceof HTMLImageElement) node.src = node.src.replace(/theme=[a-z]+/, "theme=" + theme);
+      else if (node instanceof HTMLTextAreaElement) node.value = node.value.replace(/theme=("?)[a-z]+/g, "theme=$1" + theme);
+    }
+  }
+
   document.addEventListener("change", async (event) => {
+    if (event.target instanceof HTMLSelectElement && event.target.hasAttribute("data-np-theme")) {
+      return pickTheme(event.target);
+    }
     const box = event.target;
     if (!(box instanceof HTMLInputElement) || box.getAttribute("data-np-action") !== "settings") {
       return;

@@ -91,6 +91,8 @@
       this.fadeTimer = 0;
       this.customise(d);
       this.build();
+      // A new look (the owner's theme picker) may change the layout too.
+      new MutationObserver(() => this.layout()).observe(root, { attributes: true, attributeFilter: ["data-theme"] });
       this.show("loading", { title: "Loading…", artist: "Spotify", announce: "" });
       document.addEventListener("visibilitychange", () => (document.hidden ? this.stop() : this.start()));
       if (!document.hidden) this.start();
@@ -463,5 +465,10 @@
       }
     });
   }
-  if (own && !document.querySelector("now-playing")) script.after(document.createElement("now-playing"));
+  if (own && !document.querySelector("now-playing")) {
+    // <script ... data-theme="dark" data-accent="e91e63">: the placed element's attributes.
+    const made = document.createElement("now-playing");
+    for (const [k, v] of Object.entries(script.dataset)) made.setAttribute(k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()), v);
+    script.after(made);
+  }
 })();
