@@ -164,3 +164,16 @@ async def test_owner_page_offers_a_snippet_for_each_way_of_embedding(connected: 
         f"{page}/overlay?theme=auto&amp;fade=10",
     ):
         assert text in home
+
+
+async def test_openapi_describes_the_overlay_and_the_script(connected: Env) -> None:
+    """The overlay's parameters (the card's and its own) and embed.js are in /openapi.json."""
+    doc = (await connected.client.get("/openapi.json")).json()
+    overlay = doc["paths"]["/p/{public_id}/overlay"]["get"]
+    names = {p["name"] for p in overlay["parameters"]}
+    assert set(OverlayOptions.model_fields) | {"public_id"} == names
+    layout = next(p for p in overlay["parameters"] if p["name"] == "layout")
+    assert layout["schema"]["enum"] == ["canvas", "strip"]
+    assert "/p/{public_id}/embed.js" in doc["paths"]
+    embed = {p["name"] for p in doc["paths"]["/p/{public_id}"]["get"]["parameters"]}
+    assert set(CardOptions.model_fields) < embed

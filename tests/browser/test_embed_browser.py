@@ -30,9 +30,11 @@ def playing(shared: Shared) -> Shared:
 
 @pytest.mark.parametrize("theme", list(Theme))
 def test_each_theme_of_the_embed(page: Page, playing: Shared, theme: Theme) -> None:
-    """/p/{id}?theme=X: the palette, type size and cover layout of theme X from themes.py."""
+    """/p/{id}?theme=X: the palette, type size and cover layout of theme X from themes.py, in
+    an iframe of the SVG card's size without scrollbars."""
     spec = THEMES[theme]
     page.emulate_media(color_scheme="light")
+    page.set_viewport_size({"width": spec.layout.width, "height": spec.layout.height})
     page.goto(f"{playing.link}?theme={theme}")
     widget = page.locator("#np-widget")
     expect(widget.locator(".np__title")).to_have_text("Hoppípolla")
@@ -44,6 +46,11 @@ def test_each_theme_of_the_embed(page: Page, playing: Shared, theme: Theme) -> N
     assert props["cover"] == str(spec.layout.cover)
     assert props["art"] == ("none" if spec.layout.cover is Cover.NONE else "grid")
     assert props["clock"] == ("flex" if spec.layout.times else "none")
+    overflow = page.evaluate(
+        "() => [document.documentElement.scrollWidth - innerWidth,"
+        " document.documentElement.scrollHeight - innerHeight]"
+    )
+    assert overflow == [0, 0]
 
 
 def test_auto_follows_the_system(page: Page, playing: Shared) -> None:

@@ -65,7 +65,9 @@ def test_theme_picker_restyles_the_widget_preview_and_snippets(page: Page, demo:
     page.get_by_label("Theme of the preview and the snippets").select_option("badge")
     expect(widget).to_have_attribute("data-cover", "none")
     expect(page.locator("img.share-preview")).to_have_attribute("src", re.compile(r"theme=badge$"))
-    expect(page.locator("#snip-iframe")).to_have_value(re.compile(r"\?theme=badge"))
+    expect(page.locator("#snip-iframe")).to_have_value(
+        re.compile(r'\?theme=badge" width="360" height="28"')
+    )
     expect(page.locator("#snip-element")).to_have_value(re.compile('theme="badge"'))
     expect(page.locator("#snip-overlay")).to_have_value(
         re.compile(r"overlay\?theme=badge&fade=10$")

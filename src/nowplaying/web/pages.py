@@ -74,9 +74,10 @@ class Share:
     reconnect_by: str
 
     @staticmethod
-    def themes() -> list[tuple[str, str]]:
-        """The picker's choices: every look of the one theme set, ``(value, label)``."""
-        return [(str(s.theme), s.label) for s in THEMES.values()]
+    def themes() -> list[tuple[str, str, int, int]]:
+        """The picker's choices: every look of the one theme set, ``(value, label, width,
+        height)`` (the size an iframe of it wants)."""
+        return [(str(s.theme), s.label, s.layout.width, s.layout.height) for s in THEMES.values()]
 
     def snippets(self) -> list[Snippet]:
         """The copy-paste snippets for the published links (plain text; the page escapes it)."""

@@ -63,6 +63,11 @@
       if (node instanceof HTMLImageElement) node.src = node.src.replace(/theme=[a-z]+/, "theme=" + theme);
       else if (node instanceof HTMLTextAreaElement) node.value = node.value.replace(/theme=("?)[a-z]+/g, "theme=$1" + theme);
     }
+    const size = select.selectedOptions[0];
+    const iframe = document.getElementById("snip-iframe");
+    if (iframe && size) {
+      iframe.value = iframe.value.replace(/width="\d+" height="\d+"/, 'width="' + size.dataset.width + '" height="' + size.dataset.height + '"');
+    }
   }
 
   document.addEventListener("change", async (event) => {
