@@ -14,6 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from nowplaying import logs
 from nowplaying.clock import FakeClock
@@ -187,3 +190,20 @@ def test_demo_banner_follows_the_port(tmp_path: Path) -> None:
         out = _stop(proc)
     assert f"serving on http://127.0.0.1:{port}/" in out
     assert "127.0.0.1:8000" not in out
+
+
+async def test_an_unhandled_error_is_logged_and_answered_with_its_request_id(
+    tmp_path: Path, clock: FakeClock, captured: io.StringIO
+) -> None:
+    """The 500 handler runs outside the request-id middleware: the id still reaches both."""
+
+    async def boom(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    async with open_env(tmp_path, clock, raise_app_exceptions=False) as env:
+        env.app.router.routes.append(Route("/boom-for-test", boom))
+        response = await env.client.get("/boom-for-test")
+    assert response.status_code == 500
+    rid = response.headers["x-request-id"]
+    [line] = [r for r in _records(captured) if r["message"].startswith("unhandled RuntimeError")]
+    assert line["request_id"] == rid

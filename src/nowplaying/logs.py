@@ -186,6 +186,10 @@ class RequestId:
 
         try:
             await self.app(scope, receive, send_with_id)
-        finally:
-            holder[0] = None
-            _current.reset(token)
+        except Exception:
+            # Left set: the 500 handler runs outside this middleware (Starlette's
+            # ServerErrorMiddleware) and its log line and response name this id too. The
+            # request's task ends with the error, so nothing later inherits it.
+            raise
+        holder[0] = None
+        _current.reset(token)

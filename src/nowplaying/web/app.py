@@ -27,7 +27,7 @@ from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.crypto import CryptoError
-from nowplaying.logs import RequestId
+from nowplaying.logs import REQUEST_ID_HEADER, RequestId, current_request_id
 from nowplaying.metrics import Metrics
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
@@ -257,7 +257,12 @@ async def _unopenable(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     """The last resort: log the error type (never its text, which may hold data), answer 500."""
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-    return json_response(error(ErrorCode.INTERNAL, "Something went wrong."), 500)
+    rid = current_request_id()
+    return json_response(
+        error(ErrorCode.INTERNAL, "Something went wrong."),
+        500,
+        headers={REQUEST_ID_HEADER: rid} if rid else None,
+    )
 
 
 _SLUGS = {
