@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import edge, fanout, latency, memory, multi, throughput, upstream
+from . import budget, edge, fanout, latency, memory, multi, throughput, upstream
 from .report import DOC, Machine, Results, table, write_doc
 
 SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
@@ -25,6 +25,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "multi": ("multi-instance: 3 processes, PostgreSQL + Redis (~75 s)", multi.run),
     "fanout": ("fan-out: 10,000 SSE viewers of one public link, 3 changes (~2 min)", fanout.run),
     "edge": ("edge cache: wrk through nginx proxy_cache on one public URL (~25 s)", edge.run),
+    "budget": ("call budget and adaptive polling, fixed schedule beside it (~40 s)", budget.run),
 }
 
 

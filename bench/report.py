@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import edge, fanout, latency, memory, multi, throughput, upstream
+from . import budget, edge, fanout, latency, memory, multi, throughput, upstream
 from .servers import ROOT
 
 DOC = ROOT / "docs" / "performance.md"
@@ -25,6 +25,7 @@ class Results:
     multi: multi.Result | None = None
     fanout: fanout.Result | None = None
     edge: edge.Result | None = None
+    budget: budget.Result | None = None
     seconds: float = 0.0
 
 
@@ -106,6 +107,8 @@ def table(r: Results, machine: Machine) -> str:
         out += _fanout(r.fanout)
     if r.edge is not None:
         out += edge.lines(r.edge)
+    if r.budget is not None:
+        out += budget.lines(r.budget)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)
@@ -416,4 +419,21 @@ time costs idle with the viewers connected (heartbeats, polls). *bytes/viewer* i
 HTTP chunk as one viewer received it (median). Bench and server share the machine's 2 CPUs, so
 the client's reading competes with the server's writing; a heartbeat tick (every 15 s, every
 stream) that lands on a change adds its own writes.
+
+**8. Call budget and adaptive polling.** `python -m bench budget` (`bench/budget.py`), in
+simulated time: the live engine (`LiveHub`) polls the simulator through the real `SpotifyClient`
+on a fake clock, viewers are hub subscriptions, and the simulator's limits (`sim.limits`) count
+what reaches "Spotify" and refuse past its window. Each scenario runs twice in the same run:
+*fixed* is the schedule before the budget (every 5 s or at the predicted track end, idle backoff
+to 30 s, no budget) and *adaptive* the call budget with its schedule. Latencies are simulated
+seconds from the change at the simulator to the viewer's event, so they measure scheduling alone
+(no network; a real Spotify round trip adds its own). One account, default budget (60 / 30 s):
+20 skips at random moments (to another track 6.5-8 s before its end), the natural end of each
+such track, and 6 starts after 2 minutes stopped with the viewer watching. Five accounts with a
+budget of 30 / 30 s and the simulator's window at 30: random skips (one account every 2-8 s) for
+10 simulated minutes; the 429s and the most calls the simulator counted in any 30 s. The wrong
+guess: budget 60 / 30 s, the simulator's window 30, five watched accounts for 10 minutes: the
+window 429s after the first, the calls per 30 s over the last 5 minutes and the learned window
+limit at the end. Calls per minute: one account for 5 minutes with 1 and with 1000 viewers.
+See [budget.md](budget.md).
 """

@@ -9,6 +9,11 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from pydantic import SecretStr
+
+from nowplaying.budget import CallBudget
+from nowplaying.clock import Clock
+from nowplaying.spotify import SpotifyClient
 
 FIXTURES = Path(__file__).parent / "fixtures" / "spotify"
 
@@ -72,3 +77,24 @@ async def connect(
     assert redirect.status_code in (302, 303), redirect.text
     callback = urlsplit(redirect.headers["location"])
     return await client.get(f"{callback.path}?{callback.query}")
+
+
+def sim_client(
+    http: httpx.AsyncClient,
+    clock: Clock,
+    *,
+    base: str = "http://sim.test",
+    client_id: str = "cid",
+    client_secret: str = "csecret",
+    budget: CallBudget | None = None,
+) -> SpotifyClient:
+    """The project's Spotify client for a simulator served at ``base`` over ``http``."""
+    return SpotifyClient(
+        http,
+        client_id=client_id,
+        client_secret=SecretStr(client_secret),
+        accounts_url=base,
+        api_url=f"{base}/v1",
+        clock=clock,
+        budget=budget,
+    )

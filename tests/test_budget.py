@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
 from nowplaying.budget import DAY, CallBudget, LocalLedger, OverBudget
 from nowplaying.clock import FakeClock
@@ -19,6 +18,7 @@ from nowplaying.simulator import Simulator
 from nowplaying.simulator.limits import max_in_window
 from nowplaying.spotify import RateLimited, SpotifyClient
 from tests.conftest import Env
+from tests.helpers import sim_client
 
 pytestmark = pytest.mark.anyio
 
@@ -172,15 +172,7 @@ async def sim_http(clock: FakeClock) -> AsyncIterator[tuple[Simulator, httpx.Asy
 
 
 def client_for(http: httpx.AsyncClient, clock: FakeClock, budget: CallBudget) -> SpotifyClient:
-    return SpotifyClient(
-        http,
-        client_id="cid",
-        client_secret=SecretStr("csecret"),
-        accounts_url="http://sim.test",
-        api_url="http://sim.test/v1",
-        clock=clock,
-        budget=budget,
-    )
+    return sim_client(http, clock, budget=budget)
 
 
 async def test_client_spends_for_token_and_api_calls(

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     learned lower after a 429 (docs/budget.md)."""
     nowplaying_call_budget_day: int = Field(default=100_000, ge=1)
     """Upstream calls per UTC day, paced to midnight; shrunk after a QUOTA_EXCEEDED."""
+    nowplaying_poll_floor_seconds: float = Field(default=1.0, gt=0)
+    """A watched account is polled at most this often, however much budget is left."""
+    nowplaying_poll_ceiling_seconds: float = Field(default=30.0, gt=0)
+    """A watched account is polled at least this often (if the budget can afford it)."""
 
     @field_validator("spotify_accounts_url", "spotify_api_url")
     @classmethod

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+from .budget import CallBudget
 from .clock import Clock
 from .coord import Coordinator, LocalCoordinator
 from .models import NowPlaying, PlayedItem
@@ -96,8 +97,13 @@ class LiveHub:
         pauses: PauseStore | None = None,
         ready: Ready | None = None,
         reconnect_check: float = 5.0,
+        budget: CallBudget | None = None,
+        poll_floor: float = 1.0,
+        poll_ceiling: float = 30.0,
     ) -> None:
         self._coord: Coordinator = coord or LocalCoordinator()
+        self._budget = budget
+        """With a budget, accounts are polled as often as it allows (:mod:`.schedule`)."""
         self._pauses = pauses
         self._ready = ready
         self._fetch = fetch
@@ -111,6 +117,8 @@ class LiveHub:
             end_margin=end_margin,
             reconnect_check=reconnect_check,
             rng=rng,
+            floor=poll_floor,
+            ceiling=poll_ceiling,
         )
         """When each account is polled next (:mod:`nowplaying.schedule`)."""
         self.watch_ttl = watch_ttl
@@ -298,6 +306,8 @@ class LiveHub:
                 w.leader = False
                 with contextlib.suppress(Exception):
                     await self._coord.release_lease(w.account_id)
+                    if self._budget is not None:  # its share of the budget goes to the others
+                        await self._budget.idle(w.account_id)
             if w.task is asyncio.current_task():
                 w.task = None
 
@@ -350,6 +360,8 @@ class LiveHub:
         await self._publish_everywhere(
             w, Snapshot(playing, Status.LIVE, self._next_version(w), last_played=last)
         )
+        if self._budget is not None:
+            plan.share = await self._budget.interval(w.account_id)
         return self.schedule.played(plan, playing, self._clock.now())
 
     async def _ready_now(self, account_id: str) -> bool:

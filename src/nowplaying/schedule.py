@@ -4,9 +4,15 @@ One :class:`Schedule` (the app's settings) serves every account; each poller kee
 :class:`Plan` (what it has met so far). The live engine asks the schedule after every poll and
 sleeps until the time it answers; nothing here waits or calls anyone.
 
-- **Playing**: just after the track's predicted end (``end_margin`` late), or every
-  ``poll_seconds`` to catch skips and pauses, whichever comes first.
-- **Nothing playing**: backing off by 1.5x per idle poll, up to ``idle_max``.
+With a call budget (:mod:`nowplaying.budget`) the live engine hands each plan its ``share``
+before asking: the seconds between polls that keep every polled account within the budget.
+
+- **Playing**: just after the track's predicted end (``end_margin`` late), or at the next
+  regular poll to catch skips and pauses, whichever comes first. The regular poll is the
+  budget's share clamped to [``floor``, ``ceiling``]; without a budget, every ``poll_seconds``.
+- **Nothing playing**: with a budget, the same share: someone is watching (a poller runs only
+  then), so playback starting is seen as soon as a skip would be. Without one (the fixed
+  schedule), backing off by 1.5x per idle poll, up to ``idle_max``.
 - **A failure**: exponential backoff from ``poll_seconds`` up to ``backoff_max``, jittered.
 - **The grant is gone**: a store check every ``reconnect_check`` seconds, no Spotify call.
 - **The app-wide pause** (a 429): nothing before it ends.
@@ -31,6 +37,8 @@ class Plan:
     idle: int = 0
     reconnect: bool = False
     """The grant is gone: check the store instead of polling Spotify."""
+    share: float | None = None
+    """Seconds between polls the call budget allows this account now (None: no budget)."""
 
 
 class Schedule:
@@ -45,8 +53,15 @@ class Schedule:
         end_margin: float = 0.3,
         reconnect_check: float = 5.0,
         rng: random.Random | None = None,
+        floor: float = 1.0,
+        ceiling: float = 30.0,
     ) -> None:
         self.poll_seconds = poll_seconds
+        self.floor = floor
+        """With a budget: never two regular polls of one account closer than this."""
+        self.ceiling = ceiling
+        """With a budget: never longer than this between polls of a watched account (if the
+        budget cannot afford even that, the calls wait for room at the budget)."""
         self.idle_max = idle_max
         self.backoff_max = backoff_max
         self.end_margin = end_margin
@@ -57,7 +72,7 @@ class Schedule:
         """A poll answered: the next one at the track's end, the poll interval, or idle backoff."""
         plan.failures = 0
         plan.idle = 0 if playing.active else plan.idle + 1
-        plan.next_poll = now + self.delay(playing, plan.idle)
+        plan.next_poll = now + self.delay(playing, plan.idle, plan.share)
         return plan.next_poll
 
     def failed(self, plan: Plan, now: float) -> float:
@@ -81,14 +96,19 @@ class Schedule:
         plan.next_poll = max(plan.next_poll, until)
         return plan.next_poll
 
-    def delay(self, playing: NowPlaying, idle: int) -> float:
-        """Seconds to the next poll after seeing ``playing`` (``idle`` idle polls in a row)."""
-        if not playing.active:
+    def delay(self, playing: NowPlaying, idle: int, share: float | None = None) -> float:
+        """Seconds to the next poll after seeing ``playing`` (``idle`` idle polls in a row),
+        with the budget's ``share`` (None: the fixed schedule)."""
+        if share is not None:
+            every = min(self.ceiling, max(self.floor, share))
+        elif not playing.active:
             return min(self.idle_max, self.poll_seconds * (1.5 ** max(0, idle - 1)))
+        else:
+            every = self.poll_seconds
         remaining = playing.remaining_ms
-        if playing.is_playing and remaining is not None:
-            return min(self.poll_seconds, remaining / 1000 + self.end_margin)
-        return self.poll_seconds
+        if playing.active and playing.is_playing and remaining is not None:
+            return min(every, remaining / 1000 + self.end_margin)
+        return every
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row (jittered)."""
