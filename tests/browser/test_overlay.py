@@ -142,3 +142,21 @@ def test_recovers_after_the_source_reloads(page: Page, shared: Shared) -> None:
     expect(card.locator(".np__title")).to_have_text("لما بدا يتثنى")
     shared.control("users/demo/player/skip")
     expect(card.locator(".np__title")).to_have_text("Gravel & Grit", timeout=15_000)
+
+
+def test_card_options_apply_to_the_overlay(page: Page, shared: Shared) -> None:
+    """?width= and ?radius= size the overlay's card (its own large default otherwise)."""
+    shared.play(0)
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.goto(f"{shared.link}/overlay?width=600&radius=0")
+    card = page.locator("#np-widget")
+    expect(card.locator(".np__title")).to_have_text("Hoppípolla")
+    box = card.bounding_box()
+    assert box is not None
+    assert box["width"] == 600
+    assert card.evaluate("e => getComputedStyle(e).borderTopLeftRadius") == "0px"
+    page.goto(f"{shared.link}/overlay")
+    expect(card.locator(".np__title")).to_have_text("Hoppípolla")
+    box = card.bounding_box()
+    assert box is not None
+    assert box["width"] == 900

@@ -110,7 +110,8 @@
         if (hex) set(k === "text" ? "fg" : k, "#" + hex[1]);
       }
       if (d.transparent === "true") for (const k of ["bg", "border", "shadow"]) set(k, k === "shadow" ? "none" : "transparent");
-      for (const k of ["radius", "width"]) if (/^\d{1,4}$/.test(d[k] || "")) set(k + "-px", d[k] + "px");
+      // --np-radius/--np-width: only ever the owner's choice (the overlay's large card reads them).
+      for (const k of ["radius", "width"]) if (/^\d{1,4}$/.test(d[k] || "")) for (const n of [k, k + "-px"]) set(n, d[k] + "px");
       for (const part of (d.hide || "").split(/[\s,]+/)) if (/^[a-z]+$/.test(part)) this.root.classList.add("np--no-" + part);
     }
 
