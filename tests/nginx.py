@@ -226,7 +226,8 @@ class Stack:
 @contextlib.contextmanager
 def edge_stack(directory: Path) -> Iterator[Stack]:
     """nginx with the shipped file in front of ``nowplaying serve`` in demo mode, which believes
-    its forwarded headers, serves metrics to ``METRICS_TOKEN`` and polls every second."""
+    its forwarded headers, serves metrics to ``METRICS_TOKEN``, polls every second and allows
+    ten logins per client address at once."""
     port = free_port()
     with run_nginx(directory, f"127.0.0.1:{port}") as proxy:
         env = {
@@ -234,6 +235,9 @@ def edge_stack(directory: Path) -> Iterator[Stack]:
             "NOWPLAYING_TRUSTED_PROXIES": '["127.0.0.1"]',
             "NOWPLAYING_METRICS_TOKEN": METRICS_TOKEN,
             "NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0",
+            # Burst 10, then one per 30 s: the forwarded-for test's 11th login is refused
+            # however slowly a loaded machine sends the first ten.
+            "NOWPLAYING_LOGIN_RATE_PER_MINUTE": "2",
         }
         with nowplaying_server(poll_seconds=1, extra_env=env, port=port) as origin:
             yield Stack(origin, proxy)
