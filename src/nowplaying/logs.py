@@ -28,10 +28,10 @@ import time
 from collections.abc import Iterable
 from typing import TextIO
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-Id"
+_HEADER_NAME = REQUEST_ID_HEADER.lower().encode()
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 QUIET = ("httpx", "httpcore")
@@ -175,13 +175,15 @@ class RequestId:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        rid = incoming if _ID.fullmatch(incoming) else _secrets.token_hex(8)
+        rid = incoming if incoming and _ID.fullmatch(incoming) else _secrets.token_hex(8)
         holder: list[str | None] = [rid]
         token = _current.set(holder)
+        header = (_HEADER_NAME, rid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+            if message["type"] == "http.response.start":  # set: replaces one the app sent
+                raw = message.get("headers", ())
+                message["headers"] = [*(h for h in raw if h[0] != _HEADER_NAME), header]
             await send(message)
 
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 
+from prometheus_client import Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +21,7 @@ from .errors import NotFound, Unauthorized
 from .state import services
 
 EVENT_STREAM = b"text/event-stream"
+LATENCY_CHILDREN = 1024
 
 
 async def metrics(request: Request) -> Response:
@@ -41,6 +43,19 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The histogram's child per (route, method, status): labels() validates and locks on
+        # every call, and the set is small (route templates, not paths; bounded all the same,
+        # since the method is the client's).
+        self._latency: dict[tuple[str, str, int], Histogram] = {}
+
+    def _observer(self, route: str, method: str, status: int) -> Histogram:
+        key = (route, method, status)
+        child = self._latency.get(key)
+        if child is None:
+            child = self.metrics.latency.labels(route, method, str(status))
+            if len(self._latency) < LATENCY_CHILDREN:
+                self._latency[key] = child
+        return child
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,12 +67,14 @@ class RequestMetrics:
         async def timed(message: Message) -> None:
             nonlocal streaming
             if message["type"] == "http.response.start":
-                route = scope.get("route")
-                self.metrics.latency.labels(
-                    getattr(route, "path", "unmatched"), scope["method"], str(message["status"])
-                ).observe(time.perf_counter() - started)
-                headers = dict(message.get("headers", ()))
-                if headers.get(b"content-type", b"").startswith(EVENT_STREAM):
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self._observer(route, scope["method"], message["status"]).observe(
+                    time.perf_counter() - started
+                )
+                content_type = next(
+                    (v for k, v in message.get("headers", ()) if k == b"content-type"), b""
+                )
+                if content_type.startswith(EVENT_STREAM):
                     streaming = True
                     self.metrics.viewers.inc()
             await send(message)

@@ -68,10 +68,13 @@ async def _state(
     """The account's public state as of ``now`` (default: the clock's now)."""
     if account.status is AccountStatus.RECONNECT_REQUIRED:
         return error(ErrorCode.RECONNECT_REQUIRED)
-    snap = None
-    with contextlib.suppress(TimeoutError):
-        async with svc.clock.timeout(wait):
-            snap = await svc.hub.current(account.id)
+    if wait is None:  # the hub's own first wait bounds it; no timer to arm
+        snap = await svc.hub.current(account.id)
+    else:
+        snap = None
+        with contextlib.suppress(TimeoutError):
+            async with svc.clock.timeout(wait):
+                snap = await svc.hub.current(account.id)
     if snap is None:
         snap = svc.hub.peek(account.id)
     return public_state(snap, account, svc.clock.now() if now is None else now)

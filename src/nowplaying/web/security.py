@@ -14,7 +14,6 @@ import time
 from collections.abc import Collection
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,6 +62,9 @@ def host_name(header: str) -> str | None:
     return match["v6"] or match["name"].rstrip(".")
 
 
+HOST_VERDICTS = 256
+
+
 class TrustedHosts:
     """Pure ASGI middleware: refuse (400) requests whose ``Host`` is not one of ``hosts``.
 
@@ -77,25 +79,56 @@ class TrustedHosts:
         self.app = app
         self.hosts = frozenset(hosts)
         self.exempt = frozenset(exempt_paths)
+        self._verdicts: dict[bytes, bool] = {}
+        """Whether a ``Host`` value (as sent) names one of ``hosts``: the few a site sees, so
+        the parse runs once per value (bounded by :data:`HOST_VERDICTS`)."""
+
+    def _allowed(self, scope: Scope) -> bool:
+        header = next((value for key, value in scope["headers"] if key == b"host"), None)
+        if header is None:
+            server = scope.get("server")
+            return (str(server[0]).lower() if server else None) in self.hosts
+        verdict = self._verdicts.get(header)
+        if verdict is None:
+            verdict = host_name(header.decode("latin-1")) in self.hosts
+            if len(self._verdicts) < HOST_VERDICTS:
+                self._verdicts[header] = verdict
+        return verdict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in self.exempt:
-            header = Headers(scope=scope).get("host")
-            if header is not None:
-                name = host_name(header)
-            else:
-                server = scope.get("server")
-                name = str(server[0]).lower() if server else None
-            if name not in self.hosts:
-                refusal = BadRequest("Unknown host.").response({"Cache-Control": "no-store"})
-                await refusal(scope, receive, send)
-                return
+        exempt = scope["type"] != "http" or scope["path"] in self.exempt
+        if not exempt and not self._allowed(scope):
+            refusal = BadRequest("Unknown host.").response({"Cache-Control": "no-store"})
+            await refusal(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
 def printable(text: str, limit: int = 200) -> str:
     """Text safe for one log line: control characters escaped, length capped."""
     return repr(text[:limit])[1:-1]
+
+
+_BASELINE = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"))
+_CSP = b"content-security-policy"
+_PAGE_CSP = PAGE_CSP.encode()
+
+
+def _with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
+    """Add to a response's raw headers each one it does not set itself (the first of a name
+    counts, as with ``MutableHeaders.setdefault``)."""
+    have = dict(reversed(raw))
+    raw.extend(pair for pair in _BASELINE if pair[0] not in have)
+    if exempt:
+        return
+    csp = have.get(_CSP)
+    if csp is None:
+        raw.append((_CSP, _PAGE_CSP))
+        csp = _PAGE_CSP
+    if b"frame-ancestors 'none'" in csp and b"x-frame-options" not in have:
+        raw.append((b"x-frame-options", b"DENY"))  # embeds set their own frame-ancestors
+    if b"cross-origin-opener-policy" not in have:
+        raw.append((b"cross-origin-opener-policy", b"same-origin"))
 
 
 class SecurityHeaders:
@@ -118,24 +151,20 @@ class SecurityHeaders:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers.setdefault("X-Content-Type-Options", "nosniff")
-                headers.setdefault("Referrer-Policy", "same-origin")
-                if not exempt:
-                    csp = headers.setdefault("Content-Security-Policy", PAGE_CSP)
-                    if "frame-ancestors 'none'" in csp:  # embeds set their own frame-ancestors
-                        headers.setdefault("X-Frame-Options", "DENY")
-                    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+                message["headers"] = raw = list(message.get("headers", ()))
+                _with_security_headers(raw, exempt)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            # The path only: query strings carry OAuth codes and states.
-            access_log.info(
-                "%s %s %s %.1fms",
-                scope.get("method", "-"),
-                printable(path),
-                status or "-",
-                (time.perf_counter() - started) * 1000,
-            )
+            # The path only: query strings carry OAuth codes and states. (Guarded: the arguments
+            # cost more than the disabled call.)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %s %.1fms",
+                    scope.get("method", "-"),
+                    printable(path),
+                    status or "-",
+                    (time.perf_counter() - started) * 1000,
+                )
