@@ -396,3 +396,14 @@ def test_etag_is_stable_and_follows_content() -> None:
     assert card_etag(render({**TRACK, "progressMs": 64_999})) == etag  # the same 5 s step
     assert card_etag(render({**TRACK, "progressMs": 65_000})) != etag
     assert card_etag(render({**TRACK, "title": "Wait"})) != etag
+
+
+def test_idle_options_choose_what_shows_while_nothing_plays() -> None:
+    """idle=last shows the last track; idle=text the owner's words instead; idle=hide nothing."""
+    assert "Midnight City" in texts(parse(render(LAST_PLAYED)))
+    words = texts(parse(render(LAST_PLAYED, idle="text", idle_text="Offline <3")))
+    assert "Offline <3" in words and "Midnight City" not in words
+    assert "Not playing" in texts(parse(render(LAST_PLAYED, idle="text")))
+    hidden = parse(render(LAST_PLAYED, idle="hide"))
+    assert (hidden.get("width"), hidden.get("height")) == ("1", "1")
+    assert texts(parse(render(TRACK, idle="hide")))  # only idle hides: a track still shows
