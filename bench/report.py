@@ -6,6 +6,7 @@ import datetime as dt
 import math
 import os
 import platform
+import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,13 @@ def _throughput(r: throughput.Result) -> list[str]:
             f"   {f'ratio {name} / bare':<30}{r.ratio_of(name):>15.2f}   {per_round:<26}"
             f"target >= {target:g}"
         )
+        by_cpu = r.cpu_ratios(name)
+        if by_cpu:
+            listed = " ".join(f"{x:.2f}" for x in by_cpu)
+            out.append(
+                f"   {'  by server CPU per request':<30}{statistics.median(by_cpu):>15.2f}   "
+                f"{listed:<26}"
+            )
     out.append(f"   errors: {errors}")
     return [*out, ""]
 
@@ -362,16 +370,21 @@ samples it is the largest one. The random moments come from a fixed seed, so rer
 same moments in the poll interval.
 
 **3. Throughput.** `GET /api/spotify` with a valid session cookie, answered from the shared state,
-against a bare Starlette app whose one `async` endpoint returns the same JSON body
-(`bench/bare.py`). Both run under uvicorn with the same settings (one worker, `access_log=False`,
-`log_level="warning"`, no proxy headers), each in its own process; the load generator
-(`bench/loadgen.py`, raw asyncio sockets, HTTP/1.1 keep-alive) runs in a third process and loads
-one server at a time, alternating A/B. *server CPU* is the loaded server's CPU use during the
-median trial, in cores: near 1.0 means the server, not the load generator, was the limit. The
-ratio is the median of the five rounds' ratios (each round is one engine trial then one bare trial,
-back to back), which a burst of other load on the machine distorts less than a ratio of medians.
-On a shared machine (other test runs, editors) the rounds spread widely; the per-round columns
-show how much, and a rerun on a quiet machine is the better figure.
+and the public `GET /p/ID.json` and `GET /p/ID.svg` (cover embedded, from the cover cache; the card
+itself from the rendered-card cache, one rendering per second, see `web/cards.py`) of the same
+account, published, against a bare Starlette app whose one `async` endpoint returns the same JSON
+body (`bench/bare.py`). Both run under uvicorn with the same settings (one worker,
+`access_log=False`, `log_level="warning"`, no proxy headers), each in its own process; the load
+generator (`bench/loadgen.py`, raw asyncio sockets, HTTP/1.1 keep-alive) runs in a third process and
+loads one server at a time, alternating A/B. *server CPU* is the loaded server's CPU use during the
+median trial, in cores: near 1.0 means the server, not the load generator, was the limit. The ratio
+is the median of the five rounds' ratios (each round is one engine trial then one bare trial, back
+to back), which a burst of other load on the machine distorts less than a ratio of medians. On a
+shared machine (other test runs, editors) the rounds spread widely; the per-round columns show how
+much, and a rerun on a quiet machine is the better figure. *by server CPU per request* compares the
+same trials by work done: each round's bare server CPU seconds per request over the engine's. It is
+not the target, but other load on the machine disturbs it far less than requests per second (a
+server that gets a quarter of a core still spends its own CPU per request).
 
 **4. Memory.** A fresh server process, signed in, its poller running: `VmRSS` from
 `/proc/PID/status` idle, then with 1000 SSE connections open, each having received its first

@@ -67,6 +67,17 @@ class Result:
         trials = self.endpoints[endpoint]
         return statistics.median(e.rps / b.rps for e, b in zip(trials, self.bare, strict=True))
 
+    def cpu_ratios(self, endpoint: str) -> list[float]:
+        """Each round's bare server CPU per request over the engine's: the same comparison by
+        work done rather than by throughput, which other load on the machine disturbs less
+        (a server that gets a quarter of a core still spends its own CPU per request)."""
+        trials = self.endpoints[endpoint]
+        return [
+            (b.server_cpu / b.rps) / (e.server_cpu / e.rps)
+            for e, b in zip(trials, self.bare, strict=True)
+            if e.rps > 0 and b.rps > 0 and e.server_cpu > 0
+        ]
+
     @property
     def ratio(self) -> float:
         return self.ratio_of("/api/spotify")

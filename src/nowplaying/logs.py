@@ -183,7 +183,9 @@ class RequestId:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":  # set: replaces one the app sent
                 raw = message.get("headers", ())
-                message["headers"] = [*(h for h in raw if h[0] != _HEADER_NAME), header]
+                kept = [h for h in raw if h[0] != _HEADER_NAME]
+                kept.append(header)
+                message["headers"] = kept
             await send(message)
 
         try:

@@ -118,7 +118,7 @@ def _with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None
     """Add to a response's raw headers each one it does not set itself (the first of a name
     counts, as with ``MutableHeaders.setdefault``)."""
     have = dict(reversed(raw))
-    raw.extend(pair for pair in _BASELINE if pair[0] not in have)
+    raw.extend([pair for pair in _BASELINE if pair[0] not in have])
     if exempt:
         return
     csp = have.get(_CSP)
@@ -143,7 +143,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        exempt = any(path.startswith(p) for p in self.exempt)
+        exempt = path.startswith(self.exempt)
         started = time.perf_counter()
         status = 0
 
