@@ -5,6 +5,7 @@ with reduced motion), and back by itself after the source reloads."""
 from __future__ import annotations
 
 import base64
+import time
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -88,7 +89,9 @@ def test_transparent_outside_the_card_without_scrollbars(
 def test_fades_after_n_seconds_and_returns_on_a_track_change(page: Page, shared: Shared) -> None:
     """?fade=5: shown on a track, gone 5 s later (the page's clock), back on the next track."""
     shared.play(2)
-    page.clock.install()
+    start = time.time()
+    page.clock.install(time=start)
+    page.clock.pause_at(start + 1)  # the page's time moves only when the test says so
     page.goto(f"{shared.link}/overlay?fade=5")
     card = page.locator("#np-widget")
     expect(card.locator(".np__title")).to_have_text("夜に駆ける")
