@@ -27,9 +27,10 @@ from nowplaying.store import (
     Store,
     StoreError,
     open_store,
+    sql,
 )
 from nowplaying.store import sqlite as sqlite_module
-from nowplaying.store.sql import SEALED_TOKENS
+from nowplaying.store.sql import POSTGRES, SEALED_TOKENS, SQLITE
 from tests.services import POSTGRES_URL, postgres_schema
 
 KEY = "store-test-key-" * 3
@@ -724,3 +725,14 @@ def test_reconnect_reason_names_the_cause() -> None:
     assert account(status=AccountStatus.RECONNECT_REQUIRED).reconnect_reason == "revoked"
     missing = account(token="", status=AccountStatus.RECONNECT_REQUIRED, key_missing=True)
     assert missing.reconnect_reason == "unknown_key"
+
+
+def test_one_query_is_rendered_for_each_dialect() -> None:
+    """A query is written once with ``?``; PostgreSQL gets ``$1, $2, ...`` in order, SQLite the
+    text itself, and no query of the module carries a dialect's own placeholder."""
+    assert POSTGRES.query(sql.RESEAL) == (
+        "UPDATE accounts SET refresh_token = $1 WHERE id = $2 AND refresh_token = $3"
+    )
+    assert SQLITE.query(sql.RESEAL) == sql.RESEAL
+    queries = [v for k, v in vars(sql).items() if k.isupper() and isinstance(v, str)]
+    assert len(queries) > 20 and not any("$" in q for q in queries)
