@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from nowplaying.clock import FakeClock
 from nowplaying.coord import CoordinationError
 from nowplaying.coord_redis import RedisCoordinator
+from nowplaying.fanout import Subscription
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 from nowplaying.tokens import RefreshDeferred, TokenManager
@@ -251,7 +252,7 @@ async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> 
     raise AssertionError("condition not reached")
 
 
-async def _filled(queue: asyncio.Queue[Snapshot]) -> bool:
+async def _filled(queue: Subscription) -> bool:
     return not queue.empty()
 
 
@@ -476,7 +477,7 @@ async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> No
         await third.close()
 
 
-async def _arrives(queue: asyncio.Queue[Snapshot], status: Status) -> Snapshot:
+async def _arrives(queue: Subscription, status: Status) -> Snapshot:
     """Wait (real time, bounded: pub/sub is real I/O) for a snapshot with ``status``."""
     async with asyncio.timeout(5):
         while True:

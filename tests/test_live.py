@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from nowplaying.clock import FakeClock
+from nowplaying.fanout import Subscription
 from nowplaying.live import LiveHub, Snapshot, Status, progress_at
 from nowplaying.models import Item, Kind, NowPlaying
 from nowplaying.spotify import InvalidGrant, RateLimited, SpotifyUnavailable
@@ -319,9 +320,7 @@ def test_snapshot_json_marks_stale_and_reconnect(clock: FakeClock) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _subscribers(
-    hub: LiveHub, account_id: str, n: int
-) -> AsyncIterator[list[asyncio.Queue[Snapshot]]]:
+async def _subscribers(hub: LiveHub, account_id: str, n: int) -> AsyncIterator[list[Subscription]]:
     """Open ``n`` subscriptions to one account at once."""
     async with contextlib.AsyncExitStack() as stack:
         yield [await stack.enter_async_context(hub.subscribe(account_id)) for _ in range(n)]

@@ -15,13 +15,14 @@ import pytest
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord_redis import RedisCoordinator
+from nowplaying.fanout import Subscription
 from nowplaying.live import LiveHub, Snapshot
 from nowplaying.models import Item, Kind, NowPlaying
 
 pytestmark = pytest.mark.anyio
 
 
-async def _title(clock: FakeClock, queue: asyncio.Queue[Snapshot], title: str) -> Snapshot:
+async def _title(clock: FakeClock, queue: Subscription, title: str) -> Snapshot:
     """Move time on until a snapshot playing ``title`` arrives (bounded in real time too:
     Redis is real I/O, so the poller needs real moments between fake-clock steps)."""
     async with asyncio.timeout(5):

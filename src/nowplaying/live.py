@@ -37,6 +37,7 @@ from typing import Protocol
 from .budget import CallBudget
 from .clock import Clock
 from .coord import Coordinator, LocalCoordinator
+from .fanout import Channel, Subscription
 from .models import NowPlaying, PlayedItem
 from .schedule import Plan, Schedule
 from .snapshot import Snapshot, Status, progress_at
@@ -64,7 +65,8 @@ class PauseStore(Protocol):
 class _Watch:
     account_id: str
     snapshot: Snapshot | None = None
-    subscribers: set[asyncio.Queue[Snapshot]] = field(default_factory=set)
+    channel: Channel = field(default_factory=Channel)
+    """The published snapshots and their viewers."""
     last_request: float = 0.0
     task: asyncio.Task[None] | None = None
     fresh: asyncio.Event = field(default_factory=asyncio.Event)
@@ -73,7 +75,7 @@ class _Watch:
     marked_at: float = 0.0
 
     def watched(self, now: float, ttl: float) -> bool:
-        return bool(self.subscribers) or now - self.last_request < ttl
+        return bool(self.channel) or now - self.last_request < ttl
 
 
 class LiveHub:
@@ -155,18 +157,15 @@ class LiveHub:
         return w.snapshot
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, account_id: str) -> AsyncIterator[asyncio.Queue[Snapshot]]:
-        """A queue that receives every change (latest wins) while the context is open."""
+    async def subscribe(self, account_id: str) -> AsyncIterator[Subscription]:
+        """Every change (latest wins) while the context is open, the current state first."""
         w = self._watch(account_id)
-        queue: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=1)
-        w.subscribers.add(queue)
+        sub = w.channel.subscribe(w.snapshot if w.fresh.is_set() else None)
         self._ensure_poller(w)
-        if w.snapshot is not None and w.fresh.is_set():
-            queue.put_nowait(w.snapshot)
         try:
-            yield queue
+            yield sub
         finally:
-            w.subscribers.discard(queue)
+            sub.close()
             w.last_request = max(w.last_request, self._clock.now())
 
     def peek(self, account_id: str) -> Snapshot | None:
@@ -176,7 +175,7 @@ class LiveHub:
 
     def viewers(self, account_id: str) -> int:
         w = self._watches.get(account_id)
-        return len(w.subscribers) if w else 0
+        return len(w.channel) if w else 0
 
     def polling(self, account_id: str) -> bool:
         w = self._watches.get(account_id)
@@ -205,7 +204,7 @@ class LiveHub:
         if w is None:
             return
         await self._stop(w)
-        if not w.subscribers:  # nobody to tell: drop the state with the watch
+        if not w.channel:  # nobody to tell: drop the state with the watch
             self._watches.pop(account_id, None)
             return
         self._publish_here(
@@ -505,18 +504,9 @@ class LiveHub:
         w.fresh.set()
         if changed:
             self.counts["published"] += 1
-            for q in list(w.subscribers):
-                _offer(q, snap)
+            w.channel.publish(snap)
         return changed
 
 
 def _utc(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _offer(queue: asyncio.Queue[Snapshot], snap: Snapshot) -> None:
-    """Put the latest state, dropping an unread older one: a slow viewer only misses history."""
-    if queue.full():
-        with contextlib.suppress(asyncio.QueueEmpty):
-            queue.get_nowait()
-    queue.put_nowait(snap)

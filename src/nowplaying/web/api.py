@@ -14,10 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from nowplaying import fanout
+from nowplaying.fanout import Subscription
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
 from nowplaying.views import Budget, ErrorCode, error
@@ -60,7 +63,27 @@ async def now_playing(request: Request) -> Response:
     return snapshot_response(snap, svc.clock.now(), svc.hub.poll_seconds)
 
 
-async def events(request: Request) -> Response:
+class StreamEndpoint:
+    """An event-stream route as a bare ASGI app (GET and HEAD only).
+
+    A stream lives as long as its viewer, so every frame under it is paid per viewer; this skips
+    Starlette's ``request_response`` wrapper (a Request, two exception-handling closures and their
+    frames). Refusals raised by ``handler`` still reach the app's exception handlers, which sit
+    above the router.
+    """
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+        self.__name__ = handler.__name__  # the route's name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPException(405, headers={"Allow": "GET, HEAD"})
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+async def _events(request: Request) -> Response:
     account_id = await _account_id(request)
     svc = services(request)
     return event_stream(
@@ -71,6 +94,9 @@ async def events(request: Request) -> Response:
         sleep=svc.clock.sleep,
         headers={**PRIVATE, "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )
+
+
+events = StreamEndpoint(_events)
 
 
 def event_stream(
@@ -136,6 +162,7 @@ class EventStream(Response):
         stream = self._stream(closed)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            self.raw_headers = []  # this response lives as long as its viewer: let them go
             async for chunk in stream:
                 await send(
                     {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
@@ -179,8 +206,10 @@ async def sse_stream(
     ``sleep`` (the app's clock): a stream silent for at least half of that then sends a comment,
     so none is silent longer than 1.5 x ``heartbeat``. ``closed`` (the viewer hung up) ends it.
 
-    Per viewer this costs one waiting task (the hub's queue), recreated only after a change;
-    each change is encoded once (:func:`_event`) and the same text goes to every viewer.
+    Per viewer and wait this costs one future, which the next change (the account's
+    :class:`~nowplaying.fanout.Channel`), the next tick or drain (:class:`_Beat`) and the hang-up
+    all resolve: no task, queue or ``asyncio.wait`` per viewer. Each change is encoded once
+    (:func:`_event`) and the same text goes to every viewer.
     """
     rng = rng or _JITTER
     yield "retry: 3000\n: connected\n\n"
@@ -192,54 +221,70 @@ async def sse_stream(
     beat = _Beat.of(hub, heartbeat, sleep or _wall_sleep)
     beat.join()
     hub.counts["sse_open"] += 1
-    get: asyncio.Future[Snapshot] | None = None
+    hangup = closed or asyncio.get_running_loop().create_future()
     quiet_since = now()
     try:
-        # The subscription receives the current state first (now, or when the first poll lands).
-        async with hub.subscribe(account_id) as queue:
+        # The subscription holds the current state first (now, or when the first poll lands).
+        async with hub.subscribe(account_id) as sub:
             while True:
-                if get is None and not queue.empty():
-                    snap: Snapshot | None = queue.get_nowait()
-                else:
-                    get = get or asyncio.ensure_future(queue.get())
-                    wake = beat.poke()
-                    waiting: set[asyncio.Future[Any]] = {get, wake}
-                    if closed is not None:
-                        waiting.add(closed)
+                if sub.empty():
+                    wake = _Wait(sub, beat, hangup)
                     try:
-                        await asyncio.wait(waiting, return_when=FIRST_COMPLETED)
+                        await wake.future
                     finally:
-                        beat.unpoke(wake)
-                    snap = None
-                    if closed is not None and closed.done():
+                        wake.done()
+                    if hangup.done():
                         return
                     if hub.draining.is_set():
                         hub.counts["sse_drained"] += 1
                         yield reconnect_hint(rng)
                         return
-                    if get.done():
-                        snap, get = get.result(), None
-                    elif wake.done() and now() - quiet_since >= heartbeat / 2:
-                        quiet_since = now()
-                        yield ": heartbeat\n\n"
-                if snap is not None and not _has(sent, snap.version):
+                    if sub.empty():  # the tick
+                        if now() - quiet_since >= heartbeat / 2:
+                            quiet_since = now()
+                            yield ": heartbeat\n\n"
+                        continue
+                snap = sub.get_nowait()
+                if not _has(sent, snap.version):
                     sent = str(snap.version)
                     quiet_since = now()
                     yield _event(snap, quiet_since)
     finally:
         hub.counts["sse_open"] -= 1
         beat.leave()
-        _cancel(get)
+
+
+class _Wait:
+    """A stream's one wait: a future the next change, tick, drain or hang-up resolves."""
+
+    __slots__ = ("beat", "future", "hangup", "sub")
+
+    def __init__(self, sub: Subscription, beat: _Beat, hangup: asyncio.Future[Any]) -> None:
+        self.sub, self.beat, self.hangup = sub, beat, hangup
+        self.future: asyncio.Future[None] = beat.loop.create_future()
+        sub.wake_on_change(self.future)
+        beat.wake_on_tick(self.future)
+        if hangup.done():
+            fanout.wake(self.future)
+        else:
+            hangup.add_done_callback(self._hung_up)
+
+    def _hung_up(self, _: object) -> None:
+        fanout.wake(self.future)
+
+    def done(self) -> None:
+        """Leave every set the future was handed to (each an O(1) removal)."""
+        self.sub.forget(self.future)
+        self.beat.forget(self.future)
+        self.hangup.remove_done_callback(self._hung_up)
 
 
 class _Beat:
     """The heartbeat tick and the drain, shared by every stream of a hub (per heartbeat and
     clock): one task, instead of a timer and a drain waiter per viewer.
 
-    A waiting stream takes a future of its own from :meth:`poke`; every tick, and the start
-    of the drain, resolves them all. (One future shared by 10,000 waiters would cost
-    ``asyncio.wait`` a scan of all its callbacks per waiter: quadratic.) The task runs while
-    some stream has joined.
+    A waiting stream hands it its wait future (:meth:`wake_on_tick`); every tick, and the start
+    of the drain, resolves them all. The task runs while some stream has joined.
     """
 
     def __init__(
@@ -259,15 +304,13 @@ class _Beat:
             beat = beats[(every, sleep)] = cls(hub, every, sleep)
         return beat
 
-    def poke(self) -> asyncio.Future[None]:
-        """A future resolved at the next tick (or when draining begins)."""
-        future: asyncio.Future[None] = self.loop.create_future()
+    def wake_on_tick(self, future: asyncio.Future[None]) -> None:
+        """Resolve ``future`` at the next tick (at once if draining has begun)."""
         if self.hub.draining.is_set():
-            future.set_result(None)
+            fanout.wake(future)
         self.pokes.add(future)
-        return future
 
-    def unpoke(self, future: asyncio.Future[None]) -> None:
+    def forget(self, future: asyncio.Future[None]) -> None:
         self.pokes.discard(future)
 
     def join(self) -> None:
@@ -290,8 +333,7 @@ class _Beat:
                 await asyncio.wait({drained, nap}, return_when=FIRST_COMPLETED)
                 pokes, self.pokes = self.pokes, set()
                 for future in pokes:
-                    if not future.done():
-                        future.set_result(None)
+                    fanout.wake(future)
                 if drained.done():
                     return
         finally:

@@ -25,7 +25,7 @@ from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.views import Error, ErrorCode, Nothing, Playing, State, error
 
 from . import pages
-from .api import event_stream
+from .api import StreamEndpoint, event_stream
 from .cards import CardKey, card_clock
 from .errors import NotFound, json_response
 from .state import Services, services
@@ -149,7 +149,7 @@ def svg_response(request: Request, svg: bytes | str, etag: str | None = None) ->
     return Response(svg, media_type=SVG_TYPE, headers=headers)
 
 
-async def events(request: Request) -> Response:
+async def _events(request: Request) -> Response:
     svc = services(request)
     account = await _account(svc, request.path_params["public_id"])
     if account is None:
@@ -162,6 +162,9 @@ async def events(request: Request) -> Response:
         sleep=svc.clock.sleep,
         headers={**CORS, **NO_CACHE, "X-Accel-Buffering": "no"},
     )
+
+
+events = StreamEndpoint(_events)
 
 
 async def open_item(request: Request) -> Response:
