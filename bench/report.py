@@ -353,9 +353,10 @@ requests spread evenly over the 10 s. The **baseline** is what common now-playin
 every request: refresh the access token, then call currently-playing (`SpotifyClient.refresh` +
 `SpotifyClient.currently_playing` against the same simulator); it has no SSE. The last row is one
 simulated hour with one viewer: the access token lives 3600 s, so the engine refreshes it once.
-The engine polls every 5 s plus once at each predicted track end, whatever the audience, so with
-a single viewer polling every 10 s it makes about as many calls as the baseline; its advantage
-grows with the audience.
+The engine polls each watched account as often as its share of the call budget allows (every
+second for one account at the default budget, [budget.md](budget.md)) plus once at each predicted
+track end, whatever the audience: with a single viewer it makes more calls than the baseline
+(freshness is bought with calls, inside the budget); its advantage grows with the audience.
 
 **2. Change-to-viewer latency.** `nowplaying serve` in demo mode in its own process, system clock,
 `NOWPLAYING_POLL_SECONDS=5`, one SSE viewer on a raw socket (`bench/latency.py`). Each cycle, at a

@@ -19,6 +19,7 @@ from nowplaying.simulator.limits import max_in_window
 from nowplaying.spotify import RateLimited, SpotifyClient
 from tests.conftest import Env
 from tests.helpers import sim_client
+from tests.live_server import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -319,3 +320,21 @@ async def test_owner_page_and_account_show_the_budget(connected: Env) -> None:
     assert "Spotify calls:" in page.text
     account = (await connected.client.get("/api/account")).json()
     assert account["budget"]["configuredPerDay"] == 100_000
+
+
+async def test_unreachable_redis_counts_locally(clock: FakeClock) -> None:
+    """Redis down: the instance still keeps to the budget on its own (a local ledger), and
+    learns from 429s; nothing raises."""
+    coord = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0", retry_every=60, clock=clock)
+    await coord.start(lambda _a, _p: None)
+    try:
+        budget = CallBudget(clock, per_window=4, per_day=10**7, ledger=coord.ledger(), margin=0)
+        granted = [
+            await budget.ledger.try_spend(clock.now() + t, 30, 4, 10**7) == 0 for t in range(8)
+        ]
+        assert granted == [True] * 4 + [False] * 4
+        await budget.refused(clock.now(), 5, quota=False)
+        assert await budget.per_window() == 2  # 0.7 x 4, learned locally
+        assert coord.degraded
+    finally:
+        await coord.close()
