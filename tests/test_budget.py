@@ -189,6 +189,26 @@ async def test_client_spends_for_token_and_api_calls(
     assert sim.limits.counts["accepted"] == 2
 
 
+async def test_token_call_waits_for_room_no_longer_than_its_lock_allows(
+    clock: FakeClock, sim_http: tuple[Simulator, httpx.AsyncClient]
+) -> None:
+    """Window full for 30 more seconds: a refresh gives up at once (RateLimited 'budget', nothing
+    sent) rather than wait past the refresh lock; a read waits for the room instead."""
+    sim, http = sim_http
+    budget = CallBudget(clock, per_window=2, per_day=1000, margin=0)
+    client = client_for(http, clock, budget)
+    grant = sim.grant("demo")
+    await spend_all(budget, 2)
+    with pytest.raises(RateLimited) as caught:
+        await client.refresh(grant.refresh_token or "")
+    assert caught.value.reason == "budget"
+    assert sim.calls["token"] == 0
+    read = asyncio.ensure_future(client.currently_playing(grant.access_token))
+    await clock.advance(31, step=0.5)
+    assert (await read).is_playing
+    assert sim.calls["currently-playing"] == 1
+
+
 async def test_budget_equal_to_the_real_window_meets_no_429(
     clock: FakeClock, sim_http: tuple[Simulator, httpx.AsyncClient]
 ) -> None:

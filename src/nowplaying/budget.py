@@ -218,11 +218,13 @@ class CallBudget:
 
     # -- spending --------------------------------------------------------------------------------
 
-    async def spend(self) -> float:
+    async def spend(self, max_wait: float | None = None) -> float:
         """Wait until a call may be made and count it; the clock time it was counted at.
 
-        Raises :class:`OverBudget` when that would take longer than ``max_wait``.
+        Raises :class:`OverBudget` when that would take longer than ``max_wait`` (by default
+        the budget's own: a window and a little).
         """
+        limit = self.max_wait if max_wait is None else max_wait
         while True:
             now = self._clock.now()
             learned = await self.ledger.learned()
@@ -240,7 +242,7 @@ class CallBudget:
                     self.spent += 1
                     return now
                 reason = "the day's calls are spent"
-            if wait > self.max_wait:
+            if wait > limit:
                 raise OverBudget(wait, reason)
             self.waited += 1
             await self._clock.sleep(wait)

@@ -52,6 +52,10 @@ DEFAULT_DEADLINE = 8.0
 # loses the new refresh token (the old one is revoked by then), and with it the account.
 TOKEN_TIMEOUT = httpx.Timeout(15.0, connect=3.0)
 TOKEN_DEADLINE = 20.0
+TOKEN_BUDGET_WAIT = 15.0
+"""A token call waits at most this long for room in the call budget: with its deadline it stays
+within the 40 s the cross-instance refresh lock lives (``coord_redis``), so a refresh never
+outlives its lock."""
 QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 """``RateLimited.reason`` of the development-mode quota (equal to ``store.QUOTA_EXCEEDED``)."""
 MAX_RETRY_AFTER = 86400.0
@@ -281,6 +285,7 @@ class SpotifyClient:
             headers={"Authorization": f"Basic {basic}"},
             phases=self._token_timeout,
             deadline=self._token_deadline,
+            budget_wait=TOKEN_BUDGET_WAIT,
         )
         if response.status_code == 200:
             body = _json_object(response)
@@ -370,6 +375,7 @@ class SpotifyClient:
         *,
         phases: httpx.Timeout | None = None,
         deadline: float | None = None,
+        budget_wait: float | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
         """One request under a per-phase timeout and an overall deadline.
@@ -378,7 +384,7 @@ class SpotifyClient:
         a :class:`SpotifyError`.
         """
         limit = deadline or self._deadline
-        started = await self._spend()
+        started = await self._spend(budget_wait)
         try:
             async with self._clock.timeout(limit):
                 response = await self._http.request(
@@ -403,12 +409,12 @@ class SpotifyClient:
             await self.budget.refused(started, _retry_after(response), quota=quota)
         return response
 
-    async def _spend(self) -> float:
+    async def _spend(self, max_wait: float | None) -> float:
         """Spend one call from the budget (waiting for room); over it, a :class:`RateLimited`."""
         if self.budget is None:
             return self._clock.now()
         try:
-            return await self.budget.spend()
+            return await self.budget.spend(max_wait)
         except OverBudget as e:
             raise RateLimited(e.retry_after, "budget") from e
 
