@@ -140,6 +140,7 @@ def build_context(directory: Path) -> Path:
 def build_image(tag: str) -> str:
     """Build the repository's Dockerfile on the local base, offline; the image tag."""
     base = base_image()
+    previous = _image_id(tag)
     with tempfile.TemporaryDirectory(prefix="np-image-") as tmp:
         context = build_context(Path(tmp))
         docker(
@@ -157,4 +158,16 @@ def build_image(tag: str) -> str:
         )
     # The classic builder keeps the build stage as an untagged image: drop ours.
     docker("image", "prune", "--force", "--filter", "label=org.nowplaying.stage=build")
+    if previous and previous != _image_id(tag):
+        docker("rmi", previous, check=False)  # the last run's image, now untagged (if unused)
     return tag
+
+
+def _image_id(tag: str) -> str | None:
+    done = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() if done.returncode == 0 else None
