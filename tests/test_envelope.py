@@ -17,6 +17,8 @@ from starlette.routing import Route
 
 from nowplaying import views
 from nowplaying.clock import FakeClock
+from nowplaying.metrics import Metrics
+from nowplaying.web.edge import Edge
 from nowplaying.web.errors import (
     BadRequest,
     BodyTooLarge,
@@ -26,8 +28,7 @@ from nowplaying.web.errors import (
     Refusal,
     TooManyRequests,
 )
-from nowplaying.web.limits import RateLimit, RequestLimits, Rule
-from nowplaying.web.security import TrustedHosts
+from nowplaying.web.limits import Rule
 from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
@@ -99,14 +100,20 @@ async def _echo(request: Request) -> Response:
 
 @pytest.fixture
 async def guarded() -> AsyncIterator[httpx.AsyncClient]:
-    """A tiny app behind the limits and the host check, in create_app's order."""
+    """A tiny app behind the edge (limits, rate limit, host check), with small limits."""
     rule = Rule("public", lambda p: p == "/p/limited", rate=1.0, burst=1)
     app = Starlette(
         routes=[Route(p, _echo, methods=["GET", "POST"]) for p in ("/p/x", "/p/limited")],
         middleware=[
-            Middleware(RequestLimits, max_body=100, max_headers=2000),
-            Middleware(RateLimit, clock=FakeClock(), rules=(rule,)),
-            Middleware(TrustedHosts, hosts={"testserver"}),
+            Middleware(
+                Edge,
+                metrics=Metrics(),
+                clock=FakeClock(),
+                hosts={"testserver"},
+                rules=(rule,),
+                max_body=100,
+                max_headers=2000,
+            ),
         ],
     )
     transport = httpx.ASGITransport(app=app)

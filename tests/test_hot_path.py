@@ -12,11 +12,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.datastructures import MutableHeaders
 
+from nowplaying.web.edge import Edge
 from nowplaying.web.security import (
     HOST_VERDICTS,
     PAGE_CSP,
     TrustedHosts,
-    _with_security_headers,
+    with_security_headers,
 )
 from tests.conftest import Env
 
@@ -59,7 +60,7 @@ def _reference(raw: list[tuple[bytes, bytes]], exempt: bool) -> list[tuple[bytes
 @example(raw=[(b"x-frame-options", b"x"), (b"x-frame-options", b"DENY")], exempt=True)
 def test_security_headers_match_setdefault(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
     mine = list(raw)
-    _with_security_headers(mine, exempt)
+    with_security_headers(mine, exempt)
     assert mine == _reference(raw, exempt)
 
 
@@ -83,9 +84,9 @@ async def test_a_refused_host_stays_refused_and_verdicts_are_bounded(connected: 
 
 def _trusted_hosts(env: Env) -> TrustedHosts:
     app = env.app.middleware_stack
-    while not isinstance(app, TrustedHosts):
+    while not isinstance(app, Edge):
         app = app.app  # type: ignore[union-attr]
-    return app
+    return app.hosts
 
 
 async def test_latency_is_counted_once_per_request_per_route(connected: Env) -> None:

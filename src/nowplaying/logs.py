@@ -11,8 +11,8 @@
   ``[redacted]``: a net under the rule that no code logs one.
 - httpx and httpcore log at WARNING: their INFO line per request (every poll) is noise.
 
-:class:`RequestId` is the ASGI middleware that gives each HTTP request an id (a well-formed
-incoming ``X-Request-Id`` from a proxy is kept, anything else replaced), answers it in the
+Each HTTP request gets an id (:func:`request_id`: a well-formed incoming ``X-Request-Id`` from a
+proxy is kept, anything else replaced); the edge middleware (``web/edge.py``) answers it in the
 ``X-Request-Id`` response header and puts it on every record logged while the request runs.
 """
 
@@ -27,8 +27,6 @@ import sys
 import time
 from collections.abc import Iterable
 from typing import TextIO
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _HEADER_NAME = REQUEST_ID_HEADER.lower().encode()
@@ -160,40 +158,34 @@ def configure(
     return handler
 
 
-class RequestId:
-    """Pure ASGI middleware: an id per HTTP request, in the logs and in ``X-Request-Id``."""
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The id for a request: a well-formed incoming ``X-Request-Id`` is kept, else a new one."""
+    incoming = ""
+    for name, value in headers:
+        if name == _HEADER_NAME:
+            incoming = value.decode("latin-1")
+            break
+    return incoming if incoming and _ID.fullmatch(incoming) else _secrets.token_hex(8)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        incoming = ""
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        rid = incoming if incoming and _ID.fullmatch(incoming) else _secrets.token_hex(8)
-        holder: list[str | None] = [rid]
-        token = _current.set(holder)
-        header = (_HEADER_NAME, rid.encode("latin-1"))
+def enter_request(rid: str) -> tuple[list[str | None], contextvars.Token[list[str | None] | None]]:
+    """Name ``rid`` on every record logged from here on in this context; undo with
+    :func:`leave_request` when the request ends (left set if it fails: the 500 handler runs
+    after the edge and its log line names this id too; the request's task ends with the error,
+    so nothing later inherits it)."""
+    holder: list[str | None] = [rid]
+    return holder, _current.set(holder)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":  # set: replaces one the app sent
-                raw = message.get("headers", ())
-                kept = [h for h in raw if h[0] != _HEADER_NAME]
-                kept.append(header)
-                message["headers"] = kept
-            await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        except Exception:
-            # Left set: the 500 handler runs outside this middleware (Starlette's
-            # ServerErrorMiddleware) and its log line and response name this id too. The
-            # request's task ends with the error, so nothing later inherits it.
-            raise
-        holder[0] = None
-        _current.reset(token)
+def leave_request(
+    holder: list[str | None], token: contextvars.Token[list[str | None] | None]
+) -> None:
+    holder[0] = None
+    _current.reset(token)
+
+
+def with_request_id(raw: Iterable[tuple[bytes, bytes]], rid: bytes) -> list[tuple[bytes, bytes]]:
+    """A response's raw headers with ``X-Request-Id: rid`` set (replacing one the app sent)."""
+    kept = [h for h in raw if h[0] != _HEADER_NAME]
+    kept.append((_HEADER_NAME, rid))
+    return kept

@@ -27,7 +27,7 @@ from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.crypto import CryptoError
-from nowplaying.logs import REQUEST_ID_HEADER, RequestId, current_request_id
+from nowplaying.logs import REQUEST_ID_HEADER, current_request_id
 from nowplaying.metrics import Metrics
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
 from nowplaying.simulator import Simulator
@@ -35,10 +35,11 @@ from nowplaying.store import Store, StoreError
 from nowplaying.views import ErrorCode, error
 
 from . import api, auth, dropin, metrics, openapi, overlay, owner, pages, public, recent, styles
+from .edge import Edge
 from .errors import Refusal, json_response
-from .limits import RateLimit, RequestLimits, rules
+from .limits import rules
 from .published import PublishedAccounts
-from .security import SecurityHeaders, TrustedHosts, origin_of
+from .security import origin_of
 from .sessions import Sessions
 from .state import Services
 
@@ -143,22 +144,19 @@ def create_app(
         simulator.app.router.redirect_slashes = False
         routes.append(Mount(SIM_PREFIX, app=simulator.app))
     middleware = [
-        Middleware(metrics.RequestMetrics, metrics=app_metrics),
-        Middleware(RequestId),  # early: every later log line of the request carries its id
-        Middleware(RequestLimits),
         Middleware(
-            RateLimit,
+            Edge,
+            metrics=app_metrics,
             clock=clock,
             rules=rules(
                 login_per_minute=settings.nowplaying_login_rate_per_minute,
                 public_per_second=settings.nowplaying_public_rate_per_second,
             ),
-        ),
-        Middleware(SecurityHeaders, exempt_prefixes=(SIM_PREFIX,)),
-        # Load balancers probe /healthz, Prometheus scrapes /metrics, by IP; the rest must name
-        # this site.
-        Middleware(
-            TrustedHosts, hosts=settings.allowed_hosts, exempt_paths=("/healthz", "/metrics")
+            # Load balancers probe /healthz, Prometheus scrapes /metrics, by IP; the rest must
+            # name this site.
+            hosts=settings.allowed_hosts,
+            host_exempt_paths=("/healthz", "/metrics"),
+            header_exempt_prefixes=(SIM_PREFIX,),
         ),
     ]
     if settings.nowplaying_trusted_proxies:

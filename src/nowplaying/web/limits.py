@@ -1,9 +1,9 @@
-"""Abuse limits, as pure ASGI middleware: request size and header limits, and per-client-IP
+"""Abuse limits, applied by :mod:`.edge`: request size and header limits, and per-client-IP
 rate limits on the endpoints worth abusing (``/login``, ``/callback``, public ``/p/...``).
 
 The client address is the connection's, or — only when ``NOWPLAYING_TRUSTED_PROXIES`` names the
 proxy — the one it forwarded (uvicorn's ProxyHeadersMiddleware rewrites ``scope["client"]``
-before this runs). Buckets live in this process: with several instances each enforces its own.
+before the edge runs). Buckets live in this process: with several instances each enforces its own.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope
 
 from nowplaying.clock import Clock
 
@@ -48,83 +48,71 @@ def rules(*, login_per_minute: float = 20.0, public_per_second: float = 10.0) ->
 DEFAULT_RULES = rules()
 
 
-#: Refused before any route (and outside the security headers), so these are set here.
-_REFUSED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+#: Refused before any route (and without the security headers), so these are set here.
+REFUSED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, refusal: Refusal) -> None:
-    await refusal.response(_REFUSED)(scope, receive, send)
+def too_large(
+    headers: list[tuple[bytes, bytes]], max_body: int, max_headers: int
+) -> Refusal | None:
+    """431 for headers over ``max_headers`` bytes, 413 for a declared body over ``max_body``."""
+    if sum(len(k) + len(v) for k, v in headers) > max_headers:
+        return HeadersTooLarge("Request headers are too large.")
+    declared = next((v for k, v in headers if k == b"content-length"), None)
+    if declared is not None and (not declared.isdigit() or int(declared) > max_body):
+        return BodyTooLarge(TOO_LARGE)
+    return None
 
 
-class RequestLimits:
-    """413 for bodies over ``max_body`` bytes, 431 for headers over ``max_headers`` bytes."""
-
-    def __init__(self, app: ASGIApp, *, max_body: int = MAX_BODY, max_headers: int = MAX_HEADERS):
-        self.app = app
-        self.max_body = max_body
-        self.max_headers = max_headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        if sum(len(k) + len(v) for k, v in headers) > self.max_headers:
-            await _refuse(scope, receive, send, HeadersTooLarge("Request headers are too large."))
-            return
-        declared = next((v for k, v in headers if k == b"content-length"), None)
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await _refuse(scope, receive, send, BodyTooLarge(_TOO_LARGE))
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:  # a chunked body that keeps going
-                    raise _Overflow
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _Overflow:
-            await _refuse(scope, receive, send, BodyTooLarge(_TOO_LARGE))
+TOO_LARGE = "The request body is too large."
 
 
-_TOO_LARGE = "The request body is too large."
-
-
-class _Overflow(Exception):
+class Overflow(Exception):
     """A streamed body went over the limit (not a Refusal: the app's handlers must let it
-    through to :class:`RequestLimits`)."""
+    through to the edge, which answers 413)."""
 
 
-class RateLimit:
-    """Token buckets per (rule, client address); 429 with Retry-After when one is empty."""
+def counted(receive: Receive, max_body: int) -> Receive:
+    """``receive`` that raises :class:`Overflow` once the body passes ``max_body`` bytes (a
+    chunked body that keeps going)."""
+    seen = 0
 
-    def __init__(self, app: ASGIApp, *, clock: Clock, rules: tuple[Rule, ...] = DEFAULT_RULES):
-        self.app = app
+    async def receive_counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > max_body:
+                raise Overflow
+        return message
+
+    return receive_counted
+
+
+def too_many(wait: float) -> Refusal:
+    return TooManyRequests("Too many requests from this address; slow down.", retry_after=wait)
+
+
+class Buckets:
+    """Token buckets per (rule, client address)."""
+
+    def __init__(self, *, clock: Clock, rules: tuple[Rule, ...] = DEFAULT_RULES):
         self.clock = clock
         self.rules = rules
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self.refused = 0
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            rule = next((r for r in self.rules if r.matches(scope["path"])), None)
-            if rule is not None:
-                client = scope.get("client") or ("unknown", 0)
-                wait = self._take(rule, str(client[0]))
-                if wait > 0:
-                    self.refused += 1
-                    refusal = TooManyRequests(
-                        "Too many requests from this address; slow down.", retry_after=wait
-                    )
-                    await _refuse(scope, receive, send, refusal)
-                    return
-        await self.app(scope, receive, send)
+    def wait(self, scope: Scope) -> float:
+        """0 if the request may go on (a token taken), else the seconds until it may."""
+        path = scope["path"]
+        rule = next((r for r in self.rules if r.matches(path)), None)
+        if rule is None:
+            return 0.0
+        client = scope.get("client") or ("unknown", 0)
+        wait = self._take(rule, str(client[0]))
+        if wait > 0:
+            self.refused += 1
+        return wait
 
     def _take(self, rule: Rule, client: str) -> float:
         """Take one token; 0 if allowed, else the seconds until one is available."""

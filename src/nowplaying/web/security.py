@@ -1,4 +1,4 @@
-"""Security headers on every response, trusted ``Host`` names, same-origin checks, and an access
+"""Security headers for every response, trusted ``Host`` names, same-origin checks, and an access
 log without secrets.
 
 Nothing builds a URL from the ``Host`` header (the public origin comes from settings, redirects
@@ -15,9 +15,7 @@ from collections.abc import Collection
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from .errors import BadRequest
+from starlette.types import Scope
 
 access_log = logging.getLogger("nowplaying.access")
 
@@ -66,24 +64,23 @@ HOST_VERDICTS = 256
 
 
 class TrustedHosts:
-    """Pure ASGI middleware: refuse (400) requests whose ``Host`` is not one of ``hosts``.
+    """Whether a request's ``Host`` is one of ``hosts`` (the edge refuses it with a 400 if not).
 
     The port is ignored. Without a ``Host`` header (HTTP/1.0) the server's own address is what a
     URL would be built from, so that is checked instead. ``exempt_paths`` (``/healthz``) answer
     whatever the host, for load balancers that probe by IP.
     """
 
-    def __init__(
-        self, app: ASGIApp, *, hosts: Collection[str], exempt_paths: Collection[str] = ()
-    ) -> None:
-        self.app = app
+    def __init__(self, *, hosts: Collection[str], exempt_paths: Collection[str] = ()) -> None:
         self.hosts = frozenset(hosts)
         self.exempt = frozenset(exempt_paths)
         self._verdicts: dict[bytes, bool] = {}
         """Whether a ``Host`` value (as sent) names one of ``hosts``: the few a site sees, so
         the parse runs once per value (bounded by :data:`HOST_VERDICTS`)."""
 
-    def _allowed(self, scope: Scope) -> bool:
+    def allowed(self, scope: Scope) -> bool:
+        if scope["path"] in self.exempt:
+            return True
         header = next((value for key, value in scope["headers"] if key == b"host"), None)
         if header is None:
             server = scope.get("server")
@@ -95,13 +92,8 @@ class TrustedHosts:
                 self._verdicts[header] = verdict
         return verdict
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exempt = scope["type"] != "http" or scope["path"] in self.exempt
-        if not exempt and not self._allowed(scope):
-            refusal = BadRequest("Unknown host.").response({"Cache-Control": "no-store"})
-            await refusal(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+
+UNKNOWN_HOST = "Unknown host."
 
 
 def printable(text: str, limit: int = 200) -> str:
@@ -114,7 +106,7 @@ _CSP = b"content-security-policy"
 _PAGE_CSP = PAGE_CSP.encode()
 
 
-def _with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
+def with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
     """Add to a response's raw headers each one it does not set itself (the first of a name
     counts, as with ``MutableHeaders.setdefault``)."""
     have = dict(reversed(raw))
@@ -131,40 +123,14 @@ def _with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None
         raw.append((b"cross-origin-opener-policy", b"same-origin"))
 
 
-class SecurityHeaders:
-    """Pure ASGI middleware: baseline headers everywhere, a strict CSP on our own pages."""
-
-    def __init__(self, app: ASGIApp, *, exempt_prefixes: tuple[str, ...] = ()) -> None:
-        self.app = app
-        self.exempt = exempt_prefixes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        exempt = path.startswith(self.exempt)
-        started = time.perf_counter()
-        status = 0
-
-        async def send_with_headers(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = raw = list(message.get("headers", ()))
-                _with_security_headers(raw, exempt)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            # The path only: query strings carry OAuth codes and states. (Guarded: the arguments
-            # cost more than the disabled call.)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %s %.1fms",
-                    scope.get("method", "-"),
-                    printable(path),
-                    status or "-",
-                    (time.perf_counter() - started) * 1000,
-                )
+def log_access(scope: Scope, status: int, started: float) -> None:
+    """The access log line of a request: the path only, for query strings carry OAuth codes and
+    states. (Guarded: the arguments cost more than the disabled call.)"""
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %s %.1fms",
+            scope.get("method", "-"),
+            printable(scope["path"]),
+            status or "-",
+            (time.perf_counter() - started) * 1000,
+        )

@@ -1,0 +1,141 @@
+"""The edge: one pure ASGI middleware for what every HTTP request passes through, in one frame
+with one ``send`` wrapper (six nested middlewares cost each open event stream ~7 KB of frames
+and each request a wrapper call per layer).
+
+In order, as the separate layers did it:
+
+1. a request id (:mod:`nowplaying.logs`): on every log line of the request and in
+   ``X-Request-Id`` on every response;
+2. request limits (:mod:`.limits`): 431 for large headers, 413 for a large declared body;
+3. per-client-IP rate limits: 429 with ``Retry-After``;
+   (these refusals carry ``Cache-Control: no-store`` and ``nosniff`` themselves, and neither
+   the other security headers nor an access log line);
+4. the trusted ``Host`` check (:mod:`.security`): 400, with the security headers;
+5. the app, its body counted when it is chunked (413 once it passes the limit), the security
+   headers added once to the raw header list, an access log line (path only) at the end;
+6. metrics (:mod:`.metrics`): the time to the response's start per route template, and the
+   number of open event streams.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nowplaying.clock import Clock
+from nowplaying.logs import enter_request, leave_request, request_id, with_request_id
+from nowplaying.metrics import Metrics
+
+from .errors import BadRequest, BodyTooLarge, Refusal
+from .limits import (
+    DEFAULT_RULES,
+    MAX_BODY,
+    MAX_HEADERS,
+    REFUSED,
+    TOO_LARGE,
+    Buckets,
+    Overflow,
+    Rule,
+    counted,
+    too_large,
+    too_many,
+)
+from .metrics import EVENT_STREAM, Latency
+from .security import UNKNOWN_HOST, TrustedHosts, log_access, with_security_headers
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _streams(raw: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a response is an event stream (an open viewer, until it ends)."""
+    return next((v for k, v in raw if k == b"content-type"), b"").startswith(EVENT_STREAM)
+
+
+class Edge:
+    """Request id, limits, rate limits, host check, security headers, access log and metrics."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        clock: Clock,
+        hosts: Collection[str],
+        host_exempt_paths: Collection[str] = (),
+        header_exempt_prefixes: tuple[str, ...] = (),
+        rules: tuple[Rule, ...] = DEFAULT_RULES,
+        max_body: int = MAX_BODY,
+        max_headers: int = MAX_HEADERS,
+    ) -> None:
+        self.app = app
+        self.latency = Latency(metrics)
+        self.viewers = metrics.viewers
+        self.buckets = Buckets(clock=clock, rules=rules)
+        self.hosts = TrustedHosts(hosts=hosts, exempt_paths=host_exempt_paths)
+        self.header_exempt = header_exempt_prefixes
+        self.max_body = max_body
+        self.max_headers = max_headers
+
+    def _limited(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
+        """The 431/413/429 a request gets before anything else, if any."""
+        refusal = too_large(headers, self.max_body, self.max_headers)
+        if refusal is None and (wait := self.buckets.wait(scope)) > 0:
+            refusal = too_many(wait)
+        return refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        rid = request_id(headers)
+        holder, token = enter_request(rid)
+        rid_header = rid.encode("latin-1")
+        exempt = scope["path"].startswith(self.header_exempt)
+        secured = False  # past the limits: the security headers apply
+        status = 0
+        streaming = False
+
+        async def edge_send(message: Message) -> None:
+            nonlocal status, streaming
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                raw = list(message.get("headers", ()))
+                if secured:
+                    with_security_headers(raw, exempt)
+                message["headers"] = raw = with_request_id(raw, rid_header)
+                self.latency.observe(scope, status, started)
+                if _streams(raw):
+                    streaming = True
+                    self.viewers.inc()
+            await send(message)
+
+        try:
+            refusal = self._limited(scope, headers)
+            if refusal is not None:
+                await refusal.response(REFUSED)(scope, receive, edge_send)
+            else:
+                secured = True
+                try:
+                    try:
+                        if not self.hosts.allowed(scope):
+                            refused = BadRequest(UNKNOWN_HOST).response(_NO_STORE)
+                            await refused(scope, receive, edge_send)
+                        elif any(k == b"transfer-encoding" for k, _ in headers):
+                            await self.app(scope, counted(receive, self.max_body), edge_send)
+                        else:
+                            # Content-Length (checked above) or no body at all: the server
+                            # delivers no more than that, so nothing to count.
+                            await self.app(scope, receive, edge_send)
+                    finally:
+                        log_access(scope, status, started)
+                except Overflow:
+                    secured = False
+                    await BodyTooLarge(TOO_LARGE).response(REFUSED)(scope, receive, edge_send)
+        finally:
+            if streaming:
+                self.viewers.dec()
+        leave_request(holder, token)
