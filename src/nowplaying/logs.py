@@ -158,14 +158,13 @@ def configure(
     return handler
 
 
-def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+def request_id(incoming: bytes | None) -> str:
     """The id for a request: a well-formed incoming ``X-Request-Id`` is kept, else a new one."""
-    incoming = ""
-    for name, value in headers:
-        if name == _HEADER_NAME:
-            incoming = value.decode("latin-1")
-            break
-    return incoming if incoming and _ID.fullmatch(incoming) else _secrets.token_hex(8)
+    if incoming:
+        text = incoming.decode("latin-1")
+        if _ID.fullmatch(text):
+            return text
+    return _secrets.token_hex(8)
 
 
 def enter_request(rid: str) -> tuple[list[str | None], contextvars.Token[list[str | None] | None]]:

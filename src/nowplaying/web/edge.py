@@ -48,6 +48,27 @@ from .security import UNKNOWN_HOST, TrustedHosts, log_access, with_security_head
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
+def _read(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[int, bytes | None, bytes | None, bytes | None, bool]:
+    """What the edge reads of a request's headers, in one pass: their size, ``Host``,
+    ``X-Request-Id``, ``Content-Length`` (the first of each), and whether the body is chunked."""
+    size = 0
+    host = rid = length = None
+    chunked = False
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"host":
+            host = value if host is None else host
+        elif name == b"x-request-id":
+            rid = value if rid is None else rid
+        elif name == b"content-length":
+            length = value if length is None else length
+        elif name == b"transfer-encoding":
+            chunked = True
+    return size, host, rid, length, chunked
+
+
 def _streams(raw: list[tuple[bytes, bytes]]) -> bool:
     """Whether a response is an event stream (an open viewer, until it ends)."""
     return next((v for k, v in raw if k == b"content-type"), b"").startswith(EVENT_STREAM)
@@ -78,9 +99,9 @@ class Edge:
         self.max_body = max_body
         self.max_headers = max_headers
 
-    def _limited(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> Refusal | None:
+    def _limited(self, scope: Scope, size: int, declared: bytes | None) -> Refusal | None:
         """The 431/413/429 a request gets before anything else, if any."""
-        refusal = too_large(headers, self.max_body, self.max_headers)
+        refusal = too_large(size, declared, self.max_body, self.max_headers)
         if refusal is None and (wait := self.buckets.wait(scope)) > 0:
             refusal = too_many(wait)
         return refusal
@@ -90,8 +111,8 @@ class Edge:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        rid = request_id(headers)
+        size, host, incoming, declared, chunked = _read(scope["headers"])
+        rid = request_id(incoming)
         holder, token = enter_request(rid)
         rid_header = rid.encode("latin-1")
         exempt = scope["path"].startswith(self.header_exempt)
@@ -114,17 +135,17 @@ class Edge:
             await send(message)
 
         try:
-            refusal = self._limited(scope, headers)
+            refusal = self._limited(scope, size, declared)
             if refusal is not None:
                 await refusal.response(REFUSED)(scope, receive, edge_send)
             else:
                 secured = True
                 try:
                     try:
-                        if not self.hosts.allowed(scope):
+                        if not self.hosts.allowed(scope, host):
                             refused = BadRequest(UNKNOWN_HOST).response(_NO_STORE)
                             await refused(scope, receive, edge_send)
-                        elif any(k == b"transfer-encoding" for k, _ in headers):
+                        elif chunked:
                             await self.app(scope, counted(receive, self.max_body), edge_send)
                         else:
                             # Content-Length (checked above) or no body at all: the server

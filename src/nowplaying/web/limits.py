@@ -52,13 +52,11 @@ DEFAULT_RULES = rules()
 REFUSED = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
-def too_large(
-    headers: list[tuple[bytes, bytes]], max_body: int, max_headers: int
-) -> Refusal | None:
-    """431 for headers over ``max_headers`` bytes, 413 for a declared body over ``max_body``."""
-    if sum(len(k) + len(v) for k, v in headers) > max_headers:
+def too_large(size: int, declared: bytes | None, max_body: int, max_headers: int) -> Refusal | None:
+    """431 for headers of ``size`` bytes over ``max_headers``, 413 for a ``Content-Length``
+    over ``max_body`` (or not a number)."""
+    if size > max_headers:
         return HeadersTooLarge("Request headers are too large.")
-    declared = next((v for k, v in headers if k == b"content-length"), None)
     if declared is not None and (not declared.isdigit() or int(declared) > max_body):
         return BodyTooLarge(TOO_LARGE)
     return None

@@ -78,10 +78,10 @@ class TrustedHosts:
         """Whether a ``Host`` value (as sent) names one of ``hosts``: the few a site sees, so
         the parse runs once per value (bounded by :data:`HOST_VERDICTS`)."""
 
-    def allowed(self, scope: Scope) -> bool:
+    def allowed(self, scope: Scope, header: bytes | None) -> bool:
+        """Whether a request with this ``Host`` header (None: none sent) may go on."""
         if scope["path"] in self.exempt:
             return True
-        header = next((value for key, value in scope["headers"] if key == b"host"), None)
         if header is None:
             server = scope.get("server")
             return (str(server[0]).lower() if server else None) in self.hosts
@@ -106,9 +106,21 @@ _CSP = b"content-security-policy"
 _PAGE_CSP = PAGE_CSP.encode()
 
 
+_ALL = (
+    *_BASELINE,
+    (_CSP, _PAGE_CSP),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+)
+_NAMES = frozenset(name for name, _ in _ALL)
+
+
 def with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
     """Add to a response's raw headers each one it does not set itself (the first of a name
     counts, as with ``MutableHeaders.setdefault``)."""
+    if not exempt and _NAMES.isdisjoint([name for name, _ in raw]):
+        raw.extend(_ALL)  # the usual case: the response sets none of them
+        return
     have = dict(reversed(raw))
     raw.extend([pair for pair in _BASELINE if pair[0] not in have])
     if exempt:
