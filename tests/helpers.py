@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -10,10 +13,18 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from nowplaying.budget import CallBudget
-from nowplaying.clock import Clock
+from nowplaying.clock import Clock, FakeClock
+from nowplaying.metrics import Metrics
 from nowplaying.spotify import SpotifyClient
+from nowplaying.web.edge import Edge
+from nowplaying.web.limits import Rule
 
 FIXTURES = Path(__file__).parent / "fixtures" / "spotify"
 
@@ -98,3 +109,39 @@ def sim_client(
         clock=clock,
         budget=budget,
     )
+
+
+@contextlib.asynccontextmanager
+async def edge_client(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``endpoint`` at /p/x and /p/limited (1 request/s) behind the edge middleware, with small
+    limits (100-byte bodies, 2,000 bytes of headers, host ``testserver``)."""
+    rule = Rule("public", lambda p: p == "/p/limited", rate=1.0, burst=1)
+    app = Starlette(
+        routes=[Route(p, endpoint, methods=["GET", "POST"]) for p in ("/p/x", "/p/limited")],
+        middleware=[
+            Middleware(
+                Edge,
+                metrics=Metrics(),
+                clock=FakeClock(),
+                hosts={"testserver"},
+                rules=(rule,),
+                max_body=100,
+                max_headers=2000,
+            ),
+        ],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def stop(proc: subprocess.Popen[bytes], seconds: float, *, kill_wait: float = 5) -> None:
+    """SIGTERM ``proc``; SIGKILL it if it has not exited within ``seconds``."""
+    proc.terminate()
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(kill_wait)

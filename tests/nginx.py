@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import consent
+from tests.helpers import consent, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "nginx.conf"
@@ -170,12 +170,7 @@ def run_nginx(directory: Path, upstream: str) -> Iterator[Nginx]:
         _wait_listening(proc, proxy)
         yield proxy
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, 10, kill_wait=10)
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], proxy: Nginx) -> None:

@@ -8,16 +8,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
-from nowplaying.clock import FakeClock
-from nowplaying.metrics import Metrics
-from nowplaying.web.edge import Edge
-from nowplaying.web.limits import Rule
+from tests.helpers import edge_client
 
 pytestmark = pytest.mark.anyio
 
@@ -28,23 +22,7 @@ async def _echo(request: Request) -> Response:
 
 @pytest.fixture
 async def edge() -> AsyncIterator[httpx.AsyncClient]:
-    rule = Rule("public", lambda p: p == "/p/limited", rate=1.0, burst=1)
-    app = Starlette(
-        routes=[Route(p, _echo, methods=["GET", "POST"]) for p in ("/p/x", "/p/limited")],
-        middleware=[
-            Middleware(
-                Edge,
-                metrics=Metrics(),
-                clock=FakeClock(),
-                hosts={"testserver"},
-                rules=(rule,),
-                max_body=100,
-                max_headers=2000,
-            )
-        ],
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    async with edge_client(_echo) as client:
         yield client
 
 

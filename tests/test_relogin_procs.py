@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import consent
+from tests.helpers import consent, stop
 from tests.live_server import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -125,12 +125,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Setup]:
             yield Setup(http, env, server_url, sim_url, tmp_path)
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop(proc, 15)
 
 
 async def login_and_publish(s: Setup) -> str:
