@@ -44,7 +44,7 @@ SVG_HEADERS = {**EDGE_CACHE, "Content-Security-Policy": SVG_CSP, **CORS}
 SVG_BUDGET = 1.8  # seconds for state and cover together; the card must answer within 2 s
 
 
-async def _account(svc: Services, public_id: str) -> Account | None:
+async def published_account(svc: Services, public_id: str) -> Account | None:
     """The published account, or None. A store outage raises StoreError (answered 503)."""
     if not PUBLIC_ID.match(public_id):
         return None
@@ -62,7 +62,7 @@ def public_state(snap: Snapshot | None, account: Account, now: float) -> State:
     return snap.view(now)
 
 
-async def _state(
+async def state_of(
     svc: Services, account: Account, wait: float | None = None, now: float | None = None
 ) -> State:
     """The account's public state as of ``now`` (default: the clock's now)."""
@@ -82,10 +82,10 @@ async def _state(
 
 async def as_json(request: Request) -> Response:
     svc = services(request)
-    account = await _account(svc, request.path_params["public_id"])
+    account = await published_account(svc, request.path_params["public_id"])
     if account is None:
         raise NotFound
-    state = await _state(svc, account)
+    state = await state_of(svc, account)
     status = 503 if isinstance(state, Error) and state.error is ErrorCode.UNAVAILABLE else 200
     headers = {**CORS, **(NO_CACHE if status == 503 else EDGE_CACHE)}
     if status == 503:
@@ -107,11 +107,11 @@ async def as_svg(request: Request) -> Response:
     cover = None
     state: State = error(ErrorCode.NOT_FOUND)
     try:
-        account = await _account(svc, request.path_params["public_id"])
+        account = await published_account(svc, request.path_params["public_id"])
     except StoreError:  # the card is an image whatever happens (a CryptoError: app.py)
         account, state = None, error(ErrorCode.UNAVAILABLE)
     if account is not None:
-        state = await _state(svc, account, wait=SVG_BUDGET * 0.6, now=drawn_at)
+        state = await state_of(svc, account, wait=SVG_BUDGET * 0.6, now=drawn_at)
         image = None if Hide.COVER in options.hide else _link(state, "album_image_url")
         if image:
             with contextlib.suppress(TimeoutError):
@@ -151,7 +151,7 @@ def svg_response(request: Request, svg: bytes | str, etag: str | None = None) ->
 
 async def _events(request: Request) -> Response:
     svc = services(request)
-    account = await _account(svc, request.path_params["public_id"])
+    account = await published_account(svc, request.path_params["public_id"])
     if account is None:
         raise NotFound
     return event_stream(
@@ -170,10 +170,10 @@ events = StreamEndpoint(_events)
 async def open_item(request: Request) -> Response:
     """Redirect to what plays (or last played) on open.spotify.com; nowhere else, ever."""
     svc = services(request)
-    account = await _account(svc, request.path_params["public_id"])
+    account = await published_account(svc, request.path_params["public_id"])
     url = None
     if account is not None:
-        url = _link(await _state(svc, account, wait=SVG_BUDGET), "song_url")
+        url = _link(await state_of(svc, account, wait=SVG_BUDGET), "song_url")
     if url is not None and url.startswith(OPEN_PREFIX) and "\\" not in url:
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     return pages.error_page(

@@ -24,7 +24,15 @@ from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.views import Error, ErrorCode, Playing, Recent, error, last_played
 
 from .errors import NotFound, Refusal, Unavailable, json_response
-from .public import CORS, EDGE_CACHE, NO_CACHE, PUBLIC_ID, SVG_BUDGET, public_state, svg_response
+from .public import (
+    CORS,
+    EDGE_CACHE,
+    NO_CACHE,
+    SVG_BUDGET,
+    published_account,
+    state_of,
+    svg_response,
+)
 from .state import Services, services
 
 __all__ = ["as_json", "as_svg"]
@@ -33,7 +41,7 @@ __all__ = ["as_json", "as_svg"]
 async def _recent(svc: Services, public_id: str, limit: int) -> Recent | Error:
     """The list, or the error state that stands for it (not found, not shared, reconnect...)."""
     try:
-        account = await svc.published.get(public_id) if PUBLIC_ID.match(public_id) else None
+        account = await published_account(svc, public_id)
     except StoreError:
         return error(ErrorCode.UNAVAILABLE)
     if account is None:
@@ -53,11 +61,7 @@ async def _recent(svc: Services, public_id: str, limit: int) -> Recent | Error:
 
 async def _playing(svc: Services, account: Account) -> Playing | None:
     """The track playing now, from the live engine (waiting briefly for a first poll)."""
-    snap = None
-    with contextlib.suppress(TimeoutError):
-        async with svc.clock.timeout(SVG_BUDGET * 0.5):
-            snap = await svc.hub.current(account.id)
-    state = public_state(snap or svc.hub.peek(account.id), account, svc.clock.now())
+    state = await state_of(svc, account, wait=SVG_BUDGET * 0.5)
     return state if isinstance(state, Playing) and state.is_playing else None
 
 
