@@ -294,11 +294,11 @@ class CallBudget:
         accounts = await self.ledger.mark_active(account_id, now)
         learned = await self.ledger.learned()
         per_window = self._per_window(learned, now) * (1.0 - self.reserve)
-        _, today = await self.ledger.used(now, self.window)
+        in_window, today = await self.ledger.used(now, self.window)
         left_today = max(0, self._per_day(learned) - today)
         paced = left_today * self.window / max(self.window, seconds_to_midnight(now))
         rate = max(min(per_window, paced), 1e-6)  # calls per window for all accounts
-        await self.usage()
+        self._note_usage(now, learned, in_window, today, accounts)
         return self.window * accounts / rate
 
     async def idle(self, account_id: str) -> None:
@@ -311,6 +311,12 @@ class CallBudget:
         learned = await self.ledger.learned()
         in_window, today = await self.ledger.used(now, self.window)
         accounts = await self.ledger.active(now)
+        return self._note_usage(now, learned, in_window, today, accounts)
+
+    def _note_usage(
+        self, now: float, learned: Learned, in_window: int, today: int, accounts: int
+    ) -> Usage:
+        """Keep (as :attr:`last`) and return the usage from figures already read."""
         self.last = Usage(
             per_window=self._per_window(learned, now),
             configured_per_window=self.configured_per_window,
