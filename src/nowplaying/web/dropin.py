@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import NotFound
-from .overlay import published
+from .public import not_modified, published_account
 from .state import services
 
 SOURCE = Path(__file__).with_name("static") / "widget.js"
@@ -38,10 +38,10 @@ def script() -> tuple[bytes, str]:
 
 async def embed_js(request: Request) -> Response:
     """The element's script, for any published link (an unknown one is a 404)."""
-    if await published(services(request), request.path_params["public_id"]) is None:
+    if await published_account(services(request), request.path_params["public_id"]) is None:
         raise NotFound
     body, etag = script()
     headers = {**HEADERS, "ETag": etag}
-    if etag in request.headers.get("if-none-match", ""):
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)

@@ -22,12 +22,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from nowplaying.card_options import BadOption, CardOptions, card_options
-from nowplaying.store import Account
 from nowplaying.themes import Theme
 
 from . import pages
-from .public import PUBLIC_ID
-from .state import Services, services
+from .public import published_account
+from .state import services
 
 _O = TypeVar("_O", bound=CardOptions)
 
@@ -54,11 +53,6 @@ class OverlayOptions(CardOptions):
     )
 
 
-async def published(svc: Services, public_id: str) -> Account | None:
-    """The account behind a public id, or None (the same cached lookup as the other links)."""
-    return await svc.published.get(public_id) if PUBLIC_ID.match(public_id) else None
-
-
 async def _framable(
     request: Request, model: type[_O], render: Callable[[str, _O], HTMLResponse]
 ) -> Response:
@@ -69,7 +63,7 @@ async def _framable(
     except BadOption as e:
         response = pages.error_page("Bad parameter", str(e), status=400, demo=False)
     else:
-        if await published(services(request), public_id) is None:
+        if await published_account(services(request), public_id) is None:
             response = pages.link_missing()
         else:
             response = render(f"/p/{public_id}", options)

@@ -144,9 +144,14 @@ def svg_response(request: Request, svg: bytes | str, etag: str | None = None) ->
     """An SVG image, 200 or 304 by its ETag, never cached without revalidating."""
     etag = etag or card_etag(svg if isinstance(svg, str) else svg.decode())
     headers = {**SVG_HEADERS, "ETag": etag}
-    if etag in _etags(request.headers.get("if-none-match", "")):
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(svg, media_type=SVG_TYPE, headers=headers)
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    """The request's ``If-None-Match`` names ``etag`` (weak or strong): answer 304."""
+    return etag in _etags(request.headers.get("if-none-match", ""))
 
 
 async def _events(request: Request) -> Response:

@@ -20,6 +20,8 @@ from starlette.responses import Response
 
 from nowplaying.themes import COMPACT, THEMES, Theme, stylesheet
 
+from .public import not_modified
+
 
 def selector(theme: Theme) -> str:
     return f'.np[data-theme="{theme}"],:host([theme="{theme}"])'
@@ -43,6 +45,6 @@ def themes_css() -> tuple[bytes, str]:
 async def themes(request: Request) -> Response:
     body, etag = themes_css()
     headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
-    if etag in request.headers.get("if-none-match", ""):
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="text/css; charset=utf-8", headers=headers)
