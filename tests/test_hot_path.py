@@ -7,19 +7,23 @@ request id is set on the raw list: each checked here against the behaviour it re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.datastructures import MutableHeaders
 
-from nowplaying.web.edge import Edge
+from nowplaying.clock import FakeClock
+from nowplaying.web.edge import Edge, response_headers
 from nowplaying.web.security import (
     HOST_VERDICTS,
+    JSON_CSP,
     PAGE_CSP,
     TrustedHosts,
     with_security_headers,
 )
-from tests.conftest import Env
+from tests.conftest import Env, open_env
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +39,15 @@ NAMES = st.sampled_from(
     ]
 )
 VALUES = st.sampled_from(
-    [b"x", PAGE_CSP.encode(), b"frame-ancestors *", b"default-src 'none'", b"DENY"]
+    [
+        b"x",
+        PAGE_CSP.encode(),
+        b"frame-ancestors *",
+        b"default-src 'none'",
+        b"DENY",
+        b"application/json",
+        b"text/event-stream",
+    ]
 )
 
 
@@ -46,7 +58,8 @@ def _reference(raw: list[tuple[bytes, bytes]], exempt: bool) -> list[tuple[bytes
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "same-origin")
     if not exempt:
-        csp = headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        is_json = headers.get("content-type", "").startswith("application/json")
+        csp = headers.setdefault("Content-Security-Policy", JSON_CSP if is_json else PAGE_CSP)
         if "frame-ancestors 'none'" in csp:
             headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
@@ -58,10 +71,55 @@ def _reference(raw: list[tuple[bytes, bytes]], exempt: bool) -> list[tuple[bytes
 @example(raw=[(b"content-security-policy", b"frame-ancestors *")], exempt=False)  # an embed
 @example(raw=[(b"content-security-policy", PAGE_CSP.encode())], exempt=False)  # XFO added
 @example(raw=[(b"x-frame-options", b"x"), (b"x-frame-options", b"DENY")], exempt=True)
+@example(raw=[(b"content-type", b"application/json")], exempt=False)  # the API's own policy
 def test_security_headers_match_setdefault(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
     mine = list(raw)
     with_security_headers(mine, exempt)
     assert mine == _reference(raw, exempt)
+
+
+RAW = st.lists(st.tuples(st.one_of(NAMES, st.just(b"x-request-id")), VALUES), max_size=6)
+
+
+@given(raw=RAW, secured=st.booleans(), exempt=st.booleans())
+@example(raw=[(b"content-type", b"application/json")], secured=True, exempt=False)  # usual
+@example(raw=[(b"x-request-id", b"app"), (b"etag", b"x")], secured=False, exempt=False)
+@example(raw=[(b"content-type", b"text/event-stream")], secured=True, exempt=False)  # a viewer
+@example(
+    raw=[(b"content-type", b"x"), (b"content-type", b"text/event-stream")],
+    secured=True,
+    exempt=False,
+)
+def test_the_edge_rewritesresponse_headers_as_its_steps_did(
+    raw: list[tuple[bytes, bytes]], secured: bool, exempt: bool
+) -> None:
+    """The edge's one pass equals its separate steps: the security headers (when past the
+    limits), the app's X-Request-Id replaced by the request's, and "is this an event stream"
+    read from the first Content-Type."""
+    expected = list(raw)
+    if secured:
+        with_security_headers(expected, exempt)
+    expected = [h for h in expected if h[0] != b"x-request-id"] + [(b"x-request-id", b"rid")]
+    first_type = next((v for k, v in raw if k == b"content-type"), b"")
+    headers, stream = response_headers(raw, secured=secured, exempt=exempt, rid=b"rid")
+    assert headers == expected
+    assert stream is first_type.startswith(b"text/event-stream")
+
+
+async def test_json_answers_carry_the_json_policy_and_pages_the_page_policy(
+    connected: Env,
+) -> None:
+    """A JSON document may load nothing (``default-src 'none'``), a page what it needs; both
+    refuse framing (CSP and X-Frame-Options)."""
+    for path in ("/api/spotify", "/api/account", "/api/nothing-here"):
+        response = await connected.client.get(path)
+        assert response.headers["content-type"] == "application/json", path
+        assert response.headers["content-security-policy"] == JSON_CSP, path
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    page = await connected.client.get("/")
+    assert page.headers["content-security-policy"] == PAGE_CSP
+    assert page.headers["x-frame-options"] == "DENY"
 
 
 async def test_a_refused_host_stays_refused_and_verdicts_are_bounded(connected: Env) -> None:
@@ -89,12 +147,25 @@ def _trusted_hosts(env: Env) -> TrustedHosts:
     return app.hosts
 
 
-async def test_latency_is_counted_once_per_request_per_route(connected: Env) -> None:
-    """The kept histogram children count every request (a lower and an upper bound)."""
-    before = _count(connected, "/api/spotify")
-    for _ in range(5):
-        await connected.client.get("/api/spotify")
-    assert _count(connected, "/api/spotify") == before + 5
+async def test_latency_is_counted_once_per_request_per_route(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """With /metrics on, the kept histogram children count every request (a lower and an upper
+    bound)."""
+    async with open_env(tmp_path, clock, nowplaying_metrics_token="t" * 32) as env:
+        assert (await env.connect()).status_code == 303
+        before = _count(env, "/api/spotify")
+        for _ in range(5):
+            assert (await env.client.get("/api/spotify")).status_code == 200
+        assert _count(env, "/api/spotify") == before + 5
+
+
+async def test_latency_is_not_observed_while_metrics_are_off(connected: Env) -> None:
+    """Nobody can scrape the histogram without a token: the edge does not fill it."""
+    for _ in range(3):
+        assert (await connected.client.get("/api/spotify")).status_code == 200
+    assert _count(connected, "/api/spotify") == 0
+    assert (await connected.client.get("/metrics")).status_code == 404
 
 
 def _count(env: Env, route: str) -> float:

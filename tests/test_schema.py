@@ -72,8 +72,8 @@ def test_body_is_the_compact_utf8_json_of_the_data() -> None:
     np = NowPlaying(False, Kind.TRACK, SONG, progress_ms=5, timestamp=NOW)
     view = state(np, progress_ms=5, at=7)
     expected = json.dumps(view.data(), separators=(",", ":"), ensure_ascii=False).encode()
-    assert view.body() == expected
-    assert "Ünïcode".encode() in view.body()
+    assert view.body == expected
+    assert "Ünïcode".encode() in view.body
 
 
 def test_a_state_reads_back_as_itself() -> None:
@@ -125,3 +125,24 @@ def test_unavailable_says_when_to_come_back() -> None:
         "message": "Spotify is not answering.",
     }
     assert Unavailable(retry_after=7.6).response({}).headers["retry-after"] == "8"
+
+
+def test_views_are_made_once_per_step_and_say_when_they_hold() -> None:
+    """Requests within one VIEW_STEP_MS share one view (and its bytes); ``at`` is the step's
+    start and progressMs is where playback was then, so the widget's extrapolation is exact."""
+    np = NowPlaying(True, Kind.TRACK, SONG, progress_ms=1000, timestamp=NOW)
+    snap = Snapshot(np, Status.LIVE, 1)
+    first = snap.view(NOW + 0.5031)
+    assert snap.view(NOW + 0.5039) is first  # the same 10 ms step
+    assert first.body is first.body  # rendered once
+    data = json.loads(first.body)
+    assert data["at"] == int(NOW * 1000) + 500
+    assert data["progressMs"] == 1500
+    later = snap.view(NOW + 0.51)
+    assert later is not first
+    assert (json.loads(later.body)["at"], json.loads(later.body)["progressMs"]) == (
+        int(NOW * 1000) + 510,
+        1510,
+    )
+    assert snap.view(NOW + 0.5035) is not first  # a step gone by is made again, not kept
+    assert snap == Snapshot(np, Status.LIVE, 1)  # the made view is no part of the value

@@ -46,6 +46,21 @@ async def test_not_connected(env: Env) -> None:
     assert response.headers["cache-control"] == "private, no-store"
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+async def test_now_playing_answers_get_and_head_only(connected: Env, method: str) -> None:
+    """``/api/spotify`` is a bare endpoint: other methods get the app's JSON 405, HEAD the
+    headers of the GET without its body."""
+    refused = await connected.client.request(method, "/api/spotify")
+    assert refused.status_code == 405
+    assert refused.json()["error"] == "method_not_allowed"
+    assert refused.headers["allow"] == "GET, HEAD"
+    get = await connected.client.get("/api/spotify")
+    head = await connected.client.head("/api/spotify")
+    assert (get.status_code, head.status_code) == (200, 200)
+    assert head.headers["content-length"] == get.headers["content-length"] != "0"
+    assert head.content == b""
+
+
 async def test_track(connected: Env) -> None:
     """A playing track: every field of the contract, artists joined by ', '."""
     connected.sim.player("demo").play(1, progress_ms=5000)

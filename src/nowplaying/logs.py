@@ -29,7 +29,8 @@ from collections.abc import Iterable
 from typing import TextIO
 
 REQUEST_ID_HEADER = "X-Request-Id"
-_HEADER_NAME = REQUEST_ID_HEADER.lower().encode()
+REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()
+"""The header's name as it is in ASGI's raw header lists."""
 _ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 QUIET = ("httpx", "httpcore")
@@ -181,10 +182,3 @@ def leave_request(
 ) -> None:
     holder[0] = None
     _current.reset(token)
-
-
-def with_request_id(raw: Iterable[tuple[bytes, bytes]], rid: bytes) -> list[tuple[bytes, bytes]]:
-    """A response's raw headers with ``X-Request-Id: rid`` set (replacing one the app sent)."""
-    kept = [h for h in raw if h[0] != _HEADER_NAME]
-    kept.append((_HEADER_NAME, rid))
-    return kept

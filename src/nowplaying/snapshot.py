@@ -9,7 +9,7 @@ the coordinator, and the JSON views (:mod:`nowplaying.views`) are rendered from 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +20,8 @@ __all__ = ["Snapshot", "Status", "progress_at"]
 
 SEEK_MS = 3000
 """Progress this far from where the last state predicted it is a seek: viewers are told."""
+VIEW_STEP_MS = 10
+"""The JSON views of a snapshot are made for whole steps of this many milliseconds."""
 
 
 class Status(StrEnum):
@@ -39,17 +41,32 @@ class Snapshot:
     retry_after: float | None = None
     last_played: PlayedItem | None = None
     """The last track played, when the owner shows it and nothing plays now."""
+    _views: list[tuple[int, views.State]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    """The last view made (its step and the view), so the requests of one step share it."""
 
     def view(self, now: float) -> views.State:
-        """The ``/api/spotify`` state, progress extrapolated to ``now``."""
+        """The ``/api/spotify`` state, progress extrapolated to the start of ``now``'s
+        :data:`VIEW_STEP_MS` step, which ``at`` names (the widget moves on from there with its own
+        clock). One view per step: every request in it shares the view, and its bytes."""
+        at = int(now * 1000) // VIEW_STEP_MS * VIEW_STEP_MS
+        made = self._views
+        if made and made[0][0] == at:
+            return made[0][1]
+        view = self._view(at)
+        made[:] = [(at, view)]
+        return view
+
+    def _view(self, at: int) -> views.State:
         if self.status is Status.RECONNECT:
             return views.error(views.ErrorCode.RECONNECT_REQUIRED)
         if self.playing is None:
             return views.error(views.ErrorCode.UNAVAILABLE)
         return views.state(
             self.playing,
-            progress_ms=progress_at(self.playing, now),
-            at=int(now * 1000),  # when progressMs holds, for the widget's local clock
+            progress_ms=progress_at(self.playing, at / 1000),
+            at=at,  # when progressMs holds, for the widget's local clock
             stale=self.status is Status.STALE,
             last=self.last_played,
         )
@@ -113,7 +130,7 @@ def progress_at(playing: NowPlaying, now: float) -> int | None:
         return None
     if not playing.is_playing:
         return playing.progress_ms
-    moved = playing.progress_ms + int(max(0.0, now - playing.timestamp) * 1000)
+    moved = playing.progress_ms + round(max(0.0, now - playing.timestamp) * 1000)
     return min(moved, playing.item.duration_ms) if playing.item else moved
 
 

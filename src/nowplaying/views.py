@@ -16,6 +16,7 @@ Fields that are absent rather than null on the wire (``at``, ``stale``, ``lastPl
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -94,8 +95,10 @@ class View(BaseModel):
         """The JSON object, as Python values."""
         return self.model_dump(mode="json")
 
+    @functools.cached_property
     def body(self) -> bytes:
-        """The JSON text (compact, UTF-8), as served."""
+        """The JSON text (compact, UTF-8), as served: rendered once per view (it is immutable),
+        so every answer that shares a view shares its bytes."""
         return self.model_dump_json().encode()
 
 

@@ -25,10 +25,17 @@ from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
 from nowplaying.views import Budget, ErrorCode, error
 
-from .errors import Busy, NotConnected, ReconnectRequired, Unavailable, json_response
+from .errors import (
+    PRIVATE,
+    PRIVATE_RAW,
+    Busy,
+    NotConnected,
+    ReconnectRequired,
+    Unavailable,
+    json_response,
+)
 from .state import services
 
-PRIVATE = {"Cache-Control": "private, no-store"}
 HEARTBEAT_SECONDS = 15.0
 RECONNECT_MS = (500, 3000)
 """The range a draining stream's ``retry:`` is drawn from, uniformly."""
@@ -53,23 +60,16 @@ def snapshot_response(snap: Snapshot | None, now: float, fallback_retry: float) 
     if snap is None or snap.playing is None:
         retry = snap.retry_after if snap and snap.retry_after else fallback_retry
         raise Unavailable("Spotify is not answering; try again shortly.", retry_after=retry)
-    return json_response(snap.view(now), headers=PRIVATE)
+    return json_response(snap.view(now), headers=PRIVATE_RAW)
 
 
-async def now_playing(request: Request) -> Response:
-    account_id = await _account_id(request)
-    svc = services(request)
-    snap = await svc.hub.current(account_id)
-    return snapshot_response(snap, svc.clock.now(), svc.hub.poll_seconds)
+class BareEndpoint:
+    """A GET/HEAD route as a bare ASGI app: for the routes whose cost is paid per viewer.
 
-
-class StreamEndpoint:
-    """An event-stream route as a bare ASGI app (GET and HEAD only).
-
-    A stream lives as long as its viewer, so every frame under it is paid per viewer; this skips
-    Starlette's ``request_response`` wrapper (a Request, two exception-handling closures and their
-    frames). Refusals raised by ``handler`` still reach the app's exception handlers, which sit
-    above the router.
+    An event stream lives as long as its viewer, so every frame under it is paid per viewer, and
+    ``/api/spotify`` is asked every few seconds by every open widget; this skips Starlette's
+    ``request_response`` wrapper (a second exception-handling closure and its frames). Refusals
+    raised by ``handler`` still reach the app's exception handlers, which sit above the router.
     """
 
     def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
@@ -96,7 +96,17 @@ async def _events(request: Request) -> Response:
     )
 
 
-events = StreamEndpoint(_events)
+events = BareEndpoint(_events)
+
+
+async def _now_playing(request: Request) -> Response:
+    account_id = await _account_id(request)
+    svc = services(request)
+    snap = await svc.hub.current(account_id)
+    return snapshot_response(snap, svc.clock.now(), svc.hub.poll_seconds)
+
+
+now_playing = BareEndpoint(_now_playing)
 
 
 def event_stream(

@@ -36,7 +36,7 @@ from nowplaying.views import ErrorCode, error
 
 from . import api, auth, dropin, metrics, openapi, overlay, owner, pages, public, recent, styles
 from .edge import Edge
-from .errors import Refusal, json_response
+from .errors import PRIVATE, PRIVATE_RAW, Refusal, json_response
 from .limits import rules
 from .published import PublishedAccounts
 from .security import origin_of
@@ -157,6 +157,7 @@ def create_app(
             hosts=settings.allowed_hosts,
             host_exempt_paths=("/healthz", "/metrics"),
             header_exempt_prefixes=(SIM_PREFIX,),
+            observe_latency=bool(settings.nowplaying_metrics_token.get_secret_value()),
         ),
     ]
     if settings.nowplaying_trusted_proxies:
@@ -191,7 +192,7 @@ async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refusal)  # noqa: S101 - registered for Refusal only
     if request.url.path.startswith("/p/"):
         return exc.response({**public.CORS, **public.NO_CACHE})
-    return exc.response(api.PRIVATE)
+    return exc.response(PRIVATE)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -245,7 +246,7 @@ async def _unopenable(request: Request, exc: Exception) -> Response:
             error(ErrorCode.RECONNECT_REQUIRED), headers={**public.CORS, **public.NO_CACHE}
         )
     if path.startswith("/api/"):
-        return json_response(error(ErrorCode.RECONNECT_REQUIRED), 401, headers=api.PRIVATE)
+        return json_response(error(ErrorCode.RECONNECT_REQUIRED), 401, headers=PRIVATE_RAW)
     svc = getattr(request.app.state, "services", None)
     return pages.error_page(
         "Reconnect needed", pages.UNKNOWN_KEY_TEXT, status=200, demo=bool(svc and svc.demo)

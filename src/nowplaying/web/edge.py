@@ -13,19 +13,21 @@ In order, as the separate layers did it:
 4. the trusted ``Host`` check (:mod:`.security`): 400, with the security headers;
 5. the app, its body counted when it is chunked (413 once it passes the limit), the security
    headers added once to the raw header list, an access log line (path only) at the end;
-6. metrics (:mod:`.metrics`): the time to the response's start per route template, and the
-   number of open event streams.
+6. metrics (:mod:`.metrics`): the time to the response's start per route template (only while
+   ``/metrics`` is on: ``observe_latency``), and the number of open event streams.
+
+The response's headers are rewritten in one pass (:func:`response_headers`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nowplaying.clock import Clock
-from nowplaying.logs import enter_request, leave_request, request_id, with_request_id
+from nowplaying.logs import REQUEST_ID_NAME, enter_request, leave_request, request_id
 from nowplaying.metrics import Metrics
 
 from .errors import BadRequest, BodyTooLarge, Refusal
@@ -43,7 +45,14 @@ from .limits import (
     too_many,
 )
 from .metrics import EVENT_STREAM, Latency
-from .security import UNKNOWN_HOST, TrustedHosts, log_access, with_security_headers
+from .security import (
+    SECURITY_NAMES,
+    UNKNOWN_HOST,
+    TrustedHosts,
+    log_access,
+    security_headers_for,
+    with_security_headers,
+)
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -69,9 +78,31 @@ def _read(
     return size, host, rid, length, chunked
 
 
-def _streams(raw: list[tuple[bytes, bytes]]) -> bool:
-    """Whether a response is an event stream (an open viewer, until it ends)."""
-    return next((v for k, v in raw if k == b"content-type"), b"").startswith(EVENT_STREAM)
+def response_headers(
+    raw: Iterable[tuple[bytes, bytes]], *, secured: bool, exempt: bool, rid: bytes
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """A response's headers as sent, in one pass: the app's (less any ``X-Request-Id``), the
+    security headers it does not set itself when ``secured``, and this request's id; and whether
+    it is an event stream (an open viewer, until it ends)."""
+    kept: list[tuple[bytes, bytes]] = []
+    own = False  # the app set one of the security headers: merge them one by one
+    content_type: bytes | None = None
+    for pair in raw:
+        name = pair[0]
+        if name == REQUEST_ID_NAME:
+            continue
+        if name in SECURITY_NAMES:
+            own = True
+        elif name == b"content-type" and content_type is None:
+            content_type = pair[1]
+        kept.append(pair)
+    if secured:
+        if own or exempt:
+            with_security_headers(kept, exempt)
+        else:  # the usual case
+            kept.extend(security_headers_for(content_type))
+    kept.append((REQUEST_ID_NAME, rid))
+    return kept, content_type is not None and content_type.startswith(EVENT_STREAM)
 
 
 class Edge:
@@ -89,9 +120,11 @@ class Edge:
         rules: tuple[Rule, ...] = DEFAULT_RULES,
         max_body: int = MAX_BODY,
         max_headers: int = MAX_HEADERS,
+        observe_latency: bool = True,
     ) -> None:
         self.app = app
-        self.latency = Latency(metrics)
+        # Nobody can read the histogram while /metrics is off: no need to fill it.
+        self.latency = Latency(metrics) if observe_latency else None
         self.viewers = metrics.viewers
         self.buckets = Buckets(clock=clock, rules=rules)
         self.hosts = TrustedHosts(hosts=hosts, exempt_paths=host_exempt_paths)
@@ -124,12 +157,12 @@ class Edge:
             nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                raw = list(message.get("headers", ()))
-                if secured:
-                    with_security_headers(raw, exempt)
-                message["headers"] = raw = with_request_id(raw, rid_header)
-                self.latency.observe(scope, status, started)
-                if _streams(raw):
+                message["headers"], stream = response_headers(
+                    message.get("headers", ()), secured=secured, exempt=exempt, rid=rid_header
+                )
+                if self.latency is not None:
+                    self.latency.observe(scope, status, started)
+                if stream:
                     streaming = True
                     self.viewers.inc()
             await send(message)

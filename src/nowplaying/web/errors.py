@@ -118,8 +118,41 @@ class Busy(_ComeBackLater):
     status, code = 503, ErrorCode.BUSY
 
 
+RawHeaders = tuple[tuple[bytes, bytes], ...]
+"""Response headers as ASGI sends them (lower-case names, latin-1 bytes)."""
+_JSON = b"application/json"
+
+
+def raw_headers(headers: Mapping[str, str]) -> RawHeaders:
+    """``headers`` encoded for a response, once (for the fixed headers of a hot route)."""
+    return tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+
+
+PRIVATE = {"Cache-Control": "private, no-store"}
+"""What only the signed-in owner sees: no shared cache keeps it, no cache stores it."""
+PRIVATE_RAW = raw_headers(PRIVATE)
+
+
+class JSONBody(Response):
+    """A JSON body with its headers already encoded: no per-response header processing."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200, headers: RawHeaders = ()) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [(b"content-length", b"%d" % len(body)), (b"content-type", _JSON)]
+        self.raw_headers.extend(headers)
+
+
 def json_response(
-    view: View, status: int = 200, headers: Mapping[str, str] | None = None
+    view: View, status: int = 200, headers: Mapping[str, str] | RawHeaders | None = None
 ) -> Response:
-    """A view serialised once, straight to the body (no intermediate dict, no second encoder)."""
-    return Response(view.body(), status, headers=headers, media_type="application/json")
+    """A view as its JSON bytes (rendered once per view: :attr:`View.body`); ``headers`` as a
+    mapping, or encoded beforehand with :func:`raw_headers`."""
+    if headers is None:
+        headers = ()
+    elif not isinstance(headers, tuple):
+        headers = raw_headers(headers)
+    return JSONBody(view.body, status, headers)

@@ -28,11 +28,9 @@ from nowplaying.alerts import GRANT_LIFETIME
 from nowplaying.spotify import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, AccountStatus, Pause
 
-from .errors import BadRequest, Forbidden, NotConnected, json_response
+from .errors import PRIVATE, BadRequest, Forbidden, NotConnected, json_response
 from .security import same_origin
 from .state import Services, services
-
-PRIVATE = {"Cache-Control": "private, no-store"}
 
 
 def new_public_id() -> str:

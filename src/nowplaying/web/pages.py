@@ -19,6 +19,8 @@ from nowplaying.card_options import CardOptions
 from nowplaying.problems import Refusal
 from nowplaying.themes import THEMES
 
+from .errors import PRIVATE
+
 if TYPE_CHECKING:
     from .overlay import OverlayOptions
 
@@ -33,8 +35,6 @@ UNKNOWN_KEY_TEXT = (
     "(nothing was deleted), or you can reconnect."
 )
 REVOKED_TEXT = "Spotify no longer accepts this connection."
-
-_PRIVATE = {"Cache-Control": "private, no-store"}
 
 
 @functools.cache
@@ -214,4 +214,4 @@ def overlay_page(link: str, options: OverlayOptions) -> HTMLResponse:
 
 
 def _page(template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
-    return HTMLResponse(render(template, **context), status_code=status, headers=_PRIVATE)
+    return HTMLResponse(render(template, **context), status_code=status, headers=PRIVATE)

@@ -25,9 +25,9 @@ from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.views import Error, ErrorCode, Nothing, Playing, State, error
 
 from . import pages
-from .api import StreamEndpoint, event_stream
+from .api import BareEndpoint, event_stream
 from .cards import CardKey, card_clock
-from .errors import NotFound, json_response
+from .errors import NotFound, json_response, raw_headers
 from .state import Services, services
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -38,6 +38,7 @@ EDGE_CACHE = {"Cache-Control": "public, max-age=0, s-maxage=1, stale-while-reval
 """The public JSON and SVG: a CDN or caching proxy may answer from a copy up to a second old (and
 a few seconds more while it fetches a new one), so a popular widget costs the origin about one
 request per second per URL; browsers and image proxies revalidate every time (ETag, 304)."""
+PUBLIC_JSON_RAW = raw_headers({**CORS, **EDGE_CACHE})
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 SVG_TYPE = "image/svg+xml; charset=utf-8"
 SVG_HEADERS = {**EDGE_CACHE, "Content-Security-Policy": SVG_CSP, **CORS}
@@ -86,13 +87,12 @@ async def as_json(request: Request) -> Response:
     if account is None:
         raise NotFound
     state = await state_of(svc, account)
-    status = 503 if isinstance(state, Error) and state.error is ErrorCode.UNAVAILABLE else 200
-    headers = {**CORS, **(NO_CACHE if status == 503 else EDGE_CACHE)}
-    if status == 503:
-        pause = svc.hub.pause  # Spotify's own Retry-After, when the app is paused
-        wait = pause.until - svc.clock.now() if pause else svc.hub.poll_seconds
-        headers["Retry-After"] = str(max(1, round(wait)))
-    return json_response(state, status, headers=headers)
+    if not (isinstance(state, Error) and state.error is ErrorCode.UNAVAILABLE):
+        return json_response(state, headers=PUBLIC_JSON_RAW)
+    pause = svc.hub.pause  # Spotify's own Retry-After, when the app is paused
+    wait = pause.until - svc.clock.now() if pause else svc.hub.poll_seconds
+    headers = {**CORS, **NO_CACHE, "Retry-After": str(max(1, round(wait)))}
+    return json_response(state, 503, headers=headers)
 
 
 async def as_svg(request: Request) -> Response:
@@ -169,7 +169,7 @@ async def _events(request: Request) -> Response:
     )
 
 
-events = StreamEndpoint(_events)
+events = BareEndpoint(_events)
 
 
 async def open_item(request: Request) -> Response:

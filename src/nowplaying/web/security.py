@@ -23,6 +23,9 @@ PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+"""The policy of a JSON response (the API's, the public JSON's, every error envelope): opened as
+a document, it may load nothing and be framed by nobody."""
 
 
 def origin_of(url: str) -> str:
@@ -104,22 +107,40 @@ def printable(text: str, limit: int = 200) -> str:
 _BASELINE = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin"))
 _CSP = b"content-security-policy"
 _PAGE_CSP = PAGE_CSP.encode()
+_JSON_CSP = JSON_CSP.encode()
+_JSON = b"application/json"
 
 
-_ALL = (
-    *_BASELINE,
-    (_CSP, _PAGE_CSP),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-)
-_NAMES = frozenset(name for name, _ in _ALL)
+def _all(csp: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    return (
+        *_BASELINE,
+        (_CSP, csp),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    )
+
+
+_ALL, _ALL_JSON = _all(_PAGE_CSP), _all(_JSON_CSP)
+SECURITY_NAMES = frozenset(name for name, _ in _ALL)
+"""The names of the headers :func:`with_security_headers` adds."""
+
+
+def _default_csp(content_type: bytes | None) -> bytes:
+    """The policy of a response that sets none: a JSON document loads nothing at all."""
+    return _JSON_CSP if content_type is not None and content_type.startswith(_JSON) else _PAGE_CSP
+
+
+def security_headers_for(content_type: bytes | None) -> tuple[tuple[bytes, bytes], ...]:
+    """Every security header, for a response (of ``content_type``) that sets none itself."""
+    return _ALL_JSON if content_type is not None and content_type.startswith(_JSON) else _ALL
 
 
 def with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
     """Add to a response's raw headers each one it does not set itself (the first of a name
     counts, as with ``MutableHeaders.setdefault``)."""
-    if not exempt and _NAMES.isdisjoint([name for name, _ in raw]):
-        raw.extend(_ALL)  # the usual case: the response sets none of them
+    if not exempt and SECURITY_NAMES.isdisjoint([name for name, _ in raw]):
+        content_type = next((v for k, v in raw if k == b"content-type"), None)
+        raw.extend(security_headers_for(content_type))  # the usual case: it sets none of them
         return
     have = dict(reversed(raw))
     raw.extend([pair for pair in _BASELINE if pair[0] not in have])
@@ -127,8 +148,8 @@ def with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
         return
     csp = have.get(_CSP)
     if csp is None:
-        raw.append((_CSP, _PAGE_CSP))
-        csp = _PAGE_CSP
+        csp = _default_csp(have.get(b"content-type"))
+        raw.append((_CSP, csp))
     if b"frame-ancestors 'none'" in csp and b"x-frame-options" not in have:
         raw.append((b"x-frame-options", b"DENY"))  # embeds set their own frame-ancestors
     if b"cross-origin-opener-policy" not in have:
