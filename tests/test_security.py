@@ -63,11 +63,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
+from starlette.responses import Response
 
 from nowplaying.clock import FakeClock
 from nowplaying.crypto import Signer, fingerprint
 from nowplaying.live import Status
 from nowplaying.spotify import pkce_challenge
+from nowplaying.store import AccountStatus
 from nowplaying.tokens import AccountGone
 from nowplaying.web import create_app
 from nowplaying.web.security import host_name
@@ -367,6 +370,30 @@ async def test_cookies_that_are_no_live_session_are_anonymous(connected: Env, fo
         assert "Demo Listener" not in (await other.get("/")).text
         published = await other.post("/api/account/publish", headers=SAME)
         assert published.status_code == 401
+
+
+async def test_the_session_memo_is_per_cookie_header_and_ends_with_the_session(
+    connected: Env,
+) -> None:
+    """The hot path remembers a verified answer under the Cookie header as sent: the same
+    session in another header is verified on its own, a tampered one next to a remembered one
+    is refused, and ending the session from one header forgets it under every header at once
+    (no CACHE_SECONDS grace on this instance)."""
+    real = connected.client.cookies.get(SESSION) or ""
+    sessions = connected.services.sessions
+
+    def request(cookie: str) -> Request:
+        return Request({"type": "http", "headers": [(b"cookie", cookie.encode())]})
+
+    plain, other = f"{SESSION}={real}", f"theme=dark; {SESSION}={real}"
+    assert await sessions.account(request(plain)) == ("demo", AccountStatus.ACTIVE)
+    assert await sessions.account(request(other)) == ("demo", AccountStatus.ACTIVE)
+    assert await sessions.account(request(f"{plain}x")) is None
+    assert await sessions.account(request(f"theme=dark; {SESSION}={real[:-1]}")) is None
+    assert await sessions.account(request("theme=dark")) is None
+    await sessions.end(request(other), Response())
+    assert await sessions.account(request(plain)) is None
+    assert await sessions.account(request(other)) is None
 
 
 async def test_idle_expiry_ends_the_session_server_side(connected: Env) -> None:

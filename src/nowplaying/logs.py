@@ -21,8 +21,8 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
-import secrets as _secrets
 import sys
 import time
 from collections.abc import Iterable
@@ -165,7 +165,7 @@ def request_id(incoming: bytes | None) -> str:
         text = incoming.decode("latin-1")
         if _ID.fullmatch(text):
             return text
-    return _secrets.token_hex(8)
+    return os.urandom(8).hex()
 
 
 def enter_request(rid: str) -> tuple[list[str | None], contextvars.Token[list[str | None] | None]]:

@@ -34,7 +34,7 @@ from .errors import (
     Unavailable,
     json_response,
 )
-from .state import services
+from .state import Services, services
 
 HEARTBEAT_SECONDS = 15.0
 RECONNECT_MS = (500, 3000)
@@ -42,9 +42,9 @@ RECONNECT_MS = (500, 3000)
 _JITTER = random.Random()  # noqa: S311 - spreading reconnects, not secrets
 
 
-async def _account_id(request: Request) -> str:
+async def _account_id(request: Request, svc: Services | None = None) -> str:
     """The session's account id; refuses (401) without a session or a usable grant."""
-    found = await services(request).sessions.account(request)
+    found = await (svc or services(request)).sessions.account(request)
     if found is None:
         raise NotConnected
     account_id, status = found
@@ -100,8 +100,8 @@ events = BareEndpoint(_events)
 
 
 async def _now_playing(request: Request) -> Response:
-    account_id = await _account_id(request)
     svc = services(request)
+    account_id = await _account_id(request, svc)
     snap = await svc.hub.current(account_id)
     return snapshot_response(snap, svc.clock.now(), svc.hub.poll_seconds)
 

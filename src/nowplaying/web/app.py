@@ -111,10 +111,11 @@ def create_app(
             yield
 
     routes: list[Route | Mount] = [
-        # The hot paths first: the router tries each route in turn (before /p/{public_id}).
+        # The hot paths first: the router tries each route in turn (before /p/{public_id}); a
+        # fixed path fails at its first characters, a pattern costs more to try.
+        Route("/api/spotify", api.now_playing),
         Route("/p/{public_id}.svg", public.as_svg),
         Route("/p/{public_id}.json", public.as_json),
-        Route("/api/spotify", api.now_playing),
         Route("/", auth.home),
         Route("/login", auth.login),
         Route("/callback", auth.callback),

@@ -12,7 +12,7 @@ nobody out; one that does not ends every session (the cookie no longer verifies)
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -55,10 +55,11 @@ class Sessions:
         self.names = CookieNames(session=f"{prefix}np_session", login=f"{prefix}np_login")
         self.idle_seconds = idle_seconds
         self.max_seconds = max_seconds
-        # Widgets ask every few seconds: remember a verified (cookie -> account) briefly so the
-        # hot path skips the database. Ending a session here forgets it at once; elsewhere
-        # (another instance) within CACHE_SECONDS.
-        self._cache: dict[str, tuple[float, str, AccountStatus]] = {}
+        # Widgets ask every few seconds: remember a verified answer briefly, under the request's
+        # Cookie header as sent, so the hot path neither parses cookies nor reads the database.
+        # Ending a session here forgets it at once; elsewhere (another instance) within
+        # CACHE_SECONDS. Each entry: (expires, account id, status, the session cookie).
+        self._cache: dict[bytes, tuple[float, str, AccountStatus, str]] = {}
 
     # -- the session -----------------------------------------------------------------------------
 
@@ -83,27 +84,33 @@ class Sessions:
 
     async def account(self, request: Request) -> tuple[str, AccountStatus] | None:
         """The session's account id and status, or None: the per-request hot path."""
+        header = _cookie_header(request.scope["headers"])
+        if header is None:
+            return None
+        now = self._clock.now()
+        hit = self._cache.get(header)
+        if hit is not None and now < hit[0]:
+            return hit[1], hit[2]
         cookie = request.cookies.get(self.names.session)
         if not cookie:
             return None
-        now = self._clock.now()
-        hit = self._cache.get(cookie)
-        if hit is not None and now < hit[0]:
-            return hit[1], hit[2]
         session = await self.current(request)
         account = await self._store.get_account_info(session.account_id) if session else None
         if account is None:
-            self._cache.pop(cookie, None)
+            self._cache.pop(header, None)
             return None
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[cookie] = (now + CACHE_SECONDS, account.id, account.status)
+        self._cache[header] = (now + CACHE_SECONDS, account.id, account.status, cookie)
         return account.id, account.status
 
     def forget_account(self, account_id: str) -> None:
         """Drop cached lookups for an account (logout, reconnect, status change)."""
-        for cookie in [c for c, (_, aid, _) in self._cache.items() if aid == account_id]:
-            del self._cache[cookie]
+        self._forget(lambda entry: entry[1] == account_id)
+
+    def _forget(self, which: Callable[[tuple[float, str, AccountStatus, str]], bool]) -> None:
+        for header in [h for h, entry in self._cache.items() if which(entry)]:
+            del self._cache[header]
 
     async def start(self, request: Request, response: Response, account_id: str) -> None:
         """A new session for ``account_id`` with a new id (any old one is ended: no fixation)."""
@@ -116,8 +123,10 @@ class Sessions:
         self._set(response, self.names.session, self._signer.sign(sid), int(self.max_seconds))
 
     async def end(self, request: Request, response: Response) -> None:
-        self._cache.pop(request.cookies.get(self.names.session) or "", None)
-        key = self._key(request.cookies.get(self.names.session))
+        cookie = request.cookies.get(self.names.session)
+        if cookie:
+            self._forget(lambda entry: entry[3] == cookie)
+        key = self._key(cookie)
         if key is not None:
             await self._store.delete_session(key)
         response.delete_cookie(self.names.session, path="/", secure=True, httponly=True)
@@ -150,3 +159,11 @@ class Sessions:
         response.set_cookie(
             name, value, max_age=max_age, path="/", secure=True, httponly=True, samesite="lax"
         )
+
+
+def _cookie_header(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """A request's ``Cookie`` header as sent (the first, as Starlette reads cookies), if any."""
+    for name, value in headers:
+        if name == b"cookie":
+            return value
+    return None
