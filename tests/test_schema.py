@@ -8,6 +8,7 @@ import pytest
 
 from nowplaying.live import Snapshot, Status
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
+from nowplaying.snapshot import VIEW_REUSE_SECONDS
 from nowplaying.views import ErrorCode, parse_state, state
 from nowplaying.web.errors import NotConnected, NotFound, ReconnectRequired, Unavailable
 from nowplaying.web.openapi import SCHEMAS
@@ -127,22 +128,22 @@ def test_unavailable_says_when_to_come_back() -> None:
     assert Unavailable(retry_after=7.6).response({}).headers["retry-after"] == "8"
 
 
-def test_views_are_made_once_per_step_and_say_when_they_hold() -> None:
-    """Requests within one VIEW_STEP_MS share one view (and its bytes); ``at`` is the step's
-    start and progressMs is where playback was then, so the widget's extrapolation is exact."""
+def test_a_view_is_handed_out_again_for_a_moment_and_says_when_it_holds() -> None:
+    """Requests within ``reuse`` seconds of a view share it (and its bytes); its ``at`` is when
+    it was made and progressMs where playback was then, so the widget's extrapolation is exact.
+    Later (or earlier: a clock never goes back, but a test's may) a new view is made."""
     np = NowPlaying(True, Kind.TRACK, SONG, progress_ms=1000, timestamp=NOW)
     snap = Snapshot(np, Status.LIVE, 1)
-    first = snap.view(NOW + 0.5031)
-    assert snap.view(NOW + 0.5039) is first  # the same 10 ms step
+    first = snap.view(NOW + 0.5)
+    assert snap.view(NOW + 0.5 + VIEW_REUSE_SECONDS / 2) is first
     assert first.body is first.body  # rendered once
-    data = json.loads(first.body)
-    assert data["at"] == int(NOW * 1000) + 500
-    assert data["progressMs"] == 1500
-    later = snap.view(NOW + 0.51)
+    assert json.loads(first.body)["at"] == int(NOW * 1000) + 500
+    assert json.loads(first.body)["progressMs"] == 1500
+    later = snap.view(NOW + 0.5 + 2 * VIEW_REUSE_SECONDS)
     assert later is not first
-    assert (json.loads(later.body)["at"], json.loads(later.body)["progressMs"]) == (
-        int(NOW * 1000) + 510,
-        1510,
-    )
-    assert snap.view(NOW + 0.5035) is not first  # a step gone by is made again, not kept
+    assert json.loads(later.body)["progressMs"] == 1500 + round(2 * VIEW_REUSE_SECONDS * 1000)
+    assert snap.view(NOW + 0.25) is not later  # never a view made after ``now``
+    assert snap.view(NOW + 2, reuse=1.0) is not snap.view(NOW + 3.5, reuse=1.0)
+    streamed = snap.view(NOW + 5, reuse=1.0)
+    assert snap.view(NOW + 5.9, reuse=1.0) is streamed  # an event stream's longer moment
     assert snap == Snapshot(np, Status.LIVE, 1)  # the made view is no part of the value

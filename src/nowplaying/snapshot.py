@@ -20,8 +20,8 @@ __all__ = ["Snapshot", "Status", "progress_at"]
 
 SEEK_MS = 3000
 """Progress this far from where the last state predicted it is a seek: viewers are told."""
-VIEW_STEP_MS = 10
-"""The JSON views of a snapshot are made for whole steps of this many milliseconds."""
+VIEW_REUSE_SECONDS = 0.01
+"""A snapshot's JSON view is made again for a request this long after the last one was made."""
 
 
 class Status(StrEnum):
@@ -41,32 +41,34 @@ class Snapshot:
     retry_after: float | None = None
     last_played: PlayedItem | None = None
     """The last track played, when the owner shows it and nothing plays now."""
-    _views: list[tuple[int, views.State]] = field(
+    _views: list[tuple[float, views.State]] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
-    """The last view made (its step and the view), so the requests of one step share it."""
+    """The last view made (when, and the view), for :meth:`view` to hand out again."""
 
-    def view(self, now: float) -> views.State:
-        """The ``/api/spotify`` state, progress extrapolated to the start of ``now``'s
-        :data:`VIEW_STEP_MS` step, which ``at`` names (the widget moves on from there with its own
-        clock). One view per step: every request in it shares the view, and its bytes."""
-        at = int(now * 1000) // VIEW_STEP_MS * VIEW_STEP_MS
+    def view(self, now: float, reuse: float = VIEW_REUSE_SECONDS) -> views.State:
+        """The ``/api/spotify`` state, progress extrapolated to ``now``.
+
+        A view made less than ``reuse`` seconds before ``now`` is handed out again: its ``at``
+        says when its progress holds (the widget moves on from there with its own clock), so it
+        is as true as a new one, and the requests of one moment (the viewers of one change, for
+        an event stream) share one view and the bytes it renders to."""
         made = self._views
-        if made and made[0][0] == at:
+        if made and 0 <= now - made[0][0] < reuse:
             return made[0][1]
-        view = self._view(at)
-        made[:] = [(at, view)]
+        view = self._view(now)
+        made[:] = [(now, view)]
         return view
 
-    def _view(self, at: int) -> views.State:
+    def _view(self, now: float) -> views.State:
         if self.status is Status.RECONNECT:
             return views.error(views.ErrorCode.RECONNECT_REQUIRED)
         if self.playing is None:
             return views.error(views.ErrorCode.UNAVAILABLE)
         return views.state(
             self.playing,
-            progress_ms=progress_at(self.playing, at / 1000),
-            at=at,  # when progressMs holds, for the widget's local clock
+            progress_ms=progress_at(self.playing, now),
+            at=int(now * 1000),  # when progressMs holds, for the widget's local clock
             stale=self.status is Status.STALE,
             last=self.last_played,
         )

@@ -23,7 +23,7 @@ from nowplaying import fanout
 from nowplaying.fanout import Subscription
 from nowplaying.live import LiveHub, Snapshot, Status
 from nowplaying.store import AccountStatus
-from nowplaying.views import Budget, ErrorCode, error
+from nowplaying.views import Budget, ErrorCode, State, error
 
 from .errors import (
     PRIVATE,
@@ -379,22 +379,26 @@ def _cancel(future: asyncio.Future[Any] | None) -> None:
 
 
 FRESH_SECONDS = 1.0
-"""How long one encoding of a snapshot is handed out: every viewer of a change gets the same
-text; a viewer connecting later gets progress measured again (``at`` says when it holds)."""
-_ENCODED: dict[int, tuple[Snapshot, float, str]] = {}
+"""How long one view of a snapshot is handed out to event streams: every viewer of a change gets
+the same text; a viewer connecting later gets progress measured again (``at`` says when it
+holds)."""
+_UNKNOWN = error(ErrorCode.UNAVAILABLE, stale=True)
+_FRAMED: dict[int, tuple[State, int, str]] = {}
+"""The event text of the last few views (by the view's identity, and the snapshot version)."""
 
 
 def _event(snap: Snapshot, now: float) -> str:
-    """The SSE event for a snapshot, encoded once per change (not once per viewer)."""
-    cached = _ENCODED.get(id(snap))
-    if cached is not None and cached[0] is snap and 0 <= now - cached[1] < FRESH_SECONDS:
-        return cached[2]
+    """The SSE event for a snapshot: its view is made once per change (the snapshot hands the
+    same one to every viewer for :data:`FRESH_SECONDS`), and framed once, not once per viewer."""
     unknown = snap.playing is None and snap.status is not Status.RECONNECT
-    view = error(ErrorCode.UNAVAILABLE, stale=True) if unknown else snap.view(now)
-    text = f"id: {snap.version}\ndata: {view.model_dump_json()}\n\n"
-    _ENCODED[id(snap)] = (snap, now, text)
-    if len(_ENCODED) > 64:
-        del _ENCODED[next(iter(_ENCODED))]
+    view = _UNKNOWN if unknown else snap.view(now, reuse=FRESH_SECONDS)
+    framed = _FRAMED.get(id(view))
+    if framed is not None and framed[0] is view and framed[1] == snap.version:
+        return framed[2]
+    text = f"id: {snap.version}\ndata: {view.body.decode()}\n\n"
+    _FRAMED[id(view)] = (view, snap.version, text)
+    if len(_FRAMED) > 64:
+        del _FRAMED[next(iter(_FRAMED))]
     return text
 
 
