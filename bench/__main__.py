@@ -1,6 +1,6 @@
 """``python -m bench [section ...]``: run the benchmarks, print one table, write the doc.
 
-With no sections, all six run in one go and ``docs/performance.md`` is rewritten with the
+With no sections, all of them run in one go and ``docs/performance.md`` is rewritten with the
 printed table; with some, only those run and the doc is left alone.
 """
 
@@ -14,7 +14,17 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import budget, edge, fanout, latency, memory, multi, throughput, upstream
+from . import (
+    budget,
+    edge,
+    fanout,
+    instructions,
+    latency,
+    memory,
+    multi,
+    throughput,
+    upstream,
+)
 from .report import DOC, Machine, Results, table, write_doc
 
 SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
@@ -26,6 +36,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "fanout": ("fan-out: 10,000 SSE viewers of one public link, 3 changes (~2 min)", fanout.run),
     "edge": ("edge cache: wrk through nginx proxy_cache on one public URL (~25 s)", edge.run),
     "budget": ("call budget and adaptive polling, fixed schedule beside it (~40 s)", budget.run),
+    "instructions": ("instructions per request under valgrind (~2 min)", instructions.run),
 }
 
 

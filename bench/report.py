@@ -11,7 +11,17 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import budget, edge, fanout, latency, memory, multi, throughput, upstream
+from . import (
+    budget,
+    edge,
+    fanout,
+    instructions,
+    latency,
+    memory,
+    multi,
+    throughput,
+    upstream,
+)
 from .servers import ROOT
 
 DOC = ROOT / "docs" / "performance.md"
@@ -27,6 +37,7 @@ class Results:
     fanout: fanout.Result | None = None
     edge: edge.Result | None = None
     budget: budget.Result | None = None
+    instructions: instructions.Result | None = None
     seconds: float = 0.0
 
 
@@ -110,6 +121,8 @@ def table(r: Results, machine: Machine) -> str:
         out += edge.lines(r.edge)
     if r.budget is not None:
         out += budget.lines(r.budget)
+    if r.instructions is not None:
+        out += instructions.lines(r.instructions)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)

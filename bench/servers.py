@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -60,13 +60,22 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def _run(cmd: list[str], env: Mapping[str, str], cwd: Path, port: int) -> Iterator[ServerProcess]:
+def _run(
+    cmd: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    port: int,
+    wrapper: Sequence[str] = (),
+) -> Iterator[ServerProcess]:
+    """``cmd`` as a server process (under ``wrapper``, e.g. valgrind, whose own start is slow)."""
     log = cwd / f"server-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [*wrapper, *cmd], env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=out
+        )
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log)
     try:
-        _wait_ready(server)
+        _wait_ready(server, START_SECONDS * (10 if wrapper else 1))
         yield server
     finally:
         proc.terminate()
@@ -77,8 +86,8 @@ def _run(cmd: list[str], env: Mapping[str, str], cwd: Path, port: int) -> Iterat
             proc.wait(timeout=10)
 
 
-def _wait_ready(server: ServerProcess) -> None:
-    deadline = time.monotonic() + START_SECONDS
+def _wait_ready(server: ServerProcess, seconds: float = START_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             break
@@ -95,9 +104,11 @@ def nowplaying_server(
     poll_seconds: float = 5.0,
     extra_env: Mapping[str, str] | None = None,
     port: int | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """``nowplaying serve`` in demo mode (the simulator mounted in-process), a fresh database;
-    ``extra_env`` adds or overrides settings (e.g. the log level); ``port`` is free by default."""
+    ``extra_env`` adds or overrides settings (e.g. the log level); ``port`` is free by default;
+    ``wrapper`` is a command it runs under (valgrind)."""
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
         env = {
@@ -110,12 +121,12 @@ def nowplaying_server(
         }
         cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--host", "127.0.0.1"]
         # cwd is the temporary directory, so a developer's .env cannot leave demo mode.
-        with _run([*cmd, "--port", str(port)], env, Path(tmp), port) as server:
+        with _run([*cmd, "--port", str(port)], env, Path(tmp), port, wrapper) as server:
             yield server
 
 
 @contextlib.contextmanager
-def bare_server(payload: Mapping[str, Any]) -> Iterator[ServerProcess]:
+def bare_server(payload: Mapping[str, Any], wrapper: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """:mod:`bench.bare` under uvicorn with the settings ``nowplaying serve`` uses."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="np-bench-bare-") as tmp:
@@ -135,7 +146,7 @@ def bare_server(payload: Mapping[str, Any]) -> Iterator[ServerProcess]:
             "warning",
             "--no-proxy-headers",
         ]
-        with _run(cmd, env, Path(tmp), port) as server:
+        with _run(cmd, env, Path(tmp), port, wrapper) as server:
             yield server
 
 
