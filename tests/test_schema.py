@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 
 import pytest
+from starlette.responses import Response
 
 from nowplaying.live import Snapshot, Status
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 from nowplaying.snapshot import VIEW_REUSE_SECONDS
-from nowplaying.views import ErrorCode, parse_state, state
-from nowplaying.web.errors import NotConnected, NotFound, ReconnectRequired, Unavailable
+from nowplaying.views import ErrorCode, error, parse_state, state
+from nowplaying.web.errors import (
+    NotConnected,
+    NotFound,
+    ReconnectRequired,
+    Unavailable,
+    json_response,
+    raw_headers,
+)
 from nowplaying.web.openapi import SCHEMAS
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -115,6 +123,24 @@ def test_each_refusal_has_its_status_and_slug(
     assert response.status_code == status
     assert json.loads(bytes(response.body))["error"] == slug
     assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [None, {}, {"Retry-After": "5", "Cache-Control": "no-store"}, {"X-Accel-Buffering": "no"}],
+)
+def test_a_json_body_has_the_headers_starlette_would_give_it(
+    headers: dict[str, str] | None,
+) -> None:
+    """``json_response`` skips Starlette's per-response header work, not its result: the same
+    headers (whether passed as a mapping or encoded beforehand), the view's own bytes."""
+    view = error(ErrorCode.UNAVAILABLE, "Spotify is not answering.")
+    expected = Response(view.body, 503, headers=headers, media_type="application/json")
+    for given in (headers, raw_headers(headers) if headers is not None else None):
+        response = json_response(view, 503, given)
+        assert sorted(response.raw_headers) == sorted(expected.raw_headers)
+        assert response.body is view.body
+        assert response.status_code == 503
 
 
 def test_unavailable_says_when_to_come_back() -> None:
