@@ -311,32 +311,18 @@ def _fanout(r: fanout.Result) -> list[str]:
 
 
 def write_doc(printed: str, machine: Machine) -> None:
-    DOC.write_text(DOC_TEMPLATE.format(table=printed, m=machine), encoding="utf-8")
+    """Replace the machine and results in ``docs/performance.md``, between its markers; the rest
+    of the page (how to reproduce, what is measured, the hand-written history) is kept."""
+    doc = DOC.read_text(encoding="utf-8")
+    head, begun, rest = doc.partition(BEGIN)
+    _, ended, tail = rest.partition(END)
+    if not begun or not ended:
+        raise RuntimeError(f"{DOC} has lost its markers {BEGIN.strip()} / {END.strip()}")
+    written = GENERATED.format(table=printed, m=machine)
+    DOC.write_text(f"{head}{BEGIN}{written}{END}{tail}", encoding="utf-8")
 
 
-DOC_TEMPLATE = """\
-# Performance
-
-Numbers from one run of the benchmark suite. They are measurements on the machine below, not
-guarantees: rerun `make bench` after a change and compare the ratios, which travel better than
-the absolute numbers.
-
-## How to reproduce
-
-```sh
-make bench          # = .venv/bin/python -m bench; about 4-5 minutes; rewrites this file
-```
-
-Everything talks to 127.0.0.1 only; the servers are started and stopped by the suite.
-`python -m bench upstream latency` runs some sections only (and leaves this file alone).
-
-Section 5 also needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379, the ones
-`make test` uses (`NOWPLAYING_TEST_POSTGRES_URL`, `NOWPLAYING_TEST_REDIS_URL` override them).
-It creates and drops its own database and flushes Redis db 15 before and after, so nothing else
-may use db 15 meanwhile (the multi-instance test does: do not run both at once). Without the
-services it prints `skipped: ...` and the other sections still run. To rerun it alone (about
-75 s): `.venv/bin/python -m bench multi`.
-
+GENERATED = """\
 ## Machine
 
 | | |
@@ -353,114 +339,7 @@ services it prints `skipped: ...` and the other sections still run. To rerun it 
 ```text
 {table}
 ```
-
-## What is measured
-
-**1. Upstream calls and token refreshes.** The app and the simulated Spotify run in-process on a
-fake clock (`bench/upstream.py`), so a simulated minute costs about a second. The listener plays
-continuously; the minute starts 27 s before a track ends, so one track change falls in it. The
-simulator counts every request it receives: *calls* are token requests plus Web API requests,
-*refresh* is token requests with `grant_type=refresh_token`. SSE viewers hold
-`/api/spotify/events` open; polling viewers each `GET /api/spotify` every 10 s, their first
-requests spread evenly over the 10 s. The **baseline** is what common now-playing widgets do on
-every request: refresh the access token, then call currently-playing (`SpotifyClient.refresh` +
-`SpotifyClient.currently_playing` against the same simulator); it has no SSE. The last row is one
-simulated hour with one viewer: the access token lives 3600 s, so the engine refreshes it once.
-The engine polls each watched account as often as its share of the call budget allows (every
-second for one account at the default budget, [budget.md](budget.md)) plus once at each predicted
-track end, whatever the audience: with a single viewer it makes more calls than the baseline
-(freshness is bought with calls, inside the budget); its advantage grows with the audience.
-
-**2. Change-to-viewer latency.** `nowplaying serve` in demo mode in its own process, system clock,
-`NOWPLAYING_POLL_SECONDS=5`, one SSE viewer on a raw socket (`bench/latency.py`). Each cycle, at a
-random moment in the poll interval, the bench makes the simulated player jump to another track
-5 s + U(1.5, 3) s before its end (the control API's `play` with an item and a position: a skip
-and a seek in one call). *Skip* is the time from the change (the simulator's timestamp) to the
-SSE event with the new title; nothing predicts a skip, so the engine sees it at its next periodic
-poll. By then at least 1.5 s of the track are left and the engine knows when it ends; *natural
-end* is the time from that end (change timestamp + time left, from the simulator's state) to the
-event with the next title. Server and bench read the same clock. p95 is nearest-rank: with 12
-samples it is the largest one. The random moments come from a fixed seed, so reruns sample the
-same moments in the poll interval.
-
-**3. Throughput.** `GET /api/spotify` with a valid session cookie, answered from the shared state,
-and the public `GET /p/ID.json` and `GET /p/ID.svg` (cover embedded, from the cover cache; the card
-itself from the rendered-card cache, one rendering per second, see `web/cards.py`) of the same
-account, published, against a bare Starlette app whose one `async` endpoint returns the same JSON
-body (`bench/bare.py`). Both run under uvicorn with the same settings (one worker,
-`access_log=False`, `log_level="warning"`, no proxy headers), each in its own process; the load
-generator (`bench/loadgen.py`, raw asyncio sockets, HTTP/1.1 keep-alive) runs in a third process and
-loads one server at a time, alternating A/B. *server CPU* is the loaded server's CPU use during the
-median trial, in cores: near 1.0 means the server, not the load generator, was the limit. The ratio
-is the median of the five rounds' ratios (each round is one engine trial then one bare trial, back
-to back), which a burst of other load on the machine distorts less than a ratio of medians. On a
-shared machine (other test runs, editors) the rounds spread widely; the per-round columns show how
-much, and a rerun on a quiet machine is the better figure. *by server CPU per request* compares the
-same trials by work done: each round's bare server CPU seconds per request over the engine's. It is
-not the target, but other load on the machine disturbs it far less than requests per second (a
-server that gets a quarter of a core still spends its own CPU per request).
-
-**4. Memory.** A fresh server process, signed in, its poller running: `VmRSS` from
-`/proc/PID/status` idle, then with 1000 SSE connections open, each having received its first
-event (`bench/memory.py`).
-
-**5. Multi-instance.** The cluster of `tests/test_multi_instance.py`, started by the bench
-(`bench/multi.py`): a `nowplaying simulator` process with five users, a fresh PostgreSQL
-database, Redis db 15 flushed, three `nowplaying serve` processes sharing both
-(`NOWPLAYING_REDIS_URL`, `NOWPLAYING_DATABASE_URL=postgresql://...`,
-`NOWPLAYING_POLL_SECONDS=5`). Five accounts sign in; 300 SSE viewers (`httpx` streams in the
-bench process) watch them, 60 per account, 20 per account on each instance, all connecting at
-once. After a 20 s window (the *3 instances* column), the bench kills two of the servers, moves
-their viewers to the first one and, once it holds every account's polling lease, runs the same
-20 s window again (*1 instance*): the same viewers, accounts, settings and skip schedule, in the
-same run. *currently-playing/min/account* is the mean over the accounts of each account's calls
-per minute, taken from the calls' times (the simulator's counters are read every 0.1 s; the
-calls after the first, over the time from the first to the last): a plain count over 20 s with
-one poll per 5 s is 5 or 6 depending on where the window falls, which the next two rows show.
-*Polling leases per instance* is how many accounts each instance polled for in the 3-instance
-window (the first instance whose poller asks takes an account's lease). *skip -> slowest
-viewer*: in each window, 8 skips (`POST /_control/users/{{id}}/player/skip`, accounts in turn, the
-same random moments in the poll interval in both windows) each give one sample: the time from
-the simulator's change timestamp to the event with the new title at the slowest of the
-account's 60 viewers; the per-instance rows take the slowest viewer on that instance only. A
-skip is missed when some viewer has not seen it 3 s after a poll interval. *Token refreshes*:
-5 s into each window `POST /_control/tokens/expire` expires every access token once; the row
-counts the window's `token:refresh_token` calls (a 401 is not counted as a per-account call and
-the retry after the refresh replaces the failed call, so the expiry leaves the call counts
-above unchanged). A *WARNING* line appears when something else flushed Redis db 15 during the
-run.
-
-**6. Fan-out.** `python -m bench fanout` (`bench/fanout.py`): a fresh `nowplaying serve` in demo
-mode (INFO log, `NOWPLAYING_PUBLIC_RATE_PER_SECOND=0`, since every viewer comes from 127.0.0.1),
-signed in and published; the bench raises its own soft RLIMIT_NOFILE to the hard limit and opens
-10,000 connections on the public `/p/ID/events` with a lean raw-socket client (one
-`asyncio.Protocol` each), 500 at a time, each waiting for its first event. The server log line
-quoted is the one `serve` writes at start after raising its own limit. Then three times, after a
-random pause and 3 s of idle CPU measurement, the simulator's `/_control` skip changes the
-track. *published -> viewer* is each viewer's arrival time (`time.time()` at its last byte)
-minus the moment the server published the change, read from the event itself: the earliest
-`at` (ms) among the viewers' events, which the server stamps when it encodes the change right
-after the poller publishes it; the poll delay before that is not counted. *CPU/change* is the
-server's utime + stime from the skip until the last viewer has the event, less what the same
-time costs idle with the viewers connected (heartbeats, polls). *bytes/viewer* is the event's
-HTTP chunk as one viewer received it (median). Bench and server share the machine's 2 CPUs, so
-the client's reading competes with the server's writing; a heartbeat tick (every 15 s, every
-stream) that lands on a change adds its own writes.
-
-**8. Call budget and adaptive polling.** `python -m bench budget` (`bench/budget.py`), in
-simulated time: the live engine (`LiveHub`) polls the simulator through the real `SpotifyClient`
-on a fake clock, viewers are hub subscriptions, and the simulator's limits (`sim.limits`) count
-what reaches "Spotify" and refuse past its window. Each scenario runs twice in the same run:
-*fixed* is the schedule before the budget (every 5 s or at the predicted track end, idle backoff
-to 30 s, no budget) and *adaptive* the call budget with its schedule. Latencies are simulated
-seconds from the change at the simulator to the viewer's event, so they measure scheduling alone
-(no network; a real Spotify round trip adds its own). One account, default budget (60 / 30 s):
-20 skips at random moments (to another track 6.5-8 s before its end), the natural end of each
-such track, and 6 starts after 2 minutes stopped with the viewer watching. Five accounts with a
-budget of 30 / 30 s and the simulator's window at 30: random skips (one account every 2-8 s) for
-10 simulated minutes; the 429s and the most calls the simulator counted in any 30 s. The wrong
-guess: budget 60 / 30 s, the simulator's window 30, five watched accounts for 10 minutes: the
-window 429s after the first, the calls per 30 s over the last 5 minutes and the learned window
-limit at the end. Calls per minute: one account for 5 minutes with 1 and with 1000 viewers.
-See [budget.md](budget.md).
 """
+"""What a full run writes into docs/performance.md, between :data:`BEGIN` and :data:`END`."""
+BEGIN = "<!-- generated by `make bench` from here: Machine and Results -->\n"
+END = "<!-- generated by `make bench` up to here -->\n"
