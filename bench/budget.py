@@ -328,7 +328,7 @@ def lines(r: Result) -> list[str]:
     row("  learned window limit at the end", lambda m: str(w[m].learned or "-"))
     row("upstream calls/min, 1 viewer", lambda m: f"{pm[m][0]:.1f}")
     row("upstream calls/min, 1000 viewers", lambda m: f"{pm[m][1]:.1f}", "equal within 1")
-    return out
+    return [*out, ""]
 
 
 if __name__ == "__main__":
