@@ -42,9 +42,9 @@ RECONNECT_MS = (500, 3000)
 _JITTER = random.Random()  # noqa: S311 - spreading reconnects, not secrets
 
 
-async def _account_id(request: Request, svc: Services | None = None) -> str:
+async def _account_id(request: Request, svc: Services) -> str:
     """The session's account id; refuses (401) without a session or a usable grant."""
-    found = await (svc or services(request)).sessions.account(request)
+    found = await svc.sessions.account(request)
     if found is None:
         raise NotConnected
     account_id, status = found
@@ -84,8 +84,8 @@ class BareEndpoint:
 
 
 async def _events(request: Request) -> Response:
-    account_id = await _account_id(request)
     svc = services(request)
+    account_id = await _account_id(request, svc)
     return event_stream(
         svc.hub,
         account_id,

@@ -9,7 +9,6 @@ widget, so it stays small (a test holds it to 6 KB gzipped) and has one definiti
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 
 import rjsmin
@@ -17,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .errors import NotFound
-from .public import not_modified, published_account
+from .public import published_account, revalidated, strong_etag
 from .state import services
 
 SOURCE = Path(__file__).with_name("static") / "widget.js"
@@ -33,7 +32,7 @@ def script() -> tuple[bytes, str]:
     """The minified script and its ETag (read on first use: no I/O at import)."""
     text = SOURCE.read_text(encoding="utf-8")
     body = rjsmin.jsmin(text, keep_bang_comments=True).encode()
-    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return body, strong_etag(body)
 
 
 async def embed_js(request: Request) -> Response:
@@ -41,7 +40,4 @@ async def embed_js(request: Request) -> Response:
     if await published_account(services(request), request.path_params["public_id"]) is None:
         raise NotFound
     body, etag = script()
-    headers = {**HEADERS, "ETag": etag}
-    if not_modified(request, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="text/javascript; charset=utf-8", headers=headers)
+    return revalidated(request, body, "text/javascript; charset=utf-8", {**HEADERS, "ETag": etag})

@@ -12,6 +12,7 @@ no longer configured) answers everywhere exactly as one that needs reconnecting.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from typing import Literal
 
@@ -143,15 +144,22 @@ def _draw(key: CardKey) -> str:
 def svg_response(request: Request, svg: bytes | str, etag: str | None = None) -> Response:
     """An SVG image, 200 or 304 by its ETag, never cached without revalidating."""
     etag = etag or card_etag(svg if isinstance(svg, str) else svg.decode())
-    headers = {**SVG_HEADERS, "ETag": etag}
-    if not_modified(request, etag):
+    return revalidated(request, svg, SVG_TYPE, {**SVG_HEADERS, "ETag": etag})
+
+
+def revalidated(
+    request: Request, body: bytes | str, media_type: str, headers: dict[str, str]
+) -> Response:
+    """``body`` with ``headers``, or a 304 (the same headers, no body) when the request's
+    ``If-None-Match`` names its ``ETag`` (weak or strong)."""
+    if headers["ETag"] in _etags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)
-    return Response(svg, media_type=SVG_TYPE, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
-def not_modified(request: Request, etag: str) -> bool:
-    """The request's ``If-None-Match`` names ``etag`` (weak or strong): answer 304."""
-    return etag in _etags(request.headers.get("if-none-match", ""))
+def strong_etag(body: bytes) -> str:
+    """A strong, quoted ETag for a body that only changes with the code (a script, a sheet)."""
+    return '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
 
 
 async def _events(request: Request) -> Response:

@@ -125,30 +125,27 @@ SECURITY_NAMES = frozenset(name for name, _ in _ALL)
 """The names of the headers :func:`with_security_headers` adds."""
 
 
-def _default_csp(content_type: bytes | None) -> bytes:
-    """The policy of a response that sets none: a JSON document loads nothing at all."""
-    return _JSON_CSP if content_type is not None and content_type.startswith(_JSON) else _PAGE_CSP
+def _is_json(content_type: bytes | None) -> bool:
+    return content_type is not None and content_type.startswith(_JSON)
 
 
 def security_headers_for(content_type: bytes | None) -> tuple[tuple[bytes, bytes], ...]:
-    """Every security header, for a response (of ``content_type``) that sets none itself."""
-    return _ALL_JSON if content_type is not None and content_type.startswith(_JSON) else _ALL
+    """Every security header, for a response (of ``content_type``) that sets none itself: the
+    usual case, which the edge answers with this alone."""
+    return _ALL_JSON if _is_json(content_type) else _ALL
 
 
 def with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
     """Add to a response's raw headers each one it does not set itself (the first of a name
-    counts, as with ``MutableHeaders.setdefault``)."""
-    if not exempt and SECURITY_NAMES.isdisjoint([name for name, _ in raw]):
-        content_type = next((v for k, v in raw if k == b"content-type"), None)
-        raw.extend(security_headers_for(content_type))  # the usual case: it sets none of them
-        return
+    counts, as with ``MutableHeaders.setdefault``); for a response that sets none of them this
+    appends :func:`security_headers_for` exactly."""
     have = dict(reversed(raw))
     raw.extend([pair for pair in _BASELINE if pair[0] not in have])
     if exempt:
         return
     csp = have.get(_CSP)
     if csp is None:
-        csp = _default_csp(have.get(b"content-type"))
+        csp = _JSON_CSP if _is_json(have.get(b"content-type")) else _PAGE_CSP
         raw.append((_CSP, csp))
     if b"frame-ancestors 'none'" in csp and b"x-frame-options" not in have:
         raw.append((b"x-frame-options", b"DENY"))  # embeds set their own frame-ancestors

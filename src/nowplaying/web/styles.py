@@ -13,14 +13,13 @@ attributes that ``widget.css`` styles): ``--np-cover`` (square, bleed, backdrop,
 from __future__ import annotations
 
 import functools
-import hashlib
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from nowplaying.themes import COMPACT, THEMES, Theme, stylesheet
 
-from .public import not_modified
+from .public import revalidated, strong_etag
 
 
 def selector(theme: Theme) -> str:
@@ -39,12 +38,10 @@ def themes_css() -> tuple[bytes, str]:
     compact = ";".join(f"{name}:{value}" for name, value in COMPACT.items())
     compact = f'.np[data-size="compact"]{{{compact}}}'
     body = (stylesheet(selector) + layout + "\n" + compact + "\n").encode()
-    return body, '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    return body, strong_etag(body)
 
 
 async def themes(request: Request) -> Response:
     body, etag = themes_css()
     headers = {"ETag": etag, "Cache-Control": "public, max-age=3600"}
-    if not_modified(request, etag):
-        return Response(status_code=304, headers=headers)
-    return Response(body, media_type="text/css; charset=utf-8", headers=headers)
+    return revalidated(request, body, "text/css; charset=utf-8", headers)
