@@ -19,9 +19,11 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+from .loadgen import read_response, request_for
 from .servers import ServerProcess, bare_server, nowplaying_server, sign_in
 from .throughput import ENDPOINTS
 
@@ -46,24 +48,17 @@ class Result:
 
 async def _send(url: str, headers: list[str], requests: int) -> None:
     """``requests`` GETs of ``url`` over :data:`CONNECTIONS` connections; each must be a 200."""
-    parts = httpx.URL(url)
-    lines = [f"GET {parts.raw_path.decode()} HTTP/1.1", f"Host: {parts.host}:{parts.port}"]
-    request = ("\r\n".join([*lines, *headers]) + "\r\n\r\n").encode()
+    parts = urlsplit(url)
+    request = request_for(url, headers)
 
     async def one_connection(count: int) -> None:
-        reader, writer = await asyncio.open_connection(parts.host, parts.port)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
         try:
             for _ in range(count):
                 writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
-                if head.split(b" ", 2)[1] != b"200":
-                    raise RuntimeError(f"{url} answered {head[:40]!r}")
+                status = await read_response(reader)
+                if status != b"200":
+                    raise RuntimeError(f"{url} answered {status!r}")
         finally:
             writer.close()
 

@@ -30,6 +30,27 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def request_for(url: str, headers: list[str]) -> bytes:
+    """The bytes of a keep-alive ``GET url`` with these extra header lines."""
+    parts = urlsplit(url)
+    lines = [f"GET {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_response(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 response off a keep-alive connection (head, then a ``Content-Length``
+    body); its status code, e.g. ``b"200"``."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length:
+        await reader.readexactly(length)
+    return head.split(b" ", 2)[1]
+
+
 async def _connection(
     *,
     host: str,
@@ -43,17 +64,9 @@ async def _connection(
     try:
         while (started := time.perf_counter()) < until:
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            if length:
-                await reader.readexactly(length)
+            status = await read_response(reader)
             if started < warm_until:
                 continue
-            status = head.split(b" ", 2)[1]
             out["ok" if status == b"200" else "errors"].append(time.perf_counter() - started)
     finally:
         writer.close()
@@ -81,8 +94,7 @@ async def run(
 ) -> dict[str, float]:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    lines = [f"GET {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", *headers]
-    request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    request = request_for(url, headers)
     out: dict[str, list[float]] = {"ok": [], "errors": []}
     start = time.perf_counter()
     seconds = min(seconds, MAX_SECONDS)
