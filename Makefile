@@ -21,8 +21,8 @@ simulator: $(STAMP)
 	$(BIN)/nowplaying simulator
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench soak scripts
-	$(BIN)/ruff format --check src tests bench soak scripts
+	$(BIN)/ruff check src tests harness bench soak scripts
+	$(BIN)/ruff format --check src tests harness bench soak scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -39,7 +39,7 @@ test: lint typecheck unit
 # compose.yaml's shape, deploy/nginx.conf under Debian's nginx with the edge cache. `unit` (and
 # so `make test`) runs them too; .ci/run installs and starts what they need.
 test-deploy: $(STAMP)
-	$(BIN)/pytest tests/test_container.py tests/test_nginx.py tests/test_systemd.py -q
+	$(BIN)/pytest tests/deploy -q
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

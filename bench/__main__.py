@@ -14,18 +14,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import (
-    budget,
-    edge,
-    fanout,
-    instructions,
-    latency,
-    memory,
-    multi,
-    throughput,
-    upstream,
-)
-from .report import DOC, Machine, Results, table, write_doc
+from bench import budget, edge, fanout, instructions, latency, memory, multi, throughput, upstream
+from bench.report import DOC, Machine, Results, table, write_doc
 
 SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "upstream": ("upstream calls per simulated minute (~30 s)", upstream.run),

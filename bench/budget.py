@@ -31,14 +31,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
-from tests.helpers import sim_client
+from harness.helpers import sim_client
 
-from nowplaying.budget import DEFAULT_PER_DAY, DEFAULT_PER_WINDOW, CallBudget
 from nowplaying.clock import FakeClock
-from nowplaying.live import LiveHub
+from nowplaying.engine.live import LiveHub
+from nowplaying.engine.snapshot import Snapshot
 from nowplaying.models import NowPlaying
 from nowplaying.simulator import Simulator
-from nowplaying.snapshot import Snapshot
+from nowplaying.sources.budget import DEFAULT_PER_DAY, DEFAULT_PER_WINDOW, CallBudget
 
 SIM = "http://sim.test"
 STEP = 0.05  # the fake clock moves at most this far at once

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.nginx import edge_stack, publish
+from harness.nginx import edge_stack, publish
 
 SECONDS = float(os.environ.get("BENCH_EDGE_SECONDS", "10"))
 THREADS = 2

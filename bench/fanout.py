@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from .servers import CONTROL, ServerProcess, nowplaying_server, sign_in
+from bench.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
 
 VIEWERS = 10_000
 BATCH = 500

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .loadgen import read_response, request_for
-from .servers import ServerProcess, bare_server, nowplaying_server, sign_in
-from .throughput import ENDPOINTS
+from bench.loadgen import read_response, request_for
+from bench.servers import ServerProcess, bare_server, nowplaying_server, sign_in
+from bench.throughput import ENDPOINTS
 
 REQUESTS = 2000
 CONNECTIONS = 8

@@ -32,9 +32,8 @@ from typing import Any
 
 import httpx
 
+from bench.servers import CONTROL, SSEClient, SSEEvent, nowplaying_server, sign_in
 from nowplaying.simulator import default_playlist
-
-from .servers import CONTROL, SSEClient, SSEEvent, nowplaying_server, sign_in
 
 POLL_SECONDS = 5.0
 CYCLES = 10

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from .servers import SSEClient, nowplaying_server, sign_in
+from bench.servers import SSEClient, nowplaying_server, sign_in
 
 VIEWERS = 1000
 BATCH = 100  # connections opened at once, well under the listen backlog

@@ -1,6 +1,6 @@
 """Multi-instance: three ``nowplaying serve`` processes sharing PostgreSQL and Redis, against one.
 
-The cluster is the one ``tests/test_multi_instance.py`` starts (:func:`tests.cluster.cluster`: a
+The cluster is the one ``tests/test_multi_instance.py`` starts (:func:`harness.cluster.cluster`: a
 ``nowplaying simulator`` process with five users, a fresh PostgreSQL database, the test Redis db
 flushed, three servers behind a loopback balancer that only the logins use), with
 ``NOWPLAYING_POLL_SECONDS=5``; everything listens on 127.0.0.1. Five accounts sign in, and 300
@@ -36,10 +36,10 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
-from tests.cluster import Cluster, Viewer, cluster, login, sim_calls, wait_for, watch
-from tests.services import POSTGRES_URL, REDIS_URL
+from harness.cluster import Cluster, Viewer, cluster, login, sim_calls, wait_for, watch
+from harness.services import POSTGRES_URL, REDIS_URL
 
-from .latency import Samples
+from bench.latency import Samples
 
 ACCOUNTS = [f"user{n}" for n in range(1, 6)]
 VIEWERS_PER_ACCOUNT = 60

@@ -11,18 +11,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import (
-    budget,
-    edge,
-    fanout,
-    instructions,
-    latency,
-    memory,
-    multi,
-    throughput,
-    upstream,
-)
-from .servers import ROOT
+from bench import budget, edge, fanout, instructions, latency, memory, multi, throughput, upstream
+from bench.servers import ROOT
 
 DOC = ROOT / "docs" / "performance.md"
 

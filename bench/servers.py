@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from tests.helpers import consent
+from harness.helpers import consent
 
 ROOT = Path(__file__).resolve().parent.parent
 START_SECONDS = 20.0

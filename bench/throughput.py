@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .servers import ROOT, ServerProcess, bare_server, nowplaying_server, sign_in
+from bench.servers import ROOT, ServerProcess, bare_server, nowplaying_server, sign_in
 
 ROUNDS = 5
 SECONDS = 3.0

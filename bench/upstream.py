@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from harness.helpers import connect
+from harness.sse import SSEReader
 from pydantic import SecretStr
 from starlette.applications import Starlette
-from tests.helpers import connect
-from tests.sse import SSEReader
 
 from nowplaying.clock import FakeClock
 from nowplaying.config import Settings
 from nowplaying.simulator import Simulator
-from nowplaying.spotify import SpotifyClient
+from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.web import create_app
 
 ORIGIN = "https://np.test"

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/gallery.py [--out docs/img]
 
 Starts the demo (simulated Spotify) on a loopback port, connects and publishes its account,
-plays the first track and saves ``theme-<name>.png`` for every theme of ``nowplaying.themes``
+plays the first track and saves ``theme-<name>.png`` for every theme of ``nowplaying.cards.themes``
 (``auto`` twice: light and dark system), ``overlay.png`` (the OBS overlay, transparent) and
 ``owner.png`` (the owner's page with its share panel).
 Needs Debian's chromium (``NOWPLAYING_CHROMIUM`` to point elsewhere).
@@ -21,10 +21,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.live_server import free_port, serve  # noqa: E402
 from tests.browser.conftest import ARGS, CHROMIUM, Demo, Shared, connect_demo, demo_settings  # noqa: E402
-from tests.live_server import free_port, serve  # noqa: E402
 
-from nowplaying.themes import THEMES, Theme  # noqa: E402
+from nowplaying.cards.themes import THEMES, Theme  # noqa: E402
 from nowplaying.web import create_app  # noqa: E402
 
 

@@ -31,14 +31,14 @@ import time
 from pathlib import Path
 
 import httpx
-from tests.live_server import free_port
+from harness.live_server import free_port
 
-from . import checks, procs
-from .chaos import Chaos
-from .checks import scan_log, settle, stored_tokens, try_refresh
-from .quota import quota_pause
-from .summary import SETTLE_SECONDS, USERS, Run, render_run
-from .viewers import SseViewer, Target, login, poll, publish, until, watch
+from soak import checks, procs
+from soak.chaos import Chaos
+from soak.checks import scan_log, settle, stored_tokens, try_refresh
+from soak.quota import quota_pause
+from soak.summary import SETTLE_SECONDS, USERS, Run, render_run
+from soak.viewers import SseViewer, Target, login, poll, publish, until, watch
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "soak-latest.md"
@@ -186,7 +186,7 @@ async def run_soak(run: Run, tmp: Path, rng: random.Random) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["lifecycle"]:
-        from .lifecycle import main as lifecycle  # noqa: PLC0415 (only that soak needs it)
+        from soak.lifecycle import main as lifecycle  # noqa: PLC0415 (only that soak needs it)
 
         return lifecycle(argv[1:])
     args = parse_args(argv)

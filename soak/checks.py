@@ -18,9 +18,8 @@ import httpx
 from nowplaying.crypto import TokenCipher
 from nowplaying.store import Pause
 from nowplaying.store.sqlite import SQLiteStore
-
-from .procs import CLIENT_ID, CLIENT_SECRET, SECRET_KEY
-from .viewers import SseViewer
+from soak.procs import CLIENT_ID, CLIENT_SECRET, SECRET_KEY
+from soak.viewers import SseViewer
 
 
 @dataclass

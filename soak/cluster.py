@@ -1,7 +1,7 @@
 """Three ``nowplaying serve`` instances behind one address, on PostgreSQL and Redis (loopback).
 
 :class:`Cluster` owns a fresh PostgreSQL database, Redis db 15 (flushed before and after), a
-simulated Spotify process, the instances and the :class:`tests.balancer.Balancer` in front of
+simulated Spotify process, the instances and the :class:`harness.balancer.Balancer` in front of
 them, whose address is the public origin every instance is configured with. :meth:`restart` is
 one step of a rolling restart, done as an operator's load balancer does it: take the instance out
 of rotation, SIGTERM it (its open streams are its to end), time its exit, start it again (with new
@@ -19,11 +19,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 import redis.asyncio as aioredis
-from tests.balancer import Balancer
-from tests.live_server import free_port
-from tests.services import POSTGRES_URL, REDIS_URL
+from harness.balancer import Balancer
+from harness.live_server import free_port
+from harness.services import POSTGRES_URL, REDIS_URL
 
-from . import procs
+from soak import procs
 
 INSTANCES = 3
 STOP_GRACE = 20.0  # well past NOWPLAYING_SHUTDOWN_SECONDS (10): a stop slower than that is a kill

@@ -39,14 +39,13 @@ import httpx
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.store import StoreError, open_store
-
-from . import procs
-from .audience import EventSourceViewer, Poller, identity
-from .checks import LogScan, Stored, scan_log, try_refresh
-from .cluster import Cluster, Restart
-from .lockout import Lockout, lockout
-from .relogin import Relogin, relogin
-from .viewers import login, publish
+from soak import procs
+from soak.audience import EventSourceViewer, Poller, identity
+from soak.checks import LogScan, Stored, scan_log, try_refresh
+from soak.cluster import Cluster, Restart
+from soak.lockout import Lockout, lockout
+from soak.relogin import Relogin, relogin
+from soak.viewers import login, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "operations.md"
@@ -328,7 +327,7 @@ async def lag_monitor(life: Life, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .lifecycle_report import render_life  # noqa: PLC0415 (the report imports this module)
+    from soak.lifecycle_report import render_life  # noqa: PLC0415 (the report imports this module)
 
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)

@@ -7,12 +7,12 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .audience import Drop, EventSourceViewer, is_live
-from .checks import Check
-from .cluster import Restart
-from .lifecycle import POLLERS, RELOGIN, SSE_VIEWERS, USERS, Life
-from .relogin import LIVE_TARGET
-from .report import checks_table, table
+from soak.audience import Drop, EventSourceViewer, is_live
+from soak.checks import Check
+from soak.cluster import Restart
+from soak.lifecycle import POLLERS, RELOGIN, SSE_VIEWERS, USERS, Life
+from soak.relogin import LIVE_TARGET
+from soak.report import checks_table, table
 
 SHUTDOWN_SECONDS = 10.0  # NOWPLAYING_SHUTDOWN_SECONDS, the default the instances run with
 BACK_TARGET = 5.0

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from .cluster import INSTANCES, Cluster
-from .quota import UPSTREAM
+from soak.cluster import INSTANCES, Cluster
+from soak.quota import UPSTREAM
 
 RETRY_AFTER = 3600
 PROBE_SECONDS = 6.0

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from tests.live_server import free_port
+from harness.live_server import free_port
 
 CLIENT_ID = "soak-client"
 CLIENT_SECRET = "soak-client-secret-0123456789"

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from .viewers import SseViewer, Tally, Target, until, watch
+from soak.viewers import SseViewer, Tally, Target, until, watch
 
 WINDOW = 8.0
 UPSTREAM = ("currently-playing", "recently-played", "me", "player", "token")

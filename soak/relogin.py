@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from tests.helpers import consent
+from harness.helpers import consent
 
-from . import procs
-from .cluster import INSTANCES, Cluster
+from soak import procs
+from soak.cluster import INSTANCES, Cluster
 
 LIVE_TARGET = 10.0
 URL = re.compile(r"https?://\S+/authorize\?\S+")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Sequence
 
-from .checks import Check
+from soak.checks import Check
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

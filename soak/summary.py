@@ -7,11 +7,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from .chaos import Chaos
-from .checks import Check, Final, LogScan, Stored
-from .quota import QuotaResult
-from .report import percentile, render, table
-from .viewers import SseViewer, Tally
+from soak.chaos import Chaos
+from soak.checks import Check, Final, LogScan, Stored
+from soak.quota import QuotaResult
+from soak.report import percentile, render, table
+from soak.viewers import SseViewer, Tally
 
 USERS = [f"user{n}" for n in range(1, 9)]
 SETTLE_SECONDS = 20.0

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from tests.helpers import consent
+from harness.helpers import consent
 
-from .procs import SoakError
+from soak.procs import SoakError
 
 SSE_READ_TIMEOUT = 45.0  # three missed heartbeats (15 s each): the stream is dead
 MAX_DETAILS = 40

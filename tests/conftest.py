@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from harness.helpers import connect
+from harness.services import REDIS_URL, require
 from hypothesis import settings as hypothesis_settings
 from starlette.applications import Starlette
 
@@ -25,8 +27,6 @@ from nowplaying.config import Settings
 from nowplaying.simulator import Simulator
 from nowplaying.web import create_app
 from nowplaying.web.state import Services
-from tests.helpers import connect
-from tests.services import REDIS_URL, require
 
 hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 hypothesis_settings.register_profile("dev", derandomize=False, print_blob=True)

@@ -7,10 +7,10 @@ import json
 import pytest
 from starlette.responses import Response
 
-from nowplaying.live import Snapshot, Status
+from nowplaying.engine.live import Snapshot, Status
+from nowplaying.engine.snapshot import VIEW_REUSE_SECONDS
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
-from nowplaying.snapshot import VIEW_REUSE_SECONDS
-from nowplaying.views import ErrorCode, error, parse_state, state
+from nowplaying.schema import ErrorCode, error, parse_state, state
 from nowplaying.web.errors import (
     NotConnected,
     NotFound,

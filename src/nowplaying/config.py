@@ -91,7 +91,7 @@ class Settings(BaseSettings):
 
     @property
     def secret_values(self) -> tuple[str, ...]:
-        """Every configured secret, for the logs to redact (see :mod:`nowplaying.logs`)."""
+        """Every configured secret, for the logs to redact (see :mod:`nowplaying.ops.logs`)."""
         values = (
             self.spotify_client_secret,
             self.nowplaying_secret_key,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from . import views
+from nowplaying import schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +85,9 @@ class NowPlaying:
         return max(0, self.item.duration_ms - self.progress_ms)
 
     def to_json(self) -> dict[str, Any]:
-        """The ``/api/spotify`` shape, progress as measured (see :func:`nowplaying.views.state`)."""
-        return views.state(self, progress_ms=self.progress_ms, at=None).data()
+        """The ``/api/spotify`` shape, progress as measured (see
+        :func:`nowplaying.schema.state`)."""
+        return schema.state(self, progress_ms=self.progress_ms, at=None).data()
 
 
 NOTHING_PLAYING = NowPlaying(is_playing=False)
@@ -101,7 +102,7 @@ class PlayedItem:
 
     def to_json(self) -> dict[str, Any]:
         """The ``lastPlayed`` object next to ``{"isPlaying": false}``."""
-        return views.last_played(self).data()
+        return schema.last_played(self).data()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,26 +18,26 @@ import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from .alerts import Alerter, LocalClaims, RedisClaims
-from .budget import CallBudget
-from .clock import Clock, SystemClock
-from .config import Settings
-from .coord import Coordinator, LocalCoordinator
-from .coord_redis import RedisCoordinator
-from .crypto import TokenCipher
-from .live import LiveHub
-from .models import NowPlaying, PlayedItem
-from .problems import AccountProblems
-from .simulator import Simulator
-from .spotify import (
+from nowplaying.clock import Clock, SystemClock
+from nowplaying.config import Settings
+from nowplaying.coord.base import Coordinator, LocalCoordinator
+from nowplaying.coord.redis import RedisCoordinator
+from nowplaying.crypto import TokenCipher
+from nowplaying.engine.live import LiveHub
+from nowplaying.engine.problems import AccountProblems
+from nowplaying.models import NowPlaying, PlayedItem
+from nowplaying.ops.alerts import Alerter, LocalClaims, RedisClaims
+from nowplaying.simulator import Simulator
+from nowplaying.sources.budget import CallBudget
+from nowplaying.sources.spotify.client import (
     SCOPE_RECENTLY_PLAYED,
     Forbidden,
     RateLimited,
     ReconnectRequired,
     SpotifyClient,
 )
-from .store import AccountStatus, Store, StoreError, open_store
-from .tokens import TokenManager
+from nowplaying.sources.spotify.grants import TokenManager
+from nowplaying.store import AccountStatus, Store, StoreError, open_store
 
 SIM_PREFIX = "/spotify-sim"
 log = logging.getLogger(__name__)

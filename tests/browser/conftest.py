@@ -20,12 +20,12 @@ from urllib.request import Request, urlopen
 
 import httpx
 import pytest
+from harness.helpers import _FormParser
+from harness.live_server import free_port, serve
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from nowplaying.config import Settings
 from nowplaying.web import create_app
-from tests.helpers import _FormParser
-from tests.live_server import free_port, serve
 
 CHROMIUM = os.environ.get("NOWPLAYING_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [

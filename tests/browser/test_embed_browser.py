@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from nowplaying.themes import DARK, THEMES, Cover, Theme
+from nowplaying.cards.themes import DARK, THEMES, Cover, Theme
 from tests.browser.conftest import Shared
 
 pytestmark = pytest.mark.browser

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.cluster import cluster
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
-
-from tests.cluster import cluster
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

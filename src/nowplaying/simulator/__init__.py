@@ -13,11 +13,11 @@ Modules: :mod:`.core` (the facade), :mod:`.accounts` (apps, users, codes, tokens
 ``/_control`` API), :mod:`.pages` (HTML).
 """
 
-from .accounts import Client, Grant, TokenError, User
-from .catalog import default_playlist, episode, local_track, track
-from .core import Simulator
-from .faults import Fault, Faults
-from .player import Play, Player, PlayerState
+from nowplaying.simulator.accounts import Client, Grant, TokenError, User
+from nowplaying.simulator.catalog import default_playlist, episode, local_track, track
+from nowplaying.simulator.core import Simulator
+from nowplaying.simulator.faults import Fault, Faults
+from nowplaying.simulator.player import Play, Player, PlayerState
 
 __all__ = [
     "Client",

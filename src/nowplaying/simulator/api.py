@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .accounts import AccessToken
-from .objects import (
+from nowplaying.simulator.accounts import AccessToken
+from nowplaying.simulator.objects import (
     JSON,
     context_link,
     currently_playing,
@@ -24,10 +24,10 @@ from .objects import (
     render_item,
     user_object,
 )
-from .player import Play
+from nowplaying.simulator.player import Play
 
 if TYPE_CHECKING:
-    from .core import Simulator
+    from nowplaying.simulator.core import Simulator
 
 NOT_REGISTERED = "User not registered in the Developer Dashboard"
 OWNER_NOT_PREMIUM = "Active premium subscription required for the owner of the app."

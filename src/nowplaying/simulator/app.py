@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import api, control, oauth
-from .covers import parse_file, render_png
+from nowplaying.simulator import api, control, oauth
+from nowplaying.simulator.covers import parse_file, render_png
 
 if TYPE_CHECKING:
-    from .core import Simulator
+    from nowplaying.simulator.core import Simulator
 
 
 def build_app(sim: Simulator, *, control_api: bool = True) -> Starlette:

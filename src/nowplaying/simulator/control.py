@@ -29,11 +29,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .catalog import item_uri
-from .player import Player, PlayerState
+from nowplaying.simulator.catalog import item_uri
+from nowplaying.simulator.player import Player, PlayerState
 
 if TYPE_CHECKING:
-    from .core import Simulator
+    from nowplaying.simulator.core import Simulator
 
 
 class ControlError(Exception):

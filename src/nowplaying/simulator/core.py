@@ -13,12 +13,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from nowplaying.clock import Clock, SystemClock
-
-from .accounts import Accounts, Client, Grant, RefreshMode, User
-from .app import build_app
-from .faults import Faults
-from .limits import DEFAULT_DEVELOPER, Limits
-from .player import Player
+from nowplaying.simulator.accounts import Accounts, Client, Grant, RefreshMode, User
+from nowplaying.simulator.app import build_app
+from nowplaying.simulator.faults import Faults
+from nowplaying.simulator.limits import DEFAULT_DEVELOPER, Limits
+from nowplaying.simulator.player import Player
 
 DEFAULT_USER = "demo"
 

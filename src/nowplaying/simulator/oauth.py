@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .accounts import Client, TokenError
-from .pages import SCOPE_TEXT, consent_page, error_page
+from nowplaying.simulator.accounts import Client, TokenError
+from nowplaying.simulator.pages import SCOPE_TEXT, consent_page, error_page
 
 if TYPE_CHECKING:
-    from .core import Simulator
+    from nowplaying.simulator.core import Simulator
 
 USER_COOKIE = "sp_sim_user"
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")

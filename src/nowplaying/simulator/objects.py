@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from .accounts import User
-from .catalog import Item, is_full_object, item_uri, spotify_id
-from .covers import cover_path, sizes_for
-from .player import PlayerState
+from nowplaying.simulator.accounts import User
+from nowplaying.simulator.catalog import Item, is_full_object, item_uri, spotify_id
+from nowplaying.simulator.covers import cover_path, sizes_for
+from nowplaying.simulator.player import PlayerState
 
 JSON = dict[str, Any]
 OPEN = "https://open.spotify.com"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from html import escape
 
-from .accounts import User
+from nowplaying.simulator.accounts import User
 
 SCOPE_TEXT: Mapping[str, str] = {
     "ugc-image-upload": "Upload images to personalize your profile or playlist cover",

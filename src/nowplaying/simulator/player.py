@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from nowplaying.clock import Clock
-
-from .catalog import Item, default_playlist, item_uri
+from nowplaying.simulator.catalog import Item, default_playlist, item_uri
 
 SegmentKind = Literal["item", "gap", "ad"]
 HISTORY_LIMIT = 200

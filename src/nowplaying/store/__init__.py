@@ -1,8 +1,7 @@
 """Persistence: accounts (with their sealed refresh tokens), sessions and pending logins."""
 
 from nowplaying.crypto import TokenCipher
-
-from .base import (
+from nowplaying.store.base import (
     QUOTA_EXCEEDED,
     Account,
     AccountStatus,
@@ -12,8 +11,8 @@ from .base import (
     Store,
     StoreError,
 )
-from .postgres import PostgresStore
-from .sqlite import SQLiteStore
+from nowplaying.store.postgres import PostgresStore
+from nowplaying.store.sqlite import SQLiteStore
 
 __all__ = [
     "QUOTA_EXCEEDED",

@@ -17,9 +17,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from nowplaying.crypto import TokenCipher
-
-from .base import StoreError, newer_schema_message
-from .sql import POSTGRES, DriverErrors, Row, SQLStore
+from nowplaying.store.base import StoreError, newer_schema_message
+from nowplaying.store.sql import POSTGRES, DriverErrors, Row, SQLStore
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_331_001  # pg_advisory_lock key for schema migrations

@@ -22,8 +22,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from nowplaying.crypto import CryptoError, TokenCipher
-
-from .base import (
+from nowplaying.store.base import (
     Account,
     AccountStatus,
     LoginState,

@@ -20,9 +20,8 @@ from typing import TypeVar
 import aiosqlite
 
 from nowplaying.crypto import TokenCipher
-
-from .base import StoreError, newer_schema_message
-from .sql import SQLITE, DriverErrors, Row, SQLStore
+from nowplaying.store.base import StoreError, newer_schema_message
+from nowplaying.store.sql import SQLITE, DriverErrors, Row, SQLStore
 
 T = TypeVar("T")
 

@@ -3,8 +3,7 @@
 from starlette.applications import Starlette
 
 from nowplaying.config import Settings
-
-from .app import create_app
+from nowplaying.web.app import create_app
 
 __all__ = ["create_app", "create_app_from_env"]
 

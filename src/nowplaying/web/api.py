@@ -19,13 +19,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from nowplaying import fanout
-from nowplaying.fanout import Subscription
-from nowplaying.live import LiveHub, Snapshot, Status
+from nowplaying.engine import fanout
+from nowplaying.engine.fanout import Subscription
+from nowplaying.engine.live import LiveHub, Snapshot, Status
+from nowplaying.schema import Budget, ErrorCode, State, error
 from nowplaying.store import AccountStatus
-from nowplaying.views import Budget, ErrorCode, State, error
-
-from .errors import (
+from nowplaying.web.errors import (
     PRIVATE,
     PRIVATE_RAW,
     Busy,
@@ -34,7 +33,7 @@ from .errors import (
     Unavailable,
     json_response,
 )
-from .state import Services, services
+from nowplaying.web.state import Services, services
 
 HEARTBEAT_SECONDS = 15.0
 RECONNECT_MS = (500, 3000)
@@ -217,8 +216,8 @@ async def sse_stream(
     so none is silent longer than 1.5 x ``heartbeat``. ``closed`` (the viewer hung up) ends it.
 
     Per viewer and wait this costs one future, which the next change (the account's
-    :class:`~nowplaying.fanout.Channel`), the next tick or drain (:class:`_Beat`) and the hang-up
-    all resolve: no task, queue or ``asyncio.wait`` per viewer. Each change is encoded once
+    :class:`~nowplaying.engine.fanout.Channel`), the next tick or drain (:class:`_Beat`) and the
+    hang-up all resolve: no task, queue or ``asyncio.wait`` per viewer. Each change is encoded once
     (:func:`_event`) and the same text goes to every viewer.
     """
     rng = rng or _JITTER

@@ -23,25 +23,36 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+from nowplaying.cards.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
-from nowplaying.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
 from nowplaying.crypto import CryptoError
-from nowplaying.logs import REQUEST_ID_HEADER, current_request_id
-from nowplaying.metrics import Metrics
+from nowplaying.ops.logs import REQUEST_ID_HEADER, current_request_id
+from nowplaying.ops.metrics import Metrics
 from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
+from nowplaying.schema import ErrorCode, error
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
-from nowplaying.views import ErrorCode, error
-
-from . import api, auth, dropin, metrics, openapi, overlay, owner, pages, public, recent, styles
-from .edge import Edge
-from .errors import PRIVATE, PRIVATE_RAW, Refusal, json_response
-from .limits import rules
-from .published import PublishedAccounts
-from .security import origin_of
-from .sessions import Sessions
-from .state import Services
+from nowplaying.web import (
+    api,
+    auth,
+    dropin,
+    metrics,
+    openapi,
+    overlay,
+    owner,
+    pages,
+    public,
+    recent,
+    styles,
+)
+from nowplaying.web.edge import Edge
+from nowplaying.web.errors import PRIVATE, PRIVATE_RAW, Refusal, json_response
+from nowplaying.web.limits import rules
+from nowplaying.web.published import PublishedAccounts
+from nowplaying.web.security import origin_of
+from nowplaying.web.sessions import Sessions
+from nowplaying.web.state import Services
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"

@@ -4,7 +4,7 @@ The OAuth ``state`` is single-use and bound to the browser that started the logi
 pre-login cookie whose fingerprint is stored with the state), except for a login handed over by
 ``nowplaying login``, which no browser started and which starts no session; PKCE S256 on every
 login; the redirect URI always comes from settings, never from the Host header. Connecting and
-disconnecting go through :mod:`nowplaying.accounts`, like the CLI.
+disconnecting go through :mod:`nowplaying.engine.accounts`, like the CLI.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from nowplaying.accounts import (
+from nowplaying.engine.accounts import (
     Grant,
     connect_account,
     disconnect_account,
     exchange_grant,
     is_terminal_login,
 )
-from nowplaying.spotify import (
+from nowplaying.sources.spotify.client import (
     SCOPE_CURRENTLY_PLAYING,
     SCOPE_RECENTLY_PLAYED,
     Forbidden,
@@ -35,11 +35,10 @@ from nowplaying.spotify import (
     make_pkce,
 )
 from nowplaying.store import LoginState, StoreError
-
-from . import owner, pages
-from .security import printable, same_origin
-from .sessions import LOGIN_TTL
-from .state import services
+from nowplaying.web import owner, pages
+from nowplaying.web.security import printable, same_origin
+from nowplaying.web.sessions import LOGIN_TTL
+from nowplaying.web.state import services
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +99,9 @@ async def login(request: Request) -> Response:
 async def callback(request: Request) -> Response:
     """Check state, exchange the code, connect the account, start a session, 303 to ``/``.
 
-    A login handed over by ``nowplaying login`` (see :func:`nowplaying.accounts.is_terminal_login`)
-    is bound to no browser: it is completed the same way, but starts no session here.
+    A login handed over by ``nowplaying login`` (see
+    :func:`nowplaying.engine.accounts.is_terminal_login`) is bound to no browser: it is completed
+    the same way, but starts no session here.
     """
     svc = services(request)
     params = request.query_params

@@ -15,9 +15,9 @@ import rjsmin
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .errors import NotFound
-from .public import published_account, revalidated, strong_etag
-from .state import services
+from nowplaying.web.errors import NotFound
+from nowplaying.web.public import published_account, revalidated, strong_etag
+from nowplaying.web.state import services
 
 SOURCE = Path(__file__).with_name("static") / "widget.js"
 HEADERS = {

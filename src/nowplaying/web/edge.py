@@ -4,7 +4,7 @@ and each request a wrapper call per layer).
 
 In order, as the separate layers did it:
 
-1. a request id (:mod:`nowplaying.logs`): on every log line of the request and in
+1. a request id (:mod:`nowplaying.ops.logs`): on every log line of the request and in
    ``X-Request-Id`` on every response;
 2. request limits (:mod:`.limits`): 431 for large headers, 413 for a large declared body;
 3. per-client-IP rate limits: 429 with ``Retry-After``;
@@ -27,11 +27,10 @@ from collections.abc import Collection, Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nowplaying.clock import Clock
-from nowplaying.logs import REQUEST_ID_NAME, enter_request, leave_request, request_id
-from nowplaying.metrics import Metrics
-
-from .errors import BadRequest, BodyTooLarge, Refusal
-from .limits import (
+from nowplaying.ops.logs import REQUEST_ID_NAME, enter_request, leave_request, request_id
+from nowplaying.ops.metrics import Metrics
+from nowplaying.web.errors import BadRequest, BodyTooLarge, Refusal
+from nowplaying.web.limits import (
     DEFAULT_RULES,
     MAX_BODY,
     MAX_HEADERS,
@@ -44,8 +43,8 @@ from .limits import (
     too_large,
     too_many,
 )
-from .metrics import EVENT_STREAM, Latency
-from .security import (
+from nowplaying.web.metrics import EVENT_STREAM, Latency
+from nowplaying.web.security import (
     SECURITY_NAMES,
     UNKNOWN_HOST,
     TrustedHosts,

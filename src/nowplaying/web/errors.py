@@ -1,7 +1,7 @@
 """Refusals: one exception per way a JSON request is turned down, each with its status and slug.
 
 Handlers raise them; :func:`nowplaying.web.app.create_app` answers every one in one handler with
-the :class:`~nowplaying.views.Error` envelope. (The public JSON reports reconnect and unavailable
+the :class:`~nowplaying.schema.Error` envelope. (The public JSON reports reconnect and unavailable
 states as data instead, and the SVG card is always an image: those are answers, not refusals.)
 
 ::
@@ -31,7 +31,7 @@ from typing import ClassVar
 
 from starlette.responses import Response
 
-from nowplaying.views import Error, ErrorCode, View
+from nowplaying.schema import Error, ErrorCode, View
 
 
 class Refusal(Exception):

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from starlette.types import Message, Receive, Scope
 
 from nowplaying.clock import Clock
-
-from .errors import BodyTooLarge, HeadersTooLarge, Refusal, TooManyRequests
+from nowplaying.web.errors import BodyTooLarge, HeadersTooLarge, Refusal, TooManyRequests
 
 MAX_BODY = 64 * 1024
 MAX_HEADERS = 16 * 1024

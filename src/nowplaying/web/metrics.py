@@ -15,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from nowplaying.metrics import CONTENT_TYPE, Metrics
-
-from .errors import NotFound, Unauthorized
-from .state import services
+from nowplaying.ops.metrics import CONTENT_TYPE, Metrics
+from nowplaying.web.errors import NotFound, Unauthorized
+from nowplaying.web.state import services
 
 EVENT_STREAM = b"text/event-stream"
 LATENCY_CHILDREN = 1024

@@ -1,7 +1,7 @@
 """The OpenAPI description of the JSON and event interfaces, served at ``/openapi.json``.
 
 The operations are declared here; every schema is generated from the models in
-:mod:`nowplaying.views`, the same ones the responses are serialised from.
+:mod:`nowplaying.schema`, the same ones the responses are serialised from.
 
 Tests validate live responses against these schemas, so the document cannot drift from the code.
 """
@@ -15,28 +15,27 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from nowplaying import __version__, views
-from nowplaying.card_options import CardOptions, RecentOptions
-
-from .overlay import OverlayOptions
+from nowplaying import __version__, schema
+from nowplaying.cards.options import CardOptions, RecentOptions
+from nowplaying.web.overlay import OverlayOptions
 
 _REF = "#/components/schemas/{model}"
-_MODELS: tuple[type[views.View], ...] = (
-    views.Playing,
-    views.Ad,
-    views.Nothing,
-    views.Error,
-    views.Account,
-    views.Recent,
+_MODELS: tuple[type[schema.View], ...] = (
+    schema.Playing,
+    schema.Ad,
+    schema.Nothing,
+    schema.Error,
+    schema.Account,
+    schema.Recent,
 )
 
 
 def _schemas() -> dict[str, Any]:
-    """The components, generated from :mod:`nowplaying.views` (the models are the definition)."""
+    """The components, generated from :mod:`nowplaying.schema` (the models are the definition)."""
     _, doc = models_json_schema([(m, "serialization") for m in _MODELS], ref_template=_REF)
     schemas: dict[str, Any] = doc["$defs"]
-    for schema in schemas.values():
-        for prop in schema.get("properties", {}).values():
+    for definition in schemas.values():
+        for prop in definition.get("properties", {}).values():
             prop.pop("title", None)  # pydantic's "Isplaying" says nothing the name does not
             if prop.get("default", 0) is None and "anyOf" not in prop:
                 del prop["default"]  # an absent field, not a null one

@@ -1,7 +1,7 @@
 """The pages made to be framed or captured: the embed page ``/p/{id}`` (for ``<iframe>``) and the
 stream overlay ``/p/{id}/overlay`` (for OBS browser sources).
 
-Both take the card's options (:class:`~nowplaying.card_options.CardOptions`: theme, colours,
+Both take the card's options (:class:`~nowplaying.cards.options.CardOptions`: theme, colours,
 radius, width, hidden parts, idle behaviour), validated by the same model as the SVG card; a bad
 value is a 400 page that names the parameter, unknown parameters are ignored.
 
@@ -21,12 +21,11 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from nowplaying.card_options import BadOption, CardOptions, card_options
-from nowplaying.themes import Theme
-
-from . import pages
-from .public import published_account
-from .state import services
+from nowplaying.cards.options import BadOption, CardOptions, card_options
+from nowplaying.cards.themes import Theme
+from nowplaying.web import pages
+from nowplaying.web.public import published_account
+from nowplaying.web.state import services
 
 _O = TypeVar("_O", bound=CardOptions)
 

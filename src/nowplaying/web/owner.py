@@ -23,14 +23,13 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nowplaying import views
-from nowplaying.alerts import GRANT_LIFETIME
-from nowplaying.spotify import SCOPE_RECENTLY_PLAYED
+from nowplaying import schema
+from nowplaying.ops.alerts import GRANT_LIFETIME
+from nowplaying.sources.spotify.client import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, AccountStatus, Pause
-
-from .errors import PRIVATE, BadRequest, Forbidden, NotConnected, json_response
-from .security import same_origin
-from .state import Services, services
+from nowplaying.web.errors import PRIVATE, BadRequest, Forbidden, NotConnected, json_response
+from nowplaying.web.security import same_origin
+from nowplaying.web.state import Services, services
 
 
 def new_public_id() -> str:
@@ -42,9 +41,9 @@ def reconnect_by(account: Account) -> float:
     return account.consented_at + GRANT_LIFETIME
 
 
-def share_links(svc: Services, public_id: str) -> views.ShareLinks:
+def share_links(svc: Services, public_id: str) -> schema.ShareLinks:
     base = f"{svc.public_origin}/p/{public_id}"
-    return views.ShareLinks(
+    return schema.ShareLinks(
         page=base,
         json_=f"{base}.json",
         svg=f"{base}.svg",
@@ -65,11 +64,13 @@ def pause_note(pause: Pause | None) -> str | None:
     return f"Spotify paused this app until {until:%H:%M} (UTC) on {until:%d %B %Y}."
 
 
-def describe(svc: Services, account: Account, *, reconsent_url: str | None = None) -> views.Account:
+def describe(
+    svc: Services, account: Account, *, reconsent_url: str | None = None
+) -> schema.Account:
     """The ``/api/account`` object."""
     pause = svc.hub.pause
     usage = svc.client.budget.last if svc.client.budget is not None else None
-    return views.Account(
+    return schema.Account(
         display_name=account.display_name,
         status="active" if account.status is AccountStatus.ACTIVE else "reconnect_required",
         published=account.public_id is not None,
@@ -84,17 +85,17 @@ def describe(svc: Services, account: Account, *, reconsent_url: str | None = Non
         pause_reason=pause.reason if pause else None,
         spotify_refusal=_refusal(svc, account.id),
         reconsent_url=reconsent_url,
-        budget=views.Budget.model_validate(asdict(usage)) if usage is not None else None,
+        budget=schema.Budget.model_validate(asdict(usage)) if usage is not None else None,
     )
 
 
-def _refusal(svc: Services, account_id: str) -> views.SpotifyRefusal | None:
+def _refusal(svc: Services, account_id: str) -> schema.SpotifyRefusal | None:
     """Spotify's development-mode 403 for the account, if any."""
     refusal = svc.problems.get(account_id) if svc.problems else None
     if refusal is None:
         return None
     # Validated: the kind is a plain str in problems.py, one of three slugs on the wire.
-    return views.SpotifyRefusal.model_validate({"kind": refusal.kind, "message": refusal.fix})
+    return schema.SpotifyRefusal.model_validate({"kind": refusal.kind, "message": refusal.fix})
 
 
 OwnerHandler = Callable[[Request, Services, Account], Awaitable[Response]]
@@ -184,5 +185,5 @@ async def _fresh(svc: Services, account_id: str) -> Response:
     return _json(describe(svc, account))
 
 
-def _json(view: views.Account) -> Response:
+def _json(view: schema.Account) -> Response:
     return json_response(view, headers=PRIVATE)

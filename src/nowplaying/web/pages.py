@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jinja2
 from starlette.responses import HTMLResponse
 
-from nowplaying.card_options import CardOptions
-from nowplaying.problems import Refusal
-from nowplaying.themes import THEMES
-
-from .errors import PRIVATE
+from nowplaying.cards.options import CardOptions
+from nowplaying.cards.themes import THEMES
+from nowplaying.engine.problems import Refusal
+from nowplaying.web.errors import PRIVATE
 
 if TYPE_CHECKING:
-    from .overlay import OverlayOptions
+    from nowplaying.web.overlay import OverlayOptions
 
 EMBED_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "

@@ -19,17 +19,16 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from nowplaying.card import card_etag, render_bad_option, render_card
-from nowplaying.card_options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
-from nowplaying.live import Snapshot, Status
+from nowplaying.cards.cache import CardKey, card_clock
+from nowplaying.cards.card import card_etag, render_bad_option, render_card
+from nowplaying.cards.options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
+from nowplaying.engine.live import Snapshot, Status
+from nowplaying.schema import Error, ErrorCode, Nothing, Playing, State, error
 from nowplaying.store import Account, AccountStatus, StoreError
-from nowplaying.views import Error, ErrorCode, Nothing, Playing, State, error
-
-from . import pages
-from .api import BareEndpoint, event_stream
-from .cards import CardKey, card_clock
-from .errors import NotFound, json_response, raw_headers
-from .state import Services, services
+from nowplaying.web import pages
+from nowplaying.web.api import BareEndpoint, event_stream
+from nowplaying.web.errors import NotFound, json_response, raw_headers
+from nowplaying.web.state import Services, services
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 OPEN_PREFIX = "https://open.spotify.com/"

@@ -7,8 +7,8 @@ without decrypting its refresh token (:meth:`~nowplaying.store.Store.get_account
 
 Invalidation: whatever changes a public link (publish, rotate, unpublish, settings, connect,
 disconnect) calls :meth:`PublishedAccounts.forget`, which goes through the coordinator's
-:meth:`~nowplaying.coord.Coordinator.announce_public_change`: this instance drops the account at
-once (an old link dies on the instance that rotated it before the answer is sent), other
+:meth:`~nowplaying.coord.base.Coordinator.announce_public_change`: this instance drops the account
+at once (an old link dies on the instance that rotated it before the answer is sent), other
 instances on the Redis channel, or within :data:`CACHE_SECONDS` without Redis. Ids not found
 are not cached (a new link works at once everywhere). A store failure raises
 :class:`~nowplaying.store.StoreError` and caches nothing.
@@ -17,7 +17,7 @@ are not cached (a new link works at once everywhere). A store failure raises
 from __future__ import annotations
 
 from nowplaying.clock import Clock
-from nowplaying.coord import Coordinator
+from nowplaying.coord.base import Coordinator
 from nowplaying.store import Account, Store
 
 CACHE_SECONDS = 2.0

@@ -2,9 +2,9 @@
 
 Shown only when the owner shares what they played (the "last played" setting, which also asks
 Spotify for the ``user-read-recently-played`` scope through the re-consent flow). The list comes
-from :class:`~nowplaying.recent.RecentlyPlayed`: one Spotify call per account every few minutes
-however many people look; the track playing now comes from the live engine, as on the card. The
-SVG is always a 200 image (a bad parameter, an unknown link, an outage: each says so); the JSON
+from :class:`~nowplaying.engine.recent.RecentlyPlayed`: one Spotify call per account every few
+minutes however many people look; the track playing now comes from the live engine, as on the card.
+The SVG is always a 200 image (a bad parameter, an unknown link, an outage: each says so); the JSON
 refuses a bad parameter with a 400 and a message.
 """
 
@@ -16,15 +16,14 @@ import contextlib
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nowplaying.card import render_bad_option, render_card
-from nowplaying.card_options import BadOption, Hide, RecentOptions, card_options, theme_of
-from nowplaying.card_recent import render_recent
-from nowplaying.spotify import SCOPE_RECENTLY_PLAYED, ReconnectRequired, SpotifyError
+from nowplaying.cards.card import render_bad_option, render_card
+from nowplaying.cards.options import BadOption, Hide, RecentOptions, card_options, theme_of
+from nowplaying.cards.recent import render_recent
+from nowplaying.schema import Error, ErrorCode, Playing, Recent, error, last_played
+from nowplaying.sources.spotify.client import SCOPE_RECENTLY_PLAYED, ReconnectRequired, SpotifyError
 from nowplaying.store import Account, AccountStatus, StoreError
-from nowplaying.views import Error, ErrorCode, Playing, Recent, error, last_played
-
-from .errors import NotFound, Refusal, Unavailable, json_response
-from .public import (
+from nowplaying.web.errors import NotFound, Refusal, Unavailable, json_response
+from nowplaying.web.public import (
     CORS,
     EDGE_CACHE,
     NO_CACHE,
@@ -33,7 +32,7 @@ from .public import (
     state_of,
     svg_response,
 )
-from .state import Services, services
+from nowplaying.web.state import Services, services
 
 __all__ = ["as_json", "as_svg"]
 

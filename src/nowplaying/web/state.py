@@ -7,23 +7,22 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from nowplaying.alerts import Alerter
+from nowplaying.cards.cache import CardCache
+from nowplaying.cards.covers import CoverFetcher
 from nowplaying.clock import Clock
 from nowplaying.config import Settings
-from nowplaying.coord import Coordinator
-from nowplaying.covers import CoverFetcher
-from nowplaying.live import LiveHub
-from nowplaying.metrics import Metrics
-from nowplaying.problems import AccountProblems
-from nowplaying.recent import RecentlyPlayed, read_recent
+from nowplaying.coord.base import Coordinator
+from nowplaying.engine.live import LiveHub
+from nowplaying.engine.problems import AccountProblems
+from nowplaying.engine.recent import RecentlyPlayed, read_recent
+from nowplaying.ops.alerts import Alerter
+from nowplaying.ops.metrics import Metrics
 from nowplaying.simulator import Simulator
-from nowplaying.spotify import SpotifyClient
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.grants import TokenManager
 from nowplaying.store import Store
-from nowplaying.tokens import TokenManager
-
-from .cards import CardCache
-from .published import PublishedAccounts
-from .sessions import Sessions
+from nowplaying.web.published import PublishedAccounts
+from nowplaying.web.sessions import Sessions
 
 
 @dataclass
@@ -46,7 +45,7 @@ class Services:
     problems: AccountProblems | None = None
     """Spotify's refusals of accounts (development-mode 403s), for the owner page."""
     cards: CardCache = field(default_factory=CardCache)
-    """Rendered SVG cards (see :mod:`nowplaying.web.cards`)."""
+    """Rendered SVG cards (see :mod:`nowplaying.cards.cache`)."""
     alerts: Alerter | None = None
     """The owner alerts (``NOWPLAYING_ALERT_WEBHOOK``), when configured."""
 

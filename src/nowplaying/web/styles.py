@@ -1,4 +1,4 @@
-"""``/static/themes.css``: the theme set of :mod:`nowplaying.themes` as CSS custom properties.
+"""``/static/themes.css``: the theme set of :mod:`nowplaying.cards.themes` as CSS custom properties.
 
 Generated, never written by hand, so the embed page, the owner's widget, the overlay and the
 ``<now-playing>`` element wear exactly the looks the SVG card draws. Each theme applies to
@@ -17,9 +17,8 @@ import functools
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nowplaying.themes import COMPACT, THEMES, Theme, stylesheet
-
-from .public import revalidated, strong_etag
+from nowplaying.cards.themes import COMPACT, THEMES, Theme, stylesheet
+from nowplaying.web.public import revalidated, strong_etag
 
 
 def selector(theme: Theme) -> str:

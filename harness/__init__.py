@@ -1,0 +1,1 @@
+"""The shared test harness: simulated services, clusters, viewers, free ports."""

@@ -1,0 +1,211 @@
+"""Shared fixtures and helpers for the simulator's tests.
+
+Test modules load it with ``pytest_plugins = ["harness.conftest_sim"]`` and import from it only
+under ``TYPE_CHECKING`` (a plain import would stop pytest from rewriting its asserts). Fixture
+names carry a ``sim_`` prefix so they cannot collide with the project's own ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from nowplaying.clock import FakeClock, SystemClock
+from nowplaying.simulator import Simulator
+from nowplaying.simulator.catalog import Item
+
+CLIENT_ID = "cid"
+CLIENT_SECRET = "csecret"
+REDIRECT = "http://127.0.0.1:8000/callback"
+SCOPES = "user-read-currently-playing user-read-recently-played"
+BASE = "http://sim.test"
+RECORDED = Path(__file__).parent / "fixtures" / "spotify"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run ``@pytest.mark.anyio`` tests on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture
+def sim_clock() -> FakeClock:
+    """A clock that only moves when the test says so."""
+    return FakeClock()
+
+
+@dataclass
+class SimEnv:
+    """A simulator on a fake clock, an HTTP client for it, and the steps of the OAuth flow."""
+
+    sim: Simulator
+    http: httpx.AsyncClient
+    clock: FakeClock
+
+    client_id = CLIENT_ID
+    client_secret = CLIENT_SECRET
+    redirect = REDIRECT
+    scopes = SCOPES
+
+    @staticmethod
+    def auth_params(**overrides: str | None) -> dict[str, str]:
+        """Query of a valid ``/authorize`` request; an override of None drops the key."""
+        params: dict[str, str | None] = {
+            "client_id": CLIENT_ID,
+            "response_type": "code",
+            "redirect_uri": REDIRECT,
+            "scope": SCOPES,
+            "state": "st4te",
+        }
+        params.update(overrides)
+        return {k: v for k, v in params.items() if v is not None}
+
+    @staticmethod
+    def pkce_pair() -> tuple[str, str]:
+        """A fresh PKCE ``(verifier, S256 challenge)``."""
+        verifier = secrets.token_urlsafe(48)
+        digest = hashlib.sha256(verifier.encode()).digest()
+        return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    @staticmethod
+    def query_of(response: httpx.Response) -> dict[str, str]:
+        """The query parameters of a redirect's ``Location``."""
+        return dict(httpx.URL(response.headers["location"]).params)
+
+    @staticmethod
+    def recorded(name: str) -> dict[str, Any]:
+        """A recorded real Spotify payload from ``tests/fixtures/spotify``."""
+        data: dict[str, Any] = json.loads((RECORDED / name).read_text(encoding="utf-8"))
+        return data
+
+    @staticmethod
+    def bearer(access_token: str) -> dict[str, str]:
+        """The Authorization header for ``access_token``."""
+        return {"Authorization": f"Bearer {access_token}"}
+
+    async def consent(self, **params: str | None) -> httpx.Response:
+        """Submit the consent form as a browser would after ``GET /authorize``.
+
+        ``decision`` (default "agree") and ``user`` (default "demo") are form fields; the other
+        keywords override :meth:`auth_params`.
+        """
+        decision = params.pop("decision", None) or "agree"
+        user = params.pop("user", None) or "demo"
+        form = {**self.auth_params(**params), "decision": decision, "user": user}
+        return await self.http.post("/authorize", data=form)
+
+    async def code(self, **params: str | None) -> str:
+        """An authorization code from an agreed consent."""
+        return self.query_of(await self.consent(**params))["code"]
+
+    async def exchange(
+        self, code: str, *, auth: tuple[str, str] | None = (CLIENT_ID, CLIENT_SECRET), **extra: str
+    ) -> httpx.Response:
+        """``POST /api/token`` with an authorization code."""
+        data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+        return await self._token({**data, **extra}, auth)
+
+    async def refresh(
+        self,
+        refresh_token: str,
+        *,
+        auth: tuple[str, str] | None = (CLIENT_ID, CLIENT_SECRET),
+        **extra: str,
+    ) -> httpx.Response:
+        """``POST /api/token`` with a refresh token."""
+        data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+        return await self._token(data, auth)
+
+    async def _token(self, data: dict[str, str], auth: tuple[str, str] | None) -> httpx.Response:
+        if auth is None:
+            return await self.http.post("/api/token", data=data)
+        return await self.http.post("/api/token", data=data, auth=auth)
+
+    async def login(self, scopes: str = SCOPES, user: str = "demo") -> dict[str, Any]:
+        """The token response of a full consent and code exchange."""
+        code = await self.code(scope=scopes, user=user, show_dialog="true")
+        response = await self.exchange(code)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def api(self, path: str, token: str, **params: str) -> httpx.Response:
+        """``GET /v1{path}`` with ``token``."""
+        return await self.http.get(f"/v1{path}", headers=self.bearer(token), params=params)
+
+    async def playing(self, token: str | None = None, **params: str) -> httpx.Response:
+        """``GET /v1/me/player/currently-playing`` (with a fresh grant when no token is given)."""
+        token = token or self.sim.grant("demo").access_token
+        return await self.api("/me/player/currently-playing", token, **params)
+
+    def index_of(self, predicate: Callable[[Item], bool], user: str = "demo") -> int:
+        """The playlist index of the first item matching ``predicate``."""
+        playlist = self.sim.player(user).playlist
+        return next(i for i, item in enumerate(playlist) if predicate(item))
+
+
+@pytest.fixture
+async def sim_env(sim_clock: FakeClock) -> AsyncIterator[SimEnv]:
+    """A simulator with its defaults on a fake clock, and an in-process HTTP client for it."""
+    sim = Simulator(clock=sim_clock)
+    transport = httpx.ASGITransport(app=sim.app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+        yield SimEnv(sim, http, sim_clock)
+
+
+def find_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LiveServer:
+    """A simulator served by uvicorn on a real loopback socket."""
+
+    sim: Simulator
+    url: str
+
+
+@pytest.fixture
+def sim_live() -> Iterator[LiveServer]:
+    """A simulator (real clock) listening on 127.0.0.1, stopped after the test."""
+    sim = Simulator(clock=SystemClock())
+    port = find_port()
+    config = uvicorn.Config(
+        sim.app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        ws="none",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="simulator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the simulator did not start")
+        time.sleep(0.01)
+    try:
+        yield LiveServer(sim, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

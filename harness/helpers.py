@@ -1,0 +1,147 @@
+"""Helpers shared by test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nowplaying.clock import Clock, FakeClock
+from nowplaying.ops.metrics import Metrics
+from nowplaying.sources.budget import CallBudget
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.web.edge import Edge
+from nowplaying.web.limits import Rule
+
+FIXTURES = Path(__file__).parent / "fixtures" / "spotify"
+
+
+def fixture_json(name: str) -> Any:
+    """A recorded Spotify payload from tests/fixtures/spotify (copied from ../shared)."""
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+class _FormParser(HTMLParser):
+    """Collects the first form's action and its named fields (hidden inputs, selects)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self._select: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and self.action is None:
+            self.action = a.get("action", "")
+        elif tag == "input" and a.get("name"):
+            self.fields[a["name"]] = a.get("value", "")
+        elif tag == "select":
+            self._select = a.get("name")
+        elif (
+            tag == "option"
+            and self._select
+            and ("selected" in a or self._select not in self.fields)
+        ):
+            self.fields[self._select] = a.get("value", "")
+
+
+async def consent(
+    sim_http: httpx.AsyncClient, authorize_url: str, *, decision: str = "agree", user: str = "demo"
+) -> httpx.Response:
+    """Open the simulator's consent page and press Agree (or Cancel) as ``user``."""
+    page = await sim_http.get(authorize_url)
+    if page.is_redirect and decision == "agree":
+        return page  # consent given before: Spotify goes straight back, like the real one
+    assert page.status_code == 200, page.text
+    form = _FormParser()
+    form.feed(page.text)
+    fields = {**form.fields, "decision": decision, "user": user}
+    action = urljoin(str(page.url), form.action or "")
+    return await sim_http.post(action, data=fields)
+
+
+async def connect(
+    client: httpx.AsyncClient,
+    sim_http: httpx.AsyncClient,
+    *,
+    user: str = "demo",
+    login_path: str = "/login",
+) -> httpx.Response:
+    """/login → consent (Agree) → /callback; returns the callback's response."""
+    login = await client.get(login_path)
+    assert login.status_code == 302, login.text
+    redirect = await consent(sim_http, login.headers["location"], user=user)
+    assert redirect.status_code in (302, 303), redirect.text
+    callback = urlsplit(redirect.headers["location"])
+    return await client.get(f"{callback.path}?{callback.query}")
+
+
+def sim_client(
+    http: httpx.AsyncClient,
+    clock: Clock,
+    *,
+    base: str = "http://sim.test",
+    client_id: str = "cid",
+    client_secret: str = "csecret",
+    budget: CallBudget | None = None,
+) -> SpotifyClient:
+    """The project's Spotify client for a simulator served at ``base`` over ``http``."""
+    return SpotifyClient(
+        http,
+        client_id=client_id,
+        client_secret=SecretStr(client_secret),
+        accounts_url=base,
+        api_url=f"{base}/v1",
+        clock=clock,
+        budget=budget,
+    )
+
+
+@contextlib.asynccontextmanager
+async def edge_client(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> AsyncIterator[httpx.AsyncClient]:
+    """``endpoint`` at /p/x and /p/limited (1 request/s) behind the edge middleware, with small
+    limits (100-byte bodies, 2,000 bytes of headers, host ``testserver``)."""
+    rule = Rule("public", lambda p: p == "/p/limited", rate=1.0, burst=1)
+    app = Starlette(
+        routes=[Route(p, endpoint, methods=["GET", "POST"]) for p in ("/p/x", "/p/limited")],
+        middleware=[
+            Middleware(
+                Edge,
+                metrics=Metrics(),
+                clock=FakeClock(),
+                hosts={"testserver"},
+                rules=(rule,),
+                max_body=100,
+                max_headers=2000,
+            ),
+        ],
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+def stop(proc: subprocess.Popen[bytes], seconds: float, *, kill_wait: float = 5) -> None:
+    """SIGTERM ``proc``; SIGKILL it if it has not exited within ``seconds``."""
+    proc.terminate()
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(kill_wait)

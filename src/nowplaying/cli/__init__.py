@@ -1,0 +1,1 @@
+"""The `nowplaying` command: serve, login, setup, doctor, now."""

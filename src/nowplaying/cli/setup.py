@@ -1,0 +1,286 @@
+"""``nowplaying setup``: from a Spotify app's id and secret to a working ``.env``.
+
+The secret is checked against Spotify's token endpoint with the client-credentials grant, so a
+wrong one is caught now, not at the first login; ``NOWPLAYING_SECRET_KEY`` is generated (an
+existing one is kept: replacing it would lock every stored account out); ``.env`` is written
+with mode 0600 and never replaced without asking (``--force`` for scripts), other lines in it
+kept. The redirect URI to register and the development-mode rules are printed.
+
+Pure parts (:func:`redirect_problem`, :func:`merge_env`, :func:`read_env`) are shared with
+``nowplaying doctor``; the I/O is in :func:`run_setup`, which the CLI drives.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+
+from nowplaying.sources.spotify.client import InvalidClient, SpotifyClient, SpotifyError
+
+DEFAULT_REDIRECT = "http://127.0.0.1:8000/callback"
+DEFAULT_ACCOUNTS = "https://accounts.spotify.com"
+DEFAULT_API = "https://api.spotify.com/v1"
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+Ask = Callable[[str], str]
+"""Reads one answer from the person at the terminal (``input``; ``getpass`` for the secret)."""
+
+
+def new_secret_key() -> str:
+    """A fresh ``NOWPLAYING_SECRET_KEY``: 64 URL-safe characters (384 random bits)."""
+    return secrets.token_urlsafe(48)
+
+
+def redirect_problem(uri: str) -> str | None:
+    """Why Spotify would refuse ``uri`` as a redirect URI (None: its shape is fine).
+
+    Spotify's 2025 rules: https, except loopback, which must be an IP literal
+    (``http://127.0.0.1:PORT/...``, ``http://[::1]:PORT/...``); ``localhost`` is refused.
+    This app also needs its path to be ``/callback``.
+    """
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return f"{uri!r} is not a URL"
+    host = parts.hostname or ""
+    if parts.scheme not in {"http", "https"} or not host:
+        return f"{uri!r} is not an absolute http(s) URL"
+    if host == "localhost":
+        return "Spotify refuses 'localhost' in redirect URIs: use http://127.0.0.1:PORT/callback"
+    if parts.scheme == "http" and host not in _LOOPBACK:
+        return f"Spotify refuses plain http for {host}: use https (or 127.0.0.1 on this machine)"
+    if parts.path != "/callback":
+        return f"the redirect URI's path must be /callback (this server's), not {parts.path!r}"
+    if parts.query or parts.fragment:
+        return "the redirect URI must have no query or fragment"
+    return None
+
+
+def dev_mode_rules(redirect_uri: str) -> str:
+    """What to do in the Spotify Developer Dashboard, for a person reading a terminal."""
+    return (
+        "In the Spotify Developer Dashboard (https://developer.spotify.com/dashboard), in your"
+        " app's settings:\n"
+        f"  1. Add this redirect URI exactly: {redirect_uri}\n"
+        "  2. Development mode (nearly every personal app): the app's owner needs an active"
+        " Premium subscription,\n"
+        "     and at most 5 Spotify users can use it: add each one's e-mail address under"
+        " User Management.\n"
+        "  3. Redirect URIs must be https, or http on 127.0.0.1 / [::1] (never 'localhost').\n"
+    )
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of an env file (quotes removed); empty when there is none."""
+    if not path.exists():
+        return {}
+    values: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if not sep or key.startswith("#"):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip().removeprefix("export ").strip()] = value
+    return values
+
+
+def merge_env(existing: str, values: Mapping[str, str]) -> str:
+    """``existing`` env-file text with ``values`` set: lines for those keys replaced in place,
+    new keys appended, every other line (comments, other settings) kept."""
+    pending = dict(values)
+    out = []
+    for line in existing.splitlines():
+        key = line.strip().partition("=")[0].strip().removeprefix("export ").strip()
+        if key in pending and "=" in line and not line.lstrip().startswith("#"):
+            out.append(f"{key}={_quote(pending.pop(key))}")
+        else:
+            out.append(line)
+    if pending and out and out[-1].strip():
+        out.append("")
+    out.extend(f"{key}={_quote(value)}" for key, value in pending.items())
+    return "\n".join(out) + "\n"
+
+
+def _quote(value: str) -> str:
+    if value and all(c.isalnum() or c in "-_.:/@+=,[]" for c in value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), also when replacing it."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, stat.S_IRUSR | stat.S_IWUSR)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The credential check's outcome: ``ok``, or why not and whether it is certain."""
+
+    ok: bool
+    message: str
+    wrong: bool = False
+    """Spotify said the id or secret is wrong (not merely unreachable)."""
+
+
+async def check_credentials(
+    http: httpx.AsyncClient, *, accounts_url: str, client_id: str, client_secret: str
+) -> Check:
+    """Ask Spotify's token endpoint for an app token (client credentials) with these values."""
+    client = SpotifyClient(
+        http,
+        client_id=client_id,
+        client_secret=SecretStr(client_secret),
+        accounts_url=accounts_url,
+    )
+    try:
+        await client.check_credentials()
+    except InvalidClient as e:
+        detail = str(e).removeprefix("invalid_client: ") or "Invalid client"
+        if "secret" in detail.lower():
+            hint = "the client secret is wrong (copy it again: 'View client secret')"
+        else:
+            hint = "Spotify does not know this client id"
+        return Check(False, f"Spotify refused the credentials ({detail}): {hint}", wrong=True)
+    except SpotifyError as e:
+        return Check(False, f"could not check with Spotify at {accounts_url}: {e}")
+    return Check(True, "Spotify accepted the client id and secret")
+
+
+@dataclass
+class SetupOptions:
+    """What ``nowplaying setup`` was given on its command line (None: ask, or read the env)."""
+
+    env_file: Path
+    client_id: str | None = None
+    client_secret: str | None = None
+    redirect_uri: str | None = None
+    accounts_url: str | None = None
+    api_url: str | None = None
+    force: bool = False
+    check: bool = True
+    interactive: bool = False
+
+
+async def run_setup(
+    opts: SetupOptions,
+    *,
+    out: TextIO,
+    http: httpx.AsyncClient,
+    ask: Ask | None = None,
+    ask_secret: Ask | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
+    """Collect, check and write the settings; 0 when ``.env`` was written.
+
+    Values come from the options, then the environment, then the existing env file, then (when
+    interactive) a question. Exit codes: 1 the check failed, 2 a value is missing or malformed,
+    3 the env file exists and may not be replaced.
+    """
+    existing = read_env(opts.env_file)
+
+    def known(flag: str | None, name: str) -> str | None:
+        return flag or environ.get(name) or existing.get(name) or None
+
+    def value(flag: str | None, name: str, question: str, *, secret: bool = False) -> str | None:
+        found = known(flag, name)
+        if found is None and opts.interactive:
+            reader = (ask_secret if secret else ask) or ask
+            if reader is not None:
+                found = reader(question).strip() or None
+        return found
+
+    client_id = value(opts.client_id, "SPOTIFY_CLIENT_ID", "Client ID: ")
+    client_secret = value(
+        opts.client_secret, "SPOTIFY_CLIENT_SECRET", "Client secret: ", secret=True
+    )
+    redirect = known(opts.redirect_uri, "SPOTIFY_REDIRECT_URI")
+    if redirect is None and opts.interactive and ask is not None:
+        redirect = ask(f"Redirect URI [{DEFAULT_REDIRECT}]: ").strip() or None
+    redirect = redirect or DEFAULT_REDIRECT
+    accounts_url = (known(opts.accounts_url, "SPOTIFY_ACCOUNTS_URL") or DEFAULT_ACCOUNTS).rstrip(
+        "/"
+    )
+    api_url = (known(opts.api_url, "SPOTIFY_API_URL") or DEFAULT_API).rstrip("/")
+
+    missing = [
+        name
+        for name, v in (("--client-id", client_id), ("--client-secret", client_secret))
+        if not v
+    ]
+    if missing or client_id is None or client_secret is None:
+        out.write(
+            f"nowplaying setup: missing {' and '.join(missing)} (or SPOTIFY_CLIENT_ID /"
+            " SPOTIFY_CLIENT_SECRET): both are on your app's page in the Spotify Developer"
+            " Dashboard\n"
+        )
+        return 2
+    if (problem := redirect_problem(redirect)) is not None:
+        out.write(f"nowplaying setup: bad redirect URI: {problem}\n")
+        return 2
+    if opts.env_file.exists() and not opts.force:
+        replace_it = False
+        if opts.interactive and ask is not None:
+            answer = ask(f"{opts.env_file} exists; update it (other lines are kept)? [y/N] ")
+            replace_it = answer.strip().lower() in {"y", "yes"}
+        if not replace_it:
+            out.write(
+                f"nowplaying setup: {opts.env_file} exists and was left unchanged"
+                " (--force updates it, keeping its other lines and its secret key)\n"
+            )
+            return 3
+
+    if opts.check:
+        check = await check_credentials(
+            http, accounts_url=accounts_url, client_id=client_id, client_secret=client_secret
+        )
+        out.write(("ok: " if check.ok else "problem: ") + check.message + "\n")
+        if not check.ok:
+            out.write(
+                "  .env was not written"
+                + ("" if check.wrong else " (--no-check writes it without asking Spotify)")
+                + "\n"
+            )
+            return 1
+
+    key = known(None, "NOWPLAYING_SECRET_KEY")
+    kept_key = key is not None and len(key) >= 32
+    values = {
+        "SPOTIFY_CLIENT_ID": client_id,
+        "SPOTIFY_CLIENT_SECRET": client_secret,
+        "SPOTIFY_REDIRECT_URI": redirect,
+        "NOWPLAYING_SECRET_KEY": key if kept_key and key else new_secret_key(),
+    }
+    if accounts_url != DEFAULT_ACCOUNTS:
+        values["SPOTIFY_ACCOUNTS_URL"] = accounts_url
+    if api_url != DEFAULT_API:
+        values["SPOTIFY_API_URL"] = api_url
+    text = opts.env_file.read_text(encoding="utf-8") if opts.env_file.exists() else ""
+    write_private(opts.env_file, merge_env(text, values))
+    out.write(
+        f"wrote {opts.env_file} (mode 0600; "
+        + ("kept the existing NOWPLAYING_SECRET_KEY" if kept_key else "a new NOWPLAYING_SECRET_KEY")
+        + ")\n\n"
+        + dev_mode_rules(redirect)
+    )
+    return 0

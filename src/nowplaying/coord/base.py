@@ -1,0 +1,166 @@
+"""Coordination between instances: in-process (one server) or Redis (many behaving as one).
+
+What is shared, and why:
+
+- a **lease** per account, so exactly one instance polls Spotify for it (taken over within a few
+  seconds when that instance dies: the lease expires);
+- **watching** marks, so the polling instance keeps going while viewers on *other* instances
+  watch;
+- the **latest state** and a **pub/sub** channel, so SSE viewers on every instance get each change;
+- the app-wide **rate-limit pause** (Spotify's limit is per app, not per instance);
+- **locks** and the **access token**, so a refresh happens once per expiry across instances and a
+  rotated refresh token is never used twice;
+- the **call budget**'s ledger (:mod:`nowplaying.sources.budget`): Spotify counts calls per app, so
+every
+  instance spends from one window and one day.
+
+When Redis is unreachable the Redis coordinator degrades to in-process behaviour (each instance
+polls for itself, which is safe, only more expensive), logs a warning once, and recovers when
+Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from nowplaying.sources.budget import Ledger, LocalLedger
+
+log = logging.getLogger(__name__)
+
+
+class CoordinationError(Exception):
+    """What must be shared with other instances cannot be right now (a cross-instance lock
+    could not be had). Callers treat it as a transient failure and try again later."""
+
+
+Listener = Callable[[str, str], None]
+"""Called with (account_id, payload) for state published by another instance."""
+
+PublicListener = Callable[[str], None]
+"""Called with the account id whose public link changed (on any instance, this one included)."""
+
+
+class Coordinator(Protocol):
+    """What the live engine and the token manager share with other instances."""
+
+    instance_id: str
+    renew_every: float | None
+    """How often a lease must be renewed (None: never, leases are implicit)."""
+
+    async def start(self, listener: Listener) -> None: ...
+    async def close(self) -> None: ...
+
+    async def hold_lease(self, account_id: str) -> bool:
+        """Take or renew the account's polling lease; whether this instance holds it."""
+        ...
+
+    async def release_lease(self, account_id: str) -> None: ...
+    async def mark_watched(self, account_id: str) -> None: ...
+    async def is_watched(self, account_id: str) -> bool: ...
+    async def publish(self, account_id: str, payload: str) -> None: ...
+    async def latest(self, account_id: str) -> str | None: ...
+    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+        """Pause every instance's polling until ``until`` (never shortens a longer pause)."""
+        ...
+
+    async def paused_until(self) -> float: ...
+    async def pause_reason(self) -> str:
+        """Why the current pause was set (``QUOTA_EXCEEDED`` or ``rate_limit``)."""
+        ...
+
+    def on_public_change(self, listener: PublicListener) -> None:
+        """Call ``listener`` whenever an account's public link changes on any instance."""
+        ...
+
+    async def announce_public_change(self, account_id: str) -> None:
+        """Tell every instance, this one first, that the account's public link (or what it
+        shows) changed, so their public-id caches drop it."""
+        ...
+
+    def lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]: ...
+    async def get_token(self, account_id: str) -> str | None: ...
+    async def put_token(self, account_id: str, payload: str, ttl: float) -> None: ...
+    async def drop_token(self, account_id: str) -> None: ...
+    def ledger(self) -> Ledger:
+        """Where the call budget counts calls (one per coordinator; shared by its instances)."""
+        ...
+
+
+class LocalCoordinator:
+    """One process: leases always held, state and pause in memory, asyncio locks."""
+
+    renew_every: float | None = None
+
+    def __init__(self) -> None:
+        self.instance_id = secrets.token_hex(6)
+        self._pause = 0.0
+        self._reason = "rate_limit"
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._public: list[PublicListener] = []
+
+    async def start(self, listener: Listener) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def hold_lease(self, account_id: str) -> bool:
+        return True
+
+    async def release_lease(self, account_id: str) -> None:
+        return None
+
+    async def mark_watched(self, account_id: str) -> None:
+        return None
+
+    async def is_watched(self, account_id: str) -> bool:
+        return False
+
+    async def publish(self, account_id: str, payload: str) -> None:
+        return None
+
+    async def latest(self, account_id: str) -> str | None:
+        return None
+
+    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+        if until > self._pause:
+            self._pause, self._reason = until, reason
+
+    async def paused_until(self) -> float:
+        return self._pause
+
+    async def pause_reason(self) -> str:
+        return self._reason
+
+    def on_public_change(self, listener: PublicListener) -> None:
+        self._public.append(listener)
+
+    async def announce_public_change(self, account_id: str) -> None:
+        self.public_changed(account_id)
+
+    def public_changed(self, account_id: str) -> None:
+        """Call this process's public-change listeners (the Redis coordinator's relay too)."""
+        for listener in self._public:
+            listener(account_id)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            yield
+
+    async def get_token(self, account_id: str) -> str | None:
+        return None
+
+    async def put_token(self, account_id: str, payload: str, ttl: float) -> None:
+        return None
+
+    async def drop_token(self, account_id: str) -> None:
+        return None
+
+    def ledger(self) -> Ledger:
+        return LocalLedger()

@@ -1,0 +1,448 @@
+"""The Redis coordinator (``NOWPLAYING_REDIS_URL``): many instances behaving as one.
+
+Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a TTL),
+``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
+``pause`` and ``pause:reason`` (the app-wide rate-limit pause and Spotify's reason),
+``token:{account}`` (the shared access token), ``lock:{name}``; the call budget's
+``budget:calls`` (a sorted set of call times), ``budget:day:{n}`` (calls on UTC day ``n``),
+``budget:learned`` and ``budget:active`` (see :class:`RedisLedger`); and the pub/sub channel
+``np:events:{db}``, which carries states and (``"k": "public"``) public-link changes.
+
+Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
+degraded — each instance polls for itself, publishes only locally — warns once, retries Redis at
+most every ``retry_every`` seconds, and says so when it recovers.
+
+Time comes from the injected :class:`~nowplaying.clock.Clock`: the pause's TTL (``until`` is on
+that clock), the degraded retry schedule and the listener's reconnect backoff. Only redis-py's own
+I/O bounds (socket timeouts, ``get_message``'s poll, the lock's ``blocking_timeout``, and the wait
+for the listener in :meth:`RedisCoordinator.close`, which ends with that I/O) stay on real time,
+like an HTTP client's timeouts: they bound a real socket, which no test clock moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import LockError, LockNotOwnedError, RedisError
+
+from nowplaying.clock import Clock, SystemClock
+from nowplaying.coord.base import CoordinationError, Listener, LocalCoordinator, PublicListener
+from nowplaying.sources.budget import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CHANNEL = "np:events"
+"""The pub/sub channel's prefix; the database number follows (``np:events:15``), since Redis
+pub/sub ignores databases and two deployments on one server must not hear each other."""
+
+_HOLD = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_PAUSE = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
+end
+return 1
+"""
+_SPEND = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local per_window, per_day = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if per_window <= 0 then return tostring(window) end
+local n = redis.call('ZCARD', KEYS[1])
+if n >= per_window then
+  local oldest = redis.call('ZRANGE', KEYS[1], n - per_window, n - per_window, 'WITHSCORES')
+  return tostring(math.max(0.001, tonumber(oldest[2]) + window - now))
+end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= per_day then return ARGV[6] end
+redis.call('ZADD', KEYS[1], now, ARGV[5])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], 2 * 86400)
+return '0'
+"""
+
+
+class RedisCoordinator:
+    """The :class:`~nowplaying.coord.base.Coordinator` on Redis, degrading to in-process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease_ttl: float = 6.0,
+        watch_ttl: float = 20.0,
+        lock_ttl: float = 40.0,
+        lock_wait: float = 10.0,
+        retry_every: float = 2.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self.instance_id = secrets.token_hex(6)
+        self.renew_every: float | None = lease_ttl / 3
+        self.lease_ttl = lease_ttl
+        self.watch_ttl = watch_ttl
+        self.lock_ttl = lock_ttl
+        """How long a held lock lives in Redis: longer than any body it guards (a token call is
+        bounded by ``spotify.TOKEN_DEADLINE``, 20 s), so it never lapses while the body runs."""
+        self.lock_wait = lock_wait
+        """How long :meth:`lock` waits for another holder before raising CoordinationError."""
+        self.retry_every = retry_every
+        self._url = url
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        )
+        self.channel = f"{CHANNEL}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
+        self._local = LocalCoordinator()
+        self._listener: Listener | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._degraded_since: float | None = None
+        self._closing = False
+        self._last_attempt = 0.0
+        self.degraded_events = 0
+        self.listening = asyncio.Event()
+        """Set while the pub/sub subscription is up: other instances' changes arrive."""
+
+    @property
+    def degraded(self) -> bool:
+        return self._degraded_since is not None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, listener: Listener) -> None:
+        self._listener = listener
+        await self._call(self._redis.ping(), None)
+        self._task = asyncio.create_task(self._listen(), name="redis-listen")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            # redis-py can absorb a cancellation inside get_message; the flag ends the loop then,
+            # within get_message's one-second poll: a bound on real socket I/O, so real time.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 3.0)
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.aclose()
+
+    # -- leases and watching ---------------------------------------------------------------------
+
+    async def hold_lease(self, account_id: str) -> bool:
+        held = await self._call(
+            self._redis.eval(
+                _HOLD, 1, f"np:lease:{account_id}", self.instance_id, int(self.lease_ttl * 1000)
+            ),
+            True,  # degraded: every instance polls for itself
+        )
+        return bool(held)
+
+    async def release_lease(self, account_id: str) -> None:
+        await self._call(
+            self._redis.eval(_RELEASE, 1, f"np:lease:{account_id}", self.instance_id),
+            None,
+        )
+
+    async def mark_watched(self, account_id: str) -> None:
+        await self._call(
+            self._redis.set(f"np:watch:{account_id}", "1", px=int(self.watch_ttl * 1000)), None
+        )
+
+    async def is_watched(self, account_id: str) -> bool:
+        return bool(await self._call(self._redis.exists(f"np:watch:{account_id}"), 0))
+
+    # -- state and fan-out -----------------------------------------------------------------------
+
+    async def publish(self, account_id: str, payload: str) -> None:
+        message = json.dumps({"a": account_id, "i": self.instance_id, "p": payload})
+
+        async def both() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(f"np:state:{account_id}", payload, ex=86400)
+                pipe.publish(self.channel, message)
+                await pipe.execute()
+
+        await self._call(both(), None)
+
+    async def latest(self, account_id: str) -> str | None:
+        value = await self._call(self._redis.get(f"np:state:{account_id}"), None)
+        return str(value) if value is not None else None
+
+    async def _listen(self) -> None:
+        """Relay other instances' changes to the local listener; reconnect on failure."""
+        backoff = 0.5
+        while not self._closing:
+            client = aioredis.Redis.from_url(
+                self._url, socket_connect_timeout=1.0, decode_responses=True
+            )
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    backoff = 0.5
+                    while not self._closing:
+                        message = await pubsub.get_message(timeout=1.0)
+                        self.listening.set()  # the first read took the subscription's reply
+                        if message is not None:
+                            self._deliver(message.get("data"))
+            except (RedisError, OSError) as e:
+                self.listening.clear()
+                self._went_down(e)
+                await self._clock.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+            finally:
+                self.listening.clear()
+                with contextlib.suppress(RedisError, OSError):
+                    await client.aclose()
+
+    def on_public_change(self, listener: PublicListener) -> None:
+        self._local.on_public_change(listener)
+
+    async def announce_public_change(self, account_id: str) -> None:
+        """This instance at once; the others through the channel (a ``"k": "public"`` message).
+        Degraded, the others drop it when their cache entry expires."""
+        await self._local.announce_public_change(account_id)
+        message = json.dumps({"k": "public", "a": account_id, "i": self.instance_id})
+        await self._call(self._redis.publish(self.channel, message), None)
+
+    def _deliver(self, data: object) -> None:
+        try:
+            message = json.loads(str(data))
+            if message.get("k") == "public":
+                if message["i"] != self.instance_id:
+                    self._local.public_changed(str(message["a"]))
+                return
+            account_id, sender, payload = message["a"], message["i"], message["p"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignored a malformed message on %s", self.channel)
+            return
+        if sender != self.instance_id and self._listener is not None:
+            self._listener(str(account_id), str(payload))
+
+    # -- the app-wide pause ----------------------------------------------------------------------
+
+    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+        await self._local.set_pause(until, reason)
+        ttl = max(1, int((until - self._clock.now()) * 1000))
+        await self._call(
+            self._redis.eval(_PAUSE, 2, "np:pause", "np:pause:reason", repr(until), ttl, reason),
+            None,
+        )
+
+    async def pause_reason(self) -> str:
+        value = await self._call(self._redis.get("np:pause:reason"), None)
+        return str(value) if value else await self._local.pause_reason()
+
+    async def paused_until(self) -> float:
+        value = await self._call(self._redis.get("np:pause"), None)
+        local = await self._local.paused_until()
+        try:
+            return max(local, float(value)) if value is not None else local
+        except ValueError:
+            return local
+
+    # -- locks and the shared access token ---------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """A lock across instances (and within this one). The body never runs unheld.
+
+        Raises :class:`~nowplaying.coord.base.CoordinationError`, without running the body, when
+        another instance holds the lock for longer than ``lock_wait`` seconds, or when Redis is
+        unreachable (degraded). The token manager reads that as "refresh later": while Redis is
+        down, access tokens cached here or shared earlier keep serving, and one that has expired
+        is not refreshed until Redis answers again (a refresh two instances make at once could
+        present a rotated-away refresh token and lose the grant).
+        """
+        async with self._local.lock(name):
+            lock = self._redis.lock(
+                f"np:lock:{name}", timeout=self.lock_ttl, blocking_timeout=self.lock_wait
+            )
+            acquired = await self._call(lock.acquire(), None)
+            if acquired is None:
+                raise CoordinationError(f"lock {name!r}: Redis is unreachable")
+            if not acquired:
+                raise CoordinationError(f"lock {name!r}: still held after {self.lock_wait:g}s")
+            try:
+                yield
+            finally:
+                try:
+                    await lock.release()
+                except LockNotOwnedError:
+                    log.warning("lock %r outlived its %gs in Redis", name, self.lock_ttl)
+                except (LockError, RedisError, OSError):
+                    pass  # it expires on its own after lock_ttl
+
+    async def get_token(self, account_id: str) -> str | None:
+        value = await self._call(self._redis.get(f"np:token:{account_id}"), None)
+        return str(value) if value is not None else None
+
+    async def put_token(self, account_id: str, payload: str, ttl: float) -> None:
+        if ttl > 1:
+            await self._call(
+                self._redis.set(f"np:token:{account_id}", payload, px=int(ttl * 1000)), None
+            )
+
+    async def drop_token(self, account_id: str) -> None:
+        await self._call(self._redis.delete(f"np:token:{account_id}"), None)
+
+    # -- the call budget ---------------------------------------------------------------------------
+
+    def ledger(self) -> RedisLedger:
+        """The call budget's ledger, shared by every instance (local while degraded)."""
+        return RedisLedger(self)
+
+    # -- failure handling --------------------------------------------------------------------------
+
+    async def _call(self, op: Awaitable[T], fallback: T) -> T:
+        """Run one Redis operation; on failure (or while degraded, between retries) fall back."""
+        now = self._clock.now()
+        # 0 <=: a wall clock set back (NTP, a VM resumed) retries at once rather than not at all
+        if self.degraded and 0 <= now - self._last_attempt < self.retry_every:
+            _close(op)
+            return fallback
+        self._last_attempt = now
+        try:
+            result = await op
+        except (RedisError, OSError, LockError) as e:
+            self._went_down(e)
+            return fallback
+        if self._degraded_since is not None:
+            log.warning(
+                "Redis is back after %.0fs: instances coordinate again",
+                now - self._degraded_since,
+            )
+            self._degraded_since = None
+        return result
+
+    def _went_down(self, error: Exception) -> None:
+        if self._degraded_since is None:
+            self._degraded_since = self._clock.now()
+            self.degraded_events += 1
+            log.warning(
+                "Redis unreachable (%s): serving from local state and polling per instance",
+                type(error).__name__,
+            )
+
+
+def _close(op: Awaitable[object]) -> None:
+    """Discard an operation that will not be awaited (no 'never awaited' warning)."""
+    close: Callable[[], None] | None = getattr(op, "close", None)
+    if close is not None:
+        close()
+
+
+class RedisLedger:
+    """The call budget's :class:`~nowplaying.sources.budget.Ledger` in Redis, for every instance.
+
+    A spend is one Lua script (atomic): drop the calls that left the window from the sorted set,
+    refuse when the window or the day is full (answering how long until there is room), else add
+    the call. While Redis is unreachable this instance counts on its own (a
+    :class:`~nowplaying.sources.budget.LocalLedger`), like the coordinator it belongs to.
+    """
+
+    def __init__(self, coord: RedisCoordinator) -> None:
+        self._coord = coord
+        self._redis = coord._redis
+        self._local = LocalLedger()
+        self._seq = 0
+
+    async def try_spend(self, now: float, window: float, per_window: int, per_day: int) -> float:
+        self._seq += 1
+        day = int(now // DAY)
+        result = await self._coord._call(
+            self._redis.eval(
+                _SPEND,
+                2,
+                "np:budget:calls",
+                f"np:budget:day:{day}",
+                repr(now),
+                repr(window),
+                per_window,
+                per_day,
+                f"{self._coord.instance_id}:{self._seq}",
+                repr(seconds_to_midnight(now)),
+            ),
+            None,
+        )
+        if result is None:
+            return await self._local.try_spend(now, window, per_window, per_day)
+        return float(result)
+
+    async def used(self, now: float, window: float) -> tuple[int, int]:
+        async def both() -> tuple[int, int]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zcount("np:budget:calls", f"({now - window!r}", "+inf")
+                pipe.get(f"np:budget:day:{int(now // DAY)}")
+                in_window, today = await pipe.execute()
+            return int(in_window), int(today or 0)
+
+        counted = await self._coord._call(both(), None)
+        return counted if counted is not None else await self._local.used(now, window)
+
+    async def learned(self) -> Learned:
+        raw = await self._coord._call(self._redis.hgetall("np:budget:learned"), None)
+        if raw is None:
+            return await self._local.learned()
+        try:
+            return Learned(
+                cut_to=float(raw["cut_to"]) if raw.get("cut_to") else None,
+                cut_at=float(raw.get("cut_at") or 0.0),
+                per_day=int(raw["per_day"]) if raw.get("per_day") else None,
+                blocked_until=float(raw.get("blocked_until") or 0.0),
+            )
+        except ValueError:
+            log.warning("ignored a malformed np:budget:learned")
+            return Learned()
+
+    async def learn(self, learned: Learned) -> None:
+        await self._local.learn(learned)
+        items = [
+            "cut_to",
+            repr(learned.cut_to) if learned.cut_to is not None else "",
+            "cut_at",
+            repr(learned.cut_at),
+            "per_day",
+            str(learned.per_day) if learned.per_day is not None else "",
+            "blocked_until",
+            repr(learned.blocked_until),
+        ]
+        await self._coord._call(self._redis.hset("np:budget:learned", items=items), None)
+
+    async def mark_active(self, account_id: str, now: float) -> int:
+        await self._local.mark_active(account_id, now)
+        added = await self._coord._call(
+            self._redis.zadd("np:budget:active", {account_id: now}), None
+        )
+        if added is None:
+            return await self._local.active(now)
+        return await self.active(now)
+
+    async def active(self, now: float) -> int:
+        async def count() -> int:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore("np:budget:active", "-inf", now - ACTIVE_TTL)
+                pipe.zcard("np:budget:active")
+                _, n = await pipe.execute()
+            return int(n)
+
+        n = await self._coord._call(count(), None)
+        return n if n is not None else await self._local.active(now)
+
+    async def forget_active(self, account_id: str) -> None:
+        await self._local.forget_active(account_id)
+        await self._coord._call(self._redis.zrem("np:budget:active", account_id), None)

@@ -1,0 +1,127 @@
+"""Connecting and disconnecting an account: the one path every entry point takes.
+
+The web callback, ``/logout`` and ``nowplaying login`` all come through here, so each one
+invalidates the same things: the access token of an earlier grant (on every instance), the
+live engine's state for the account, and every instance's public-id cache entry for it.
+Caches that only the web layer keeps (the sessions' lookup cache) are the web layer's to drop,
+right after the call.
+
+Errors: :func:`exchange_grant` raises the client's
+:class:`~nowplaying.sources.spotify.client.SpotifyError` tree (plus :class:`MissingRefreshToken`, a
+:class:`~nowplaying.sources.spotify.client.BadResponse`); the others raise the store's
+:class:`~nowplaying.store.StoreError`. Each caller maps them to its own words.
+
+A login started in a terminal whose redirect the running server receives (the CLI cannot bind
+the redirect URI's port while the server holds it) is stored with :data:`TERMINAL_BROWSER` in
+place of a browser fingerprint; see :func:`terminal_login_state`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from nowplaying.clock import Clock
+from nowplaying.coord.base import Coordinator
+from nowplaying.engine.live import LiveHub
+from nowplaying.models import Profile, Token
+from nowplaying.sources.spotify.client import BadResponse, SpotifyClient
+from nowplaying.sources.spotify.grants import TokenManager
+from nowplaying.store import Account, AccountStatus, LoginState, Store
+
+TERMINAL_BROWSER = "terminal:nowplaying-login"
+"""The ``browser`` of a pending login started by ``nowplaying login``. A browser fingerprint is
+a SHA-256 hex digest, which never holds a ``:``, so no browser can present this one."""
+
+
+class MissingRefreshToken(BadResponse):
+    """The code exchange returned no refresh token: the grant could not be kept."""
+
+
+class Parts(Protocol):
+    """What connecting needs; the web app's services and the CLI's runtime both have it."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def tokens(self) -> TokenManager: ...
+    @property
+    def hub(self) -> LiveHub: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def coord(self) -> Coordinator: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a completed authorization gives: the tokens and whose they are."""
+
+    token: Token
+    profile: Profile
+
+
+async def exchange_grant(
+    client: SpotifyClient, *, code: str, redirect_uri: str, code_verifier: str
+) -> Grant:
+    """Trade the authorization code, require a refresh token, and read who granted it."""
+    token = await client.exchange_code(
+        code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+    )
+    if not token.refresh_token:
+        raise MissingRefreshToken("no refresh token in the code exchange")
+    profile = await client.me(token.access_token)
+    return Grant(token, profile)
+
+
+async def connect_account(parts: Parts, grant: Grant, *, requested: frozenset[str]) -> Account:
+    """Store the grant as an active account and make every instance start afresh with it.
+
+    An existing row keeps its public link and its "last played" choice. ``requested`` are the
+    scopes asked for, used when Spotify's answer does not list the granted ones.
+    """
+    token, profile = grant.token, grant.profile
+    if not token.refresh_token:
+        raise MissingRefreshToken("no refresh token in the code exchange")
+    existing = await parts.store.get_account(profile.id)
+    account = Account(
+        id=profile.id,
+        display_name=profile.display_name,
+        refresh_token=token.refresh_token,
+        scopes=token.scope or requested,
+        consented_at=parts.clock.now(),
+        status=AccountStatus.ACTIVE,
+        public_id=existing.public_id if existing else None,
+        show_last_played=existing.show_last_played if existing else False,
+    )
+    await parts.store.put_account(account)
+    await parts.tokens.drop(account.id)  # any access token of the earlier grant, everywhere
+    parts.tokens.seed(account.id, token)
+    await parts.hub.restart(account.id)  # poll the new grant now; viewers stay, no reconnect flash
+    await parts.coord.announce_public_change(account.id)  # its public link serves the new grant
+    return account
+
+
+async def disconnect_account(parts: Parts, account_id: str) -> None:
+    """Forget the account: its sessions, its row, its tokens everywhere, its live state."""
+    await parts.store.delete_sessions_of(account_id)
+    await parts.store.delete_account(account_id)
+    await parts.tokens.drop(account_id)
+    await parts.hub.forget(account_id)
+    await parts.coord.announce_public_change(account_id)  # its public link dies everywhere
+
+
+def terminal_login_state(
+    state: str, code_verifier: str, *, now: float, scopes: frozenset[str]
+) -> LoginState:
+    """A pending login for the running server to complete on ``nowplaying login``'s behalf.
+
+    The 256-bit single-use ``state`` and the verifier, which never leaves the server side, are
+    the proof; there is no browser to bind, so none is (see :func:`is_terminal_login`).
+    """
+    return LoginState(state, code_verifier, TERMINAL_BROWSER, now, scopes)
+
+
+def is_terminal_login(login: LoginState) -> bool:
+    """Whether a pending login was handed over by ``nowplaying login``."""
+    return login.browser == TERMINAL_BROWSER

@@ -1,0 +1,512 @@
+"""The live engine: one poller per watched account, one shared state, fanned out to every viewer.
+
+Cost does not grow with the audience: however many requests and SSE viewers an account has, one
+task polls Spotify for it, when :mod:`nowplaying.engine.schedule` says (just after the playing
+track's predicted end, every ``poll_seconds`` to catch skips, backing off while nothing plays). A
+429 is the *app's* rate limit, so it pauses every account's polling until ``Retry-After`` passes;
+viewers are told their data is stale meanwhile.
+
+A poller runs only while its account is watched: an SSE viewer is connected, or a request came in
+the last ``watch_ttl`` seconds. With several instances, the one holding the account's lease polls
+(leads) and the others follow its state. Everything waits on an injected clock.
+
+Handing a snapshot on has two verbs, named for their reach: :meth:`LiveHub._publish_here` (this
+instance's viewers) and :meth:`LiveHub._publish_everywhere` (here, then every instance through the
+coordinator, in the wire form of :class:`~nowplaying.engine.snapshot.Snapshot`).
+
+Life cycle: the pause is stored (``pauses``) so a restart honours Spotify's Retry-After, which for
+the development-mode quota (``QUOTA_EXCEEDED``) is hours; an account whose grant is gone is
+re-checked in the store every ``reconnect_check`` seconds while watched, so a grant made again by
+another process or instance is served without a restart; a poller meeting an unexpected error
+logs it, reports stale and keeps going; :meth:`LiveHub.drain` tells open streams the server is
+going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from nowplaying.clock import Clock
+from nowplaying.coord.base import Coordinator, LocalCoordinator
+from nowplaying.engine.fanout import Channel, Subscription
+from nowplaying.engine.schedule import Plan, Schedule
+from nowplaying.engine.snapshot import Snapshot, Status, progress_at
+from nowplaying.models import NowPlaying, PlayedItem
+from nowplaying.sources.budget import CallBudget
+from nowplaying.sources.spotify.client import RateLimited, ReconnectRequired, SpotifyError
+from nowplaying.store import QUOTA_EXCEEDED, Pause, StoreError
+
+__all__ = ["LiveHub", "PauseStore", "Snapshot", "Status", "progress_at"]
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[str], Awaitable[NowPlaying]]
+History = Callable[[str], Awaitable[PlayedItem | None]]
+Ready = Callable[[str], Awaitable[bool]]
+"""Whether an account that needed reconnecting is connected again (a store read, no Spotify)."""
+
+
+class PauseStore(Protocol):
+    """Where the app-wide pause outlives the process (the account store)."""
+
+    async def get_pause(self) -> Pause | None: ...
+    async def set_pause(self, pause: Pause) -> None: ...
+
+
+@dataclass(eq=False)
+class _Watch:
+    account_id: str
+    snapshot: Snapshot | None = None
+    channel: Channel = field(default_factory=Channel)
+    """The published snapshots and their viewers."""
+    last_request: float = 0.0
+    task: asyncio.Task[None] | None = None
+    fresh: asyncio.Event = field(default_factory=asyncio.Event)
+    history_at: float | None = None
+    leader: bool = False
+    marked_at: float = 0.0
+
+    def watched(self, now: float, ttl: float) -> bool:
+        return bool(self.channel) or now - self.last_request < ttl
+
+
+class LiveHub:
+    """Shared now-playing state per account, kept fresh by one poller each while watched."""
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        clock: Clock,
+        *,
+        poll_seconds: float = 5.0,
+        idle_max: float = 30.0,
+        backoff_max: float = 30.0,
+        end_margin: float = 0.3,
+        watch_ttl: float = 60.0,
+        first_wait: float = 8.0,
+        rng: random.Random | None = None,
+        history: History | None = None,
+        history_ttl: float = 300.0,
+        coord: Coordinator | None = None,
+        pauses: PauseStore | None = None,
+        ready: Ready | None = None,
+        reconnect_check: float = 5.0,
+        budget: CallBudget | None = None,
+        poll_floor: float = 1.0,
+        poll_ceiling: float = 30.0,
+    ) -> None:
+        self._coord: Coordinator = coord or LocalCoordinator()
+        self._budget = budget
+        """With a budget, accounts are polled as often as it allows (:mod:`.schedule`)."""
+        self._pauses = pauses
+        self._ready = ready
+        self._fetch = fetch
+        self._history = history
+        self.history_ttl = history_ttl
+        self._clock = clock
+        self.schedule = Schedule(
+            poll_seconds=poll_seconds,
+            idle_max=idle_max,
+            backoff_max=backoff_max,
+            end_margin=end_margin,
+            reconnect_check=reconnect_check,
+            rng=rng,
+            floor=poll_floor,
+            ceiling=poll_ceiling,
+        )
+        """When each account is polled next (:mod:`nowplaying.engine.schedule`)."""
+        self.watch_ttl = watch_ttl
+        self.first_wait = first_wait
+        self._watches: dict[str, _Watch] = {}
+        self.paused_until = 0.0
+        """The app-wide pause after a 429 (epoch seconds)."""
+        self.pause_reason = "rate_limit"
+        """Why: Spotify's reason (``QUOTA_EXCEEDED``) or ``rate_limit`` (the rolling window)."""
+        self.draining = asyncio.Event()
+        """Set when the server begins to shut down: open streams end with a reconnect hint."""
+        self.counts: Counter[str] = Counter()
+        """``polls`` made, ``published`` changes, ``rate_limited`` pauses, ``reconnect_checks``,
+        ``crashes`` (unexpected errors a poller survived)."""
+        self.poll_lag = 0.0
+        """How late (seconds) the last poll started after it was due (``/metrics``)."""
+
+    @property
+    def poll_seconds(self) -> float:
+        """The poll interval while playing: how long data may lag (a Retry-After hint)."""
+        return self.schedule.poll_seconds
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def current(self, account_id: str) -> Snapshot | None:
+        """The account's state for a request: starts its poller if needed, waits for one poll."""
+        w = self._watch(account_id)
+        w.last_request = self._clock.now()
+        self._ensure_poller(w)
+        if not w.fresh.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with self._clock.timeout(self.first_wait):
+                    await w.fresh.wait()
+        return w.snapshot
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, account_id: str) -> AsyncIterator[Subscription]:
+        """Every change (latest wins) while the context is open, the current state first."""
+        w = self._watch(account_id)
+        sub = w.channel.subscribe(w.snapshot if w.fresh.is_set() else None)
+        self._ensure_poller(w)
+        try:
+            yield sub
+        finally:
+            sub.close()
+            w.last_request = max(w.last_request, self._clock.now())
+
+    def peek(self, account_id: str) -> Snapshot | None:
+        """The last known state, without starting anything."""
+        w = self._watches.get(account_id)
+        return w.snapshot if w else None
+
+    def viewers(self, account_id: str) -> int:
+        w = self._watches.get(account_id)
+        return len(w.channel) if w else 0
+
+    def polling(self, account_id: str) -> bool:
+        w = self._watches.get(account_id)
+        return bool(w and w.task and not w.task.done())
+
+    @property
+    def pause(self) -> Pause | None:
+        """The app-wide pause in force now, or None."""
+        if self.paused_until <= self._clock.now():
+            return None
+        return Pause(self.paused_until, self.pause_reason)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """The server is shutting down: tell every open stream to end (see ``draining``)."""
+        self.draining.set()
+
+    async def forget(self, account_id: str) -> None:
+        """Disconnect: stop polling the account and tell its viewers it needs reconnecting.
+
+        Viewers stay subscribed: with ``ready`` configured, a poller keeps checking the store
+        for a new grant, so they see the account live again when the owner reconnects.
+        """
+        w = self._watches.get(account_id)
+        if w is None:
+            return
+        await self._stop(w)
+        if not w.channel:  # nobody to tell: drop the state with the watch
+            self._watches.pop(account_id, None)
+            return
+        self._publish_here(
+            w, Snapshot(playing=None, status=Status.RECONNECT, version=self._next_version(w))
+        )
+        if self._ready is not None:
+            self._ensure_poller(w)
+
+    async def restart(self, account_id: str) -> None:
+        """A new grant for the account: poll it afresh now, keeping its viewers (no flicker)."""
+        w = self._watches.get(account_id)
+        if w is None:
+            return
+        await self._stop(w)
+        w.history_at = None
+        if w.snapshot is not None and w.snapshot.status is Status.RECONNECT:
+            w.snapshot = replace(w.snapshot, status=Status.STALE)
+        if w.watched(self._clock.now(), self.watch_ttl):
+            self._ensure_poller(w)
+
+    async def _stop(self, w: _Watch) -> None:
+        task, w.task = w.task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def instance_id(self) -> str:
+        return self._coord.instance_id
+
+    async def start(self) -> None:
+        """Join the other instances (a no-op for one process); honour a stored pause."""
+        await self._coord.start(self._received)
+        if self._pauses is None:
+            return
+        try:
+            stored = await self._pauses.get_pause()
+        except StoreError as e:
+            log.warning("could not read the stored rate-limit pause (%s)", type(e).__name__)
+            return
+        if stored is not None and stored.until > self._clock.now():
+            self.paused_until, self.pause_reason = stored.until, stored.reason
+            await self._coord.set_pause(stored.until, stored.reason)
+            log.warning(
+                "Spotify paused this app until %s (%s): no calls before then",
+                _utc(stored.until),
+                stored.reason,
+            )
+
+    async def close(self) -> None:
+        """Stop every poller (releasing its lease) and leave the other instances."""
+        for w in list(self._watches.values()):
+            await self._stop(w)
+        self._watches.clear()
+        await self._coord.close()
+
+    # -- polling -------------------------------------------------------------------------------
+
+    def _watch(self, account_id: str) -> _Watch:
+        w = self._watches.get(account_id)
+        if w is None:
+            w = self._watches[account_id] = _Watch(account_id)
+        return w
+
+    def _ensure_poller(self, w: _Watch) -> None:
+        if w.task is None or w.task.done():
+            if w.snapshot is not None and w.snapshot.status is Status.RECONNECT:
+                w.fresh.set()  # what we know stands until the store says otherwise
+                if self._ready is None:
+                    return
+            else:
+                w.fresh.clear()
+            w.task = asyncio.create_task(self._run(w), name=f"poll:{w.account_id}")
+
+    async def _run(self, w: _Watch) -> None:
+        """Lead (poll) when this instance holds the account's lease, else follow shared state.
+
+        This loop is the poller's outermost boundary: an error nobody expected is logged with
+        its traceback, reported to viewers as stale data, and retried after a backoff.
+        """
+        plan = Plan(reconnect=w.snapshot is not None and w.snapshot.status is Status.RECONNECT)
+        try:
+            while await self._wanted(w):
+                try:
+                    wake = await self._step(w, plan)
+                except Exception:  # the one outer guard STYLE.md asks for
+                    self.counts["crashes"] += 1
+                    log.exception("poller failed unexpectedly; backing off and carrying on")
+                    with contextlib.suppress(Exception):
+                        await self._publish_stale_everywhere(w)
+                    wake = self.schedule.failed(plan, self._clock.now())
+                if wake is None:
+                    return
+                await self._sleep_until(wake)
+        finally:
+            if w.leader:
+                w.leader = False
+                with contextlib.suppress(Exception):
+                    await self._coord.release_lease(w.account_id)
+                    if self._budget is not None:  # its share of the budget goes to the others
+                        await self._budget.idle(w.account_id)
+            if w.task is asyncio.current_task():
+                w.task = None
+
+    async def _step(self, w: _Watch, plan: Plan) -> float | None:
+        """One turn of the poller (follow, or poll once if it is time): when the next poll is
+        due, or None to stop for good (the grant is gone and nothing can bring it back)."""
+        if not await self._coord.hold_lease(w.account_id):
+            w.leader = False
+            await self._follow(w)
+            return self._clock.now() + (self._coord.renew_every or self.poll_seconds)
+        if not w.leader:
+            # Taking over: start from the shared state, so versions (the SSE ids every instance
+            # and Last-Event-ID compare) go on from the last leader's, whatever our clock says.
+            await self._follow(w)
+        w.leader = True
+        now = self._clock.now()
+        paused = await self._paused_until()
+        if paused > now:  # the app's rate limit, maybe hit by another instance
+            await self._publish_stale_everywhere(w, retry_after=paused - now)
+            self.schedule.paused(plan, paused)
+        if now < plan.next_poll:
+            return plan.next_poll
+        if plan.reconnect:
+            # The grant is gone: poll nothing until the store holds a new one.
+            self.counts["reconnect_checks"] += 1
+            if self._ready is None:
+                return None
+            if not await self._ready_now(w.account_id):
+                return self.schedule.lost_grant(plan, self._clock.now())
+            log.info("an account was connected again: polling it")
+            self.schedule.regained(plan)
+        self.poll_lag = max(0.0, now - plan.next_poll) if plan.next_poll else 0.0
+        self.counts["polls"] += 1
+        try:
+            playing = await self._fetch(w.account_id)
+        except RateLimited as e:
+            await self._pause(e.retry_after, e.reason)
+            return self.schedule.paused(plan, self.paused_until)
+        except ReconnectRequired:
+            wake = self.schedule.lost_grant(plan, self._clock.now())
+            await self._publish_everywhere(
+                w, Snapshot(None, Status.RECONNECT, self._next_version(w))
+            )
+            return wake if self._ready is not None else None
+        except (SpotifyError, StoreError) as e:
+            log.warning("poll failed (%s); backing off", type(e).__name__)
+            await self._publish_stale_everywhere(w)
+            return self.schedule.failed(plan, self._clock.now())
+        last = await self._last_played(w, playing)
+        await self._publish_everywhere(
+            w, Snapshot(playing, Status.LIVE, self._next_version(w), last_played=last)
+        )
+        if self._budget is not None:
+            plan.share = await self._budget.interval(w.account_id)
+        return self.schedule.played(plan, playing, self._clock.now())
+
+    async def _ready_now(self, account_id: str) -> bool:
+        assert self._ready is not None  # noqa: S101 - checked by the caller
+        try:
+            return await self._ready(account_id)
+        except StoreError:
+            return False
+
+    async def _paused_until(self) -> float:
+        """The app-wide pause, ours or another instance's (whose reason we then adopt)."""
+        shared = await self._coord.paused_until()
+        if shared > self.paused_until:
+            self.paused_until = shared
+            self.pause_reason = await self._coord.pause_reason()
+        return self.paused_until
+
+    async def _wanted(self, w: _Watch) -> bool:
+        """Watched here (viewers, recent requests) or, while leading, watched elsewhere."""
+        now = self._clock.now()
+        if w.watched(now, self.watch_ttl):
+            if now - w.marked_at >= (self._coord.renew_every or 0) or w.marked_at == 0:
+                w.marked_at = now
+                await self._coord.mark_watched(w.account_id)
+            return True
+        return w.leader and await self._coord.is_watched(w.account_id)
+
+    async def _sleep_until(self, when: float) -> None:
+        """Sleep until the next poll, but wake in time to renew the lease."""
+        seconds = when - self._clock.now()
+        renew = self._coord.renew_every
+        await self._clock.sleep(min(seconds, renew) if renew else seconds)
+
+    async def _follow(self, w: _Watch) -> None:
+        """Another instance polls: take its latest state (pub/sub may have missed one)."""
+        payload = await self._coord.latest(w.account_id)
+        if payload is not None:
+            self._received(w.account_id, payload)
+
+    def _received(self, account_id: str, payload: str) -> None:
+        """State from the polling instance (the coordinator's callback), for viewers here."""
+        w = self._watches.get(account_id)
+        if w is None or w.leader:
+            return
+        try:
+            snap = Snapshot.from_wire(payload)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored malformed shared state")
+            return
+        if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
+            self._publish_here(w, snap, remote=True)
+
+    async def _publish_everywhere(self, w: _Watch, snap: Snapshot) -> None:
+        """Hand a snapshot to this instance's viewers and, when it changed, to every instance."""
+        if self._publish_here(w, snap):
+            assert w.snapshot is not None  # noqa: S101 - just set by _publish_here
+            await self._coord.publish(w.account_id, w.snapshot.to_wire())
+
+    async def _publish_stale_everywhere(self, w: _Watch, retry_after: float | None = None) -> None:
+        """Mark live data stale here and on every instance (nothing to do if it is not live)."""
+        snap = w.snapshot
+        if snap is not None and snap.status is not Status.LIVE:
+            return
+        stale = Snapshot(
+            snap.playing if snap else None,
+            Status.STALE,
+            self._next_version(w),
+            retry_after=retry_after if retry_after is not None else self.poll_seconds,
+        )
+        await self._publish_everywhere(w, stale)
+
+    async def _last_played(self, w: _Watch, playing: NowPlaying) -> PlayedItem | None:
+        """While nothing plays, the last played track: looked up when playback has just ended
+        and then at most every ``history_ttl`` seconds, so idle accounts stay cheap."""
+        old = w.snapshot
+        if playing.active or self._history is None:
+            return None
+        just_ended = bool(old and old.playing and old.playing.active)
+        now = self._clock.now()
+        if not just_ended and w.history_at is not None and now - w.history_at < self.history_ttl:
+            return old.last_played if old else None
+        w.history_at = now
+        self.counts["history"] += 1
+        try:
+            return await self._history(w.account_id)
+        except RateLimited as e:
+            await self._pause(e.retry_after, e.reason)
+            return old.last_played if old else None
+        except (SpotifyError, StoreError) as e:
+            log.info("last played lookup failed (%s)", type(e).__name__)
+            return old.last_played if old else None
+
+    def refresh_history(self, account_id: str) -> None:
+        """Look the last played track up again at the next poll (the owner changed the setting)."""
+        w = self._watches.get(account_id)
+        if w is not None:
+            w.history_at = None
+
+    def _next_version(self, w: _Watch) -> int:
+        """The next SSE id. A watch's first one is the clock in ms, so ids keep growing across
+        restarts (a reused id would make a viewer's Last-Event-ID skip a real change)."""
+        return w.snapshot.version + 1 if w.snapshot else int(self._clock.now() * 1000)
+
+    async def _pause(self, retry_after: float, reason: str | None = None) -> None:
+        """The app is rate limited: every poller (on every instance, and after a restart) waits,
+        every viewer is told data is stale. ``QUOTA_EXCEEDED`` is the development-mode quota,
+        whose Retry-After is hours; polling through it is reported to extend it."""
+        why = QUOTA_EXCEEDED if reason == QUOTA_EXCEEDED else "rate_limit"
+        until = self._clock.now() + max(1.0, retry_after)
+        if until > self.paused_until:
+            self.paused_until, self.pause_reason = until, why
+            self.counts["rate_limited"] += 1
+            if why == QUOTA_EXCEEDED:
+                log.error(
+                    "Spotify's quota is exhausted (QUOTA_EXCEEDED): no calls until %s (%.1f h)",
+                    _utc(until),
+                    retry_after / 3600,
+                )
+            else:
+                log.warning("Spotify rate limit: pausing all polling for %.0fs", retry_after)
+            if self._pauses is not None:
+                try:
+                    await self._pauses.set_pause(Pause(until, why))
+                except StoreError as e:
+                    log.warning("could not store the pause (%s)", type(e).__name__)
+        await self._coord.set_pause(until, why)
+        for w in list(self._watches.values()):
+            await self._publish_stale_everywhere(
+                w, retry_after=max(0.0, self.paused_until - self._clock.now())
+            )
+
+    def _publish_here(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
+        """Hand a snapshot to this instance's viewers, if it changed anything (``remote``: the
+        leading instance decided it did); whether it did. An unchanged one keeps the version."""
+        old = w.snapshot
+        changed = remote or old is None or old.differs(snap, self._clock.now())
+        if not changed:
+            assert old is not None  # noqa: S101 - narrowed by `changed`
+            snap = replace(snap, version=old.version)
+        w.snapshot = snap
+        w.fresh.set()
+        if changed:
+            self.counts["published"] += 1
+            w.channel.publish(snap)
+        return changed
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,103 @@
+r"""Spotify's refusals of an account, remembered for the people who can fix them.
+
+A development-mode 403 (:class:`~nowplaying.sources.spotify.client.NotRegistered`,
+:class:`~nowplaying.sources.spotify.client.PremiumRequired`) is not an outage: polling again will
+not help, the app's owner must act in the Developer Dashboard. The poll path notes the refusal here
+and a successful read clears it; the owner page and ``nowplaying doctor`` say what it means and what
+fixes it, instead of a generic "stale".
+
+Kept in this process and, with Redis, under ``np:refusal:{account}`` for every instance (the
+one that polls notes it, the one serving the owner page :meth:`AccountProblems.load`\s it). A
+refusal not seen again for ``ttl`` seconds is forgotten (every failed poll notes it again), so a
+note cannot outlive a fixed dashboard for long, even when the polling instance changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from nowplaying.clock import Clock
+from nowplaying.sources.spotify.client import Forbidden, NotRegistered, PremiumRequired
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Spotify's latest refusal of an account: its kind, Spotify's text and the fix."""
+
+    kind: str
+    """``not_registered``, ``premium_required`` or ``forbidden``."""
+    reason: str
+    fix: str
+    at: float
+
+
+def refusal_of(error: Forbidden, at: float) -> Refusal:
+    """The :class:`Refusal` a 403 means."""
+    if isinstance(error, NotRegistered):
+        kind = "not_registered"
+    elif isinstance(error, PremiumRequired):
+        kind = "premium_required"
+    else:
+        kind = "forbidden"
+    return Refusal(kind, error.reason[:200], error.fix, at)
+
+
+class AccountProblems:
+    """The latest refusal per account: in this process, and in Redis when given one."""
+
+    def __init__(
+        self, clock: Clock, *, ttl: float = 900.0, redis: aioredis.Redis | None = None
+    ) -> None:
+        self._clock = clock
+        self._ttl = ttl
+        self._redis = redis
+        self._refusals: dict[str, Refusal] = {}
+
+    async def note(self, account_id: str, error: Forbidden) -> Refusal:
+        """Remember that Spotify refused the account with ``error``."""
+        refusal = refusal_of(error, self._clock.now())
+        self._refusals[account_id] = refusal
+        if self._redis is not None:
+            payload = json.dumps(asdict(refusal))
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.set(_key(account_id), payload, ex=max(1, int(self._ttl)))
+        return refusal
+
+    async def clear(self, account_id: str) -> None:
+        """Spotify answered the account again: forget its refusal (everywhere, if known here)."""
+        if self._refusals.pop(account_id, None) is not None and self._redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.delete(_key(account_id))
+
+    async def load(self, account_id: str) -> None:
+        """Take another instance's note of the account (before :meth:`get`, on a page)."""
+        if self._redis is None:
+            return
+        try:
+            raw = await self._redis.get(_key(account_id))
+        except (RedisError, OSError):
+            return
+        if raw is None:
+            self._refusals.pop(account_id, None)
+            return
+        try:
+            self._refusals[account_id] = Refusal(**json.loads(raw))
+        except (ValueError, TypeError):
+            return
+
+    def get(self, account_id: str) -> Refusal | None:
+        """The account's refusal, unless it is older than the TTL."""
+        refusal = self._refusals.get(account_id)
+        if refusal is not None and self._clock.now() - refusal.at > self._ttl:
+            del self._refusals[account_id]
+            return None
+        return refusal
+
+
+def _key(account_id: str) -> str:
+    return f"np:refusal:{account_id}"

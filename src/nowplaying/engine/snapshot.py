@@ -1,0 +1,166 @@
+"""What the live engine knows about one account (:class:`Snapshot`), and its wire codec.
+
+A snapshot is the engine's unit of change: viewers receive one per change, other instances
+receive its wire form (:meth:`Snapshot.to_wire`, read back by :meth:`Snapshot.from_wire`) over
+the coordinator, and the JSON views (:mod:`nowplaying.schema`) are rendered from it.
+:meth:`Snapshot.differs` is the one definition of "a change viewers should see".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from nowplaying import schema
+from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
+
+__all__ = ["Snapshot", "Status", "progress_at"]
+
+SEEK_MS = 3000
+"""Progress this far from where the last state predicted it is a seek: viewers are told."""
+VIEW_REUSE_SECONDS = 0.01
+"""A snapshot's JSON view is made again for a request this long after the last one was made."""
+
+
+class Status(StrEnum):
+    LIVE = "live"
+    STALE = "stale"
+    RECONNECT = "reconnect_required"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one account plays, as last seen, and how trustworthy that is."""
+
+    playing: NowPlaying | None
+    """None until a poll has succeeded."""
+    status: Status
+    version: int
+    retry_after: float | None = None
+    last_played: PlayedItem | None = None
+    """The last track played, when the owner shows it and nothing plays now."""
+    _views: list[tuple[float, schema.State]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
+    """The last view made (when, and the view), for :meth:`view` to hand out again."""
+
+    def view(self, now: float, reuse: float = VIEW_REUSE_SECONDS) -> schema.State:
+        """The ``/api/spotify`` state, progress extrapolated to ``now``.
+
+        A view made less than ``reuse`` seconds before ``now`` is handed out again: its ``at``
+        says when its progress holds (the widget moves on from there with its own clock), so it
+        is as true as a new one, and the requests of one moment (the viewers of one change, for
+        an event stream) share one view and the bytes it renders to."""
+        made = self._views
+        if made and 0 <= now - made[0][0] < reuse:
+            return made[0][1]
+        view = self._view(now)
+        made[:] = [(now, view)]
+        return view
+
+    def _view(self, now: float) -> schema.State:
+        if self.status is Status.RECONNECT:
+            return schema.error(schema.ErrorCode.RECONNECT_REQUIRED)
+        if self.playing is None:
+            return schema.error(schema.ErrorCode.UNAVAILABLE)
+        return schema.state(
+            self.playing,
+            progress_ms=progress_at(self.playing, now),
+            at=int(now * 1000),  # when progressMs holds, for the widget's local clock
+            stale=self.status is Status.STALE,
+            last=self.last_played,
+        )
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        """The ``/api/spotify`` object, progress extrapolated to ``now``."""
+        return self.view(now).data()
+
+    def differs(self, new: Snapshot, now: float) -> bool:
+        """Whether ``new`` tells viewers something this one did not: another status, item,
+        play/pause, last played track, or a seek (a poll that only moved progress does not)."""
+        return (
+            self.status is not new.status
+            or _identity(self.playing) != _identity(new.playing)
+            or self.last_played != new.last_played
+            or _jumped(self.playing, new.playing, now)
+        )
+
+    # -- the wire codec (between instances) ----------------------------------------------------
+
+    def to_wire(self) -> str:
+        """This snapshot as compact JSON, for other instances."""
+        last = self.last_played
+        return json.dumps(
+            {
+                "status": str(self.status),
+                "version": self.version,
+                "retry_after": self.retry_after,
+                "playing": _playing_wire(self.playing) if self.playing else None,
+                "last": {"item": asdict(last.item), "at": last.played_at} if last else None,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_wire(cls, payload: str | bytes) -> Snapshot:
+        """The inverse of :meth:`to_wire`; raises ValueError/KeyError/TypeError on junk."""
+        data = json.loads(payload)
+        playing = data["playing"]
+        last = data["last"]
+        return cls(
+            playing=NowPlaying(
+                is_playing=bool(playing["is_playing"]),
+                kind=Kind(playing["kind"]) if playing["kind"] else None,
+                item=_item(playing["item"]) if playing["item"] else None,
+                progress_ms=playing["progress_ms"],
+                timestamp=float(playing["timestamp"]),
+            )
+            if playing
+            else None,
+            status=Status(data["status"]),
+            version=int(data["version"]),
+            retry_after=data["retry_after"],
+            last_played=PlayedItem(_item(last["item"]), float(last["at"])) if last else None,
+        )
+
+
+def progress_at(playing: NowPlaying, now: float) -> int | None:
+    """Where playback is at ``now``, moving on from the measured progress while it plays."""
+    if playing.progress_ms is None:
+        return None
+    if not playing.is_playing:
+        return playing.progress_ms
+    moved = playing.progress_ms + round(max(0.0, now - playing.timestamp) * 1000)
+    return min(moved, playing.item.duration_ms) if playing.item else moved
+
+
+def _identity(playing: NowPlaying | None) -> tuple[object, ...]:
+    if playing is None:
+        return (None,)
+    item = playing.item
+    key = (item.uri or item.id or item.title, item.title) if item else None
+    return (playing.kind, key, playing.is_playing, playing.active)
+
+
+def _jumped(old: NowPlaying | None, new: NowPlaying | None, now: float) -> bool:
+    """A seek: progress is more than :data:`SEEK_MS` away from where the old state predicted."""
+    if old is None or new is None or new.progress_ms is None:
+        return False
+    predicted = progress_at(old, now)
+    return predicted is not None and abs(predicted - new.progress_ms) > SEEK_MS
+
+
+def _playing_wire(np: NowPlaying) -> dict[str, Any]:
+    return {
+        "is_playing": np.is_playing,
+        "kind": str(np.kind) if np.kind else None,
+        "item": asdict(np.item) if np.item else None,
+        "progress_ms": np.progress_ms,
+        "timestamp": np.timestamp,
+    }
+
+
+def _item(data: dict[str, Any]) -> Item:
+    return Item(**{**data, "kind": Kind(data["kind"]), "artists": tuple(data["artists"])})

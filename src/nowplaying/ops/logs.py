@@ -1,0 +1,184 @@
+"""Logs an operator can use: one line per event, a request id, nothing secret, nothing forged.
+
+``configure(level, fmt, secrets=...)`` sets the root logger up once per process:
+
+- ``fmt="text"``: ``2026-12-02T01:02:03Z INFO nowplaying.engine.live [req 3f2a…]: message``;
+  ``fmt="json"``: one JSON object per line (``time``, ``level``, ``logger``, ``message``,
+  ``request_id`` when inside a request, ``exc`` with the traceback).
+- Control characters in a message (Spotify's text is anyone's: a track called
+  ``"x\\nERROR forged"``) are escaped, so one record is always one line.
+- Every configured secret (client secret, secret keys) that reaches a message is replaced by
+  ``[redacted]``: a net under the rule that no code logs one.
+- httpx and httpcore log at WARNING: their INFO line per request (every poll) is noise.
+
+Each HTTP request gets an id (:func:`request_id`: a well-formed incoming ``X-Request-Id`` from a
+proxy is kept, anything else replaced); the edge middleware (``web/edge.py``) answers it in the
+``X-Request-Id`` response header and puts it on every record logged while the request runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Iterable
+from typing import TextIO
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode()
+"""The header's name as it is in ASGI's raw header lists."""
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+QUIET = ("httpx", "httpcore")
+"""Loggers held at WARNING: one INFO line per HTTP request (every poll) helps nobody."""
+REDACTED = "[redacted]"
+
+_current: contextvars.ContextVar[list[str | None] | None] = contextvars.ContextVar(
+    "nowplaying_request_id", default=None
+)
+"""A one-item holder, emptied when the request ends: tasks started during a request (a poller)
+copy the context, and must not go on naming a request that is over."""
+
+
+def current_request_id() -> str | None:
+    """The id of the HTTP request being served, if any."""
+    holder = _current.get()
+    return holder[0] if holder else None
+
+
+def escape_control(text: str) -> str:
+    """``text`` on one line: control and line-separator characters as ``\\xNN``/``\\uNNNN``."""
+
+    def one(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _CONTROL.sub(one, text)
+
+
+class _Scrub:
+    """Redaction of known secret values, and the one-line rule."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Short values would redact ordinary words; the settings refuse secrets that short.
+        self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+
+def _utc(created: float) -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        + f".{int(created % 1 * 1000):03d}Z"
+    )
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger [req id]: message``, the message escaped and scrubbed."""
+
+    def __init__(self, scrub: _Scrub) -> None:
+        super().__init__()
+        self._scrub = scrub
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", None)
+        where = f" [req {rid}]" if rid else ""
+        line = (
+            f"{_utc(record.created)} {record.levelname} {record.name}{where}: "
+            f"{escape_control(record.getMessage())}"
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return self._scrub(line)
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per record (``json.dumps`` escapes every control character)."""
+
+    def __init__(self, scrub: _Scrub) -> None:
+        super().__init__()
+        self._scrub = scrub
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, str] = {
+            "time": _utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": self._scrub(record.getMessage()),
+        }
+        rid = getattr(record, "request_id", None)
+        if rid:
+            data["request_id"] = rid
+        if record.exc_info:
+            data["exc"] = self._scrub(self.formatException(record.exc_info))
+        return json.dumps(data, ensure_ascii=False)
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id()
+        return True
+
+
+def make_handler(
+    fmt: str, secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> logging.Handler:
+    """A stream handler (stderr by default) with the chosen formatter and the request id."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    scrub = _Scrub(secrets)
+    handler.setFormatter(JSONFormatter(scrub) if fmt == "json" else TextFormatter(scrub))
+    handler.addFilter(_RequestIdFilter())
+    return handler
+
+
+def configure(
+    level: str, fmt: str = "text", *, secrets: Iterable[str] = (), stream: TextIO | None = None
+) -> logging.Handler:
+    """Replace the root logger's handlers with one of ours; quiet the per-request loggers."""
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler = make_handler(fmt, secrets, stream)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # uvicorn's own loggers propagate to ours (it is started with log_config=None).
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    return handler
+
+
+def request_id(incoming: bytes | None) -> str:
+    """The id for a request: a well-formed incoming ``X-Request-Id`` is kept, else a new one."""
+    if incoming:
+        text = incoming.decode("latin-1")
+        if _ID.fullmatch(text):
+            return text
+    return os.urandom(8).hex()
+
+
+def enter_request(rid: str) -> tuple[list[str | None], contextvars.Token[list[str | None] | None]]:
+    """Name ``rid`` on every record logged from here on in this context; undo with
+    :func:`leave_request` when the request ends (left set if it fails: the 500 handler runs
+    after the edge and its log line names this id too; the request's task ends with the error,
+    so nothing later inherits it)."""
+    holder: list[str | None] = [rid]
+    return holder, _current.set(holder)
+
+
+def leave_request(
+    holder: list[str | None], token: contextvars.Token[list[str | None] | None]
+) -> None:
+    holder[0] = None
+    _current.reset(token)

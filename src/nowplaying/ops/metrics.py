@@ -1,0 +1,121 @@
+"""Prometheus metrics for one process: what an operator graphs and alerts on.
+
+One :class:`Metrics` per app, with its own registry (tests build many apps in one process):
+
+- ``nowplaying_upstream_requests_total{endpoint, status}``: every response the shared HTTP
+  client received (Spotify's token endpoint and Web API, cover images), counted by an httpx
+  response hook, so nothing in the Spotify client changes to be counted;
+- ``nowplaying_http_request_duration_seconds{route, method, status}``: time to the start of each
+  response (an event stream counts until its headers, not for its whole life), by route template
+  so the label set stays bounded;
+- ``nowplaying_sse_viewers``: event streams open on this instance;
+- read when scraped from the live engine and the token manager's own counters:
+  ``nowplaying_polls_total``, ``nowplaying_rate_limit_pauses_total``,
+  ``nowplaying_token_refreshes_total``, ``nowplaying_poll_lag_seconds`` (how late the last poll
+  started after it was due) and ``nowplaying_paused`` (1 while Spotify pauses the app).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import httpx
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from nowplaying.engine.live import LiveHub
+from nowplaying.sources.spotify.grants import TokenManager
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ENDPOINTS = (
+    ("/api/token", "token"),
+    ("/me/player/currently-playing", "currently-playing"),
+    ("/me/player/recently-played", "recently-played"),
+    ("/me/player", "player"),
+    ("/me", "me"),
+)
+"""Upstream paths by their ending, named as the simulator counts them; anything else (cover
+images) is ``other``."""
+
+
+def endpoint_of(url: httpx.URL) -> str:
+    """The bounded label for an upstream URL."""
+    path = url.path.rstrip("/")
+    return next((name for end, name in ENDPOINTS if path.endswith(end)), "other")
+
+
+class _EngineCollector(Collector):
+    def __init__(self) -> None:
+        self.parts: tuple[LiveHub, TokenManager] | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        if self.parts is None:
+            return
+        hub, tokens = self.parts
+        yield CounterMetricFamily(
+            "nowplaying_polls", "Polls of Spotify made by this instance.", value=hub.counts["polls"]
+        )
+        yield CounterMetricFamily(
+            "nowplaying_rate_limit_pauses",
+            "Times Spotify's 429 paused this app's polling (on this instance).",
+            value=hub.counts["rate_limited"],
+        )
+        yield CounterMetricFamily(
+            "nowplaying_token_refreshes",
+            "Access-token refreshes this instance asked Spotify for.",
+            value=tokens.counts["refresh"],
+        )
+        yield GaugeMetricFamily(
+            "nowplaying_poll_lag_seconds",
+            "How late the last poll started after it was due.",
+            value=hub.poll_lag,
+        )
+        yield GaugeMetricFamily(
+            "nowplaying_paused",
+            "1 while Spotify's rate limit pauses every poller.",
+            value=1.0 if hub.pause is not None else 0.0,
+        )
+
+
+class Metrics:
+    """The process's metrics and their registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.upstream = Counter(
+            "nowplaying_upstream_requests",
+            "Responses from Spotify (and cover image hosts), by endpoint and status.",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "nowplaying_http_request_duration_seconds",
+            "Time to the start of each response, by route template.",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.viewers = Gauge(
+            "nowplaying_sse_viewers", "Event streams open on this instance.", registry=self.registry
+        )
+        self._engine = _EngineCollector()
+        self.registry.register(self._engine)
+
+    def watch(self, http: httpx.AsyncClient) -> None:
+        """Count every response ``http`` receives (an httpx event hook; the client is unchanged
+        otherwise)."""
+        hooks = http.event_hooks
+        http.event_hooks = {**hooks, "response": [*hooks["response"], self._count]}
+
+    async def _count(self, response: httpx.Response) -> None:
+        self.upstream.labels(endpoint_of(response.request.url), str(response.status_code)).inc()
+
+    def bind(self, hub: LiveHub, tokens: TokenManager) -> None:
+        """Read the live engine's and the token manager's counters at each scrape."""
+        self._engine.parts = (hub, tokens)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

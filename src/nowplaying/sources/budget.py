@@ -1,0 +1,331 @@
+"""The app's call budget: how many upstream calls it may make per rolling 30 s and per day.
+
+Spotify rations calls per *app* (``spotify-contract.md`` §6): a rolling 30-second window whose
+size is not published, and since 2026 a development-mode quota per developer account. Every
+upstream call — token endpoint and Web API alike — spends from one :class:`CallBudget` before it
+is sent (the hook is :class:`~nowplaying.sources.spotify.client.SpotifyClient`'s ``budget``), and
+nothing ever spends past it: a call without room waits on the injected clock until the window has
+room, or, when the day is spent or Spotify said to wait longer, fails at once with
+:class:`OverBudget`.
+
+Where the calls are counted is a :class:`Ledger`: :class:`LocalLedger` in memory for one
+process, or the Redis coordinator's (``coord_redis.RedisLedger``: one Lua script on a sorted
+set, atomic across instances) so every instance spends from the same budget.
+
+**It learns the real limit** (AIMD, as TCP does): a window ``429`` cuts the window limit to
+``decrease`` times the calls made in the window that Spotify refused (multiplicative decrease), and
+from then on the limit grows back by ``increase`` calls per window without a 429 (additive
+increase), up to the configured size. So a budget set above Spotify's real limit converges below
+it after a 429 or two. ``QUOTA_EXCEEDED`` blocks every call until its Retry-After and shrinks
+the daily budget to ``decrease`` times what was spent that day. The learned state lives in the
+ledger, so every instance learns from any instance's 429.
+
+The scheduler asks :meth:`CallBudget.interval` how often one account may be polled: the window
+limit, less a reserve for token refreshes and look-ups, shared fairly among the accounts being
+polled on every instance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from nowplaying.clock import Clock
+
+WINDOW = 30.0
+"""Spotify's rolling window, in seconds."""
+DAY = 86400.0
+DEFAULT_PER_WINDOW = 60
+DEFAULT_PER_DAY = 100_000
+ACTIVE_TTL = 60.0
+"""An account counts as polled (for the fair share) this long after its last poll."""
+
+
+class OverBudget(Exception):
+    """No call may be made for ``retry_after`` seconds: the day's budget is spent, or Spotify
+    asked to wait longer than a call may be held."""
+
+    def __init__(self, retry_after: float, reason: str) -> None:
+        super().__init__(f"call budget: {reason}, room again in {retry_after:.0f}s")
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """What the budget learned from Spotify's 429s (None: nothing yet)."""
+
+    cut_to: float | None = None
+    """The window limit right after the last window 429."""
+    cut_at: float = 0.0
+    """When that 429 came (clock seconds)."""
+    per_day: int | None = None
+    """The daily budget after a ``QUOTA_EXCEEDED``."""
+    blocked_until: float = 0.0
+    """No call before this (a ``QUOTA_EXCEEDED``'s Retry-After)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The budget in use, for the owner page, ``/healthz`` and metrics."""
+
+    per_window: int
+    """The window limit now (configured, or lower while it learns)."""
+    configured_per_window: int
+    used_window: int
+    per_day: int
+    configured_per_day: int
+    used_day: int
+    accounts: int
+    """Accounts being polled (on every instance)."""
+    blocked_until: float
+
+    def note(self) -> str:
+        """One line for the owner page."""
+        learned = (
+            f" (learned from Spotify's 429s; {self.configured_per_window} configured)"
+            if self.per_window < self.configured_per_window
+            else ""
+        )
+        return (
+            f"Spotify calls: {self.used_window} of {self.per_window} in the last 30 s{learned},"
+            f" {self.used_day:,} of {self.per_day:,} today; {self.accounts} account(s) polled."
+        )
+
+
+class Ledger(Protocol):
+    """Where calls are counted: one process's memory, or Redis for every instance."""
+
+    async def try_spend(self, now: float, window: float, per_window: int, per_day: int) -> float:
+        """Count one call at ``now`` if both limits have room (0.0); else count nothing and
+        return how many seconds until there is room."""
+        ...
+
+    async def used(self, now: float, window: float) -> tuple[int, int]:
+        """Calls counted in the window ending ``now``, and today (UTC)."""
+        ...
+
+    async def learned(self) -> Learned: ...
+    async def learn(self, learned: Learned) -> None:
+        """Store what was learned (the caller has merged it with :meth:`learned`)."""
+        ...
+
+    async def mark_active(self, account_id: str, now: float) -> int:
+        """Note that ``account_id`` is polled; how many accounts are (within ``ACTIVE_TTL``)."""
+        ...
+
+    async def active(self, now: float) -> int:
+        """How many accounts are polled (marked within ``ACTIVE_TTL``)."""
+        ...
+
+    async def forget_active(self, account_id: str) -> None: ...
+
+
+def seconds_to_midnight(now: float) -> float:
+    """Until the next UTC day, when the daily count starts again."""
+    return (math.floor(now / DAY) + 1) * DAY - now
+
+
+class LocalLedger:
+    """The ledger of one process."""
+
+    def __init__(self) -> None:
+        self._calls: deque[float] = deque()
+        self._day = (0, 0)
+        self._learned = Learned()
+        self._active: dict[str, float] = {}
+
+    async def try_spend(self, now: float, window: float, per_window: int, per_day: int) -> float:
+        calls = self._calls
+        while calls and calls[0] <= now - window:
+            calls.popleft()
+        if per_window <= 0:
+            return window
+        if len(calls) >= per_window:
+            # Room comes when all but per_window - 1 of the counted calls have left the window.
+            return max(1e-3, calls[len(calls) - per_window] + window - now)
+        day = math.floor(now / DAY)
+        used_today = self._day[1] if self._day[0] == day else 0
+        if used_today >= per_day:
+            return seconds_to_midnight(now)
+        calls.append(now)
+        self._day = (day, used_today + 1)
+        return 0.0
+
+    async def used(self, now: float, window: float) -> tuple[int, int]:
+        in_window = sum(1 for t in self._calls if t > now - window)
+        today = self._day[1] if self._day[0] == math.floor(now / DAY) else 0
+        return in_window, today
+
+    async def learned(self) -> Learned:
+        return self._learned
+
+    async def learn(self, learned: Learned) -> None:
+        self._learned = learned
+
+    async def mark_active(self, account_id: str, now: float) -> int:
+        self._active[account_id] = now
+        return await self.active(now)
+
+    async def active(self, now: float) -> int:
+        for key, at in list(self._active.items()):
+            if at <= now - ACTIVE_TTL:
+                del self._active[key]
+        return len(self._active)
+
+    async def forget_active(self, account_id: str) -> None:
+        self._active.pop(account_id, None)
+
+
+class CallBudget:
+    """Calls per rolling window and per day, spent before every upstream call (see module)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        per_window: int = DEFAULT_PER_WINDOW,
+        per_day: int = DEFAULT_PER_DAY,
+        ledger: Ledger | None = None,
+        window: float = WINDOW,
+        margin: float = 0.5,
+        decrease: float = 0.7,
+        increase: float = 1.0,
+        reserve: float = 0.1,
+        max_wait: float | None = None,
+    ) -> None:
+        if per_window < 1 or per_day < 1:
+            raise ValueError("a call budget needs room for at least one call")
+        self._clock = clock
+        self.configured_per_window = per_window
+        self.configured_per_day = per_day
+        self.ledger: Ledger = ledger or LocalLedger()
+        self.window = window
+        self.margin = margin
+        """Counted calls stay in the window this much longer than Spotify's 30 s, so a call
+        that reaches Spotify a little later than it was counted still finds room."""
+        self.decrease = decrease
+        self.increase = increase
+        self.reserve = reserve
+        """The share of the window the scheduler leaves for token refreshes and look-ups."""
+        self.max_wait = max_wait if max_wait is not None else window + margin + 1.0
+        """A call waits at most this long for room; longer is :class:`OverBudget`."""
+        self.spent = 0
+        self.waited = 0
+        self.last: Usage | None = None
+        """The usage as last read (by the scheduler at each poll, or :meth:`usage`)."""
+
+    # -- spending --------------------------------------------------------------------------------
+
+    async def spend(self, max_wait: float | None = None) -> float:
+        """Wait until a call may be made and count it; the clock time it was counted at.
+
+        Raises :class:`OverBudget` when that would take longer than ``max_wait`` (by default
+        the budget's own: a window and a little).
+        """
+        limit = self.max_wait if max_wait is None else max_wait
+        while True:
+            now = self._clock.now()
+            learned = await self.ledger.learned()
+            if learned.blocked_until > now:
+                wait = learned.blocked_until - now
+                reason = "Spotify's quota is exhausted"
+            else:
+                wait = await self.ledger.try_spend(
+                    now,
+                    self.window + self.margin,
+                    self._per_window(learned, now),
+                    self._per_day(learned),
+                )
+                if wait <= 0:
+                    self.spent += 1
+                    return now
+                reason = "the day's calls are spent"
+            if wait > limit:
+                raise OverBudget(wait, reason)
+            self.waited += 1
+            await self._clock.sleep(wait)
+
+    async def refused(self, started: float, retry_after: float, *, quota: bool) -> None:
+        """Spotify answered 429 to a call counted at ``started``: learn from it."""
+        now = self._clock.now()
+        learned = await self.ledger.learned()
+        if quota:
+            _, today = await self.ledger.used(now, self.window)
+            per_day = max(1, math.floor(self.decrease * today))
+            await self.ledger.learn(
+                Learned(
+                    learned.cut_to,
+                    learned.cut_at,
+                    min(per_day, self._per_day(learned)),
+                    max(learned.blocked_until, now + retry_after),
+                )
+            )
+            return
+        if started < learned.cut_at:
+            return  # sent before the last cut: that 429 was already learned from
+        in_window, _ = await self.ledger.used(now, self.window)
+        current = self._per_window(learned, now)
+        cut = max(1.0, self.decrease * min(current, max(1, in_window)))
+        await self.ledger.learn(Learned(cut, now, learned.per_day, learned.blocked_until))
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _per_window(self, learned: Learned, now: float) -> int:
+        if learned.cut_to is None:
+            return self.configured_per_window
+        grown = learned.cut_to + self.increase * math.floor((now - learned.cut_at) / self.window)
+        return max(1, min(self.configured_per_window, math.floor(grown)))
+
+    def _per_day(self, learned: Learned) -> int:
+        if learned.per_day is None:
+            return self.configured_per_day
+        return min(self.configured_per_day, learned.per_day)
+
+    async def per_window(self) -> int:
+        """The window limit now: the configured one, or lower while it learns."""
+        return self._per_window(await self.ledger.learned(), self._clock.now())
+
+    async def interval(self, account_id: str) -> float:
+        """Seconds between two polls of ``account_id`` that keep every polled account within
+        the window limit (less the reserve), the day's remainder paced to midnight."""
+        now = self._clock.now()
+        accounts = await self.ledger.mark_active(account_id, now)
+        learned = await self.ledger.learned()
+        per_window = self._per_window(learned, now) * (1.0 - self.reserve)
+        in_window, today = await self.ledger.used(now, self.window)
+        left_today = max(0, self._per_day(learned) - today)
+        paced = left_today * self.window / max(self.window, seconds_to_midnight(now))
+        rate = max(min(per_window, paced), 1e-6)  # calls per window for all accounts
+        self._note_usage(now, learned, in_window, today, accounts)
+        return self.window * accounts / rate
+
+    async def idle(self, account_id: str) -> None:
+        """``account_id`` is no longer polled: its share goes to the others."""
+        await self.ledger.forget_active(account_id)
+
+    async def usage(self) -> Usage:
+        """What is spent and allowed now."""
+        now = self._clock.now()
+        learned = await self.ledger.learned()
+        in_window, today = await self.ledger.used(now, self.window)
+        accounts = await self.ledger.active(now)
+        return self._note_usage(now, learned, in_window, today, accounts)
+
+    def _note_usage(
+        self, now: float, learned: Learned, in_window: int, today: int, accounts: int
+    ) -> Usage:
+        """Keep (as :attr:`last`) and return the usage from figures already read."""
+        self.last = Usage(
+            per_window=self._per_window(learned, now),
+            configured_per_window=self.configured_per_window,
+            used_window=in_window,
+            per_day=self._per_day(learned),
+            configured_per_day=self.configured_per_day,
+            used_day=today,
+            accounts=accounts,
+            blocked_until=learned.blocked_until if learned.blocked_until > now else 0.0,
+        )
+        return self.last

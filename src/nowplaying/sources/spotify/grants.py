@@ -1,0 +1,263 @@
+"""Access tokens: cached until shortly before expiry, refreshed once at a time per account.
+
+Rules from Spotify's contract:
+- a refresh that returns a new refresh token is persisted *before* the new access token is used;
+  one that returns none keeps the stored one;
+- a rotated refresh token is never lost to a failing store: when the write fails, the new token
+  is kept in memory (per account), presented at the next refresh instead of the rotated-away one
+  (which would be ``invalid_grant``), and written again at the next chance (the next token
+  request); the new access token is used meanwhile. It lives only in this process (refresh
+  tokens never go to Redis), and it never overrides a newer grant: when the store holds neither
+  it nor the token it replaced (a connect by another process), the store's copy wins;
+- ``invalid_grant`` (revoked, expired after six months) is final: the account is marked
+  "reconnect required" and no retry is made. An account whose refresh token cannot be opened
+  (``key_missing``: sealed with a key that is not configured) is never refreshed, and its status
+  is never written: configuring the old key again brings it back;
+- a 401 from the Web API triggers exactly one refresh and one retry;
+- a refresh is made only under the coordinator's lock (with Redis: across instances). When the
+  lock cannot be had (held elsewhere too long, Redis down) no refresh is risked: a still-valid
+  cached or shared access token serves, otherwise :class:`RefreshDeferred` (transient) is raised.
+
+Errors: the client's :class:`~nowplaying.sources.spotify.client.SpotifyError` tree, plus
+:class:`AccountGone` (a :class:`~nowplaying.sources.spotify.client.ReconnectRequired`) and
+:class:`RefreshDeferred` (a :class:`~nowplaying.sources.spotify.client.SpotifyUnavailable`); the
+store's ``StoreError`` when it cannot read the account.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeGuard, TypeVar
+
+from nowplaying.clock import Clock
+from nowplaying.coord.base import CoordinationError, Coordinator, LocalCoordinator
+from nowplaying.models import Token
+from nowplaying.sources.spotify.client import (
+    AccessTokenRejected,
+    ReconnectRequired,
+    SpotifyClient,
+    SpotifyUnavailable,
+)
+from nowplaying.store import Account, AccountStatus, Store, StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class AccountGone(ReconnectRequired):
+    """The account is not in the store (disconnected), or already needs reconnecting."""
+
+
+class RefreshDeferred(SpotifyUnavailable):
+    """A refresh is due but the refresh lock cannot be had now (another instance holds it, or
+    Redis is unreachable). Transient: serve what is known and try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A rotated refresh token the store has not taken yet."""
+
+    token: str = field(repr=False)
+    replaces: str = field(repr=False)
+    """The stored refresh token it replaces (rotated away at Spotify)."""
+
+
+class TokenManager:
+    """Hands out a valid access token per account; refreshes are single-flight per account."""
+
+    def __init__(
+        self,
+        client: SpotifyClient,
+        store: Store,
+        clock: Clock,
+        *,
+        leeway: float = 60.0,
+        coord: Coordinator | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._clock = clock
+        self._leeway = leeway
+        self._coord: Coordinator = coord or LocalCoordinator()
+        self._cache: dict[str, Token] = {}
+        self._pending: dict[str, _Pending] = {}
+        """Rotated refresh tokens the store refused, per account: the grant's only valid copy."""
+        self.counts: Counter[str] = Counter()
+        """``refresh`` (token calls made), ``rotated`` (new refresh tokens stored),
+        ``unsaved`` (rotated tokens the store refused at first), ``deferred`` (refreshes put
+        off because the lock could not be had)."""
+
+    def seed(self, account_id: str, token: Token) -> None:
+        """Cache a token obtained elsewhere (the code exchange at login): a new grant."""
+        self._cache[account_id] = token
+        self._pending.pop(account_id, None)  # the earlier grant's tokens are superseded
+
+    def forget(self, account_id: str) -> None:
+        """Drop the cached access token here (see also :meth:`drop`). A rotated refresh token
+        the store has not taken yet is kept: it may be the grant's only valid copy."""
+        self._cache.pop(account_id, None)
+
+    async def drop(self, account_id: str) -> None:
+        """The grant is replaced or removed (connect, disconnect): forget its access token here
+        and on every instance, and any rotated refresh token of it not stored yet."""
+        self.forget(account_id)
+        self._pending.pop(account_id, None)
+        await self._coord.drop_token(account_id)
+
+    async def token(self, account_id: str, *, stale: Token | None = None) -> Token:
+        """A valid access token. ``stale`` is one the API just refused: replace it."""
+        token = self._cache.get(account_id)
+        if self._usable(token, stale) and account_id not in self._pending:
+            return token
+        # One refresh at a time per account, across tasks and (with Redis) across instances.
+        try:
+            async with self._coord.lock(f"refresh:{account_id}"):
+                await self._retry_pending(account_id)
+                token = self._cache.get(account_id)  # another task may have refreshed meanwhile
+                if self._usable(token, stale):
+                    return token
+                shared = _token_from_wire(await self._coord.get_token(account_id))
+                if self._usable(shared, stale):
+                    self._cache[account_id] = shared
+                    return shared
+                return await self._refresh(account_id)
+        except CoordinationError as e:
+            return await self._unlocked(account_id, stale, e)
+
+    async def call(self, account_id: str, fn: Callable[[str], Awaitable[T]]) -> T:
+        """Run ``fn(access_token)``; on a 401, refresh once and run it once more."""
+        token = await self.token(account_id)
+        try:
+            return await fn(token.access_token)
+        except AccessTokenRejected:
+            log.info("access token refused; refreshing once and retrying")
+            fresh = await self.token(account_id, stale=token)
+            return await fn(fresh.access_token)
+
+    def _usable(self, token: Token | None, stale: Token | None) -> TypeGuard[Token]:
+        return (
+            token is not None
+            and not _same(token, stale)
+            and not token.is_expired(self._clock.now(), self._leeway)
+        )
+
+    async def _unlocked(
+        self, account_id: str, stale: Token | None, error: CoordinationError
+    ) -> Token:
+        """No lock: what is valid still serves; no refresh is made."""
+        token = self._cache.get(account_id)
+        if self._usable(token, stale):
+            return token  # an unsaved refresh token waits for the next locked call
+        shared = _token_from_wire(await self._coord.get_token(account_id))
+        if self._usable(shared, stale):
+            self._cache[account_id] = shared
+            return shared
+        self.counts["deferred"] += 1
+        log.warning("token refresh put off: %s", error)
+        raise RefreshDeferred(f"refresh put off: {error}") from error
+
+    def _pending_for(self, account: Account) -> _Pending | None:
+        """The account's unsaved refresh token, if it is still the one to present."""
+        pending = self._pending.get(account.id)
+        if pending is None or account.refresh_token == pending.replaces:
+            return pending
+        # The store holds it already, or a newer grant (a connect made by another process):
+        # the store's copy wins, and is never overwritten with this one.
+        del self._pending[account.id]
+        if account.refresh_token != pending.token:
+            log.info("a newer grant replaced a rotated refresh token not stored yet")
+        return None
+
+    async def _retry_pending(self, account_id: str) -> None:
+        """Write again a rotated refresh token the store refused before (under the lock)."""
+        if account_id not in self._pending:
+            return
+        try:
+            account = await self._store.get_account(account_id)
+        except StoreError:
+            return  # still failing: kept, tried again at the next token request
+        if account is None:
+            self._pending.pop(account_id, None)  # disconnected meanwhile
+        elif self._pending_for(account) is not None and await self._write_pending(account_id):
+            log.info("a rotated refresh token the store refused earlier is stored now")
+
+    async def _write_pending(self, account_id: str) -> bool:
+        """Store the account's pending refresh token; whether the store took it."""
+        pending = self._pending.get(account_id)
+        if pending is None:
+            return True
+        try:
+            await self._store.set_refresh_token(account_id, pending.token)
+        except StoreError:
+            return False
+        if self._pending.get(account_id) is pending:
+            del self._pending[account_id]
+        self.counts["rotated"] += 1
+        return True
+
+    async def _refresh(self, account_id: str) -> Token:
+        account = await self._store.get_account(account_id)
+        if (
+            account is None
+            or account.key_missing  # never refreshed, its status never written
+            or account.status is AccountStatus.RECONNECT_REQUIRED
+        ):
+            self.forget(account_id)
+            self._pending.pop(account_id, None)
+            raise AccountGone("account is not connected")
+        pending = self._pending_for(account)
+        presented = pending.token if pending is not None else account.refresh_token
+        self.counts["refresh"] += 1
+        try:
+            token = await self._client.refresh(presented)
+        except ReconnectRequired as e:
+            self.forget(account_id)
+            self._pending.pop(account_id, None)
+            log.warning("an account's grant is gone (%s): marked reconnect required", e)
+            try:
+                await self._store.set_status(account_id, AccountStatus.RECONNECT_REQUIRED)
+            except StoreError as store_error:
+                log.warning("could not store the reconnect status (%s)", store_error)
+            raise
+        latest = token.refresh_token or presented
+        if latest != account.refresh_token:
+            # Persist the rotated refresh token before the new access token is used; a store
+            # that refuses it must not lose it: keep it, present it next, write it again later.
+            self._pending[account_id] = _Pending(latest, account.refresh_token)
+            if not await self._write_pending(account_id):
+                self.counts["unsaved"] += 1
+                log.warning(
+                    "the store refused a rotated refresh token: kept in memory, written again"
+                    " at the next token request"
+                )
+        self._cache[account_id] = token
+        ttl = token.expires_at - self._clock.now() - self._leeway
+        await self._coord.put_token(account_id, _token_to_wire(token), ttl)
+        return token
+
+
+def _same(a: Token, b: Token | None) -> bool:
+    return b is not None and secrets.compare_digest(a.access_token, b.access_token)
+
+
+def _token_to_wire(token: Token) -> str:
+    """The access token for other instances (never the refresh token)."""
+    return json.dumps(
+        {"a": token.access_token, "e": token.expires_at, "s": sorted(token.scope)},
+        separators=(",", ":"),
+    )
+
+
+def _token_from_wire(payload: str | None) -> Token | None:
+    if payload is None:
+        return None
+    try:
+        data = json.loads(payload)
+        return Token(str(data["a"]), float(data["e"]), frozenset(data["s"]))
+    except (ValueError, KeyError, TypeError):
+        return None

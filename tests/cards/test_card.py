@@ -1,0 +1,409 @@
+"""The SVG card: every state renders, hostile text stays text, and output is deterministic."""
+
+from __future__ import annotations
+
+import base64
+import re
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from nowplaying.cards.card import card_etag, render_card
+from nowplaying.cards.options import CardOptions
+from nowplaying.cards.themes import Theme
+from nowplaying.schema import parse_state
+
+NS = "{http://www.w3.org/2000/svg}"
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+COVER = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode()
+TRACK: dict[str, Any] = {
+    "isPlaying": True,
+    "type": "track",
+    "title": "Midnight City",
+    "artist": "M83",
+    "album": "Hurry Up, We're Dreaming",
+    "albumImageUrl": "https://i.scdn.co/image/ab67616d",
+    "songUrl": "https://open.spotify.com/track/6GyFP1nfCDB8lbD2bG0Hq9",
+    "progressMs": 60_000,
+    "durationMs": 240_000,
+}
+LAST_PLAYED: dict[str, Any] = {
+    "isPlaying": False,
+    "lastPlayed": {
+        "type": "track",
+        "title": "Midnight City",
+        "artist": "M83",
+        "albumImageUrl": "https://i.scdn.co/image/ab67616d",
+        "songUrl": "https://open.spotify.com/track/6GyFP1nfCDB8lbD2bG0Hq9",
+        "playedAt": "2025-12-31T23:48:00Z",
+    },
+}
+
+
+def render(
+    data: dict[str, Any], *, cover: str | None = None, compact: bool = False, **params: Any
+) -> str:
+    """The card for a JSON object and options, typed as the app hands them to the renderer."""
+    options = CardOptions(size="compact" if compact else "normal", **params)
+    return render_card(parse_state(data), options, cover=cover, now=NOW)
+
+
+def parse(svg: str) -> ET.Element:
+    return ET.fromstring(svg)
+
+
+def texts(root: ET.Element) -> list[str]:
+    """The visible lines: the string content of each <text>, tspans included."""
+    return ["".join(t.itertext()) for t in root.iter(f"{NS}text")]
+
+
+def title_line(root: ET.Element) -> str:
+    """The big line (song title or message)."""
+    (node,) = [t for t in root.iter(f"{NS}text") if t.get("class") == "title"]
+    return "".join(node.itertext())
+
+
+def fill_width(svg: str) -> float | None:
+    nodes = [r for r in parse(svg).iter(f"{NS}rect") if r.get("class") == "fill"]
+    return float(nodes[0].attrib["width"]) if nodes else None
+
+
+def track_width(svg: str) -> float:
+    (node,) = [r for r in parse(svg).iter(f"{NS}rect") if r.get("class") == "track"]
+    return float(node.attrib["width"])
+
+
+def test_root_is_an_accessible_svg_image() -> None:
+    """The root is namespaced SVG with size, viewBox, role=img and a <title> it points to."""
+    root = parse(render(TRACK))
+    assert root.tag == f"{NS}svg"
+    assert (root.get("width"), root.get("height"), root.get("viewBox")) == (
+        "420",
+        "120",
+        "0 0 420 120",
+    )
+    assert root.get("role") == "img"
+    title = root.find(f"{NS}title")
+    assert title is not None
+    assert root.get("aria-labelledby") == title.get("id")
+    assert title.text == "Now playing: Midnight City by M83"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (TRACK, ["Now playing", "Midnight City", "M83"]),
+        ({**TRACK, "isPlaying": False}, ["Paused", "Midnight City", "M83"]),
+        ({**TRACK, "type": "episode"}, ["Now playing · Podcast", "Midnight City"]),
+        ({"isPlaying": True, "type": "ad", "progressMs": 5000}, ["Advertisement"]),
+        ({"isPlaying": False}, ["Not playing"]),
+        (LAST_PLAYED, ["Last played · 12 min ago", "Midnight City", "M83"]),
+        ({"error": "reconnect_required"}, ["Reconnect needed"]),
+        ({"error": "not_found"}, ["Not found"]),
+        ({"error": "unavailable"}, ["Spotify is unavailable"]),
+        ({"error": "internal"}, ["Spotify is unavailable"]),
+    ],
+    ids=[
+        "playing",
+        "paused",
+        "episode",
+        "ad",
+        "idle",
+        "last-played",
+        "reconnect",
+        "not-found",
+        "unavailable",
+        "other-error",
+    ],
+)
+def test_every_state_renders_its_text(data: dict[str, Any], expected: list[str]) -> None:
+    """Each payload shape gives well-formed XML with the expected lines."""
+    lines = texts(parse(render(data)))
+    for line in expected:
+        assert line in lines
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"error": "reconnect_required"}, {"error": "not_found"}, {"error": "unavailable"}],
+)
+def test_error_cards_are_calm(data: dict[str, Any]) -> None:
+    """Error cards show a message and the placeholder: no progress, no equalizer."""
+    svg = render(data)
+    assert fill_width(svg) is None
+    assert 'class="eq' not in svg
+    assert 'class="note"' in svg
+
+
+def test_last_played_is_dimmed_and_never_live() -> None:
+    """Last played is labelled, dimmed, and has no equalizer or progress."""
+    svg = render(LAST_PLAYED, cover=COVER)
+    assert "Now playing" not in svg
+    assert ".cover{opacity:.5" in svg
+    assert 'class="eq' not in svg
+    assert fill_width(svg) is None
+    assert parse(svg).find(f"{NS}title").text == (  # type: ignore[union-attr]
+        "Not playing. Last played: Midnight City by M83 (12 min ago)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("played_at", "label"),
+    [
+        ("2025-12-31T23:59:30Z", "Last played · just now"),
+        ("2026-01-01T00:05:00Z", "Last played · just now"),
+        ("2025-12-31T23:01:00Z", "Last played · 59 min ago"),
+        ("2025-12-31T21:30:00+00:00", "Last played · 2 h ago"),
+        ("2025-12-31T00:00:00.000Z", "Last played · yesterday"),
+        ("2025-12-29T00:00:00", "Last played · 3 days ago"),
+    ],
+)
+def test_last_played_age_is_relative_to_now(played_at: str, label: str) -> None:
+    """The age reads like the widget's (a time without a zone is UTC)."""
+    data = {"isPlaying": False, "lastPlayed": {**LAST_PLAYED["lastPlayed"], "playedAt": played_at}}
+    assert label in texts(parse(render(data)))
+
+
+def test_stale_is_marked() -> None:
+    """A stale payload carries a small 'Delayed' marker; a fresh one does not."""
+    assert "Now playing · Delayed" in texts(parse(render({**TRACK, "stale": True})))
+    assert "Delayed" not in render(TRACK)
+
+
+def test_equalizer_animates_only_while_playing() -> None:
+    """Playing animates the bars (stopped under reduced motion); paused draws them still."""
+    playing = render(TRACK)
+    paused = render({**TRACK, "isPlaying": False})
+    assert "@keyframes" in playing
+    assert "prefers-reduced-motion:reduce" in playing
+    assert 'class="eq live"' in playing
+    assert "animation" not in paused
+    assert 'class="eq still"' in paused
+
+
+HOSTILE = "</text><script>alert(1)</script> & \"quotes\" 'too' <b onload=x>"
+
+
+def test_hostile_strings_stay_text() -> None:
+    """Markup in a title or artist comes out as literal text, never as elements."""
+    svg = render({**TRACK, "title": HOSTILE, "artist": HOSTILE})
+    root = parse(svg)
+    assert "</text><script>" not in svg
+    assert "<script" not in svg
+    assert not list(root.iter(f"{NS}script"))
+    assert not list(root.iter("script"))
+    assert title_line(root) == HOSTILE[:29] + "…"
+    assert HOSTILE[:39] + "…" in texts(root)
+
+
+DRAWN = ("svg", "title", "style", "defs", "clipPath", "linearGradient", "stop", "g")
+SHAPES = ("rect", "image", "path", "text", "tspan", "circle")
+ELEMENTS = {f"{NS}{name}" for name in DRAWN + SHAPES}
+
+
+@settings(deadline=None)  # the first example pays for loading Unicode tables
+@given(title=st.text(), artist=st.text())
+def test_any_text_gives_well_formed_markup(title: str, artist: str) -> None:
+    """Whatever Spotify sends, the card parses and contains only the elements we draw."""
+    root = parse(render({**TRACK, "title": title, "artist": artist}))
+    assert {node.tag for node in root.iter()} <= ELEMENTS
+
+
+def test_no_event_handlers_or_external_references() -> None:
+    """No attribute is an event handler, and no URL other than the data URI appears."""
+    root = parse(render({**TRACK, "title": HOSTILE, "artist": 'x" onclick="y'}, cover=COVER))
+    for node in root.iter():
+        for name, value in node.attrib.items():
+            assert not name.lower().startswith("on")
+            assert "http" not in value
+            if name.endswith("href"):
+                assert value == COVER
+
+
+def test_control_characters_and_bidi_overrides_are_dropped() -> None:
+    """NUL and other controls (illegal in XML) and unbalanced bidi overrides are removed."""
+    svg = render({**TRACK, "title": "a\x00b\x1bc\nd\u202eevil\ud800", "artist": "\u2066M83"})
+    root = parse(svg)
+    assert title_line(root) == "abc devil"
+    assert "M83" in texts(root)
+
+
+def test_rtl_and_emoji_are_kept() -> None:
+    """Arabic and emoji sequences pass through intact, with plaintext bidi on the lines."""
+    title = "أغنية عربية 🫨"
+    artist = "👩‍👩‍👧 فيروز"
+    root = parse(render({**TRACK, "title": title, "artist": artist}))
+    assert title_line(root) == title
+    assert artist in texts(root)
+    lines = [t for t in root.iter(f"{NS}text") if t.get("class") in ("title", "sub")]
+    assert all(t.get("unicode-bidi") == "plaintext" for t in lines)
+
+
+def test_long_titles_are_truncated_with_an_ellipsis() -> None:
+    """A long title is cut, by character count, and ends with an ellipsis."""
+    title = title_line(parse(render({**TRACK, "title": "x" * 200})))
+    assert title.endswith("…")
+    assert len(title) == 30
+
+
+def test_compact_truncates_sooner() -> None:
+    """The compact card has less room, so it keeps fewer characters."""
+    normal = title_line(parse(render({**TRACK, "title": "x" * 200})))
+    compact = title_line(parse(render({**TRACK, "title": "x" * 200}, compact=True)))
+    assert len(compact) < len(normal)
+
+
+def test_wide_characters_count_double() -> None:
+    """CJK takes two units of the budget, so fewer characters fit."""
+    title = title_line(parse(render({**TRACK, "title": "漢" * 100})))
+    assert title == "漢" * 14 + "…"
+
+
+def test_truncation_never_leaves_half_an_emoji() -> None:
+    """A cut never ends on a zero-width joiner or half a flag."""
+    family = "👩‍👩‍👧"
+    title = title_line(parse(render({**TRACK, "title": "x" * 27 + family + "y" * 20})))
+    assert not title.removesuffix("…").endswith("\u200d")
+    flags = title_line(parse(render({**TRACK, "title": "x" * 28 + "🇫🇷🇩🇪" * 5})))
+    body = flags.removesuffix("…")
+    assert len(re.findall("[\U0001f1e6-\U0001f1ff]", body)) % 2 == 0
+
+
+def test_titles_that_fit_are_left_alone() -> None:
+    """A title within budget is shown whole."""
+    assert title_line(parse(render({**TRACK, "title": "x" * 30}))) == "x" * 30
+
+
+@pytest.mark.parametrize(
+    ("progress", "fraction"),
+    [(0, 0.0), (120_000, 0.5), (240_000, 1.0), (999_999, 1.0), (-5, 0.0)],
+)
+def test_progress_width_follows_position(progress: int, fraction: float) -> None:
+    """The fill is the played fraction of the track width, clamped to 0..1."""
+    svg = render({**TRACK, "progressMs": progress})
+    assert fill_width(svg) == pytest.approx(track_width(svg) * fraction, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"progressMs": None}, {"durationMs": 0}, {"durationMs": -5}],
+)
+def test_no_progress_bar_when_unknown(overrides: dict[str, Any]) -> None:
+    """Without a usable position and duration there is no bar at all."""
+    svg = render({**TRACK, **overrides})
+    assert fill_width(svg) is None
+    assert 'class="track"' not in svg
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"isPlaying": True, "title": 42},
+        {**TRACK, "durationMs": None},
+        {**TRACK, "extra": "field"},
+        {"error": "something_new"},
+        {"isPlaying": False, "lastPlayed": {**LAST_PLAYED["lastPlayed"], "playedAt": "tuesday"}},
+    ],
+)
+def test_malformed_states_never_reach_the_renderer(data: dict[str, Any]) -> None:
+    """The card takes the typed state: a payload of the wrong shape is refused before it."""
+    with pytest.raises(ValidationError):
+        parse_state(data)
+
+
+@pytest.mark.parametrize("theme", list(Theme))
+def test_each_theme_renders(theme: Theme) -> None:
+    """All themes give well-formed cards."""
+    lines = texts(parse(render(TRACK, theme=theme)))
+    assert any("Midnight City" in line for line in lines)
+
+
+def test_themes_use_their_palettes() -> None:
+    """Light and dark use their own backgrounds; auto switches with prefers-color-scheme."""
+    light = render(TRACK, theme="light")
+    dark = render(TRACK, theme="dark")
+    auto = render(TRACK, theme="auto")
+    assert ".bg{fill:#ffffff" in light and "#181818" not in light
+    assert ".bg{fill:#181818" in dark and "#ffffff" not in dark
+    assert "@media (prefers-color-scheme:dark){.bg{fill:#181818" in auto
+    assert ".bg{fill:#ffffff" in auto
+    assert len({light, dark, auto}) == 3
+
+
+def test_compact_is_smaller() -> None:
+    """The compact card is 320x84 with a smaller cover."""
+    root = parse(render(TRACK, compact=True, cover=COVER))
+    assert (root.get("width"), root.get("height"), root.get("viewBox")) == (
+        "320",
+        "84",
+        "0 0 320 84",
+    )
+    image = root.find(f"{NS}image")
+    assert image is not None and image.get("width") == "60"
+
+
+def test_cover_is_embedded() -> None:
+    """A data URI cover is drawn as an <image>, instead of the placeholder note."""
+    root = parse(render(TRACK, cover=COVER))
+    image = root.find(f"{NS}image")
+    assert image is not None
+    assert image.get("href") == COVER
+    assert image.get("width") == "88"
+    assert not [p for p in root.iter(f"{NS}path") if p.get("class") == "note"]
+
+
+@pytest.mark.parametrize(
+    "cover",
+    [
+        "https://i.scdn.co/image/ab67616d",
+        "javascript:alert(1)",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "data:image/svg+xml;base64,PHN2Zz48c2NyaXB0Lz48L3N2Zz4=",
+        'data:image/png;base64,AAAA" onload="alert(1)',
+        "",
+    ],
+)
+def test_other_covers_are_rejected(cover: str) -> None:
+    """Anything but a base64 raster data URI is ignored and the placeholder drawn."""
+    root = parse(render(TRACK, cover=cover))
+    assert root.find(f"{NS}image") is None
+    assert [p for p in root.iter(f"{NS}path") if p.get("class") == "note"]
+
+
+def test_placeholder_without_cover() -> None:
+    """No cover gives the neutral placeholder with a note glyph."""
+    root = parse(render(TRACK))
+    assert root.find(f"{NS}image") is None
+    assert [p for p in root.iter(f"{NS}path") if p.get("class") == "note"]
+
+
+def test_output_is_deterministic() -> None:
+    """The same input renders the same bytes."""
+    assert render(LAST_PLAYED, cover=COVER) == render(dict(LAST_PLAYED), cover=COVER)
+    assert render(TRACK, theme="dark") == render(dict(TRACK), theme="dark")
+
+
+def test_etag_is_stable_and_follows_content() -> None:
+    """The ETag is a quoted strong tag that changes exactly when the SVG does."""
+    svg = render(TRACK)
+    etag = card_etag(svg)
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
+    assert card_etag(render(TRACK)) == etag
+    assert card_etag(render({**TRACK, "progressMs": 64_999})) == etag  # the same 5 s step
+    assert card_etag(render({**TRACK, "progressMs": 65_000})) != etag
+    assert card_etag(render({**TRACK, "title": "Wait"})) != etag
+
+
+def test_idle_options_choose_what_shows_while_nothing_plays() -> None:
+    """idle=last shows the last track; idle=text the owner's words instead; idle=hide nothing."""
+    assert "Midnight City" in texts(parse(render(LAST_PLAYED)))
+    words = texts(parse(render(LAST_PLAYED, idle="text", idle_text="Offline <3")))
+    assert "Offline <3" in words and "Midnight City" not in words
+    assert "Not playing" in texts(parse(render(LAST_PLAYED, idle="text")))
+    hidden = parse(render(LAST_PLAYED, idle="hide"))
+    assert (hidden.get("width"), hidden.get("height")) == ("1", "1")
+    assert texts(parse(render(TRACK, idle="hide")))  # only idle hides: a track still shows

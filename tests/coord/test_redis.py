@@ -1,0 +1,514 @@
+"""The Redis coordinator against the real Redis on this machine, and a throwaway redis-server
+for outage and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from harness.live_server import free_port
+from harness.services import require
+from redis.exceptions import RedisError
+
+from nowplaying.clock import FakeClock
+from nowplaying.coord.base import CoordinationError
+from nowplaying.coord.redis import RedisCoordinator
+from nowplaying.engine.fanout import Subscription
+from nowplaying.engine.live import LiveHub, Snapshot, Status
+from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
+from nowplaying.sources.spotify.grants import RefreshDeferred, TokenManager
+from tests.conftest import Env
+
+pytestmark = pytest.mark.anyio
+
+
+@contextlib.asynccontextmanager
+async def coordinators(
+    url: str, n: int, *, clock: FakeClock | None = None, **kw: float
+) -> AsyncIterator[list[RedisCoordinator]]:
+    coords = [RedisCoordinator(url, clock=clock, **kw) for _ in range(n)]
+    inboxes: list[list[tuple[str, str]]] = [[] for _ in coords]
+    for c, inbox in zip(coords, inboxes, strict=True):
+        await c.start(lambda a, p, box=inbox: box.append((a, p)))  # type: ignore[misc]
+        c.inbox = inbox  # type: ignore[attr-defined]
+    try:
+        for c in coords:  # subscribed, so a publish from now on reaches every one of them
+            await asyncio.wait_for(c.listening.wait(), 5)
+        yield coords
+    finally:
+        for c in coords:
+            await c.close()
+
+
+async def test_one_lease_holder_until_it_lapses(flushed: str) -> None:
+    """Only one instance holds an account's lease; another takes it once it lapses."""
+    async with coordinators(flushed, 2, lease_ttl=0.4) as (a, b):
+        assert await a.hold_lease("acc")
+        assert not await b.hold_lease("acc")
+        assert await a.hold_lease("acc")  # renewal
+        # a stops renewing (it "died"): b gets the lease once Redis lets a's lapse
+        await _until(lambda: b.hold_lease("acc"))
+        assert not await a.hold_lease("acc")
+        await b.release_lease("acc")
+        assert await a.hold_lease("acc")
+
+
+async def test_state_reaches_other_instances(flushed: str) -> None:
+    """A publish is stored as the latest state and delivered to the other instance only."""
+    async with coordinators(flushed, 2) as (a, b):
+        await a.publish("acc", "payload-1")
+        await _until(lambda: _got(b))
+        assert b.inbox == [("acc", "payload-1")]  # type: ignore[attr-defined]
+        assert a.inbox == []  # type: ignore[attr-defined]
+        assert await b.latest("acc") == "payload-1"
+
+
+async def test_watch_marks_are_shared(flushed: str) -> None:
+    """A watch mark by one instance is seen by the other."""
+    async with coordinators(flushed, 2) as (a, b):
+        assert not await b.is_watched("acc")
+        await a.mark_watched("acc")
+        assert await b.is_watched("acc")
+
+
+async def test_pause_is_app_wide(flushed: str) -> None:
+    """A rate-limit pause set by one instance holds for all."""
+    async with coordinators(flushed, 2) as (a, b):
+        until = time.time() + 60
+        await a.set_pause(until)
+        assert await b.paused_until() == pytest.approx(until)
+        await b.set_pause(until - 30)  # an earlier pause never shortens it
+        assert await a.paused_until() == pytest.approx(until)
+
+
+async def test_pause_reason_is_shared_with_the_longest_pause(flushed: str) -> None:
+    """The quota's reason travels with its pause; a shorter window pause does not replace it."""
+    async with coordinators(flushed, 2) as (a, b):
+        until = time.time() + 3600
+        await a.set_pause(until, "QUOTA_EXCEEDED")
+        assert await b.pause_reason() == "QUOTA_EXCEEDED"
+        await b.set_pause(until - 3000, "rate_limit")
+        assert await a.pause_reason() == "QUOTA_EXCEEDED"
+        assert await a.paused_until() == pytest.approx(until)
+
+
+async def test_pause_ttl_comes_from_the_injected_clock(flushed: str) -> None:
+    """A pause's Redis TTL is ``until`` minus the coordinator's clock, not the wall clock: a clock
+    a month behind real time still stores a 60 s pause for 60 s."""
+    clock = FakeClock(start=time.time() - 30 * 86400)
+    raw = aioredis.Redis.from_url(flushed)
+    try:
+        async with coordinators(flushed, 2, clock=clock) as (a, b):
+            until = clock.now() + 60
+            await a.set_pause(until, "rate_limit")
+            assert 50_000 < await raw.pttl("np:pause") <= 60_000
+            assert 50_000 < await raw.pttl("np:pause:reason") <= 60_000
+            assert await b.paused_until() == pytest.approx(until)
+    finally:
+        await raw.aclose()
+
+
+async def test_lock_excludes_across_instances(flushed: str) -> None:
+    """Two instances never hold the same lock at once."""
+    inside = 0
+    most = 0
+    done = 0
+
+    async def work(c: RedisCoordinator) -> None:
+        nonlocal inside, most, done
+        async with c.lock("refresh:acc"):
+            inside += 1
+            most = max(most, inside)
+            await c.is_watched("acc")  # a Redis round trip while held: the others try meanwhile
+            inside -= 1
+            done += 1
+
+    async with coordinators(flushed, 2) as (a, b):
+        await asyncio.gather(*(work(random.choice([a, b])) for _ in range(10)))
+    assert most == 1
+    assert done == 10
+
+
+async def test_lock_held_elsewhere_raises_and_never_runs_the_body(flushed: str) -> None:
+    """Another instance holds the lock past lock_wait: CoordinationError, the body never runs."""
+    ran = 0
+    async with coordinators(flushed, 2, lock_wait=0.3) as (a, b):
+        async with a.lock("refresh:acc"):
+            with pytest.raises(CoordinationError, match="still held"):
+                async with b.lock("refresh:acc"):
+                    ran += 1
+            assert not b.degraded  # a busy lock is not an outage
+        async with b.lock("refresh:acc"):  # released by a: b gets it now
+            ran += 10
+    assert ran == 10
+
+
+async def test_lock_taken_by_a_foreign_holder_raises(flushed: str) -> None:
+    """A lock key set by any other process (not this coordinator) is honoured too."""
+    raw = aioredis.Redis.from_url(flushed)
+    await raw.set("np:lock:refresh:acc", "someone-else", px=60_000)
+    await raw.aclose()
+    async with coordinators(flushed, 1, lock_wait=0.2) as (a,):
+        with pytest.raises(CoordinationError):
+            async with a.lock("refresh:acc"):
+                pytest.fail("the body ran without the lock")
+
+
+async def test_lock_that_lapsed_inside_its_body_warns(
+    flushed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock's key gone before release (it outlived lock_ttl): a warning, no exception."""
+    caplog.set_level(logging.WARNING)
+    raw = aioredis.Redis.from_url(flushed)
+    async with coordinators(flushed, 1) as (a,), a.lock("refresh:acc"):
+        assert await raw.delete("np:lock:refresh:acc") == 1  # as if its TTL had passed
+    await raw.aclose()
+    assert any("outlived" in r.getMessage() for r in caplog.records)
+
+
+async def test_shared_token(flushed: str) -> None:
+    """The access token stored by one instance is read by another, until dropped."""
+    async with coordinators(flushed, 2) as (a, b):
+        await a.put_token("acc", "tok", ttl=60)
+        assert await b.get_token("acc") == "tok"
+        await b.drop_token("acc")
+        assert await a.get_token("acc") is None
+
+
+async def test_unreachable_redis_degrades_to_local(caplog: pytest.LogCaptureFixture) -> None:
+    """No Redis: leases are held locally (per-instance polling), calls do not raise, one warning."""
+    caplog.set_level(logging.WARNING)
+    c = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0", retry_every=60)
+    await c.start(lambda a, p: None)
+    try:
+        assert await c.hold_lease("acc")
+        await c.publish("acc", "x")
+        assert await c.latest("acc") is None
+        await c.set_pause(time.time() + 5)
+        assert await c.paused_until() > time.time()
+        with pytest.raises(CoordinationError, match="unreachable"):
+            async with c.lock("refresh:acc"):
+                pytest.fail("the body ran without the lock")
+        assert c.degraded
+    finally:
+        await c.close()
+    warnings = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]]]]:
+    """A redis-server of our own, which the test can stop and start again."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        require("redis://127.0.0.1:1", "redis-server (the binary)")
+        pytest.skip("redis-server not installed")
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    yield port, procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def _start_redis(port: int, procs: list[subprocess.Popen[bytes]], tmp: Path) -> None:
+    procs.append(
+        subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+
+
+async def _until(check: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    """Wait (real time, bounded: Redis and its TTLs are real) until ``check()`` holds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def _filled(queue: Subscription) -> bool:
+    return not queue.empty()
+
+
+async def _got(c: RedisCoordinator) -> bool:
+    """Whether a coordinator made by ``coordinators`` has received a message."""
+    return bool(c.inbox)  # type: ignore[attr-defined]
+
+
+async def test_redis_outage_and_recovery(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    """Redis goes away: degraded, still answering. Redis comes back: coordinating again."""
+    port, procs = own_redis
+    _start_redis(port, procs, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    a, b = RedisCoordinator(url, retry_every=0.1), RedisCoordinator(url, retry_every=0.1)
+
+    async def a_holds() -> bool:  # really held: Redis up and answering, not the fallback
+        return await a.hold_lease("acc") and not a.degraded
+
+    async def b_falls_back() -> bool:  # degraded: polls for itself rather than not at all
+        return await b.hold_lease("acc") and b.degraded
+
+    def recovered(c: RedisCoordinator) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            await c.mark_watched("acc")
+            return not c.degraded
+
+        return check
+
+    try:
+        await _until(a_holds)
+        await b.start(lambda x, y: None)
+        assert not await b.hold_lease("acc")
+        procs[0].kill()
+        procs[0].wait()
+        await _until(b_falls_back)
+        with pytest.raises(CoordinationError):  # but no lock can be had
+            async with b.lock("refresh:acc"):
+                pytest.fail("the body ran without the lock")
+        _start_redis(port, procs, tmp_path)
+        await _until(recovered(b))
+        await _until(recovered(a))
+        assert await b.hold_lease("acc")  # the old lease died with the old server
+        assert not await a.hold_lease("acc")
+        a.lock_wait = 0.3
+        async with b.lock("refresh:acc"):  # locks work again
+            with pytest.raises(CoordinationError):
+                async with a.lock("refresh:acc"):
+                    pytest.fail("two holders at once")
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_degraded_retries_follow_the_clock(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    """Degraded, Redis is tried again only once ``retry_every`` seconds of the coordinator's clock
+    have passed: with Redis back but the clock still, no call reaches it; one step on, they do."""
+    port, procs = own_redis
+    _start_redis(port, procs, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    raw = aioredis.Redis.from_url(url, socket_connect_timeout=1.0)
+
+    async def redis_up() -> bool:
+        try:
+            return bool(await raw.ping())
+        except (OSError, RedisError):
+            return False
+
+    clock = FakeClock()
+    c = RedisCoordinator(url, retry_every=2.0, clock=clock)
+
+    def degraded() -> bool:  # read afresh each time (no narrowing across the calls)
+        return c.degraded
+
+    try:
+        await _until(redis_up)
+        await c.mark_watched("acc")
+        assert not degraded()
+        procs[0].kill()
+        procs[0].wait()
+        await c.mark_watched("acc")
+        assert degraded()
+        _start_redis(port, procs, tmp_path)  # a fresh server: no keys
+        await _until(redis_up)
+        for _ in range(5):  # any number of calls while the clock stands still: none is tried
+            await c.mark_watched("acc")
+        assert degraded()
+        assert await raw.exists("np:watch:acc") == 0
+        await clock.advance(2.0)
+        await c.mark_watched("acc")
+        assert not degraded()
+        assert await raw.exists("np:watch:acc") == 1
+    finally:
+        await c.close()
+        await raw.aclose()
+
+
+def test_snapshot_wire_round_trip() -> None:
+    """Snapshots cross instances intact, items, last played and all."""
+    item = Item(Kind.TRACK, '<t> & "q"', ("A", "B"), "Al", "https://i/x", "https://o/t", 1000, "id")
+    snap = Snapshot(
+        NowPlaying(True, Kind.TRACK, item, 10, 5.5),
+        Status.STALE,
+        7,
+        retry_after=3.0,
+        last_played=PlayedItem(item, 99.0),
+    )
+    assert Snapshot.from_wire(snap.to_wire()) == snap
+    empty = Snapshot(None, Status.RECONNECT, 2)
+    assert Snapshot.from_wire(empty.to_wire()) == empty
+
+
+async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None:
+    """Two instances with viewers of one account: one polls, both viewers see each change."""
+    calls = 0
+    title = ["one"]
+
+    async def fetch(account_id: str) -> NowPlaying:
+        nonlocal calls
+        calls += 1
+        it = Item(Kind.TRACK, title[0], ("x",), None, None, None, 600_000, uri=title[0])
+        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+
+    coords = [RedisCoordinator(flushed, clock=clock) for _ in range(2)]
+    hubs = [LiveHub(fetch, clock, poll_seconds=5, coord=c) for c in coords]
+    for h in hubs:
+        await h.start()
+    try:
+        for c in coords:
+            await asyncio.wait_for(c.listening.wait(), 5)
+        async with hubs[0].subscribe("acc") as q0:
+            await clock.advance(0.1)
+            async with hubs[1].subscribe("acc") as q1:
+                await clock.advance(3, step=0.5)
+                await _until(lambda: _filled(q1))  # pub/sub is real I/O: let it arrive
+                assert q0.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
+                assert q1.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
+                title[0] = "two"
+                await clock.advance(5.5, step=0.5)
+                await _until(lambda: _filled(q1))
+                assert q1.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
+                assert q0.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
+        assert calls == hubs[0].counts["polls"] + hubs[1].counts["polls"]
+        assert min(hubs[0].counts["polls"], hubs[1].counts["polls"]) == 0  # only one polled
+    finally:
+        for h in hubs:
+            await h.close()
+
+
+async def test_refresh_once_across_instances(connected: Env, flushed: str) -> None:
+    """Two instances' token managers after expiry: one token call between them."""
+    svc = connected.services
+    coords = [RedisCoordinator(flushed) for _ in range(2)]
+    managers = [TokenManager(svc.client, svc.store, connected.clock, coord=c) for c in coords]
+    await connected.clock.advance(3600)
+    connected.sim.reset_calls()
+    try:
+        tokens = await asyncio.gather(*(m.token("demo") for m in managers for _ in range(5)))
+    finally:
+        for c in coords:
+            await c.close()
+    assert len({t.access_token for t in tokens}) == 1
+    assert connected.sim.calls["token:refresh_token"] == 1
+
+
+async def test_refresh_deferred_while_another_instance_holds_the_lock(
+    connected: Env, flushed: str
+) -> None:
+    """Another instance is inside the refresh lock: no token call here, RefreshDeferred (a
+    transient SpotifyUnavailable); once it is released, the refresh is made."""
+    svc = connected.services
+    holder, waiter = RedisCoordinator(flushed), RedisCoordinator(flushed, lock_wait=0.3)
+    manager = TokenManager(svc.client, svc.store, connected.clock, coord=waiter)
+    connected.sim.reset_calls()
+    try:
+        async with holder.lock("refresh:demo"):
+            with pytest.raises(RefreshDeferred):
+                await manager.token("demo")
+        assert connected.sim.calls["token"] == 0
+        assert manager.counts["deferred"] == 1
+        await manager.token("demo")
+        assert connected.sim.calls["token:refresh_token"] == 1
+    finally:
+        await holder.close()
+        await waiter.close()
+
+
+async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> None:
+    """A 429 seen by a third instance pauses the leader; viewers on a follower hear "stale"."""
+    clock = FakeClock()  # months from real time: the pause's TTL must come from this clock
+    calls = 0
+
+    async def fetch(account_id: str) -> NowPlaying:
+        nonlocal calls
+        calls += 1
+        it = Item(Kind.TRACK, "t", ("a",), None, None, None, 600_000, uri="t")
+        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+
+    leader, follower = (
+        LiveHub(fetch, clock, poll_seconds=5, coord=RedisCoordinator(flushed, clock=clock))
+        for _ in range(2)
+    )
+    third = RedisCoordinator(flushed, clock=clock)
+    for h in (leader, follower):
+        await h.start()
+    try:
+        async with leader.subscribe("b"), follower.subscribe("b") as queue:
+            await _advance_until(clock, queue, Status.LIVE, fake_seconds=10)
+            await third.set_pause(clock.now() + 60)
+            before = calls
+            # The leader sees the pause at its next step; when that is on the fake clock depends
+            # on when its first poll ran, which real Redis I/O decides: move time until it is.
+            stale = await _advance_until(clock, queue, Status.STALE, fake_seconds=20)
+            assert stale.retry_after is not None and stale.retry_after > 30
+            assert calls == before
+    finally:
+        await leader.close()
+        await follower.close()
+        await third.close()
+
+
+async def _advance_until(
+    clock: FakeClock, queue: Subscription, status: Status, *, fake_seconds: float
+) -> Snapshot:
+    """Move the fake clock half a second at a time until a snapshot with ``status`` arrives
+    (at most ``fake_seconds`` of fake time; each step waits on real I/O, bounded)."""
+    moved = 0.0
+    while moved < fake_seconds:
+        await clock.advance(0.5, step=0.5)
+        moved += 0.5
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.2):
+                while True:
+                    snap = await queue.get()
+                    if snap.status is status:
+                        return snap
+    raise AssertionError(f"no {status} snapshot within {fake_seconds} s of fake time")
+
+
+async def _arrives(queue: Subscription, status: Status) -> Snapshot:
+    """Wait (real time, bounded: pub/sub is real I/O) for a snapshot with ``status``."""
+    async with asyncio.timeout(5):
+        while True:
+            snap = await queue.get()
+            if snap.status is status:
+                return snap
+
+
+async def test_pubsub_channel_is_per_database(flushed: str) -> None:
+    """Two deployments on one Redis server (different databases) do not hear each other."""
+    other = flushed.rsplit("/", 1)[0] + "/14"
+    async with coordinators(flushed, 2) as (a, same), coordinators(other, 1) as (elsewhere,):
+        await a.publish("acc", "state")
+        await _until(lambda: _got(same))
+        assert same.inbox == [("acc", "state")]  # type: ignore[attr-defined]
+        assert elsewhere.inbox == []  # type: ignore[attr-defined]

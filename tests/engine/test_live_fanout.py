@@ -1,0 +1,105 @@
+"""Fan-out at the cost of one: a publish resolves one future per waiting viewer and nothing
+else per viewer (no queue, no task); a slow viewer reads only the latest state; the stream
+routes are bare ASGI apps that still refuse other methods the app's way."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from nowplaying.engine.fanout import Channel
+from nowplaying.engine.live import Snapshot, Status
+from nowplaying.web.api import _BEATS, sse_stream
+from tests.conftest import ORIGIN, Env
+
+pytestmark = pytest.mark.anyio
+
+
+def _snap(version: int) -> Snapshot:
+    return Snapshot(None, Status.STALE, version)
+
+
+async def test_a_publish_wakes_every_waiting_viewer_once() -> None:
+    """1,000 viewers waiting: one publish hands each the new state; no waiter is left over."""
+    channel = Channel()
+    subs = [channel.subscribe(None) for _ in range(1000)]
+    gets = [asyncio.ensure_future(s.get()) for s in subs]
+    await asyncio.sleep(0)
+    assert len(channel.waiters) == 1000  # one future each
+    assert not any(g.done() for g in gets)
+    snap = _snap(1)
+    channel.publish(snap)
+    assert channel.waiters == set()
+    assert all(got is snap for got in await asyncio.gather(*gets))
+    assert all(s.empty() for s in subs)
+    channel.publish(_snap(2))  # nobody waits: nothing to wake, each still sees it
+    assert [s.get_nowait().version for s in subs[:3]] == [2, 2, 2]
+
+
+async def test_a_slow_viewer_reads_only_the_latest_state() -> None:
+    """The first state on subscribing, then the latest: changes it was too slow for are gone."""
+    channel = Channel()
+    sub = channel.subscribe(_snap(1))
+    assert sub.get_nowait().version == 1
+    assert sub.empty()
+    with pytest.raises(asyncio.QueueEmpty):
+        sub.get_nowait()
+    for version in (2, 3, 4):
+        channel.publish(_snap(version))
+    assert sub.get_nowait().version == 4
+    assert sub.empty()
+    sub.close()
+    assert len(channel) == 0
+
+
+async def test_waiting_sse_streams_cost_one_future_each_and_no_task(connected: Env) -> None:
+    """50 waiting streams: 50 futures in the account's waiter set and in the heartbeat's, no
+    task of their own; after a change every stream has it and waits again the same way."""
+    hub, clock = connected.services.hub, connected.clock
+    await hub.forget("demo")
+    streams = [sse_stream(hub, "demo", clock.now, sleep=clock.sleep) for _ in range(50)]
+    pending: list[asyncio.Future[str]] = []
+    try:
+        for s in streams:
+            await anext(s)  # retry:
+            assert (await anext(s)).startswith("id: ")
+        tasks = len(asyncio.all_tasks())
+        pending = [asyncio.ensure_future(anext(s)) for s in streams]
+        await clock.advance(0.5)
+        assert len(asyncio.all_tasks()) == tasks + 50  # the test's own, nothing per stream
+        channel = hub._watches["demo"].channel
+        (beat,) = _BEATS[hub].values()
+        assert len(channel.waiters) == 50
+        assert len(beat.pokes) == 50
+        published = hub.counts["published"]
+        connected.sim.player("demo").skip()
+        await clock.advance(5.5, step=0.5)
+        events = await asyncio.gather(*pending)
+        assert hub.counts["published"] == published + 1
+        assert all(e is events[0] and e.startswith("id: ") for e in events)
+        pending = [asyncio.ensure_future(anext(s)) for s in streams]
+        await clock.advance(0.1)
+        assert len(channel.waiters) == 50
+        assert len(beat.pokes) == 50
+    finally:
+        for p in pending:
+            p.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for s in streams:
+            await s.aclose()
+    assert hub.counts["sse_open"] == 0
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+async def test_stream_routes_refuse_other_methods(connected: Env, method: str) -> None:
+    """The event streams answer GET (and HEAD) only: anything else is the app's 405."""
+    published = await connected.client.post("/api/account/publish", headers={"Origin": ORIGIN})
+    public_id = published.json()["publicId"]
+    api = await connected.client.request(method, "/api/spotify/events", headers={"Origin": ORIGIN})
+    assert api.status_code == 405
+    assert api.json()["error"] == "method_not_allowed"
+    assert api.headers["allow"] == "GET, HEAD"
+    public = await connected.client.request(method, f"/p/{public_id}/events")
+    assert public.status_code == 405  # the app's error page, as for every public path
+    assert "text/event-stream" not in public.headers["content-type"]

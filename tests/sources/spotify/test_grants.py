@@ -1,0 +1,338 @@
+"""The token manager against the simulator in "rotate" mode, with fakes at its other edges: a
+store whose ``set_refresh_token`` fails on demand, and a coordinator whose lock cannot be had."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from nowplaying.clock import FakeClock
+from nowplaying.coord.base import CoordinationError, LocalCoordinator
+from nowplaying.crypto import TokenCipher
+from nowplaying.models import NowPlaying
+from nowplaying.simulator import Simulator
+from nowplaying.sources.spotify.client import InvalidGrant, SpotifyClient, SpotifyUnavailable
+from nowplaying.sources.spotify.grants import AccountGone, RefreshDeferred, TokenManager
+from nowplaying.store import Account, AccountStatus, SQLiteStore, StoreError
+
+pytestmark = pytest.mark.anyio
+
+KEY = "token-tests-secret-key-0123456789abcdefghij"
+OLD_KEY = "token-tests-old-secret-key-0123456789abcdef"
+BASE = "http://sim.test"
+HOUR = 3600.0
+
+
+class FlakyStore(SQLiteStore):
+    """The SQLite store, refusing the next ``fail`` refresh-token writes (a full disk)."""
+
+    def __init__(self, path: str | Path, *, cipher: TokenCipher) -> None:
+        super().__init__(path, cipher=cipher)
+        self.fail = 0
+        self.refused = 0
+        self.statuses: list[AccountStatus] = []
+
+    async def set_refresh_token(self, account_id: str, refresh_token: str) -> None:
+        if self.fail > 0:
+            self.fail -= 1
+            self.refused += 1
+            raise StoreError("database or disk is full")
+        await super().set_refresh_token(account_id, refresh_token)
+
+    async def set_status(self, account_id: str, status: AccountStatus) -> None:
+        self.statuses.append(status)
+        await super().set_status(account_id, status)
+
+    async def stored_token(self, account_id: str = "demo") -> str:
+        account = await self.get_account(account_id)
+        assert account is not None
+        return account.refresh_token
+
+
+class Unlockable(LocalCoordinator):
+    """In-process coordination with a shared access token, whose lock can be made to fail as
+    the Redis one does (held elsewhere too long, Redis unreachable)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = False
+        self.attempts = 0
+        self.shared: str | None = None
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        self.attempts += 1
+        if self.broken:
+            raise CoordinationError(f"lock {name!r}: Redis is unreachable")
+        async with super().lock(name):
+            yield
+
+    async def get_token(self, account_id: str) -> str | None:
+        return self.shared
+
+    async def put_token(self, account_id: str, payload: str, ttl: float) -> None:
+        self.shared = payload
+
+
+@dataclass
+class Rig:
+    sim: Simulator
+    clock: FakeClock
+    client: SpotifyClient
+    store: FlakyStore
+    coord: Unlockable
+    tokens: TokenManager
+    presented: list[str] = field(default_factory=list)
+    """Every refresh token sent to the token endpoint, in order."""
+    issued: list[str] = field(default_factory=list)
+    """Every refresh token the token endpoint handed out, in order."""
+
+    def manager(self) -> TokenManager:
+        """Another token manager on the same store and coordinator (another instance)."""
+        return TokenManager(self.client, self.store, self.clock, coord=self.coord)
+
+    async def playing(self, tokens: TokenManager | None = None) -> NowPlaying:
+        """One Web API read with the manager's token (the simulator checks the token)."""
+        return await (tokens or self.tokens).call("demo", self.client.currently_playing)
+
+
+@pytest.fixture
+async def rig(clock: FakeClock) -> AsyncIterator[Rig]:
+    sim = Simulator(clock=clock, refresh_mode="rotate")
+    sim.player("demo").set_gaps(0)
+    grant = sim.grant("demo")
+    assert grant.refresh_token
+    presented: list[str] = []
+    issued: list[str] = [grant.refresh_token]
+
+    async def on_request(request: httpx.Request) -> None:
+        if request.url.path == "/api/token":
+            form = parse_qs(request.content.decode())
+            presented.extend(form.get("refresh_token", []))
+
+    async def on_response(response: httpx.Response) -> None:
+        if response.request.url.path == "/api/token" and response.status_code == 200:
+            await response.aread()
+            issued.append(str(response.json()["refresh_token"]))
+
+    hooks: dict[str, list[Callable[..., Any]]] = {
+        "request": [on_request],
+        "response": [on_response],
+    }
+    transport = httpx.ASGITransport(app=sim.app)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE, event_hooks=hooks) as http:
+        client = SpotifyClient(
+            http,
+            client_id="cid",
+            client_secret=SecretStr("csecret"),
+            accounts_url=BASE,
+            api_url=f"{BASE}/v1",
+            clock=clock,
+        )
+        store = FlakyStore(":memory:", cipher=TokenCipher(KEY))
+        await store.open()
+        account = Account("demo", "Demo", grant.refresh_token, frozenset(grant.scopes), 0.0)
+        await store.put_account(account)
+        coord = Unlockable()
+        tokens = TokenManager(client, store, clock, coord=coord)
+        try:
+            yield Rig(sim, clock, client, store, coord, tokens, presented, issued)
+        finally:
+            await store.close()
+
+
+# -- a rotated refresh token is never lost to a failing store -----------------------------------
+
+
+async def test_refused_rotation_is_kept_used_and_written_at_the_next_request(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store refuses the rotated token once: the new access token serves, the token is
+    written at the next token request, and no log line carries it."""
+    caplog.set_level(logging.DEBUG)
+    first = rig.issued[0]
+    rig.store.fail = 1
+    token = await rig.tokens.token("demo")
+    assert rig.presented == [first]
+    assert rig.store.refused == 1
+    assert await rig.store.stored_token() == first  # the store still holds the rotated-away one
+    assert rig.tokens.counts["unsaved"] == 1
+    assert any("refused a rotated refresh token" in r.getMessage() for r in caplog.records)
+
+    await rig.playing()  # the new access token works; this request writes the kept token
+    assert await rig.tokens.token("demo") is token  # no second refresh was needed
+    assert rig.sim.calls["token:refresh_token"] == 1
+    assert await rig.store.stored_token() == rig.issued[-1] != first
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert not any(t in logged for t in rig.issued)
+
+
+@pytest.mark.parametrize("failures", [1, 2, 5])
+async def test_a_failing_store_never_loses_the_grant(rig: Rig, failures: int) -> None:
+    """The store refuses ``failures`` writes while the access token expires hour after hour:
+    each refresh presents the latest refresh token (never a rotated-away one, which would be
+    invalid_grant), the account stays connected, and the store ends with the latest token."""
+    rig.store.fail = failures
+    for _ in range(failures + 2):
+        await rig.clock.advance(HOUR)
+        await rig.playing()
+    assert rig.store.refused == failures
+    assert rig.sim.calls["token:refresh_token"] == failures + 2
+    assert rig.presented == rig.issued[:-1]  # each presented once, the one handed out last
+    assert rig.store.statuses == []
+    account = await rig.store.get_account("demo")
+    assert account is not None
+    assert account.status is AccountStatus.ACTIVE
+    assert account.refresh_token == rig.issued[-1]
+
+
+async def test_the_pending_token_is_presented_while_the_store_still_refuses(rig: Rig) -> None:
+    """The store down across an expiry: the refresh presents the kept token, not the stored
+    one, and the next one kept replaces it; once the store answers, it gets the latest."""
+    stored = rig.issued[0]
+    rig.store.fail = 100
+    first = await rig.tokens.token("demo")
+    assert await rig.tokens.token("demo") is first  # the write is retried, no refresh made
+    await rig.clock.advance(HOUR)
+    await rig.playing()  # a new access token, from the pending refresh token
+    assert rig.presented == [stored, rig.issued[1]]
+    assert await rig.store.stored_token() == stored
+    rig.store.fail = 0
+    await rig.playing()
+    assert await rig.store.stored_token() == rig.issued[2]
+    assert rig.sim.calls["token:refresh_token"] == 2
+    assert rig.store.statuses == []
+
+
+async def test_a_newer_grant_is_never_overwritten_by_a_kept_token(rig: Rig) -> None:
+    """A connect made by another process while a rotated token waits: the store's new grant
+    wins; the kept token is neither written over it nor presented."""
+    rig.store.fail = 100
+    await rig.tokens.token("demo")  # the rotated token is kept in memory
+    grant = rig.sim.grant("demo")  # `nowplaying login` elsewhere writes a new grant
+    assert grant.refresh_token
+    rig.store.fail = 0
+    await rig.store.set_refresh_token("demo", grant.refresh_token)
+    await rig.tokens.token("demo")  # the next request: nothing to write over the new grant
+    assert await rig.store.stored_token() == grant.refresh_token
+    await rig.clock.advance(HOUR)
+    await rig.playing()
+    assert rig.presented[-1] == grant.refresh_token
+    assert await rig.store.stored_token() == rig.issued[-1]
+
+
+async def test_a_revoked_grant_is_still_final(rig: Rig) -> None:
+    """invalid_grant marks the account reconnect-required once; no retry, no refresh after."""
+    rig.sim.revoke("demo")
+    with pytest.raises(InvalidGrant):
+        await rig.tokens.token("demo")
+    assert rig.store.statuses == [AccountStatus.RECONNECT_REQUIRED]
+    with pytest.raises(AccountGone):
+        await rig.tokens.token("demo")
+    assert rig.sim.calls["token:refresh_token"] == 1
+
+
+async def test_key_missing_account_is_never_refreshed_nor_written(
+    tmp_path: Path, clock: FakeClock, rig: Rig
+) -> None:
+    """An account sealed with a key that is not configured: AccountGone, no token call, no
+    write; with the old key configured again it is back, still active."""
+    path = tmp_path / "np.sqlite3"
+    old = SQLiteStore(path, cipher=TokenCipher(OLD_KEY))
+    await old.open()
+    account = await rig.store.get_account("demo")
+    assert account is not None
+    await old.put_account(account)
+    await old.close()
+    store = FlakyStore(path, cipher=TokenCipher(KEY))
+    await store.open()
+    try:
+        seen = await store.get_account("demo")
+        assert seen is not None
+        assert seen.key_missing
+        tokens = TokenManager(rig.client, store, clock, coord=rig.coord)
+        for _ in range(2):
+            with pytest.raises(AccountGone):
+                await tokens.token("demo")
+        assert rig.presented == []
+        assert rig.sim.calls["token"] == 0
+        assert store.statuses == []
+        assert store.refused == 0
+    finally:
+        await store.close()
+    back = SQLiteStore(path, cipher=TokenCipher(KEY, [OLD_KEY]))
+    await back.open()
+    try:
+        restored = await back.get_account("demo")
+        assert restored is not None
+        assert not restored.key_missing
+        assert restored.status is AccountStatus.ACTIVE
+        assert restored.refresh_token == rig.issued[0]
+    finally:
+        await back.close()
+
+
+# -- no refresh without the lock ---------------------------------------------------------------
+
+
+async def test_no_lock_and_no_valid_token_defers_the_refresh(rig: Rig) -> None:
+    """The lock cannot be had and nothing valid is known: RefreshDeferred (transient, a
+    SpotifyUnavailable), no token call; once the lock works again, one refresh."""
+    rig.coord.broken = True
+    with pytest.raises(RefreshDeferred) as caught:
+        await rig.playing()
+    assert isinstance(caught.value, SpotifyUnavailable)
+    assert isinstance(caught.value.__cause__, CoordinationError)
+    assert rig.sim.calls["token"] == 0
+    assert rig.tokens.counts["deferred"] == 1
+    rig.coord.broken = False
+    await rig.playing()
+    assert rig.sim.calls["token:refresh_token"] == 1
+
+
+async def test_no_lock_an_expired_token_is_not_refreshed(rig: Rig) -> None:
+    """The cached and shared token expire while the lock cannot be had: deferred, no call."""
+    await rig.playing()
+    rig.coord.broken = True
+    await rig.clock.advance(HOUR)
+    with pytest.raises(RefreshDeferred):
+        await rig.playing()
+    assert rig.sim.calls["token:refresh_token"] == 1
+
+
+async def test_no_lock_a_cached_or_shared_token_still_serves(rig: Rig) -> None:
+    """Without the lock, a valid token cached here serves (without trying the lock), and one
+    another instance shared serves a manager that has none."""
+    await rig.playing()
+    attempts = rig.coord.attempts
+    rig.coord.broken = True
+    await rig.playing()  # cached here
+    assert rig.coord.attempts == attempts
+    other = rig.manager()
+    await rig.playing(other)  # shared by the first instance
+    assert rig.sim.calls["token:refresh_token"] == 1
+    assert rig.coord.attempts == attempts + 1
+    assert other.counts["deferred"] == 0
+
+
+async def test_no_lock_a_kept_token_waits_and_the_access_token_serves(rig: Rig) -> None:
+    """A rotated token kept in memory is not written without the lock, and its access token
+    serves meanwhile; the write happens once the lock is back."""
+    rig.store.fail = 1
+    await rig.playing()
+    rig.coord.broken = True
+    await rig.playing()
+    assert await rig.store.stored_token() == rig.issued[0]
+    rig.coord.broken = False
+    await rig.playing()
+    assert await rig.store.stored_token() == rig.issued[1]
+    assert rig.sim.calls["token:refresh_token"] == 1

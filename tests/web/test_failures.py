@@ -1,0 +1,129 @@
+"""Failure behaviour of the scale-out parts: the database or Redis going away."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from harness.helpers import consent
+from harness.live_server import free_port
+from harness.sse import SSEReader
+
+from nowplaying.clock import FakeClock
+from nowplaying.coord.redis import RedisCoordinator
+from nowplaying.engine.live import LiveHub
+from nowplaying.models import Item, Kind, NowPlaying
+from nowplaying.store import Store, StoreError
+from tests.conftest import Env
+
+pytestmark = pytest.mark.anyio
+
+
+class Outage:
+    """Wraps a store; while ``down``, every call raises StoreError (as PostgreSQL's would)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreError("PostgreSQL unavailable (ConnectionRefusedError)")
+            result: Awaitable[Any] = attr(*args, **kwargs)
+            return await result
+
+        return call
+
+
+def _take_down(env: Env) -> Outage:
+    outage = Outage(env.services.store)
+    env.services.store = outage
+    env.services.sessions._store = outage  # the session layer holds the store too
+    env.services.published._store = outage  # and the public-id cache
+    return outage
+
+
+async def test_database_down_keeps_live_viewers_and_refuses_new_logins(connected: Env) -> None:
+    """DB down: an open SSE viewer keeps getting changes; a new login gets a clear 503."""
+    connected.sim.player("demo").play(0)
+    await connected.services.hub.forget("demo")
+    cookie = {"cookie": f"__Host-np_session={connected.client.cookies.get('__Host-np_session')}"}
+    async with SSEReader(connected.app, "/api/spotify/events", cookie) as sse:
+        await sse.wait_for(1)
+        outage = _take_down(connected)
+        outage.down = True
+        connected.sim.player("demo").skip()
+        await connected.clock.advance(5.5)
+        events = await sse.wait_for(2)
+        assert events[1].data["title"] == '<Intro> & "Outro"'
+        login = await connected.client.get("/login")
+        assert login.status_code == 503
+        assert "Storage is unavailable" in login.text
+        await connected.clock.advance(3)  # past the hot-path session cache
+        api = await connected.client.get("/api/spotify")
+        assert api.status_code == 503
+        assert api.json()["error"] == "unavailable"
+        assert api.headers["retry-after"]
+        outage.down = False
+        assert (await connected.client.get("/api/spotify")).status_code == 200
+        assert (await connected.client.get("/login")).status_code == 302
+
+
+async def test_database_down_at_callback_writes_nothing(env: Env) -> None:
+    """The store failing during the callback: 503, and no half-written account or session."""
+    login = await env.client.get("/login")
+    outage = _take_down(env)
+    redirect = await consent(env.sim_http, login.headers["location"])
+    outage.down = True
+    response = await env.client.get(redirect.headers["location"].replace("https://np.test", ""))
+    assert response.status_code == 503
+    outage.down = False
+    assert await env.services.store.list_accounts() == []
+    assert "np_session" not in response.headers.get("set-cookie", "")
+
+
+async def test_redis_down_hub_polls_for_itself(clock: FakeClock) -> None:
+    """Redis unreachable from the start: the hub still polls and fans out, locally."""
+    calls = 0
+
+    async def fetch(account_id: str) -> NowPlaying:
+        nonlocal calls
+        calls += 1
+        it = Item(Kind.TRACK, "t", ("a",), None, None, None, 600_000, uri="t")
+        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+
+    coord = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0", retry_every=60)
+    hub = LiveHub(fetch, clock, poll_seconds=5, coord=coord)
+    await hub.start()
+    try:
+        async with hub.subscribe("acc") as queue:
+            await clock.advance(11, step=1)
+            assert queue.get_nowait().playing is not None
+        assert calls >= 2
+        assert coord.degraded
+    finally:
+        await hub.close()
+
+
+Check = Callable[[], Awaitable[bool]]
+
+
+async def test_store_error_never_500(connected: Env) -> None:
+    """Every route answers 503 (never 500) while the store is down."""
+    outage = _take_down(connected)
+    outage.down = True
+    await connected.clock.advance(3)
+    for path in ("/", "/api/spotify", "/api/account", "/p/abcdefghijklmnopqrstuv.json"):
+        response = await connected.client.get(path)
+        assert response.status_code == 503, (path, response.status_code)
+    card = await connected.client.get("/p/abcdefghijklmnopqrstuv.svg")
+    assert card.status_code == 200
+    assert "unavailable" in card.text.lower()
+    response = await connected.client.post("/logout", headers={"Origin": "https://np.test"})
+    assert response.status_code == 503

@@ -1,0 +1,373 @@
+"""Share links: publishing, rotation, the public JSON/SVG/embed/events/open endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from harness.helpers import fixture_json
+from harness.sse import SSEReader
+
+from nowplaying.cards.covers import CoverFetcher
+from nowplaying.web.public import EDGE_CACHE, SVG_BUDGET
+from tests.conftest import ORIGIN, Env
+
+pytestmark = pytest.mark.anyio
+SAME = {"Origin": ORIGIN}
+
+
+async def publish(env: Env) -> str:
+    response = await env.client.post("/api/account/publish", headers=SAME)
+    assert response.status_code == 200, response.text
+    public_id: str = response.json()["publicId"]
+    return public_id
+
+
+async def fresh(env: Env) -> None:
+    """Drop the shared state so the next request polls again."""
+    await env.services.hub.forget("demo")
+
+
+async def test_nothing_is_public_until_published(connected: Env) -> None:
+    """A new account has no public id; /api/account says so."""
+    info = (await connected.client.get("/api/account")).json()
+    assert info["published"] is False
+    assert info["publicId"] is None
+    assert info["links"] is None
+
+
+async def test_publish_gives_an_unguessable_id(connected: Env) -> None:
+    """Publishing yields >= 128 random bits, not the Spotify user id, and the share links."""
+    public_id = await publish(connected)
+    assert len(public_id) >= 22  # 16 bytes, base64url
+    assert "demo" not in public_id
+    info = (await connected.client.get("/api/account")).json()
+    assert info["links"]["svg"] == f"{ORIGIN}/p/{public_id}.svg"
+    assert info["links"]["json"] == f"{ORIGIN}/p/{public_id}.json"
+    assert await publish(connected) == public_id  # publishing twice keeps the link
+
+
+async def test_owner_api_needs_session_and_same_origin(env: Env, connected: Env) -> None:
+    """No session: 401. Another site's Origin: 403, nothing published."""
+    cross = await connected.client.post(
+        "/api/account/publish", headers={"Origin": "https://evil.test"}
+    )
+    assert cross.status_code == 403
+    assert (await connected.client.get("/api/account")).json()["published"] is False
+    connected.client.cookies.clear()
+    assert (await connected.client.post("/api/account/publish", headers=SAME)).status_code == 401
+    assert (await connected.client.get("/api/account")).status_code == 401
+
+
+async def test_rotate_kills_old_links(connected: Env) -> None:
+    """After rotation: old .json 404, old .svg a 200 'Not found' card, old page 404."""
+    old = await publish(connected)
+    assert (await connected.client.get(f"/p/{old}.json")).status_code == 200
+    rotated = await connected.client.post("/api/account/rotate", headers=SAME)
+    new = rotated.json()["publicId"]
+    assert new != old
+    assert (await connected.client.get(f"/p/{new}.json")).status_code == 200
+    await _assert_dead(connected, old)
+
+
+async def test_unpublish_kills_links(connected: Env) -> None:
+    """After unpublishing, the id is dead everywhere."""
+    public_id = await publish(connected)
+    response = await connected.client.post("/api/account/unpublish", headers=SAME)
+    assert response.json()["published"] is False
+    await _assert_dead(connected, public_id)
+
+
+async def _assert_dead(env: Env, public_id: str) -> None:
+    js = await env.client.get(f"/p/{public_id}.json")
+    assert js.status_code == 404
+    assert js.json() == {"error": "not_found"}
+    svg = await env.client.get(f"/p/{public_id}.svg")
+    assert svg.status_code == 200
+    assert svg.headers["content-type"].startswith("image/svg+xml")
+    assert "Not found" in svg.text
+    assert (await env.client.get(f"/p/{public_id}")).status_code == 404
+    assert (await env.client.get(f"/p/{public_id}/open")).status_code == 404
+
+
+@pytest.mark.parametrize("bad", ["x", "a.b-c", "a" * 200, "%00", "demo"])
+async def test_malformed_public_ids(connected: Env, bad: str) -> None:
+    """Garbage ids are simply not found, never a 500."""
+    await publish(connected)
+    assert (await connected.client.get(f"/p/{bad}.json")).status_code == 404
+    assert (await connected.client.get(f"/p/{bad}.svg")).status_code == 200
+
+
+async def test_public_json_track_with_cors(connected: Env) -> None:
+    """The public JSON is /api/spotify's, with CORS open and no cookie needed."""
+    connected.sim.player("demo").play(1, progress_ms=3000)
+    public_id = await publish(connected)
+    await fresh(connected)
+    connected.client.cookies.clear()
+    response = await connected.client.get(f"/p/{public_id}.json")
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"
+    body = response.json()
+    assert body["title"] == '<Intro> & "Outro"'
+    assert body["isPlaying"] is True
+
+
+async def test_public_json_episode_nothing_and_reconnect(connected: Env) -> None:
+    """Episode shows the show; nothing is isPlaying false; a dead grant is reconnect."""
+    player = connected.sim.player("demo")
+    public_id = await publish(connected)
+    player.play(4)
+    await fresh(connected)
+    episode = (await connected.client.get(f"/p/{public_id}.json")).json()
+    assert episode["type"] == "episode"
+    assert episode["artist"] == "The Escaping Hour"
+    player.stop()
+    await fresh(connected)
+    assert (await connected.client.get(f"/p/{public_id}.json")).json() == {"isPlaying": False}
+    connected.sim.revoke("demo")
+    connected.services.tokens.forget("demo")
+    await fresh(connected)
+    response = await connected.client.get(f"/p/{public_id}.json")
+    assert response.status_code == 200
+    assert response.json() == {"error": "reconnect_required"}
+    svg = await connected.client.get(f"/p/{public_id}.svg")
+    assert "Reconnect needed" in svg.text
+
+
+async def test_public_json_stale(connected: Env) -> None:
+    """Spotify failing after good data: stale data, still 200."""
+    public_id = await publish(connected)
+    await fresh(connected)
+    await connected.client.get(f"/p/{public_id}.json")
+    connected.sim.faults.add("currently-playing", status=503, times=3)
+    await connected.clock.advance(5.5)
+    body = (await connected.client.get(f"/p/{public_id}.json")).json()
+    assert body["stale"] is True
+
+
+async def test_svg_card_is_xml_with_embedded_cover_and_etag(connected: Env) -> None:
+    """The card: well-formed SVG, hostile title escaped, cover as a data URI, ETag/304."""
+    connected.sim.player("demo").play(1, progress_ms=3000)
+    public_id = await publish(connected)
+    await fresh(connected)
+    response = await connected.client.get(f"/p/{public_id}.svg")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == EDGE_CACHE["Cache-Control"]
+    root = ET.fromstring(response.text)
+    assert root.tag.endswith("svg")
+    texts = " ".join(t for t in root.itertext())
+    assert '<Intro> & "Outro"' in texts
+    assert "<script" not in response.text
+    assert "data:image/png;base64," in response.text
+    etag = response.headers["etag"]
+    again = await connected.client.get(f"/p/{public_id}.svg", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+
+
+async def test_svg_themes_and_compact(connected: Env) -> None:
+    """theme=dark and size=compact change the card; a junk theme is still an image."""
+    public_id = await publish(connected)
+    light = (await connected.client.get(f"/p/{public_id}.svg?theme=light")).text
+    dark = (await connected.client.get(f"/p/{public_id}.svg?theme=dark")).text
+    junk = await connected.client.get(f"/p/{public_id}.svg?theme=<script>")
+    compact = (await connected.client.get(f"/p/{public_id}.svg?size=compact")).text
+    assert light != dark
+    assert junk.status_code == 200
+    assert "<script>" not in junk.text
+    assert ET.fromstring(compact).get("width") != ET.fromstring(light).get("width")
+
+
+async def test_card_flood_costs_no_extra_spotify_calls(connected: Env) -> None:
+    """100 card and JSON views at once: one currently-playing call."""
+    public_id = await publish(connected)
+    await fresh(connected)
+    connected.sim.reset_calls()
+    paths = [f"/p/{public_id}.svg", f"/p/{public_id}.json"] * 50
+    responses = await asyncio.gather(*(connected.client.get(p) for p in paths))
+    assert all(r.status_code == 200 for r in responses)
+    assert connected.sim.calls["currently-playing"] == 1
+    assert connected.sim.calls["cover"] == 1  # fetched once, embedded in all 50 cards
+
+
+async def get_while_time_passes(
+    env: Env, path: str, *, limit: float = 30.0
+) -> tuple[httpx.Response, float]:
+    """GET ``path`` while fake time moves on in small steps (a budget waits on the clock, so a
+    hung upstream is given up only as fake time passes); the response and the fake seconds."""
+    start = env.clock.now()
+    request = asyncio.create_task(env.client.get(path))
+    while not request.done() and env.clock.now() - start < limit:
+        await env.clock.advance(0.02)
+        await asyncio.wait({request}, timeout=0.005)  # the condition, not a fixed nap
+    if not request.done():
+        request.cancel()
+        pytest.fail(f"{path}: no answer within {limit} fake seconds")
+    return request.result(), env.clock.now() - start
+
+
+async def test_svg_answers_when_spotify_hangs(connected: Env) -> None:
+    """Spotify hanging and nothing known: the card still answers, as 'unavailable', once its
+    state budget has passed on the clock (well within the 2 s the card promises)."""
+    public_id = await publish(connected)
+    await fresh(connected)
+    connected.sim.faults.add("currently-playing", hang=True)
+    response, took = await get_while_time_passes(connected, f"/p/{public_id}.svg")
+    assert response.status_code == 200
+    assert "unavailable" in response.text.lower()
+    assert SVG_BUDGET * 0.6 <= took < 2.0
+
+
+async def test_svg_answers_without_art_when_the_cover_hangs(connected: Env) -> None:
+    """The image host hanging: the card comes without art."""
+    public_id = await publish(connected)
+    await fresh(connected)
+    await connected.client.get(f"/p/{public_id}.json")
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.Event().wait()  # until the card gives up and cancels the request
+        return httpx.Response(200)
+
+    hanging = httpx.AsyncClient(transport=httpx.MockTransport(hang))
+    connected.services.covers = CoverFetcher(
+        hanging, allowed_hosts=("http://sim.test",), clock=connected.clock
+    )
+    response, took = await get_while_time_passes(connected, f"/p/{public_id}.svg")
+    assert response.status_code == 200
+    assert "data:image" not in response.text
+    assert SVG_BUDGET <= took < 2.0  # given up at the card's budget, on the clock
+
+
+async def test_embed_page_can_be_framed_anywhere(connected: Env) -> None:
+    """/p/{id}: frame-ancestors *, no X-Frame-Options, no cookies needed, theme kept safe."""
+    public_id = await publish(connected)
+    connected.client.cookies.clear()
+    response = await connected.client.get(f"/p/{public_id}?theme=dark")
+    assert response.status_code == 200
+    assert "frame-ancestors *" in response.headers["content-security-policy"]
+    assert "x-frame-options" not in response.headers
+    assert f'data-endpoint="/p/{public_id}.json"' in response.text
+    assert 'data-theme="dark"' in response.text
+    hostile = await connected.client.get(f'/p/{public_id}?theme="><script>')
+    assert "<script>" not in hostile.text.replace('<script src="/static/widget.js"', "")
+
+
+async def test_public_events(connected: Env) -> None:
+    """/p/{id}/events streams the same states as the private stream."""
+    connected.sim.player("demo").play(0)
+    public_id = await publish(connected)
+    await fresh(connected)
+    async with SSEReader(connected.app, f"/p/{public_id}/events") as sse:
+        events = await sse.wait_for(1)
+        assert events[0].data["title"] == "Hoppípolla"
+        assert sse.response_headers["access-control-allow-origin"] == "*"
+    async with SSEReader(connected.app, "/p/not-a-real-id-0000000/events") as missing:
+        assert await missing.wait_status() == 404
+
+
+async def test_open_redirects_only_to_open_spotify(connected: Env) -> None:
+    """/open goes to open.spotify.com for the playing track; nothing else, ever."""
+    connected.sim.player("demo").play(0)
+    public_id = await publish(connected)
+    await fresh(connected)
+    response = await connected.client.get(f"/p/{public_id}/open")
+    assert response.status_code == 302
+    assert response.headers["location"].startswith("https://open.spotify.com/track/")
+    hostile: dict[str, Any] = fixture_json("currently-playing-track.json")["item"]
+    hostile["external_urls"] = {"spotify": "https://evil.test/phish"}
+    connected.sim.player("demo").set_playlist([hostile])
+    await fresh(connected)
+    refused = await connected.client.get(f"/p/{public_id}/open")
+    assert refused.status_code == 404
+    connected.sim.player("demo").play(0)
+    connected.sim.player("demo").stop()
+    await fresh(connected)
+    assert (await connected.client.get(f"/p/{public_id}/open")).status_code == 404
+
+
+async def test_last_played_needs_consent_then_shows(connected: Env) -> None:
+    """Turning on last played asks for the extra scope; then nothing playing shows it, labelled."""
+    public_id = await publish(connected)
+    response = await connected.client.post(
+        "/api/account/settings", json={"lastPlayed": True}, headers=SAME
+    )
+    assert response.json()["reconsentUrl"] == "/login?with=recently-played"
+    login = await connected.client.get("/login?with=recently-played")
+    assert "user-read-recently-played" in login.headers["location"]
+    assert "show_dialog=true" in login.headers["location"]
+    await connected.connect(login_path="/login?with=recently-played")  # consent to one more scope
+    info = (await connected.client.get("/api/account")).json()
+    assert info["lastPlayedGranted"] is True
+    assert info["lastPlayed"] is True
+    connected.sim.player("demo").stop()
+    await fresh(connected)
+    body = (await connected.client.get(f"/p/{public_id}.json")).json()
+    assert body["isPlaying"] is False
+    assert body["lastPlayed"]["title"]
+    assert body["lastPlayed"]["playedAt"].endswith("Z")
+    svg = (await connected.client.get(f"/p/{public_id}.svg")).text
+    assert "Last played" in svg
+
+
+async def test_last_played_off_by_default(connected: Env) -> None:
+    """Without the setting, nothing playing is just {"isPlaying": false} and no extra call."""
+    connected.sim.player("demo").stop()
+    await fresh(connected)
+    connected.sim.reset_calls()
+    assert (await connected.client.get("/api/spotify")).json() == {"isPlaying": False}
+    assert connected.sim.calls["recently-played"] == 0
+
+
+async def test_settings_rejects_bad_bodies(connected: Env) -> None:
+    """Malformed settings bodies: a 400 with a message."""
+    for body in (b"not json", b"[]", b'{"lastPlayed": "yes"}'):
+        response = await connected.client.post(
+            "/api/account/settings",
+            content=body,
+            headers={**SAME, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400
+        assert response.json()["message"]
+
+
+async def test_home_shows_share_controls_and_snippets(connected: Env) -> None:
+    """The owner's page offers Publish, then the snippets with the public URLs."""
+    home = (await connected.client.get("/")).text
+    assert "Publish my widget" in home
+    public_id = await publish(connected)
+    home = (await connected.client.get("/")).text
+    assert f"{ORIGIN}/p/{public_id}.svg" in home
+    assert "[![Now playing on Spotify]" in home
+    assert "&lt;iframe" in home
+    assert "reconnect every six months" in home
+
+
+async def test_owner_page_shows_spotifys_quota_pause(connected: Env) -> None:
+    """QUOTA_EXCEEDED (hours): the owner page says until when; /api/account has the numbers."""
+    hub = connected.services.hub
+    until = connected.clock.now() + 5.7 * 3600
+    hub.paused_until, hub.pause_reason = until, "QUOTA_EXCEEDED"
+    account = (await connected.client.get("/api/account")).json()
+    assert (account["pausedUntil"], account["pauseReason"]) == (
+        round(until * 1000),
+        "QUOTA_EXCEEDED",
+    )
+    home = (await connected.client.get("/")).text
+    assert f"Spotify paused this app until {datetime.fromtimestamp(until, UTC):%H:%M} (UTC)" in home
+
+
+async def test_a_rolling_window_pause_is_data_not_a_notice(connected: Env) -> None:
+    """A seconds-long 429 pause: in /api/account, not on the page; gone once it has passed."""
+    hub = connected.services.hub
+    until = connected.clock.now() + 30
+    hub.paused_until, hub.pause_reason = until, "rate_limit"
+    account = (await connected.client.get("/api/account")).json()
+    assert (account["pausedUntil"], account["pauseReason"]) == (round(until * 1000), "rate_limit")
+    assert "paused this app" not in (await connected.client.get("/")).text
+    await connected.clock.advance(31)
+    account = (await connected.client.get("/api/account")).json()
+    assert (account["pausedUntil"], account["pauseReason"]) == (None, None)
