@@ -14,10 +14,11 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from nowplaying.clock import FakeClock
+from nowplaying.coord.ledger import DAY, LocalLedger
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.simulator import Simulator
 from nowplaying.simulator.limits import max_in_window
-from nowplaying.sources.budget import DAY, CallBudget, LocalLedger, OverBudget
+from nowplaying.sources.budget import CallBudget, OverBudget
 from nowplaying.sources.spotify.client import RateLimited, SpotifyClient
 from tests.conftest import Env
 

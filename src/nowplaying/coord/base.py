@@ -10,9 +10,8 @@ What is shared, and why:
 - the app-wide **rate-limit pause** (Spotify's limit is per app, not per instance);
 - **locks** and the **access token**, so a refresh happens once per expiry across instances and a
   rotated refresh token is never used twice;
-- the **call budget**'s ledger (:mod:`nowplaying.sources.budget`): Spotify counts calls per app, so
-every
-  instance spends from one window and one day.
+- the **call budget**'s ledger (:mod:`nowplaying.coord.ledger`): Spotify counts calls per app,
+  so every instance spends from one window and one day.
 
 When Redis is unreachable the Redis coordinator degrades to in-process behaviour (each instance
 polls for itself, which is safe, only more expensive), logs a warning once, and recovers when
@@ -28,7 +27,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from nowplaying.sources.budget import Ledger, LocalLedger
+from nowplaying.coord.ledger import Ledger, LocalLedger
 
 log = logging.getLogger(__name__)
 

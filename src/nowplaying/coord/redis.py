@@ -34,7 +34,7 @@ from redis.exceptions import LockError, LockNotOwnedError, RedisError
 
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.coord.base import CoordinationError, Listener, LocalCoordinator, PublicListener
-from nowplaying.sources.budget import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
+from nowplaying.coord.ledger import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -347,12 +347,12 @@ def _close(op: Awaitable[object]) -> None:
 
 
 class RedisLedger:
-    """The call budget's :class:`~nowplaying.sources.budget.Ledger` in Redis, for every instance.
+    """The call budget's :class:`~nowplaying.coord.ledger.Ledger` in Redis, for every instance.
 
     A spend is one Lua script (atomic): drop the calls that left the window from the sorted set,
     refuse when the window or the day is full (answering how long until there is room), else add
     the call. While Redis is unreachable this instance counts on its own (a
-    :class:`~nowplaying.sources.budget.LocalLedger`), like the coordinator it belongs to.
+    :class:`~nowplaying.coord.ledger.LocalLedger`), like the coordinator it belongs to.
     """
 
     def __init__(self, coord: RedisCoordinator) -> None:
