@@ -12,9 +12,9 @@ from nowplaying.engine.snapshot import VIEW_REUSE_SECONDS
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 from nowplaying.schema import ErrorCode, error, parse_state, state
 from nowplaying.web.errors import (
+    MustReconnect,
     NotConnected,
     NotFound,
-    ReconnectRequired,
     Unavailable,
     json_response,
     raw_headers,
@@ -111,13 +111,13 @@ def test_the_document_is_generated_from_the_models() -> None:
     ("refusal", "status", "slug"),
     [
         (NotConnected(), 401, "not_connected"),
-        (ReconnectRequired(), 401, "reconnect_required"),
+        (MustReconnect(), 401, "reconnect_required"),
         (NotFound(), 404, "not_found"),
         (Unavailable("later", retry_after=0.2), 503, "unavailable"),
     ],
 )
 def test_each_refusal_has_its_status_and_slug(
-    refusal: NotConnected | ReconnectRequired | NotFound | Unavailable, status: int, slug: str
+    refusal: NotConnected | MustReconnect | NotFound | Unavailable, status: int, slug: str
 ) -> None:
     response = refusal.response({"Cache-Control": "no-store"})
     assert response.status_code == status

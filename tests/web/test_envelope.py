@@ -18,7 +18,7 @@ from nowplaying.web.errors import (
     BadRequest,
     BodyTooLarge,
     Busy,
-    Forbidden,
+    CrossSite,
     HeadersTooLarge,
     Refusal,
     TooManyRequests,
@@ -141,7 +141,7 @@ async def test_middleware_refusals_are_the_envelope(guarded: httpx.AsyncClient) 
     ("refusal", "status", "slug"),
     [
         (BadRequest(), 400, "bad_request"),
-        (Forbidden(), 403, "forbidden"),
+        (CrossSite(), 403, "forbidden"),
         (BodyTooLarge(), 413, "body_too_large"),
         (HeadersTooLarge(), 431, "headers_too_large"),
         (TooManyRequests(retry_after=0.2), 429, "too_many_requests"),

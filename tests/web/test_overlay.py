@@ -7,10 +7,9 @@ import gzip
 import pytest
 
 from nowplaying.cards import themes
-from nowplaying.cards.options import CardOptions
+from nowplaying.cards.options import CardOptions, OverlayOptions
 from nowplaying.cards.themes import THEMES, Theme
 from nowplaying.web import dropin, styles
-from nowplaying.web.overlay import OverlayOptions
 from nowplaying.web.pages import EMBED_CSP
 from tests.conftest import ORIGIN, Env
 from tests.web.test_public import publish

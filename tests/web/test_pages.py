@@ -17,9 +17,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from starlette.responses import HTMLResponse
 
-from nowplaying.cards.options import CardOptions
+from nowplaying.cards.options import CardOptions, OverlayOptions
 from nowplaying.web import pages
-from nowplaying.web.overlay import OverlayOptions
 
 HOSTILE = [
     "<script>alert(1)</script>",

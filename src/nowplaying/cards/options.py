@@ -38,6 +38,7 @@ __all__ = [
     "CardOptions",
     "Hide",
     "Idle",
+    "OverlayOptions",
     "RecentOptions",
     "card_options",
     "theme_of",
@@ -141,6 +142,28 @@ class RecentOptions(CardOptions):
     """The recently-played card's parameters: the card's, and how many tracks."""
 
     limit: int = Field(default=5, ge=1, le=10, description="How many tracks (1-10).")
+
+
+class OverlayOptions(CardOptions):
+    """The stream overlay's query string: the card's options, and how the overlay behaves."""
+
+    theme: Theme = Field(default=Theme.DARK, description="The look.")
+    layout: Literal["canvas", "strip"] = Field(
+        default="canvas",
+        description="A card in a corner of a 1920x1080 canvas, or a full-width strip.",
+    )
+    position: Literal["bottom-left", "bottom-right", "top-left", "top-right"] = Field(
+        default="bottom-left", description="Where the card sits on the canvas."
+    )
+    fade: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="Seconds after a track change until the card fades; 0: never.",
+    )
+    paused: Literal["hide", "show"] = Field(
+        default="hide", description="Whether a paused track shows."
+    )
 
 
 DEFAULT = CardOptions()

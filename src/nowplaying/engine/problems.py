@@ -26,7 +26,7 @@ from nowplaying.sources.spotify.client import Forbidden, NotRegistered, PremiumR
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
+class UpstreamRefusal:
     """Spotify's latest refusal of an account: its kind, Spotify's text and the fix."""
 
     kind: str
@@ -36,15 +36,15 @@ class Refusal:
     at: float
 
 
-def refusal_of(error: Forbidden, at: float) -> Refusal:
-    """The :class:`Refusal` a 403 means."""
+def refusal_of(error: Forbidden, at: float) -> UpstreamRefusal:
+    """The :class:`UpstreamRefusal` a 403 means."""
     if isinstance(error, NotRegistered):
         kind = "not_registered"
     elif isinstance(error, PremiumRequired):
         kind = "premium_required"
     else:
         kind = "forbidden"
-    return Refusal(kind, error.reason[:200], error.fix, at)
+    return UpstreamRefusal(kind, error.reason[:200], error.fix, at)
 
 
 class AccountProblems:
@@ -56,9 +56,9 @@ class AccountProblems:
         self._clock = clock
         self._ttl = ttl
         self._redis = redis
-        self._refusals: dict[str, Refusal] = {}
+        self._refusals: dict[str, UpstreamRefusal] = {}
 
-    async def note(self, account_id: str, error: Forbidden) -> Refusal:
+    async def note(self, account_id: str, error: Forbidden) -> UpstreamRefusal:
         """Remember that Spotify refused the account with ``error``."""
         refusal = refusal_of(error, self._clock.now())
         self._refusals[account_id] = refusal
@@ -86,11 +86,11 @@ class AccountProblems:
             self._refusals.pop(account_id, None)
             return
         try:
-            self._refusals[account_id] = Refusal(**json.loads(raw))
+            self._refusals[account_id] = UpstreamRefusal(**json.loads(raw))
         except (ValueError, TypeError):
             return
 
-    def get(self, account_id: str) -> Refusal | None:
+    def get(self, account_id: str) -> UpstreamRefusal | None:
         """The account's refusal, unless it is older than the TTL."""
         refusal = self._refusals.get(account_id)
         if refusal is not None and self._clock.now() - refusal.at > self._ttl:

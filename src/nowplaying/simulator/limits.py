@@ -33,7 +33,7 @@ _KEEP = 200_000  # accepted call times kept per app (for max_in_window); older o
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
+class LimitHit:
     """Why a call was refused: ``reason`` None for the window, ``QUOTA_EXCEEDED`` for the quota."""
 
     retry_after: int
@@ -103,7 +103,7 @@ class Limits:
 
     # -- the gate ------------------------------------------------------------------------------
 
-    def admit(self, client_id: str) -> Refusal | None:
+    def admit(self, client_id: str) -> LimitHit | None:
         """Count one call by ``client_id``'s app, or say why Spotify refuses it (not counted)."""
         now = self._clock.now()
         developer = self.developers.get(client_id, DEFAULT_DEVELOPER)
@@ -126,10 +126,10 @@ class Limits:
         self.counts[f"accepted:{client_id}"] += 1
         return None
 
-    def _refuse(self, now: float, retry_after: int, reason: str | None) -> Refusal:
+    def _refuse(self, now: float, retry_after: int, reason: str | None) -> LimitHit:
         self.counts["quota_429" if reason == QUOTA_EXCEEDED else "window_429"] += 1
         self.refused_at.append((now, reason))
-        return Refusal(retry_after, reason)
+        return LimitHit(retry_after, reason)
 
     def _in_window(self, calls: deque[float], now: float) -> int:
         """How many of ``calls`` (ascending times) lie in the window ending at ``now``."""

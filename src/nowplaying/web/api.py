@@ -28,8 +28,8 @@ from nowplaying.web.errors import (
     PRIVATE,
     PRIVATE_RAW,
     Busy,
+    MustReconnect,
     NotConnected,
-    ReconnectRequired,
     Unavailable,
     json_response,
 )
@@ -48,14 +48,14 @@ async def _account_id(request: Request, svc: Services) -> str:
         raise NotConnected
     account_id, status = found
     if status is AccountStatus.RECONNECT_REQUIRED:
-        raise ReconnectRequired
+        raise MustReconnect
     return account_id
 
 
 def snapshot_response(snap: Snapshot | None, now: float, fallback_retry: float) -> Response:
     """The JSON answer for a snapshot: data (maybe stale); refuses to reconnect, or 503."""
     if snap is not None and snap.status is Status.RECONNECT:
-        raise ReconnectRequired
+        raise MustReconnect
     if snap is None or snap.playing is None:
         retry = snap.retry_after if snap and snap.retry_after else fallback_retry
         raise Unavailable("Spotify is not answering; try again shortly.", retry_after=retry)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nowplaying.web.errors import NotFound
-from nowplaying.web.public import published_account, revalidated, strong_etag
+from nowplaying.web.public import revalidated, strong_etag
 from nowplaying.web.state import services
 
 SOURCE = Path(__file__).with_name("static") / "widget.js"
@@ -37,7 +37,7 @@ def script() -> tuple[bytes, str]:
 
 async def embed_js(request: Request) -> Response:
     """The element's script, for any published link (an unknown one is a 404)."""
-    if await published_account(services(request), request.path_params["public_id"]) is None:
+    if await services(request).published.get(request.path_params["public_id"]) is None:
         raise NotFound
     body, etag = script()
     return revalidated(request, body, "text/javascript; charset=utf-8", {**HEADERS, "ETag": etag})

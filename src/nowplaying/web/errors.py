@@ -9,9 +9,9 @@ states as data instead, and the SVG card is always an image: those are answers, 
     Refusal
      ├── BadRequest           400 bad_request
      ├── NotConnected         401 not_connected
-     ├── ReconnectRequired    401 reconnect_required
+     ├── MustReconnect        401 reconnect_required
      ├── Unauthorized         401 unauthorized (a missing or wrong bearer token on /metrics)
-     ├── Forbidden            403 forbidden (a cross-site write)
+     ├── CrossSite            403 forbidden (a cross-site write)
      ├── NotFound             404 not_found
      ├── BodyTooLarge         413 body_too_large
      ├── HeadersTooLarge      431 headers_too_large
@@ -61,7 +61,9 @@ class NotConnected(Refusal):
     status, code = 401, ErrorCode.NOT_CONNECTED
 
 
-class ReconnectRequired(Refusal):
+class MustReconnect(Refusal):
+    """The session's account holds no usable grant any more: its owner must connect again."""
+
     status, code = 401, ErrorCode.RECONNECT_REQUIRED
 
 
@@ -69,7 +71,7 @@ class Unauthorized(Refusal):
     status, code = 401, ErrorCode.UNAUTHORIZED
 
 
-class Forbidden(Refusal):
+class CrossSite(Refusal):
     """A state-changing request that did not come from our own pages."""
 
     status, code = 403, ErrorCode.FORBIDDEN

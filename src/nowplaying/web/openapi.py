@@ -16,8 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from nowplaying import __version__, schema
-from nowplaying.cards.options import CardOptions, RecentOptions
-from nowplaying.web.overlay import OverlayOptions
+from nowplaying.cards.options import CardOptions, OverlayOptions, RecentOptions
 
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[schema.View], ...] = (

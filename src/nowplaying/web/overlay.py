@@ -15,41 +15,16 @@ stream, which reconnects by itself, so it recovers after the source or the serve
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import TypeVar
 
-from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from nowplaying.cards.options import BadOption, CardOptions, card_options
-from nowplaying.cards.themes import Theme
+from nowplaying.cards.options import BadOption, CardOptions, OverlayOptions, card_options
 from nowplaying.web import pages
-from nowplaying.web.public import published_account
 from nowplaying.web.state import services
 
 _O = TypeVar("_O", bound=CardOptions)
-
-
-class OverlayOptions(CardOptions):
-    """The overlay's query string: the card's options, and how the overlay behaves."""
-
-    theme: Theme = Field(default=Theme.DARK, description="The look.")
-    layout: Literal["canvas", "strip"] = Field(
-        default="canvas",
-        description="A card in a corner of a 1920x1080 canvas, or a full-width strip.",
-    )
-    position: Literal["bottom-left", "bottom-right", "top-left", "top-right"] = Field(
-        default="bottom-left", description="Where the card sits on the canvas."
-    )
-    fade: int = Field(
-        default=0,
-        ge=0,
-        le=3600,
-        description="Seconds after a track change until the card fades; 0: never.",
-    )
-    paused: Literal["hide", "show"] = Field(
-        default="hide", description="Whether a paused track shows."
-    )
 
 
 async def _framable(
@@ -62,7 +37,7 @@ async def _framable(
     except BadOption as e:
         response = pages.error_page("Bad parameter", str(e), status=400, demo=False)
     else:
-        if await published_account(services(request), public_id) is None:
+        if await services(request).published.get(public_id) is None:
             response = pages.link_missing()
         else:
             response = render(f"/p/{public_id}", options)

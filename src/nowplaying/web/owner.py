@@ -27,7 +27,7 @@ from nowplaying import schema
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.sources.spotify.client import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, AccountStatus, Pause
-from nowplaying.web.errors import PRIVATE, BadRequest, Forbidden, NotConnected, json_response
+from nowplaying.web.errors import PRIVATE, BadRequest, CrossSite, NotConnected, json_response
 from nowplaying.web.security import same_origin
 from nowplaying.web.state import Services, services
 
@@ -110,7 +110,7 @@ def owner_route(
         async def endpoint(request: Request) -> Response:
             svc = services(request)
             if write and not same_origin(request, svc.public_origin):
-                raise Forbidden("Cross-site requests are refused.")
+                raise CrossSite("Cross-site requests are refused.")
             session = await svc.sessions.current(request)
             account = await svc.store.get_account_info(session.account_id) if session else None
             if account is None:

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jinja2
 from starlette.responses import HTMLResponse
 
-from nowplaying.cards.options import CardOptions
+from nowplaying.cards.options import CardOptions, OverlayOptions
 from nowplaying.cards.themes import THEMES
-from nowplaying.engine.problems import Refusal
+from nowplaying.engine.problems import UpstreamRefusal
 from nowplaying.web.errors import PRIVATE
-
-if TYPE_CHECKING:
-    from nowplaying.web.overlay import OverlayOptions
 
 EMBED_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
@@ -130,7 +127,7 @@ def home_connected(
     demo: bool,
     share: Share | None = None,
     pause_note: str | None = None,
-    refusal: Refusal | None = None,
+    refusal: UpstreamRefusal | None = None,
     budget_note: str | None = None,
 ) -> HTMLResponse:
     """The owner's page. ``reconnect_reason`` (``unknown_key``, ``revoked``) says why a reconnect

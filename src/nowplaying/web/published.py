@@ -16,10 +16,15 @@ are not cached (a new link works at once everywhere). A store failure raises
 
 from __future__ import annotations
 
+import re
+
 from nowplaying.clock import Clock
 from nowplaying.coord.base import Coordinator
 from nowplaying.store import Account, Store
 
+PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+"""What a public id looks like (:func:`~nowplaying.web.owner.new_public_id` makes 22 characters);
+anything else is not looked up."""
 CACHE_SECONDS = 2.0
 CACHE_MAX = 10_000
 
@@ -35,7 +40,10 @@ class PublishedAccounts:
         coord.on_public_change(self.drop)
 
     async def get(self, public_id: str) -> Account | None:
-        """The account published under ``public_id``, or None."""
+        """The account published under ``public_id``, or None (a malformed id is not looked
+        up). A store outage raises StoreError (answered 503); the token stays sealed."""
+        if not PUBLIC_ID.match(public_id):
+            return None
         now = self._clock.now()
         hit = self._cache.get(public_id)
         if hit is not None and now < hit[0]:

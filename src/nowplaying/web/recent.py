@@ -28,7 +28,6 @@ from nowplaying.web.public import (
     EDGE_CACHE,
     NO_CACHE,
     SVG_BUDGET,
-    published_account,
     state_of,
     svg_response,
 )
@@ -40,7 +39,7 @@ __all__ = ["as_json", "as_svg"]
 async def _recent(svc: Services, public_id: str, limit: int) -> Recent | Error:
     """The list, or the error state that stands for it (not found, not shared, reconnect...)."""
     try:
-        account = await published_account(svc, public_id)
+        account = await svc.published.get(public_id)
     except StoreError:
         return error(ErrorCode.UNAVAILABLE)
     if account is None:
