@@ -33,11 +33,11 @@ from harness.helpers import consent
 from harness.live_server import free_port
 from harness.services import POSTGRES_URL, REDIS_URL, require
 
+from harness import stuck_server
 from nowplaying.cli.main import main
 from nowplaying.cli.serve import GracefulServer, serve_workers
 from nowplaying.config import Settings
 from nowplaying.web import create_app
-from harness import stuck_server
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
