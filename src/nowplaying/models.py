@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
-
-from nowplaying import schema
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +81,6 @@ class NowPlaying:
             return None
         return max(0, self.item.duration_ms - self.progress_ms)
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``/api/spotify`` shape, progress as measured (see
-        :func:`nowplaying.schema.state`)."""
-        return schema.state(self, progress_ms=self.progress_ms, at=None).data()
-
 
 NOTHING_PLAYING = NowPlaying(is_playing=False)
 
@@ -99,10 +91,6 @@ class PlayedItem:
 
     item: Item
     played_at: float
-
-    def to_json(self) -> dict[str, Any]:
-        """The ``lastPlayed`` object next to ``{"isPlaying": false}``."""
-        return schema.last_played(self).data()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import pytest
 from harness.helpers import FIXTURES, fixture_json
 from pydantic import SecretStr
 
+from nowplaying import schema
 from nowplaying.clock import FakeClock
 from nowplaying.models import Kind
 from nowplaying.sources.spotify.client import (
@@ -107,7 +108,8 @@ def test_ad_and_null_item() -> None:
         now=1.0,
     )
     assert np.kind is Kind.AD and np.item is None and np.active
-    assert np.to_json() == {"isPlaying": True, "type": "ad", "progressMs": 3000}
+    view = schema.state(np, progress_ms=np.progress_ms, at=None).data()
+    assert view == {"isPlaying": True, "type": "ad", "progressMs": 3000}
 
 
 def test_pkce_challenge_matches_rfc7636_example() -> None:
