@@ -27,7 +27,7 @@ from nowplaying.simulator.objects import (
 from nowplaying.simulator.player import Play
 
 if TYPE_CHECKING:
-    from nowplaying.simulator.core import Simulator
+    from nowplaying.simulator.world import World
 
 NOT_REGISTERED = "User not registered in the Developer Dashboard"
 OWNER_NOT_PREMIUM = "Active premium subscription required for the owner of the app."
@@ -45,34 +45,38 @@ def unauthorized() -> JSONResponse:
     )
 
 
-def routes(sim: Simulator) -> list[Route]:
+async def gate(
+    sim: World, request: Request, endpoint: str, scope: str | None
+) -> AccessToken | Response:
+    """The checks every Web API call passes, in Spotify's order: the record, or the refusal."""
+    sim.calls[endpoint] += 1
+    fault = sim.faults.take(endpoint)
+    if fault is not None and (answer := await fault.answer()) is not None:
+        return answer
+    header = request.headers.get("authorization", "")
+    kind, _, token = header.partition(" ")
+    record = sim.accounts.access(token.strip()) if kind.lower() == "bearer" else None
+    if record is None:
+        return unauthorized()
+    sim.calls[f"{endpoint}:{record.consent.user_id}"] += 1  # per user, for fairness checks
+    if (refusal := sim.limits.admit(record.consent.client_id)) is not None:
+        return refusal.response()
+    client = sim.accounts.clients.get(record.consent.client_id)
+    if client is not None and not client.owner_premium:
+        return PlainTextResponse(OWNER_NOT_PREMIUM, 403)
+    allowlist = client.allowlist if client is not None else None
+    if allowlist is not None and record.consent.user_id not in allowlist:
+        return PlainTextResponse(NOT_REGISTERED, 403)
+    if scope is not None and scope not in record.consent.scopes:
+        return api_error(403, "Insufficient client scope")
+    return record
+
+
+def routes(sim: World) -> list[Route]:
     """The Web API routes, bound to ``sim``."""
 
-    async def gate(request: Request, endpoint: str, scope: str | None) -> AccessToken | Response:
-        sim.calls[endpoint] += 1
-        fault = sim.faults.take(endpoint)
-        if fault is not None and (answer := await fault.answer()) is not None:
-            return answer
-        header = request.headers.get("authorization", "")
-        kind, _, token = header.partition(" ")
-        record = sim.accounts.access(token.strip()) if kind.lower() == "bearer" else None
-        if record is None:
-            return unauthorized()
-        sim.calls[f"{endpoint}:{record.consent.user_id}"] += 1  # per user, for fairness checks
-        if (refusal := sim.limits.admit(record.consent.client_id)) is not None:
-            return refusal.response()
-        client = sim.accounts.clients.get(record.consent.client_id)
-        if client is not None and not client.owner_premium:
-            return PlainTextResponse(OWNER_NOT_PREMIUM, 403)
-        allowlist = client.allowlist if client is not None else None
-        if allowlist is not None and record.consent.user_id not in allowlist:
-            return PlainTextResponse(NOT_REGISTERED, 403)
-        if scope is not None and scope not in record.consent.scopes:
-            return api_error(403, "Insufficient client scope")
-        return record
-
     async def me(request: Request) -> Response:
-        record = await gate(request, "me", None)
+        record = await gate(sim, request, "me", None)
         if isinstance(record, Response):
             return record
         user = sim.accounts.users[record.consent.user_id]
@@ -82,7 +86,7 @@ def routes(sim: Simulator) -> list[Route]:
         request: Request, endpoint: str, scope: str, render: Callable[..., dict[str, Any]]
     ) -> Response:
         """currently-playing and /me/player: the same gate, the same 204, another body."""
-        record = await gate(request, endpoint, scope)
+        record = await gate(sim, request, endpoint, scope)
         if isinstance(record, Response):
             return record
         state = sim.player(record.consent.user_id).state()
@@ -99,7 +103,7 @@ def routes(sim: Simulator) -> list[Route]:
         return await playback(request, "player", "user-read-playback-state", playback_state)
 
     async def recently_played(request: Request) -> Response:
-        record = await gate(request, "recently-played", "user-read-recently-played")
+        record = await gate(sim, request, "recently-played", "user-read-recently-played")
         if isinstance(record, Response):
             return record
         query = request.query_params

@@ -1,8 +1,12 @@
-"""The simulator's ASGI app: accounts, Web API, covers and (optionally) control routes."""
+"""The :class:`Simulator`: a simulated Spotify (accounts, Web API, covers, control) as an ASGI app.
+
+It knows nothing of the project's Spotify client: it is a second, independent reading of
+``spotify-contract.md``, so a misunderstanding in one shows up as a failing test.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -12,12 +16,18 @@ from starlette.routing import BaseRoute, Route
 
 from nowplaying.simulator import api, control, oauth
 from nowplaying.simulator.covers import parse_file, render_png
-
-if TYPE_CHECKING:
-    from nowplaying.simulator.core import Simulator
+from nowplaying.simulator.world import World
 
 
-def build_app(sim: Simulator, *, control_api: bool = True) -> Starlette:
+class Simulator(World):
+    """A simulated Spotify: apps, users, their playback, faults on demand; ``.app`` serves it."""
+
+    @functools.cached_property
+    def app(self) -> Starlette:
+        return build_app(self, control_api=self.control)
+
+
+def build_app(sim: World, *, control_api: bool = True) -> Starlette:
     """A Starlette app serving ``sim``."""
 
     async def cover(request: Request) -> Response:

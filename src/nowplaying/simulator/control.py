@@ -33,7 +33,7 @@ from nowplaying.simulator.catalog import item_uri
 from nowplaying.simulator.player import Player, PlayerState
 
 if TYPE_CHECKING:
-    from nowplaying.simulator.core import Simulator
+    from nowplaying.simulator.world import World
 
 
 class ControlError(Exception):
@@ -116,7 +116,7 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-def routes(sim: Simulator) -> list[Route]:
+def routes(sim: World) -> list[Route]:
     """The control routes, bound to ``sim``."""
 
     def player_for(request: Request) -> Player:
@@ -191,7 +191,7 @@ def routes(sim: Simulator) -> list[Route]:
     ]
 
 
-def _limit_routes(sim: Simulator, prefix: str) -> list[Route]:
+def _limit_routes(sim: World, prefix: str) -> list[Route]:
     """The ``/limits`` routes: Spotify's rate limit and quota, set and read (:mod:`.limits`)."""
 
     async def get_limits(request: Request) -> Response:

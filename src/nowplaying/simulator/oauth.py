@@ -22,7 +22,7 @@ from nowplaying.simulator.accounts import Client, TokenError
 from nowplaying.simulator.pages import SCOPE_TEXT, consent_page, error_page
 
 if TYPE_CHECKING:
-    from nowplaying.simulator.core import Simulator
+    from nowplaying.simulator.world import World
 
 USER_COOKIE = "sp_sim_user"
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
@@ -87,7 +87,7 @@ def with_query(uri: str, params: Mapping[str, str | None]) -> str:
     return f"{uri}{'&' if '?' in uri else '?'}{query}"
 
 
-def parse_request(sim: Simulator, params: Mapping[str, str]) -> AuthRequest | Response:
+def parse_request(sim: World, params: Mapping[str, str]) -> AuthRequest | Response:
     """The valid authorization request in ``params``, or the response refusing it."""
     client = sim.accounts.clients.get(params.get("client_id", ""))
     if client is None:
@@ -123,7 +123,7 @@ def parse_request(sim: Simulator, params: Mapping[str, str]) -> AuthRequest | Re
     )
 
 
-def approve(sim: Simulator, request: AuthRequest, user_id: str, status: int) -> Response:
+def approve(sim: World, request: AuthRequest, user_id: str, status: int) -> Response:
     """Redirect back with a fresh code, remembering who logged in (for ``show_dialog``)."""
     sim.accounts.agree(user_id, request.client.client_id, request.scopes)
     code = sim.accounts.issue_code(
@@ -139,7 +139,7 @@ def approve(sim: Simulator, request: AuthRequest, user_id: str, status: int) -> 
     return response
 
 
-def routes(sim: Simulator) -> list[Route]:
+def routes(sim: World) -> list[Route]:
     """The accounts service's routes, bound to ``sim``."""
 
     async def authorize(request: Request) -> Response:

@@ -1,7 +1,6 @@
-"""The :class:`Simulator`: a simulated Spotify (accounts + Web API) in one ASGI app.
+"""The :class:`World`: what the simulated Spotify knows (apps, users, playback, faults, limits).
 
-It knows nothing of the project's Spotify client: it is a second, independent reading of
-``spotify-contract.md``, so a misunderstanding in one shows up as a failing test.
+The routes read and change it; :class:`~nowplaying.simulator.app.Simulator` adds the ASGI app.
 """
 
 from __future__ import annotations
@@ -9,12 +8,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.simulator.accounts import Accounts, Client, Grant, RefreshMode, User
-from nowplaying.simulator.app import build_app
 from nowplaying.simulator.faults import Faults
 from nowplaying.simulator.limits import DEFAULT_DEVELOPER, Limits
 from nowplaying.simulator.player import Player
@@ -22,8 +19,8 @@ from nowplaying.simulator.player import Player
 DEFAULT_USER = "demo"
 
 
-class Simulator:
-    """A simulated Spotify: apps, users, their playback, faults on demand; ``.app`` serves it."""
+class World:
+    """A simulated Spotify's state: apps, users, their playback, faults on demand."""
 
     def __init__(
         self,
@@ -52,7 +49,8 @@ class Simulator:
         self._players: dict[str, Player] = {}
         self.accounts.add_client(client_id, client_secret, redirect_uris, name=client_name)
         self.add_user(DEFAULT_USER, "Demo Listener")
-        self.app: Starlette = build_app(self, control_api=control)
+        self.control = control
+        """Whether the app serves the ``/_control`` API."""
 
     # -- setup -----------------------------------------------------------------------------
 
