@@ -23,6 +23,7 @@ simulator: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests harness bench soak scripts
 	$(BIN)/ruff format --check src tests harness bench soak scripts
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
