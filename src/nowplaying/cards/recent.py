@@ -3,8 +3,8 @@
 Pure, like :mod:`nowplaying.cards.card`, and drawn from the same theme set and options (colours,
 width, radius, hidden cover, artist or equalizer); the list has its own geometry, a header and
 then one row per track. It reads the typed :class:`~nowplaying.schema.Recent` (the JSON's model
-too). Every Spotify string goes through the card's :func:`~nowplaying.cards.card.clean` and
-:func:`~nowplaying.cards.card.fit` and is escaped; the only URLs are checked ``data:`` cover URIs.
+too). Every Spotify string goes through the card's :func:`~nowplaying.cards.text.clean` and
+:func:`~nowplaying.cards.text.fit` and is escaped; the only URLs are checked ``data:`` cover URIs.
 """
 
 from __future__ import annotations
@@ -14,17 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from xml.sax.saxutils import escape
 
-from nowplaying.cards.card import (
-    COVER_URI,
-    clean,
-    equalizer,
-    fit,
-    look,
-    placeholder,
-    played_ago,
-    style,
-)
+from nowplaying.cards.card import COVER_URI, equalizer, look, placeholder, style
 from nowplaying.cards.options import Hide, RecentOptions
+from nowplaying.cards.text import clean, fit, played_ago
 from nowplaying.schema import Recent
 
 __all__ = ["render_recent"]
