@@ -463,6 +463,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
+    _add_simulator(sub)
+    _add_setup(sub)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check settings, database, Redis, Spotify, the clock and the stored accounts",
+        description="One line per finding with its fix; exits 1 when something is wrong.",
+    )
+    doctor.add_argument("--env-file", default=".env")
+    doctor.set_defaults(func=cmd_doctor)
+
+    login = sub.add_parser("login", help="connect a Spotify account from a terminal")
+    login.set_defaults(func=cmd_login)
+    now = sub.add_parser("now", help="print what a connected account is playing")
+    now.add_argument("--account", help="the Spotify user id, when several are connected")
+    now.set_defaults(func=cmd_now)
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(func=cmd_migrate)
+    rotate = sub.add_parser(
+        "rotate-key",
+        help="re-encrypt stored tokens with NOWPLAYING_SECRET_KEY (old keys in"
+        " NOWPLAYING_OLD_SECRET_KEYS)",
+    )
+    rotate.set_defaults(func=cmd_rotate_key)
+    return parser
+
+
+def _add_simulator(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``nowplaying simulator``: the simulated Spotify on its own."""
     sim = sub.add_parser("simulator", help="run the simulated Spotify on its own")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8888)
@@ -480,6 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(func=cmd_simulator)
 
+
+def _add_setup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``nowplaying setup``: write ``.env`` for a Spotify app."""
     setup = sub.add_parser(
         "setup",
         help="write .env for your Spotify app (checks the client id and secret with Spotify)",
@@ -511,29 +543,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run `nowplaying login` afterwards (asked when interactive)",
     )
     setup.set_defaults(func=cmd_setup)
-
-    doctor = sub.add_parser(
-        "doctor",
-        help="check settings, database, Redis, Spotify, the clock and the stored accounts",
-        description="One line per finding with its fix; exits 1 when something is wrong.",
-    )
-    doctor.add_argument("--env-file", default=".env")
-    doctor.set_defaults(func=cmd_doctor)
-
-    login = sub.add_parser("login", help="connect a Spotify account from a terminal")
-    login.set_defaults(func=cmd_login)
-    now = sub.add_parser("now", help="print what a connected account is playing")
-    now.add_argument("--account", help="the Spotify user id, when several are connected")
-    now.set_defaults(func=cmd_now)
-    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
-    migrate.set_defaults(func=cmd_migrate)
-    rotate = sub.add_parser(
-        "rotate-key",
-        help="re-encrypt stored tokens with NOWPLAYING_SECRET_KEY (old keys in"
-        " NOWPLAYING_OLD_SECRET_KEYS)",
-    )
-    rotate.set_defaults(func=cmd_rotate_key)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

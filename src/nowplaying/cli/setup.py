@@ -182,21 +182,25 @@ class SetupOptions:
     interactive: bool = False
 
 
-async def run_setup(
-    opts: SetupOptions,
-    *,
-    out: TextIO,
-    http: httpx.AsyncClient,
-    ask: Ask | None = None,
-    ask_secret: Ask | None = None,
-    environ: Mapping[str, str] = os.environ,
-) -> int:
-    """Collect, check and write the settings; 0 when ``.env`` was written.
+@dataclass(frozen=True)
+class _Found:
+    """The settings ``setup`` found or was told (None where nothing was)."""
 
-    Values come from the options, then the environment, then the existing env file, then (when
-    interactive) a question. Exit codes: 1 the check failed, 2 a value is missing or malformed,
-    3 the env file exists and may not be replaced.
-    """
+    client_id: str | None
+    client_secret: str | None
+    redirect: str
+    accounts_url: str
+    api_url: str
+    secret_key: str | None
+
+
+def _collect(
+    opts: SetupOptions,
+    environ: Mapping[str, str],
+    ask: Ask | None,
+    ask_secret: Ask | None,
+) -> _Found:
+    """Each value from the options, then the environment, then the env file, then a question."""
     existing = read_env(opts.env_file)
 
     def known(flag: str | None, name: str) -> str | None:
@@ -217,12 +221,69 @@ async def run_setup(
     redirect = known(opts.redirect_uri, "SPOTIFY_REDIRECT_URI")
     if redirect is None and opts.interactive and ask is not None:
         redirect = ask(f"Redirect URI [{DEFAULT_REDIRECT}]: ").strip() or None
-    redirect = redirect or DEFAULT_REDIRECT
-    accounts_url = (known(opts.accounts_url, "SPOTIFY_ACCOUNTS_URL") or DEFAULT_ACCOUNTS).rstrip(
-        "/"
+    return _Found(
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect=redirect or DEFAULT_REDIRECT,
+        accounts_url=(known(opts.accounts_url, "SPOTIFY_ACCOUNTS_URL") or DEFAULT_ACCOUNTS).rstrip(
+            "/"
+        ),
+        api_url=(known(opts.api_url, "SPOTIFY_API_URL") or DEFAULT_API).rstrip("/"),
+        secret_key=known(None, "NOWPLAYING_SECRET_KEY"),
     )
-    api_url = (known(opts.api_url, "SPOTIFY_API_URL") or DEFAULT_API).rstrip("/")
 
+
+def _may_write(opts: SetupOptions, ask: Ask | None, out: TextIO) -> bool:
+    """Whether the env file may be written: it is new, ``--force`` was given, or the person
+    at the terminal says so."""
+    if not opts.env_file.exists() or opts.force:
+        return True
+    if opts.interactive and ask is not None:
+        answer = ask(f"{opts.env_file} exists; update it (other lines are kept)? [y/N] ")
+        if answer.strip().lower() in {"y", "yes"}:
+            return True
+    out.write(
+        f"nowplaying setup: {opts.env_file} exists and was left unchanged"
+        " (--force updates it, keeping its other lines and its secret key)\n"
+    )
+    return False
+
+
+def _write(opts: SetupOptions, found: _Found, client_id: str, client_secret: str) -> bool:
+    """Merge the settings into the env file (mode 0600); whether an existing key was kept."""
+    key = found.secret_key
+    kept_key = key is not None and len(key) >= 32
+    values = {
+        "SPOTIFY_CLIENT_ID": client_id,
+        "SPOTIFY_CLIENT_SECRET": client_secret,
+        "SPOTIFY_REDIRECT_URI": found.redirect,
+        "NOWPLAYING_SECRET_KEY": key if kept_key and key else new_secret_key(),
+    }
+    if found.accounts_url != DEFAULT_ACCOUNTS:
+        values["SPOTIFY_ACCOUNTS_URL"] = found.accounts_url
+    if found.api_url != DEFAULT_API:
+        values["SPOTIFY_API_URL"] = found.api_url
+    text = opts.env_file.read_text(encoding="utf-8") if opts.env_file.exists() else ""
+    write_private(opts.env_file, merge_env(text, values))
+    return kept_key
+
+
+async def run_setup(
+    opts: SetupOptions,
+    *,
+    out: TextIO,
+    http: httpx.AsyncClient,
+    ask: Ask | None = None,
+    ask_secret: Ask | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
+    """Collect, check and write the settings; 0 when ``.env`` was written.
+
+    Exit codes: 1 the check failed, 2 a value is missing or malformed, 3 the env file exists
+    and may not be replaced.
+    """
+    found = _collect(opts, environ, ask, ask_secret)
+    client_id, client_secret = found.client_id, found.client_secret
     missing = [
         name
         for name, v in (("--client-id", client_id), ("--client-secret", client_secret))
@@ -235,24 +296,14 @@ async def run_setup(
             " Dashboard\n"
         )
         return 2
-    if (problem := redirect_problem(redirect)) is not None:
+    if (problem := redirect_problem(found.redirect)) is not None:
         out.write(f"nowplaying setup: bad redirect URI: {problem}\n")
         return 2
-    if opts.env_file.exists() and not opts.force:
-        replace_it = False
-        if opts.interactive and ask is not None:
-            answer = ask(f"{opts.env_file} exists; update it (other lines are kept)? [y/N] ")
-            replace_it = answer.strip().lower() in {"y", "yes"}
-        if not replace_it:
-            out.write(
-                f"nowplaying setup: {opts.env_file} exists and was left unchanged"
-                " (--force updates it, keeping its other lines and its secret key)\n"
-            )
-            return 3
-
+    if not _may_write(opts, ask, out):
+        return 3
     if opts.check:
         check = await check_credentials(
-            http, accounts_url=accounts_url, client_id=client_id, client_secret=client_secret
+            http, accounts_url=found.accounts_url, client_id=client_id, client_secret=client_secret
         )
         out.write(("ok: " if check.ok else "problem: ") + check.message + "\n")
         if not check.ok:
@@ -262,25 +313,11 @@ async def run_setup(
                 + "\n"
             )
             return 1
-
-    key = known(None, "NOWPLAYING_SECRET_KEY")
-    kept_key = key is not None and len(key) >= 32
-    values = {
-        "SPOTIFY_CLIENT_ID": client_id,
-        "SPOTIFY_CLIENT_SECRET": client_secret,
-        "SPOTIFY_REDIRECT_URI": redirect,
-        "NOWPLAYING_SECRET_KEY": key if kept_key and key else new_secret_key(),
-    }
-    if accounts_url != DEFAULT_ACCOUNTS:
-        values["SPOTIFY_ACCOUNTS_URL"] = accounts_url
-    if api_url != DEFAULT_API:
-        values["SPOTIFY_API_URL"] = api_url
-    text = opts.env_file.read_text(encoding="utf-8") if opts.env_file.exists() else ""
-    write_private(opts.env_file, merge_env(text, values))
+    kept_key = _write(opts, found, client_id, client_secret)
     out.write(
         f"wrote {opts.env_file} (mode 0600; "
         + ("kept the existing NOWPLAYING_SECRET_KEY" if kept_key else "a new NOWPLAYING_SECRET_KEY")
         + ")\n\n"
-        + dev_mode_rules(redirect)
+        + dev_mode_rules(found.redirect)
     )
     return 0
