@@ -1,9 +1,7 @@
-"""Clocks that can be passed in.
+"""Clocks that can be passed in: :class:`SystemClock`, and :class:`FakeClock` for tests.
 
-Everything that waits, expires or schedules takes a :class:`Clock`, so tests move time instead of
-sleeping. :class:`SystemClock` is the real one; :class:`FakeClock` only moves when told to. A
-clock owns every wait: :meth:`Clock.sleep` and :meth:`Clock.timeout` (the clock's own
-``asyncio.timeout``), so no part of the service waits on a timer a test cannot move.
+A clock owns every wait (:meth:`Clock.sleep`, :meth:`Clock.timeout`), so nothing in the service
+waits on a timer a test cannot move.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""Typed values that cross boundaries: tokens, what is playing, accounts.
+"""Values that cross boundaries: tokens, what is playing, whose account it is.
 
-The JSON, HTML and SVG renderers all read :class:`NowPlaying`; nothing outside ``spotify.py`` sees
-Spotify's raw payloads.
+The sources turn upstream payloads into these; nothing else sees the raw ones.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
-"""Rendered SVG cards, remembered by everything that determines their bytes.
+"""Rendered SVG cards, kept under everything that determines their bytes (a :class:`CardKey`).
 
-:func:`nowplaying.cards.card.render_card` is pure: the same arguments always give the same string.
-So a card is kept under its arguments, as one :class:`CardKey` (the typed state, the render
-parameters, the cover, the time it is drawn for), and the function that draws it is handed only
-that key, so nothing outside the key can shape the bytes::
-
-    key = CardKey(state, params, cover, now)        # every input of render_card
-    card = cards.card(key, draw)                    # draw(key) -> str, called on a miss only
-    card.body, card.etag                            # UTF-8 bytes, the strong ETag
-
-Two things make the key repeat while a track plays:
-
-- **the card clock** (:func:`card_clock`): the public route evaluates the state *at* a whole
-  :data:`CARD_STEP` (progress, "last played N min ago") and draws it for that instant, so every
-  viewer of one account in the same step shares one rendering;
-- **params** is the query's card options (:class:`~nowplaying.cards.options.CardOptions`, frozen,
-  so hashed by its values), so each look an account is shown in is rendered once per step.
-
-A change of state is a different key, so nothing is ever invalidated. The cache is bounded by
-``max_entries``; when full, the entries of earlier steps go first (they cannot match again, the
-clock moves on), then all.
+The drawing function is handed only the key, so nothing outside it can shape the bytes. The key
+repeats while a track plays because the state is evaluated at the start of a :data:`CARD_STEP`
+(:func:`card_clock`): every viewer of one look of one account in a step shares one rendering. A
+change of state is another key, so nothing is ever invalidated; when full, the cache drops the
+entries of earlier steps first (they cannot match again).
 """
 
 from __future__ import annotations

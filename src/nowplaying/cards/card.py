@@ -1,20 +1,9 @@
-"""The SVG card: what someone plays, as an image for READMEs and ``<img>`` tags.
+"""The SVG card: what someone plays, as a self-contained image for READMEs and ``<img>`` tags.
 
-Pure: :func:`render_card` turns a typed state (:data:`nowplaying.schema.State`: what plays, or an
-error such as ``not_found``) and the typed query (:class:`~nowplaying.cards.options.CardOptions`)
-into a self-contained SVG string, and :func:`card_etag` names that string for caching. Colours and
-geometry come from the one theme set (:mod:`nowplaying.cards.themes`). No I/O; the cover art
-arrives as a ready ``data:`` URI (see :mod:`nowplaying.cards.covers`).
-
-The card revalidates: progress is drawn at :data:`PROGRESS_STEP_MS` steps (:func:`quantise`), so
-the bytes and the ETag stay the same between real changes for that long while a track plays, and
-a card is never more than one step behind.
-
-Every string from Spotify is treated as hostile: control characters and bidi overrides are dropped,
-the rest is XML-escaped into text nodes and never reaches an attribute. The only URL in the output
-is the cover's ``data:image/...;base64`` URI, checked against a strict pattern. Styling is an
-embedded ``<style>`` (which GitHub keeps for SVGs shown through ``<img>``), so the ``auto`` theme
-can follow ``prefers-color-scheme`` and the equalizer can rest under ``prefers-reduced-motion``.
+Progress is drawn in :data:`PROGRESS_STEP_MS` steps, so the bytes (and the ETag) hold between
+real changes. Upstream strings are hostile: they reach the output only as escaped text nodes,
+never an attribute, and the only URL is a ``data:`` cover matching :data:`COVER_URI`. Styling is
+an embedded ``<style>`` because GitHub keeps it in SVGs shown through ``<img>``.
 """
 
 from __future__ import annotations

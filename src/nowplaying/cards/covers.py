@@ -1,16 +1,9 @@
-"""Cover art fetched into ``data:`` URIs for the SVG card, safely.
+"""Cover art fetched into ``data:`` URIs for the SVG card, which cannot load anything itself.
 
-An SVG shown through ``<img>`` cannot load anything itself, so the server inlines the album art.
-That makes the server fetch URLs it got from Spotify, so :class:`CoverFetcher` is strict:
-
-- only ``https`` on allowlisted hosts (plus exact origins, for the simulator in demo mode and
-  tests); no redirects; no credentials in URLs;
-- only JPEG, PNG, WebP and GIF, checked by their magic bytes too (never SVG: it could carry script);
-- at most ``max_bytes``, read from the wire without decompression, within ``timeout`` seconds
-  overall, so a slow host cannot hold a card back;
-- results cached (failures briefly) in a bounded map, with one fetch per URL at a time.
-
-It never raises for a bad or unreachable image: the card falls back to its placeholder.
+The server fetches URLs an upstream handed it, so the fetch is strict: https on allowlisted hosts
+only, no redirects, the image type checked by its magic bytes (never SVG, which can carry
+script), a byte cap read without decompression, one deadline for all of it. It never raises: a
+card falls back to its placeholder.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
-"""How a card is asked to look: the query string of ``/p/{id}.svg`` (and the embed), as one model.
+"""How a card, the recent list or the overlay is asked to look: its query string, as one model.
 
-:class:`CardOptions` is the one definition: validated from the query (:func:`card_options`),
-read by the renderer (:mod:`nowplaying.cards.card`), hashed as part of a rendered card's cache key
-(frozen, so usable as one) and exported into ``/openapi.json``. Parameters the model does not
-know are ignored (READMEs add cache busters such as ``?v=2``); a known one with a bad value
-raises :class:`BadOption`, which names it.
-
-::
-
-    theme     Theme (auto)           size=compact      the compact layout of the default look
-    bg text accent   hex colours     transparent       no background
-    radius width     px              hide=cover,artist,progress,equalizer
-    idle=last|text|hide              idle_text="Not playing" (up to 60 characters)
+Unknown parameters are ignored (READMEs add cache busters such as ``?v=2``); a known one with a
+bad value raises :class:`BadOption`, which names it. The models are frozen: a rendered card's
+cache key holds them.
 """
 
 from __future__ import annotations

@@ -1,11 +1,4 @@
-"""The recently-played card: the last tracks as an SVG list, what plays now on top.
-
-Pure, like :mod:`nowplaying.cards.card`, and drawn from the same theme set and options (colours,
-width, radius, hidden cover, artist or equalizer); the list has its own geometry, a header and
-then one row per track. It reads the typed :class:`~nowplaying.schema.Recent` (the JSON's model
-too). Every Spotify string goes through the card's :func:`~nowplaying.cards.text.clean` and
-:func:`~nowplaying.cards.text.fit` and is escaped; the only URLs are checked ``data:`` cover URIs.
-"""
+"""The recently-played card: the last tracks as an SVG list, what plays now on top."""
 
 from __future__ import annotations
 

@@ -1,18 +1,7 @@
 """The one theme set: the SVG card, the embed page and the widget all draw from it.
 
-A :class:`Theme` names a look; :data:`THEMES` maps each to a :class:`ThemeSpec`: a
-:class:`Palette` (colours), an optional dark palette that takes over under
-``prefers-color-scheme: dark``, and a :class:`Layout` (geometry and type tokens). The SVG card
-(:mod:`nowplaying.cards.card`) turns a spec into fills and coordinates; :func:`stylesheet` turns the
-same specs into CSS custom properties (``--np-bg``, ``--np-radius``...) for the HTML widget, so
-the two cannot drift. Pure data, no I/O.
-
-::
-
-    Theme (StrEnum)            auto light dark compact spotify apple karaoke badge blur
-    ThemeSpec                  palette, dark (or None), layout, label
-    Palette                    colours, as CSS colour strings
-    Layout                     sizes in px, how the cover sits (Cover), m:ss times, label row
+The card turns a spec into fills and coordinates, :func:`stylesheet` turns the same specs into
+CSS custom properties for the HTML widget, so the two cannot drift.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The `nowplaying` command: serve, login, setup, doctor, now."""
+"""The ``nowplaying`` command (entry points: ``cli.main:main``, ``python -m nowplaying.cli``)."""

@@ -1,15 +1,8 @@
 """``nowplaying doctor``: every check an installation needs, one line per finding with its fix.
 
-Checks, in order (a later one is skipped when an earlier one it needs failed): the settings, the
-``.env`` file's permissions, the redirect URI's shape, the database, the stored accounts (the
-keys open them, none needs reconnecting, no grant near its six-month end), a stored rate-limit
-pause, Redis, reaching Spotify (DNS, then TLS and HTTP), the clock against Spotify's ``Date``
-header, the client id and secret (the client-credentials grant), and finally one read per
-connected account, which tells Spotify's development-mode refusals apart.
-
-Nothing is changed, with one exception a running server does too: an account's probe may
-refresh its access token (a rotated refresh token is stored as usual). Exit status: 1 when any
-check failed, else 0 (warnings do not fail).
+A check is skipped when one it needs has failed. Nothing is changed but what a running server
+changes too: probing an account may refresh its access token. Exit status 1 when a check failed
+(warnings do not fail).
 """
 
 from __future__ import annotations

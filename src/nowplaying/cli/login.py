@@ -1,17 +1,9 @@
-"""Connecting an account from a terminal (``nowplaying login``), for servers without a browser.
+"""``nowplaying login``: connect an account from a terminal, for servers without a browser.
 
-Prints the authorize URL, then waits for the redirect, in one of two ways plus a third:
-
-- **the loopback listener**: the redirect URI is on this machine and its port is free, so this
-  command listens there (a one-route server on a socket bound before it starts);
-- **the hand-off**: the port is taken (the running ``nowplaying serve``, most likely) or the
-  redirect URI is another host's: the pending login is put in the shared store, marked as a
-  terminal login, and the server's ``/callback`` completes it; this command watches the store
-  for the account to be connected;
-- **the paste** (on a terminal, alongside either): the address the browser ended on, pasted back.
-
-Whichever way, the account is connected by :func:`nowplaying.engine.accounts.connect_account`, as
-the web callback does.
+The redirect arrives one of three ways: at a listener on the loopback redirect URI when its port
+is free; through the running server when it is not (the pending login is stored as a terminal
+login, the server's ``/callback`` completes it, this command watches the store); or, on a
+terminal, as the address the browser ended on, pasted back.
 """
 
 from __future__ import annotations

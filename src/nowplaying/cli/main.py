@@ -1,4 +1,4 @@
-"""The ``nowplaying`` command: ``serve`` the widget server, run a stand-alone ``simulator``."""
+"""The nowplaying command: the server, the simulated Spotify, setup, doctor, login, now, upkeep."""
 
 from __future__ import annotations
 

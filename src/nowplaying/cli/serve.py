@@ -1,16 +1,9 @@
 """Serving processes that stop on time: a signal drains every event stream, then the app closes.
 
-uvicorn alone waits for open connections without end, and an SSE viewer never hangs up, so a
-``SIGTERM`` with one widget open never finished (and systemd, Kubernetes or ``docker stop`` then
-``SIGKILL`` it, leaking the poller leases and the store). :class:`GracefulServer` calls the live
-hub's ``drain()`` from the signal handler itself: every stream sends a jittered ``retry:`` and
-ends, uvicorn closes the idle connections, the lifespan closes the hub (releasing leases) and the
-store, and whatever is still open after ``shutdown_seconds`` is cut off. A clean shutdown exits
-with status 0 (uvicorn would re-raise the signal and report death by ``SIGTERM``).
-
-:func:`serve_workers` is the ``--workers N`` supervisor: one listening socket, N spawned worker
-processes that each build their own app and serve it with :class:`GracefulServer`; a signal to
-the supervisor is passed on to every worker, a worker that dies is replaced.
+uvicorn alone waits for open connections without end and an SSE viewer never hangs up, so a
+``SIGTERM`` with one widget open never finished, and the ``SIGKILL`` that followed leaked the
+poller leases. Whatever is still open after ``shutdown_seconds`` is cut off; a clean shutdown
+exits 0 (uvicorn would re-raise the signal).
 """
 
 from __future__ import annotations

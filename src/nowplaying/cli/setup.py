@@ -1,13 +1,7 @@
 """``nowplaying setup``: from a Spotify app's id and secret to a working ``.env``.
 
-The secret is checked against Spotify's token endpoint with the client-credentials grant, so a
-wrong one is caught now, not at the first login; ``NOWPLAYING_SECRET_KEY`` is generated (an
-existing one is kept: replacing it would lock every stored account out); ``.env`` is written
-with mode 0600 and never replaced without asking (``--force`` for scripts), other lines in it
-kept. The redirect URI to register and the development-mode rules are printed.
-
-Pure parts (:func:`redirect_problem`, :func:`merge_env`, :func:`read_env`) are shared with
-``nowplaying doctor``; the I/O is in :func:`run_setup`, which the CLI drives.
+The secret is checked with Spotify now, not at the first login. An existing
+``NOWPLAYING_SECRET_KEY`` is kept: replacing it would lock every stored account out.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""ops"""
+"""Operations: owner alerts, Prometheus metrics, log setup."""

@@ -1,25 +1,11 @@
 """Owner alerts: a JSON POST to ``NOWPLAYING_ALERT_WEBHOOK`` when an owner must act.
 
-Nobody watches the owner page, so a widget could say "Reconnect needed" for weeks. Events:
-
-- ``reconnect_needed``: Spotify no longer accepts an account's grant (seen by a poll, or by the
-  hourly scan of stored accounts, so an unwatched account is told too);
-- ``grant_expires_soon``: 14 and again 3 days before Spotify ends a grant, six months after
-  consent (refreshing does not extend it);
-- ``app_paused``: Spotify paused the whole app for an hour or more (the development-mode quota).
-
-The body carries ``content`` (Discord), ``text`` (Slack), ``message`` and ``title`` (ntfy's JSON
-fields), and structured fields (``event``, ``account``, ``displayName``, ``until``, ``url``).
-Spotify's display names are anyone's text: control characters are escaped, ``<>&`` escaped as
-Slack asks, and Discord is told to ping nobody (``allowed_mentions``).
-
-Once per event, not per instance: each alert has a key, claimed with Redis ``SET NX`` when
-``NOWPLAYING_REDIS_URL`` is set (else in this process, and in a small file beside a SQLite
-database so a restart does not repeat one) before it is sent. Delivery never blocks
-a poller: :meth:`Alerter.notify` only puts the event in a bounded queue (full: dropped, logged);
-one background task sends, retrying with exponential backoff on the injected clock (a 4xx other
-than 408/429 is final). A key whose delivery failed for good is released, so the next
-occurrence tries again. The webhook URL is a secret (it holds the credential): never logged.
+Nobody watches the owner page, so a widget could say "Reconnect needed" for weeks. An event is
+sent once, not once per instance: its key is claimed (Redis ``SET NX``; without Redis in this
+process and in a file beside a SQLite database, so a restart does not repeat it) before sending,
+and released when delivery fails for good, so the next occurrence tries again. Delivery never
+blocks a poller: a bounded queue, one sender. Display names are anyone's text and are escaped as
+each chat service asks; the webhook URL holds a credential and is never logged.
 """
 
 from __future__ import annotations

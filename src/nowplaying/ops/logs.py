@@ -1,19 +1,9 @@
-"""Logs an operator can use: one line per event, a request id, nothing secret, nothing forged.
+"""Log setup: one line per record (text or JSON), the request id on each, secrets redacted.
 
-``configure(level, fmt, secrets=...)`` sets the root logger up once per process:
-
-- ``fmt="text"``: ``2026-12-02T01:02:03Z INFO nowplaying.engine.live [req 3f2a…]: message``;
-  ``fmt="json"``: one JSON object per line (``time``, ``level``, ``logger``, ``message``,
-  ``request_id`` when inside a request, ``exc`` with the traceback).
-- Control characters in a message (Spotify's text is anyone's: a track called
-  ``"x\\nERROR forged"``) are escaped, so one record is always one line.
-- Every configured secret (client secret, secret keys) that reaches a message is replaced by
-  ``[redacted]``: a net under the rule that no code logs one.
-- httpx and httpcore log at WARNING: their INFO line per request (every poll) is noise.
-
-Each HTTP request gets an id (:func:`request_id`: a well-formed incoming ``X-Request-Id`` from a
-proxy is kept, anything else replaced); the edge middleware (``web/edge.py``) answers it in the
-``X-Request-Id`` response header and puts it on every record logged while the request runs.
+Upstream text is anyone's (a track called ``"x\\nERROR forged"``), so control characters are
+escaped and a record is always one line. Redacting the configured secrets is a net under the rule
+that no code logs one. httpx and httpcore log at WARNING: their line per request (every poll) is
+noise.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
-"""Prometheus metrics for one process: what an operator graphs and alerts on.
+"""Prometheus metrics for one process, each app with its own registry (tests build many apps).
 
-One :class:`Metrics` per app, with its own registry (tests build many apps in one process):
-
-- ``nowplaying_upstream_requests_total{endpoint, status}``: every response the shared HTTP
-  client received (Spotify's token endpoint and Web API, cover images), counted by an httpx
-  response hook, so nothing in the Spotify client changes to be counted;
-- ``nowplaying_http_request_duration_seconds{route, method, status}``: time to the start of each
-  response (an event stream counts until its headers, not for its whole life), by route template
-  so the label set stays bounded;
-- ``nowplaying_sse_viewers``: event streams open on this instance;
-- read when scraped from the live engine and the token manager's own counters:
-  ``nowplaying_polls_total``, ``nowplaying_rate_limit_pauses_total``,
-  ``nowplaying_token_refreshes_total``, ``nowplaying_poll_lag_seconds`` (how late the last poll
-  started after it was due) and ``nowplaying_paused`` (1 while Spotify pauses the app).
+Upstream responses are counted by an httpx response hook, so no client changes to be counted.
+Request durations run to the start of the response (an event stream counts until its headers)
+and are labelled by route template, so the label set stays bounded. The engine's and the token
+manager's counters are read when scraped.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Spotify Accounts, simulated: apps, users, consents, authorization codes and tokens.
 
-A *consent* is a user's "Agree" for one app and a set of scopes; it fixes when its refresh tokens
-expire (``refresh_token_lifetime`` after consent; refreshing does not extend it) and it can be
-revoked (the user removed the app). Access and refresh tokens point at their consent.
-
-Every way a token request can fail raises :class:`TokenError` with Spotify's exact ``error`` and
-``error_description``; the HTTP layer turns it into a 400.
+A consent (a user's "Agree" for one app and a set of scopes) fixes when its refresh tokens
+expire: refreshing does not extend it.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """The built-in playlist the simulated players loop through.
 
-Items are plain dicts in a compact form (``type``, ``id``, ``name``, ``duration_ms`` and a few
-more keys, see :func:`track` and :func:`episode`); :mod:`.objects` expands them into Spotify's
-TrackObject and EpisodeObject. A full Spotify object (one with a ``uri``) may be used instead and
-is served verbatim.
-
-The names are chosen to be hostile to careless renderers: markup characters, quotes, non-Latin
-scripts, right-to-left text, emoji, very long titles, a local file with no id.
+The names are hostile to careless renderers on purpose: markup characters, quotes, right-to-left
+text, emoji, very long titles, a local file with no id.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""Failures on demand: rate limits, errors, slow and hanging answers.
-
-``faults.add("currently-playing", status=429, retry_after=30)`` makes the next call to that
-endpoint fail that way. Endpoints: ``token``, ``me``, ``currently-playing``, ``recently-played``,
-``player``, or ``*`` for any of them. Faults are used in the order they were added.
-"""
+"""Failures on demand: rate limits, errors, slow and hanging answers, used in the order added."""
 
 from __future__ import annotations
 

@@ -1,18 +1,9 @@
 """Spotify's two limits, simulated: the rolling-window rate limit and the daily quota.
 
-From ``spotify-contract.md`` §6 and §3:
-
-- **Rate limit**, per app (client id), over a rolling 30-second window; the number is not
-  published. Past it: ``429`` with ``Retry-After`` (seconds) and the plain Web API error body.
-- **Quota** (development mode, 2026), counted per *developer account* across all of its client
-  ids: past it, ``429`` with ``{"error": {..., "reason": "QUOTA_EXCEEDED"}}`` and a Retry-After of
-  hours (here: until the next UTC midnight, when the simulated quota resets).
-
-Both are off until configured (``window_calls``, ``daily_quota``; the ``/_control/limits``
-routes set them from another process). Every call an app makes to the token endpoint or the Web
-API is counted once it is let through; a refused call is not counted, so Retry-After is exactly
-the time until the window has room again. The counters (:attr:`Limits.counts`, the accepted call
-times per app) are what tests and benchmarks hold the client to.
+From ``spotify-contract.md`` §6 and §3: the rate limit is per app over 30 seconds (its number
+unpublished); the development-mode quota is per developer account across its apps, answered with
+``reason: QUOTA_EXCEEDED`` and hours of Retry-After (here: until the next UTC midnight). A refused
+call is not counted, so Retry-After is exactly the time until the window has room again.
 """
 
 from __future__ import annotations

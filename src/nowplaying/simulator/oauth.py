@@ -1,9 +1,7 @@
-"""The accounts routes: ``GET/POST /authorize`` (consent) and ``POST /api/token``.
+"""The accounts routes: ``/authorize`` (the consent page) and ``POST /api/token``.
 
-``GET /authorize`` validates the request and shows the consent page; the page posts back to
-``POST /authorize``, which validates everything again (hidden fields are user input) and
-redirects with a code or ``error=access_denied``. Problems with the client or the redirect URI are
-never redirected: they get Spotify's error page.
+The consent form's post is validated again (hidden fields are user input). Problems with the
+client or the redirect URI are never redirected: they get Spotify's error page.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """One simulated user's playback: a looping playlist laid out on the clock.
 
-Nothing runs in the background. The player remembers the segment that is playing (an item, a
-silent gap, or an ad) and the clock time its progress was zero; every read first walks forward
-over segments that have ended since, recording finished tracks in the listening history.
-
-After every ``gap_every`` items comes a gap of ``gap_ms`` in which nothing plays (Spotify answers
-204). An ad interrupts the current item; afterwards the next item starts.
+Nothing runs in the background: every read first walks forward over the segments (items, silent
+gaps, ads) that ended since, recording finished tracks in the listening history.
 """
 
 from __future__ import annotations

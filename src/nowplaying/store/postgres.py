@@ -1,11 +1,8 @@
-"""PostgreSQL store (``NOWPLAYING_DATABASE_URL=postgresql://...``) for several instances.
+"""PostgreSQL store (``NOWPLAYING_DATABASE_URL=postgresql://...``), for several instances.
 
-The tables and queries are :mod:`nowplaying.store.sql`'s; this module owns the connection pool
-(asyncpg), the migration lock (an advisory lock, so instances starting together migrate once;
-the ``schema_migrations`` table records what is applied) and the errors: every database failure
-surfaces as :class:`~nowplaying.store.base.StoreError` (the web layer answers 503), never a
-half-written row: each write is one statement. A schema newer than this code is refused,
-unchanged.
+Instances starting together migrate once (an advisory lock). Every database failure surfaces as
+:class:`~nowplaying.store.base.StoreError`, never as a half-written row (each write is one
+statement); a schema newer than this code is refused, unchanged.
 """
 
 from __future__ import annotations

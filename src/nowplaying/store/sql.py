@@ -1,13 +1,8 @@
 """The one SQL definition both stores run: the tables, every query and the row mapping.
 
-Written once, in the SQL SQLite (3.35+) and PostgreSQL share (``ON CONFLICT ... DO UPDATE``,
-``RETURNING``), with ``?`` placeholders. A :class:`Dialect` renders it for one database: the
-placeholders (PostgreSQL numbers them, ``$1``) and the column types the migrations name
-(``REAL`` / ``DOUBLE PRECISION``, an integer flag / ``BOOLEAN``). :class:`SQLStore` implements
-every :class:`~nowplaying.store.base.Store` method over three primitives a backend provides —
-run a statement, fetch one row, fetch all rows — so a backend keeps only its connection, its
-migration locking and its error wrapping (every failure a
-:class:`~nowplaying.store.base.StoreError`).
+Written in the SQL that SQLite (3.35+) and PostgreSQL share; a :class:`Dialect` renders its
+placeholders and column types for one of them. A backend provides three primitives (run, fetch
+one, fetch all) and keeps only its connection, its migration locking and its error wrapping.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""SQLite store (the default): one file, WAL mode, versioned schema migrations run on open.
+"""SQLite store (the default): one file, WAL mode, schema migrations run on open.
 
-The tables and queries are :mod:`nowplaying.store.sql`'s; this module owns the connection, the
-migration lock (``BEGIN IMMEDIATE``, the version in ``PRAGMA user_version``) and the errors:
-every failure of the database — locked, read-only, disk full, a closed connection, a missing
-table, a broken constraint — surfaces as :class:`~nowplaying.store.base.StoreError` through one
-wrapper, :meth:`SQLiteStore._run`. A database whose schema is newer than this code is refused on
-open and left as it was.
+Every failure of the database (locked, read-only, disk full, closed, a missing table) surfaces as
+:class:`~nowplaying.store.base.StoreError` through one wrapper, :meth:`SQLiteStore._run`; a schema
+newer than this code is refused on open and left as it was.
 """
 
 from __future__ import annotations
