@@ -6,8 +6,8 @@ One run measures everything side by side and writes ``docs/performance.md``:
   viewers, the live engine against a widget that refreshes and polls on every request (in-process,
   on a fake clock);
 - :mod:`bench.latency`: how long a track change takes to reach an SSE viewer (a real server);
-- :mod:`bench.throughput`: ``GET /api/spotify`` requests per second against a bare Starlette
-  endpoint, with :mod:`bench.loadgen` in its own process;
+- :mod:`bench.throughput`: requests per second of the engine's endpoints against nginx serving
+  the same bytes, with ``wrk`` in its own process;
 - :mod:`bench.memory`: the server's resident memory with 1000 SSE viewers open.
 
 :mod:`bench.servers` starts and stops the server processes and signs in over HTTP. Everything

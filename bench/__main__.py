@@ -20,7 +20,7 @@ from bench.report import DOC, Machine, Results, table, write_doc
 SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "upstream": ("upstream calls per simulated minute (~30 s)", upstream.run),
     "latency": ("change-to-viewer latency (~2 min)", latency.run),
-    "throughput": ("throughput against a bare endpoint (~40 s)", throughput.run),
+    "throughput": ("throughput against nginx serving the same bytes (~2 min)", throughput.run),
     "memory": ("memory with 1000 SSE viewers (~15 s)", memory.run),
     "multi": ("multi-instance: 3 processes, PostgreSQL + Redis (~75 s)", multi.run),
     "fanout": ("fan-out: 10,000 SSE viewers of one public link, 3 changes (~2 min)", fanout.run),

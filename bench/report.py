@@ -6,7 +6,6 @@ import datetime as dt
 import math
 import os
 import platform
-import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +99,7 @@ def table(r: Results, machine: Machine) -> str:
     if r.latency is not None:
         out += _latency(r.latency)
     if r.throughput is not None:
-        out += _throughput(r.throughput)
+        out += throughput.lines(r.throughput)
     if r.memory is not None:
         out += _memory(r.memory)
     if r.multi is not None:
@@ -168,44 +167,6 @@ def _latency(r: latency.Result) -> list[str]:
             f"{_s(samples.median):>10}{_s(samples.quantile(0.95)):>10}{_s(top):>10}"
             f"   {targets[name]}"
         )
-    return [*out, ""]
-
-
-def _throughput(r: throughput.Result) -> list[str]:
-    out = [
-        f"3. Throughput, {throughput.CONNECTIONS} keep-alive connections, "
-        f"{throughput.SECONDS:g} s per trial, engine endpoints and bare alternated "
-        f"{len(r.bare)} times ({r.body_bytes}-byte JSON body; card {r.svg_bytes} bytes, "
-        "cover embedded)",
-        "",
-        f"   {'endpoint':<30}{'req/s, median':>15}   {'req/s per round':<26}"
-        f"{'p50':>9}{'p99':>9}{'server CPU':>12}",
-    ]
-    rows = [(f"GET {name} (engine)", trials) for name, trials in r.endpoints.items()]
-    for name, trials in [*rows, ("bare Starlette JSON", r.bare)]:
-        rps = sorted(t.rps for t in trials)
-        mid = sorted(trials, key=lambda t: t.rps)[len(trials) // 2]
-        listed = " ".join(f"{t.rps:.0f}" for t in trials)
-        out.append(
-            f"   {name:<30}{rps[len(rps) // 2]:>15.0f}   {listed:<26}"
-            f"{mid.p50_ms:>6.1f} ms{mid.p99_ms:>6.0f} ms{mid.server_cpu:>7.2f} core"
-        )
-    errors = sum(t.errors for trials in (*r.endpoints.values(), r.bare) for t in trials)
-    for name, trials in r.endpoints.items():
-        per_round = " ".join(f"{e.rps / b.rps:.2f}" for e, b in zip(trials, r.bare, strict=True))
-        target = throughput.ENDPOINTS.get(name, math.nan)
-        out.append(
-            f"   {f'ratio {name} / bare':<30}{r.ratio_of(name):>15.2f}   {per_round:<26}"
-            f"target >= {target:g}"
-        )
-        by_cpu = r.cpu_ratios(name)
-        if by_cpu:
-            listed = " ".join(f"{x:.2f}" for x in by_cpu)
-            out.append(
-                f"   {'  by server CPU per request':<30}{statistics.median(by_cpu):>15.2f}   "
-                f"{listed:<26}"
-            )
-    out.append(f"   errors: {errors}")
     return [*out, ""]
 
 

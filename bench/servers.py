@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,7 +54,12 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server has used so far."""
-        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        return self.cpu_of(self.proc.pid)
+
+    @staticmethod
+    def cpu_of(pid: int) -> float:
+        """User + system CPU time process ``pid`` has used so far."""
+        stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat.rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
         return ticks / os.sysconf("SC_CLK_TCK")
@@ -105,10 +111,12 @@ def nowplaying_server(
     extra_env: Mapping[str, str] | None = None,
     port: int | None = None,
     wrapper: Sequence[str] = (),
+    args: Sequence[str] = (),
 ) -> Iterator[ServerProcess]:
     """``nowplaying serve`` in demo mode (the simulator mounted in-process), a fresh database;
     ``extra_env`` adds or overrides settings (e.g. the log level); ``port`` is free by default;
-    ``wrapper`` is a command it runs under (valgrind)."""
+    ``wrapper`` is a command it runs under (valgrind); ``args`` are more options of ``serve``
+    (``--http h11``)."""
     port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
         env = {
@@ -119,35 +127,81 @@ def nowplaying_server(
             "NOWPLAYING_LOG_LEVEL": "WARNING",
             **(extra_env or {}),
         }
-        cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--host", "127.0.0.1"]
+        cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--host", "127.0.0.1", *args]
         # cwd is the temporary directory, so a developer's .env cannot leave demo mode.
         with _run([*cmd, "--port", str(port)], env, Path(tmp), port, wrapper) as server:
             yield server
 
 
 @contextlib.contextmanager
-def bare_server(payload: Mapping[str, Any], wrapper: Sequence[str] = ()) -> Iterator[ServerProcess]:
-    """:mod:`bench.bare` under uvicorn with the settings ``nowplaying serve`` uses."""
+def bare_server(
+    payload: Mapping[str, Any] | bytes,
+    wrapper: Sequence[str] = (),
+    server: str = "uvicorn",
+    options: Sequence[str] = (),
+) -> Iterator[ServerProcess]:
+    """:mod:`bench.bare` under ``server`` (``uvicorn`` with the settings ``nowplaying serve``
+    uses, or ``granian``), with more ``options`` (``--http h11``); ``payload`` is the body."""
     port = free_port()
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     with tempfile.TemporaryDirectory(prefix="np-bench-bare-") as tmp:
-        env = {"BENCH_PAYLOAD": json.dumps(payload), "PYTHONPATH": str(ROOT)}
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.bare:create",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--no-proxy-headers",
-        ]
-        with _run(cmd, env, Path(tmp), port, wrapper) as server:
-            yield server
+        env = {"BENCH_PAYLOAD": body.decode(), "PYTHONPATH": str(ROOT)}
+        where = ["--host", "127.0.0.1", "--port", str(port)]
+        if server == "granian":
+            cmd = [sys.executable, "-m", "granian", "--interface", "asgi", "--factory", *where]
+            cmd += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
+        else:
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", *where, "--no-access-log"]
+            cmd += ["--log-level", "warning", "--no-proxy-headers", "--no-server-header"]
+        with _run([*cmd, *options, "bench.bare:create"], env, Path(tmp), port, wrapper) as srv:
+            yield srv
+
+
+NGINX_STATIC = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+daemon off;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+{locations}
+    }}
+}}
+"""
+
+
+@contextlib.contextmanager
+def static_nginx(files: Mapping[str, tuple[bytes, str]]) -> Iterator[ServerProcess]:
+    """Debian's nginx (one worker, no access log) serving each ``path: (body, content type)``
+    as a static file: what the machine can do with the same bytes."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise FileNotFoundError("nginx is not installed (apt-get install nginx)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="np-bench-nginx-") as tmp:
+        Path(tmp).chmod(0o755)  # nginx's worker runs as another user when started by root
+        locations = []
+        for i, (path, (body, media_type)) in enumerate(files.items()):
+            (Path(tmp) / f"{i}.body").write_bytes(body)
+            locations.append(
+                f"        location = {path} {{ types {{ }} default_type {media_type.split(';')[0]};"
+                f" alias {tmp}/{i}.body; }}"
+            )
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(NGINX_STATIC.format(dir=tmp, port=port, locations="\n".join(locations)))
+        with _run([binary, "-p", tmp, "-c", str(conf)], {}, Path(tmp), port) as srv:
+            for path, (body, _) in files.items():
+                if httpx.get(srv.url + path).content != body:
+                    raise RuntimeError(f"nginx did not serve the bytes of {path}")
+            yield srv
 
 
 # -- signing in over HTTP -----------------------------------------------------------------------

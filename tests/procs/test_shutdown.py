@@ -108,10 +108,11 @@ async def _wait_up(served: Served, path: str = "/healthz") -> None:
 
 
 @contextlib.asynccontextmanager
-async def demo_server(tmp: Path) -> AsyncIterator[Served]:
-    """``nowplaying serve`` in demo mode (built-in simulated Spotify), in its own directory."""
+async def demo_server(tmp: Path, *options: str) -> AsyncIterator[Served]:
+    """``nowplaying serve`` in demo mode (built-in simulated Spotify), in its own directory;
+    ``options`` are more of ``serve``'s (``--http h11``)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--port", str(port), *options]
     with _process(cmd, tmp, _env(), port) as served:
         await _wait_up(served)
         yield served
@@ -187,12 +188,21 @@ async def _viewers(
     return viewers, tasks
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("sig", "stack"),
+    [
+        (signal.SIGTERM, "httptools parser, uvloop event loop"),
+        (signal.SIGINT, "httptools parser, uvloop event loop"),
+        (signal.SIGTERM, "h11 parser, asyncio event loop"),
+    ],
+)
 async def test_signal_with_viewers_ends_every_stream_and_exits_0(
-    tmp_path: Path, sig: signal.Signals
+    tmp_path: Path, sig: signal.Signals, stack: str
 ) -> None:
-    """20 SSE viewers attached: the signal ends each stream with a jittered retry; exit 0."""
-    async with demo_server(tmp_path) as served, httpx.AsyncClient() as http:
+    """20 SSE viewers attached: the signal ends each stream with a jittered retry; exit 0, on
+    the compiled server stack and on the pure-Python fallback alike."""
+    options = ["--http", "h11", "--loop", "asyncio"] if "h11" in stack else []
+    async with demo_server(tmp_path, *options) as served, httpx.AsyncClient() as http:
         cookie = await login(http, served.base)
         viewers, tasks = await _viewers(http, f"{served.base}/api/spotify/events", cookie, 20)
         code, took = await asyncio.to_thread(served.stop, sig)
@@ -207,6 +217,7 @@ async def test_signal_with_viewers_ends_every_stream_and_exits_0(
     assert all(len(v.retries) == 2 for v in viewers)  # the connect preamble, then the hint
     assert all(h in RECONNECT_MS for h in hints)
     assert len(set(hints)) > 1, hints  # jittered, not one value for everyone
+    assert f"server stack: uvicorn, {stack}" in log
     assert "shutting down: ending 20 event stream(s)" in log
     assert "shutdown clean" in log and "20 event stream(s) ended with a reconnect hint" in log
     assert "Waiting for connections to close" not in log

@@ -25,7 +25,13 @@ from starlette.applications import Starlette
 
 from nowplaying.cli.doctor import run_doctor
 from nowplaying.cli.login import LOOPBACK, LoginFailed, Waiting, terminal_login
-from nowplaying.cli.serve import GracefulServer, serve_workers
+from nowplaying.cli.serve import (
+    EVENT_LOOPS,
+    HTTP_PARSERS,
+    GracefulServer,
+    describe_stack,
+    serve_workers,
+)
 from nowplaying.cli.setup import Ask, SetupOptions, run_setup
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
@@ -81,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.demo:
         log.warning("demo mode: no SPOTIFY_CLIENT_ID set, serving the built-in simulated Spotify")
     log.info("%s", banner(args.host, args.port, settings))
+    log.info("%s", describe_stack(args.http, args.loop))
     raise_open_files_limit()
     options = _server_options(args, settings)
     if args.workers > 1:
@@ -154,6 +161,8 @@ def _server_options(args: argparse.Namespace, settings: Settings) -> dict[str, o
         # The app itself believes forwarded headers only from NOWPLAYING_TRUSTED_PROXIES.
         "proxy_headers": False,
         "server_header": False,
+        "http": args.http,
+        "loop": args.loop,
     }
 
 
@@ -460,6 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes (use with NOWPLAYING_REDIS_URL)"
+    )
+    serve.add_argument(
+        "--http",
+        choices=HTTP_PARSERS,
+        default="auto",
+        help="HTTP parser: httptools when installed (auto), or h11 (pure Python)",
+    )
+    serve.add_argument(
+        "--loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="event loop: uvloop when installed (auto), or asyncio (pure Python)",
     )
     serve.set_defaults(func=cmd_serve)
 

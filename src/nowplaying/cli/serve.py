@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -26,6 +27,35 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.server import HANDLED_SIGNALS
 
 log = logging.getLogger("nowplaying")
+
+HTTP_PARSERS = ("auto", "httptools", "h11")
+"""uvicorn's ``http`` choices we support: ``auto`` is httptools when it imports, else h11."""
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+"""uvicorn's ``loop`` choices we support: ``auto`` is uvloop when it imports, else asyncio."""
+
+
+def resolve_stack(http: str, loop: str) -> tuple[str, str]:
+    """The HTTP parser and event loop uvicorn will run for these choices (``auto`` resolved the
+    way uvicorn resolves it: the compiled one when its package is installed)."""
+
+    def installed(name: str) -> bool:
+        return importlib.util.find_spec(name) is not None
+
+    if http == "auto":
+        http = "httptools" if installed("httptools") else "h11"
+    if loop == "auto":
+        loop = "uvloop" if installed("uvloop") else "asyncio"
+    return http, loop
+
+
+def describe_stack(http: str, loop: str) -> str:
+    """The startup line naming the server stack, and what a pure-Python one costs."""
+    parser, event_loop = resolve_stack(http, loop)
+    line = f"server stack: uvicorn, {parser} parser, {event_loop} event loop"
+    if (parser, event_loop) != ("httptools", "uvloop"):
+        line += " (pure-Python parts run at about half the throughput; see docs/performance.md)"
+    return line
+
 
 CLOSE_RESERVE = 2.0
 """Seconds of the shutdown budget kept for closing the hub and the store after the streams."""
