@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -20,9 +21,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: ASGIApp, port: int) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1:``port`` until the block ends; yields the base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+def serve(app: ASGIApp, port: int, **options: Any) -> Iterator[str]:
+    """Serve ``app`` on 127.0.0.1:``port`` until the block ends; yields the base URL.
+    ``options`` are uvicorn's (e.g. ``http=`` a protocol class)."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, **{"log_level": "warning", "lifespan": "on", **options}
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

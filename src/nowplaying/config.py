@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     """Per client address, on /login and /callback (burst 10); 0 turns the limit off."""
     nowplaying_public_rate_per_second: float = 10.0
     """Per client address, on /p/... (burst 120); 0 turns the limit off."""
+    nowplaying_header_seconds: float = Field(default=10.0, gt=0)
+    """A request's line and headers must arrive within this of its first byte."""
+    nowplaying_body_seconds: float = Field(default=30.0, gt=0)
+    """A request's body must arrive within this of its headers."""
+    nowplaying_write_seconds: float = Field(default=30.0, gt=0)
+    """A response (an event stream too) whose reader takes nothing this long is dropped."""
+    nowplaying_connections_per_address: int = Field(default=256, ge=1)
+    """Open connections per client address; past it a new one is closed at once."""
+    nowplaying_unfinished_per_address: int = Field(default=32, ge=1)
+    """Connections per client address whose request has not fully arrived."""
+    nowplaying_reserved_files: int = Field(default=128, ge=0)
+    """Descriptors kept below the limit for addresses holding few connections."""
     nowplaying_trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are believed."""
     nowplaying_image_origins: list[str] = Field(default_factory=list)

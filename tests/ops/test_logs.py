@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import io
 import json
 import logging
@@ -207,3 +209,60 @@ async def test_an_unhandled_error_is_logged_and_answered_with_its_request_id(
     rid = response.headers["x-request-id"]
     [line] = [r for r in _records(captured) if r["message"].startswith("unhandled RuntimeError")]
     assert line["request_id"] == rid
+
+
+def _failure(created: float, text: str = "poll failed: %s") -> logging.LogRecord:
+    record = logging.makeLogRecord(
+        {"name": "nowplaying.engine.live", "levelno": logging.WARNING, "levelname": "WARNING"}
+    )
+    record.msg, record.args, record.created = text, ("Spotify answered 502",), created
+    return record
+
+
+def test_ten_thousand_identical_failures_are_a_few_lines_that_count_the_rest() -> None:
+    """10,000 in a minute: one line per interval, each naming how many it held back."""
+    repeats = logs.RepeatFilter()
+    kept = [r for i in range(10_000) if repeats.filter(r := _failure(i * 60 / 10_000))]
+    assert 1 < len(kept) <= 60 / logs.REPEAT_SECONDS + 1
+    held = [int(r.getMessage().split("(")[1].split()[0]) for r in kept[1:]]
+    assert sum(held) + len(kept) > 10_000 * (1 - logs.REPEAT_SECONDS / 60) - 1
+
+
+def test_many_different_lines_of_one_template_are_bounded_too() -> None:
+    repeats = logs.RepeatFilter()
+    kept = [
+        r
+        for i in range(10_000)
+        if repeats.filter(r := _failure(1.0, f"poll failed for account {i}: %s"))
+    ]
+    assert len(kept) == logs.LOGGER_LINES  # each its own template: the logger's bound holds
+    repeats = logs.RepeatFilter()
+    same = [_failure(1.0) for _ in range(10_000)]
+    for i, r in enumerate(same):
+        r.args = (f"Spotify answered {i}",)
+    assert sum(repeats.filter(r) for r in same) == logs.SIMILAR_LINES
+
+
+def test_info_lines_are_never_held_back() -> None:
+    repeats = logs.RepeatFilter()
+    record = _failure(1.0)
+    record.levelno = logging.INFO
+    assert all(repeats.filter(record) for _ in range(100))
+
+
+def test_an_accept_loop_out_of_descriptors_writes_a_bounded_number_of_lines(
+    captured: io.StringIO,
+) -> None:
+    """asyncio logs 'socket.accept() out of system resource' with a traceback per attempt."""
+    loop = asyncio.new_event_loop()
+    try:
+        error = OSError(errno.EMFILE, "Too many open files")
+        for _ in range(10_000):
+            loop.call_exception_handler(
+                {"message": "socket.accept() out of system resource", "exception": error}
+            )
+    finally:
+        loop.close()
+    lines = captured.getvalue().splitlines()
+    assert len(lines) < 100
+    assert sum("out of system resource" in line for line in lines) == 1

@@ -43,6 +43,7 @@ from nowplaying.sources.spotify.client import ReconnectRequired, SpotifyError
 from nowplaying.store import StoreError, open_store
 from nowplaying.web import create_app
 from nowplaying.web.api import stream_capacity
+from nowplaying.web.guard import Guard, limits_of, protocol_class
 from nowplaying.web.owner import new_public_id
 from nowplaying.web.security import origin_of, printable
 
@@ -173,8 +174,12 @@ def _serve_app(
     sockets: list[socket.socket] | None = None,
 ) -> int:
     """Serve until a signal; the shutdown drains streams and is bounded (see web/lifecycle.py)."""
+    guard = Guard(limits_of(settings), trusted_proxies=settings.nowplaying_trusted_proxies)
+    http = protocol_class(str(options.get("http", "auto")))
+    guarded = {**options, "http": guard.protocol(http)}
+    app.state.metrics.count_edge(guard.counts)
     server = GracefulServer(
-        uvicorn.Config(app, **options),  # type: ignore[arg-type]
+        uvicorn.Config(app, **guarded),  # type: ignore[arg-type]
         app,
         shutdown_seconds=settings.nowplaying_shutdown_seconds,
     )

@@ -4,6 +4,8 @@ Upstream text is anyone's (a track called ``"x\\nERROR forged"``), so control ch
 escaped and a record is always one line. Redacting the configured secrets is a net under the rule
 that no code logs one. httpx and httpcore log at WARNING: their line per request (every poll) is
 noise.
+A warning or error that repeats is written once per :data:`REPEAT_SECONDS`, and its next line
+counts what was held back (:class:`RepeatFilter`): 10,000 identical failures are a few lines.
 """
 
 from __future__ import annotations
@@ -112,6 +114,84 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+REPEAT_SECONDS = 10.0
+SIMILAR_LINES = 10
+"""Lines of one message template (e.g. ``poll failed for %s``) written per interval, however
+many different values fill it."""
+LOGGER_LINES = 50
+"""Warnings (or errors) one logger writes per interval, however different their messages."""
+_KEYS = 4096
+
+
+class _Window:
+    """Counts per key and interval: lines written, records held back since the last line."""
+
+    def __init__(self, seconds: float, allowed: int) -> None:
+        self.seconds = seconds
+        self.allowed = allowed
+        self._seen: dict[tuple[object, ...], list[float]] = {}  # key -> [start, written, held]
+
+    def take(self, key: tuple[object, ...], now: float) -> float | None:
+        """None when ``key`` has written its lines this interval (held back, counted), else
+        how many it held back since its last line (reset)."""
+        entry = self._seen.get(key)
+        if entry is None or now - entry[0] >= self.seconds:
+            if len(self._seen) >= _KEYS:
+                self._seen.clear()  # forgetting allows a line again: the other windows bound it
+            self._seen[key] = [now, 1.0, 0.0]
+            return entry[2] if entry else 0.0
+        if entry[1] >= self.allowed:
+            entry[2] += 1
+            return None
+        entry[1] += 1
+        held, entry[2] = entry[2], 0.0
+        return held
+
+    def give_back(self, key: tuple[object, ...], held: float) -> None:
+        """Undo a :meth:`take` whose line another window held back: it and what it carried
+        are held here again."""
+        entry = self._seen[key]
+        entry[1] -= 1
+        entry[2] += held + 1
+
+
+class RepeatFilter(logging.Filter):
+    """Rate-limits repeating warnings and errors: each distinct line once per ``seconds``, each
+    template :data:`SIMILAR_LINES` times, each logger :data:`LOGGER_LINES` times; the next line
+    written says how many were held back.
+
+    Times are the records' own (``created``), so no clock is read here. Below WARNING every
+    record passes (access lines differ by design).
+    """
+
+    def __init__(self, seconds: float = REPEAT_SECONDS) -> None:
+        super().__init__()
+        self._windows = (
+            _Window(seconds, 1),  # the line
+            _Window(seconds, SIMILAR_LINES),  # its template
+            _Window(seconds, LOGGER_LINES),  # its logger
+        )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
+        where = (record.name, record.levelno)
+        keys = ((*where, exc, record.getMessage()), (*where, exc, str(record.msg)), where)
+        taken: list[float] = []
+        for window, key in zip(self._windows, keys, strict=True):
+            held = window.take(key, record.created)
+            if held is None:
+                for i, earlier in enumerate(taken):
+                    self._windows[i].give_back(keys[i], earlier)
+                return False
+            taken.append(held)
+        if held := int(taken[0]):
+            record.msg = f"{record.getMessage()} ({held} more like this held back)"
+            record.args = None
+        return True
+
+
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
@@ -126,6 +206,7 @@ def make_handler(
     handler = logging.StreamHandler(stream or sys.stderr)
     scrub = _Scrub(secrets)
     handler.setFormatter(JSONFormatter(scrub) if fmt == "json" else TextFormatter(scrub))
+    handler.addFilter(RepeatFilter())
     handler.addFilter(_RequestIdFilter())
     return handler
 

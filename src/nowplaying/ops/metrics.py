@@ -4,11 +4,12 @@ Upstream responses are counted by an httpx response hook, so no client changes t
 Request durations run to the start of the response (an event stream counts until its headers)
 and are labelled by route template, so the label set stays bounded. The engine's and the token
 manager's counters are read when scraped.
+Connections the guard (``web/guard.py``) closed are counted by reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -70,6 +71,21 @@ class _EngineCollector(Collector):
         )
 
 
+class _EdgeCollector(Collector):
+    def __init__(self) -> None:
+        self.counts: Mapping[str, int] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "nowplaying_edge_closed",
+            "Connections the guard closed, by reason (deadlines, caps, the descriptor reserve).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.counts.items()):
+            family.add_metric([reason], count)
+        yield family
+
+
 class Metrics:
     """The process's metrics and their registry."""
 
@@ -93,6 +109,8 @@ class Metrics:
         )
         self._engine = _EngineCollector()
         self.registry.register(self._engine)
+        self._edge = _EdgeCollector()
+        self.registry.register(self._edge)
 
     def watch(self, http: httpx.AsyncClient) -> None:
         """Count every response ``http`` receives (an httpx event hook; the client is unchanged
@@ -106,6 +124,10 @@ class Metrics:
     def bind(self, hub: LiveHub, tokens: TokenManager) -> None:
         """Read the live engine's and the token manager's counters at each scrape."""
         self._engine.parts = (hub, tokens)
+
+    def count_edge(self, counts: Mapping[str, int]) -> None:
+        """Read the connection guard's closings (by reason) at each scrape."""
+        self._edge.counts = counts
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -196,6 +196,7 @@ def create_app(
     # Starlette's trailing-slash redirect builds its Location from the Host header (and a path
     # like //evil.example/ would become a protocol-relative one): a trailing slash is a 404.
     app.router.redirect_slashes = False
+    app.state.metrics = app_metrics
     return app
 
 

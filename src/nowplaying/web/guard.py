@@ -1,0 +1,285 @@
+"""The connection guard: deadlines on every phase of a request, per-address caps and a
+descriptor reserve, below the ASGI app (where a request that never finishes is never seen).
+
+uvicorn closes idle keep-alive connections, and nothing else: a client that sends its headers a
+byte at a time, never finishes a body, or stops reading a response holds its socket (and, while
+it lasts, its task) until the process ends, and one address holding enough of them exhausts the
+descriptors for everybody. :meth:`Guard.protocol` wraps uvicorn's HTTP protocol class (h11 or
+httptools: it relies only on what both have, ``cycle``, ``cycle.more_body``,
+``cycle.response_complete`` and flow control) so that
+
+- a request's line and headers must arrive within ``header_seconds`` of its first byte (or of
+  the connection's opening), its body within ``body_seconds`` of its headers; past either the
+  connection is closed;
+- a response (an event stream too) whose reader takes nothing for ``write_seconds`` while bytes
+  wait is aborted: the transport pauses the writer as soon as the kernel's buffer is full, and a
+  pause that makes no progress for that long is a stalled reader;
+- each client address holds at most ``connections`` connections and ``unfinished`` connections
+  whose request has not fully arrived; past either, a new connection from it is closed at once;
+- ``reserve`` descriptors below the process's limit are kept for addresses holding few
+  connections (a ``/healthz`` probe, the owner): once the estimate of open descriptors reaches
+  the limit less the reserve, a new connection from an address already holding
+  :data:`PRESSURE_SHARE` is closed at once.
+
+The address is the peer's; a peer that ``NOWPLAYING_TRUSTED_PROXIES`` names is a proxy carrying
+many clients, so its connections are not capped (the deadlines still apply), as the proxy caps
+its own clients (deploy/nginx.conf). Every closing is counted by reason (``counts``, exported as
+``nowplaying_edge_closed_total``) and logged through the rate-limited log (:mod:`..ops.logs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
+from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+from nowplaying.config import Settings
+
+log = logging.getLogger(__name__)
+
+PRESSURE_SHARE = 4
+"""Under descriptor pressure, an address already holding this many connections gets no more."""
+BASELINE_SPARE = 64
+"""Descriptors counted as in use besides the connections: the store, Redis, the upstream
+connection pool, the listeners (measured once at start, plus this)."""
+
+REASONS = ("header_deadline", "body_deadline", "write_deadline", "address_cap", "reserve")
+"""Why the guard closed a connection (the metric's label values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The guard's deadlines (seconds) and caps (connections per address, descriptors kept)."""
+
+    header_seconds: float = 10.0
+    body_seconds: float = 30.0
+    write_seconds: float = 30.0
+    connections: int = 256
+    unfinished: int = 32
+    reserve: int = 128
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The guard's limits as configured."""
+    return Limits(
+        header_seconds=settings.nowplaying_header_seconds,
+        body_seconds=settings.nowplaying_body_seconds,
+        write_seconds=settings.nowplaying_write_seconds,
+        connections=settings.nowplaying_connections_per_address,
+        unfinished=settings.nowplaying_unfinished_per_address,
+        reserve=settings.nowplaying_reserved_files,
+    )
+
+
+def protocol_class(http: str | type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class for its ``http`` option (``auto``, ``h11``, ``httptools``)."""
+    if isinstance(http, str):
+        found: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS[http])
+        return found
+    return http
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux: assume a small process
+        return 32
+
+
+class Guard:
+    """Shared by every connection of one server: per-address counts, the descriptor budget, and
+    how many connections were closed for which reason."""
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        trusted_proxies: Collection[str] = (),
+        files_limit: int | None = None,
+        baseline: int | None = None,
+    ) -> None:
+        self.limits = limits or Limits()
+        self.trusted = _TrustedHosts(list(trusted_proxies)) if trusted_proxies else None
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.files_limit = files_limit if files_limit is not None else soft
+        self.baseline = baseline if baseline is not None else _open_descriptors() + BASELINE_SPARE
+        self.open = 0
+        self.connections: Counter[str] = Counter()
+        self.unfinished: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter(dict.fromkeys(REASONS, 0))
+
+    def protocol(self, base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+        """``base`` (a uvicorn HTTP protocol class) under this guard."""
+        return type(f"Guarded{base.__name__}", (_Guarded, base), {"guard": self})
+
+    def capped(self, address: str) -> bool:
+        """Whether ``address``'s connections count against the per-address caps ("": unknown)."""
+        return bool(address) and (self.trusted is None or address not in self.trusted)
+
+    def refusal(self, address: str) -> str | None:
+        """Why a new connection from ``address`` is closed at once, or None to admit it."""
+        held = self.connections[address]
+        if held >= self.limits.connections or self.unfinished[address] >= self.limits.unfinished:
+            return "address_cap"
+        pressed = self.baseline + self.open >= self.files_limit - self.limits.reserve
+        if pressed and held >= PRESSURE_SHARE:
+            return "reserve"
+        return None
+
+    def closed(self, reason: str, address: str) -> None:
+        self.counts[reason] += 1
+        log.warning(
+            "closed a connection from %s: %s (%d so far)",
+            address or "?",
+            reason.replace("_", " "),
+            self.counts[reason],
+        )
+
+
+class _Guarded(asyncio.Protocol):
+    """The guard's half of a guarded protocol class (the other half is uvicorn's)."""
+
+    guard: Guard
+    transport: asyncio.Transport
+    cycle: Any  # uvicorn's RequestResponseCycle (h11's or httptools')
+
+    _address = ""
+    _capped = False
+    _counted_unfinished = False
+    _seen: object = None
+    _head: asyncio.TimerHandle | None = None
+    _body: asyncio.TimerHandle | None = None
+    _write: asyncio.TimerHandle | None = None
+    _pending = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        guard = self.guard
+        peer = transport.get_extra_info("peername")
+        self._address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self._capped = guard.capped(self._address)
+        if self._capped:
+            reason = guard.refusal(self._address)
+            if reason is not None:
+                self._seen = _LOST  # never counted: nothing to give back
+                guard.closed(reason, self._address)
+                self.transport.abort()
+                return
+            guard.connections[self._address] += 1
+        guard.open += 1
+        # Pause the writer as soon as the kernel holds back a byte: a pause is a full buffer.
+        self.transport.set_write_buffer_limits(high=0)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head, self._body, self._write):
+            if timer is not None:
+                timer.cancel()
+        self._head = self._body = self._write = None
+        if self._seen is not _LOST:
+            self._unfinished(False)
+            if self._capped:
+                left = self.guard.connections[self._address] - 1
+                if left > 0:
+                    self.guard.connections[self._address] = left
+                else:
+                    del self.guard.connections[self._address]
+            self.guard.open -= 1
+        self._seen = _LOST
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._seen:  # a request's headers arrived
+            self._seen = cycle
+            self._cancel_head()
+            if cycle.more_body and self._body is None:
+                loop = asyncio.get_running_loop()
+                self._body = loop.call_later(self.guard.limits.body_seconds, self._body_late)
+        if self._body is not None and not (cycle.more_body and not cycle.response_complete):
+            self._body.cancel()
+            self._body = None
+        if self._waiting_for_head():
+            self._await_head()
+        else:
+            self._unfinished(self._body is not None)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write is None:
+            self._pending = self.transport.get_write_buffer_size()
+            loop = asyncio.get_running_loop()
+            self._write = loop.call_later(self.guard.limits.write_seconds, self._write_late)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write is not None:
+            self._write.cancel()
+            self._write = None
+
+    def _waiting_for_head(self) -> bool:
+        cycle = self.cycle
+        return cycle is None or (cycle.response_complete and cycle is self._seen)
+
+    def _await_head(self) -> None:
+        if self._head is None:
+            loop = asyncio.get_running_loop()
+            self._head = loop.call_later(self.guard.limits.header_seconds, self._head_late)
+        self._unfinished(True)
+
+    def _cancel_head(self) -> None:
+        if self._head is not None:
+            self._head.cancel()
+            self._head = None
+
+    def _unfinished(self, now: bool) -> None:
+        if now == self._counted_unfinished or not self._capped:
+            return
+        self._counted_unfinished = now
+        self.guard.unfinished[self._address] += 1 if now else -1
+        if self.guard.unfinished[self._address] <= 0:
+            del self.guard.unfinished[self._address]
+
+    def _close(self, reason: str, *, abort: bool = False) -> None:
+        if self.transport.is_closing() and not abort:  # a closing transport still waits to write
+            return
+        self.guard.closed(reason, self._address)
+        if abort:
+            self.transport.abort()
+        else:
+            self.transport.close()
+
+    def _head_late(self) -> None:
+        self._head = None
+        if self._waiting_for_head():
+            self._close("header_deadline")
+
+    def _body_late(self) -> None:
+        self._body = None
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            self._close("body_deadline")
+
+    def _write_late(self) -> None:
+        self._write = None
+        pending = self.transport.get_write_buffer_size()
+        if pending and pending < self._pending:  # the reader took some: give it another period
+            self._pending = pending
+            loop = asyncio.get_running_loop()
+            self._write = loop.call_later(self.guard.limits.write_seconds, self._write_late)
+        elif pending:
+            self._close("write_deadline", abort=True)
+
+
+_LOST = object()
+"""``_seen`` once the connection is gone, so its counts are given back once."""

@@ -1,0 +1,241 @@
+"""The connection guard on a real uvicorn over real sockets, with h11 and with httptools: each
+deadline closes what stalls, each cap closes a new connection at once and leaves others served.
+
+Every test waits on a condition (the peer closed, a count reached) with a generous bound; with
+the guard's rule removed the condition never comes and the bound fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from harness.live_server import free_port, serve
+from starlette.types import Receive, Scope, Send
+
+from nowplaying.web.guard import Guard, Limits, protocol_class
+
+BOUND = 15.0
+"""Seconds a test waits for what the guard must do (the deadlines under test are < 1 s)."""
+CHUNK = b"x" * 65536
+
+
+class App:
+    """``/`` reads the body and answers ``ok``; ``/big`` and ``/stream`` write until the
+    reader hangs up (a large response and an endless stream); ``ended`` counts the writers
+    that stopped."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] in ("/big", "/stream"):
+            await self._write_forever(scope, receive, send)
+            return
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        start = {"type": "http.response.start", "status": 200}
+        await send({**start, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def _write_forever(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = CHUNK if scope["path"] == "/big" else b"data: " + b"y" * 1000 + b"\n\n"
+        gone = asyncio.ensure_future(receive())  # http.request, then http.disconnect
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            while True:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                if gone.done() and gone.result()["type"] == "http.disconnect":
+                    break
+                if gone.done():
+                    gone = asyncio.ensure_future(receive())
+                await asyncio.sleep(0)
+        except OSError:  # uvicorn's ClientDisconnected
+            pass
+        finally:
+            gone.cancel()
+            self.ended += 1
+
+
+@pytest.fixture(params=["h11", "httptools"])
+def http(request: pytest.FixtureRequest) -> str:
+    if request.param == "httptools":
+        pytest.importorskip("httptools")
+    return str(request.param)
+
+
+@contextlib.contextmanager
+def guarded(http: str, guard: Guard, app: App) -> Iterator[int]:
+    port = free_port()
+    with serve(app, port, http=guard.protocol(protocol_class(http)), lifespan="off"):
+        yield port
+
+
+def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + BOUND
+    while not condition():
+        assert time.monotonic() < deadline, "the guard did not act"
+        time.sleep(0.02)
+
+
+def connect(port: int, source: str = "127.0.0.1", rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def closed_by_peer(sock: socket.socket, timeout: float = BOUND) -> bool:
+    """Whether the server closes ``sock`` (FIN or RST) within ``timeout``, reading past any
+    response bytes."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([sock], [], [], left)[0]:
+            try:
+                if not sock.recv(65536):
+                    return True
+            except ConnectionResetError:
+                return True
+    return False
+
+
+def get(port: int, source: str = "127.0.0.1", path: str = "/") -> bytes:
+    with connect(port, source) as sock:
+        sock.settimeout(BOUND)
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_headers_sent_a_byte_at_a_time_are_closed_at_the_header_deadline(http: str) -> None:
+    guard = Guard(Limits(header_seconds=0.5))
+    with guarded(http, guard, App()) as port, connect(port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        deadline = time.monotonic() + BOUND
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                sock.send(b"X")  # a header name that never ends, one byte at a time
+            closed = closed_by_peer(sock, 0.05)
+        assert closed
+        assert guard.counts["header_deadline"] == 1
+        assert get(port).endswith(b"ok")
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(http: str) -> None:
+    guard = Guard(Limits(header_seconds=0.3))
+    with guarded(http, guard, App()) as port, connect(port) as sock:
+        assert closed_by_peer(sock)
+        assert guard.counts["header_deadline"] == 1
+
+
+def test_keep_alive_requests_within_the_deadline_are_served(http: str) -> None:
+    guard = Guard(Limits(header_seconds=0.3))
+    with guarded(http, guard, App()) as port, connect(port) as sock:
+        sock.settimeout(BOUND)
+        for _ in range(3):
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(65536).endswith(b"ok")
+        assert guard.counts["header_deadline"] == 0
+
+
+def test_a_body_that_stops_coming_is_closed_at_the_body_deadline(http: str) -> None:
+    guard = Guard(Limits(header_seconds=BOUND * 2, body_seconds=0.5))
+    with guarded(http, guard, App()) as port, connect(port) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        assert closed_by_peer(sock)
+        assert guard.counts["body_deadline"] == 1
+        assert guard.counts["header_deadline"] == 0
+
+
+@pytest.mark.parametrize("path", ["/big", "/stream"])
+def test_a_reader_that_stops_reading_is_dropped_at_the_write_deadline(http: str, path: str) -> None:
+    """A large response and an event stream alike: the writer's task ends, counted."""
+    guard = Guard(Limits(write_seconds=0.5))
+    app = App()
+    with guarded(http, guard, app) as port, connect(port, rcvbuf=4096) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        until(lambda: app.ended == 1)
+        assert guard.counts["write_deadline"] == 1
+        assert guard.open == 0
+
+
+def test_an_address_past_its_connection_cap_is_closed_at_once_and_others_served(
+    http: str,
+) -> None:
+    guard = Guard(Limits(connections=3, header_seconds=BOUND * 2))
+    with guarded(http, guard, App()) as port:
+        held = [connect(port) for _ in range(3)]
+        until(lambda: guard.connections["127.0.0.1"] == 3)
+        with connect(port) as extra:
+            assert closed_by_peer(extra)
+        assert guard.counts["address_cap"] == 1
+        assert get(port, source="127.0.0.2").endswith(b"ok")
+        held.pop().close()
+        until(lambda: guard.connections["127.0.0.1"] == 2)
+        assert get(port).endswith(b"ok")
+        for sock in held:
+            sock.close()
+
+
+def test_an_address_past_its_unfinished_cap_is_closed_at_once(http: str) -> None:
+    guard = Guard(Limits(unfinished=2, header_seconds=BOUND * 2))
+    with guarded(http, guard, App()) as port:
+        half = [connect(port) for _ in range(2)]
+        for sock in half:
+            sock.sendall(b"GET / HTTP/1.1\r\n")
+        until(lambda: guard.unfinished["127.0.0.1"] == 2)
+        with connect(port) as extra:
+            assert closed_by_peer(extra)
+        assert guard.counts["address_cap"] == 1
+        assert get(port, source="127.0.0.2").endswith(b"ok")
+        half[0].settimeout(BOUND)
+        half[0].sendall(b"Host: t\r\n\r\n")  # finished: it no longer counts
+        assert half[0].recv(65536).endswith(b"ok")
+        until(lambda: guard.unfinished["127.0.0.1"] == 1)
+        assert get(port).endswith(b"ok")
+        for sock in half:
+            sock.close()
+
+
+def test_the_descriptor_reserve_keeps_room_for_addresses_holding_few(http: str) -> None:
+    guard = Guard(Limits(reserve=10, header_seconds=BOUND * 2), files_limit=20, baseline=0)
+    with guarded(http, guard, App()) as port:
+        held = [connect(port) for _ in range(10)]
+        until(lambda: guard.open == 10)
+        with connect(port) as extra:
+            assert closed_by_peer(extra)
+        assert guard.counts["reserve"] == 1
+        assert get(port, source="127.0.0.2").endswith(b"ok")
+        for sock in held:
+            sock.close()
+        until(lambda: guard.open == 0)
+        assert not guard.connections and not guard.unfinished
+
+
+def test_a_trusted_proxy_is_not_capped(http: str) -> None:
+    guard = Guard(Limits(connections=2, header_seconds=BOUND * 2), trusted_proxies=["127.0.0.1"])
+    with guarded(http, guard, App()) as port:
+        held = [connect(port) for _ in range(3)]
+        until(lambda: guard.open == 3)
+        assert get(port).endswith(b"ok")
+        assert guard.counts["address_cap"] == 0
+        for sock in held:
+            sock.close()
