@@ -1,0 +1,121 @@
+"""The bounds every field from a source (an upstream's answer, a push) is held to at the boundary.
+
+A source's parser reads each field through these, so what reaches the engine, the JSON, the
+stream and the card is bounded whoever sent it:
+
+- text is cut to :data:`MAX_TEXT` characters on a grapheme boundary (an accent or an emoji
+  sequence is never split), the cut marked with :data:`ELLIPSIS`; a list of names keeps
+  :data:`MAX_NAMES`;
+- a duration is clamped to 0..:data:`MAX_DURATION_MS` (24 h), a progress to 0..its duration;
+- a URL longer than :data:`MAX_URL`, or not ``https``/``http`` with a host, is dropped (None);
+  an id longer than :data:`MAX_ID` likewise;
+- a value of a type no bound can make sane (a number for a name, text for a duration, NaN) is
+  :class:`OutOfBounds`, which the source raises as its own error (Spotify: ``BadResponse``).
+
+Absent values (``None``) are the field's default, as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+import regex
+
+MAX_TEXT = 512
+"""Characters of a title, an artist, an album or a show name."""
+MAX_NAMES = 16
+"""Names in a list (artists)."""
+MAX_URL = 2048
+MAX_ID = 256
+MAX_DURATION_MS = 24 * 3600 * 1000
+ELLIPSIS = "…"
+URL_SCHEMES = frozenset({"https", "http"})
+
+_GRAPHEME = regex.compile(r"\X")
+
+
+class OutOfBounds(ValueError):
+    """A field whose type or value no bound can make sane."""
+
+
+def text(value: object, *, limit: int = MAX_TEXT) -> str:
+    """``value`` (a string or None) cut to ``limit`` characters on a grapheme boundary."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise OutOfBounds(f"text expected, got {type(value).__name__}")
+    if len(value) <= limit:
+        return value
+    # Only the head is examined: the cluster reaching past the cut is in it, and dropped.
+    kept = 0
+    room = limit - len(ELLIPSIS)
+    for cluster in _GRAPHEME.findall(value, 0, limit + 1):
+        if kept + len(cluster) > room:
+            break
+        kept += len(cluster)
+    return value[:kept] + ELLIPSIS
+
+
+def optional_text(value: object, *, limit: int = MAX_TEXT) -> str | None:
+    """:func:`text`, keeping None (and an empty string) as None."""
+    return text(value, limit=limit) or None
+
+
+def names(values: Iterable[object]) -> tuple[str, ...]:
+    """Non-empty names, each bounded, at most :data:`MAX_NAMES` of them."""
+    out: list[str] = []
+    for value in values:
+        if name := text(value):
+            out.append(name)
+            if len(out) == MAX_NAMES:
+                break
+    return tuple(out)
+
+
+def _number(value: object) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise OutOfBounds(f"number expected, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OutOfBounds("number expected, got a non-finite one")
+    return value
+
+
+def duration_ms(value: object) -> int:
+    """A duration in milliseconds within 0..24 h (0 when absent)."""
+    if value is None:
+        return 0
+    return int(min(max(_number(value), 0), MAX_DURATION_MS))
+
+
+def progress_ms(value: object, duration: int) -> int | None:
+    """A position in milliseconds within 0..``duration`` (0..24 h when it is not known)."""
+    if value is None:
+        return None
+    top = duration if duration > 0 else MAX_DURATION_MS
+    return int(min(max(_number(value), 0), top))
+
+
+def url(value: object) -> str | None:
+    """An absolute ``https``/``http`` URL of at most :data:`MAX_URL` characters, else None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise OutOfBounds(f"URL expected, got {type(value).__name__}")
+    if len(value) > MAX_URL:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    return value if parts.scheme in URL_SCHEMES and parts.hostname else None
+
+
+def identifier(value: object) -> str | None:
+    """An id or URI of at most :data:`MAX_ID` characters, else None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OutOfBounds(f"id expected, got {type(value).__name__}")
+    return value if 0 < len(value) <= MAX_ID else None
