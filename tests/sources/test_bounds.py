@@ -105,3 +105,38 @@ def test_names_are_bounded_in_number_and_length() -> None:
 def test_an_id_too_long_is_dropped() -> None:
     assert bounds.identifier("x" * (bounds.MAX_ID + 1)) is None
     assert bounds.identifier("4uLU6hMCjMI75M1A2tKUQC") == "4uLU6hMCjMI75M1A2tKUQC"
+
+
+IMF = "Wed, 21 Oct 2015 07:28:00 GMT"
+AT_IMF = 1445412480.0
+
+
+@pytest.mark.parametrize(
+    ("value", "date", "seconds"),
+    [
+        ("120", None, 120.0),
+        ("0.5", None, 0.5),
+        (IMF, None, 480.0),  # now is 8 minutes earlier
+        (IMF, "Wed, 21 Oct 2015 07:27:00 GMT", 60.0),  # the answer's own Date is the reference
+        ("Wed, 21 Oct 2015 07:28:00 -0000", None, 480.0),
+        ("1" * 300, None, bounds.MAX_RETRY_AFTER),
+        (IMF.replace("2015", "2999"), None, bounds.MAX_RETRY_AFTER),
+        ("Wed, 21 Oct 2015 07:00:00 GMT", None, 0.0),  # already past
+        ("-5", None, 0.0),
+    ],
+)
+def test_retry_after_is_read_as_delta_seconds_or_an_http_date_and_bounded(
+    value: str, date: str | None, seconds: float
+) -> None:
+    assert bounds.retry_after(value, now=AT_IMF - 480, date=date) == seconds
+
+
+@pytest.mark.parametrize("value", [None, "", "nan", "inf", "soon", "Foo, 99 Bar 2015 99:99:99 GMT"])
+def test_an_unreadable_retry_after_is_the_default_never_nan(value: str | None) -> None:
+    assert bounds.retry_after(value, now=0.0, default=3.0) == 3.0
+
+
+@given(st.text(max_size=64))
+def test_retry_after_is_always_a_bounded_number(value: str) -> None:
+    seconds = bounds.retry_after(value, now=1_767_225_600.0)
+    assert 0.0 <= seconds <= bounds.MAX_RETRY_AFTER

@@ -9,6 +9,8 @@ stream and the card is bounded whoever sent it:
 - a duration is clamped to 0..:data:`MAX_DURATION_MS` (24 h), a progress to 0..its duration;
 - a URL longer than :data:`MAX_URL`, or not ``https``/``http`` with a host, is dropped (None);
   an id longer than :data:`MAX_ID` likewise;
+- a ``Retry-After`` (delta-seconds or an HTTP-date) is read as seconds within
+  0..:data:`MAX_RETRY_AFTER`, the default when unreadable, never NaN;
 - a value of a type no bound can make sane (a number for a name, text for a duration, NaN) is
   :class:`OutOfBounds`, which the source raises as its own error (Spotify: ``BadResponse``).
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import regex
@@ -31,6 +35,8 @@ MAX_URL = 2048
 MAX_ID = 256
 MAX_DURATION_MS = 24 * 3600 * 1000
 ELLIPSIS = "…"
+MAX_RETRY_AFTER = 86400.0
+"""The longest wait an upstream's ``Retry-After`` is believed for (a day)."""
 URL_SCHEMES = frozenset({"https", "http"})
 
 _GRAPHEME = regex.compile(r"\X")
@@ -119,3 +125,44 @@ def identifier(value: object) -> str | None:
     if not isinstance(value, str):
         raise OutOfBounds(f"id expected, got {type(value).__name__}")
     return value if 0 < len(value) <= MAX_ID else None
+
+
+def retry_after(
+    value: str | None, *, now: float, date: str | None = None, default: float = 1.0
+) -> float:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds, or an HTTP-date counted
+    from the answer's ``Date`` (else ``now``, seconds since the epoch); within
+    0..:data:`MAX_RETRY_AFTER`, ``default`` when absent or unreadable."""
+    raw = (value or "").strip()
+    if not raw:
+        return default
+    if raw.isascii() and raw.isdigit():
+        seconds = float(int(raw[:12]))  # a 300-digit delta is "very long", not a ValueError
+    elif (number := _decimal(raw)) is not None:  # not HTTP, but seen: "0.5"
+        seconds = number
+    else:
+        when = _epoch(raw)
+        if when is None:
+            return default
+        sent = _epoch(date) if date else None
+        seconds = when - (sent if sent is not None else now)
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def _decimal(raw: str) -> float | None:
+    try:
+        number = float(raw)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _epoch(http_date: str) -> float | None:
+    """An HTTP-date (IMF-fixdate or an obsolete form) as seconds since the epoch, or None."""
+    try:
+        parsed = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC, as HTTP dates are
+        return None if parsed.year < 1970 else parsed.replace(tzinfo=UTC).timestamp()
+    return parsed.timestamp()
