@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nowplaying.simulator.limits import QUOTA_EXCEEDED, max_in_window
+from nowplaying.simulator.limits import QUOTA_EXCEEDED, REMOVED_RETRY, max_in_window
 
 if TYPE_CHECKING:
     from harness.conftest_sim import SimEnv
@@ -140,3 +141,48 @@ def test_max_in_window_matches_brute_force(times: list[float]) -> None:
     times.sort()
     brute = max((sum(1 for s in times if t - 30 < s <= t) for t in times), default=0)
     assert max_in_window(times, 30) == brute
+
+
+async def test_a_removed_endpoint_answers_every_call_with_a_window_like_429(
+    sim_env: SimEnv,
+) -> None:
+    """The third 429: the first call too, no reason, a short Retry-After; other endpoints pass."""
+    sim_env.sim.limits.removed = frozenset({"currently-playing"})
+    token = sim_env.sim.grant("demo").access_token
+    for _ in range(3):
+        refused = await sim_env.playing(token)
+        assert refused.status_code == 429
+        assert refused.json() == {"error": {"status": 429, "message": "Too many requests"}}
+        assert refused.headers["Retry-After"] == str(REMOVED_RETRY)
+        await sim_env.clock.advance(REMOVED_RETRY)
+    me = await sim_env.http.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert sim_env.sim.limits.counts["removed_429"] == 3
+    assert sim_env.sim.limits.counts["window_429"] == 0
+
+
+async def test_retry_after_can_be_an_http_date(sim_env: SimEnv) -> None:
+    """With retry_after_dates, Retry-After is an HTTP-date and Date says when it was sent."""
+    sim_env.sim.limits.configure(window_calls=1, daily_quota=None)
+    sim_env.sim.limits.retry_after_dates = True
+    token = sim_env.sim.grant("demo").access_token
+    assert (await sim_env.playing(token)).status_code == 200
+    await sim_env.clock.advance(10)
+    refused = await sim_env.playing(token)
+    assert refused.status_code == 429
+    sent = parsedate_to_datetime(refused.headers["Date"]).timestamp()
+    until = parsedate_to_datetime(refused.headers["Retry-After"]).timestamp()
+    assert sent == int(sim_env.clock.now())
+    assert until - sent == 20
+
+
+async def test_control_api_sets_removed_endpoints_and_date_format(sim_env: SimEnv) -> None:
+    http = sim_env.http
+    set_ = await http.post(
+        "/_control/limits", json={"removed": ["recently-played"], "retry_after_dates": True}
+    )
+    assert set_.status_code == 200
+    assert set_.json()["removed"] == ["recently-played"]
+    assert sim_env.sim.limits.retry_after_dates
+    for bad in ({"removed": "recently-played"}, {"retry_after_dates": "yes"}):
+        assert (await http.post("/_control/limits", json=bad)).status_code == 400, bad

@@ -1,8 +1,8 @@
 """The Web API routes under ``/v1``: me, currently-playing, recently-played, playback state.
 
 Every call goes through the same gate, in Spotify's order: planned fault, bearer token (401),
-the app's rate limit and its developer account's quota (429, :mod:`.limits`), development-mode
-checks on the app (403, plain text), then the endpoint's scope (403, JSON).
+the app's rate limit, its developer account's quota and removed endpoints (429, :mod:`.limits`),
+development-mode checks on the app (403, plain text), then the endpoint's scope (403, JSON).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def gate(
     if record is None:
         return unauthorized()
     sim.calls[f"{endpoint}:{record.consent.user_id}"] += 1  # per user, for fairness checks
-    if (refusal := sim.limits.admit(record.consent.client_id)) is not None:
+    if (refusal := sim.limits.admit(record.consent.client_id, endpoint)) is not None:
         return refusal.response()
     client = sim.accounts.clients.get(record.consent.client_id)
     if client is not None and not client.owner_premium:

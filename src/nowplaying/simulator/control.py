@@ -15,7 +15,9 @@
     DELETE /_control/faults
     GET    /_control/limits                         the limits, their use and counters
     POST   /_control/limits                         {"window_calls": n | null,
-                                                     "window_seconds": s, "daily_quota": n | null}
+                                                     "window_seconds": s, "daily_quota": n | null,
+                                                     "removed": [endpoint...],
+                                                     "retry_after_dates": bool}
     POST   /_control/limits/reset                   forget counted calls and counters
 """
 
@@ -191,6 +193,9 @@ def routes(sim: World) -> list[Route]:
     ]
 
 
+LIMIT_FIELDS = ("window_calls", "window_seconds", "daily_quota")
+
+
 def _limit_routes(sim: World, prefix: str) -> list[Route]:
     """The ``/limits`` routes: Spotify's rate limit and quota, set and read (:mod:`.limits`)."""
 
@@ -199,10 +204,16 @@ def _limit_routes(sim: World, prefix: str) -> list[Route]:
 
     async def set_limits(request: Request) -> Response:
         body = await _body(request)
-        unknown = set(body) - {"window_calls", "window_seconds", "daily_quota"}
+        unknown = set(body) - {*LIMIT_FIELDS, "removed", "retry_after_dates"}
         if unknown:
             raise ControlError(f"unknown field {sorted(unknown)[0]!r}")
         current = sim.limits
+        removed = body.get("removed", sorted(current.removed))
+        if not isinstance(removed, list) or not all(isinstance(e, str) for e in removed):
+            raise ControlError("removed must be a list of endpoint names")
+        dates = body.get("retry_after_dates", current.retry_after_dates)
+        if not isinstance(dates, bool):
+            raise ControlError("retry_after_dates must be true or false")
         window = body.get("window_calls", current.window_calls)
         quota = body.get("daily_quota", current.daily_quota)
         seconds = body.get("window_seconds", current.window_seconds)
@@ -215,6 +226,7 @@ def _limit_routes(sim: World, prefix: str) -> list[Route]:
             current.configure(window_calls=window, window_seconds=seconds, daily_quota=quota)
         except ValueError as e:
             raise ControlError(str(e)) from e
+        current.removed, current.retry_after_dates = frozenset(removed), dates
         return JSONResponse(current.snapshot())
 
     async def reset_limits(request: Request) -> Response:

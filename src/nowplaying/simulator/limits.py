@@ -1,9 +1,14 @@
-"""Spotify's two limits, simulated: the rolling-window rate limit and the daily quota.
+"""Spotify's three 429s, simulated: the rolling-window rate limit, the daily quota, and an
+endpoint removed for development mode.
 
 From ``spotify-contract.md`` §6 and §3: the rate limit is per app over 30 seconds (its number
 unpublished); the development-mode quota is per developer account across its apps, answered with
 ``reason: QUOTA_EXCEEDED`` and hours of Retry-After (here: until the next UTC midnight). A refused
-call is not counted, so Retry-After is exactly the time until the window has room again.
+call is not counted, so Retry-After is exactly the time until the window has room again. Since
+April 2026 an endpoint removed for development-mode apps answers every call, the first too, with
+a 429 that looks like the window's (no ``reason``, a short Retry-After: :data:`REMOVED_RETRY`);
+only that it never passes tells it apart. ``Retry-After`` is delta-seconds, or an HTTP-date
+(with ``Date``) when ``retry_after_dates`` is set, as RFC 9110 allows.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from dataclasses import dataclass
+from email.utils import formatdate
 
 from starlette.responses import JSONResponse, Response
 
@@ -20,6 +26,8 @@ DAY = 86400.0
 QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 DEFAULT_DEVELOPER = "developer"
 """The developer account every app belongs to unless told otherwise."""
+REMOVED_RETRY = 11
+"""The Retry-After (seconds) a removed endpoint's 429 carries (as reported, April 2026)."""
 _KEEP = 200_000  # accepted call times kept per app (for max_in_window); older ones are dropped
 
 
@@ -29,13 +37,21 @@ class LimitHit:
 
     retry_after: int
     reason: str | None
+    at: float | None = None
+    """When it was given, if Retry-After is to be sent as an HTTP-date (with ``Date``)."""
 
     def response(self) -> Response:
         """Spotify's 429: the Web API error body, with ``reason`` for the quota."""
         error: dict[str, object] = {"status": 429, "message": "Too many requests"}
         if self.reason is not None:
             error["reason"] = self.reason
-        return JSONResponse({"error": error}, 429, headers={"Retry-After": str(self.retry_after)})
+        headers = {"Retry-After": str(self.retry_after)}
+        if self.at is not None:
+            headers = {
+                "Retry-After": formatdate(self.at + self.retry_after, usegmt=True),
+                "Date": formatdate(self.at, usegmt=True),
+            }
+        return JSONResponse({"error": error}, 429, headers=headers)
 
 
 class Limits:
@@ -57,8 +73,13 @@ class Limits:
         """Calls a developer account's apps may make per UTC day; None: no quota."""
         self.developers: dict[str, str] = {}
         """client id → developer account (unlisted: :data:`DEFAULT_DEVELOPER`)."""
+        self.removed: frozenset[str] = frozenset()
+        """Endpoints (``currently-playing``, ``recently-played``, ...) removed for every app."""
+        self.retry_after_dates = False
+        """Send ``Retry-After`` as an HTTP-date instead of delta-seconds."""
         self.counts: Counter[str] = Counter()
-        """``accepted``, ``window_429``, ``quota_429``; also per app (``accepted:<client id>``)."""
+        """``accepted``, ``window_429``, ``quota_429``, ``removed_429``; also per app
+        (``accepted:<client id>``)."""
         self.refused_at: list[tuple[float, str | None]] = []
         """When each 429 was given, and its reason (None: the window)."""
         self._calls: dict[str, deque[float]] = {}
@@ -94,9 +115,13 @@ class Limits:
 
     # -- the gate ------------------------------------------------------------------------------
 
-    def admit(self, client_id: str) -> LimitHit | None:
+    def admit(self, client_id: str, endpoint: str = "token") -> LimitHit | None:
         """Count one call by ``client_id``'s app, or say why Spotify refuses it (not counted)."""
         now = self._clock.now()
+        if endpoint in self.removed:
+            self.counts["removed_429"] += 1
+            self.refused_at.append((now, None))
+            return LimitHit(REMOVED_RETRY, None, now if self.retry_after_dates else None)
         developer = self.developers.get(client_id, DEFAULT_DEVELOPER)
         day = int(now // DAY)
         used_day = self._days.get(developer, (day, 0))
@@ -120,7 +145,7 @@ class Limits:
     def _refuse(self, now: float, retry_after: int, reason: str | None) -> LimitHit:
         self.counts["quota_429" if reason == QUOTA_EXCEEDED else "window_429"] += 1
         self.refused_at.append((now, reason))
-        return LimitHit(retry_after, reason)
+        return LimitHit(retry_after, reason, now if self.retry_after_dates else None)
 
     def _in_window(self, calls: deque[float], now: float) -> int:
         """How many of ``calls`` (ascending times) lie in the window ending at ``now``."""
@@ -157,6 +182,8 @@ class Limits:
             "window_calls": self.window_calls,
             "window_seconds": self.window_seconds,
             "daily_quota": self.daily_quota,
+            "removed": sorted(self.removed),
+            "retry_after_dates": self.retry_after_dates,
             "in_window": {cid: self.in_window(cid) for cid in self._calls},
             "used_today": {dev: self.used_today(dev) for dev in self._days},
             "counts": dict(self.counts),
