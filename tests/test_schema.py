@@ -69,10 +69,10 @@ def test_nothing_with_last_played() -> None:
     ("snap", "expected"),
     [
         (Snapshot(None, Status.RECONNECT, 1), {"error": "reconnect_required"}),
-        (Snapshot(None, Status.STALE, 1), {"error": "unavailable"}),
+        (Snapshot(None, Status.STALE, 1), {"error": "unavailable", "stale": True}),
     ],
 )
-def test_error_states(snap: Snapshot, expected: dict[str, str]) -> None:
+def test_error_states(snap: Snapshot, expected: dict[str, object]) -> None:
     assert snap.to_json(NOW) == expected
 
 

@@ -105,7 +105,7 @@ async def test_a_new_step_and_a_new_track_redraw(connected: Env) -> None:
     """The card follows the state: the next step is drawn again, a skip shows at once."""
     public_id = await _publish(connected)
     connected.sim.player("demo").play(0, progress_ms=10_000)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     before = (await connected.client.get(f"/p/{public_id}.svg")).text
     cards = connected.services.cards
     renders = cards.counts["render"]
@@ -113,7 +113,7 @@ async def test_a_new_step_and_a_new_track_redraw(connected: Env) -> None:
     await connected.client.get(f"/p/{public_id}.svg")
     assert cards.counts["render"] == renders + 1  # the next step: drawn for its own instant
     connected.sim.player("demo").skip()
-    await connected.services.hub.forget("demo")  # the next request polls and sees the skip
+    await connected.services.runtime.hub.forget("demo")  # the next request polls and sees the skip
     after = (await connected.client.get(f"/p/{public_id}.svg")).text
     assert _title(after) != _title(before)
     assert cards.counts["render"] == renders + 2

@@ -8,7 +8,7 @@ import io
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -66,8 +66,8 @@ async def _watched_then_revoked(env: Env) -> None:
     env.sim.revoke("demo")
 
     async def reconnect_known() -> bool:
-        snap = env.services.hub.peek("demo")
-        account = await env.services.store.get_account("demo")
+        snap = env.services.runtime.hub.peek("demo")
+        account = await env.services.runtime.store.get_account("demo")
         return (
             snap is not None
             and snap.status is Status.RECONNECT
@@ -79,7 +79,7 @@ async def _watched_then_revoked(env: Env) -> None:
 
 
 def _not_reconnect(env: Env) -> bool:
-    snap = env.services.hub.peek("demo")
+    snap = env.services.runtime.hub.peek("demo")
     return snap is None or snap.status is not Status.RECONNECT
 
 
@@ -90,30 +90,30 @@ async def test_connect_account_keeps_the_link_and_starts_afresh(connected: Env) 
     """A re-connect keeps public_id and show_last_played, is ACTIVE and consented now, serves
     the new access token, and the hub forgets the old state."""
     svc = connected.services
-    await svc.store.set_public_id("demo", "pub-id-0123456789abcdef")
-    await svc.store.set_show_last_played("demo", True)
+    await svc.runtime.store.set_public_id("demo", "pub-id-0123456789abcdef")
+    await svc.runtime.store.set_show_last_played("demo", True)
     await _watched_then_revoked(connected)
     await connected.clock.advance(5)
 
-    account = await connect_account(svc, _grant(connected.clock), requested=SCOPES)
+    account = await connect_account(svc.runtime, _grant(connected.clock), requested=SCOPES)
 
     assert account.public_id == "pub-id-0123456789abcdef"
     assert account.show_last_played
     assert account.status is AccountStatus.ACTIVE
     assert account.consented_at == connected.clock.now()
-    stored = await svc.store.get_account("demo")
+    stored = await svc.runtime.store.get_account("demo")
     assert stored is not None and stored.refresh_token == "new-refresh"
     assert stored.status is AccountStatus.ACTIVE
-    snap = svc.hub.peek("demo")  # restarted for the new grant: no reconnect left
+    snap = svc.runtime.hub.peek("demo")  # restarted for the new grant: no reconnect left
     assert snap is not None and snap.status is not Status.RECONNECT
-    assert (await svc.tokens.token("demo")).access_token == "new-access"
+    assert (await svc.runtime.tokens.token("demo")).access_token == "new-access"
 
 
 async def test_connect_account_new_row_uses_requested_scopes(env: Env) -> None:
     """No earlier row: no link, last-played off, the requested scopes when Spotify lists none."""
     token = Token("a", env.clock.now() + 3600, frozenset(), "r")
     account = await connect_account(
-        env.services, Grant(token, Profile("demo", "Demo")), requested=SCOPES
+        env.services.runtime, Grant(token, Profile("demo", "Demo")), requested=SCOPES
     )
     assert account.public_id is None and not account.show_last_played
     assert account.scopes == SCOPES
@@ -123,17 +123,17 @@ async def test_disconnect_account_forgets_everything(connected: Env) -> None:
     """Sessions, the row, the access token and the live state are all gone."""
     svc = connected.services
     assert (await connected.client.get("/api/spotify")).status_code == 200
-    assert svc.hub.peek("demo") is not None
-    await svc.store.put_session(Session("k" * 64, "demo", connected.clock.now(), 0.0))
+    assert svc.runtime.hub.peek("demo") is not None
+    await svc.runtime.store.put_session(Session("k" * 64, "demo", connected.clock.now(), 0.0))
     refreshes = connected.sim.calls["token:refresh_token"]
 
-    await disconnect_account(svc, "demo")
+    await disconnect_account(svc.runtime, "demo")
 
-    assert await svc.store.get_account("demo") is None
-    assert await svc.store.get_session("k" * 64) is None
-    assert svc.hub.peek("demo") is None
+    assert await svc.runtime.store.get_account("demo") is None
+    assert await svc.runtime.store.get_session("k" * 64) is None
+    assert svc.runtime.hub.peek("demo") is None
     with pytest.raises(Exception, match="not connected"):
-        await svc.tokens.token("demo")  # no cached token: a refresh is tried, and refused
+        await svc.runtime.tokens.token("demo")  # no cached token: a refresh is tried, and refused
     assert connected.sim.calls["token:refresh_token"] == refreshes
 
 
@@ -143,8 +143,8 @@ async def test_logout_goes_through_disconnect(connected: Env) -> None:
     assert (await connected.client.get("/api/spotify")).status_code == 200
     response = await connected.client.post("/logout", headers={"Origin": "https://np.test"})
     assert response.status_code == 303
-    assert await svc.store.get_account("demo") is None
-    assert svc.hub.peek("demo") is None
+    assert await svc.runtime.store.get_account("demo") is None
+    assert svc.runtime.hub.peek("demo") is None
     assert (await connected.client.get("/api/spotify")).status_code == 401
 
 
@@ -158,7 +158,9 @@ async def test_web_relogin_after_revoke_is_live_again(connected: Env) -> None:
     refreshes = connected.sim.calls["token:refresh_token"]
     response = await connected.connect()
     assert response.status_code == 303
-    snap = connected.services.hub.peek("demo")  # restarted for the new grant: no reconnect left
+    snap = connected.services.runtime.hub.peek(
+        "demo"
+    )  # restarted for the new grant: no reconnect left
     assert snap is not None and snap.status is not Status.RECONNECT
     body = (await connected.client.get("/api/spotify")).json()
     assert body["isPlaying"] is True
@@ -167,7 +169,7 @@ async def test_web_relogin_after_revoke_is_live_again(connected: Env) -> None:
 
 def _runtime_of(svc: Services, sim_http: httpx.AsyncClient) -> Runtime:
     """The CLI's runtime over the app's own parts, so its effect on them can be seen."""
-    return Runtime(svc.settings, svc.clock, svc.store, sim_http, svc.client, svc.tokens, svc.hub)
+    return replace(svc.runtime, http=sim_http)
 
 
 async def test_cli_relogin_after_revoke_is_live_again(connected: Env) -> None:
@@ -189,7 +191,9 @@ async def test_cli_relogin_after_revoke_is_live_again(connected: Env) -> None:
     rt = _runtime_of(connected.services, connected.sim_http)
     account = await terminal_login(rt, announce=announce, pasted=paste, wait_seconds=60)
     assert account.status is AccountStatus.ACTIVE
-    snap = connected.services.hub.peek("demo")  # restarted for the new grant: no reconnect left
+    snap = connected.services.runtime.hub.peek(
+        "demo"
+    )  # restarted for the new grant: no reconnect left
     assert snap is not None and snap.status is not Status.RECONNECT
     body = (await connected.client.get("/api/spotify")).json()
     assert body["isPlaying"] is True
@@ -303,7 +307,7 @@ async def test_login_beside_a_running_server_is_completed_by_it(beside: Beside) 
     assert "Connected Demo Listener (demo)" in text
     match = re.search(r"/p/([A-Za-z0-9_-]{22})\.svg", text)
     assert match
-    account = await beside.services.store.get_account("demo")
+    account = await beside.services.runtime.store.get_account("demo")
     assert account is not None and account.public_id == match.group(1)
     assert beside.sim.calls["token:authorization_code"] == 1
     public = await beside.browser.get(f"/p/{match.group(1)}.json")
@@ -324,7 +328,7 @@ async def test_login_beside_a_server_times_out_and_withdraws(beside: Beside) -> 
     state = parse_qs(urlsplit(url).query)["state"][0]
     assert await _finish(task, beside.clock) == 1
     assert "timed out" in out.getvalue()
-    assert await beside.services.store.take_login(state) is None
+    assert await beside.services.runtime.store.take_login(state) is None
 
 
 async def test_login_beside_a_server_pasted_first(beside: Beside) -> None:
@@ -352,7 +356,9 @@ async def test_login_beside_a_server_pasted_first(beside: Beside) -> None:
 async def test_a_browser_cannot_complete_a_browser_login_without_its_cookie(env: Env) -> None:
     """The hand-off waives the browser binding for terminal logins only."""
     now = env.clock.now()
-    await env.services.store.put_login(LoginState("s" * 43, "v" * 64, fingerprint("x"), now))
+    await env.services.runtime.store.put_login(
+        LoginState("s" * 43, "v" * 64, fingerprint("x"), now)
+    )
     response = await env.client.get(f"/callback?state={'s' * 43}&code=abc")
     assert response.status_code == 400
     assert env.sim.calls["token"] == 0
@@ -369,9 +375,8 @@ def test_the_terminal_marker_is_no_fingerprint() -> None:
 async def test_waiting_says_listening_when_the_port_is_free(tmp_path: Path, env: Env) -> None:
     """Port free: the command listens there itself and stores no pending login."""
     port = free_port()
-    svc = env.services
     settings = make_settings(tmp_path, spotify_redirect_uri=f"http://127.0.0.1:{port}/callback")
-    rt = Runtime(settings, svc.clock, svc.store, env.sim_http, svc.client, svc.tokens, svc.hub)
+    rt = replace(env.services.runtime, settings=settings, http=env.sim_http)
     seen: list[Waiting] = []
     with pytest.raises(LoginFailed, match="timed out"):
         await terminal_login(rt, announce=lambda url, how: seen.append(how), wait_seconds=0)

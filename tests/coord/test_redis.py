@@ -409,7 +409,10 @@ async def test_refresh_once_across_instances(connected: Env, flushed: str) -> No
     """Two instances' token managers after expiry: one token call between them."""
     svc = connected.services
     coords = [RedisCoordinator(flushed) for _ in range(2)]
-    managers = [TokenManager(svc.client, svc.store, connected.clock, coord=c) for c in coords]
+    managers = [
+        TokenManager(svc.runtime.client, svc.runtime.store, connected.clock, coord=c)
+        for c in coords
+    ]
     await connected.clock.advance(3600)
     connected.sim.reset_calls()
     try:
@@ -428,7 +431,7 @@ async def test_refresh_deferred_while_another_instance_holds_the_lock(
     transient SpotifyUnavailable); once it is released, the refresh is made."""
     svc = connected.services
     holder, waiter = RedisCoordinator(flushed), RedisCoordinator(flushed, lock_wait=0.3)
-    manager = TokenManager(svc.client, svc.store, connected.clock, coord=waiter)
+    manager = TokenManager(svc.runtime.client, svc.runtime.store, connected.clock, coord=waiter)
     connected.sim.reset_calls()
     try:
         async with holder.lock("refresh:demo"):

@@ -10,7 +10,6 @@ import pytest
 
 from nowplaying.engine.fanout import Channel
 from nowplaying.engine.live import Snapshot, Status
-from nowplaying.web.api import _BEATS, sse_stream
 from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
@@ -56,9 +55,9 @@ async def test_a_slow_viewer_reads_only_the_latest_state() -> None:
 async def test_waiting_sse_streams_cost_one_future_each_and_no_task(connected: Env) -> None:
     """50 waiting streams: 50 futures in the account's waiter set and in the heartbeat's, no
     task of their own; after a change every stream has it and waits again the same way."""
-    hub, clock = connected.services.hub, connected.clock
+    hub, clock = connected.services.runtime.hub, connected.clock
     await hub.forget("demo")
-    streams = [sse_stream(hub, "demo", clock.now, sleep=clock.sleep) for _ in range(50)]
+    streams = [connected.services.streams.stream("demo") for _ in range(50)]
     pending: list[asyncio.Future[str]] = []
     try:
         for s in streams:
@@ -69,7 +68,8 @@ async def test_waiting_sse_streams_cost_one_future_each_and_no_task(connected: E
         await clock.advance(0.5)
         assert len(asyncio.all_tasks()) == tasks + 50  # the test's own, nothing per stream
         channel = hub._watches["demo"].channel
-        (beat,) = _BEATS[hub].values()
+        beat = connected.services.streams._beat
+        assert beat is not None
         assert len(channel.waiters) == 50
         assert len(beat.pokes) == 50
         published = hub.counts["published"]
@@ -88,7 +88,7 @@ async def test_waiting_sse_streams_cost_one_future_each_and_no_task(connected: E
         await asyncio.gather(*pending, return_exceptions=True)
         for s in streams:
             await s.aclose()
-    assert hub.counts["sse_open"] == 0
+    assert connected.services.streams.counts["open"] == 0
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])

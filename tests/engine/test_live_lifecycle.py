@@ -282,13 +282,6 @@ async def test_forget_with_viewers_tells_them_and_waits_for_a_new_grant(
         assert back.status is Status.LIVE and back.version > gone.version
 
 
-async def test_drain_is_an_event_streams_can_wait_on(hub: LiveHub) -> None:
-    """``drain`` sets ``draining`` (the shutdown signal open streams watch)."""
-    assert not hub.draining.is_set()
-    hub.drain()
-    assert hub.draining.is_set()
-
-
 async def test_versions_keep_growing_across_a_restart(
     spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
 ) -> None:

@@ -227,9 +227,9 @@ async def test_a_revoked_grant_met_by_the_poller_alerts_once(
         assert (await env.connect()).status_code == 303
         env.sim.accounts.revoke("demo")
         env.sim.accounts.expire_access_tokens()
-        await env.services.tokens.drop("demo")
+        await env.services.runtime.tokens.drop("demo")
         for _ in range(3):
-            await env.services.hub.forget("demo")
+            await env.services.runtime.hub.forget("demo")
             await env.client.get("/api/spotify")
         runtime_alerts = _alerter(env)
         await settle(runtime_alerts, clock)
@@ -244,7 +244,7 @@ async def test_a_pause_of_hours_alerts_and_a_short_one_does_not(
     async with open_env(tmp_path, clock, nowplaying_alert_webhook=receiver.url) as env:
         assert (await env.connect()).status_code == 303
         env.sim.faults.add("currently-playing", status=429, retry_after=30)
-        await env.services.hub.forget("demo")
+        await env.services.runtime.hub.forget("demo")
         await env.client.get("/api/spotify")
         await settle(_alerter(env), clock)
         assert receiver.bodies == [], "a 30 s window needs no words"
@@ -252,7 +252,7 @@ async def test_a_pause_of_hours_alerts_and_a_short_one_does_not(
         env.sim.faults.add(
             "currently-playing", status=429, retry_after=5 * 3600, reason="QUOTA_EXCEEDED"
         )
-        await env.services.hub.forget("demo")
+        await env.services.runtime.hub.forget("demo")
         await env.client.get("/api/spotify")
         await settle(_alerter(env), clock)
     [body] = receiver.bodies
@@ -260,7 +260,7 @@ async def test_a_pause_of_hours_alerts_and_a_short_one_does_not(
 
 
 def _alerter(env: Env) -> Alerter:
-    found = env.services.alerts
+    found = env.services.runtime.alerts
     assert found is not None
     return found
 

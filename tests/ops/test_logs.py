@@ -109,18 +109,18 @@ async def test_no_secret_reaches_the_logs_through_login_poll_refresh_and_failure
         cookie = next(iter(env.client.cookies.values()))
         await env.client.get("/api/spotify")
         env.sim.accounts.expire_access_tokens()
-        await env.services.tokens.drop("demo")
-        await env.services.hub.forget("demo")
+        await env.services.runtime.tokens.drop("demo")
+        await env.services.runtime.hub.forget("demo")
         await env.client.get("/api/spotify")
-        account = await env.services.store.get_account("demo")
+        account = await env.services.runtime.store.get_account("demo")
         assert account is not None
-        access = (await env.services.tokens.token("demo")).access_token
+        access = (await env.services.runtime.tokens.token("demo")).access_token
         refused = await env.client.get("/callback", params={"code": "x", "state": "unknown"})
         assert refused.status_code >= 400
         env.sim.accounts.clients["cid"].client_secret = "rotated-in-the-dashboard"
-        await env.services.tokens.drop("demo")
+        await env.services.runtime.tokens.drop("demo")
         env.sim.accounts.expire_access_tokens()
-        await env.services.hub.forget("demo")
+        await env.services.runtime.hub.forget("demo")
         await env.client.get("/api/spotify")
     text = captured.getvalue()
     assert text, "something was logged"

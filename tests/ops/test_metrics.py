@@ -75,7 +75,7 @@ async def test_counters_match_the_simulators_counts(menv: Env) -> None:
     assert calls["token:refresh_token"] >= 1
     assert total(samples, "nowplaying_token_refreshes_total") == calls["token:refresh_token"]
     assert total(samples, "nowplaying_rate_limit_pauses_total") == 1
-    polls = env.services.hub.counts["polls"]
+    polls = env.services.runtime.hub.counts["polls"]
     assert total(samples, "nowplaying_polls_total") == polls == calls["currently-playing"]
     assert total(samples, "nowplaying_sse_viewers") == 0
     assert total(samples, "nowplaying_paused") == 0

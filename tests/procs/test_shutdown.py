@@ -255,7 +255,7 @@ async def test_graceful_server_in_process_drains_and_logs(
     assert "shutting down: ending 3 event stream(s) with a reconnect hint" in caplog.text
     assert "shutdown clean" in caplog.text
     assert "3 event stream(s) ended with a reconnect hint" in caplog.text
-    assert app.state.services.hub.counts["sse_open"] == 0
+    assert app.state.services.streams.counts["open"] == 0
 
 
 async def test_viewers_that_never_read_do_not_hold_the_process(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import pytest
 from harness.sse import SSEReader
 
 from nowplaying.engine.live import Status
-from nowplaying.web.api import sse_stream
 from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +29,7 @@ TRACK_KEYS = {
 
 async def api(env: Env) -> dict[str, object]:
     """GET /api/spotify after letting the poller see the latest state."""
-    await env.services.hub.forget("demo")
+    await env.services.runtime.hub.forget("demo")
     response = await env.client.get("/api/spotify")
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "private, no-store"
@@ -137,7 +136,7 @@ async def test_progress_moves_between_polls(connected: Env) -> None:
 
 async def test_twenty_concurrent_requests_share_one_call(connected: Env) -> None:
     """20 concurrent viewers cost at most one or two currently-playing calls."""
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     connected.sim.reset_calls()
     responses = await asyncio.gather(*(connected.client.get("/api/spotify") for _ in range(20)))
     assert all(r.status_code == 200 for r in responses)
@@ -146,7 +145,7 @@ async def test_twenty_concurrent_requests_share_one_call(connected: Env) -> None
 
 async def test_requests_within_the_poll_interval_make_no_calls(connected: Env) -> None:
     """Requests spread over 0.8 s (within the 1 s poll floor) reuse the shared state: one call."""
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     connected.sim.reset_calls()
     for _ in range(8):
         assert (await connected.client.get("/api/spotify")).status_code == 200
@@ -156,7 +155,7 @@ async def test_requests_within_the_poll_interval_make_no_calls(connected: Env) -
 
 async def test_expired_access_token_is_refreshed_once_for_ten_requests(connected: Env) -> None:
     """After expiry, 10 concurrent requests make exactly one token call."""
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     await connected.clock.advance(3600)
     connected.sim.reset_calls()
     responses = await asyncio.gather(*(connected.client.get("/api/spotify") for _ in range(10)))
@@ -168,7 +167,9 @@ async def test_token_manager_single_flight(connected: Env) -> None:
     """Ten concurrent token() calls after expiry: exactly one refresh."""
     await connected.clock.advance(3600)
     connected.sim.reset_calls()
-    tokens = await asyncio.gather(*(connected.services.tokens.token("demo") for _ in range(10)))
+    tokens = await asyncio.gather(
+        *(connected.services.runtime.tokens.token("demo") for _ in range(10))
+    )
     assert len({t.access_token for t in tokens}) == 1
     assert connected.sim.calls["token:refresh_token"] == 1
 
@@ -185,33 +186,33 @@ async def test_401_from_api_refreshes_once_and_retries(connected: Env) -> None:
 async def test_rotated_refresh_token_is_stored(connected: Env) -> None:
     """Rotation: the new refresh token replaces the stored one, and the next refresh works."""
     connected.sim.set_refresh_mode("rotate")
-    store = connected.services.store
+    store = connected.services.runtime.store
     before = await store.get_account("demo")
     await connected.clock.advance(3600)
-    await connected.services.tokens.token("demo")
+    await connected.services.runtime.tokens.token("demo")
     after = await store.get_account("demo")
     assert before and after and after.refresh_token != before.refresh_token
     await connected.clock.advance(3600)
-    await connected.services.tokens.token("demo")  # would raise if the old one were reused
-    assert connected.services.tokens.counts["rotated"] == 2
+    await connected.services.runtime.tokens.token("demo")  # would raise if the old one were reused
+    assert connected.services.runtime.tokens.counts["rotated"] == 2
 
 
 async def test_omitted_refresh_token_keeps_the_stored_one(connected: Env) -> None:
     """No refresh_token in the answer (2026 default): the stored one is kept."""
-    store = connected.services.store
+    store = connected.services.runtime.store
     before = await store.get_account("demo")
     await connected.clock.advance(3600)
-    await connected.services.tokens.token("demo")
+    await connected.services.runtime.tokens.token("demo")
     after = await store.get_account("demo")
     assert before and after and after.refresh_token == before.refresh_token
-    assert connected.services.tokens.counts["rotated"] == 0
+    assert connected.services.runtime.tokens.counts["rotated"] == 0
 
 
 async def test_expired_grant_after_six_months(connected: Env) -> None:
     """Six months after consent the refresh fails for good: reconnect_required."""
     sessions = connected.services.sessions
     sessions.idle_seconds = sessions.max_seconds = 10**9  # the browser session outlives the grant
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     await connected.clock.advance(183 * 86400)
     response = await connected.client.get("/api/spotify")
     assert response.status_code == 401
@@ -234,7 +235,7 @@ async def test_spotify_failure_serves_stale(connected: Env) -> None:
 
 async def test_spotify_failure_without_data_is_503(connected: Env) -> None:
     """Spotify 5xx and nothing known yet: 503 JSON with Retry-After."""
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     connected.sim.faults.add("currently-playing", status=500, times=3)
     response = await connected.client.get("/api/spotify")
     assert response.status_code == 503
@@ -249,13 +250,13 @@ async def test_rate_limit_serves_stale_with_retry(connected: Env) -> None:
     await connected.clock.advance(5.5)
     body = (await connected.client.get("/api/spotify")).json()
     assert body["stale"] is True
-    assert connected.services.hub.paused_until > connected.clock.now() + 100
+    assert connected.services.runtime.hub.paused_until > connected.clock.now() + 100
 
 
 async def test_sse_sends_current_state_then_changes(connected: Env) -> None:
     """SSE: the state on connect, then an event when the track changes."""
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as sse:
         events = await sse.wait_for(1)
         assert sse.status == 200
@@ -272,7 +273,7 @@ async def test_sse_pause_nothing_and_reconnect(connected: Env) -> None:
     """SSE delivers pause, nothing-playing and reconnect-needed as events."""
     player = connected.sim.player("demo")
     player.play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as sse:
         await sse.wait_for(1)
         player.pause()
@@ -282,7 +283,7 @@ async def test_sse_pause_nothing_and_reconnect(connected: Env) -> None:
         await connected.clock.advance(5.5)
         assert (await sse.wait_for(3))[2].data == {"isPlaying": False}
         connected.sim.revoke("demo")
-        connected.services.tokens.forget("demo")
+        connected.services.runtime.tokens.forget("demo")
         await connected.clock.advance(30, step=1)
         assert (await sse.wait_for(4))[3].data == {"error": "reconnect_required"}
 
@@ -291,7 +292,7 @@ async def test_sse_pause_nothing_and_reconnect(connected: Env) -> None:
 async def test_sse_tolerates_last_event_id(connected: Env, last_id: str) -> None:
     """A reconnecting EventSource sends Last-Event-ID: it gets the current state, whatever it is."""
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     headers = {**_cookie(connected), "last-event-id": last_id}
     async with SSEReader(connected.app, "/api/spotify/events", headers) as sse:
         events = await sse.wait_for(1)
@@ -303,7 +304,7 @@ async def test_sse_tolerates_last_event_id(connected: Env, last_id: str) -> None
 async def test_sse_last_event_id_of_the_current_version_gets_no_duplicate(connected: Env) -> None:
     """Reconnecting with the id of the state it has: no repeat, only the next change."""
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as first:
         seen = (await first.wait_for(1))[0]
     headers = {**_cookie(connected), "last-event-id": seen.id or ""}
@@ -318,7 +319,7 @@ async def test_sse_last_event_id_of_the_current_version_gets_no_duplicate(connec
 async def test_sse_older_last_event_id_gets_the_current_state_at_once(connected: Env) -> None:
     """A viewer that missed a change (older id) gets the current state on reconnect."""
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as first:
         seen = (await first.wait_for(1))[0]
     connected.sim.player("demo").skip()
@@ -337,7 +338,7 @@ async def test_public_sse_honours_last_event_id(connected: Env) -> None:
     )
     path = f"/p/{published.json()['publicId']}/events"
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     async with SSEReader(connected.app, path) as first:
         seen = (await first.wait_for(1))[0]
     async with SSEReader(connected.app, path, {"last-event-id": seen.id or ""}) as again:
@@ -349,7 +350,7 @@ async def test_public_sse_honours_last_event_id(connected: Env) -> None:
 
 async def test_sse_drain_ends_every_stream_with_a_jittered_retry(connected: Env) -> None:
     """On drain each open stream sends retry: (500-3000 ms) and ends; the hub has no viewers."""
-    hub = connected.services.hub
+    hub, streams = connected.services.runtime.hub, connected.services.streams
     await hub.forget("demo")
     readers = [
         SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) for _ in range(3)
@@ -359,7 +360,7 @@ async def test_sse_drain_ends_every_stream_with_a_jittered_retry(connected: Env)
     try:
         for r in readers:
             await r.wait_for(1)
-        hub.drain()
+        streams.drain()
         for r in readers:
             await r.wait_ended()
     finally:
@@ -369,14 +370,14 @@ async def test_sse_drain_ends_every_stream_with_a_jittered_retry(connected: Env)
         assert r.retries[0] == 3000  # the preamble
         assert len(r.retries) == 2 and 500 <= r.retries[1] <= 3000
     assert hub.viewers("demo") == 0
-    assert hub.counts["sse_drained"] == 3
-    assert hub.counts["sse_open"] == 0
+    assert streams.counts["drained"] == 3
+    assert streams.counts["open"] == 0
 
 
 async def test_sse_opened_while_draining_gets_only_the_hint(connected: Env) -> None:
     """A viewer arriving during the shutdown is sent elsewhere at once, with no subscription."""
-    hub = connected.services.hub
-    hub.drain()
+    hub = connected.services.runtime.hub
+    connected.services.streams.drain()
     async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as sse:
         await sse.wait_ended()
     assert sse.events == []
@@ -386,12 +387,12 @@ async def test_sse_opened_while_draining_gets_only_the_hint(connected: Env) -> N
 
 async def test_sse_reconnect_hint_comes_from_the_injected_rng(connected: Env) -> None:
     """The hint is drawn uniformly from 500-3000 ms by the given rng: spread, reproducible."""
-    hub = connected.services.hub
-    await hub.forget("demo")
-    stream = sse_stream(hub, "demo", connected.clock.now, rng=random.Random(7))
+    streams = connected.services.streams
+    await connected.services.runtime.hub.forget("demo")
+    stream = streams.stream("demo", rng=random.Random(7))
     assert (await anext(stream)).startswith("retry: 3000\n")
     assert (await anext(stream)).startswith("id: ")
-    hub.drain()
+    streams.drain()
     expected = random.Random(7).randint(500, 3000)
     assert await anext(stream) == f"retry: {expected}\n: server restarting\n\n"
     with pytest.raises(StopAsyncIteration):
@@ -399,7 +400,7 @@ async def test_sse_reconnect_hint_comes_from_the_injected_rng(connected: Env) ->
     shared = random.Random(1)
     hints = []
     for _ in range(20):
-        chunks = [c async for c in sse_stream(hub, "demo", connected.clock.now, rng=shared)]
+        chunks = [c async for c in streams.stream("demo", rng=shared)]
         hints.append(int(chunks[-1].split()[1]))
     assert all(500 <= h <= 3000 for h in hints)
     assert len(set(hints)) > 10
@@ -413,7 +414,7 @@ async def test_sse_without_session_is_401(env: Env) -> None:
 
 async def test_sse_viewers_share_one_poll(connected: Env) -> None:
     """50 SSE viewers and a minute of music cost what one viewer costs."""
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     connected.sim.reset_calls()
     readers = [
         SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) for _ in range(50)
@@ -424,15 +425,17 @@ async def test_sse_viewers_share_one_poll(connected: Env) -> None:
         for r in readers:
             await r.wait_for(1)
         await connected.clock.advance(60, step=0.5)
-        assert connected.services.hub.viewers("demo") == 50
+        assert connected.services.runtime.hub.viewers("demo") == 50
         # a minute at the 1 s poll floor (the default budget affords it) plus track ends; a
         # poller that stopped or polled once falls short, one per viewer would be 50 times more
         assert 60 <= connected.sim.calls["currently-playing"] <= 63
     finally:
         for r in readers:
             await r.__aexit__(None, None, None)
-    assert connected.services.hub.viewers("demo") == 0
-    assert connected.services.hub.counts["polls"] == connected.sim.calls["currently-playing"]
+    assert connected.services.runtime.hub.viewers("demo") == 0
+    assert (
+        connected.services.runtime.hub.counts["polls"] == connected.sim.calls["currently-playing"]
+    )
 
 
 async def test_stale_status_is_exposed_in_snapshot(connected: Env) -> None:
@@ -440,7 +443,7 @@ async def test_stale_status_is_exposed_in_snapshot(connected: Env) -> None:
     await api(connected)
     connected.sim.faults.add("currently-playing", status=503, times=2)
     await connected.clock.advance(5.5)
-    snap = await connected.services.hub.current("demo")
+    snap = await connected.services.runtime.hub.current("demo")
     assert snap is not None and snap.status is Status.STALE
 
 
@@ -452,9 +455,9 @@ def _cookie(env: Env) -> dict[str, str]:
 async def test_sse_sends_heartbeats_while_nothing_changes(connected: Env) -> None:
     """After 15 s (of the app's clock) without a change the stream sends a comment heartbeat."""
     connected.sim.player("demo").pause()
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     clock = connected.clock
-    stream = sse_stream(connected.services.hub, "demo", clock.now, sleep=clock.sleep)
+    stream = connected.services.streams.stream("demo")
     try:
         chunks = [await anext(stream) for _ in range(2)]
         pending = asyncio.ensure_future(anext(stream))
@@ -476,9 +479,9 @@ async def test_sse_streams_share_one_encoding_and_one_heartbeat_timer(connected:
     """50 streams: one change reaches them as the very same text, and their heartbeats wait on
     one shared timer of the app's clock, not one each."""
     connected.sim.player("demo").play(0)
-    hub, clock = connected.services.hub, connected.clock
+    hub, clock = connected.services.runtime.hub, connected.clock
     await hub.forget("demo")
-    streams = [sse_stream(hub, "demo", clock.now, sleep=clock.sleep) for _ in range(50)]
+    streams = [connected.services.streams.stream("demo") for _ in range(50)]
     try:
         firsts = [[await anext(s) for _ in range(2)][1] for s in streams]
         assert all(f is firsts[0] for f in firsts)
@@ -493,4 +496,4 @@ async def test_sse_streams_share_one_encoding_and_one_heartbeat_timer(connected:
     finally:
         for s in streams:
             await s.aclose()
-    assert hub.counts["sse_open"] == 0
+    assert connected.services.streams.counts["open"] == 0

@@ -58,7 +58,7 @@ async def test_pkce_verifier_is_sent_at_exchange(env: Env) -> None:
     """The stored verifier matches the challenge sent to /authorize (the simulator checks it)."""
     response = await env.client.get("/login")
     q = {k: v[0] for k, v in parse_qs(urlsplit(response.headers["location"]).query).items()}
-    login = await env.services.store.take_login(q["state"])
+    login = await env.services.runtime.store.take_login(q["state"])
     assert login is not None
     assert pkce_challenge(login.code_verifier) == q["code_challenge"]
 
@@ -84,9 +84,9 @@ async def test_full_flow_connects_and_sets_a_safe_cookie(env: Env) -> None:
 
 async def test_cookie_holds_no_token(connected: Env) -> None:
     """Nothing the browser holds contains a Spotify token."""
-    account = await connected.services.store.get_account("demo")
+    account = await connected.services.runtime.store.get_account("demo")
     assert account is not None
-    token = await connected.services.tokens.token("demo")
+    token = await connected.services.runtime.tokens.token("demo")
     for cookie in connected.client.cookies.jar:
         assert account.refresh_token not in (cookie.value or "")
         assert token.access_token not in (cookie.value or "")
@@ -94,9 +94,9 @@ async def test_cookie_holds_no_token(connected: Env) -> None:
 
 async def test_refresh_token_is_encrypted_at_rest(connected: Env) -> None:
     """The SQLite file holds the refresh token only as ciphertext."""
-    account = await connected.services.store.get_account("demo")
+    account = await connected.services.runtime.store.get_account("demo")
     assert account is not None
-    path = connected.services.settings.sqlite_path
+    path = connected.services.runtime.settings.sqlite_path
     assert path is not None
     with sqlite3.connect(path) as db:
         (stored,) = db.execute("SELECT refresh_token FROM accounts").fetchone()
@@ -111,7 +111,7 @@ async def test_session_cookie_on_plain_http_has_no_host_prefix(env: Env, tmp_pat
     ).secure_cookies_host_prefix
     assert make_settings(tmp_path).secure_cookies_host_prefix
     sessions = Sessions(
-        env.services.store,
+        env.services.runtime.store,
         env.clock,
         secret="k" * 40,
         secure_prefix=False,
@@ -185,7 +185,7 @@ async def test_cancel_shows_a_friendly_page(env: Env) -> None:
     assert response.status_code == 403
     assert "chose not to connect" in response.text
     assert env.sim.calls["token"] == 0
-    assert await env.services.store.list_accounts() == []
+    assert await env.services.runtime.store.list_accounts() == []
 
 
 async def test_missing_code_with_valid_state(env: Env) -> None:
@@ -204,7 +204,7 @@ async def test_invalid_code_is_a_friendly_400(env: Env) -> None:
     response = await env.client.get(f"/callback?state={state}&code=made-up")
     assert response.status_code == 400
     assert env.sim.calls["token"] == 1
-    assert await env.services.store.list_accounts() == []
+    assert await env.services.runtime.store.list_accounts() == []
 
 
 async def test_spotify_down_at_exchange_is_503(env: Env) -> None:
@@ -227,7 +227,7 @@ async def test_logout_forgets_everything(connected: Env) -> None:
     response = await connected.client.post("/logout", headers={"Origin": ORIGIN})
     assert response.status_code == 303
     assert "__Host-np_session=" in response.headers["set-cookie"]
-    assert await connected.services.store.get_account("demo") is None
+    assert await connected.services.runtime.store.get_account("demo") is None
     assert (await connected.client.get("/api/spotify")).status_code == 401
     assert "Connect Spotify" in (await connected.client.get("/")).text
 
@@ -240,7 +240,7 @@ async def test_cross_site_logout_is_refused(connected: Env, headers: dict[str, s
     """Another site's Origin (or Referer, or neither) cannot log the user out."""
     response = await connected.client.post("/logout", headers=headers)
     assert response.status_code == 403
-    assert await connected.services.store.get_account("demo") is not None
+    assert await connected.services.runtime.store.get_account("demo") is not None
 
 
 async def test_logout_with_same_origin_referer(connected: Env) -> None:
@@ -280,7 +280,7 @@ async def test_forged_cookies_are_anonymous(connected: Env, mangle: str) -> None
 
 async def test_idle_session_expires(connected: Env) -> None:
     """A session unused for longer than the idle lifetime is ended server side."""
-    idle = connected.services.settings.nowplaying_session_idle_seconds
+    idle = connected.services.runtime.settings.nowplaying_session_idle_seconds
     await connected.clock.advance(idle + 1)
     assert (await connected.client.get("/api/spotify")).status_code == 401
 
@@ -288,7 +288,7 @@ async def test_idle_session_expires(connected: Env) -> None:
 async def test_reconnect_keeps_one_account(connected: Env) -> None:
     """Connecting the same Spotify user again updates the account, it does not duplicate it."""
     await connected.connect()
-    assert len(await connected.services.store.list_accounts()) == 1
+    assert len(await connected.services.runtime.store.list_accounts()) == 1
 
 
 async def test_pages_carry_security_headers(env: Env) -> None:
@@ -306,11 +306,11 @@ async def test_pages_carry_security_headers(env: Env) -> None:
 async def test_account_status_after_revocation(connected: Env) -> None:
     """A revoked grant marks the account and the home page offers to reconnect."""
     connected.sim.revoke("demo")
-    connected.services.tokens.forget("demo")
+    connected.services.runtime.tokens.forget("demo")
     response = await connected.client.get("/api/spotify")
     assert response.status_code == 401
     assert response.json() == {"error": "reconnect_required"}
-    account = await connected.services.store.get_account("demo")
+    account = await connected.services.runtime.store.get_account("demo")
     assert account is not None and account.status is AccountStatus.RECONNECT_REQUIRED
     assert "Reconnect Spotify" in (await connected.client.get("/")).text
     # Reconnecting brings the account back.

@@ -17,7 +17,7 @@ async def published(env: Env) -> str:
     response = await env.client.post("/api/account/publish", headers={"Origin": ORIGIN})
     assert response.status_code == 200, response.text
     public_id: str = response.json()["publicId"]
-    await env.services.hub.forget("demo")
+    await env.services.runtime.hub.forget("demo")
     return public_id
 
 
@@ -112,6 +112,6 @@ async def test_a_real_change_is_a_new_card_at_once(connected: Env) -> None:
     public_id = await published(connected)
     etag = (await connected.client.get(f"/p/{public_id}.svg")).headers["etag"]
     connected.sim.player("demo").play(2, progress_ms=1000)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     after = await connected.client.get(f"/p/{public_id}.svg", headers={"If-None-Match": etag})
     assert after.status_code == 200 and after.headers["etag"] != etag

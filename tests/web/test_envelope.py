@@ -76,7 +76,7 @@ async def test_owner_refusals_are_the_envelope(connected: Env) -> None:
 
 async def test_a_full_server_refuses_a_stream_with_the_envelope(connected: Env) -> None:
     """No descriptor left for one more stream: 503 busy, Retry-After, the connection closed."""
-    connected.services.hub.counts["sse_open"] = 10**9
+    connected.services.streams.counts["open"] = 10**9
     response = await connected.client.get("/api/spotify/events")
     assert response.status_code == 503
     assert response.json() == {
@@ -85,7 +85,7 @@ async def test_a_full_server_refuses_a_stream_with_the_envelope(connected: Env) 
     }
     assert response.headers["retry-after"] == "5"
     assert response.headers["connection"] == "close"
-    assert connected.services.hub.counts["sse_refused"] == 1
+    assert connected.services.streams.counts["refused"] == 1
 
 
 async def _echo(request: Request) -> Response:

@@ -42,8 +42,8 @@ class Outage:
 
 
 def _take_down(env: Env) -> Outage:
-    outage = Outage(env.services.store)
-    env.services.store = outage
+    outage = Outage(env.services.runtime.store)
+    env.services.runtime.store = outage
     env.services.sessions._store = outage  # the session layer holds the store too
     env.services.published._store = outage  # and the public-id cache
     return outage
@@ -52,7 +52,7 @@ def _take_down(env: Env) -> Outage:
 async def test_database_down_keeps_live_viewers_and_refuses_new_logins(connected: Env) -> None:
     """DB down: an open SSE viewer keeps getting changes; a new login gets a clear 503."""
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     cookie = {"cookie": f"__Host-np_session={connected.client.cookies.get('__Host-np_session')}"}
     async with SSEReader(connected.app, "/api/spotify/events", cookie) as sse:
         await sse.wait_for(1)
@@ -84,7 +84,7 @@ async def test_database_down_at_callback_writes_nothing(env: Env) -> None:
     response = await env.client.get(redirect.headers["location"].replace("https://np.test", ""))
     assert response.status_code == 503
     outage.down = False
-    assert await env.services.store.list_accounts() == []
+    assert await env.services.runtime.store.list_accounts() == []
     assert "np_session" not in response.headers.get("set-cookie", "")
 
 

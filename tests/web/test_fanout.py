@@ -17,7 +17,7 @@ import httpx
 import pytest
 from bench.servers import ServerProcess, _wait_ready, free_port, sign_in
 
-from nowplaying.web.api import SPARE_FILES
+from nowplaying.web.sse import SPARE_FILES
 
 pytestmark = pytest.mark.anyio
 

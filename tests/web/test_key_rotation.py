@@ -95,7 +95,7 @@ async def session_for(env: Env, key: str) -> str:
     """A session cookie for ``demo`` signed with ``key`` (as if made after the rotation)."""
     sid = secrets.token_urlsafe(32)
     now = env.clock.now()
-    await env.services.store.put_session(Session(fingerprint(sid), "demo", now, now))
+    await env.services.runtime.store.put_session(Session(fingerprint(sid), "demo", now, now))
     return Signer(key, "session-cookie").sign(sid)
 
 
@@ -183,8 +183,8 @@ async def test_a_revoked_grant_gives_the_revoked_reason(world: World) -> None:
     async with world.serve(OLD_KEY) as env:
         assert (await env.connect()).status_code == 303
         world.sim.revoke("demo")
-        env.services.tokens.forget("demo")
-        await env.services.hub.forget("demo")
+        env.services.runtime.tokens.forget("demo")
+        await env.services.runtime.hub.forget("demo")
         assert (await env.client.get("/api/spotify")).json() == {"error": "reconnect_required"}
         account = (await env.client.get("/api/account")).json()
         assert (account["status"], account["reconnectReason"]) == ("reconnect_required", "revoked")
@@ -220,7 +220,7 @@ async def test_a_crypto_error_that_escapes_is_never_a_500(
         async def unopenable(*_: object) -> None:
             raise CryptoError("sealed with an unknown key")
 
-        store = env.services.store
+        store = env.services.runtime.store
         monkeypatch.setattr(store, "get_account", unopenable)
         monkeypatch.setattr(store, "get_account_info", unopenable)
         monkeypatch.setattr(store, "get_account_by_public_id", unopenable)

@@ -333,7 +333,7 @@ async def test_cookies_never_500_and_never_authenticate(
     assert_sane(logout, json_route=False)
     callback = await anon.get("/callback?state=x&code=y", headers=headers)
     assert callback.status_code == 400
-    assert await fuzz.env.services.store.get_account("demo") is not None
+    assert await fuzz.env.services.runtime.store.get_account("demo") is not None
 
 
 # -- public ids ------------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ async def test_public_ids_never_500(fuzz: Fuzz, raw_id: str, suffix: str) -> Non
     if real:
         raw_id = await fuzz.public_id()
         fuzz.env.sim.player("demo").play(0)
-        await fuzz.env.services.hub.forget("demo")
+        await fuzz.env.services.runtime.hub.forget("demo")
     response = await fuzz.anon.get(f"/p/{raw_id}{suffix}")
     routed = unquote(response.request.url.path)  # what the router sees
     assert_sane(response, json_route=re.fullmatch(r"/p/[^/]+\.json", routed) is not None)
@@ -562,7 +562,7 @@ async def test_openapi_describes_every_state(connected: Env) -> None:
     seen: dict[str, int] = {}
     for name, arrange in states.items():
         arrange()
-        await connected.services.hub.forget("demo")
+        await connected.services.runtime.hub.forget("demo")
         private = await owner.get("/api/spotify")
         api.check("/api/spotify", private)
         api.check("/p/{public_id}.json", await owner.get(public))
@@ -570,7 +570,7 @@ async def test_openapi_describes_every_state(connected: Env) -> None:
 
     # Stale: good data, then Spotify failing.
     player.play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     await owner.get("/api/spotify")
     connected.sim.faults.add("currently-playing", status=503, times=3)
     await connected.clock.advance(5.5)
@@ -582,7 +582,7 @@ async def test_openapi_describes_every_state(connected: Env) -> None:
 
     # Unavailable: Spotify failing before anything is known.
     connected.sim.faults.add("currently-playing", status=503, times=50)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     unavailable = await owner.get("/api/spotify")
     assert unavailable.status_code == 503
     api.check("/api/spotify", unavailable)
@@ -603,8 +603,8 @@ async def test_openapi_describes_every_state(connected: Env) -> None:
             api.check(path, await anonymous.get(path))
         api.check("/p/{public_id}.json", await anonymous.get(public))  # the rotated-away id
     connected.sim.revoke("demo")
-    connected.services.tokens.forget("demo")
-    await connected.services.hub.forget("demo")
+    connected.services.runtime.tokens.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     reconnect = await owner.get("/api/spotify")
     assert reconnect.json() == {"error": "reconnect_required"}
     api.check("/api/spotify", reconnect)
@@ -617,15 +617,15 @@ async def test_openapi_describes_every_state(connected: Env) -> None:
 async def test_openapi_describes_pause_and_reconnect_reason(connected: Env) -> None:
     """/api/account with Spotify's pause in force and with a reconnect reason."""
     api = await contract(connected)
-    hub = connected.services.hub
+    hub = connected.services.runtime.hub
     hub.paused_until, hub.pause_reason = connected.clock.now() + 3600, "QUOTA_EXCEEDED"
     paused = await connected.client.get("/api/account")
     assert paused.json()["pauseReason"] == "QUOTA_EXCEEDED"
     api.check("/api/account", paused)
     hub.paused_until = 0.0  # (a pause would keep the revoke from being seen)
     connected.sim.revoke("demo")
-    connected.services.tokens.forget("demo")
-    await connected.services.hub.forget("demo")
+    connected.services.runtime.tokens.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     await connected.client.get("/api/spotify")
     revoked = await connected.client.get("/api/account")
     assert revoked.json()["reconnectReason"] == "revoked"
@@ -640,7 +640,7 @@ async def test_openapi_describes_last_played(connected: Env) -> None:
     await connected.connect(login_path="/login?with=recently-played")
     public_id = (await owner.post("/api/account/publish", headers=SAME)).json()["publicId"]
     connected.sim.player("demo").stop()
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     nothing = await owner.get("/api/spotify")
     assert "lastPlayed" in nothing.json()
     api.check("/api/spotify", nothing)
@@ -660,14 +660,14 @@ async def test_openapi_describes_event_data(connected: Env) -> None:
     validator = Draft202012Validator(either, registry=api.registry)
     cookie = f"{SESSION}={connected.client.cookies.get(SESSION)}"
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     async with SSEReader(connected.app, "/api/spotify/events", {"Cookie": cookie}) as sse:
         await sse.wait_for(1)
         connected.sim.player("demo").play_ad()
         await connected.clock.advance(5.5)
         await sse.wait_for(2)
         connected.sim.faults.add("currently-playing", status=503, times=20)
-        await connected.services.hub.forget("demo")
+        await connected.services.runtime.hub.forget("demo")
         await sse.wait_for(3)
     assert len(sse.events) >= 3
     for event in sse.events:
@@ -705,7 +705,7 @@ async def test_open_answers_are_documented(connected: Env) -> None:
         "publicId"
     ]
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     response = await connected.client.get(f"/p/{public_id}/open")
     api.check("/p/{public_id}/open", response)
     assert urlsplit(response.headers["location"]).netloc == "open.spotify.com"
@@ -718,7 +718,7 @@ async def test_error_answers_of_public_paths_are_documented(connected: Env) -> N
         "publicId"
     ]
     connected.sim.player("demo").stop()
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     unknown = "A" * 22
     answers = {
         "/p/{public_id}.json": await connected.client.get(f"/p/{unknown}.json"),
@@ -753,7 +753,7 @@ async def test_body_over_64k_is_413_json(connected: Env) -> None:
     for response in (declared, streamed):
         assert response.status_code == 413, describe(response)
         assert response.json()["error"] == "body_too_large"
-    account = await connected.services.store.get_account("demo")
+    account = await connected.services.runtime.store.get_account("demo")
     assert account is not None and account.show_last_played is False
 
 
@@ -781,7 +781,7 @@ async def test_public_flood_is_limited_after_the_burst_and_costs_one_call(connec
     public_id = (await connected.client.post("/api/account/publish", headers=SAME)).json()[
         "publicId"
     ]
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     connected.sim.reset_calls()
     statuses = []
     for _ in range(200):

@@ -29,7 +29,7 @@ async def publish(env: Env) -> str:
 
 async def fresh(env: Env) -> None:
     """Drop the shared state so the next request polls again."""
-    await env.services.hub.forget("demo")
+    await env.services.runtime.hub.forget("demo")
 
 
 async def test_nothing_is_public_until_published(connected: Env) -> None:
@@ -129,7 +129,7 @@ async def test_public_json_episode_nothing_and_reconnect(connected: Env) -> None
     await fresh(connected)
     assert (await connected.client.get(f"/p/{public_id}.json")).json() == {"isPlaying": False}
     connected.sim.revoke("demo")
-    connected.services.tokens.forget("demo")
+    connected.services.runtime.tokens.forget("demo")
     await fresh(connected)
     response = await connected.client.get(f"/p/{public_id}.json")
     assert response.status_code == 200
@@ -348,7 +348,7 @@ async def test_home_shows_share_controls_and_snippets(connected: Env) -> None:
 
 async def test_owner_page_shows_spotifys_quota_pause(connected: Env) -> None:
     """QUOTA_EXCEEDED (hours): the owner page says until when; /api/account has the numbers."""
-    hub = connected.services.hub
+    hub = connected.services.runtime.hub
     until = connected.clock.now() + 5.7 * 3600
     hub.paused_until, hub.pause_reason = until, "QUOTA_EXCEEDED"
     account = (await connected.client.get("/api/account")).json()
@@ -362,7 +362,7 @@ async def test_owner_page_shows_spotifys_quota_pause(connected: Env) -> None:
 
 async def test_a_rolling_window_pause_is_data_not_a_notice(connected: Env) -> None:
     """A seconds-long 429 pause: in /api/account, not on the page; gone once it has passed."""
-    hub = connected.services.hub
+    hub = connected.services.runtime.hub
     until = connected.clock.now() + 30
     hub.paused_until, hub.pause_reason = until, "rate_limit"
     account = (await connected.client.get("/api/account")).json()

@@ -56,7 +56,7 @@ async def rotate(env: Env) -> str:
 
 def count_decryptions(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every refresh token the app's store decrypts from now on, by account id."""
-    cipher: TokenCipher = env.services.store._cipher  # type: ignore[attr-defined]
+    cipher: TokenCipher = env.services.runtime.store._cipher  # type: ignore[attr-defined]
     opened: list[str] = []
     real = cipher.open
 
@@ -75,7 +75,7 @@ async def test_public_requests_within_the_ttl_read_the_account_once(
     after the TTL, one read more."""
     public_id = await publish(connected)
     assert (await connected.client.get(f"/p/{public_id}.json")).status_code == 200  # warm up
-    counting = Counting(connected.services.store)
+    counting = Counting(connected.services.runtime.store)
     connected.services.published._store = counting
     connected.services.published.drop("demo")
     opened = count_decryptions(connected, monkeypatch)
@@ -172,11 +172,11 @@ async def test_with_redis_another_instance_refuses_a_rotated_link_at_once(
             heard.add(account_id)
             told.set()
 
-        b.services.coord.on_public_change(listen)
+        b.services.runtime.coord.on_public_change(listen)
         # B's subscription is made in the background: announce a probe until B hears it.
         async with asyncio.timeout(10):
             while "probe" not in heard:
-                await a.services.coord.announce_public_change("probe")
+                await a.services.runtime.coord.announce_public_change("probe")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(told.wait(), 0.1)
         heard.clear()

@@ -156,7 +156,7 @@ class Recorder:
 
 
 def database_bytes(env: Env) -> bytes:
-    path = env.services.settings.sqlite_path
+    path = env.services.runtime.settings.sqlite_path
     assert path is not None
     files = [path, Path(f"{path}-wal")]
     return b"".join(p.read_bytes() for p in files if p.exists())
@@ -174,7 +174,7 @@ async def test_no_secret_leaks_across_a_full_run(
         "response": [rec.outbound_response],
     }
     env.sim.set_refresh_mode("rotate")  # refreshes hand out new refresh tokens too
-    client, player, hub = env.client, env.sim.player("demo"), env.services.hub
+    client, player, hub = env.client, env.sim.player("demo"), env.services.runtime.hub
     cookie = {"Cookie": ""}
 
     async def watch(path: str, count: int, change: Any = None) -> None:
@@ -215,7 +215,7 @@ async def test_no_secret_leaks_across_a_full_run(
     await client.get(f"/p/{public_id}.svg")
     env.sim.faults.clear()
     env.sim.expire_access_tokens("demo")
-    env.services.tokens.forget("demo")
+    env.services.runtime.tokens.forget("demo")
     env.sim.faults.add("token", status=500, times=3)
     await hub.forget("demo")
     await client.get("/api/spotify")
@@ -225,7 +225,7 @@ async def test_no_secret_leaks_across_a_full_run(
 
     # The grant revoked: reconnect states everywhere, then connecting again.
     env.sim.revoke("demo")
-    env.services.tokens.forget("demo")
+    env.services.runtime.tokens.forget("demo")
     await hub.forget("demo")
     for path in (
         "/api/spotify",
@@ -360,7 +360,7 @@ async def test_cookies_that_are_no_live_session_are_anonymous(connected: Env, fo
     elif forge == "without __Host- prefix":  # e.g. planted by a sibling subdomain
         name, value = "np_session", real
     else:
-        await connected.services.store.delete_account("demo")
+        await connected.services.runtime.store.delete_account("demo")
         value = real
     async with browser(connected) as other:
         other.cookies.set(name, value)
@@ -399,7 +399,7 @@ async def test_the_session_memo_is_per_cookie_header_and_ends_with_the_session(
 async def test_idle_expiry_ends_the_session_server_side(connected: Env) -> None:
     """Past the idle lifetime the session row is deleted; the browser's cookie is worthless."""
     sid = session_id(connected.client.cookies.get(SESSION) or "")
-    store = connected.services.store
+    store = connected.services.runtime.store
     assert await store.get_session(fingerprint(sid)) is not None
     idle = connected.services.sessions.idle_seconds
     await connected.clock.advance(idle - 60)
@@ -415,7 +415,9 @@ async def test_idle_expiry_ends_the_session_server_side(connected: Env) -> None:
 async def test_activity_never_outlives_the_absolute_lifetime(connected: Env) -> None:
     """A session used every six hours still ends at its absolute maximum age (90 days)."""
     sessions = connected.services.sessions
-    assert sessions.max_seconds == connected.services.settings.nowplaying_session_max_seconds
+    assert (
+        sessions.max_seconds == connected.services.runtime.settings.nowplaying_session_max_seconds
+    )
     step = 6 * 3600
     alive = 0
     while alive + step < sessions.max_seconds:
@@ -438,8 +440,8 @@ async def test_logout_purges_everything_everywhere(connected: Env) -> None:
         assert (await connect(laptop, connected.sim_http)).status_code == 303
         sids = [session_id(c.cookies.get(SESSION) or "") for c in (connected.client, laptop)]
         assert (await laptop.get("/api/spotify")).status_code == 200
-        assert svc.hub.peek("demo") is not None
-        assert (await svc.tokens.token("demo")).access_token
+        assert svc.runtime.hub.peek("demo") is not None
+        assert (await svc.runtime.tokens.token("demo")).access_token
         cookie = {"Cookie": f"{SESSION}={laptop.cookies.get(SESSION)}"}
         async with SSEReader(connected.app, "/api/spotify/events", cookie) as viewer:
             await viewer.wait_for(1)
@@ -449,17 +451,17 @@ async def test_logout_purges_everything_everywhere(connected: Env) -> None:
         assert viewer.events[-1].data == {"error": "reconnect_required"}
         for path in ("/api/spotify", "/api/account"):
             assert (await laptop.get(path)).status_code == 401
-    assert await svc.store.get_account("demo") is None
+    assert await svc.runtime.store.get_account("demo") is None
     for sid in sids:
-        assert await svc.store.get_session(fingerprint(sid)) is None
+        assert await svc.runtime.store.get_session(fingerprint(sid)) is None
     # The live state keeps nothing of what played (viewers that stay see the reconnect state).
-    left = svc.hub.peek("demo")
+    left = svc.runtime.hub.peek("demo")
     assert left is None or (left.playing is None and left.status is Status.RECONNECT), left
     upstream = (connected.sim.calls["currently-playing"], connected.sim.calls["token"])
     await connected.clock.advance(30)
     assert (connected.sim.calls["currently-playing"], connected.sim.calls["token"]) == upstream
     with pytest.raises(AccountGone):
-        await svc.tokens.token("demo")  # nothing cached, and nothing left to refresh with
+        await svc.runtime.tokens.token("demo")  # nothing cached, and nothing left to refresh with
     assert (await connected.client.get(f"/p/{public_id}.json")).status_code == 404
 
 
@@ -470,7 +472,7 @@ async def test_per_user_responses_are_private_no_store(connected: Env) -> None:
     answers.append(await owner.post("/api/account/publish", headers=SAME))
     answers.append(await owner.post("/api/account/settings", json={"x": 1}, headers=SAME))
     connected.sim.faults.add("currently-playing", status=503, times=50)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     answers.append(await owner.get("/api/spotify"))  # 503, nothing known
     connected.sim.faults.clear()
     async with browser(connected) as anonymous:
@@ -581,7 +583,7 @@ async def test_open_never_leaves_open_spotify(
     item: dict[str, Any] = copy.deepcopy(fixture_json("currently-playing-track.json")["item"])
     item["external_urls"] = {"spotify": url}
     connected.sim.player("demo").set_playlist([item])
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     response = await connected.client.get(f"/p/{public_id}/open")
     assert response.status_code in (302, 404)
     open_branches[response.status_code] += 1
@@ -761,7 +763,7 @@ async def test_every_redirect_is_relative_or_fixed(env: Env) -> None:
         "publicId"
     ]
     env.sim.player("demo").play(0)
-    await env.services.hub.forget("demo")
+    await env.services.runtime.hub.forget("demo")
     opened = await env.client.get(f"/p/{public_id}/open", headers=odd)
     logout = await env.client.post("/logout", headers={**SAME, **odd})
     locations = [r.headers["location"] for r in (login, callback, opened, logout)]

@@ -22,7 +22,7 @@ def _cookie(env: Env) -> dict[str, str]:
 
 async def _current_id(connected: Env) -> int:
     connected.sim.player("demo").play(0)
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     async with SSEReader(connected.app, "/api/spotify/events", _cookie(connected)) as first:
         seen = (await first.wait_for(1))[0]
     assert seen.id is not None

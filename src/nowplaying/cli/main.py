@@ -42,10 +42,10 @@ from nowplaying.simulator import Simulator
 from nowplaying.sources.spotify.client import ReconnectRequired, SpotifyError
 from nowplaying.store import StoreError, open_store
 from nowplaying.web import create_app
-from nowplaying.web.api import stream_capacity
 from nowplaying.web.guard import Guard, limits_of, protocol_class
 from nowplaying.web.owner import new_public_id
 from nowplaying.web.security import origin_of, printable
+from nowplaying.web.sse import stream_capacity
 
 log = logging.getLogger("nowplaying")
 

@@ -67,13 +67,13 @@ def drain_app(app: Starlette) -> int | None:
     svc = getattr(app.state, "services", None)
     if svc is None:
         return None
-    svc.hub.drain()
-    return int(svc.hub.counts["sse_open"])
+    svc.streams.drain()
+    return int(svc.streams.counts["open"])
 
 
 def _drained(app: Starlette) -> int:
     svc = getattr(app.state, "services", None)
-    return int(svc.hub.counts["sse_drained"]) if svc is not None else 0
+    return int(svc.streams.counts["drained"]) if svc is not None else 0
 
 
 class GracefulServer(uvicorn.Server):

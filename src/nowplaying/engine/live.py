@@ -18,8 +18,8 @@ Life cycle: the pause is stored (``pauses``) so a restart honours Spotify's Retr
 the development-mode quota (``QUOTA_EXCEEDED``) is hours; an account whose grant is gone is
 re-checked in the store every ``reconnect_check`` seconds while watched, so a grant made again by
 another process or instance is served without a restart; a poller meeting an unexpected error
-logs it, reports stale and keeps going; :meth:`LiveHub.drain` tells open streams the server is
-going away.
+logs it, reports stale and keeps going (the web's :class:`~nowplaying.web.sse.Streams` end
+the event streams on shutdown).
 """
 
 from __future__ import annotations
@@ -130,8 +130,6 @@ class LiveHub:
         """The app-wide pause after a 429 (epoch seconds)."""
         self.pause_reason = "rate_limit"
         """Why: Spotify's reason (``QUOTA_EXCEEDED``) or ``rate_limit`` (the rolling window)."""
-        self.draining = asyncio.Event()
-        """Set when the server begins to shut down: open streams end with a reconnect hint."""
         self.counts: Counter[str] = Counter()
         """``polls`` made, ``published`` changes, ``rate_limited`` pauses, ``reconnect_checks``,
         ``crashes`` (unexpected errors a poller survived)."""
@@ -189,10 +187,6 @@ class LiveHub:
         return Pause(self.paused_until, self.pause_reason)
 
     # -- control -------------------------------------------------------------------------------
-
-    def drain(self) -> None:
-        """The server is shutting down: tell every open stream to end (see ``draining``)."""
-        self.draining.set()
 
     async def forget(self, account_id: str) -> None:
         """Disconnect: stop polling the account and tell its viewers it needs reconnecting.

@@ -16,12 +16,15 @@ from typing import Any
 from nowplaying import schema
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 
-__all__ = ["Snapshot", "Status", "progress_at"]
+__all__ = ["NO_DATA", "Snapshot", "Status", "progress_at", "view_of"]
 
 SEEK_MS = 3000
 """Progress this far from where the last state predicted it is a seek: viewers are told."""
 VIEW_REUSE_SECONDS = 0.01
 """A snapshot's JSON view is made again for a request this long after the last one was made."""
+NO_DATA = schema.error(schema.ErrorCode.UNAVAILABLE, stale=True)
+"""What viewers are shown while nothing is known yet (no poll has succeeded); each route picks
+its status for it (the JSON routes 503 with Retry-After, an event stream sends it as an event)."""
 
 
 class Status(StrEnum):
@@ -64,7 +67,7 @@ class Snapshot:
         if self.status is Status.RECONNECT:
             return schema.error(schema.ErrorCode.RECONNECT_REQUIRED)
         if self.playing is None:
-            return schema.error(schema.ErrorCode.UNAVAILABLE)
+            return NO_DATA
         return schema.state(
             self.playing,
             progress_ms=progress_at(self.playing, now),
@@ -124,6 +127,12 @@ class Snapshot:
             retry_after=data["retry_after"],
             last_played=PlayedItem(_item(last["item"]), float(last["at"])) if last else None,
         )
+
+
+def view_of(snap: Snapshot | None, now: float, reuse: float = VIEW_REUSE_SECONDS) -> schema.State:
+    """What a viewer is shown of ``snap`` at ``now``: the one decision between data, "reconnect
+    required" and "no data yet" (:data:`NO_DATA`) for every route."""
+    return NO_DATA if snap is None else snap.view(now, reuse)
 
 
 def progress_at(playing: NowPlaying, now: float) -> int | None:

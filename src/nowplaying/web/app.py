@@ -29,7 +29,7 @@ from nowplaying.config import Settings
 from nowplaying.crypto import CryptoError
 from nowplaying.ops.logs import REQUEST_ID_HEADER, current_request_id
 from nowplaying.ops.metrics import Metrics
-from nowplaying.runtime import SIM_PREFIX, demo_simulator, open_runtime
+from nowplaying.runtime import SIM_PREFIX, Runtime, demo_simulator, open_runtime
 from nowplaying.schema import ErrorCode, error
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
@@ -52,6 +52,7 @@ from nowplaying.web.limits import rules
 from nowplaying.web.published import PublishedAccounts
 from nowplaying.web.security import origin_of
 from nowplaying.web.sessions import Sessions
+from nowplaying.web.sse import Streams
 from nowplaying.web.state import Services
 
 log = logging.getLogger(__name__)
@@ -86,42 +87,64 @@ def create_app(
         ) as rt:
             app_metrics.watch(rt.http)
             app_metrics.bind(rt.hub, rt.tokens)
-            app.state.services = Services(
-                settings=settings,
-                clock=rt.clock,
-                store=rt.store,
-                client=rt.client,
-                tokens=rt.tokens,
-                hub=rt.hub,
-                sessions=Sessions(
-                    rt.store,
-                    rt.clock,
-                    secret=settings.secret_key.get_secret_value(),
-                    old_secrets=[k.get_secret_value() for k in settings.nowplaying_old_secret_keys],
-                    secure_prefix=settings.secure_cookies_host_prefix,
-                    idle_seconds=settings.nowplaying_session_idle_seconds,
-                    max_seconds=settings.nowplaying_session_max_seconds,
-                ),
-                public_origin=public_origin,
-                simulator=simulator,
-                covers=CoverFetcher(
-                    rt.http,
-                    allowed_hosts=(
-                        *SPOTIFY_IMAGE_HOSTS,
-                        *settings.nowplaying_image_origins,
-                        *((public_origin,) if simulator is not None else ()),
-                    ),
-                    clock=rt.clock,
-                ),
-                coord=rt.coord,
-                published=PublishedAccounts(rt.store, rt.clock, rt.coord),
-                metrics=app_metrics,
-                problems=rt.problems,
-                alerts=rt.alerts,
-            )
+            app.state.services = web_services(rt, public_origin, simulator, app_metrics)
             yield
 
-    routes: list[Route | Mount] = [
+    app = Starlette(
+        routes=routes(simulator),
+        lifespan=lifespan,
+        middleware=middleware(settings, app_metrics, clock),
+        exception_handlers={
+            Refusal: _refused,
+            HTTPException: _http_error,
+            StoreError: _store_down,
+            CryptoError: _unopenable,
+            Exception: _server_error,
+        },
+    )
+    # Starlette's trailing-slash redirect builds its Location from the Host header (and a path
+    # like //evil.example/ would become a protocol-relative one): a trailing slash is a 404.
+    app.router.redirect_slashes = False
+    app.state.metrics = app_metrics
+    return app
+
+
+def web_services(
+    rt: Runtime, public_origin: str, simulator: Simulator | None, app_metrics: Metrics
+) -> Services:
+    """The web's parts around the runtime, as handlers reach them."""
+    settings = rt.settings
+    return Services(
+        runtime=rt,
+        sessions=Sessions(
+            rt.store,
+            rt.clock,
+            secret=settings.secret_key.get_secret_value(),
+            old_secrets=[k.get_secret_value() for k in settings.nowplaying_old_secret_keys],
+            secure_prefix=settings.secure_cookies_host_prefix,
+            idle_seconds=settings.nowplaying_session_idle_seconds,
+            max_seconds=settings.nowplaying_session_max_seconds,
+        ),
+        public_origin=public_origin,
+        simulator=simulator,
+        covers=CoverFetcher(
+            rt.http,
+            allowed_hosts=(
+                *SPOTIFY_IMAGE_HOSTS,
+                *settings.nowplaying_image_origins,
+                *((public_origin,) if simulator is not None else ()),
+            ),
+            clock=rt.clock,
+        ),
+        published=PublishedAccounts(rt.store, rt.clock, rt.coord),
+        metrics=app_metrics,
+        streams=Streams(rt.hub, rt.clock),
+    )
+
+
+def routes(simulator: Simulator | None) -> list[Route | Mount]:
+    """Every route, the simulator's mount in demo mode."""
+    found: list[Route | Mount] = [
         # The hot paths first: the router tries each route in turn (before /p/{public_id}); a
         # fixed path fails at its first characters, a pattern costs more to try.
         Route("/api/spotify", api.now_playing),
@@ -154,8 +177,13 @@ def create_app(
     if simulator is not None:
         # The simulator is a Starlette app too: its trailing-slash redirect would copy Host's port.
         simulator.app.router.redirect_slashes = False
-        routes.append(Mount(SIM_PREFIX, app=simulator.app))
-    middleware = [
+        found.append(Mount(SIM_PREFIX, app=simulator.app))
+    return found
+
+
+def middleware(settings: Settings, app_metrics: Metrics, clock: Clock) -> list[Middleware]:
+    """The edge (limits, hosts, security headers, request ids), behind trusted proxies if any."""
+    stack = [
         Middleware(
             Edge,
             metrics=app_metrics,
@@ -174,30 +202,14 @@ def create_app(
     ]
     if settings.nowplaying_trusted_proxies:
         # Believe X-Forwarded-For/-Proto only from the configured proxies.
-        middleware.insert(
+        stack.insert(
             0,
             Middleware(
                 ProxyHeadersMiddleware,
                 trusted_hosts=settings.nowplaying_trusted_proxies,
             ),
         )
-    app = Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=middleware,
-        exception_handlers={
-            Refusal: _refused,
-            HTTPException: _http_error,
-            StoreError: _store_down,
-            CryptoError: _unopenable,
-            Exception: _server_error,
-        },
-    )
-    # Starlette's trailing-slash redirect builds its Location from the Host header (and a path
-    # like //evil.example/ would become a protocol-relative one): a trailing slash is a 404.
-    app.router.redirect_slashes = False
-    app.state.metrics = app_metrics
-    return app
+    return stack
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

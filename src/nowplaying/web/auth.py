@@ -46,11 +46,11 @@ log = logging.getLogger(__name__)
 async def home(request: Request) -> Response:
     svc = services(request)
     session = await svc.sessions.current(request)
-    account = await svc.store.get_account(session.account_id) if session else None
+    account = await svc.runtime.store.get_account(session.account_id) if session else None
     if account is None:
         return pages.home_anonymous(demo=svc.demo)
-    if svc.problems is not None:
-        await svc.problems.load(account.id)
+    if svc.runtime.problems is not None:
+        await svc.runtime.problems.load(account.id)
     info = owner.describe(svc, account)
     share = pages.Share(
         links=info.links.data() if info.links else None,
@@ -62,9 +62,11 @@ async def home(request: Request) -> Response:
         reconnect_reason=account.reconnect_reason,
         demo=svc.demo,
         share=share,
-        pause_note=owner.pause_note(svc.hub.pause),
-        refusal=svc.problems.get(account.id) if svc.problems else None,
-        budget_note=(await svc.client.budget.usage()).note() if svc.client.budget else None,
+        pause_note=owner.pause_note(svc.runtime.hub.pause),
+        refusal=svc.runtime.problems.get(account.id) if svc.runtime.problems else None,
+        budget_note=(await svc.runtime.client.budget.usage()).note()
+        if svc.runtime.client.budget
+        else None,
     )
 
 
@@ -78,9 +80,9 @@ async def login(request: Request) -> Response:
     scopes = (
         (SCOPE_CURRENTLY_PLAYING, SCOPE_RECENTLY_PLAYED) if extra else (SCOPE_CURRENTLY_PLAYING,)
     )
-    now = svc.clock.now()
-    url = svc.client.authorize_url(
-        redirect_uri=svc.settings.spotify_redirect_uri,
+    now = svc.runtime.clock.now()
+    url = svc.runtime.client.authorize_url(
+        redirect_uri=svc.runtime.settings.spotify_redirect_uri,
         state=state,
         code_challenge=challenge,
         scopes=scopes,
@@ -89,8 +91,10 @@ async def login(request: Request) -> Response:
     response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     browser = svc.sessions.bind_browser(response)
     try:
-        await svc.store.purge_logins(older_than=now - LOGIN_TTL)
-        await svc.store.put_login(LoginState(state, verifier, browser, now, frozenset(scopes)))
+        await svc.runtime.store.purge_logins(older_than=now - LOGIN_TTL)
+        await svc.runtime.store.put_login(
+            LoginState(state, verifier, browser, now, frozenset(scopes))
+        )
     except StoreError:
         return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
     return response
@@ -134,7 +138,7 @@ async def callback(request: Request) -> Response:
     terminal = is_terminal_login(login)
     response: Response
     try:
-        account = await connect_account(svc, grant, requested=login.scopes)
+        account = await connect_account(svc.runtime, grant, requested=login.scopes)
         if terminal:
             response = pages.terminal_done(demo=svc.demo)
         else:
@@ -153,8 +157,8 @@ async def callback(request: Request) -> Response:
 async def _pending_login(request: Request, state: str) -> LoginState | None:
     """The login ``state`` belongs to, taken (single use), if this browser may complete it."""
     svc = services(request)
-    login = await svc.store.take_login(state)
-    if login is None or svc.clock.now() - login.created_at > LOGIN_TTL:
+    login = await svc.runtime.store.take_login(state)
+    if login is None or svc.runtime.clock.now() - login.created_at > LOGIN_TTL:
         return None
     if is_terminal_login(login):
         return login  # handed over by `nowplaying login`: no browser to bind
@@ -169,9 +173,9 @@ async def _exchange(request: Request, code: str, login: LoginState) -> Grant | R
     svc = services(request)
     try:
         return await exchange_grant(
-            svc.client,
+            svc.runtime.client,
             code=code,
-            redirect_uri=svc.settings.spotify_redirect_uri,
+            redirect_uri=svc.runtime.settings.spotify_redirect_uri,
             code_verifier=login.code_verifier,
         )
     except InvalidGrant:
@@ -201,7 +205,7 @@ async def logout(request: Request) -> Response:
     session = await svc.sessions.current(request)
     response = RedirectResponse("/", status_code=303)
     if session is not None:
-        await disconnect_account(svc, session.account_id)
+        await disconnect_account(svc.runtime, session.account_id)
         svc.sessions.forget_account(session.account_id)
     await svc.sessions.end(request, response)
     return response

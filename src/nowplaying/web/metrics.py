@@ -25,7 +25,7 @@ LATENCY_CHILDREN = 1024
 
 async def metrics(request: Request) -> Response:
     svc = services(request)
-    token = svc.settings.nowplaying_metrics_token.get_secret_value()
+    token = svc.runtime.settings.nowplaying_metrics_token.get_secret_value()
     if not token:
         raise NotFound
     scheme, _, given = request.headers.get("authorization", "").partition(" ")

@@ -68,8 +68,8 @@ def describe(
     svc: Services, account: Account, *, reconsent_url: str | None = None
 ) -> schema.Account:
     """The ``/api/account`` object."""
-    pause = svc.hub.pause
-    usage = svc.client.budget.last if svc.client.budget is not None else None
+    pause = svc.runtime.hub.pause
+    usage = svc.runtime.client.budget.last if svc.runtime.client.budget is not None else None
     return schema.Account(
         display_name=account.display_name,
         status="active" if account.status is AccountStatus.ACTIVE else "reconnect_required",
@@ -91,7 +91,7 @@ def describe(
 
 def _refusal(svc: Services, account_id: str) -> schema.SpotifyRefusal | None:
     """Spotify's development-mode 403 for the account, if any."""
-    refusal = svc.problems.get(account_id) if svc.problems else None
+    refusal = svc.runtime.problems.get(account_id) if svc.runtime.problems else None
     if refusal is None:
         return None
     # Validated: the kind is a plain str in problems.py, one of three slugs on the wire.
@@ -112,11 +112,15 @@ def owner_route(
             if write and not same_origin(request, svc.public_origin):
                 raise CrossSite("Cross-site requests are refused.")
             session = await svc.sessions.current(request)
-            account = await svc.store.get_account_info(session.account_id) if session else None
+            account = (
+                await svc.runtime.store.get_account_info(session.account_id) if session else None
+            )
             if account is None:
                 raise NotConnected
-            if svc.problems is not None:
-                await svc.problems.load(account.id)  # another instance may have seen a refusal
+            if svc.runtime.problems is not None:
+                await svc.runtime.problems.load(
+                    account.id
+                )  # another instance may have seen a refusal
             return await fn(request, svc, account)
 
         return endpoint
@@ -133,7 +137,7 @@ async def get_account(request: Request, svc: Services, account: Account) -> Resp
 async def publish(request: Request, svc: Services, account: Account) -> Response:
     """Give the account a public id (publishing twice keeps the first one)."""
     if account.public_id is None:
-        await svc.store.set_public_id(account.id, new_public_id())
+        await svc.runtime.store.set_public_id(account.id, new_public_id())
         await svc.published.forget(account.id)
     return await _fresh(svc, account.id)
 
@@ -141,14 +145,14 @@ async def publish(request: Request, svc: Services, account: Account) -> Response
 @owner_route(write=True)
 async def rotate(request: Request, svc: Services, account: Account) -> Response:
     """A new public id: every old link stops working at once."""
-    await svc.store.set_public_id(account.id, new_public_id())
+    await svc.runtime.store.set_public_id(account.id, new_public_id())
     await svc.published.forget(account.id)
     return await _fresh(svc, account.id)
 
 
 @owner_route(write=True)
 async def unpublish(request: Request, svc: Services, account: Account) -> Response:
-    await svc.store.set_public_id(account.id, None)
+    await svc.runtime.store.set_public_id(account.id, None)
     await svc.published.forget(account.id)
     return await _fresh(svc, account.id)
 
@@ -163,9 +167,9 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
     if not isinstance(body, dict) or not isinstance(body.get("lastPlayed"), bool):
         raise BadRequest('Send {"lastPlayed": true|false}.')
     on: bool = body["lastPlayed"]
-    await svc.store.set_show_last_played(account.id, on)
+    await svc.runtime.store.set_show_last_played(account.id, on)
     await svc.published.forget(account.id)
-    svc.hub.refresh_history(account.id)
+    svc.runtime.hub.refresh_history(account.id)
     response = await _fresh(svc, account.id)
     if on and SCOPE_RECENTLY_PLAYED not in account.scopes:
         return _json(
@@ -179,7 +183,7 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
 
 
 async def _fresh(svc: Services, account_id: str) -> Response:
-    account = await svc.store.get_account_info(account_id)
+    account = await svc.runtime.store.get_account_info(account_id)
     if account is None:  # disconnected meanwhile
         raise NotConnected
     return _json(describe(svc, account))

@@ -21,11 +21,11 @@ from starlette.responses import RedirectResponse, Response
 from nowplaying.cards.cache import CardKey, card_clock
 from nowplaying.cards.card import card_etag, render_bad_option, render_card
 from nowplaying.cards.options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
-from nowplaying.engine.live import Snapshot, Status
+from nowplaying.engine.snapshot import view_of
 from nowplaying.schema import Error, ErrorCode, Nothing, Playing, State, error
 from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.web import pages
-from nowplaying.web.api import BareEndpoint, event_stream
+from nowplaying.web.api import BareEndpoint
 from nowplaying.web.errors import NotFound, json_response, raw_headers
 from nowplaying.web.state import Services, services
 
@@ -43,33 +43,24 @@ SVG_HEADERS = {**EDGE_CACHE, "Content-Security-Policy": SVG_CSP, **CORS}
 SVG_BUDGET = 1.8  # seconds for state and cover together; the card must answer within 2 s
 
 
-def public_state(snap: Snapshot | None, account: Account, now: float) -> State:
-    """The public state: like ``/api/spotify``, but every state is data, never a 401."""
-    if account.status is AccountStatus.RECONNECT_REQUIRED or (
-        snap is not None and snap.status is Status.RECONNECT
-    ):
-        return error(ErrorCode.RECONNECT_REQUIRED)
-    if snap is None or snap.playing is None:
-        return error(ErrorCode.UNAVAILABLE)
-    return snap.view(now)
-
-
 async def state_of(
     svc: Services, account: Account, wait: float | None = None, now: float | None = None
 ) -> State:
-    """The account's public state as of ``now`` (default: the clock's now)."""
+    """The account's public state as of ``now`` (default: the clock's now): like
+    ``/api/spotify``'s (:func:`~nowplaying.engine.snapshot.view_of`), but every state is data,
+    never a 401."""
     if account.status is AccountStatus.RECONNECT_REQUIRED:
         return error(ErrorCode.RECONNECT_REQUIRED)
     if wait is None:  # the hub's own first wait bounds it; no timer to arm
-        snap = await svc.hub.current(account.id)
+        snap = await svc.runtime.hub.current(account.id)
     else:
         snap = None
         with contextlib.suppress(TimeoutError):
-            async with svc.clock.timeout(wait):
-                snap = await svc.hub.current(account.id)
+            async with svc.runtime.clock.timeout(wait):
+                snap = await svc.runtime.hub.current(account.id)
     if snap is None:
-        snap = svc.hub.peek(account.id)
-    return public_state(snap, account, svc.clock.now() if now is None else now)
+        snap = svc.runtime.hub.peek(account.id)
+    return view_of(snap, svc.runtime.clock.now() if now is None else now)
 
 
 async def as_json(request: Request) -> Response:
@@ -80,8 +71,8 @@ async def as_json(request: Request) -> Response:
     state = await state_of(svc, account)
     if not (isinstance(state, Error) and state.error is ErrorCode.UNAVAILABLE):
         return json_response(state, headers=PUBLIC_JSON_RAW)
-    pause = svc.hub.pause  # Spotify's own Retry-After, when the app is paused
-    wait = pause.until - svc.clock.now() if pause else svc.hub.poll_seconds
+    pause = svc.runtime.hub.pause  # Spotify's own Retry-After, when the app is paused
+    wait = pause.until - svc.runtime.clock.now() if pause else svc.runtime.hub.poll_seconds
     headers = {**CORS, **NO_CACHE, "Retry-After": str(max(1, round(wait)))}
     return json_response(state, 503, headers=headers)
 
@@ -93,8 +84,8 @@ async def as_svg(request: Request) -> Response:
         options = card_options(request.query_params, CardOptions)
     except BadOption as e:
         return svg_response(request, render_bad_option(e, theme_of(request.query_params)))
-    deadline = svc.clock.now() + SVG_BUDGET
-    drawn_at = card_clock(svc.clock.now())
+    deadline = svc.runtime.clock.now() + SVG_BUDGET
+    drawn_at = card_clock(svc.runtime.clock.now())
     cover = None
     state: State = error(ErrorCode.NOT_FOUND)
     try:
@@ -106,7 +97,7 @@ async def as_svg(request: Request) -> Response:
         image = None if Hide.COVER in options.hide else _link(state, "album_image_url")
         if image:
             with contextlib.suppress(TimeoutError):
-                async with svc.clock.timeout(deadline - svc.clock.now()):
+                async with svc.runtime.clock.timeout(deadline - svc.runtime.clock.now()):
                     cover = await svc.covers.data_uri(image)
     return _card(request, CardKey(state, options, cover, drawn_at))
 
@@ -117,7 +108,7 @@ def reconnect_card(request: Request) -> Response:
         options = card_options(request.query_params, CardOptions)
     except BadOption:
         options = DEFAULT
-    drawn_at = card_clock(services(request).clock.now())
+    drawn_at = card_clock(services(request).runtime.clock.now())
     return _card(request, CardKey(error(ErrorCode.RECONNECT_REQUIRED), options, None, drawn_at))
 
 
@@ -157,12 +148,9 @@ async def _events(request: Request) -> Response:
     account = await svc.published.get(request.path_params["public_id"])
     if account is None:
         raise NotFound
-    return event_stream(
-        svc.hub,
+    return svc.streams.response(
         account.id,
-        svc.clock.now,
         last_event_id=request.headers.get("last-event-id"),
-        sleep=svc.clock.sleep,
         headers={**CORS, **NO_CACHE, "X-Accel-Buffering": "no"},
     )
 

@@ -70,21 +70,21 @@ async def as_svg(request: Request) -> Response:
         options = card_options(request.query_params, RecentOptions)
     except BadOption as e:
         return svg_response(request, render_bad_option(e, theme_of(request.query_params)))
-    deadline = svc.clock.now() + SVG_BUDGET
+    deadline = svc.runtime.clock.now() + SVG_BUDGET
     recent = await _recent(svc, request.path_params["public_id"], options.limit)
     if isinstance(recent, Error):
-        return svg_response(request, render_card(recent, options, now=svc.clock.now()))
+        return svg_response(request, render_card(recent, options, now=svc.runtime.clock.now()))
     covers: dict[str, str] = {}
     if Hide.COVER not in options.hide:
         urls = {it.album_image_url for it in recent.items[: options.limit] if it.album_image_url}
         if recent.now_playing is not None and recent.now_playing.album_image_url:
             urls.add(recent.now_playing.album_image_url)
         with contextlib.suppress(TimeoutError):
-            async with svc.clock.timeout(deadline - svc.clock.now()):
+            async with svc.runtime.clock.timeout(deadline - svc.runtime.clock.now()):
                 ordered = sorted(urls)
                 found = await asyncio.gather(*(svc.covers.data_uri(u) for u in ordered))
                 covers = {u: d for u, d in zip(ordered, found, strict=True) if d is not None}
-    svg = render_recent(recent, options, covers=covers, now=svc.clock.now())
+    svg = render_recent(recent, options, covers=covers, now=svc.runtime.clock.now())
     return svg_response(request, svg)
 
 
@@ -98,7 +98,7 @@ async def as_json(request: Request) -> Response:
     recent = await _recent(svc, request.path_params["public_id"], options.limit)
     if isinstance(recent, Error):
         if recent.error is ErrorCode.UNAVAILABLE:
-            raise Unavailable("Spotify is unavailable.", retry_after=svc.hub.poll_seconds)
+            raise Unavailable("Spotify is unavailable.", retry_after=svc.runtime.hub.poll_seconds)
         if recent.error is not ErrorCode.RECONNECT_REQUIRED:
             raise NotFound(recent.message, headers=CORS)
         return json_response(recent, headers={**CORS, **NO_CACHE})

@@ -9,45 +9,30 @@ from starlette.requests import Request
 
 from nowplaying.cards.cache import CardCache
 from nowplaying.cards.covers import CoverFetcher
-from nowplaying.clock import Clock
-from nowplaying.config import Settings
-from nowplaying.coord.base import Coordinator
-from nowplaying.engine.live import LiveHub
-from nowplaying.engine.problems import AccountProblems
 from nowplaying.engine.recent import RecentlyPlayed, read_recent
-from nowplaying.ops.alerts import Alerter
 from nowplaying.ops.metrics import Metrics
+from nowplaying.runtime import Runtime
 from nowplaying.simulator import Simulator
-from nowplaying.sources.spotify.client import SpotifyClient
-from nowplaying.sources.spotify.grants import TokenManager
-from nowplaying.store import Store
 from nowplaying.web.published import PublishedAccounts
 from nowplaying.web.sessions import Sessions
+from nowplaying.web.sse import Streams
 
 
 @dataclass
 class Services:
-    """Everything a handler needs, built once per app in the lifespan."""
+    """Everything a handler needs, built once per app in the lifespan: the :class:`Runtime`
+    every entry point shares, and the parts only the web has."""
 
-    settings: Settings
-    clock: Clock
-    store: Store
-    client: SpotifyClient
-    tokens: TokenManager
-    hub: LiveHub
+    runtime: Runtime
     sessions: Sessions
     public_origin: str
     simulator: Simulator | None
     covers: CoverFetcher
-    coord: Coordinator
     published: PublishedAccounts
     metrics: Metrics
-    problems: AccountProblems | None = None
-    """Spotify's refusals of accounts (development-mode 403s), for the owner page."""
+    streams: Streams
     cards: CardCache = field(default_factory=CardCache)
     """Rendered SVG cards (see :mod:`nowplaying.cards.cache`)."""
-    alerts: Alerter | None = None
-    """The owner alerts (``NOWPLAYING_ALERT_WEBHOOK``), when configured."""
 
     @property
     def demo(self) -> bool:
@@ -56,7 +41,8 @@ class Services:
     @functools.cached_property
     def recent(self) -> RecentlyPlayed:
         """Recently played per account, read from Spotify at most once per TTL."""
-        return RecentlyPlayed(functools.partial(read_recent, self.tokens, self.client), self.clock)
+        rt = self.runtime
+        return RecentlyPlayed(functools.partial(read_recent, rt.tokens, rt.client), rt.clock)
 
 
 def services(request: Request) -> Services:

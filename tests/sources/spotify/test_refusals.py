@@ -37,7 +37,7 @@ def test_403_texts_are_classified(text: str, kind: type[Forbidden]) -> None:
 
 async def _poll_once(env: Env) -> httpx.Response:
     """Have the poller read Spotify again, then load the owner page."""
-    await env.services.hub.forget("demo")
+    await env.services.runtime.hub.forget("demo")
     await env.client.get("/api/spotify")
     return await env.client.get("/")
 
