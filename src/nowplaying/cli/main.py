@@ -35,6 +35,7 @@ from nowplaying.cli.serve import (
 from nowplaying.cli.setup import Ask, SetupOptions, run_setup
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
+from nowplaying.engine.accounts import publish
 from nowplaying.models import NowPlaying
 from nowplaying.ops import logs
 from nowplaying.runtime import make_cipher, open_runtime
@@ -43,7 +44,6 @@ from nowplaying.sources.spotify.client import ReconnectRequired, SpotifyError
 from nowplaying.store import StoreError, open_store
 from nowplaying.web import create_app
 from nowplaying.web.guard import Guard, limits_of, protocol_class
-from nowplaying.web.owner import new_public_id
 from nowplaying.web.security import origin_of, printable
 from nowplaying.web.sse import stream_capacity
 
@@ -294,9 +294,7 @@ async def login_flow(
             account = await terminal_login(
                 rt, announce=announce, pasted=pasted, wait_seconds=wait_seconds
             )
-            public_id = account.public_id or new_public_id()
-            if account.public_id is None:
-                await rt.store.set_public_id(account.id, public_id)
+            public_id = await publish(rt, account)
         except LoginFailed as e:
             out.write(f"nowplaying: login failed: {e}\n")
             return 1

@@ -18,6 +18,7 @@ place of a browser fingerprint; see :func:`terminal_login_state`.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -125,3 +126,32 @@ def terminal_login_state(
 def is_terminal_login(login: LoginState) -> bool:
     """Whether a pending login was handed over by ``nowplaying login``."""
     return login.browser == TERMINAL_BROWSER
+
+
+def new_public_id() -> str:
+    """128 random bits, URL-safe: the capability behind a share link."""
+    return secrets.token_urlsafe(16)
+
+
+async def publish(parts: Parts, account: Account) -> str:
+    """Give the account a public id; publishing twice keeps the first one. Returns the id."""
+    if account.public_id is not None:
+        return account.public_id
+    public_id = new_public_id()
+    await parts.store.set_public_id(account.id, public_id)
+    await parts.coord.announce_public_change(account.id)
+    return public_id
+
+
+async def rotate(parts: Parts, account_id: str) -> str:
+    """A new public id: every old link stops working at once, on every instance."""
+    public_id = new_public_id()
+    await parts.store.set_public_id(account_id, public_id)
+    await parts.coord.announce_public_change(account_id)
+    return public_id
+
+
+async def unpublish(parts: Parts, account_id: str) -> None:
+    """No public id: every link stops working at once, on every instance."""
+    await parts.store.set_public_id(account_id, None)
+    await parts.coord.announce_public_change(account_id)

@@ -15,7 +15,6 @@ share link is announced to the public-id cache of every instance (:mod:`.publish
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -24,17 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nowplaying import schema
+from nowplaying.engine import accounts
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.sources.spotify.client import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, AccountStatus, Pause
 from nowplaying.web.errors import PRIVATE, BadRequest, CrossSite, NotConnected, json_response
 from nowplaying.web.security import same_origin
 from nowplaying.web.state import Services, services
-
-
-def new_public_id() -> str:
-    """128 random bits, URL-safe: the capability behind a share link."""
-    return secrets.token_urlsafe(16)
 
 
 def reconnect_by(account: Account) -> float:
@@ -136,24 +131,20 @@ async def get_account(request: Request, svc: Services, account: Account) -> Resp
 @owner_route(write=True)
 async def publish(request: Request, svc: Services, account: Account) -> Response:
     """Give the account a public id (publishing twice keeps the first one)."""
-    if account.public_id is None:
-        await svc.runtime.store.set_public_id(account.id, new_public_id())
-        await svc.published.forget(account.id)
+    await accounts.publish(svc.runtime, account)
     return await _fresh(svc, account.id)
 
 
 @owner_route(write=True)
 async def rotate(request: Request, svc: Services, account: Account) -> Response:
     """A new public id: every old link stops working at once."""
-    await svc.runtime.store.set_public_id(account.id, new_public_id())
-    await svc.published.forget(account.id)
+    await accounts.rotate(svc.runtime, account.id)
     return await _fresh(svc, account.id)
 
 
 @owner_route(write=True)
 async def unpublish(request: Request, svc: Services, account: Account) -> Response:
-    await svc.runtime.store.set_public_id(account.id, None)
-    await svc.published.forget(account.id)
+    await accounts.unpublish(svc.runtime, account.id)
     return await _fresh(svc, account.id)
 
 

@@ -23,8 +23,8 @@ from nowplaying.coord.base import Coordinator
 from nowplaying.store import Account, Store
 
 PUBLIC_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-"""What a public id looks like (:func:`~nowplaying.web.owner.new_public_id` makes 22 characters);
-anything else is not looked up."""
+"""What a public id looks like (:func:`~nowplaying.engine.accounts.new_public_id` makes 22
+characters); anything else is not looked up."""
 CACHE_SECONDS = 2.0
 CACHE_MAX = 10_000
 
