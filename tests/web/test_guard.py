@@ -196,7 +196,7 @@ def test_an_address_past_its_connection_cap_is_closed_at_once_and_others_served(
 
 
 def test_an_address_past_its_unfinished_cap_is_closed_at_once(http: str) -> None:
-    guard = Guard(Limits(unfinished=2, header_seconds=BOUND * 2))
+    guard = Guard(Limits(unfinished=2, unfinished_after=0.2, header_seconds=BOUND * 2))
     with guarded(http, guard, App()) as port:
         half = [connect(port) for _ in range(2)]
         for sock in half:
@@ -212,6 +212,23 @@ def test_an_address_past_its_unfinished_cap_is_closed_at_once(http: str) -> None
         until(lambda: guard.unfinished["127.0.0.1"] == 1)
         assert get(port).endswith(b"ok")
         for sock in half:
+            sock.close()
+
+
+def test_a_burst_of_connections_sending_their_heads_at_once_is_served(http: str) -> None:
+    """Connections count as unfinished only once they have waited for their head a while: 20
+    opened at once from one address (a page opening many streams) are all served under a cap of
+    2."""
+    guard = Guard(Limits(unfinished=2, unfinished_after=BOUND, header_seconds=BOUND * 2))
+    with guarded(http, guard, App()) as port:
+        burst = [connect(port) for _ in range(20)]
+        for sock in burst:
+            sock.settimeout(BOUND)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        answers = [sock.recv(65536) for sock in burst]
+        assert all(a.endswith(b"ok") for a in answers), answers
+        assert guard.counts["address_cap"] == 0
+        for sock in burst:
             sock.close()
 
 

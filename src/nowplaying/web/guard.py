@@ -66,6 +66,10 @@ class Limits:
     connections: int = 256
     unfinished: int = 32
     reserve: int = 128
+    unfinished_after: float = 1.0
+    """Seconds a connection may wait for its request head before it counts as unfinished: a
+    burst of connections that send their heads at once (a page opening many streams, a NAT) is
+    not an attack, a connection still without its head a second later is."""
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -157,6 +161,7 @@ class _Guarded(asyncio.Protocol):
     _counted_unfinished = False
     _seen: object = None
     _head: asyncio.TimerHandle | None = None
+    _late: asyncio.TimerHandle | None = None
     _body: asyncio.TimerHandle | None = None
     _write: asyncio.TimerHandle | None = None
     _pending = 0
@@ -181,10 +186,10 @@ class _Guarded(asyncio.Protocol):
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head, self._body, self._write):
+        for timer in (self._head, self._late, self._body, self._write):
             if timer is not None:
                 timer.cancel()
-        self._head = self._body = self._write = None
+        self._head = self._late = self._body = self._write = None
         if self._seen is not _LOST:
             self._unfinished(False)
             if self._capped:
@@ -234,13 +239,20 @@ class _Guarded(asyncio.Protocol):
     def _await_head(self) -> None:
         if self._head is None:
             loop = asyncio.get_running_loop()
-            self._head = loop.call_later(self.guard.limits.header_seconds, self._head_late)
-        self._unfinished(True)
+            limits = self.guard.limits
+            self._head = loop.call_later(limits.header_seconds, self._head_late)
+            self._late = loop.call_later(limits.unfinished_after, self._still_waiting)
+
+    def _still_waiting(self) -> None:
+        self._late = None
+        if self._waiting_for_head():
+            self._unfinished(True)
 
     def _cancel_head(self) -> None:
-        if self._head is not None:
-            self._head.cancel()
-            self._head = None
+        for timer in (self._head, self._late):
+            if timer is not None:
+                timer.cancel()
+        self._head = self._late = None
 
     def _unfinished(self, now: bool) -> None:
         if now == self._counted_unfinished or not self._capped:
