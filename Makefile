@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle simulator gallery clean
+.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle soak-edge simulator gallery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -53,6 +53,11 @@ soak: $(STAMP)
 # restarts, key rotation, CLI re-login, the quota lockout; see docs/operations.md.
 soak-lifecycle: $(STAMP)
 	$(BIN)/python -m soak lifecycle
+
+# The edge probe (about a minute, loopback): slow headers and bodies, 5,000 unfinished requests
+# from one address past a 2,048-descriptor limit, stalled readers; see docs/security.md.
+soak-edge: $(STAMP)
+	$(BIN)/python -m soak edge
 
 # The README gallery: one PNG per theme under docs/img, rendered by Chromium (scripts/gallery.py).
 gallery: $(STAMP)

@@ -1,7 +1,9 @@
 """The fault soak: ``python -m soak [--seconds 150] [--seed N]`` (``make soak``), loopback only.
 
 ``python -m soak lifecycle`` runs the life-cycle soak instead (:mod:`soak.lifecycle`: restarts,
-key rotation, re-login and the quota lockout on three instances; ``make soak-lifecycle``).
+key rotation, re-login and the quota lockout on three instances; ``make soak-lifecycle``);
+``python -m soak edge`` the edge probe (:mod:`soak.edge`: slow headers and bodies, unfinished
+requests past the descriptor limit, stalled readers; ``make soak-edge``).
 
 One simulated Spotify (8 users, rotating refresh tokens) and one server process (SQLite, 2 s
 polls). Eight accounts sign in over HTTP, four publish a share link. Then:
@@ -189,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         from soak.lifecycle import main as lifecycle  # noqa: PLC0415 (only that soak needs it)
 
         return lifecycle(argv[1:])
+    if argv[:1] == ["edge"]:
+        from soak.edge import main as edge  # noqa: PLC0415 (only that probe needs it)
+
+        return edge(argv[1:])
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     command = f"python -m soak --seconds {args.seconds:g} --seed {seed}"
