@@ -31,10 +31,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
-from harness.helpers import sim_client
+from harness.helpers import reads_of, sim_client
 
 from nowplaying.clock import FakeClock
 from nowplaying.engine.live import LiveHub
+from nowplaying.engine.schedule import Schedule
 from nowplaying.engine.snapshot import Snapshot
 from nowplaying.models import NowPlaying
 from nowplaying.simulator import Simulator
@@ -139,7 +140,7 @@ async def scene(
         async def fetch(account: str) -> NowPlaying:
             return await client.currently_playing(tokens[account])
 
-        hub = LiveHub(fetch, clock, poll_seconds=5.0, budget=budget)
+        hub = LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5.0), budget=budget)
         await hub.start()
         seen: dict[str, list[tuple[float, str | None]]] = {name: [] for name in names}
         async with contextlib.AsyncExitStack() as stack:

@@ -20,6 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nowplaying.clock import Clock, FakeClock
+from nowplaying.engine.reads import Reads
+from nowplaying.models import NowPlaying, PlayedItem
 from nowplaying.ops.metrics import Metrics
 from nowplaying.sources.budget import CallBudget
 from nowplaying.sources.spotify.client import SpotifyClient
@@ -145,3 +147,25 @@ def stop(proc: subprocess.Popen[bytes], seconds: float, *, kill_wait: float = 5)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(kill_wait)
+
+
+class FetchSource:
+    """A :class:`~nowplaying.sources.base.Source` whose reads of what plays are one function (a
+    test's fake upstream); it tells no history."""
+
+    def __init__(self, fetch: Callable[[str], Awaitable[NowPlaying]]) -> None:
+        self._fetch = fetch
+
+    async def now_playing(self, account_id: str) -> NowPlaying:
+        return await self._fetch(account_id)
+
+    async def recently_played(self, account_id: str, limit: int) -> list[PlayedItem]:
+        return []
+
+    def tells_history(self, scopes: frozenset[str]) -> bool:
+        return False
+
+
+def reads_of(fetch: Callable[[str], Awaitable[NowPlaying]]) -> Reads:
+    """The live engine's reads of a fake upstream ``fetch(account_id)``."""
+    return Reads(FetchSource(fetch))

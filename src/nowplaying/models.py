@@ -8,6 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+"""The reason of an upstream's long quota (Spotify's development-mode 429, hours long): a
+:class:`~nowplaying.sources.base.RateLimited`'s and the stored app-wide pause's."""
+
 
 @dataclass(frozen=True, slots=True)
 class Token:
@@ -99,3 +103,11 @@ class Profile:
     id: str
     display_name: str
     url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a completed authorization gives: the tokens and whose they are."""
+
+    token: Token
+    profile: Profile

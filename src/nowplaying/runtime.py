@@ -1,4 +1,4 @@
-"""Wiring: the long-lived parts (store, HTTP client, Spotify client, tokens, live engine) built
+"""Wiring: the long-lived parts (store, HTTP client, Spotify as the source, live engine) built
 from settings, for the web app's lifespan and for the CLI commands alike.
 
 In demo mode the built-in simulator plays Spotify: the browser reaches it under ``/spotify-sim``
@@ -23,21 +23,20 @@ from nowplaying.config import Settings
 from nowplaying.coord.base import Coordinator, LocalCoordinator
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.crypto import TokenCipher
+from nowplaying.engine.accounts import account_ready
 from nowplaying.engine.live import LiveHub
+from nowplaying.engine.pause import AppPause
 from nowplaying.engine.problems import AccountProblems
-from nowplaying.models import NowPlaying, PlayedItem
+from nowplaying.engine.reads import Reads
+from nowplaying.engine.schedule import Schedule
 from nowplaying.ops.alerts import Alerter, LocalClaims, RedisClaims
 from nowplaying.simulator import Simulator
+from nowplaying.sources.base import Source
 from nowplaying.sources.budget import CallBudget
-from nowplaying.sources.spotify.client import (
-    SCOPE_RECENTLY_PLAYED,
-    Forbidden,
-    RateLimited,
-    ReconnectRequired,
-    SpotifyClient,
-)
+from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.grants import TokenManager
-from nowplaying.store import AccountStatus, Store, StoreError, open_store
+from nowplaying.sources.spotify.source import SpotifySource
+from nowplaying.store import Store, StoreError, open_store
 
 SIM_PREFIX = "/spotify-sim"
 log = logging.getLogger(__name__)
@@ -63,57 +62,10 @@ class Runtime:
     budget: CallBudget | None = None
     """The app's call budget every upstream call spends from (``client.budget``)."""
 
-
-async def read_now_playing(
-    tokens: TokenManager,
-    client: SpotifyClient,
-    account_id: str,
-    problems: AccountProblems | None = None,
-    alerts: Alerter | None = None,
-) -> NowPlaying:
-    """One upstream read of what the account plays (tokens handled); a 403 is noted in
-    ``problems`` (what the owner must fix), an answer clears it; a lost grant and a long pause
-    are handed to ``alerts`` (queued, never waited for)."""
-    try:
-        playing = await tokens.call(account_id, client.currently_playing)
-    except Forbidden as e:
-        if problems is not None:
-            await problems.note(account_id, e)
-        raise
-    except ReconnectRequired:
-        if alerts is not None:
-            alerts.reconnect_needed(account_id)
-        raise
-    except RateLimited as e:
-        if alerts is not None:
-            alerts.paused(e.retry_after, e.reason)
-        raise
-    if problems is not None:
-        await problems.clear(account_id)
-    return playing
-
-
-async def read_last_played(
-    store: Store, tokens: TokenManager, client: SpotifyClient, account_id: str
-) -> PlayedItem | None:
-    """The last track played, when the owner shows it and the grant allows it."""
-    account = await store.get_account_info(account_id)
-    if account is None or not account.show_last_played:
-        return None
-    if SCOPE_RECENTLY_PLAYED not in account.scopes:
-        return None
-
-    async def read(token: str) -> list[PlayedItem]:
-        return await client.recently_played(token, limit=1)
-
-    items = await tokens.call(account_id, read)
-    return items[0] if items else None
-
-
-async def account_ready(store: Store, account_id: str) -> bool:
-    """Whether an account that needed reconnecting holds a usable grant again."""
-    account = await store.get_account_info(account_id)
-    return account is not None and account.status is AccountStatus.ACTIVE
+    @property
+    def source(self) -> Source:
+        """Where the live engine reads what accounts play (Spotify)."""
+        return self.hub.reads.source
 
 
 async def report_unreadable(store: Store) -> int:
@@ -180,6 +132,34 @@ async def _start_alerts(
     return alerter
 
 
+def _upstream_urls(settings: Settings, public_origin: str, demo: bool) -> tuple[str, str]:
+    """The Accounts service and Web API the client calls: the simulator's, in demo mode."""
+    if demo and settings.demo:
+        accounts_url = f"{public_origin}{SIM_PREFIX}"
+        return accounts_url, f"{accounts_url}/v1"
+    return settings.spotify_accounts_url, settings.spotify_api_url
+
+
+async def _open_http(
+    stack: contextlib.AsyncExitStack, simulator: Simulator | None
+) -> httpx.AsyncClient:
+    """The one HTTP client for upstream calls (to the simulator in-process, when given one)."""
+    transport = None
+    if simulator is not None:
+        transport = httpx.ASGITransport(app=Starlette(routes=[Mount(SIM_PREFIX, simulator.app)]))
+    return await stack.enter_async_context(
+        httpx.AsyncClient(transport=transport, follow_redirects=False)
+    )
+
+
+def _schedule(settings: Settings) -> Schedule:
+    return Schedule(
+        poll_seconds=settings.nowplaying_poll_seconds,
+        floor=settings.nowplaying_poll_floor_seconds,
+        ceiling=settings.nowplaying_poll_ceiling_seconds,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -200,23 +180,11 @@ async def open_runtime(
             await store.open()
             stack.push_async_callback(store.close)
             await report_unreadable(store)
-        if http is None:
-            transport = None
-            if simulator is not None:
-                sim_app = Starlette(routes=[Mount(SIM_PREFIX, app=simulator.app)])
-                transport = httpx.ASGITransport(app=sim_app)
-            http = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, follow_redirects=False)
-            )
-        if simulator is not None and settings.demo:
-            accounts_url = f"{public_origin}{SIM_PREFIX}"
-            api_url = f"{accounts_url}/v1"
-        else:
-            accounts_url, api_url = settings.spotify_accounts_url, settings.spotify_api_url
+        http = http or await _open_http(stack, simulator)
+        accounts_url, api_url = _upstream_urls(settings, public_origin, simulator is not None)
+        redis_url = settings.nowplaying_redis_url
         coord: Coordinator = (
-            RedisCoordinator(settings.nowplaying_redis_url, clock=clock)
-            if settings.nowplaying_redis_url
-            else LocalCoordinator()
+            RedisCoordinator(redis_url, clock=clock) if redis_url else LocalCoordinator()
         )
         budget = CallBudget(
             clock,
@@ -235,35 +203,27 @@ async def open_runtime(
         )
         tokens = TokenManager(client, store, clock, coord=coord)
         shared = None
-        if settings.nowplaying_redis_url:
+        if redis_url:
             # One small client for the owner-facing notes (refusals, alert claims); bounded I/O.
-            shared = aioredis.Redis.from_url(
-                settings.nowplaying_redis_url, socket_timeout=1, socket_connect_timeout=1
-            )
+            shared = aioredis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
             stack.push_async_callback(shared.aclose)
         problems = AccountProblems(clock, redis=shared)
-        alerter = (
-            await _start_alerts(
-                settings,
-                store=store,
-                clock=clock,
-                public_origin=public_origin,
-                stack=stack,
+        alerter = None
+        if alerts:
+            alerter = await _start_alerts(
+                settings, store=store, clock=clock, public_origin=public_origin, stack=stack,
                 redis=shared,
-            )
-            if alerts
-            else None
+            )  # fmt: skip
+        reads = Reads(
+            SpotifySource(tokens, client), accounts=store, problems=problems, notices=alerter
         )
         hub = LiveHub(
-            functools.partial(read_now_playing, tokens, client, problems=problems, alerts=alerter),
+            reads,
             clock,
-            poll_seconds=settings.nowplaying_poll_seconds,
-            budget=budget,
-            poll_floor=settings.nowplaying_poll_floor_seconds,
-            poll_ceiling=settings.nowplaying_poll_ceiling_seconds,
-            history=functools.partial(read_last_played, store, tokens, client),
+            schedule=_schedule(settings),
+            pause=AppPause(clock, coord, store=store, notices=alerter),
             coord=coord,
-            pauses=store,
+            budget=budget,
             ready=functools.partial(account_ready, store),
         )
         await hub.start()

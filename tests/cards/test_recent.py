@@ -15,7 +15,7 @@ from nowplaying.clock import FakeClock
 from nowplaying.engine.recent import RECENT_TTL, RecentlyPlayed
 from nowplaying.models import PlayedItem
 from nowplaying.schema import Recent
-from nowplaying.sources.spotify.client import RateLimited
+from nowplaying.sources.spotify.errors import RateLimited
 from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio

@@ -26,7 +26,7 @@ from nowplaying.clock import FakeClock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.crypto import TokenCipher
 from nowplaying.simulator import Simulator
-from nowplaying.sources.spotify.client import SCOPE_CURRENTLY_PLAYING
+from nowplaying.sources.spotify.oauth import SCOPE_CURRENTLY_PLAYING
 from nowplaying.store import Account, Pause, SQLiteStore
 from tests.conftest import SECRET_KEY, make_settings
 

@@ -24,17 +24,16 @@ from nowplaying.clock import FakeClock
 from nowplaying.crypto import fingerprint
 from nowplaying.engine.accounts import (
     TERMINAL_BROWSER,
-    Grant,
     connect_account,
     disconnect_account,
     is_terminal_login,
     terminal_login_state,
 )
 from nowplaying.engine.live import Status
-from nowplaying.models import Profile, Token
+from nowplaying.models import Grant, Profile, Token
 from nowplaying.runtime import Runtime
 from nowplaying.simulator import Simulator
-from nowplaying.sources.spotify.client import SCOPE_CURRENTLY_PLAYING
+from nowplaying.sources.spotify.oauth import SCOPE_CURRENTLY_PLAYING
 from nowplaying.store import AccountStatus, LoginState, Session
 from nowplaying.web import create_app
 from nowplaying.web.state import Services

@@ -23,7 +23,8 @@ from nowplaying.cli.setup import SetupOptions, merge_env, read_env, redirect_pro
 from nowplaying.clock import SystemClock
 from nowplaying.config import Settings
 from nowplaying.simulator import Simulator
-from nowplaying.sources.spotify.client import InvalidClient, SpotifyClient
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.errors import InvalidClient
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from harness.helpers import reads_of
 from harness.live_server import free_port
 from harness.services import require
 from redis.exceptions import RedisError
@@ -24,6 +25,7 @@ from nowplaying.coord.base import CoordinationError
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub, Snapshot, Status
+from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 from nowplaying.sources.spotify.grants import RefreshDeferred, TokenManager
 from tests.conftest import Env
@@ -380,7 +382,9 @@ async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None
         return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
 
     coords = [RedisCoordinator(flushed, clock=clock) for _ in range(2)]
-    hubs = [LiveHub(fetch, clock, poll_seconds=5, coord=c) for c in coords]
+    hubs = [
+        LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5), coord=c) for c in coords
+    ]
     for h in hubs:
         await h.start()
     try:
@@ -458,7 +462,12 @@ async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> No
         return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
 
     leader, follower = (
-        LiveHub(fetch, clock, poll_seconds=5, coord=RedisCoordinator(flushed, clock=clock))
+        LiveHub(
+            reads_of(fetch),
+            clock,
+            schedule=Schedule(poll_seconds=5),
+            coord=RedisCoordinator(flushed, clock=clock),
+        )
         for _ in range(2)
     )
     third = RedisCoordinator(flushed, clock=clock)

@@ -8,12 +8,14 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from harness.helpers import reads_of
 
 from nowplaying.clock import FakeClock
 from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub, Snapshot, Status, progress_at
+from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying
-from nowplaying.sources.spotify.client import InvalidGrant, RateLimited, SpotifyUnavailable
+from nowplaying.sources.spotify.errors import InvalidGrant, RateLimited, SpotifyUnavailable
 
 pytestmark = pytest.mark.anyio
 
@@ -71,7 +73,9 @@ def spotify(clock: FakeClock) -> FakeSpotify:
 
 @pytest.fixture
 async def hub(spotify: FakeSpotify, clock: FakeClock) -> AsyncIterator[LiveHub]:
-    h = LiveHub(spotify.fetch, clock, poll_seconds=5.0, rng=random.Random(1))
+    h = LiveHub(
+        reads_of(spotify.fetch), clock, schedule=Schedule(poll_seconds=5.0, rng=random.Random(1))
+    )
     yield h
     await h.close()
 
@@ -95,7 +99,11 @@ async def test_one_poll_serves_many_subscribers(
     # The same minute with one viewer, measured on a clock, account and hub of its own.
     one_clock = FakeClock()
     one_spotify = FakeSpotify(one_clock)
-    one_hub = LiveHub(one_spotify.fetch, one_clock, poll_seconds=5.0, rng=random.Random(1))
+    one_hub = LiveHub(
+        reads_of(one_spotify.fetch),
+        one_clock,
+        schedule=Schedule(poll_seconds=5.0, rng=random.Random(1)),
+    )
     try:
         async with _subscribers(one_hub, "a", 1):
             await one_clock.advance(60, step=0.5)
@@ -190,12 +198,12 @@ async def test_rate_limit_pauses_every_account(hub: LiveHub, clock: FakeClock) -
             raise RateLimited(60, "QUOTA_EXCEEDED")
         return NowPlaying(False, timestamp=clock.now())
 
-    h = LiveHub(fetch, clock, poll_seconds=5.0)
+    h = LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5.0))
     try:
         async with _subscribers(h, "b", 1) as (qb,), _subscribers(h, "a", 1) as (qa,):
             await clock.advance(0.5)
             b_before = calls["b"]
-            assert h.paused_until >= clock.now() + 59
+            assert h.app_pause.until >= clock.now() + 59
             stale = qb.get_nowait()
             assert stale.status is Status.STALE and stale.retry_after and stale.retry_after > 50
             await clock.advance(55, step=1)
@@ -243,7 +251,7 @@ async def test_first_wait_ends_on_the_clock(clock: FakeClock) -> None:
         await answer.wait()
         return await spotify.fetch(account_id)
 
-    hub = LiveHub(hanging, clock, first_wait=8.0, rng=random.Random(1))
+    hub = LiveHub(reads_of(hanging), clock, schedule=Schedule(rng=random.Random(1)), first_wait=8.0)
     try:
         request = asyncio.create_task(hub.current("a"))
         await clock.advance(7.9)

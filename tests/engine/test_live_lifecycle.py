@@ -9,12 +9,16 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from harness.helpers import reads_of
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord.base import LocalCoordinator
 from nowplaying.engine.live import LiveHub, Status
-from nowplaying.sources.spotify.client import InvalidGrant, RateLimited
-from nowplaying.store import QUOTA_EXCEEDED, Pause, StoreError
+from nowplaying.engine.pause import AppPause
+from nowplaying.engine.schedule import Schedule
+from nowplaying.models import QUOTA_EXCEEDED
+from nowplaying.sources.spotify.errors import InvalidGrant, RateLimited
+from nowplaying.store import Pause, StoreError
 from tests.engine.test_live import FakeSpotify, _subscribers
 
 pytestmark = pytest.mark.anyio
@@ -71,14 +75,14 @@ def grants() -> Grants:
 def make_hub(
     spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses, grants: Grants | None = None
 ) -> LiveHub:
+    coord = LocalCoordinator()
     return LiveHub(
-        spotify.fetch,
+        reads_of(spotify.fetch),
         clock,
-        poll_seconds=5.0,
-        rng=random.Random(1),
-        pauses=pauses,
+        schedule=Schedule(poll_seconds=5.0, rng=random.Random(1), reconnect_check=5.0),
+        pause=AppPause(clock, coord, store=pauses),
+        coord=coord,
         ready=grants,
-        reconnect_check=5.0,
     )
 
 
@@ -129,8 +133,8 @@ async def test_quota_pause_is_stored_and_told_apart(
         await clock.advance(600, step=5)
         assert spotify.calls == calls  # nothing during the lockout
     assert hub.pause is not None and hub.pause.quota
-    assert pauses.pause == Pause(hub.paused_until, QUOTA_EXCEEDED)
-    assert hub.paused_until == pytest.approx(clock.now() - 600 + 5 * HOURS, abs=6)
+    assert pauses.pause == Pause(hub.app_pause.until, QUOTA_EXCEEDED)
+    assert hub.app_pause.until == pytest.approx(clock.now() - 600 + 5 * HOURS, abs=6)
 
 
 async def test_window_429_is_not_the_quota(
@@ -192,7 +196,13 @@ async def test_pause_set_by_another_instance_carries_its_reason(
 ) -> None:
     """A pause found in the coordinator is adopted with its reason (for the owner page)."""
     coord = LocalCoordinator()
-    hub = LiveHub(spotify.fetch, clock, poll_seconds=5.0, coord=coord, pauses=pauses)
+    hub = LiveHub(
+        reads_of(spotify.fetch),
+        clock,
+        schedule=Schedule(poll_seconds=5.0),
+        pause=AppPause(clock, coord, store=pauses),
+        coord=coord,
+    )
     await hub.start()
     try:
         await hub.current("a")

@@ -12,11 +12,13 @@ import asyncio
 import time
 
 import pytest
+from harness.helpers import reads_of
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub, Snapshot
+from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +46,9 @@ async def test_a_new_leader_continues_the_versions(flushed: str) -> None:
         it = Item(Kind.TRACK, title[0], ("x",), None, None, None, 600_000, uri=title[0])
         return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
 
-    a = LiveHub(fetch, clock, poll_seconds=1, coord=RedisCoordinator(flushed))
+    a = LiveHub(
+        reads_of(fetch), clock, schedule=Schedule(poll_seconds=1), coord=RedisCoordinator(flushed)
+    )
     await a.start()
     try:
         async with a.subscribe("acc") as queue:
@@ -56,7 +60,9 @@ async def test_a_new_leader_continues_the_versions(flushed: str) -> None:
         await a.close()  # a graceful stop: the lease is released
     assert old is not None and old.version >= 3
 
-    b = LiveHub(fetch, clock, poll_seconds=1, coord=RedisCoordinator(flushed))
+    b = LiveHub(
+        reads_of(fetch), clock, schedule=Schedule(poll_seconds=1), coord=RedisCoordinator(flushed)
+    )
     await b.start()
     try:
         async with b.subscribe("acc") as queue:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from harness.helpers import sim_client
+from harness.helpers import reads_of, sim_client
 
 from nowplaying.clock import FakeClock
 from nowplaying.engine.live import LiveHub
@@ -88,7 +88,7 @@ async def scene(
         async def fetch(account: str) -> NowPlaying:
             return await client.currently_playing(tokens[account])
 
-        hub = LiveHub(fetch, clock, budget=budget)
+        hub = LiveHub(reads_of(fetch), clock, budget=budget)
         await hub.start()
         try:
             yield Scene(clock, sim, hub, budget)

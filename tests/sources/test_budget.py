@@ -19,7 +19,8 @@ from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.simulator import Simulator
 from nowplaying.simulator.limits import max_in_window
 from nowplaying.sources.budget import CallBudget, OverBudget
-from nowplaying.sources.spotify.client import RateLimited, SpotifyClient
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.errors import RateLimited
 from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio

@@ -16,8 +16,8 @@ import pytest
 from harness.services import POSTGRES_URL, postgres_schema
 
 from nowplaying.crypto import TokenCipher
+from nowplaying.models import QUOTA_EXCEEDED
 from nowplaying.store import (
-    QUOTA_EXCEEDED,
     Account,
     AccountStatus,
     LoginState,

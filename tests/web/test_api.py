@@ -250,7 +250,7 @@ async def test_rate_limit_serves_stale_with_retry(connected: Env) -> None:
     await connected.clock.advance(5.5)
     body = (await connected.client.get("/api/spotify")).json()
     assert body["stale"] is True
-    assert connected.services.runtime.hub.paused_until > connected.clock.now() + 100
+    assert connected.services.runtime.hub.app_pause.until > connected.clock.now() + 100
 
 
 async def test_sse_sends_current_state_then_changes(connected: Env) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from harness.helpers import consent
 
-from nowplaying.sources.spotify.client import pkce_challenge
+from nowplaying.sources.spotify.oauth import pkce_challenge
 from nowplaying.store import AccountStatus
 from nowplaying.web.sessions import Sessions
 from tests.conftest import ORIGIN, Env, make_settings

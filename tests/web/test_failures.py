@@ -6,13 +6,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from harness.helpers import consent
+from harness.helpers import consent, reads_of
 from harness.live_server import free_port
 from harness.sse import SSEReader
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.live import LiveHub
+from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying
 from nowplaying.store import Store, StoreError
 from tests.conftest import Env
@@ -99,7 +100,7 @@ async def test_redis_down_hub_polls_for_itself(clock: FakeClock) -> None:
         return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
 
     coord = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0", retry_every=60)
-    hub = LiveHub(fetch, clock, poll_seconds=5, coord=coord)
+    hub = LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5), coord=coord)
     await hub.start()
     try:
         async with hub.subscribe("acc") as queue:

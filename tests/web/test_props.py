@@ -618,11 +618,11 @@ async def test_openapi_describes_pause_and_reconnect_reason(connected: Env) -> N
     """/api/account with Spotify's pause in force and with a reconnect reason."""
     api = await contract(connected)
     hub = connected.services.runtime.hub
-    hub.paused_until, hub.pause_reason = connected.clock.now() + 3600, "QUOTA_EXCEEDED"
+    hub.app_pause.until, hub.app_pause.reason = connected.clock.now() + 3600, "QUOTA_EXCEEDED"
     paused = await connected.client.get("/api/account")
     assert paused.json()["pauseReason"] == "QUOTA_EXCEEDED"
     api.check("/api/account", paused)
-    hub.paused_until = 0.0  # (a pause would keep the revoke from being seen)
+    hub.app_pause.until = 0.0  # (a pause would keep the revoke from being seen)
     connected.sim.revoke("demo")
     connected.services.runtime.tokens.forget("demo")
     await connected.services.runtime.hub.forget("demo")

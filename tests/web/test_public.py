@@ -350,7 +350,7 @@ async def test_owner_page_shows_spotifys_quota_pause(connected: Env) -> None:
     """QUOTA_EXCEEDED (hours): the owner page says until when; /api/account has the numbers."""
     hub = connected.services.runtime.hub
     until = connected.clock.now() + 5.7 * 3600
-    hub.paused_until, hub.pause_reason = until, "QUOTA_EXCEEDED"
+    hub.app_pause.until, hub.app_pause.reason = until, "QUOTA_EXCEEDED"
     account = (await connected.client.get("/api/account")).json()
     assert (account["pausedUntil"], account["pauseReason"]) == (
         round(until * 1000),
@@ -364,7 +364,7 @@ async def test_a_rolling_window_pause_is_data_not_a_notice(connected: Env) -> No
     """A seconds-long 429 pause: in /api/account, not on the page; gone once it has passed."""
     hub = connected.services.runtime.hub
     until = connected.clock.now() + 30
-    hub.paused_until, hub.pause_reason = until, "rate_limit"
+    hub.app_pause.until, hub.app_pause.reason = until, "rate_limit"
     account = (await connected.client.get("/api/account")).json()
     assert (account["pausedUntil"], account["pauseReason"]) == (round(until * 1000), "rate_limit")
     assert "paused this app" not in (await connected.client.get("/")).text

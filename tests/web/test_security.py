@@ -71,8 +71,8 @@ from starlette.responses import Response
 from nowplaying.clock import FakeClock
 from nowplaying.crypto import Signer, fingerprint
 from nowplaying.engine.live import Status
-from nowplaying.sources.spotify.client import pkce_challenge
 from nowplaying.sources.spotify.grants import AccountGone
+from nowplaying.sources.spotify.oauth import pkce_challenge
 from nowplaying.store import AccountStatus
 from nowplaying.web import create_app
 from nowplaying.web.security import host_name

@@ -30,12 +30,12 @@ from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.runtime import make_cipher, open_runtime
-from nowplaying.sources.spotify.client import (
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.errors import (
     Forbidden,
     InvalidClient,
     RateLimited,
     ReconnectRequired,
-    SpotifyClient,
     SpotifyError,
 )
 from nowplaying.store import Account, Store, StoreError, open_store

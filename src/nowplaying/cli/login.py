@@ -24,13 +24,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from nowplaying.engine.accounts import (
-    MissingRefreshToken,
     connect_account,
-    exchange_grant,
     terminal_login_state,
 )
 from nowplaying.runtime import Runtime
-from nowplaying.sources.spotify.client import SCOPE_CURRENTLY_PLAYING, SpotifyError, make_pkce
+from nowplaying.sources.spotify.errors import MissingRefreshToken, SpotifyError
+from nowplaying.sources.spotify.grants import exchange_grant
+from nowplaying.sources.spotify.oauth import SCOPE_CURRENTLY_PLAYING, make_pkce
 from nowplaying.store import Account, AccountStatus, StoreError
 
 LOOPBACK = {"127.0.0.1", "::1", "[::1]"}

@@ -40,7 +40,7 @@ from nowplaying.models import NowPlaying
 from nowplaying.ops import logs
 from nowplaying.runtime import make_cipher, open_runtime
 from nowplaying.simulator import Simulator
-from nowplaying.sources.spotify.client import ReconnectRequired, SpotifyError
+from nowplaying.sources.spotify.errors import ReconnectRequired, SpotifyError
 from nowplaying.store import StoreError, open_store
 from nowplaying.web import create_app
 from nowplaying.web.guard import Guard, limits_of, protocol_class

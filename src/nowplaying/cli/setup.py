@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from nowplaying.sources.spotify.client import InvalidClient, SpotifyClient, SpotifyError
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.errors import InvalidClient, SpotifyError
 
 DEFAULT_REDIRECT = "http://127.0.0.1:8000/callback"
 DEFAULT_ACCOUNTS = "https://accounts.spotify.com"

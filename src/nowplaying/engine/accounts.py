@@ -6,10 +6,9 @@ live engine's state for the account, and every instance's public-id cache entry 
 Caches that only the web layer keeps (the sessions' lookup cache) are the web layer's to drop,
 right after the call.
 
-Errors: :func:`exchange_grant` raises the client's
-:class:`~nowplaying.sources.spotify.client.SpotifyError` tree (plus :class:`MissingRefreshToken`, a
-:class:`~nowplaying.sources.spotify.client.BadResponse`); the others raise the store's
-:class:`~nowplaying.store.StoreError`. Each caller maps them to its own words.
+The grant itself comes from the source's OAuth (Spotify's:
+:func:`~nowplaying.sources.spotify.grants.exchange_grant`). Errors: the store's
+:class:`~nowplaying.store.StoreError`; each caller maps it to its own words.
 
 A login started in a terminal whose redirect the running server receives (the CLI cannot bind
 the redirect URI's port while the server holds it) is stored with :data:`TERMINAL_BROWSER` in
@@ -19,15 +18,13 @@ place of a browser fingerprint; see :func:`terminal_login_state`.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 from typing import Protocol
 
 from nowplaying.clock import Clock
 from nowplaying.coord.base import Coordinator
 from nowplaying.engine.live import LiveHub
-from nowplaying.models import Profile, Token
-from nowplaying.sources.spotify.client import BadResponse, SpotifyClient
-from nowplaying.sources.spotify.grants import TokenManager
+from nowplaying.models import Grant, Token
+from nowplaying.sources.base import BadResponse
 from nowplaying.store import Account, AccountStatus, LoginState, Store
 
 TERMINAL_BROWSER = "terminal:nowplaying-login"
@@ -35,8 +32,11 @@ TERMINAL_BROWSER = "terminal:nowplaying-login"
 a SHA-256 hex digest, which never holds a ``:``, so no browser can present this one."""
 
 
-class MissingRefreshToken(BadResponse):
-    """The code exchange returned no refresh token: the grant could not be kept."""
+class Credentials(Protocol):
+    """The access tokens kept per account (Spotify's :class:`~.grants.TokenManager`)."""
+
+    def seed(self, account_id: str, token: Token) -> None: ...
+    async def drop(self, account_id: str) -> None: ...
 
 
 class Parts(Protocol):
@@ -45,34 +45,13 @@ class Parts(Protocol):
     @property
     def store(self) -> Store: ...
     @property
-    def tokens(self) -> TokenManager: ...
+    def tokens(self) -> Credentials: ...
     @property
     def hub(self) -> LiveHub: ...
     @property
     def clock(self) -> Clock: ...
     @property
     def coord(self) -> Coordinator: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """What a completed authorization gives: the tokens and whose they are."""
-
-    token: Token
-    profile: Profile
-
-
-async def exchange_grant(
-    client: SpotifyClient, *, code: str, redirect_uri: str, code_verifier: str
-) -> Grant:
-    """Trade the authorization code, require a refresh token, and read who granted it."""
-    token = await client.exchange_code(
-        code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
-    )
-    if not token.refresh_token:
-        raise MissingRefreshToken("no refresh token in the code exchange")
-    profile = await client.me(token.access_token)
-    return Grant(token, profile)
 
 
 async def connect_account(parts: Parts, grant: Grant, *, requested: frozenset[str]) -> Account:
@@ -83,7 +62,7 @@ async def connect_account(parts: Parts, grant: Grant, *, requested: frozenset[st
     """
     token, profile = grant.token, grant.profile
     if not token.refresh_token:
-        raise MissingRefreshToken("no refresh token in the code exchange")
+        raise BadResponse("no refresh token in the code exchange")
     existing = await parts.store.get_account(profile.id)
     account = Account(
         id=profile.id,
@@ -155,3 +134,9 @@ async def unpublish(parts: Parts, account_id: str) -> None:
     """No public id: every link stops working at once, on every instance."""
     await parts.store.set_public_id(account_id, None)
     await parts.coord.announce_public_change(account_id)
+
+
+async def account_ready(store: Store, account_id: str) -> bool:
+    """Whether an account that needed reconnecting holds a usable grant again."""
+    account = await store.get_account_info(account_id)
+    return account is not None and account.status is AccountStatus.ACTIVE

@@ -1,10 +1,10 @@
 """The live engine: one poller per watched account, one shared state, fanned out to every viewer.
 
 Cost does not grow with the audience: however many requests and SSE viewers an account has, one
-task polls Spotify for it, when :mod:`nowplaying.engine.schedule` says (just after the playing
-track's predicted end, every ``poll_seconds`` to catch skips, backing off while nothing plays). A
-429 is the *app's* rate limit, so it pauses every account's polling until ``Retry-After`` passes;
-viewers are told their data is stale meanwhile.
+task reads its source (:mod:`.reads`) when the :class:`~.schedule.Schedule` says (just after the
+playing track's predicted end, every ``poll_seconds`` to catch skips, backing off while nothing
+plays). A 429 is the *app's* rate limit: it pauses every account's polling (:mod:`.pause`) until
+``Retry-After`` passes; viewers are told their data is stale meanwhile.
 
 A poller runs only while its account is watched: an SSE viewer is connected, or a request came in
 the last ``watch_ttl`` seconds. With several instances, the one holding the account's lease polls
@@ -14,12 +14,11 @@ Handing a snapshot on has two verbs, named for their reach: :meth:`LiveHub._publ
 instance's viewers) and :meth:`LiveHub._publish_everywhere` (here, then every instance through the
 coordinator, in the wire form of :class:`~nowplaying.engine.snapshot.Snapshot`).
 
-Life cycle: the pause is stored (``pauses``) so a restart honours Spotify's Retry-After, which for
-the development-mode quota (``QUOTA_EXCEEDED``) is hours; an account whose grant is gone is
-re-checked in the store every ``reconnect_check`` seconds while watched, so a grant made again by
-another process or instance is served without a restart; a poller meeting an unexpected error
-logs it, reports stale and keeps going (the web's :class:`~nowplaying.web.sse.Streams` end
-the event streams on shutdown).
+Life cycle: the pause outlives a restart (:class:`~.pause.AppPause`); an account whose grant is gone
+is re-checked in the store every ``reconnect_check`` seconds while watched, so a grant made again by
+another process or instance is served without a restart; a poller meeting an unexpected error logs
+it, reports stale and keeps going (the web's :class:`~nowplaying.web.sse.Streams` end the event
+streams on shutdown).
 """
 
 from __future__ import annotations
@@ -27,38 +26,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Protocol
 
 from nowplaying.clock import Clock
 from nowplaying.coord.base import Coordinator, LocalCoordinator
 from nowplaying.engine.fanout import Channel, Subscription
+from nowplaying.engine.pause import AppPause
+from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Plan, Schedule
 from nowplaying.engine.snapshot import Snapshot, Status, progress_at
 from nowplaying.models import NowPlaying, PlayedItem
+from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
 from nowplaying.sources.budget import CallBudget
-from nowplaying.sources.spotify.client import RateLimited, ReconnectRequired, SpotifyError
-from nowplaying.store import QUOTA_EXCEEDED, Pause, StoreError
+from nowplaying.store import Pause, StoreError
 
-__all__ = ["LiveHub", "PauseStore", "Snapshot", "Status", "progress_at"]
+__all__ = ["LiveHub", "Snapshot", "Status", "progress_at"]
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[str], Awaitable[NowPlaying]]
-History = Callable[[str], Awaitable[PlayedItem | None]]
 Ready = Callable[[str], Awaitable[bool]]
-"""Whether an account that needed reconnecting is connected again (a store read, no Spotify)."""
-
-
-class PauseStore(Protocol):
-    """Where the app-wide pause outlives the process (the account store)."""
-
-    async def get_pause(self) -> Pause | None: ...
-    async def set_pause(self, pause: Pause) -> None: ...
+"""Whether an account that needed reconnecting is connected again (a store read, no upstream)."""
 
 
 @dataclass(eq=False)
@@ -83,55 +72,35 @@ class LiveHub:
 
     def __init__(
         self,
-        fetch: Fetch,
+        reads: Reads,
         clock: Clock,
         *,
-        poll_seconds: float = 5.0,
-        idle_max: float = 30.0,
-        backoff_max: float = 30.0,
-        end_margin: float = 0.3,
+        schedule: Schedule | None = None,
+        pause: AppPause | None = None,
+        coord: Coordinator | None = None,
+        budget: CallBudget | None = None,
+        ready: Ready | None = None,
         watch_ttl: float = 60.0,
         first_wait: float = 8.0,
-        rng: random.Random | None = None,
-        history: History | None = None,
         history_ttl: float = 300.0,
-        coord: Coordinator | None = None,
-        pauses: PauseStore | None = None,
-        ready: Ready | None = None,
-        reconnect_check: float = 5.0,
-        budget: CallBudget | None = None,
-        poll_floor: float = 1.0,
-        poll_ceiling: float = 30.0,
     ) -> None:
+        self.reads = reads
+        """What the accounts play, read from their source."""
+        self._clock = clock
+        self.schedule = schedule or Schedule()
+        """When each account is polled next (:mod:`nowplaying.engine.schedule`)."""
         self._coord: Coordinator = coord or LocalCoordinator()
+        self.app_pause = pause or AppPause(clock, self._coord)
+        """The app-wide pause after a 429 (shared with the other instances through ``coord``)."""
         self._budget = budget
         """With a budget, accounts are polled as often as it allows (:mod:`.schedule`)."""
-        self._pauses = pauses
         self._ready = ready
-        self._fetch = fetch
-        self._history = history
-        self.history_ttl = history_ttl
-        self._clock = clock
-        self.schedule = Schedule(
-            poll_seconds=poll_seconds,
-            idle_max=idle_max,
-            backoff_max=backoff_max,
-            end_margin=end_margin,
-            reconnect_check=reconnect_check,
-            rng=rng,
-            floor=poll_floor,
-            ceiling=poll_ceiling,
-        )
-        """When each account is polled next (:mod:`nowplaying.engine.schedule`)."""
         self.watch_ttl = watch_ttl
         self.first_wait = first_wait
+        self.history_ttl = history_ttl
         self._watches: dict[str, _Watch] = {}
-        self.paused_until = 0.0
-        """The app-wide pause after a 429 (epoch seconds)."""
-        self.pause_reason = "rate_limit"
-        """Why: Spotify's reason (``QUOTA_EXCEEDED``) or ``rate_limit`` (the rolling window)."""
         self.counts: Counter[str] = Counter()
-        """``polls`` made, ``published`` changes, ``rate_limited`` pauses, ``reconnect_checks``,
+        """``polls`` made, ``published`` changes, ``reconnect_checks``, ``history`` look-ups,
         ``crashes`` (unexpected errors a poller survived)."""
         self.poll_lag = 0.0
         """How late (seconds) the last poll started after it was due (``/metrics``)."""
@@ -182,9 +151,7 @@ class LiveHub:
     @property
     def pause(self) -> Pause | None:
         """The app-wide pause in force now, or None."""
-        if self.paused_until <= self._clock.now():
-            return None
-        return Pause(self.paused_until, self.pause_reason)
+        return self.app_pause.current
 
     # -- control -------------------------------------------------------------------------------
 
@@ -233,21 +200,7 @@ class LiveHub:
     async def start(self) -> None:
         """Join the other instances (a no-op for one process); honour a stored pause."""
         await self._coord.start(self._received)
-        if self._pauses is None:
-            return
-        try:
-            stored = await self._pauses.get_pause()
-        except StoreError as e:
-            log.warning("could not read the stored rate-limit pause (%s)", type(e).__name__)
-            return
-        if stored is not None and stored.until > self._clock.now():
-            self.paused_until, self.pause_reason = stored.until, stored.reason
-            await self._coord.set_pause(stored.until, stored.reason)
-            log.warning(
-                "Spotify paused this app until %s (%s): no calls before then",
-                _utc(stored.until),
-                stored.reason,
-            )
+        await self.app_pause.start()
 
     async def close(self) -> None:
         """Stop every poller (releasing its lease) and leave the other instances."""
@@ -317,7 +270,7 @@ class LiveHub:
             await self._follow(w)
         w.leader = True
         now = self._clock.now()
-        paused = await self._paused_until()
+        paused = await self.app_pause.until_now()
         if paused > now:  # the app's rate limit, maybe hit by another instance
             await self._publish_stale_everywhere(w, retry_after=paused - now)
             self.schedule.paused(plan, paused)
@@ -335,17 +288,17 @@ class LiveHub:
         self.poll_lag = max(0.0, now - plan.next_poll) if plan.next_poll else 0.0
         self.counts["polls"] += 1
         try:
-            playing = await self._fetch(w.account_id)
+            playing = await self.reads.now(w.account_id)
         except RateLimited as e:
-            await self._pause(e.retry_after, e.reason)
-            return self.schedule.paused(plan, self.paused_until)
+            await self._rate_limited(e)
+            return self.schedule.paused(plan, self.app_pause.until)
         except ReconnectRequired:
             wake = self.schedule.lost_grant(plan, self._clock.now())
             await self._publish_everywhere(
                 w, Snapshot(None, Status.RECONNECT, self._next_version(w))
             )
             return wake if self._ready is not None else None
-        except (SpotifyError, StoreError) as e:
+        except (SourceError, StoreError) as e:
             log.warning("poll failed (%s); backing off", type(e).__name__)
             await self._publish_stale_everywhere(w)
             return self.schedule.failed(plan, self._clock.now())
@@ -363,14 +316,6 @@ class LiveHub:
             return await self._ready(account_id)
         except StoreError:
             return False
-
-    async def _paused_until(self) -> float:
-        """The app-wide pause, ours or another instance's (whose reason we then adopt)."""
-        shared = await self._coord.paused_until()
-        if shared > self.paused_until:
-            self.paused_until = shared
-            self.pause_reason = await self._coord.pause_reason()
-        return self.paused_until
 
     async def _wanted(self, w: _Watch) -> bool:
         """Watched here (viewers, recent requests) or, while leading, watched elsewhere."""
@@ -430,7 +375,7 @@ class LiveHub:
         """While nothing plays, the last played track: looked up when playback has just ended
         and then at most every ``history_ttl`` seconds, so idle accounts stay cheap."""
         old = w.snapshot
-        if playing.active or self._history is None:
+        if playing.active:
             return None
         just_ended = bool(old and old.playing and old.playing.active)
         now = self._clock.now()
@@ -439,11 +384,11 @@ class LiveHub:
         w.history_at = now
         self.counts["history"] += 1
         try:
-            return await self._history(w.account_id)
+            return await self.reads.last_played(w.account_id)
         except RateLimited as e:
-            await self._pause(e.retry_after, e.reason)
+            await self._rate_limited(e)
             return old.last_played if old else None
-        except (SpotifyError, StoreError) as e:
+        except (SourceError, StoreError) as e:
             log.info("last played lookup failed (%s)", type(e).__name__)
             return old.last_played if old else None
 
@@ -458,32 +403,13 @@ class LiveHub:
         restarts (a reused id would make a viewer's Last-Event-ID skip a real change)."""
         return w.snapshot.version + 1 if w.snapshot else int(self._clock.now() * 1000)
 
-    async def _pause(self, retry_after: float, reason: str | None = None) -> None:
-        """The app is rate limited: every poller (on every instance, and after a restart) waits,
-        every viewer is told data is stale. ``QUOTA_EXCEEDED`` is the development-mode quota,
-        whose Retry-After is hours; polling through it is reported to extend it."""
-        why = QUOTA_EXCEEDED if reason == QUOTA_EXCEEDED else "rate_limit"
-        until = self._clock.now() + max(1.0, retry_after)
-        if until > self.paused_until:
-            self.paused_until, self.pause_reason = until, why
-            self.counts["rate_limited"] += 1
-            if why == QUOTA_EXCEEDED:
-                log.error(
-                    "Spotify's quota is exhausted (QUOTA_EXCEEDED): no calls until %s (%.1f h)",
-                    _utc(until),
-                    retry_after / 3600,
-                )
-            else:
-                log.warning("Spotify rate limit: pausing all polling for %.0fs", retry_after)
-            if self._pauses is not None:
-                try:
-                    await self._pauses.set_pause(Pause(until, why))
-                except StoreError as e:
-                    log.warning("could not store the pause (%s)", type(e).__name__)
-        await self._coord.set_pause(until, why)
+    async def _rate_limited(self, error: RateLimited) -> None:
+        """A read met a 429, whichever it was: the app pauses (:meth:`.AppPause.hit`, which tells
+        the owner) and every viewer here and elsewhere is told data is stale until it ends."""
+        await self.app_pause.hit(error.retry_after, error.reason)
         for w in list(self._watches.values()):
             await self._publish_stale_everywhere(
-                w, retry_after=max(0.0, self.paused_until - self._clock.now())
+                w, retry_after=max(0.0, self.app_pause.until - self._clock.now())
             )
 
     def _publish_here(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
@@ -500,7 +426,3 @@ class LiveHub:
             self.counts["published"] += 1
             w.channel.publish(snap)
         return changed
-
-
-def _utc(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")

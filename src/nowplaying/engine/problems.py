@@ -1,10 +1,9 @@
-r"""Spotify's refusals of an account, remembered for the people who can fix them.
+r"""An upstream's refusals of an account, remembered for the people who can fix them.
 
-A development-mode 403 (:class:`~nowplaying.sources.spotify.client.NotRegistered`,
-:class:`~nowplaying.sources.spotify.client.PremiumRequired`) is not an outage: polling again will
-not help, the app's owner must act in the Developer Dashboard. The poll path notes the refusal here
-and a successful read clears it; the owner page and ``nowplaying doctor`` say what it means and what
-fixes it, instead of a generic "stale".
+A refusal (:class:`~nowplaying.sources.base.Refused`: Spotify's development-mode 403s) is not an
+outage: polling again will not help, the app's owner must act in the Developer Dashboard. The poll
+path notes the refusal here and a successful read clears it; the owner page and ``nowplaying
+doctor`` say what it means and what fixes it, instead of a generic "stale".
 
 Kept in this process and, with Redis, under ``np:refusal:{account}`` for every instance (the
 one that polls notes it, the one serving the owner page :meth:`AccountProblems.load`\s it). A
@@ -22,7 +21,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from nowplaying.clock import Clock
-from nowplaying.sources.spotify.client import Forbidden, NotRegistered, PremiumRequired
+from nowplaying.sources.base import Refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +35,9 @@ class UpstreamRefusal:
     at: float
 
 
-def refusal_of(error: Forbidden, at: float) -> UpstreamRefusal:
-    """The :class:`UpstreamRefusal` a 403 means."""
-    if isinstance(error, NotRegistered):
-        kind = "not_registered"
-    elif isinstance(error, PremiumRequired):
-        kind = "premium_required"
-    else:
-        kind = "forbidden"
-    return UpstreamRefusal(kind, error.reason[:200], error.fix, at)
+def refusal_of(error: Refused, at: float) -> UpstreamRefusal:
+    """The :class:`UpstreamRefusal` an upstream's refusal means."""
+    return UpstreamRefusal(error.kind, error.reason[:200], error.fix, at)
 
 
 class AccountProblems:
@@ -58,7 +51,7 @@ class AccountProblems:
         self._redis = redis
         self._refusals: dict[str, UpstreamRefusal] = {}
 
-    async def note(self, account_id: str, error: Forbidden) -> UpstreamRefusal:
+    async def note(self, account_id: str, error: Refused) -> UpstreamRefusal:
         """Remember that Spotify refused the account with ``error``."""
         refusal = refusal_of(error, self._clock.now())
         self._refusals[account_id] = refusal

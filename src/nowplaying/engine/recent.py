@@ -1,4 +1,4 @@
-"""What an account played recently, for the recently-played card: one Spotify call per account
+"""What an account played recently, for the recently-played card: one upstream call per account
 every :data:`RECENT_TTL` seconds, however many people look.
 
 :class:`RecentlyPlayed` keeps, per account, the last answer (always the :data:`MAX_ITEMS` newest,
@@ -7,8 +7,8 @@ readers of an account share one request. A failed read is remembered for the sam
 previous list, if any, keeps serving), so an outage or a 429 is not retried by every viewer.
 It counts ``call`` (requests made) and ``hit`` (answered without one) for tests and benchmarks.
 
-Errors: a read that has nothing to serve raises what the read raised (the client's
-:class:`~nowplaying.sources.spotify.client.SpotifyError` tree, the store's ``StoreError``).
+Errors: a read that has nothing to serve raises what the read raised (the source's
+:class:`~nowplaying.sources.base.SourceError` tree, the store's ``StoreError``).
 """
 
 from __future__ import annotations
@@ -21,29 +21,17 @@ from dataclasses import dataclass
 
 from nowplaying.clock import Clock
 from nowplaying.models import PlayedItem
-from nowplaying.sources.spotify.client import SpotifyClient, SpotifyError
-from nowplaying.sources.spotify.grants import TokenManager
+from nowplaying.sources.base import SourceError
 from nowplaying.store import StoreError
 
-__all__ = ["MAX_ITEMS", "RECENT_TTL", "RecentlyPlayed", "read_recent"]
+__all__ = ["MAX_ITEMS", "RECENT_TTL", "RecentlyPlayed"]
 
 RECENT_TTL = 180.0
-"""Seconds a list is served before Spotify is asked again."""
+"""Seconds a list is served before the source is asked again."""
 MAX_ITEMS = 10
 
 Reader = Callable[[str, int], Awaitable[list[PlayedItem]]]
 """``read(account_id, limit)``: one recently-played request (tokens handled)."""
-
-
-async def read_recent(
-    tokens: TokenManager, client: SpotifyClient, account_id: str, limit: int
-) -> list[PlayedItem]:
-    """One recently-played request for an account (tokens handled)."""
-
-    async def read(token: str) -> list[PlayedItem]:
-        return await client.recently_played(token, limit=limit)
-
-    return await tokens.call(account_id, read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +39,11 @@ class _Entry:
     items: tuple[PlayedItem, ...] | None
     """None: the read failed and nothing was known before."""
     at: float
-    error: SpotifyError | StoreError | None = None
+    error: SourceError | StoreError | None = None
 
 
 class RecentlyPlayed:
-    """A per-account cache in front of Spotify's recently-played endpoint."""
+    """A per-account cache in front of a source's recently played items."""
 
     def __init__(self, read: Reader, clock: Clock, *, ttl: float = RECENT_TTL) -> None:
         self._read = read
@@ -102,6 +90,6 @@ class RecentlyPlayed:
         now = self._clock.now()
         try:
             items = await self._read(account_id, MAX_ITEMS)
-        except (SpotifyError, StoreError) as e:  # remembered for the TTL, the old list kept
+        except (SourceError, StoreError) as e:  # remembered for the TTL, the old list kept
             return _Entry(old.items if old else None, now, e)
         return _Entry(tuple(items[:MAX_ITEMS]), now)

@@ -52,7 +52,7 @@ class _EngineCollector(Collector):
         yield CounterMetricFamily(
             "nowplaying_rate_limit_pauses",
             "Times Spotify's 429 paused this app's polling (on this instance).",
-            value=hub.counts["rate_limited"],
+            value=hub.app_pause.hits,
         )
         yield CounterMetricFamily(
             "nowplaying_token_refreshes",

@@ -2,7 +2,6 @@
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.store.base import (
-    QUOTA_EXCEEDED,
     Account,
     AccountStatus,
     LoginState,
@@ -15,7 +14,6 @@ from nowplaying.store.postgres import PostgresStore
 from nowplaying.store.sqlite import SQLiteStore
 
 __all__ = [
-    "QUOTA_EXCEEDED",
     "Account",
     "AccountStatus",
     "LoginState",

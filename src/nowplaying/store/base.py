@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
 
+from nowplaying.models import QUOTA_EXCEEDED
+
 
 class StoreError(Exception):
     """The store could not do what was asked (unavailable, or a bad URL)."""
@@ -88,9 +90,6 @@ class Pause:
     @property
     def quota(self) -> bool:
         return self.reason == QUOTA_EXCEEDED
-
-
-QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 
 
 def pause_to_json(pause: Pause) -> str:

@@ -17,21 +17,23 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from nowplaying.engine.accounts import (
-    Grant,
     connect_account,
     disconnect_account,
-    exchange_grant,
     is_terminal_login,
 )
-from nowplaying.sources.spotify.client import (
-    SCOPE_CURRENTLY_PLAYING,
-    SCOPE_RECENTLY_PLAYED,
+from nowplaying.models import Grant
+from nowplaying.sources.spotify.errors import (
     Forbidden,
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
     RateLimited,
     SpotifyError,
+)
+from nowplaying.sources.spotify.grants import exchange_grant
+from nowplaying.sources.spotify.oauth import (
+    SCOPE_CURRENTLY_PLAYING,
+    SCOPE_RECENTLY_PLAYED,
     make_pkce,
 )
 from nowplaying.store import LoginState, StoreError

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from nowplaying import schema
 from nowplaying.engine import accounts
 from nowplaying.ops.alerts import GRANT_LIFETIME
-from nowplaying.sources.spotify.client import SCOPE_RECENTLY_PLAYED
+from nowplaying.sources.spotify.oauth import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, AccountStatus, Pause
 from nowplaying.web.errors import PRIVATE, BadRequest, CrossSite, NotConnected, json_response
 from nowplaying.web.security import same_origin

@@ -20,7 +20,8 @@ from nowplaying.cards.card import render_bad_option, render_card
 from nowplaying.cards.options import BadOption, Hide, RecentOptions, card_options, theme_of
 from nowplaying.cards.recent import render_recent
 from nowplaying.schema import Error, ErrorCode, Playing, Recent, error, last_played
-from nowplaying.sources.spotify.client import SCOPE_RECENTLY_PLAYED, ReconnectRequired, SpotifyError
+from nowplaying.sources.spotify.errors import ReconnectRequired, SpotifyError
+from nowplaying.sources.spotify.oauth import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.web.errors import NotFound, Refusal, Unavailable, json_response
 from nowplaying.web.public import (

@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from nowplaying.cards.cache import CardCache
 from nowplaying.cards.covers import CoverFetcher
-from nowplaying.engine.recent import RecentlyPlayed, read_recent
+from nowplaying.engine.recent import RecentlyPlayed
 from nowplaying.ops.metrics import Metrics
 from nowplaying.runtime import Runtime
 from nowplaying.simulator import Simulator
@@ -40,9 +40,9 @@ class Services:
 
     @functools.cached_property
     def recent(self) -> RecentlyPlayed:
-        """Recently played per account, read from Spotify at most once per TTL."""
+        """Recently played per account, read from the source at most once per TTL."""
         rt = self.runtime
-        return RecentlyPlayed(functools.partial(read_recent, rt.tokens, rt.client), rt.clock)
+        return RecentlyPlayed(rt.source.recently_played, rt.clock)
 
 
 def services(request: Request) -> Services:

@@ -15,13 +15,11 @@ from harness.helpers import consent
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nowplaying import store
 from nowplaying.clock import FakeClock
 from nowplaying.models import Kind
 from nowplaying.simulator import Grant, Simulator
-from nowplaying.sources.spotify.client import (
-    MAX_RETRY_AFTER,
-    QUOTA_EXCEEDED,
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.errors import (
     AccessTokenRejected,
     BadResponse,
     Forbidden,
@@ -29,11 +27,11 @@ from nowplaying.sources.spotify.client import (
     InvalidGrant,
     InvalidRequest,
     RateLimited,
-    SpotifyClient,
     SpotifyError,
     SpotifyUnavailable,
-    make_pkce,
 )
+from nowplaying.sources.spotify.oauth import make_pkce
+from nowplaying.sources.spotify.parsing import MAX_RETRY_AFTER
 
 pytestmark = pytest.mark.anyio
 REDIRECT = "http://127.0.0.1:8000/callback"
@@ -597,8 +595,3 @@ async def test_quota_exceeded_is_told_apart(
     with pytest.raises(RateLimited) as window:
         await client.currently_playing(access)
     assert not window.value.quota and window.value.retry_after == 3
-
-
-def test_quota_constant_matches_the_store() -> None:
-    """The client's and the store's QUOTA_EXCEEDED are one value (defined twice: no cycle)."""
-    assert QUOTA_EXCEEDED == store.QUOTA_EXCEEDED == "QUOTA_EXCEEDED"

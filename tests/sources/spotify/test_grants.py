@@ -20,7 +20,8 @@ from nowplaying.coord.base import CoordinationError, LocalCoordinator
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import NowPlaying
 from nowplaying.simulator import Simulator
-from nowplaying.sources.spotify.client import InvalidGrant, SpotifyClient, SpotifyUnavailable
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.errors import InvalidGrant, SpotifyUnavailable
 from nowplaying.sources.spotify.grants import AccountGone, RefreshDeferred, TokenManager
 from nowplaying.store import Account, AccountStatus, SQLiteStore, StoreError
 

@@ -18,10 +18,11 @@ Rules from Spotify's contract:
   lock cannot be had (held elsewhere too long, Redis down) no refresh is risked: a still-valid
   cached or shared access token serves, otherwise :class:`RefreshDeferred` (transient) is raised.
 
-Errors: the client's :class:`~nowplaying.sources.spotify.client.SpotifyError` tree, plus
-:class:`AccountGone` (a :class:`~nowplaying.sources.spotify.client.ReconnectRequired`) and
-:class:`RefreshDeferred` (a :class:`~nowplaying.sources.spotify.client.SpotifyUnavailable`); the
-store's ``StoreError`` when it cannot read the account.
+A grant is made by :func:`exchange_grant` (the authorization code traded at login).
+
+Errors: the client's :class:`~.errors.SpotifyError` tree, plus :class:`AccountGone` (a
+:class:`~.errors.ReconnectRequired`) and :class:`RefreshDeferred` (a
+:class:`~.errors.SpotifyUnavailable`); the store's ``StoreError`` when it cannot read the account.
 """
 
 from __future__ import annotations
@@ -36,17 +37,31 @@ from typing import TypeGuard, TypeVar
 
 from nowplaying.clock import Clock
 from nowplaying.coord.base import CoordinationError, Coordinator, LocalCoordinator
-from nowplaying.models import Token
-from nowplaying.sources.spotify.client import (
+from nowplaying.models import Grant, Token
+from nowplaying.sources.spotify.client import SpotifyClient
+from nowplaying.sources.spotify.errors import (
     AccessTokenRejected,
+    MissingRefreshToken,
     ReconnectRequired,
-    SpotifyClient,
     SpotifyUnavailable,
 )
 from nowplaying.store import Account, AccountStatus, Store, StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+async def exchange_grant(
+    client: SpotifyClient, *, code: str, redirect_uri: str, code_verifier: str
+) -> Grant:
+    """Trade the authorization code, require a refresh token, and read who granted it."""
+    token = await client.exchange_code(
+        code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
+    )
+    if not token.refresh_token:
+        raise MissingRefreshToken("no refresh token in the code exchange")
+    profile = await client.me(token.access_token)
+    return Grant(token, profile)
 
 
 class AccountGone(ReconnectRequired):

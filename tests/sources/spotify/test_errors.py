@@ -1,15 +1,15 @@
-"""Spotify's development-mode 403s become clear messages: their class, the owner page, the login."""
+"""Spotify's errors: each under its source-neutral kind, and the development-mode 403s told
+apart (their class, the owner page, the login)."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
-from nowplaying.clock import FakeClock
-from nowplaying.engine.problems import AccountProblems
 from nowplaying.simulator.api import NOT_REGISTERED, OWNER_NOT_PREMIUM
-from nowplaying.sources.spotify.client import (
+from nowplaying.sources import base
+from nowplaying.sources.spotify import errors
+from nowplaying.sources.spotify.errors import (
     Forbidden,
     NotRegistered,
     PremiumRequired,
@@ -18,6 +18,43 @@ from nowplaying.sources.spotify.client import (
 from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize(
+    ("error", "neutral"),
+    [
+        (errors.InvalidGrant("revoked"), base.ReconnectRequired),
+        (errors.ReconnectRequired("gone"), base.ReconnectRequired),
+        (errors.NotRegistered(NOT_REGISTERED), base.Refused),
+        (errors.RateLimited(30, "QUOTA_EXCEEDED"), base.RateLimited),
+        (errors.SpotifyUnavailable("503"), base.Unavailable),
+        (errors.BadResponse("not JSON"), base.BadResponse),
+        (errors.MissingRefreshToken("none"), base.Unavailable),
+        (errors.InvalidClient("wrong secret"), base.SourceError),
+    ],
+)
+def test_every_spotify_error_is_its_neutral_kind(
+    error: errors.SpotifyError, neutral: type[base.SourceError]
+) -> None:
+    """The engine catches the neutral tree only: each Spotify error is one of its kinds."""
+    assert isinstance(error, neutral)
+    assert error.response is None
+
+
+def test_rate_limited_keeps_retry_after_reason_and_the_quota() -> None:
+    quota = errors.RateLimited(7200, "QUOTA_EXCEEDED")
+    window = errors.RateLimited(3)
+    assert (quota.retry_after, quota.reason, quota.quota) == (7200, "QUOTA_EXCEEDED", True)
+    assert (window.retry_after, window.reason, window.quota) == (3, None, False)
+
+
+def test_a_refusal_says_its_kind_reason_and_fix() -> None:
+    """What the owner page shows comes from the neutral Refused fields."""
+    refused: base.Refused = classify_forbidden(OWNER_NOT_PREMIUM)
+    assert refused.kind == "premium_required"
+    assert refused.reason == OWNER_NOT_PREMIUM
+    assert "Premium" in refused.fix
+    assert classify_forbidden("Insufficient client scope").kind == "forbidden"
 
 
 @pytest.mark.parametrize(
@@ -81,31 +118,3 @@ async def test_login_with_owner_without_premium_says_premium(env: Env) -> None:
     assert response.status_code == 403
     assert "Premium" in response.text
     assert "User Management" not in response.text
-
-
-async def test_a_refusal_seen_by_the_polling_instance_shows_on_another(flushed: str) -> None:
-    """Through Redis: instance A polls and notes the 403, instance B's owner page loads it;
-    A's next answer clears it for B too."""
-    clock = FakeClock()
-    one, two = aioredis.Redis.from_url(flushed), aioredis.Redis.from_url(flushed)
-    polling, serving = AccountProblems(clock, redis=one), AccountProblems(clock, redis=two)
-    await polling.note("ana", PremiumRequired(OWNER_NOT_PREMIUM))
-    assert serving.get("ana") is None
-    await serving.load("ana")
-    refusal = serving.get("ana")
-    assert refusal is not None and refusal.kind == "premium_required"
-    await polling.clear("ana")
-    await serving.load("ana")
-    assert serving.get("ana") is None
-    await one.aclose()
-    await two.aclose()
-
-
-async def test_a_refusal_not_seen_again_is_forgotten_after_its_ttl() -> None:
-    clock = FakeClock()
-    problems = AccountProblems(clock, ttl=900)
-    await problems.note("ana", NotRegistered(NOT_REGISTERED))
-    await clock.advance(899)
-    assert problems.get("ana") is not None
-    await clock.advance(2)
-    assert problems.get("ana") is None

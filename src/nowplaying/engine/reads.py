@@ -1,0 +1,72 @@
+"""The poll policy around a source's reads: who is told what a read met, and when the last
+played track is asked for at all.
+
+What plays now: a refusal is noted for the owner page (:mod:`.problems`) and an answer clears it;
+a lost grant is handed to the owner's notices. The last played track: only when the owner shows
+it and the grant lets the source tell it. A 429 is the live engine's to handle, whichever read
+met it (:meth:`.pause.AppPause.hit`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from nowplaying.engine.pause import Notices
+from nowplaying.engine.problems import AccountProblems
+from nowplaying.models import NowPlaying, PlayedItem
+from nowplaying.sources.base import ReconnectRequired, Refused, Source
+from nowplaying.store import Account
+
+__all__ = ["AccountInfos", "Reads"]
+
+
+class AccountInfos(Protocol):
+    """Where an account's settings are read (the store; its refresh token is not needed)."""
+
+    async def get_account_info(self, account_id: str) -> Account | None: ...
+
+
+class Reads:
+    """A source's reads for the live engine, with what each one tells the owner."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        accounts: AccountInfos | None = None,
+        problems: AccountProblems | None = None,
+        notices: Notices | None = None,
+    ) -> None:
+        self.source = source
+        self._accounts = accounts
+        """Without them, no last played track is looked up."""
+        self._problems = problems
+        self._notices = notices
+
+    async def now(self, account_id: str) -> NowPlaying:
+        """What the account plays: one upstream read (the source's errors raised)."""
+        try:
+            playing = await self.source.now_playing(account_id)
+        except Refused as e:
+            if self._problems is not None:
+                await self._problems.note(account_id, e)
+            raise
+        except ReconnectRequired:
+            if self._notices is not None:
+                self._notices.reconnect_needed(account_id)
+            raise
+        if self._problems is not None:
+            await self._problems.clear(account_id)
+        return playing
+
+    async def last_played(self, account_id: str) -> PlayedItem | None:
+        """The last track played, when the owner shows it and the grant allows it."""
+        if self._accounts is None:
+            return None
+        account = await self._accounts.get_account_info(account_id)
+        if account is None or not account.show_last_played:
+            return None
+        if not self.source.tells_history(account.scopes):
+            return None
+        items = await self.source.recently_played(account_id, 1)
+        return items[0] if items else None
