@@ -266,16 +266,16 @@ async def test_a_quota_met_looking_up_the_last_played_track_alerts_too(
     either way, and polling pauses."""
     async with open_env(tmp_path, clock, nowplaying_alert_webhook=receiver.url) as env:
         assert (await env.connect(login_path="/login?with=recently-played")).status_code == 303
-        await env.services.store.set_show_last_played("demo", True)
+        await env.services.runtime.store.set_show_last_played("demo", True)
         env.sim.player("demo").stop()
         env.sim.faults.add(
             "recently-played", status=429, retry_after=5 * 3600, reason="QUOTA_EXCEEDED"
         )
-        await env.services.hub.forget("demo")
+        await env.services.runtime.hub.forget("demo")
         await env.client.get("/api/spotify")
         await settle(_alerter(env), clock)
         assert env.sim.calls["recently-played"] == 1
-        assert env.services.hub.pause is not None
+        assert env.services.runtime.hub.pause is not None
     [body] = receiver.bodies
     assert body["event"] == "app_paused" and body["reason"] == "QUOTA_EXCEEDED"
 
