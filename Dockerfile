@@ -23,6 +23,15 @@ RUN python3 -m venv /opt/nowplaying \
  && find /opt/nowplaying -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${BASE}
+# The fonts the PNG cards draw text with (src/nowplaying/cards/fonts.txt): installed unless the
+# base already has them (the offline test build's base does; it has no network).
+COPY --from=build /src/src/nowplaying/cards/fonts.txt /tmp/fonts.txt
+RUN missing="$(for p in $(cat /tmp/fonts.txt); do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)" \
+ && if [ -n "$missing" ]; then \
+      apt-get update && apt-get install -y --no-install-recommends $missing \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi \
+ && rm /tmp/fonts.txt
 RUN useradd --system --uid 10001 --user-group --home-dir /data --create-home --shell /usr/sbin/nologin nowplaying
 COPY --from=build /opt/nowplaying /opt/nowplaying
 # HOST and PORT are read by the command below, not by nowplaying itself. SQLite (the default

@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The package, and the fonts the PNG cards draw with (installed when root, else named).
 install: $(STAMP)
+	@sh scripts/fonts.sh
 
 run: $(STAMP)
 	$(BIN)/nowplaying serve

@@ -14,7 +14,18 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import budget, edge, fanout, instructions, latency, memory, multi, throughput, upstream
+from bench import (
+    budget,
+    edge,
+    fanout,
+    instructions,
+    latency,
+    memory,
+    multi,
+    share,
+    throughput,
+    upstream,
+)
 from bench.report import DOC, Machine, Results, table, write_doc
 
 SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
@@ -27,6 +38,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "edge": ("edge cache: wrk through nginx proxy_cache on one public URL (~25 s)", edge.run),
     "budget": ("call budget and adaptive polling, fixed schedule beside it (~40 s)", budget.run),
     "instructions": ("instructions per request under valgrind (~2 min)", instructions.run),
+    "share": ("PNG cards: render time, req/s against the SVG (~30 s)", share.run),
 }
 
 

@@ -10,7 +10,18 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import budget, edge, fanout, instructions, latency, memory, multi, throughput, upstream
+from bench import (
+    budget,
+    edge,
+    fanout,
+    instructions,
+    latency,
+    memory,
+    multi,
+    share,
+    throughput,
+    upstream,
+)
 from bench.servers import ROOT
 
 DOC = ROOT / "docs" / "performance.md"
@@ -27,6 +38,7 @@ class Results:
     edge: edge.Result | None = None
     budget: budget.Result | None = None
     instructions: instructions.Result | None = None
+    share: share.Result | None = None
     seconds: float = 0.0
 
 
@@ -112,6 +124,8 @@ def table(r: Results, machine: Machine) -> str:
         out += budget.lines(r.budget)
     if r.instructions is not None:
         out += instructions.lines(r.instructions)
+    if r.share is not None:
+        out += share.lines(r.share)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)

@@ -1,12 +1,13 @@
 """Building the Dockerfile with no registry: a local Debian base image and wheels made here.
 
 No container registry is reachable from these machines, so the base image is a minbase Debian
-rootfs with Debian's ``python3`` (debootstrap, then ``docker import``), and the build installs
-wheels ``pip wheel`` made on this host (``--no-index --find-links``), in a build with
-``--network none``. Both are cached outside the repository (``NOWPLAYING_TEST_CACHE``, default
-``/var/cache/nowplaying-test``): the rootfs tarball by Debian release, the wheels by the
-dependency list, so a second run builds in seconds. Bookworm's Python is 3.11.2, where redis-py
-needs ``async-timeout`` (this host's newer 3.11 does not), so it is asked for explicitly.
+rootfs with Debian's ``python3`` and the PNG cards' fonts (debootstrap, then ``docker import``),
+and the build installs wheels ``pip wheel`` made on this host (``--no-index --find-links``), in a
+build with ``--network none``. Both are cached outside the repository (``NOWPLAYING_TEST_CACHE``,
+default ``/var/cache/nowplaying-test``): the rootfs tarball by Debian release and package list,
+the wheels by the dependency list, so a second run builds in seconds. Bookworm's Python is
+3.11.2, where redis-py needs ``async-timeout`` (this host's newer 3.11 does not), so it is asked
+for explicitly.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("NOWPLAYING_TEST_CACHE", "/var/cache/nowplaying-test"))
 RELEASE = "bookworm"
-BASE_TAG = f"nowplaying-test-base:{RELEASE}"
+PACKAGES = (
+    "python3",
+    "python3-venv",
+    *(ROOT / "src/nowplaying/cards/fonts.txt").read_text().split(),
+)
+"""What the base holds: Python, and the fonts the Dockerfile would otherwise fetch (the build has
+no network)."""
+_FLAVOUR = hashlib.sha256(",".join(PACKAGES).encode()).hexdigest()[:8]
+BASE_TAG = f"nowplaying-test-base:{RELEASE}-{_FLAVOUR}"
 MIRROR = os.environ.get("NOWPLAYING_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 EXTRA_WHEELS = ("setuptools>=77", "async-timeout>=4.0.3")
 """The build backend (the image builds the package from source) and redis's dependency on
@@ -77,7 +86,7 @@ def base_image() -> str:
         == 0
     ):
         return BASE_TAG
-    tarball = CACHE / f"{RELEASE}-minbase-python3.tar"
+    tarball = CACHE / f"{RELEASE}-minbase-{_FLAVOUR}.tar"
     if not tarball.exists():
         _debootstrap(tarball)
     docker("import", str(tarball), BASE_TAG, timeout=300)
@@ -94,7 +103,7 @@ def _debootstrap(tarball: Path) -> None:
             [
                 "debootstrap",
                 "--variant=minbase",
-                "--include=python3,python3-venv",
+                "--include=" + ",".join(PACKAGES),
                 RELEASE,
                 str(root),
                 MIRROR,

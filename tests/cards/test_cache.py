@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from nowplaying.cards.cache import CARD_STEP, CardCache, CardKey, card_clock
+from nowplaying.cards.cache import CARD_STEP, CardCache, CardKey, Format, card_clock
 from nowplaying.cards.card import card_etag
 from nowplaying.cards.options import CardOptions
 from nowplaying.cards.themes import Theme
@@ -117,3 +118,40 @@ async def test_a_new_step_and_a_new_track_redraw(connected: Env) -> None:
     after = (await connected.client.get(f"/p/{public_id}.svg")).text
     assert _title(after) != _title(before)
     assert cards.counts["render"] == renders + 2
+
+
+async def test_an_svg_is_rasterised_once_for_every_concurrent_asker() -> None:
+    """Ten viewers asking at once for the PNG of one SVG: one drawing, ten equal answers."""
+    cards = CardCache()
+    svg = cards.card(CardKey(error(ErrorCode.NOT_FOUND), AUTO, None, 100.0), lambda _: "<svg/>")
+    drawn: list[tuple[str, Format]] = []
+    gate = threading.Event()
+
+    def rasterise(text: str, fmt: Format) -> bytes:
+        drawn.append((text, fmt))
+        gate.wait(5)
+        return b"PNG:" + text.encode()
+
+    askers = [asyncio.ensure_future(cards.image(svg, Format.PNG, rasterise)) for _ in range(10)]
+    await asyncio.sleep(0)
+    gate.set()
+    images = await asyncio.gather(*askers)
+    assert drawn == [("<svg/>", Format.PNG)]
+    assert {i.body for i in images} == {b"PNG:<svg/>"}
+    assert images[0].etag == card_etag(b"PNG:<svg/>")
+    assert cards.counts["image_render"] == 1 and cards.counts["image_hit"] == 9
+    social = await cards.image(svg, Format.SOCIAL, rasterise)
+    assert social.body == b"PNG:<svg/>" and cards.counts["image_render"] == 2
+
+
+async def test_a_failed_rasterisation_is_not_remembered() -> None:
+    cards = CardCache(max_images=1)
+    svg = cards.card(CardKey(error(ErrorCode.NOT_FOUND), AUTO, None, 100.0), lambda _: "<svg/>")
+
+    def broken(text: str, fmt: Format) -> bytes:
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        await cards.image(svg, Format.PNG, broken)
+    fine = await cards.image(svg, Format.PNG, lambda text, fmt: b"ok")
+    assert fine.body == b"ok" and cards.counts["image_render"] == 2

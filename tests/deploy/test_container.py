@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from bench.servers import free_port, sign_in
 from harness.cluster import _create_database, _drop_database
 from harness.container import BASE_TAG, ROOT, build_image, docker, docker_problem, logs
 from harness.services import POSTGRES_URL, REDIS_URL, require
+from PIL import Image
 
 pytestmark = pytest.mark.anyio
 TAG = "nowplaying-test:latest"
@@ -103,6 +105,17 @@ async def publish_and_view(base: str) -> None:
         data = await http.get(f"/p/{public_id}.json")
         assert data.status_code == 200
         assert "isPlaying" in data.json()
+        await png_has_text(http, public_id)
+
+
+async def png_has_text(http: httpx.AsyncClient, public_id: str) -> None:
+    """The PNG card drawn in the image has its text: the fonts are there (resvg draws nothing
+    for text when no font is installed)."""
+    card = await http.get(f"/p/{public_id}.png?idle_text=Fonts%20present&theme=light")
+    assert card.status_code == 200 and card.headers["content-type"] == "image/png"
+    title = Image.open(io.BytesIO(card.content)).convert("L").crop((240, 70, 780, 116))
+    ink = title.point(lambda v: 255 if v < 128 else 0).histogram()[255]
+    assert ink > 500, f"only {ink} dark pixels where the title goes: no text drawn"
 
 
 async def test_image_serves_the_widget_on_sqlite_as_an_unprivileged_user(image: str) -> None:

@@ -5,14 +5,23 @@ repeats while a track plays because the state is evaluated at the start of a :da
 (:func:`card_clock`): every viewer of one look of one account in a step shares one rendering. A
 change of state is another key, so nothing is ever invalidated; when full, the cache drops the
 entries of earlier steps first (they cannot match again).
+
+An SVG's other formats (:class:`Format`: its PNG, the 1200x630 link preview) are kept by the
+SVG's ETag, not by the key (``await cards.image(card, fmt, rasterise)``): the SVG is drawn anew
+each step, but its bytes change only with the progress step, and rasterising costs a thousand
+times more than drawing the SVG. Each is drawn once (concurrent askers wait for the one drawing),
+in a worker thread so the event loop and every live viewer go on meanwhile; the oldest go first
+past ``max_images``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from nowplaying.cards.card import card_etag
 from nowplaying.cards.options import CardOptions
@@ -21,6 +30,15 @@ from nowplaying.schema import State
 CARD_STEP = 1.0
 """Seconds: a card shows playback as of the start of the current step (at most this old)."""
 CACHE_MAX = 1024
+IMAGES_MAX = 256
+
+
+class Format(StrEnum):
+    """Which image of a card: the SVG, its PNG, or the link-preview PNG (1200x630)."""
+
+    SVG = "svg"
+    PNG = "png"
+    SOCIAL = "social"
 
 
 def card_clock(now: float) -> float:
@@ -45,17 +63,20 @@ class CardKey:
 @dataclass(frozen=True, slots=True)
 class RenderedCard:
     body: bytes
-    """The SVG, UTF-8 encoded, as served."""
+    """The image as served (the SVG, UTF-8 encoded, or a PNG)."""
     etag: str
     """Its strong, quoted ETag (:func:`~nowplaying.cards.card.card_etag`)."""
 
 
 class CardCache:
-    """Rendered cards by :class:`CardKey`; ``counts`` has ``hit`` and ``render``."""
+    """Rendered cards by :class:`CardKey`, and their other formats by SVG; ``counts`` has
+    ``hit`` and ``render`` (SVGs), ``image_hit`` and ``image_render``."""
 
-    def __init__(self, max_entries: int = CACHE_MAX) -> None:
+    def __init__(self, max_entries: int = CACHE_MAX, max_images: int = IMAGES_MAX) -> None:
         self.max_entries = max_entries
+        self.max_images = max_images
         self._cards: dict[CardKey, RenderedCard] = {}
+        self._images: OrderedDict[tuple[str, Format], asyncio.Future[RenderedCard]] = OrderedDict()
         self.counts: Counter[str] = Counter()
 
     def card(self, key: CardKey, draw: Callable[[CardKey], str]) -> RenderedCard:
@@ -71,6 +92,34 @@ class CardCache:
             self._evict(key.now)
         self._cards[key] = rendered
         return rendered
+
+    async def image(
+        self, svg: RenderedCard, fmt: Format, draw: Callable[[str, Format], bytes]
+    ) -> RenderedCard:
+        """``svg`` in ``fmt``: remembered, or ``draw(svg, fmt)`` in a worker thread, once."""
+        key = (svg.etag, fmt)
+        found = self._images.get(key)
+        if found is not None:
+            self._images.move_to_end(key)
+            self.counts["image_hit"] += 1
+            return await asyncio.shield(found)
+        future: asyncio.Future[RenderedCard] = asyncio.get_running_loop().create_future()
+        self._images[key] = future
+        while len(self._images) > self.max_images:
+            self._images.popitem(last=False)
+        self.counts["image_render"] += 1
+        try:
+            body = await asyncio.to_thread(draw, svg.body.decode("utf-8"), fmt)
+        except BaseException as e:  # handed to the waiters too, then raised here
+            self._images.pop(key, None)
+            if isinstance(e, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(e)
+                future.exception()  # retrieved: only the waiters (if any) need it
+            raise
+        future.set_result(RenderedCard(body, card_etag(body)))
+        return future.result()
 
     def __len__(self) -> int:
         return len(self._cards)

@@ -168,9 +168,10 @@ def render_bad_option(error: BadOption, theme: Theme = Theme.AUTO) -> str:
     return _draw(view, look(CardOptions(theme=theme)), None)
 
 
-def card_etag(svg: str) -> str:
-    """A strong, quoted ETag for a rendered card."""
-    return '"' + hashlib.sha256(svg.encode("utf-8")).hexdigest()[:32] + '"'
+def card_etag(card: str | bytes) -> str:
+    """A strong, quoted ETag for a rendered card (an SVG string, or an image's bytes)."""
+    body = card.encode("utf-8") if isinstance(card, str) else card
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
 def _hidden() -> str:

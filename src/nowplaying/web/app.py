@@ -150,6 +150,7 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/api/spotify", api.now_playing),
         Route("/p/{public_id}.svg", public.as_svg),
         Route("/p/{public_id}.json", public.as_json),
+        Route("/p/{public_id}.png", public.as_png),
         Route("/", auth.home),
         Route("/login", auth.login),
         Route("/callback", auth.callback),
@@ -166,6 +167,8 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/p/{public_id}/embed.js", dropin.embed_js),
         Route("/p/{public_id}/recent.svg", recent.as_svg),
         Route("/p/{public_id}/recent.json", recent.as_json),
+        Route("/p/{public_id}/recent.png", recent.as_png),
+        Route("/p/{public_id}/social.png", public.as_social),
         Route("/p/{public_id}", overlay.embed),
         Route("/healthz", api.healthz),
         Route("/metrics", metrics.metrics),
@@ -265,8 +268,8 @@ async def _unopenable(request: Request, exc: Exception) -> Response:
     )
     path = request.url.path
     if path.startswith("/p/"):
-        if path.endswith(".svg"):
-            return public.reconnect_card(request)
+        if path.endswith((".svg", ".png")):
+            return await public.reconnect_card(request)
         return json_response(
             error(ErrorCode.RECONNECT_REQUIRED), headers={**public.CORS, **public.NO_CACHE}
         )

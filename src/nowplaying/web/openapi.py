@@ -76,6 +76,23 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     }
 
 
+def _png(summary: str, options: type[BaseModel]) -> dict[str, Any]:
+    """A card as a PNG: like its SVG, always an image, revalidated by ETag."""
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [_PUBLIC_ID, *query_parameters(options)],
+            "responses": {
+                "200": {
+                    "description": "Always an image (a bad parameter: an image that names it).",
+                    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "304": {"description": "Not modified (If-None-Match)."},
+            },
+        }
+    }
+
+
 _PUBLIC_ID = {
     "name": "public_id",
     "in": "path",
@@ -163,6 +180,13 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/p/{public_id}.png": _png(
+            "The card as a PNG (twice its size), for places that show no SVG", CardOptions
+        ),
+        "/p/{public_id}/social.png": _png(
+            "The card on a 1200x630 PNG: the link preview's og:image", CardOptions
+        ),
+        "/p/{public_id}/recent.png": _png("The recently-played card as a PNG", RecentOptions),
         "/p/{public_id}/recent.svg": {
             "get": {
                 "summary": "The recently-played card (when the owner shares it)",

@@ -1,9 +1,11 @@
-"""Public share links: ``/p/{id}.json``, ``.svg``, ``/events`` and ``/open`` (the pages to frame,
+"""Public share links: ``/p/{id}.json``, ``.svg``, ``.png``, ``/social.png``, ``/events`` and
+``/open`` (the pages to frame,
 ``/p/{id}`` and ``/p/{id}/overlay``, are :mod:`.overlay`).
 
 No cookie is involved: the unguessable public id is the capability, and the owner can rotate or
 withdraw it. Everything is answered from the live engine's shared state, so a thousand README
-views cost no extra Spotify calls. The SVG card always answers 200 with an image (image proxies
+views cost no extra Spotify calls. The card (SVG, PNG, or the 1200x630 link preview PNG) always
+answers 200 with an image (image proxies
 show nothing for errors), revalidated by ETag, and within about two seconds however slow Spotify
 or the image host is. An account whose grant cannot be opened (sealed with a secret key that is
 no longer configured) answers everywhere exactly as one that needs reconnecting.
@@ -18,7 +20,8 @@ from typing import Literal
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from nowplaying.cards.cache import CardKey, card_clock
+from nowplaying.cards import png
+from nowplaying.cards.cache import CardKey, Format, RenderedCard, card_clock
 from nowplaying.cards.card import card_etag, render_bad_option, render_card
 from nowplaying.cards.options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
 from nowplaying.engine.snapshot import view_of
@@ -40,6 +43,7 @@ PUBLIC_JSON_RAW = raw_headers({**CORS, **EDGE_CACHE})
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 SVG_TYPE = "image/svg+xml; charset=utf-8"
 SVG_HEADERS = {**EDGE_CACHE, "Content-Security-Policy": SVG_CSP, **CORS}
+PNG_HEADERS = {**EDGE_CACHE, **CORS}
 SVG_BUDGET = 1.8  # seconds for state and cover together; the card must answer within 2 s
 
 
@@ -79,11 +83,25 @@ async def as_json(request: Request) -> Response:
 
 async def as_svg(request: Request) -> Response:
     """The card. 200 with an image whatever happens (a bad parameter too), revalidated by ETag."""
+    return await _image(request, Format.SVG)
+
+
+async def as_png(request: Request) -> Response:
+    """The card as a PNG (twice its size), for the places that show no SVG; as the SVG."""
+    return await _image(request, Format.PNG)
+
+
+async def as_social(request: Request) -> Response:
+    """The card on a 1200x630 PNG, the link preview's ``og:image``; as the SVG."""
+    return await _image(request, Format.SOCIAL)
+
+
+async def _image(request: Request, fmt: Format) -> Response:
     svc = services(request)
     try:
         options = card_options(request.query_params, CardOptions)
     except BadOption as e:
-        return svg_response(request, render_bad_option(e, theme_of(request.query_params)))
+        return await drawn_image(request, render_bad_option(e, theme_of(request.query_params)), fmt)
     deadline = svc.runtime.clock.now() + SVG_BUDGET
     drawn_at = card_clock(svc.runtime.clock.now())
     cover = None
@@ -99,27 +117,49 @@ async def as_svg(request: Request) -> Response:
             with contextlib.suppress(TimeoutError):
                 async with svc.runtime.clock.timeout(deadline - svc.runtime.clock.now()):
                     cover = await svc.covers.data_uri(image)
-    return _card(request, CardKey(state, options, cover, drawn_at))
+    return await _card(request, CardKey(state, options, cover, drawn_at), fmt)
 
 
-def reconnect_card(request: Request) -> Response:
+async def reconnect_card(request: Request) -> Response:
     """The "Reconnect needed" card, for a grant no configured key opens (app.py's handler)."""
     try:
         options = card_options(request.query_params, CardOptions)
     except BadOption:
         options = DEFAULT
     drawn_at = card_clock(services(request).runtime.clock.now())
-    return _card(request, CardKey(error(ErrorCode.RECONNECT_REQUIRED), options, None, drawn_at))
+    path = request.url.path
+    fmt = Format.SOCIAL if path.endswith("/social.png") else Format(path.rsplit(".", 1)[-1])
+    return await _card(
+        request, CardKey(error(ErrorCode.RECONNECT_REQUIRED), options, None, drawn_at), fmt
+    )
 
 
-def _card(request: Request, key: CardKey) -> Response:
-    """The card for ``key`` (its state as of the card clock's instant), rendered once per key."""
-    card = services(request).cards.card(key, _draw)
-    return svg_response(request, card.body, card.etag)
+async def _card(request: Request, key: CardKey, fmt: Format) -> Response:
+    """The card for ``key`` (its state as of the card clock's instant) in ``fmt``, rendered once
+    per key (and rasterised once per SVG)."""
+    return await _serve(request, services(request).cards.card(key, _draw), fmt)
 
 
 def _draw(key: CardKey) -> str:
     return render_card(key.state, key.params, cover=key.cover, now=key.now)
+
+
+async def drawn_image(request: Request, svg: str, fmt: Format) -> Response:
+    """A card drawn for this request (not by the card cache's key) in ``fmt``."""
+    body = svg.encode("utf-8")
+    return await _serve(request, RenderedCard(body, card_etag(body)), fmt)
+
+
+async def _serve(request: Request, svg: RenderedCard, fmt: Format) -> Response:
+    """``svg`` in ``fmt``, 200 or 304 by its ETag (a PNG is rasterised once, in a thread)."""
+    if fmt is Format.SVG:
+        return svg_response(request, svg.body, svg.etag)
+    image = await services(request).cards.image(svg, fmt, _rasterise)
+    return revalidated(request, image.body, "image/png", {**PNG_HEADERS, "ETag": image.etag})
+
+
+def _rasterise(svg: str, fmt: Format) -> bytes:
+    return png.social(svg) if fmt is Format.SOCIAL else png.rasterise(svg)
 
 
 def svg_response(request: Request, svg: bytes | str, etag: str | None = None) -> Response:

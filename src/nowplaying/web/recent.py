@@ -1,4 +1,5 @@
-"""The recently-played card, ``/p/{id}/recent.svg``, and its data, ``/p/{id}/recent.json``.
+"""The recently-played card, ``/p/{id}/recent.svg`` (and ``recent.png``), and its data,
+``/p/{id}/recent.json``.
 
 Shown only when the owner shares what they played (the "last played" setting, which also asks
 Spotify for the ``user-read-recently-played`` scope through the re-consent flow). The list comes
@@ -16,6 +17,7 @@ import contextlib
 from starlette.requests import Request
 from starlette.responses import Response
 
+from nowplaying.cards.cache import Format
 from nowplaying.cards.card import render_bad_option, render_card
 from nowplaying.cards.options import BadOption, Hide, RecentOptions, card_options, theme_of
 from nowplaying.cards.recent import render_recent
@@ -29,12 +31,12 @@ from nowplaying.web.public import (
     EDGE_CACHE,
     NO_CACHE,
     SVG_BUDGET,
+    drawn_image,
     state_of,
-    svg_response,
 )
 from nowplaying.web.state import Services, services
 
-__all__ = ["as_json", "as_svg"]
+__all__ = ["as_json", "as_png", "as_svg"]
 
 
 async def _recent(svc: Services, public_id: str, limit: int) -> Recent | Error:
@@ -66,15 +68,24 @@ async def _playing(svc: Services, account: Account) -> Playing | None:
 
 async def as_svg(request: Request) -> Response:
     """The list as an image: 200 whatever happens, revalidated by ETag."""
+    return await _image(request, Format.SVG)
+
+
+async def as_png(request: Request) -> Response:
+    """The list as a PNG, for the places that show no SVG; as the SVG."""
+    return await _image(request, Format.PNG)
+
+
+async def _image(request: Request, fmt: Format) -> Response:
     svc = services(request)
     try:
         options = card_options(request.query_params, RecentOptions)
     except BadOption as e:
-        return svg_response(request, render_bad_option(e, theme_of(request.query_params)))
+        return await drawn_image(request, render_bad_option(e, theme_of(request.query_params)), fmt)
     deadline = svc.runtime.clock.now() + SVG_BUDGET
     recent = await _recent(svc, request.path_params["public_id"], options.limit)
     if isinstance(recent, Error):
-        return svg_response(request, render_card(recent, options, now=svc.runtime.clock.now()))
+        return await drawn_image(request, render_card(recent, options, now=svc.runtime.clock.now()), fmt)
     covers: dict[str, str] = {}
     if Hide.COVER not in options.hide:
         urls = {it.album_image_url for it in recent.items[: options.limit] if it.album_image_url}
@@ -86,7 +97,7 @@ async def as_svg(request: Request) -> Response:
                 found = await asyncio.gather(*(svc.covers.data_uri(u) for u in ordered))
                 covers = {u: d for u, d in zip(ordered, found, strict=True) if d is not None}
     svg = render_recent(recent, options, covers=covers, now=svc.runtime.clock.now())
-    return svg_response(request, svg)
+    return await drawn_image(request, svg, fmt)
 
 
 async def as_json(request: Request) -> Response:
