@@ -60,6 +60,7 @@ class ErrorCode(StrEnum):
     BODY_TOO_LARGE = "body_too_large"
     HEADERS_TOO_LARGE = "headers_too_large"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_IMPLEMENTED = "not_implemented"
     UNAUTHORIZED = "unauthorized"
     INTERNAL = "internal"
     ERROR = "error"
@@ -161,6 +162,25 @@ class Error(View):
     error: ErrorCode
     message: str | SkipJsonSchema[None] = _absent()
     stale: Literal[True] | SkipJsonSchema[None] = _absent()
+
+
+class OEmbed(View):
+    """An oEmbed answer (https://oembed.com, type ``rich``): its keys are the spec's snake_case."""
+
+    model_config = ConfigDict(alias_generator=None)
+
+    version: Literal["1.0"]
+    kind: Literal["rich"] = _type()
+    title: str
+    provider_name: str
+    provider_url: str
+    html: str
+    width: int
+    height: int
+    thumbnail_url: str
+    thumbnail_width: int
+    thumbnail_height: int
+    cache_age: int
 
 
 State = Playing | Ad | Nothing | Error

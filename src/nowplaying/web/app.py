@@ -42,6 +42,7 @@ from nowplaying.web import (
     overlay,
     owner,
     pages,
+    previews,
     public,
     recent,
     styles,
@@ -174,6 +175,7 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/metrics", metrics.metrics),
         Route("/favicon.ico", api.favicon),
         Route("/openapi.json", openapi.openapi),
+        Route("/oembed", previews.oembed),
         Route("/static/themes.css", styles.themes),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]

@@ -26,6 +26,7 @@ _MODELS: tuple[type[schema.View], ...] = (
     schema.Error,
     schema.Account,
     schema.Recent,
+    schema.OEmbed,
 )
 
 
@@ -187,6 +188,26 @@ SPEC: dict[str, Any] = {
             "The card on a 1200x630 PNG: the link preview's og:image", CardOptions
         ),
         "/p/{public_id}/recent.png": _png("The recently-played card as a PNG", RecentOptions),
+        "/oembed": {
+            "get": {
+                "summary": "oEmbed (https://oembed.com) for a widget link: the iframe, as rich",
+                "parameters": [
+                    {"name": n, "in": "query", "required": n == "url", "schema": t}
+                    for n, t in (
+                        ("url", {"type": "string", "format": "uri"}),
+                        ("format", {"type": "string", "enum": ["json", "xml"]}),
+                        ("maxwidth", {"type": "integer", "minimum": 1}),
+                        ("maxheight", {"type": "integer", "minimum": 1}),
+                    )
+                ],
+                "responses": {
+                    "200": _json("OEmbed", "The embed; within maxwidth and maxheight."),
+                    "400": _json("Error", "No url, a bad size or a bad card option, named."),
+                    "404": _json("Error", "Not a widget link of this site, or no card fits."),
+                    "501": _json("Error", "A format other than json."),
+                },
+            }
+        },
         "/p/{public_id}/recent.svg": {
             "get": {
                 "summary": "The recently-played card (when the owner shares it)",

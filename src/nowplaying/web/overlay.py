@@ -14,6 +14,7 @@ stream, which reconnects by itself, so it recovers after the source or the serve
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from nowplaying.cards.options import BadOption, CardOptions, OverlayOptions, card_options
-from nowplaying.web import pages
+from nowplaying.web import pages, previews
 from nowplaying.web.state import services
 
 _O = TypeVar("_O", bound=CardOptions)
@@ -47,8 +48,10 @@ async def _framable(
 
 
 async def embed(request: Request) -> Response:
-    """The widget page for ``<iframe>`` embedding, on any site."""
-    return await _framable(request, CardOptions, pages.embed_page)
+    """The widget page for ``<iframe>`` embedding, on any site; pasted in a chat, it unfurls to
+    what plays (:mod:`~nowplaying.web.previews`)."""
+    shown = await previews.preview_for(request)
+    return await _framable(request, CardOptions, functools.partial(pages.embed_page, preview=shown))
 
 
 async def overlay(request: Request) -> Response:

@@ -16,6 +16,7 @@ import jinja2
 from starlette.responses import HTMLResponse
 
 from nowplaying.cards.options import CardOptions, OverlayOptions
+from nowplaying.cards.png import SOCIAL_HEIGHT, SOCIAL_WIDTH
 from nowplaying.cards.themes import THEMES
 from nowplaying.engine.problems import UpstreamRefusal
 from nowplaying.web.errors import PRIVATE
@@ -182,14 +183,31 @@ def widget_data(options: CardOptions) -> dict[str, str]:
     return data
 
 
-def embed_page(link: str, options: CardOptions) -> HTMLResponse:
-    """The bare widget, for ``<iframe>`` on any site (no cookies used, no links to our pages)."""
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """The link preview of one widget page: plain text (the template escapes it)."""
+
+    title: str
+    description: str
+    page_url: str
+    image_url: str
+    image_alt: str
+    theme_color: str
+    oembed_url: str
+    image_width: int = SOCIAL_WIDTH
+    image_height: int = SOCIAL_HEIGHT
+
+
+def embed_page(link: str, options: CardOptions, *, preview: Preview | None = None) -> HTMLResponse:
+    """The bare widget, for ``<iframe>`` on any site (no cookies used, no links to our pages),
+    with the link preview's meta tags and the oEmbed discovery link when ``preview`` is given."""
     html = render(
         "embed.html",
         endpoint=f"{link}.json",
         events=f"{link}/events",
         theme=str(options.theme),
         data=widget_data(options),
+        preview=preview,
     )
     return HTMLResponse(html)
 
