@@ -78,7 +78,7 @@ async def test_a_png_is_drawn_again_only_when_its_svg_changes(connected: Env) ->
     assert cards.counts["render"] > svg_renders  # a new step: the SVG was drawn again
     assert again.content == first.content and cards.counts["image_render"] == 1
     player.resume()
-    await connected.services.hub.forget("demo")
+    await connected.services.runtime.hub.forget("demo")
     await connected.clock.advance(6)
     moved = await connected.client.get(f"/p/{public_id}.png")
     assert moved.content != first.content and cards.counts["image_render"] == 2

@@ -85,7 +85,9 @@ async def _image(request: Request, fmt: Format) -> Response:
     deadline = svc.runtime.clock.now() + SVG_BUDGET
     recent = await _recent(svc, request.path_params["public_id"], options.limit)
     if isinstance(recent, Error):
-        return await drawn_image(request, render_card(recent, options, now=svc.runtime.clock.now()), fmt)
+        return await drawn_image(
+            request, render_card(recent, options, now=svc.runtime.clock.now()), fmt
+        )
     covers: dict[str, str] = {}
     if Hide.COVER not in options.hide:
         urls = {it.album_image_url for it in recent.items[: options.limit] if it.album_image_url}
