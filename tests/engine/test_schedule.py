@@ -4,8 +4,9 @@ it; idle-but-watched accounts stay responsive; nobody watching, no calls. Counts
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -13,10 +14,12 @@ import pytest
 from harness.helpers import reads_of, sim_client
 
 from nowplaying.clock import FakeClock
+from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub
-from nowplaying.engine.schedule import Schedule
+from nowplaying.engine.schedule import YIELD_SECONDS, Plan, Schedule
 from nowplaying.models import Item, Kind, NowPlaying
 from nowplaying.simulator import Simulator
+from nowplaying.simulator.catalog import track
 from nowplaying.sources.budget import CallBudget
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +191,111 @@ async def test_budget_above_the_real_window_settles_below_it(clock: FakeClock) -
         refused = sc.sim.limits.counts["window_429"]
         assert 1 <= refused <= 4
         assert await sc.budget.per_window() < 30
+
+
+# -- known moments: the predicted end and the re-check after a skip ------------------------------
+
+
+def other(title: str, remaining_s: float) -> NowPlaying:
+    duration = 200_000
+    item = Item(Kind.TRACK, title, ("a",), None, None, None, duration, uri=f"spotify:track:{title}")
+    return NowPlaying(True, Kind.TRACK, item, duration - int(remaining_s * 1000), 0.0)
+
+
+def known_after(plan: Plan, *polls: tuple[str, float, float]) -> list[tuple[float, bool]]:
+    """Each poll (title seen, seconds left of it, when) through a 6 s share: (next poll, known)."""
+    schedule = Schedule(floor=1.0, ceiling=30.0, end_margin=0.3)
+    out = []
+    for title, left, now in polls:
+        out.append((round(schedule.played(plan, other(title, left), now), 3), plan.known))
+    return out
+
+
+def test_the_poll_at_the_predicted_end_is_a_known_moment() -> None:
+    """2 s left, a 6 s share: the next poll is the end's, marked known; 100 s left: regular."""
+    plan = Plan(share=6.0)
+    assert known_after(plan, ("A", 2.0, 100.0), ("A", 100.0, 100.0)) == [
+        (102.3, True),
+        (106.0, False),
+    ]
+    assert plan.end_poll == pytest.approx(200.3)
+
+
+def test_a_skip_is_re_checked_at_the_floor_as_a_known_moment() -> None:
+    """A regular poll sees another track long before the predicted end: one re-check a floor
+    later, known; the poll after it is regular again."""
+    polls = known_after(Plan(share=6.0), ("A", 100.0, 0.0), ("B", 150.0, 6.0), ("B", 149.0, 7.0))
+    assert polls[1:] == [(7.0, True), (13.0, False)]
+
+
+def test_a_natural_end_is_no_skip() -> None:
+    """The poll at the end sees the next track: no re-check, the share again."""
+    polls = known_after(Plan(share=6.0), ("A", 2.0, 0.0), ("B", 180.0, 2.3))
+    assert polls == [(2.3, True), (8.3, False)]
+
+
+def test_a_regular_poll_without_room_never_passes_the_predicted_end() -> None:
+    """No room for a regular poll: tried again shortly, and at the end at the latest, known."""
+    schedule = Schedule(floor=1.0, ceiling=30.0, end_margin=0.3)
+    plan = Plan(share=6.0)
+    schedule.played(plan, other("A", 10.0), 0.0)
+    polls = [(round(schedule.yielded(plan, now), 3), plan.known) for now in (6.0, 10.2)]
+    assert polls == [(6.0 + YIELD_SECONDS, False), (10.3, True)]
+
+
+async def test_the_predicted_end_poll_is_never_delayed_by_regular_polls(
+    clock: FakeClock,
+) -> None:
+    """Five accounts playing 20 s tracks on a 30-call window, regular polls filling it: every
+    natural end reaches the viewer at the end's poll (end + margin), none waits for room."""
+    users, track_s, minutes = 5, 20, 5
+    async with (
+        scene(clock, users, per_window=30, sim_window=30) as sc,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        start = clock.now()
+        seen: dict[str, list[tuple[float, str]]] = {}
+        for i in range(users):
+            user = f"u{i}"
+            songs = [track(f"{user}-{n}", [user], "album", track_s * 1000) for n in range(4)]
+            sc.sim.player(user).set_playlist(songs)
+            sc.sim.player(user).seek(i * 3_700)  # the ends spread over the window
+            sub = await stack.enter_async_context(sc.hub.subscribe(user))
+            seen[user] = []
+            stack.enter_context(_recording(sub, clock, seen[user]))
+        await clock.advance(minutes * 60, step=0.05)
+        late = []
+        ends = 0
+        for i in range(users):
+            first_end = start + track_s - i * 3.7
+            for k in range(1, minutes * 60 // track_s - 1):
+                end = first_end + (k - 1) * track_s
+                title = f"u{i}-{k % 4}"
+                arrived = next(at for at, t in seen[f"u{i}"] if t == title and at >= end - 1)
+                ends += 1
+                if arrived - end > sc.hub.schedule.end_margin + 0.1:
+                    late.append(round(arrived - end, 2))
+        assert ends >= users * 13
+        assert late == []
+        assert sc.hub.counts["polls_yielded"] > 0  # the window was full: regular polls yielded
+        assert sc.sim.limits.counts["window_429"] == 0
+
+
+@contextlib.contextmanager
+def _recording(
+    sub: Subscription, clock: FakeClock, into: list[tuple[float, str]]
+) -> Iterator[None]:
+    """Note the time and title of every change ``sub`` receives."""
+
+    async def record() -> None:
+        while True:
+            snap = await sub.get()
+            playing = snap.playing
+            if playing is not None and playing.item is not None:
+                into.append((clock.now(), playing.item.title))
+
+    task = asyncio.ensure_future(record())
+    try:
+        yield
+    finally:
+        task.cancel()

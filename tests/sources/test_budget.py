@@ -18,7 +18,7 @@ from nowplaying.coord.ledger import DAY, LocalLedger
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.simulator import Simulator
 from nowplaying.simulator.limits import max_in_window
-from nowplaying.sources.budget import CallBudget, OverBudget
+from nowplaying.sources.budget import CallBudget, OverBudget, regular_poll
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import RateLimited
 from tests.conftest import Env
@@ -41,6 +41,23 @@ async def test_never_more_than_the_window_in_any_30s(clock: FakeClock) -> None:
     assert max_in_window(times, 30) == 10
     # and as fast as it allows: the 60th call goes in the 6th window
     assert times[-1] - times[0] == pytest.approx(150, abs=1)
+
+
+async def test_regular_polls_leave_the_reserve_to_known_moments(clock: FakeClock) -> None:
+    """20 regular polls wanted at once through a 10-per-30 s budget: 9 in the window, the 10th
+    slot held; a known moment's call (outside regular_poll) takes it at once."""
+    budget = CallBudget(clock, per_window=10, per_day=1000, margin=0)
+    assert budget.regular_limit(10) == 9
+    with regular_poll():
+        regular = asyncio.ensure_future(spend_all(budget, 20))
+    await clock.advance(1, step=0.25)
+    assert budget.spent == 9
+    assert not await budget.has_room()
+    known = await budget.spend(max_wait=0)  # OverBudget if it had to wait
+    assert known == clock.now()
+    await clock.advance(100, step=1)
+    times = sorted(await regular)
+    assert max_in_window(times, 30) == 9
 
 
 async def test_margin_keeps_calls_apart_a_little_longer(clock: FakeClock) -> None:

@@ -39,7 +39,7 @@ from nowplaying.engine.schedule import Plan, Schedule
 from nowplaying.engine.snapshot import Snapshot, Status, progress_at
 from nowplaying.models import NowPlaying, PlayedItem
 from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
-from nowplaying.sources.budget import CallBudget
+from nowplaying.sources.budget import CallBudget, regular_poll
 from nowplaying.store import Pause, StoreError
 
 __all__ = ["LiveHub", "Snapshot", "Status", "progress_at"]
@@ -285,10 +285,14 @@ class LiveHub:
                 return self.schedule.lost_grant(plan, self._clock.now())
             log.info("an account was connected again: polling it")
             self.schedule.regained(plan)
+        if self._budget is not None and not plan.known and not await self._budget.has_room():
+            self.counts["polls_yielded"] += 1  # the room left is held for known moments
+            return self.schedule.yielded(plan, self._clock.now())
         self.poll_lag = max(0.0, now - plan.next_poll) if plan.next_poll else 0.0
         self.counts["polls"] += 1
         try:
-            playing = await self.reads.now(w.account_id)
+            with regular_poll(not plan.known):
+                playing = await self.reads.now(w.account_id)
         except RateLimited as e:
             await self._rate_limited(e)
             return self.schedule.paused(plan, self.app_pause.until)

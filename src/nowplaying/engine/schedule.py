@@ -13,6 +13,11 @@ before asking: the seconds between polls that keep every polled account within t
 - **Nothing playing**: with a budget, the same share: someone is watching (a poller runs only
   then), so playback starting is seen as soon as a skip would be. Without one (the fixed
   schedule), backing off by 1.5x per idle poll, up to ``idle_max``.
+- **Known moments**: the poll at a track's predicted end, and one re-check ``floor`` seconds
+  after a skip is seen (a listener who skips often skips again), are *known*
+  (:attr:`Plan.known`): their calls may use the budget's reserve. A regular poll that finds no
+  room in the budget is not made (:meth:`Schedule.yielded`): it is tried again shortly, or the
+  known moment comes first, so no regular poll ever holds up the poll at a track's end.
 - **A failure**: exponential backoff from ``poll_seconds`` up to ``backoff_max``, jittered.
 - **The grant is gone**: a store check every ``reconnect_check`` seconds, no Spotify call.
 - **The app-wide pause** (a 429): nothing before it ends.
@@ -25,7 +30,15 @@ from dataclasses import dataclass
 
 from nowplaying.models import NowPlaying
 
-__all__ = ["Plan", "Schedule"]
+__all__ = ["YIELD_SECONDS", "Plan", "Schedule"]
+
+YIELD_SECONDS = 0.25
+"""A regular poll that found no room in the budget is tried again this much later."""
+
+
+def _track(playing: NowPlaying) -> str | None:
+    item = playing.item if playing.active else None
+    return None if item is None else (item.uri or item.title)
 
 
 @dataclass(slots=True)
@@ -39,6 +52,13 @@ class Plan:
     """The grant is gone: check the store instead of polling Spotify."""
     share: float | None = None
     """Seconds between polls the call budget allows this account now (None: no budget)."""
+    known: bool = False
+    """The next poll is at a moment the schedule knows (a predicted track end, the re-check
+    after a skip), which the budget holds room for."""
+    end_poll: float | None = None
+    """When the poll at the playing track's predicted end is due (None: no end predicted)."""
+    track: str | None = None
+    """The item the last poll saw playing (to tell a skip from a natural end)."""
 
 
 class Schedule:
@@ -69,10 +89,33 @@ class Schedule:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
 
     def played(self, plan: Plan, playing: NowPlaying, now: float) -> float:
-        """A poll answered: the next one at the track's end, the poll interval, or idle backoff."""
+        """A poll answered: the next one at the track's end, the re-check after a skip, the poll
+        interval, or idle backoff."""
         plan.failures = 0
         plan.idle = 0 if playing.active else plan.idle + 1
-        plan.next_poll = now + self.delay(playing, plan.idle, plan.share)
+        track = _track(playing)
+        skipped = (
+            plan.track is not None
+            and track != plan.track
+            and plan.end_poll is not None
+            and now < plan.end_poll - self.end_margin
+        )
+        plan.track = track
+        end = self._to_end(playing)
+        plan.end_poll = None if end is None else now + end
+        wait = self.delay(playing, plan.idle, plan.share)
+        plan.known = end is not None and end <= wait
+        if skipped and plan.share is not None and self.floor < wait:
+            wait, plan.known = self.floor, True
+        plan.next_poll = now + wait
+        return plan.next_poll
+
+    def yielded(self, plan: Plan, now: float) -> float:
+        """A regular poll found no room in the budget and was not made: try again after
+        :data:`YIELD_SECONDS`, or at the predicted end if that comes first."""
+        plan.next_poll = now + YIELD_SECONDS
+        if plan.end_poll is not None and plan.end_poll <= plan.next_poll:
+            plan.next_poll, plan.known = max(now, plan.end_poll), True
         return plan.next_poll
 
     def failed(self, plan: Plan, now: float) -> float:
@@ -105,10 +148,15 @@ class Schedule:
             return min(self.idle_max, self.poll_seconds * (1.5 ** max(0, idle - 1)))
         else:
             every = self.poll_seconds
+        end = self._to_end(playing)
+        return every if end is None else min(every, end)
+
+    def _to_end(self, playing: NowPlaying) -> float | None:
+        """Seconds to the poll at the playing track's predicted end (None: nothing predicted)."""
         remaining = playing.remaining_ms
         if playing.active and playing.is_playing and remaining is not None:
-            return min(every, remaining / 1000 + self.end_margin)
-        return every
+            return remaining / 1000 + self.end_margin
+        return None
 
     def backoff(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failures in a row (jittered)."""

@@ -21,13 +21,23 @@ the daily budget to ``decrease`` times what was spent that day. The learned stat
 ledger, so every instance learns from any instance's 429.
 
 The scheduler asks :meth:`CallBudget.interval` how often one account may be polled: the window
-limit, less a reserve for token refreshes and look-ups, shared fairly among the accounts being
-polled on every instance.
+limit, less a reserve, shared fairly among the accounts being polled on every instance.
+
+**The reserve is held for the moments the schedule knows** (a predicted track end, the re-check
+after a skip): a call made inside :func:`regular_poll` (the engine's regular polls, and the token
+refresh one needs) spends only while the window is below the limit less the reserve
+(:meth:`CallBudget.regular_limit`); every other call may use the whole limit. Regular polls,
+however many accounts share the window, cannot take the room the poll at a track's end needs,
+and the engine does not start a regular poll without room (:meth:`CallBudget.has_room`), so a
+poller never sits waiting on a regular call when its known moment comes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from nowplaying.clock import Clock
@@ -37,6 +47,20 @@ WINDOW = 30.0
 """Spotify's rolling window, in seconds."""
 DEFAULT_PER_WINDOW = 60
 DEFAULT_PER_DAY = 100_000
+
+
+_REGULAR: ContextVar[bool] = ContextVar("nowplaying_regular_poll", default=False)
+
+
+@contextlib.contextmanager
+def regular_poll(regular: bool = True) -> Iterator[None]:
+    """Calls spent inside (in this task: the poll and the token refresh it needs) are a regular
+    poll's, and leave the reserve alone; ``regular=False`` (a known moment) changes nothing."""
+    token = _REGULAR.set(regular)
+    try:
+        yield
+    finally:
+        _REGULAR.reset(token)
 
 
 class OverBudget(Exception):
@@ -107,7 +131,8 @@ class CallBudget:
         self.decrease = decrease
         self.increase = increase
         self.reserve = reserve
-        """The share of the window the scheduler leaves for token refreshes and look-ups."""
+        """The share of the window held for the moments the schedule knows (regular calls
+        stop short of it), which the scheduler's shares leave free."""
         self.max_wait = max_wait if max_wait is not None else window + margin + 1.0
         """A call waits at most this long for room; longer is :class:`OverBudget`."""
         self.spent = 0
@@ -131,10 +156,11 @@ class CallBudget:
                 wait = learned.blocked_until - now
                 reason = "Spotify's quota is exhausted"
             else:
+                per_window = self._per_window(learned, now)
                 wait = await self.ledger.try_spend(
                     now,
                     self.window + self.margin,
-                    self._per_window(learned, now),
+                    self.regular_limit(per_window) if _REGULAR.get() else per_window,
                     self._per_day(learned),
                 )
                 if wait <= 0:
@@ -181,6 +207,24 @@ class CallBudget:
         if learned.per_day is None:
             return self.configured_per_day
         return min(self.configured_per_day, learned.per_day)
+
+    def regular_limit(self, per_window: int) -> int:
+        """How many calls in the window a regular call may find and still be made: the limit
+        less the reserve held for known moments (at least one call is held once the limit
+        allows two)."""
+        if per_window < 2:
+            return per_window
+        return per_window - max(1, math.ceil(per_window * self.reserve))
+
+    async def has_room(self) -> bool:
+        """Whether a regular call could be made now without waiting (nothing is spent)."""
+        now = self._clock.now()
+        learned = await self.ledger.learned()
+        if learned.blocked_until > now:
+            return False
+        in_window, today = await self.ledger.used(now, self.window + self.margin)
+        regular = self.regular_limit(self._per_window(learned, now))
+        return in_window < regular and today < self._per_day(learned)
 
     async def per_window(self) -> int:
         """The window limit now: the configured one, or lower while it learns."""
