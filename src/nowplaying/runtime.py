@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
-import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.coord.base import Coordinator, LocalCoordinator
+from nowplaying.coord.link import RedisLink
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.crypto import TokenCipher
 from nowplaying.engine.accounts import account_ready
@@ -112,7 +112,7 @@ async def _start_alerts(
     clock: Clock,
     public_origin: str,
     stack: contextlib.AsyncExitStack,
-    redis: aioredis.Redis | None,
+    link: RedisLink | None,
 ) -> Alerter | None:
     """The owner alerts' background task, when a webhook is configured."""
     webhook = settings.nowplaying_alert_webhook.get_secret_value()
@@ -124,7 +124,7 @@ async def _start_alerts(
         webhook,
         store=store,
         clock=clock,
-        claims=RedisClaims(redis, clock) if redis is not None else LocalClaims(clock, sent_file),
+        claims=RedisClaims(link, clock) if link is not None else LocalClaims(clock, sent_file),
         owner_url=f"{public_origin}/",
     )
     await alerter.start()
@@ -150,6 +150,17 @@ async def _open_http(
     return await stack.enter_async_context(
         httpx.AsyncClient(transport=transport, follow_redirects=False)
     )
+
+
+def _open_link(
+    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack
+) -> RedisLink | None:
+    """The process's one Redis client, when ``NOWPLAYING_REDIS_URL`` is set (closed last)."""
+    if not settings.nowplaying_redis_url:
+        return None
+    link = RedisLink(settings.nowplaying_redis_url, clock=clock)
+    stack.push_async_callback(link.close)
+    return link
 
 
 def _schedule(settings: Settings) -> Schedule:
@@ -182,10 +193,8 @@ async def open_runtime(
             await report_unreadable(store)
         http = http or await _open_http(stack, simulator)
         accounts_url, api_url = _upstream_urls(settings, public_origin, simulator is not None)
-        redis_url = settings.nowplaying_redis_url
-        coord: Coordinator = (
-            RedisCoordinator(redis_url, clock=clock) if redis_url else LocalCoordinator()
-        )
+        link = _open_link(settings, clock, stack)
+        coord: Coordinator = RedisCoordinator(link) if link else LocalCoordinator()
         budget = CallBudget(
             clock,
             per_window=settings.nowplaying_call_budget_30s,
@@ -202,17 +211,12 @@ async def open_runtime(
             budget=budget,
         )
         tokens = TokenManager(client, store, clock, coord=coord)
-        shared = None
-        if redis_url:
-            # One small client for the owner-facing notes (refusals, alert claims); bounded I/O.
-            shared = aioredis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
-            stack.push_async_callback(shared.aclose)
-        problems = AccountProblems(clock, redis=shared)
+        problems = AccountProblems(clock, link=link)
         alerter = None
         if alerts:
             alerter = await _start_alerts(
                 settings, store=store, clock=clock, public_origin=public_origin, stack=stack,
-                redis=shared,
+                link=link,
             )  # fmt: skip
         reads = Reads(
             SpotifySource(tokens, client), accounts=store, problems=problems, notices=alerter

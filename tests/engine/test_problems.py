@@ -4,9 +4,9 @@ after their TTL."""
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
 
 from nowplaying.clock import FakeClock
+from nowplaying.coord.link import RedisLink
 from nowplaying.engine.problems import AccountProblems
 from nowplaying.simulator.api import NOT_REGISTERED, OWNER_NOT_PREMIUM
 from nowplaying.sources.spotify.errors import NotRegistered, PremiumRequired
@@ -18,8 +18,8 @@ async def test_a_refusal_seen_by_the_polling_instance_shows_on_another(flushed: 
     """Through Redis: instance A polls and notes the 403, instance B's owner page loads it;
     A's next answer clears it for B too."""
     clock = FakeClock()
-    one, two = aioredis.Redis.from_url(flushed), aioredis.Redis.from_url(flushed)
-    polling, serving = AccountProblems(clock, redis=one), AccountProblems(clock, redis=two)
+    one, two = RedisLink(flushed, clock=clock), RedisLink(flushed, clock=clock)
+    polling, serving = AccountProblems(clock, link=one), AccountProblems(clock, link=two)
     await polling.note("ana", PremiumRequired(OWNER_NOT_PREMIUM))
     assert serving.get("ana") is None
     await serving.load("ana")
@@ -28,8 +28,8 @@ async def test_a_refusal_seen_by_the_polling_instance_shows_on_another(flushed: 
     await polling.clear("ana")
     await serving.load("ana")
     assert serving.get("ana") is None
-    await one.aclose()
-    await two.aclose()
+    await one.close()
+    await two.close()
 
 
 async def test_a_refusal_not_seen_again_is_forgotten_after_its_ttl() -> None:

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from harness.live_server import free_port, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from nowplaying.clock import FakeClock
+from nowplaying.coord.link import RedisLink
 from nowplaying.crypto import TokenCipher
 from nowplaying.ops.alerts import (
     DAY,
@@ -290,7 +290,7 @@ async def test_two_instances_send_one_alert_through_redis(
     flushed: str, receiver: Receiver, store: SQLiteStore, clock: FakeClock
 ) -> None:
     alert = expiry_alert(account(consented_at=clock.now()), 14, "https://np.test/")
-    redis_one, redis_two = aioredis.Redis.from_url(flushed), aioredis.Redis.from_url(flushed)
+    redis_one, redis_two = RedisLink(flushed, clock=clock), RedisLink(flushed, clock=clock)
     async with (
         alerter(receiver.url, store, clock, claims=RedisClaims(redis_one, clock)) as one,
         alerter(receiver.url, store, clock, claims=RedisClaims(redis_two, clock)) as two,
@@ -301,8 +301,8 @@ async def test_two_instances_send_one_alert_through_redis(
         await settle(two, clock)
         assert one.counts["sent"] + two.counts["sent"] == 1
         assert one.counts["duplicate"] + two.counts["duplicate"] == 1
-    await redis_one.aclose()
-    await redis_two.aclose()
+    await redis_one.close()
+    await redis_two.close()
     assert len(receiver.bodies) == 1
 
 

@@ -21,13 +21,12 @@ from typing import TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-import redis.asyncio as aioredis
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from nowplaying.cli.setup import redirect_problem
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
+from nowplaying.coord.link import FAILURES, Keys, RedisLink
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.runtime import make_cipher, open_runtime
 from nowplaying.sources.spotify.client import SpotifyClient
@@ -275,26 +274,32 @@ class Doctor:
         url = settings.nowplaying_redis_url
         if not url:
             return
-        client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         try:
-            await client.ping()
-            until, reason = await client.mget("np:pause", "np:pause:reason")
-        except (RedisError, OSError, ValueError) as e:
-            self.add(
-                Level.FAIL,
-                "redis",
-                f"cannot reach {safe_url(url)} ({type(e).__name__})",
-                "start Redis or fix NOWPLAYING_REDIS_URL (or unset it for one process)",
-            )
+            link = RedisLink(url, socket_timeout=2)
+        except ValueError as e:  # not a Redis URL
+            self._redis_down(url, e)
+            return
+        try:
+            await link.redis.ping()  # a check: the error is the finding, not a fallback
+            until, reason = await link.redis.mget(Keys.PAUSE, Keys.PAUSE_REASON)
+        except (*FAILURES, ValueError) as e:
+            self._redis_down(url, e)
             return
         finally:
-            await client.aclose()
+            await link.close()
         self.add(Level.OK, "redis", safe_url(url))
         if until is not None and not self.paused:
-            # The instances' shared pause (see coord_redis), when the store has none in force.
+            # The instances' shared pause (coord/redis), when the store has none in force.
             with contextlib.suppress(ValueError):
-                why = reason.decode() if isinstance(reason, bytes) else str(reason or "rate_limit")
-                self._report_pause(float(until), why)
+                self._report_pause(float(until), str(reason or "rate_limit"))
+
+    def _redis_down(self, url: str, e: Exception) -> None:
+        self.add(
+            Level.FAIL,
+            "redis",
+            f"cannot reach {safe_url(url)} ({type(e).__name__})",
+            "start Redis or fix NOWPLAYING_REDIS_URL (or unset it for one process)",
+        )
 
     async def check_reach(self, settings: Settings) -> bool:
         """DNS for both Spotify hosts, then one HTTP request (TLS) whose Date is compared."""

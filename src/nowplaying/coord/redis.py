@@ -1,22 +1,12 @@
-"""The Redis coordinator (``NOWPLAYING_REDIS_URL``): many instances behaving as one.
+"""The Redis coordinator (``NOWPLAYING_REDIS_URL``): many instances behaving as one, over the
+process's :class:`~nowplaying.coord.link.RedisLink` (key names and the degraded mode are there).
 
-Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a TTL),
-``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
-``pause`` and ``pause:reason`` (the app-wide rate-limit pause and Spotify's reason),
-``token:{account}`` (the shared access token), ``lock:{name}``; the call budget's
-``budget:calls`` (a sorted set of call times), ``budget:day:{n}`` (calls on UTC day ``n``),
-``budget:learned`` and ``budget:active`` (see :class:`RedisLedger`); and the pub/sub channel
-``np:events:{db}``, which carries states and (``"k": "public"``) public-link changes.
-
-Every call is bounded by a one-second socket timeout. When Redis fails, the coordinator runs
-degraded — each instance polls for itself, publishes only locally — warns once, retries Redis at
-most every ``retry_every`` seconds, and says so when it recovers.
-
-Time comes from the injected :class:`~nowplaying.clock.Clock`: the pause's TTL (``until`` is on
-that clock), the degraded retry schedule and the listener's reconnect backoff. Only redis-py's own
-I/O bounds (socket timeouts, ``get_message``'s poll, the lock's ``blocking_timeout``, and the wait
-for the listener in :meth:`RedisCoordinator.close`, which ends with that I/O) stay on real time,
-like an HTTP client's timeouts: they bound a real socket, which no test clock moves.
+Degraded, each instance polls for itself and publishes only locally. Time comes from the injected
+:class:`~nowplaying.clock.Clock`: the pause's TTL (``until`` is on that clock), the degraded retry
+schedule and the listener's reconnect backoff. Only redis-py's own I/O bounds (socket timeouts,
+``get_message``'s poll, the lock's ``blocking_timeout``, and the wait for the listener in
+:meth:`RedisCoordinator.close`, which ends with that I/O) stay on real time, like an HTTP
+client's timeouts: they bound a real socket, which no test clock moves.
 """
 
 from __future__ import annotations
@@ -26,21 +16,17 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-from redis.exceptions import LockError, LockNotOwnedError, RedisError
+from redis.exceptions import LockNotOwnedError
 
-from nowplaying.clock import Clock, SystemClock
+from nowplaying.clock import Clock
 from nowplaying.coord.base import CoordinationError, Listener, LocalCoordinator, PublicListener
 from nowplaying.coord.ledger import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
+from nowplaying.coord.link import FAILURES, Keys, RedisLink
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-CHANNEL = "np:events"
-"""The pub/sub channel's prefix; the database number follows (``np:events:15``), since Redis
-pub/sub ignores databases and two deployments on one server must not hear each other."""
 
 _HOLD = """
 local v = redis.call('GET', KEYS[1])
@@ -84,7 +70,7 @@ class RedisCoordinator:
 
     def __init__(
         self,
-        url: str,
+        link: RedisLink | str,
         *,
         lease_ttl: float = 6.0,
         watch_ttl: float = 20.0,
@@ -93,7 +79,15 @@ class RedisCoordinator:
         retry_every: float = 2.0,
         clock: Clock | None = None,
     ) -> None:
-        self._clock: Clock = clock or SystemClock()
+        """``link``: the process's Redis link (the caller's to close), or a URL to open one of
+        this coordinator's own (on ``clock``, retrying every ``retry_every`` seconds)."""
+        self._owns_link = isinstance(link, str)
+        if isinstance(link, str):
+            link = RedisLink(link, clock=clock, retry_every=retry_every)
+        self.link = link
+        self._clock: Clock = link.clock
+        self._redis = link.redis
+        self._call = link.call
         self.instance_id = secrets.token_hex(6)
         self.renew_every: float | None = lease_ttl / 3
         self.lease_ttl = lease_ttl
@@ -103,25 +97,21 @@ class RedisCoordinator:
         bounded by ``spotify.TOKEN_DEADLINE``, 20 s), so it never lapses while the body runs."""
         self.lock_wait = lock_wait
         """How long :meth:`lock` waits for another holder before raising CoordinationError."""
-        self.retry_every = retry_every
-        self._url = url
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
-        )
-        self.channel = f"{CHANNEL}:{self._redis.connection_pool.connection_kwargs.get('db', 0)}"
+        self.channel = link.channel
         self._local = LocalCoordinator()
         self._listener: Listener | None = None
         self._task: asyncio.Task[None] | None = None
-        self._degraded_since: float | None = None
         self._closing = False
-        self._last_attempt = 0.0
-        self.degraded_events = 0
         self.listening = asyncio.Event()
         """Set while the pub/sub subscription is up: other instances' changes arrive."""
 
     @property
     def degraded(self) -> bool:
-        return self._degraded_since is not None
+        return self.link.degraded
+
+    @property
+    def degraded_events(self) -> int:
+        return self.link.degraded_events
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -138,15 +128,15 @@ class RedisCoordinator:
             # within get_message's one-second poll: a bound on real socket I/O, so real time.
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._task, 3.0)
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.aclose()
+        if self._owns_link:
+            await self.link.close()
 
     # -- leases and watching ---------------------------------------------------------------------
 
     async def hold_lease(self, account_id: str) -> bool:
         held = await self._call(
             self._redis.eval(
-                _HOLD, 1, f"np:lease:{account_id}", self.instance_id, int(self.lease_ttl * 1000)
+                _HOLD, 1, Keys.lease(account_id), self.instance_id, int(self.lease_ttl * 1000)
             ),
             True,  # degraded: every instance polls for itself
         )
@@ -154,17 +144,17 @@ class RedisCoordinator:
 
     async def release_lease(self, account_id: str) -> None:
         await self._call(
-            self._redis.eval(_RELEASE, 1, f"np:lease:{account_id}", self.instance_id),
+            self._redis.eval(_RELEASE, 1, Keys.lease(account_id), self.instance_id),
             None,
         )
 
     async def mark_watched(self, account_id: str) -> None:
         await self._call(
-            self._redis.set(f"np:watch:{account_id}", "1", px=int(self.watch_ttl * 1000)), None
+            self._redis.set(Keys.watch(account_id), "1", px=int(self.watch_ttl * 1000)), None
         )
 
     async def is_watched(self, account_id: str) -> bool:
-        return bool(await self._call(self._redis.exists(f"np:watch:{account_id}"), 0))
+        return bool(await self._call(self._redis.exists(Keys.watch(account_id)), 0))
 
     # -- state and fan-out -----------------------------------------------------------------------
 
@@ -173,14 +163,14 @@ class RedisCoordinator:
 
         async def both() -> None:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.set(f"np:state:{account_id}", payload, ex=86400)
+                pipe.set(Keys.state(account_id), payload, ex=86400)
                 pipe.publish(self.channel, message)
                 await pipe.execute()
 
         await self._call(both(), None)
 
     async def latest(self, account_id: str) -> str | None:
-        value = await self._call(self._redis.get(f"np:state:{account_id}"), None)
+        value = await self._call(self._redis.get(Keys.state(account_id)), None)
         return str(value) if value is not None else None
 
     async def _listen(self) -> None:
@@ -188,7 +178,7 @@ class RedisCoordinator:
         backoff = 0.5
         while not self._closing:
             client = aioredis.Redis.from_url(
-                self._url, socket_connect_timeout=1.0, decode_responses=True
+                self.link.url, socket_connect_timeout=1.0, decode_responses=True
             )
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
@@ -199,14 +189,14 @@ class RedisCoordinator:
                         self.listening.set()  # the first read took the subscription's reply
                         if message is not None:
                             self._deliver(message.get("data"))
-            except (RedisError, OSError) as e:
+            except FAILURES as e:
                 self.listening.clear()
-                self._went_down(e)
+                self.link.went_down(e)
                 await self._clock.sleep(backoff)
                 backoff = min(5.0, backoff * 2)
             finally:
                 self.listening.clear()
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*FAILURES):
                     await client.aclose()
 
     def on_public_change(self, listener: PublicListener) -> None:
@@ -239,16 +229,16 @@ class RedisCoordinator:
         await self._local.set_pause(until, reason)
         ttl = max(1, int((until - self._clock.now()) * 1000))
         await self._call(
-            self._redis.eval(_PAUSE, 2, "np:pause", "np:pause:reason", repr(until), ttl, reason),
+            self._redis.eval(_PAUSE, 2, Keys.PAUSE, Keys.PAUSE_REASON, repr(until), ttl, reason),
             None,
         )
 
     async def pause_reason(self) -> str:
-        value = await self._call(self._redis.get("np:pause:reason"), None)
+        value = await self._call(self._redis.get(Keys.PAUSE_REASON), None)
         return str(value) if value else await self._local.pause_reason()
 
     async def paused_until(self) -> float:
-        value = await self._call(self._redis.get("np:pause"), None)
+        value = await self._call(self._redis.get(Keys.PAUSE), None)
         local = await self._local.paused_until()
         try:
             return max(local, float(value)) if value is not None else local
@@ -270,7 +260,7 @@ class RedisCoordinator:
         """
         async with self._local.lock(name):
             lock = self._redis.lock(
-                f"np:lock:{name}", timeout=self.lock_ttl, blocking_timeout=self.lock_wait
+                Keys.lock(name), timeout=self.lock_ttl, blocking_timeout=self.lock_wait
             )
             acquired = await self._call(lock.acquire(), None)
             if acquired is None:
@@ -284,66 +274,27 @@ class RedisCoordinator:
                     await lock.release()
                 except LockNotOwnedError:
                     log.warning("lock %r outlived its %gs in Redis", name, self.lock_ttl)
-                except (LockError, RedisError, OSError):
+                except FAILURES:
                     pass  # it expires on its own after lock_ttl
 
     async def get_token(self, account_id: str) -> str | None:
-        value = await self._call(self._redis.get(f"np:token:{account_id}"), None)
+        value = await self._call(self._redis.get(Keys.token(account_id)), None)
         return str(value) if value is not None else None
 
     async def put_token(self, account_id: str, payload: str, ttl: float) -> None:
         if ttl > 1:
             await self._call(
-                self._redis.set(f"np:token:{account_id}", payload, px=int(ttl * 1000)), None
+                self._redis.set(Keys.token(account_id), payload, px=int(ttl * 1000)), None
             )
 
     async def drop_token(self, account_id: str) -> None:
-        await self._call(self._redis.delete(f"np:token:{account_id}"), None)
+        await self._call(self._redis.delete(Keys.token(account_id)), None)
 
     # -- the call budget ---------------------------------------------------------------------------
 
     def ledger(self) -> RedisLedger:
         """The call budget's ledger, shared by every instance (local while degraded)."""
         return RedisLedger(self)
-
-    # -- failure handling --------------------------------------------------------------------------
-
-    async def _call(self, op: Awaitable[T], fallback: T) -> T:
-        """Run one Redis operation; on failure (or while degraded, between retries) fall back."""
-        now = self._clock.now()
-        # 0 <=: a wall clock set back (NTP, a VM resumed) retries at once rather than not at all
-        if self.degraded and 0 <= now - self._last_attempt < self.retry_every:
-            _close(op)
-            return fallback
-        self._last_attempt = now
-        try:
-            result = await op
-        except (RedisError, OSError, LockError) as e:
-            self._went_down(e)
-            return fallback
-        if self._degraded_since is not None:
-            log.warning(
-                "Redis is back after %.0fs: instances coordinate again",
-                now - self._degraded_since,
-            )
-            self._degraded_since = None
-        return result
-
-    def _went_down(self, error: Exception) -> None:
-        if self._degraded_since is None:
-            self._degraded_since = self._clock.now()
-            self.degraded_events += 1
-            log.warning(
-                "Redis unreachable (%s): serving from local state and polling per instance",
-                type(error).__name__,
-            )
-
-
-def _close(op: Awaitable[object]) -> None:
-    """Discard an operation that will not be awaited (no 'never awaited' warning)."""
-    close: Callable[[], None] | None = getattr(op, "close", None)
-    if close is not None:
-        close()
 
 
 class RedisLedger:
@@ -357,19 +308,20 @@ class RedisLedger:
 
     def __init__(self, coord: RedisCoordinator) -> None:
         self._coord = coord
-        self._redis = coord._redis
+        self._redis = coord.link.redis
+        self._call = coord.link.call
         self._local = LocalLedger()
         self._seq = 0
 
     async def try_spend(self, now: float, window: float, per_window: int, per_day: int) -> float:
         self._seq += 1
         day = int(now // DAY)
-        result = await self._coord._call(
+        result = await self._call(
             self._redis.eval(
                 _SPEND,
                 2,
-                "np:budget:calls",
-                f"np:budget:day:{day}",
+                Keys.BUDGET_CALLS,
+                Keys.budget_day(day),
                 repr(now),
                 repr(window),
                 per_window,
@@ -386,16 +338,16 @@ class RedisLedger:
     async def used(self, now: float, window: float) -> tuple[int, int]:
         async def both() -> tuple[int, int]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zcount("np:budget:calls", f"({now - window!r}", "+inf")
-                pipe.get(f"np:budget:day:{int(now // DAY)}")
+                pipe.zcount(Keys.BUDGET_CALLS, f"({now - window!r}", "+inf")
+                pipe.get(Keys.budget_day(int(now // DAY)))
                 in_window, today = await pipe.execute()
             return int(in_window), int(today or 0)
 
-        counted = await self._coord._call(both(), None)
+        counted = await self._call(both(), None)
         return counted if counted is not None else await self._local.used(now, window)
 
     async def learned(self) -> Learned:
-        raw = await self._coord._call(self._redis.hgetall("np:budget:learned"), None)
+        raw = await self._call(self._redis.hgetall(Keys.BUDGET_LEARNED), None)
         if raw is None:
             return await self._local.learned()
         try:
@@ -406,7 +358,7 @@ class RedisLedger:
                 blocked_until=float(raw.get("blocked_until") or 0.0),
             )
         except ValueError:
-            log.warning("ignored a malformed np:budget:learned")
+            log.warning("ignored a malformed %s", Keys.BUDGET_LEARNED)
             return Learned()
 
     async def learn(self, learned: Learned) -> None:
@@ -421,13 +373,11 @@ class RedisLedger:
             "blocked_until",
             repr(learned.blocked_until),
         ]
-        await self._coord._call(self._redis.hset("np:budget:learned", items=items), None)
+        await self._call(self._redis.hset(Keys.BUDGET_LEARNED, items=items), None)
 
     async def mark_active(self, account_id: str, now: float) -> int:
         await self._local.mark_active(account_id, now)
-        added = await self._coord._call(
-            self._redis.zadd("np:budget:active", {account_id: now}), None
-        )
+        added = await self._call(self._redis.zadd(Keys.BUDGET_ACTIVE, {account_id: now}), None)
         if added is None:
             return await self._local.active(now)
         return await self.active(now)
@@ -435,14 +385,14 @@ class RedisLedger:
     async def active(self, now: float) -> int:
         async def count() -> int:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore("np:budget:active", "-inf", now - ACTIVE_TTL)
-                pipe.zcard("np:budget:active")
+                pipe.zremrangebyscore(Keys.BUDGET_ACTIVE, "-inf", now - ACTIVE_TTL)
+                pipe.zcard(Keys.BUDGET_ACTIVE)
                 _, n = await pipe.execute()
             return int(n)
 
-        n = await self._coord._call(count(), None)
+        n = await self._call(count(), None)
         return n if n is not None else await self._local.active(now)
 
     async def forget_active(self, account_id: str) -> None:
         await self._local.forget_active(account_id)
-        await self._coord._call(self._redis.zrem("np:budget:active", account_id), None)
+        await self._call(self._redis.zrem(Keys.BUDGET_ACTIVE, account_id), None)

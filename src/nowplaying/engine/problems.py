@@ -13,14 +13,11 @@ note cannot outlive a fixed dashboard for long, even when the polling instance c
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import asdict, dataclass
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from nowplaying.clock import Clock
+from nowplaying.coord.link import Keys, RedisLink
 from nowplaying.sources.base import Refused
 
 
@@ -43,37 +40,35 @@ def refusal_of(error: Refused, at: float) -> UpstreamRefusal:
 class AccountProblems:
     """The latest refusal per account: in this process, and in Redis when given one."""
 
-    def __init__(
-        self, clock: Clock, *, ttl: float = 900.0, redis: aioredis.Redis | None = None
-    ) -> None:
+    def __init__(self, clock: Clock, *, ttl: float = 900.0, link: RedisLink | None = None) -> None:
         self._clock = clock
         self._ttl = ttl
-        self._redis = redis
+        self.link = link
         self._refusals: dict[str, UpstreamRefusal] = {}
 
     async def note(self, account_id: str, error: Refused) -> UpstreamRefusal:
         """Remember that Spotify refused the account with ``error``."""
         refusal = refusal_of(error, self._clock.now())
         self._refusals[account_id] = refusal
-        if self._redis is not None:
+        if self.link is not None:
             payload = json.dumps(asdict(refusal))
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.set(_key(account_id), payload, ex=max(1, int(self._ttl)))
+            ttl = max(1, int(self._ttl))
+            await self.link.call(
+                self.link.redis.set(Keys.refusal(account_id), payload, ex=ttl), None
+            )
         return refusal
 
     async def clear(self, account_id: str) -> None:
         """Spotify answered the account again: forget its refusal (everywhere, if known here)."""
-        if self._refusals.pop(account_id, None) is not None and self._redis is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._redis.delete(_key(account_id))
+        if self._refusals.pop(account_id, None) is not None and self.link is not None:
+            await self.link.call(self.link.redis.delete(Keys.refusal(account_id)), None)
 
     async def load(self, account_id: str) -> None:
         """Take another instance's note of the account (before :meth:`get`, on a page)."""
-        if self._redis is None:
+        if self.link is None:
             return
-        try:
-            raw = await self._redis.get(_key(account_id))
-        except (RedisError, OSError):
+        raw = await self.link.call(self.link.redis.get(Keys.refusal(account_id)), None)
+        if raw is None and self.link.degraded:  # unreachable: keep this process's note
             return
         if raw is None:
             self._refusals.pop(account_id, None)
@@ -90,7 +85,3 @@ class AccountProblems:
             del self._refusals[account_id]
             return None
         return refusal
-
-
-def _key(account_id: str) -> str:
-    return f"np:refusal:{account_id}"

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from nowplaying.clock import Clock
+from nowplaying.coord.link import Keys, RedisLink
 from nowplaying.store import Account, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -192,21 +191,19 @@ class RedisClaims:
     """Claims through Redis ``SET NX``: one instance of many sends. Redis down: this process
     decides alone (a duplicate is better than a lost alert)."""
 
-    def __init__(self, redis: aioredis.Redis, clock: Clock) -> None:
-        self._redis = redis  # the caller's: it closes it
+    def __init__(self, link: RedisLink, clock: Clock) -> None:
+        self.link = link  # the caller's: it closes it
         self._local = LocalClaims(clock)
 
     async def claim(self, key: str, ttl: float) -> bool:
-        try:
-            won = await self._redis.set(f"np:alert:{key}", "1", nx=True, ex=max(1, int(ttl)))
-        except (RedisError, OSError) as e:
-            log.warning("alert dedupe without Redis (%s)", type(e).__name__)
+        claim = self.link.redis.set(Keys.alert(key), "1", nx=True, ex=max(1, int(ttl)))
+        won = await self.link.call(claim, None)
+        if won is None and self.link.degraded:
             return await self._local.claim(key, ttl)
         return bool(won)
 
     async def release(self, key: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.delete(f"np:alert:{key}")
+        await self.link.call(self.link.redis.delete(Keys.alert(key)), None)
         await self._local.release(key)
 
     async def close(self) -> None:
@@ -244,7 +241,7 @@ class Alerter:
         self._webhook = webhook
         self._store = store
         self._clock = clock
-        self._claims = claims
+        self.claims = claims
         self.owner_url = owner_url
         self._http = http or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._own_http = http is None
@@ -304,7 +301,7 @@ class Alerter:
         self._tasks = []
         if self._own_http:
             await self._http.aclose()
-        await self._claims.close()
+        await self.claims.close()
 
     async def scan(self) -> int:
         """Queue the alerts the stored accounts call for (reconnects, expiries); how many."""
@@ -362,7 +359,7 @@ class Alerter:
         return reconnect_alert(account, self.owner_url) if account is not None else None
 
     async def _deliver(self, alert: Alert) -> None:
-        if not await self._claims.claim(alert.key, alert.ttl):
+        if not await self.claims.claim(alert.key, alert.ttl):
             self.counts["duplicate"] += 1
             return
         for attempt in range(1, self._attempts + 1):
@@ -384,7 +381,7 @@ class Alerter:
                 log.info("alert sent: %s", alert.event)
                 return
         self.counts["failed"] += 1
-        await self._claims.release(alert.key)
+        await self.claims.release(alert.key)
 
     async def _post(self, alert: Alert) -> None:
         response = await self._http.post(self._webhook, json=alert.body())
