@@ -144,6 +144,11 @@ class RedisLink:
                 type(error).__name__,
             )
 
+    def subscriber(self) -> aioredis.Redis:
+        """A client for one pub/sub subscription: it holds a connection of its own and reads
+        without the socket timeout (it waits for messages). The caller closes it."""
+        return aioredis.Redis.from_url(self.url, socket_connect_timeout=1.0, decode_responses=True)
+
     async def close(self) -> None:
         with contextlib.suppress(*FAILURES):
             await self.redis.aclose()

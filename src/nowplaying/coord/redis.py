@@ -18,7 +18,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from redis.exceptions import LockNotOwnedError
 
 from nowplaying.clock import Clock
@@ -177,9 +176,7 @@ class RedisCoordinator:
         """Relay other instances' changes to the local listener; reconnect on failure."""
         backoff = 0.5
         while not self._closing:
-            client = aioredis.Redis.from_url(
-                self.link.url, socket_connect_timeout=1.0, decode_responses=True
-            )
+            client = self.link.subscriber()
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
