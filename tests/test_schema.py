@@ -68,7 +68,7 @@ def test_nothing_with_last_played() -> None:
 @pytest.mark.parametrize(
     ("snap", "expected"),
     [
-        (Snapshot(None, Status.RECONNECT, 1), {"error": "reconnect_required"}),
+        (Snapshot.reconnect(1), {"error": "reconnect_required"}),
         (Snapshot(None, Status.STALE, 1), {"error": "unavailable", "stale": True}),
     ],
 )

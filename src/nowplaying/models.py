@@ -13,6 +13,14 @@ QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 :class:`~nowplaying.sources.base.RateLimited`'s and the stored app-wide pause's."""
 
 
+class AccountStatus(StrEnum):
+    """Whether an account's grant still works: the one encoding of "reconnect required" (the
+    store keeps it, the engine's snapshots carry it, the wire's error slug is its value)."""
+
+    ACTIVE = "active"
+    RECONNECT_REQUIRED = "reconnect_required"
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     """An access token with its expiry, and the refresh token that goes with it (if any)."""

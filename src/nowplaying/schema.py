@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import SkipJsonSchema
 
+from nowplaying.models import AccountStatus
+
 if TYPE_CHECKING:
     from nowplaying.models import NowPlaying, PlayedItem
 
@@ -50,7 +52,7 @@ class ErrorCode(StrEnum):
     """Every ``error`` slug the app answers with."""
 
     NOT_CONNECTED = "not_connected"
-    RECONNECT_REQUIRED = "reconnect_required"
+    RECONNECT_REQUIRED = AccountStatus.RECONNECT_REQUIRED.value
     UNAVAILABLE = "unavailable"
     BUSY = "busy"
     NOT_FOUND = "not_found"

@@ -29,7 +29,6 @@ from nowplaying.engine.accounts import (
     is_terminal_login,
     terminal_login_state,
 )
-from nowplaying.engine.live import Status
 from nowplaying.models import Grant, Profile, Token
 from nowplaying.runtime import Runtime
 from nowplaying.simulator import Simulator
@@ -69,7 +68,7 @@ async def _watched_then_revoked(env: Env) -> None:
         account = await env.services.runtime.store.get_account("demo")
         return (
             snap is not None
-            and snap.status is Status.RECONNECT
+            and snap.grant_gone
             and account is not None
             and account.status is AccountStatus.RECONNECT_REQUIRED
         )
@@ -79,7 +78,7 @@ async def _watched_then_revoked(env: Env) -> None:
 
 def _not_reconnect(env: Env) -> bool:
     snap = env.services.runtime.hub.peek("demo")
-    return snap is None or snap.status is not Status.RECONNECT
+    return snap is None or not snap.grant_gone
 
 
 # -- connect_account / disconnect_account ------------------------------------------------------
@@ -104,7 +103,7 @@ async def test_connect_account_keeps_the_link_and_starts_afresh(connected: Env) 
     assert stored is not None and stored.refresh_token == "new-refresh"
     assert stored.status is AccountStatus.ACTIVE
     snap = svc.runtime.hub.peek("demo")  # restarted for the new grant: no reconnect left
-    assert snap is not None and snap.status is not Status.RECONNECT
+    assert snap is not None and not snap.grant_gone
     assert (await svc.runtime.tokens.token("demo")).access_token == "new-access"
 
 
@@ -160,7 +159,7 @@ async def test_web_relogin_after_revoke_is_live_again(connected: Env) -> None:
     snap = connected.services.runtime.hub.peek(
         "demo"
     )  # restarted for the new grant: no reconnect left
-    assert snap is not None and snap.status is not Status.RECONNECT
+    assert snap is not None and not snap.grant_gone
     body = (await connected.client.get("/api/spotify")).json()
     assert body["isPlaying"] is True
     assert connected.sim.calls["token:refresh_token"] == refreshes
@@ -193,7 +192,7 @@ async def test_cli_relogin_after_revoke_is_live_again(connected: Env) -> None:
     snap = connected.services.runtime.hub.peek(
         "demo"
     )  # restarted for the new grant: no reconnect left
-    assert snap is not None and snap.status is not Status.RECONNECT
+    assert snap is not None and not snap.grant_gone
     body = (await connected.client.get("/api/spotify")).json()
     assert body["isPlaying"] is True
     assert connected.sim.calls["token:refresh_token"] == refreshes

@@ -366,7 +366,7 @@ def test_snapshot_wire_round_trip() -> None:
         last_played=PlayedItem(item, 99.0),
     )
     assert Snapshot.from_wire(snap.to_wire()) == snap
-    empty = Snapshot(None, Status.RECONNECT, 2)
+    empty = Snapshot.reconnect(2)
     assert Snapshot.from_wire(empty.to_wire()) == empty
 
 

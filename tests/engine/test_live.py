@@ -274,12 +274,12 @@ async def test_revoked_grant_stops_polling(
     async with _subscribers(hub, "a", 1) as (queue,):
         spotify.errors = [InvalidGrant("Refresh token revoked")]
         await clock.advance(1)
-        assert queue.get_nowait().status is Status.RECONNECT
+        assert queue.get_nowait().grant_gone
         await clock.advance(60, step=1)
         assert spotify.calls == 1
         assert not hub.polling("a")
     snap = await hub.current("a")
-    assert snap and snap.status is Status.RECONNECT
+    assert snap and snap.grant_gone
     assert spotify.calls == 1
 
 
@@ -305,7 +305,7 @@ async def test_forget_tells_viewers_and_stops(hub: LiveHub, clock: FakeClock) ->
         await clock.advance(1)
         queue.get_nowait()
         await hub.forget("a")
-        assert queue.get_nowait().status is Status.RECONNECT
+        assert queue.get_nowait().grant_gone
         assert not hub.polling("a")
 
 
@@ -324,7 +324,7 @@ def test_snapshot_json_marks_stale_and_reconnect(clock: FakeClock) -> None:
     np = NowPlaying(True, Kind.TRACK, track("x"), 0, timestamp=clock.now())
     assert Snapshot(np, Status.STALE, 1).to_json(clock.now())["stale"] is True
     assert "stale" not in Snapshot(np, Status.LIVE, 1).to_json(clock.now())
-    assert Snapshot(None, Status.RECONNECT, 1).to_json(0) == {"error": "reconnect_required"}
+    assert Snapshot.reconnect(1).to_json(0) == {"error": "reconnect_required"}
 
 
 @contextlib.asynccontextmanager

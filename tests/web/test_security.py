@@ -70,7 +70,6 @@ from starlette.responses import Response
 
 from nowplaying.clock import FakeClock
 from nowplaying.crypto import Signer, fingerprint
-from nowplaying.engine.live import Status
 from nowplaying.sources.spotify.grants import AccountGone
 from nowplaying.sources.spotify.oauth import pkce_challenge
 from nowplaying.store import AccountStatus
@@ -456,7 +455,7 @@ async def test_logout_purges_everything_everywhere(connected: Env) -> None:
         assert await svc.runtime.store.get_session(fingerprint(sid)) is None
     # The live state keeps nothing of what played (viewers that stay see the reconnect state).
     left = svc.runtime.hub.peek("demo")
-    assert left is None or (left.playing is None and left.status is Status.RECONNECT), left
+    assert left is None or (left.playing is None and left.grant_gone), left
     upstream = (connected.sim.calls["currently-playing"], connected.sim.calls["token"])
     await connected.clock.advance(30)
     assert (connected.sim.calls["currently-playing"], connected.sim.calls["token"]) == upstream

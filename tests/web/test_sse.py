@@ -45,7 +45,7 @@ async def test_each_streams_counts_its_own(connected: Env) -> None:
 
 async def test_a_change_is_framed_once_per_app(connected: Env) -> None:
     """The same snapshot gives the very same event text within one Streams, its own in another."""
-    snap = Snapshot(None, Status.RECONNECT, 7)
+    snap = Snapshot.reconnect(7)
     now = connected.clock.now()
     streams = connected.services.streams
     first = streams.event(snap, now)
@@ -59,7 +59,7 @@ def test_no_data_yet_is_one_view() -> None:
     """No snapshot, or one without data that is not a reconnect: the same NO_DATA view."""
     assert view_of(None, 0.0) is NO_DATA
     assert view_of(Snapshot(None, Status.STALE, 1), 0.0) is NO_DATA
-    assert view_of(Snapshot(None, Status.RECONNECT, 1), 0.0) is not NO_DATA
+    assert view_of(Snapshot.reconnect(1), 0.0) is not NO_DATA
     assert NO_DATA.data() == {"error": "unavailable", "stale": True}
 
 

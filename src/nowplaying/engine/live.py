@@ -37,7 +37,7 @@ from nowplaying.engine.pause import AppPause
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Plan, Schedule
 from nowplaying.engine.snapshot import Snapshot, Status, progress_at
-from nowplaying.models import NowPlaying, PlayedItem
+from nowplaying.models import AccountStatus, NowPlaying, PlayedItem
 from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
 from nowplaying.sources.budget import CallBudget, regular_poll
 from nowplaying.store import Pause, StoreError
@@ -168,9 +168,7 @@ class LiveHub:
         if not w.channel:  # nobody to tell: drop the state with the watch
             self._watches.pop(account_id, None)
             return
-        self._publish_here(
-            w, Snapshot(playing=None, status=Status.RECONNECT, version=self._next_version(w))
-        )
+        self._publish_here(w, Snapshot.reconnect(self._next_version(w)))
         if self._ready is not None:
             self._ensure_poller(w)
 
@@ -181,8 +179,8 @@ class LiveHub:
             return
         await self._stop(w)
         w.history_at = None
-        if w.snapshot is not None and w.snapshot.status is Status.RECONNECT:
-            w.snapshot = replace(w.snapshot, status=Status.STALE)
+        if w.snapshot is not None and w.snapshot.grant_gone:
+            w.snapshot = replace(w.snapshot, grant=AccountStatus.ACTIVE)
         if w.watched(self._clock.now(), self.watch_ttl):
             self._ensure_poller(w)
 
@@ -219,7 +217,7 @@ class LiveHub:
 
     def _ensure_poller(self, w: _Watch) -> None:
         if w.task is None or w.task.done():
-            if w.snapshot is not None and w.snapshot.status is Status.RECONNECT:
+            if w.snapshot is not None and w.snapshot.grant_gone:
                 w.fresh.set()  # what we know stands until the store says otherwise
                 if self._ready is None:
                     return
@@ -233,7 +231,7 @@ class LiveHub:
         This loop is the poller's outermost boundary: an error nobody expected is logged with
         its traceback, reported to viewers as stale data, and retried after a backoff.
         """
-        plan = Plan(reconnect=w.snapshot is not None and w.snapshot.status is Status.RECONNECT)
+        plan = Plan(reconnect=w.snapshot is not None and w.snapshot.grant_gone)
         try:
             while await self._wanted(w):
                 try:
@@ -298,9 +296,7 @@ class LiveHub:
             return self.schedule.paused(plan, self.app_pause.until)
         except ReconnectRequired:
             wake = self.schedule.lost_grant(plan, self._clock.now())
-            await self._publish_everywhere(
-                w, Snapshot(None, Status.RECONNECT, self._next_version(w))
-            )
+            await self._publish_everywhere(w, Snapshot.reconnect(self._next_version(w)))
             return wake if self._ready is not None else None
         except (SourceError, StoreError) as e:
             log.warning("poll failed (%s); backing off", type(e).__name__)

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from nowplaying import schema
-from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
+from nowplaying.models import AccountStatus, Item, Kind, NowPlaying, PlayedItem
 
 __all__ = ["NO_DATA", "Snapshot", "Status", "progress_at", "view_of"]
 
@@ -28,9 +28,10 @@ its status for it (the JSON routes 503 with Retry-After, an event stream sends i
 
 
 class Status(StrEnum):
+    """How far the data can be trusted (whether the grant works is :attr:`Snapshot.grant`)."""
+
     LIVE = "live"
     STALE = "stale"
-    RECONNECT = "reconnect_required"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +45,21 @@ class Snapshot:
     retry_after: float | None = None
     last_played: PlayedItem | None = None
     """The last track played, when the owner shows it and nothing plays now."""
+    grant: AccountStatus = AccountStatus.ACTIVE
+    """``RECONNECT_REQUIRED``: the grant is gone, nothing is polled until a new one is made."""
     _views: list[tuple[float, schema.State]] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
     """The last view made (when, and the view), for :meth:`view` to hand out again."""
+
+    @classmethod
+    def reconnect(cls, version: int) -> Snapshot:
+        """The grant is gone: no data until the owner connects again."""
+        return cls(None, Status.STALE, version, grant=AccountStatus.RECONNECT_REQUIRED)
+
+    @property
+    def grant_gone(self) -> bool:
+        return self.grant is AccountStatus.RECONNECT_REQUIRED
 
     def view(self, now: float, reuse: float = VIEW_REUSE_SECONDS) -> schema.State:
         """The ``/api/spotify`` state, progress extrapolated to ``now``.
@@ -64,7 +76,7 @@ class Snapshot:
         return view
 
     def _view(self, now: float) -> schema.State:
-        if self.status is Status.RECONNECT:
+        if self.grant_gone:
             return schema.error(schema.ErrorCode.RECONNECT_REQUIRED)
         if self.playing is None:
             return NO_DATA
@@ -85,6 +97,7 @@ class Snapshot:
         play/pause, last played track, or a seek (a poll that only moved progress does not)."""
         return (
             self.status is not new.status
+            or self.grant is not new.grant
             or _identity(self.playing) != _identity(new.playing)
             or self.last_played != new.last_played
             or _jumped(self.playing, new.playing, now)
@@ -97,7 +110,7 @@ class Snapshot:
         last = self.last_played
         return json.dumps(
             {
-                "status": str(self.status),
+                "status": str(self.grant if self.grant_gone else self.status),
                 "version": self.version,
                 "retry_after": self.retry_after,
                 "playing": _playing_wire(self.playing) if self.playing else None,
@@ -112,6 +125,7 @@ class Snapshot:
         data = json.loads(payload)
         playing = data["playing"]
         last = data["last"]
+        gone = data["status"] == AccountStatus.RECONNECT_REQUIRED
         return cls(
             playing=NowPlaying(
                 is_playing=bool(playing["is_playing"]),
@@ -122,10 +136,11 @@ class Snapshot:
             )
             if playing
             else None,
-            status=Status(data["status"]),
+            status=Status.STALE if gone else Status(data["status"]),
             version=int(data["version"]),
             retry_after=data["retry_after"],
             last_played=PlayedItem(_item(last["item"]), float(last["at"])) if last else None,
+            grant=AccountStatus.RECONNECT_REQUIRED if gone else AccountStatus.ACTIVE,
         )
 
 

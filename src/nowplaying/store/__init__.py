@@ -1,9 +1,9 @@
 """Persistence: accounts (with their sealed refresh tokens), sessions and pending logins."""
 
 from nowplaying.crypto import TokenCipher
+from nowplaying.models import AccountStatus
 from nowplaying.store.base import (
     Account,
-    AccountStatus,
     LoginState,
     Pause,
     Session,

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Literal, Protocol
 
-from nowplaying.models import QUOTA_EXCEEDED
+from nowplaying.models import QUOTA_EXCEEDED, AccountStatus
 
 
 class StoreError(Exception):
     """The store could not do what was asked (unavailable, or a bad URL)."""
-
-
-class AccountStatus(StrEnum):
-    ACTIVE = "active"
-    RECONNECT_REQUIRED = "reconnect_required"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,9 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from nowplaying.crypto import CryptoError, TokenCipher
+from nowplaying.models import AccountStatus
 from nowplaying.store.base import (
     Account,
-    AccountStatus,
     LoginState,
     Pause,
     Session,
