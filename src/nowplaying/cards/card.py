@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 from xml.sax.saxutils import escape
 
-from nowplaying.cards.options import DEFAULT, BadOption, CardOptions, Hide, Idle
+from nowplaying.cards.colours import accented, cover_colours, painted
+from nowplaying.cards.options import COVER_ACCENT, DEFAULT, BadOption, CardOptions, Hide, Idle
 from nowplaying.cards.text import clean, fit, played_ago, width
 from nowplaying.cards.themes import COMPACT, Cover, Layout, Palette, Theme, ThemeSpec, spec
 from nowplaying.schema import Ad, Error, ErrorCode, Nothing, Playing, State
@@ -87,13 +88,14 @@ def _look(theme: ThemeSpec, options: CardOptions) -> Look:
         lay = _resize(lay, replace(lay, width=options.width))
     if options.radius is not None:
         lay = replace(lay, radius=min(options.radius, lay.height // 2))
-    colours = {"bg": options.bg, "fg": options.text, "accent": options.accent}
+    accent = None if options.accent == COVER_ACCENT else options.accent
+    colours = {"bg": options.bg, "fg": options.text, "accent": accent}
     if options.text is not None and len(options.text) == 7:  # shades of the owner's text colour
         colours.update(
             muted=options.text + "bf", track=options.text + "26", fill=options.text + "80"
         )
-    if options.accent is not None:
-        colours["accent_text"] = options.accent
+    if accent is not None:
+        colours["accent_text"] = accent
     palette = theme.palette.but(**colours)
     dark = theme.dark.but(**colours) if theme.dark is not None else None
     if options.bg is not None or options.text is not None:
@@ -149,7 +151,24 @@ def render_card(
         return _hidden()
     view = _view(state, now, options)
     image = cover if cover is not None and _valid_cover(cover) else None
-    return _draw(view, look(options), image)
+    lk = look(options)
+    if image is not None and options.cover_colours:
+        lk = _coloured(lk, image, whole=options.theme is Theme.COVER)
+    return _draw(view, lk, image)
+
+
+@functools.lru_cache(maxsize=256)
+def _coloured(lk: Look, cover: str, *, whole: bool) -> Look:
+    """``lk`` in the cover's colours: all of them (the ``cover`` theme), or the accent."""
+    found = cover_colours(cover)
+    if found is None:
+        return lk
+    paint = painted if whole else accented
+    return replace(
+        lk,
+        palette=paint(lk.palette, found),
+        dark=None if lk.dark is None or whole else paint(lk.dark, found),
+    )
 
 
 @functools.lru_cache(maxsize=256)

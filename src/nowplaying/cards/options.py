@@ -96,6 +96,28 @@ Colour = Annotated[
 ]
 
 
+def _accent(value: object) -> object:
+    """A colour, or ``cover`` (the album art's liveliest colour, made readable)."""
+    if isinstance(value, str) and value.strip().lower() == COVER_ACCENT:
+        return COVER_ACCENT
+    return _colour(value)
+
+
+COVER_ACCENT = "cover"
+Accent = Annotated[
+    str,
+    BeforeValidator(_accent),
+    Field(pattern=r"^(#[0-9a-f]{6}([0-9a-f]{2})?|cover)$"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^(#?" + _HEX.pattern[2:] + "|cover)$",
+            "examples": ["1db954", "cover"],
+        }
+    ),
+]
+
+
 class CardOptions(BaseModel):
     """The card's query parameters, validated; unknown parameters are ignored."""
 
@@ -107,7 +129,9 @@ class CardOptions(BaseModel):
     )
     bg: Colour | None = Field(default=None, description="Background colour (hex, no #).")
     text: Colour | None = Field(default=None, description="Text colour (hex, no #).")
-    accent: Colour | None = Field(default=None, description="Accent colour (hex, no #).")
+    accent: Accent | None = Field(
+        default=None, description="Accent colour (hex, no #), or cover: taken from the album art."
+    )
     transparent: bool = Field(default=False, description="No background or border.")
     radius: int | None = Field(default=None, ge=0, le=60, description="Corner radius (px).")
     width: int | None = Field(default=None, ge=240, le=800, description="Card width (px).")
@@ -127,6 +151,11 @@ class CardOptions(BaseModel):
     @property
     def compact(self) -> bool:
         return self.size == "compact"
+
+    @property
+    def cover_colours(self) -> bool:
+        """Whether the album art gives the colours (the ``cover`` theme) or the accent."""
+        return self.theme is Theme.COVER or self.accent == COVER_ACCENT
 
 
 class RecentOptions(CardOptions):

@@ -43,6 +43,8 @@ class Theme(StrEnum):
     """A minimal one-line text badge, shields-style."""
     BLUR = "blur"
     """The cover, blurred, as the background."""
+    COVER = "cover"
+    """The cover's own colours: a muted background and a vivid accent (dark without a cover)."""
 
 
 class Cover(StrEnum):
@@ -188,6 +190,8 @@ DARK = Palette(
     shadow="0 1px 2px rgba(0,0,0,.4),0 8px 24px rgba(0,0,0,.35)",
     focus="#8ab4f8",
 )
+_COVER = DARK.but(bg="#1e1b24", art1="#2d2935", art2="#3a3544")
+"""The ``cover`` theme before a cover gives it colours: a quiet dark, slightly violet."""
 _SPOTIFY = Palette(
     bg="#121212",
     border="rgba(255,255,255,.06)",
@@ -393,6 +397,7 @@ _SPECS = (
     ThemeSpec(Theme.KARAOKE, "Karaoke", _KARAOKE, _KARAOKE_LAYOUT),
     ThemeSpec(Theme.BADGE, "Badge", _BADGE, _BADGE_LAYOUT, dark=_BADGE_DARK),
     ThemeSpec(Theme.BLUR, "Blurred cover", _BLUR, _BLUR_LAYOUT),
+    ThemeSpec(Theme.COVER, "Cover colours", _COVER, NORMAL),
 )
 THEMES: Mapping[Theme, ThemeSpec] = MappingProxyType({s.theme: s for s in _SPECS})
 """Every theme's spec, in :class:`Theme` order."""
