@@ -11,6 +11,8 @@ from enum import StrEnum
 QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
 """The reason of an upstream's long quota (Spotify's development-mode 429, hours long): a
 :class:`~nowplaying.sources.base.RateLimited`'s and the stored app-wide pause's."""
+RATE_LIMIT = "rate_limit"
+"""The app-wide pause's reason for the rolling-window limit (seconds long)."""
 
 
 class AccountStatus(StrEnum):

@@ -27,6 +27,7 @@ from nowplaying.cli.setup import redirect_problem
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.coord.link import FAILURES, Keys, RedisLink
+from nowplaying.models import RATE_LIMIT
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.runtime import make_cipher, open_runtime
 from nowplaying.sources.spotify.client import SpotifyClient
@@ -291,7 +292,7 @@ class Doctor:
         if until is not None and not self.paused:
             # The instances' shared pause (coord/redis), when the store has none in force.
             with contextlib.suppress(ValueError):
-                self._report_pause(float(until), str(reason or "rate_limit"))
+                self._report_pause(float(until), str(reason or RATE_LIMIT))
 
     def _redis_down(self, url: str, e: Exception) -> None:
         self.add(

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from nowplaying.coord.ledger import Ledger, LocalLedger
+from nowplaying.models import RATE_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Coordinator(Protocol):
     async def is_watched(self, account_id: str) -> bool: ...
     async def publish(self, account_id: str, payload: str) -> None: ...
     async def latest(self, account_id: str) -> str | None: ...
-    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+    async def set_pause(self, until: float, reason: str = RATE_LIMIT) -> None:
         """Pause every instance's polling until ``until`` (never shortens a longer pause)."""
         ...
 
@@ -98,7 +99,7 @@ class LocalCoordinator:
     def __init__(self) -> None:
         self.instance_id = secrets.token_hex(6)
         self._pause = 0.0
-        self._reason = "rate_limit"
+        self._reason = RATE_LIMIT
         self._locks: dict[str, asyncio.Lock] = {}
         self._public: list[PublicListener] = []
 
@@ -126,7 +127,7 @@ class LocalCoordinator:
     async def latest(self, account_id: str) -> str | None:
         return None
 
-    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+    async def set_pause(self, until: float, reason: str = RATE_LIMIT) -> None:
         if until > self._pause:
             self._pause, self._reason = until, reason
 

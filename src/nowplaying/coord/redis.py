@@ -24,6 +24,7 @@ from nowplaying.clock import Clock
 from nowplaying.coord.base import CoordinationError, Listener, LocalCoordinator, PublicListener
 from nowplaying.coord.ledger import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
 from nowplaying.coord.link import FAILURES, Keys, RedisLink
+from nowplaying.models import RATE_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class RedisCoordinator:
 
     # -- the app-wide pause ----------------------------------------------------------------------
 
-    async def set_pause(self, until: float, reason: str = "rate_limit") -> None:
+    async def set_pause(self, until: float, reason: str = RATE_LIMIT) -> None:
         await self._local.set_pause(until, reason)
         ttl = max(1, int((until - self._clock.now()) * 1000))
         await self._call(

@@ -14,15 +14,12 @@ from typing import Protocol
 
 from nowplaying.clock import Clock
 from nowplaying.coord.base import Coordinator
-from nowplaying.models import QUOTA_EXCEEDED
+from nowplaying.models import QUOTA_EXCEEDED, RATE_LIMIT
 from nowplaying.store import Pause, StoreError
 
 __all__ = ["AppPause", "Notices", "PauseStore"]
 
 log = logging.getLogger(__name__)
-
-RATE_LIMIT = "rate_limit"
-"""The reason of a pause for the rolling-window limit (seconds long)."""
 
 
 class PauseStore(Protocol):

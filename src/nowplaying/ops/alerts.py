@@ -28,6 +28,7 @@ import httpx
 
 from nowplaying.clock import Clock
 from nowplaying.coord.link import Keys, RedisLink
+from nowplaying.models import RATE_LIMIT
 from nowplaying.store import Account, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class Alerter:
         """Spotify paused the app; told when the pause is long."""
         if retry_after >= LONG_PAUSE:
             until = self._clock.now() + retry_after
-            alert = pause_alert(until, reason or "rate_limit", self.owner_url, ttl=retry_after)
+            alert = pause_alert(until, reason or RATE_LIMIT, self.owner_url, ttl=retry_after)
             self._offer(alert)
 
     def notify(self, alert: Alert) -> None:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from nowplaying.models import QUOTA_EXCEEDED, AccountStatus
+from nowplaying.models import QUOTA_EXCEEDED, RATE_LIMIT, AccountStatus
 
 
 class StoreError(Exception):
@@ -79,7 +79,7 @@ class Pause:
     """
 
     until: float
-    reason: str = "rate_limit"
+    reason: str = RATE_LIMIT
 
     @property
     def quota(self) -> bool:
