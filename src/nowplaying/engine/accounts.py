@@ -40,7 +40,7 @@ class Credentials(Protocol):
 
 
 class Parts(Protocol):
-    """What connecting needs; the web app's services and the CLI's runtime both have it."""
+    """What connecting and publishing need: the runtime has it (the web hands its ``runtime``)."""
 
     @property
     def store(self) -> Store: ...
