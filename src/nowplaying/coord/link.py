@@ -35,6 +35,15 @@ CHANNEL = "np:events"
 pub/sub ignores databases and two deployments on one server must not hear each other."""
 
 
+def _named(kind: str) -> Callable[[object], str]:
+    """The key of one ``kind`` per name: an account id, a lock's or an alert's name, a UTC day."""
+
+    def key(name: object) -> str:
+        return f"np:{kind}:{name}"
+
+    return key
+
+
 class Keys:
     """Every Redis key name, all under ``np:`` (the module docstring says what each holds)."""
 
@@ -43,38 +52,14 @@ class Keys:
     BUDGET_CALLS = "np:budget:calls"
     BUDGET_LEARNED = "np:budget:learned"
     BUDGET_ACTIVE = "np:budget:active"
-
-    @staticmethod
-    def lease(account_id: str) -> str:
-        return f"np:lease:{account_id}"
-
-    @staticmethod
-    def watch(account_id: str) -> str:
-        return f"np:watch:{account_id}"
-
-    @staticmethod
-    def state(account_id: str) -> str:
-        return f"np:state:{account_id}"
-
-    @staticmethod
-    def token(account_id: str) -> str:
-        return f"np:token:{account_id}"
-
-    @staticmethod
-    def lock(name: str) -> str:
-        return f"np:lock:{name}"
-
-    @staticmethod
-    def refusal(account_id: str) -> str:
-        return f"np:refusal:{account_id}"
-
-    @staticmethod
-    def alert(key: str) -> str:
-        return f"np:alert:{key}"
-
-    @staticmethod
-    def budget_day(day: int) -> str:
-        return f"np:budget:day:{day}"
+    lease = staticmethod(_named("lease"))
+    watch = staticmethod(_named("watch"))
+    state = staticmethod(_named("state"))
+    token = staticmethod(_named("token"))
+    lock = staticmethod(_named("lock"))
+    refusal = staticmethod(_named("refusal"))
+    alert = staticmethod(_named("alert"))
+    budget_day = staticmethod(_named("budget:day"))
 
 
 FAILURES = (RedisError, OSError, LockError)
