@@ -52,45 +52,6 @@ async def test_a_slow_viewer_reads_only_the_latest_state() -> None:
     assert len(channel) == 0
 
 
-async def test_waiting_sse_streams_cost_one_future_each_and_no_task(connected: Env) -> None:
-    """50 waiting streams: 50 futures in the account's waiter set and in the heartbeat's, no
-    task of their own; after a change every stream has it and waits again the same way."""
-    hub, clock = connected.services.runtime.hub, connected.clock
-    await hub.forget("demo")
-    streams = [connected.services.streams.stream("demo") for _ in range(50)]
-    pending: list[asyncio.Future[str]] = []
-    try:
-        for s in streams:
-            await anext(s)  # retry:
-            assert (await anext(s)).startswith("id: ")
-        tasks = len(asyncio.all_tasks())
-        pending = [asyncio.ensure_future(anext(s)) for s in streams]
-        await clock.advance(0.5)
-        assert len(asyncio.all_tasks()) == tasks + 50  # the test's own, nothing per stream
-        channel = hub._watches["demo"].channel
-        beat = connected.services.streams._beat
-        assert beat is not None
-        assert len(channel.waiters) == 50
-        assert len(beat.pokes) == 50
-        published = hub.counts["published"]
-        connected.sim.player("demo").skip()
-        await clock.advance(5.5, step=0.5)
-        events = await asyncio.gather(*pending)
-        assert hub.counts["published"] == published + 1
-        assert all(e is events[0] and e.startswith("id: ") for e in events)
-        pending = [asyncio.ensure_future(anext(s)) for s in streams]
-        await clock.advance(0.1)
-        assert len(channel.waiters) == 50
-        assert len(beat.pokes) == 50
-    finally:
-        for p in pending:
-            p.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for s in streams:
-            await s.aclose()
-    assert connected.services.streams.counts["open"] == 0
-
-
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
 async def test_stream_routes_refuse_other_methods(connected: Env, method: str) -> None:
     """The event streams answer GET (and HEAD) only: anything else is the app's 405."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 from harness.sse import SSEReader
@@ -385,27 +384,6 @@ async def test_sse_opened_while_draining_gets_only_the_hint(connected: Env) -> N
     assert hub.viewers("demo") == 0
 
 
-async def test_sse_reconnect_hint_comes_from_the_injected_rng(connected: Env) -> None:
-    """The hint is drawn uniformly from 500-3000 ms by the given rng: spread, reproducible."""
-    streams = connected.services.streams
-    await connected.services.runtime.hub.forget("demo")
-    stream = streams.stream("demo", rng=random.Random(7))
-    assert (await anext(stream)).startswith("retry: 3000\n")
-    assert (await anext(stream)).startswith("id: ")
-    streams.drain()
-    expected = random.Random(7).randint(500, 3000)
-    assert await anext(stream) == f"retry: {expected}\n: server restarting\n\n"
-    with pytest.raises(StopAsyncIteration):
-        await anext(stream)
-    shared = random.Random(1)
-    hints = []
-    for _ in range(20):
-        chunks = [c async for c in streams.stream("demo", rng=shared)]
-        hints.append(int(chunks[-1].split()[1]))
-    assert all(500 <= h <= 3000 for h in hints)
-    assert len(set(hints)) > 10
-
-
 async def test_sse_without_session_is_401(env: Env) -> None:
     """No session, no stream."""
     async with SSEReader(env.app, "/api/spotify/events") as sse:
@@ -450,50 +428,3 @@ async def test_stale_status_is_exposed_in_snapshot(connected: Env) -> None:
 def _cookie(env: Env) -> dict[str, str]:
     value = env.client.cookies.get("__Host-np_session")
     return {"cookie": f"__Host-np_session={value}"}
-
-
-async def test_sse_sends_heartbeats_while_nothing_changes(connected: Env) -> None:
-    """After 15 s (of the app's clock) without a change the stream sends a comment heartbeat."""
-    connected.sim.player("demo").pause()
-    await connected.services.runtime.hub.forget("demo")
-    clock = connected.clock
-    stream = connected.services.streams.stream("demo")
-    try:
-        chunks = [await anext(stream) for _ in range(2)]
-        pending = asyncio.ensure_future(anext(stream))
-        await clock.advance(14, step=1)
-        assert not pending.done()  # no change, and not yet 15 s of silence
-        await clock.advance(1.5, step=0.5)
-        chunks.append(await asyncio.wait_for(pending, 5))
-        pending = asyncio.ensure_future(anext(stream))
-        await clock.advance(15.5, step=0.5)
-        chunks.append(await asyncio.wait_for(pending, 5))
-    finally:
-        await stream.aclose()
-    assert chunks[0].startswith("retry: ")
-    assert chunks[1].startswith("id: ")
-    assert chunks[2:] == [": heartbeat\n\n", ": heartbeat\n\n"]
-
-
-async def test_sse_streams_share_one_encoding_and_one_heartbeat_timer(connected: Env) -> None:
-    """50 streams: one change reaches them as the very same text, and their heartbeats wait on
-    one shared timer of the app's clock, not one each."""
-    connected.sim.player("demo").play(0)
-    hub, clock = connected.services.runtime.hub, connected.clock
-    await hub.forget("demo")
-    streams = [connected.services.streams.stream("demo") for _ in range(50)]
-    try:
-        firsts = [[await anext(s) for _ in range(2)][1] for s in streams]
-        assert all(f is firsts[0] for f in firsts)
-        pending = [asyncio.ensure_future(anext(s)) for s in streams]
-        await clock.advance(0.5)
-        assert clock.sleepers <= 3  # the poller, the shared tick (and nothing per viewer)
-        connected.sim.player("demo").skip()
-        await clock.advance(5.5, step=0.5)
-        events = await asyncio.gather(*pending)
-        assert all(e is events[0] for e in events)
-        assert '"title":"<Intro> & \\"Outro\\""' in events[0]
-    finally:
-        for s in streams:
-            await s.aclose()
-    assert connected.services.streams.counts["open"] == 0
