@@ -23,7 +23,7 @@ from nowplaying.sources.base import Refused
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRefusal:
-    """Spotify's latest refusal of an account: its kind, Spotify's text and the fix."""
+    """An upstream's latest refusal of an account: its kind, the upstream's text and the fix."""
 
     kind: str
     """``not_registered``, ``premium_required`` or ``forbidden``."""
@@ -47,7 +47,7 @@ class AccountProblems:
         self._refusals: dict[str, UpstreamRefusal] = {}
 
     async def note(self, account_id: str, error: Refused) -> UpstreamRefusal:
-        """Remember that Spotify refused the account with ``error``."""
+        """Remember that the upstream refused the account with ``error``."""
         refusal = refusal_of(error, self._clock.now())
         self._refusals[account_id] = refusal
         if self.link is not None:
@@ -59,7 +59,8 @@ class AccountProblems:
         return refusal
 
     async def clear(self, account_id: str) -> None:
-        """Spotify answered the account again: forget its refusal (everywhere, if known here)."""
+        """The upstream answered for the account again: forget its refusal (everywhere, if known
+        here)."""
         if self._refusals.pop(account_id, None) is not None and self.link is not None:
             await self.link.call(self.link.redis.delete(Keys.refusal(account_id)), None)
 

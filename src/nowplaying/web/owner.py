@@ -25,7 +25,6 @@ from starlette.responses import Response
 from nowplaying import schema
 from nowplaying.engine import accounts
 from nowplaying.ops.alerts import GRANT_LIFETIME
-from nowplaying.sources.spotify.oauth import SCOPE_RECENTLY_PLAYED
 from nowplaying.store import Account, AccountStatus, Pause
 from nowplaying.web.errors import PRIVATE, BadRequest, CrossSite, NotConnected, json_response
 from nowplaying.web.security import same_origin
@@ -72,7 +71,7 @@ def describe(
         public_id=account.public_id,
         links=share_links(svc, account.public_id) if account.public_id else None,
         last_played=account.show_last_played,
-        last_played_granted=SCOPE_RECENTLY_PLAYED in account.scopes,
+        last_played_granted=svc.runtime.source.tells_history(account.scopes),
         # Whole seconds, as the page shows it.
         reconnect_by=datetime.fromtimestamp(int(reconnect_by(account)), UTC),
         reconnect_reason=account.reconnect_reason,
@@ -162,7 +161,7 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
     await svc.published.forget(account.id)
     svc.runtime.hub.refresh_history(account.id)
     response = await _fresh(svc, account.id)
-    if on and SCOPE_RECENTLY_PLAYED not in account.scopes:
+    if on and not svc.runtime.source.tells_history(account.scopes):
         return _json(
             describe(
                 svc,

@@ -22,8 +22,7 @@ from nowplaying.cards.card import render_bad_option, render_card
 from nowplaying.cards.options import BadOption, Hide, RecentOptions, card_options, theme_of
 from nowplaying.cards.recent import render_recent
 from nowplaying.schema import Error, ErrorCode, Playing, Recent, error, last_played
-from nowplaying.sources.spotify.errors import ReconnectRequired, SpotifyError
-from nowplaying.sources.spotify.oauth import SCOPE_RECENTLY_PLAYED
+from nowplaying.sources.base import ReconnectRequired, SourceError
 from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.web.errors import NotFound, Refusal, Unavailable, json_response
 from nowplaying.web.public import (
@@ -49,13 +48,13 @@ async def _recent(svc: Services, public_id: str, limit: int) -> Recent | Error:
         return error(ErrorCode.NOT_FOUND)
     if account.status is AccountStatus.RECONNECT_REQUIRED:
         return error(ErrorCode.RECONNECT_REQUIRED)
-    if not account.show_last_played or SCOPE_RECENTLY_PLAYED not in account.scopes:
+    if not account.show_last_played or not svc.runtime.source.tells_history(account.scopes):
         return error(ErrorCode.FORBIDDEN, "The owner does not share what they played.")
     try:
         items = await svc.recent.get(account.id, limit)
     except ReconnectRequired:
         return error(ErrorCode.RECONNECT_REQUIRED)
-    except (SpotifyError, StoreError):
+    except (SourceError, StoreError):
         return error(ErrorCode.UNAVAILABLE)
     return Recent(now_playing=await _playing(svc, account), items=tuple(map(last_played, items)))
 
