@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from harness.helpers import ONE_ADDRESS_AUDIENCE
 
 from bench.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
 
@@ -222,7 +223,7 @@ def _fd_line(log: Path) -> str:
 async def run(viewers: int = VIEWERS) -> Result:
     raise_nofile()
     rng = random.Random(SEED)
-    env = {"NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0", "NOWPLAYING_LOG_LEVEL": "INFO"}
+    env = {**ONE_ADDRESS_AUDIENCE, "NOWPLAYING_LOG_LEVEL": "INFO"}
     with nowplaying_server(extra_env=env) as server:
         cookie = await sign_in(server.url)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from harness.helpers import ONE_ADDRESS_AUDIENCE
 
 from bench.loadgen import read_response, request_for
 from bench.servers import ServerProcess, bare_server, nowplaying_server, sign_in
@@ -100,9 +101,7 @@ async def run() -> Result:
     counts: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="np-bench-instr-") as tmp:
         dump = Path(tmp) / "callgrind-engine"
-        with nowplaying_server(
-            extra_env={"NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0"}, wrapper=_callgrind(dump)
-        ) as engine:
+        with nowplaying_server(extra_env=ONE_ADDRESS_AUDIENCE, wrapper=_callgrind(dump)) as engine:
             cookie = await sign_in(engine.url)
             async with httpx.AsyncClient(base_url=engine.url, timeout=60) as http:
                 payload = (await http.get("/api/spotify", headers={"Cookie": cookie})).json()

@@ -29,6 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
+from harness.helpers import ONE_ADDRESS_AUDIENCE
 
 from bench.servers import (
     ServerProcess,
@@ -169,7 +170,7 @@ async def _prepare(engine: ServerProcess) -> dict[str, tuple[str, list[str], htt
 
 async def run() -> Result:
     result = Result()
-    off = {"NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0"}
+    off = ONE_ADDRESS_AUDIENCE
     with ExitStack() as stack:
         engines = {
             ENGINE: stack.enter_context(nowplaying_server(extra_env=off)),

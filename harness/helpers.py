@@ -169,3 +169,11 @@ class FetchSource:
 def reads_of(fetch: Callable[[str], Awaitable[NowPlaying]]) -> Reads:
     """The live engine's reads of a fake upstream ``fetch(account_id)``."""
     return Reads(FetchSource(fetch))
+
+
+ONE_ADDRESS_AUDIENCE = {
+    "NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0",
+    "NOWPLAYING_CONNECTIONS_PER_ADDRESS": "1000000",
+}
+"""Settings for a server whose whole audience comes from 127.0.0.1 (benches, soaks): the
+per-address rate limit and connection cap would refuse it."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from harness.helpers import ONE_ADDRESS_AUDIENCE
 from harness.live_server import free_port
 
 CLIENT_ID = "soak-client"
@@ -138,7 +139,7 @@ def server(tmp: Path, *, sim_url: str, port: int, poll_seconds: float) -> tuple[
         "NOWPLAYING_LOG_LEVEL": "WARNING",
         # Every viewer comes from 127.0.0.1: per-address abuse limits would refuse the audience.
         "NOWPLAYING_LOGIN_RATE_PER_MINUTE": "0",
-        "NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0",
+        **ONE_ADDRESS_AUDIENCE,
     }
     cmd = _cli("serve", "--host", "127.0.0.1", "--port", str(port))
     return Proc("server", cmd, env, tmp, tmp / "server.log"), db
@@ -181,7 +182,7 @@ def cluster_env(
         "NOWPLAYING_POLL_SECONDS": str(poll_seconds),
         "NOWPLAYING_LOG_LEVEL": "WARNING",
         "NOWPLAYING_LOGIN_RATE_PER_MINUTE": "0",
-        "NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0",
+        **ONE_ADDRESS_AUDIENCE,
     }
 
 

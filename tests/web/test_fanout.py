@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from bench.servers import ServerProcess, _wait_ready, free_port, sign_in
+from harness.helpers import ONE_ADDRESS_AUDIENCE
 
 from nowplaying.web.sse import SPARE_FILES
 
@@ -35,7 +36,7 @@ def low_limit_server() -> Iterator[ServerProcess]:
             "SPOTIFY_CLIENT_ID": "",
             "SPOTIFY_REDIRECT_URI": f"http://127.0.0.1:{port}/callback",
             "NOWPLAYING_DATABASE_URL": f"sqlite:///{tmp}/np.sqlite3",
-            "NOWPLAYING_PUBLIC_RATE_PER_SECOND": "0",
+            **ONE_ADDRESS_AUDIENCE,
             "NOWPLAYING_LOG_LEVEL": "INFO",
         }
         cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--host", "127.0.0.1"]
