@@ -428,3 +428,13 @@ async def test_stale_status_is_exposed_in_snapshot(connected: Env) -> None:
 def _cookie(env: Env) -> dict[str, str]:
     value = env.client.cookies.get("__Host-np_session")
     return {"cookie": f"__Host-np_session={value}"}
+
+
+@pytest.mark.parametrize(
+    "path", ["/", "/p/0000000000000000", "/p/0000000000000000.json", "/p/0000000000000000/open"]
+)
+async def test_an_undeclared_method_is_a_405_that_says_what_is_allowed(env: Env, path: str) -> None:
+    """RFC 9110: a 405 carries Allow, on the HTML error page as on the JSON one."""
+    refused = await env.client.request("TRACE", path)
+    assert refused.status_code == 405
+    assert "GET" in refused.headers["allow"]

@@ -232,12 +232,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             error(_slug(exc.status_code), exc.detail), exc.status_code, headers=exc.headers
         )
     svc = getattr(request.app.state, "services", None)
-    return pages.error_page(
+    page = pages.error_page(
         _slug(exc.status_code).replace("_", " ").capitalize(),
         str(exc.detail),
         status=exc.status_code,
         demo=bool(svc and svc.demo),
     )
+    page.headers.update(exc.headers or {})  # a 405's Allow, a 401's WWW-Authenticate
+    return page
 
 
 async def _store_down(request: Request, exc: Exception) -> Response:
