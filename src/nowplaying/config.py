@@ -65,8 +65,9 @@ class Settings(BaseSettings):
     """Open connections per client address; past it a new one is closed at once."""
     nowplaying_unfinished_per_address: int = Field(default=32, ge=1)
     """Connections per client address whose request has not fully arrived."""
-    nowplaying_reserved_files: int = Field(default=128, ge=0)
-    """Descriptors kept below the limit for addresses holding few connections."""
+    nowplaying_reserved_files: int = Field(default=32, ge=0)
+    """Descriptors kept below the limit for addresses holding few connections (fewer than the
+    event streams' spare, so a viewer past their capacity gets its 503 first)."""
     nowplaying_trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are believed."""
     nowplaying_image_origins: list[str] = Field(default_factory=list)

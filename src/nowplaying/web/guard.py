@@ -33,8 +33,9 @@ import asyncio
 import logging
 import os
 import resource
+import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +50,10 @@ log = logging.getLogger(__name__)
 PRESSURE_SHARE = 4
 """Under descriptor pressure, an address already holding this many connections gets no more."""
 BASELINE_SPARE = 64
-"""Descriptors counted as in use besides the connections: the store, Redis, the upstream
-connection pool, the listeners (measured once at start, plus this)."""
+"""Descriptors first assumed in use besides the connections (the store, Redis, the upstream
+pool): measured at start, plus this; counted again when the estimate nears the limit."""
+RECOUNT_SECONDS = 1.0
+"""Near the limit, the open descriptors are counted at most this often."""
 
 REASONS = ("header_deadline", "body_deadline", "write_deadline", "address_cap", "reserve")
 """Why the guard closed a connection (the metric's label values)."""
@@ -65,7 +68,7 @@ class Limits:
     write_seconds: float = 30.0
     connections: int = 256
     unfinished: int = 32
-    reserve: int = 128
+    reserve: int = 32
     unfinished_after: float = 1.0
     """Seconds a connection may wait for its request head before it counts as unfinished: a
     burst of connections that send their heads at once (a page opening many streams, a NAT) is
@@ -110,12 +113,18 @@ class Guard:
         trusted_proxies: Collection[str] = (),
         files_limit: int | None = None,
         baseline: int | None = None,
+        count: Callable[[], int] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.trusted = _TrustedHosts(list(trusted_proxies)) if trusted_proxies else None
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.files_limit = files_limit if files_limit is not None else soft
-        self.baseline = baseline if baseline is not None else _open_descriptors() + BASELINE_SPARE
+        self._count = count if count is not None else _open_descriptors
+        if baseline is None:
+            baseline = self._count() + BASELINE_SPARE
+        self.baseline = baseline
+        """Descriptors in use that are not connections (an estimate, counted near the limit)."""
+        self._counted = -RECOUNT_SECONDS
         self.open = 0
         self.connections: Counter[str] = Counter()
         self.unfinished: Counter[str] = Counter()
@@ -134,10 +143,20 @@ class Guard:
         held = self.connections[address]
         if held >= self.limits.connections or self.unfinished[address] >= self.limits.unfinished:
             return "address_cap"
-        pressed = self.baseline + self.open >= self.files_limit - self.limits.reserve
-        if pressed and held >= PRESSURE_SHARE:
+        if held >= PRESSURE_SHARE and self._pressed():
             return "reserve"
         return None
+
+    def _pressed(self) -> bool:
+        """Whether the open descriptors have reached the limit less the reserve."""
+        threshold = self.files_limit - self.limits.reserve
+        if self.baseline + self.open < threshold:
+            return False
+        now = time.monotonic()
+        if now - self._counted >= RECOUNT_SECONDS:  # the estimate says so: count them
+            self._counted = now
+            self.baseline = max(0, self._count() - self.open)
+        return self.baseline + self.open >= threshold
 
     def closed(self, reason: str, address: str) -> None:
         self.counts[reason] += 1
