@@ -34,9 +34,9 @@ import httpx
 from harness.helpers import reads_of, sim_client
 
 from nowplaying.clock import FakeClock
+from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub
 from nowplaying.engine.schedule import Schedule
-from nowplaying.engine.snapshot import Snapshot
 from nowplaying.models import NowPlaying
 from nowplaying.simulator import Simulator
 from nowplaying.sources.budget import DEFAULT_PER_DAY, DEFAULT_PER_WINDOW, CallBudget
@@ -157,7 +157,7 @@ async def scene(
 
 @contextlib.asynccontextmanager
 async def _recording(
-    queue: asyncio.Queue[Snapshot], clock: FakeClock, into: list[tuple[float, str | None]]
+    queue: Subscription, clock: FakeClock, into: list[tuple[float, str | None]]
 ) -> AsyncIterator[None]:
     """Note the time and title of every change the viewer's queue receives."""
 
