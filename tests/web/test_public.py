@@ -13,6 +13,7 @@ from harness.helpers import fixture_json
 from harness.sse import SSEReader
 
 from nowplaying.cards.covers import CoverFetcher
+from nowplaying.sources import bounds
 from nowplaying.web.public import EDGE_CACHE, SVG_BUDGET
 from tests.conftest import ORIGIN, Env
 
@@ -371,3 +372,29 @@ async def test_a_rolling_window_pause_is_data_not_a_notice(connected: Env) -> No
     await connected.clock.advance(31)
     account = (await connected.client.get("/api/account")).json()
     assert (account["pausedUntil"], account["pauseReason"]) == (None, None)
+
+
+async def test_a_hostile_upstream_answer_reaches_viewers_bounded(connected: Env) -> None:
+    """A 10 MB title, a negative progress and a javascript: link reach the public JSON and the
+    card as 512 characters, 0 and nothing."""
+    public_id = await publish(connected)
+    await fresh(connected)
+    item = {
+        "type": "track",
+        "name": "\U0001f3b5" * 5_000_000,
+        "duration_ms": 200_000,
+        "artists": [{"name": "A"}],
+        "external_urls": {"spotify": "javascript:alert(1)"},
+    }
+    body = {"is_playing": True, "currently_playing_type": "track", "progress_ms": -1, "item": item}
+    connected.sim.faults.add("currently-playing", status=200, body=body)
+    answer = await connected.client.get(f"/p/{public_id}.json")
+    assert answer.status_code == 200
+    data = answer.json()
+    assert len(data["title"]) == bounds.MAX_TEXT
+    assert data["progressMs"] == 0
+    assert len(answer.content) < 10_000
+    card = await connected.client.get(f"/p/{public_id}.svg")
+    assert card.status_code == 200
+    assert len(card.content) < 200_000
+    assert "javascript:" not in card.text + answer.text

@@ -11,7 +11,7 @@ stream and the card is bounded whoever sent it:
   an id longer than :data:`MAX_ID` likewise;
 - a ``Retry-After`` (delta-seconds or an HTTP-date) is read as seconds within
   0..:data:`MAX_RETRY_AFTER`, the default when unreadable, never NaN;
-- a value of a type no bound can make sane (a number for a name, text for a duration, NaN) is
+- a value of a type no bound can make sane (a number for a name, text for a duration) is
   :class:`OutOfBounds`, which the source raises as its own error (Spotify: ``BadResponse``).
 
 Absent values (``None``) are the field's default, as before.
@@ -80,27 +80,32 @@ def names(values: Iterable[object]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _number(value: object) -> float | int:
+def _number(value: object) -> float | int | None:
+    """A JSON number; None when absent or not finite (Python's json reads NaN and Infinity,
+    which JSON has not: read as unknown)."""
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise OutOfBounds(f"number expected, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise OutOfBounds("number expected, got a non-finite one")
+        return None
     return value
 
 
 def duration_ms(value: object) -> int:
-    """A duration in milliseconds within 0..24 h (0 when absent)."""
-    if value is None:
-        return 0
-    return int(min(max(_number(value), 0), MAX_DURATION_MS))
+    """A duration in milliseconds within 0..24 h (0 when absent or not finite)."""
+    number = _number(value)
+    return 0 if number is None else int(min(max(number, 0), MAX_DURATION_MS))
 
 
 def progress_ms(value: object, duration: int) -> int | None:
-    """A position in milliseconds within 0..``duration`` (0..24 h when it is not known)."""
-    if value is None:
+    """A position in milliseconds within 0..``duration`` (0..24 h when it is not known); None
+    when absent or not finite."""
+    number = _number(value)
+    if number is None:
         return None
     top = duration if duration > 0 else MAX_DURATION_MS
-    return int(min(max(_number(value), 0), top))
+    return int(min(max(number, 0), top))
 
 
 def url(value: object) -> str | None:
@@ -128,10 +133,14 @@ def identifier(value: object) -> str | None:
 
 
 def retry_after(
-    value: str | None, *, now: float, date: str | None = None, default: float = 1.0
+    value: str | None,
+    *,
+    now: float | None = None,
+    date: str | None = None,
+    default: float = 1.0,
 ) -> float:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds, or an HTTP-date counted
-    from the answer's ``Date`` (else ``now``, seconds since the epoch); within
+    from the answer's ``Date`` (else ``now``, seconds since the epoch, if given); within
     0..:data:`MAX_RETRY_AFTER`, ``default`` when absent or unreadable."""
     raw = (value or "").strip()
     if not raw:
@@ -144,8 +153,10 @@ def retry_after(
         when = _epoch(raw)
         if when is None:
             return default
-        sent = _epoch(date) if date else None
-        seconds = when - (sent if sent is not None else now)
+        sent = _epoch(date) if date else now
+        if sent is None:  # a date, and nothing to count it from
+            return default
+        seconds = when - sent
     return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
@@ -154,7 +165,7 @@ def _decimal(raw: str) -> float | None:
         number = float(raw)
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
+    return None if math.isnan(number) else number  # Infinity: the longest wait
 
 
 def _epoch(http_date: str) -> float | None:

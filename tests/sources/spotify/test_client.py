@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nowplaying.clock import FakeClock
 from nowplaying.models import Kind
 from nowplaying.simulator import Grant, Simulator
+from nowplaying.sources import bounds
+from nowplaying.sources.bounds import MAX_RETRY_AFTER
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import (
     AccessTokenRejected,
@@ -31,7 +34,6 @@ from nowplaying.sources.spotify.errors import (
     SpotifyUnavailable,
 )
 from nowplaying.sources.spotify.oauth import make_pkce
-from nowplaying.sources.spotify.parsing import MAX_RETRY_AFTER
 
 pytestmark = pytest.mark.anyio
 REDIRECT = "http://127.0.0.1:8000/callback"
@@ -595,3 +597,69 @@ async def test_quota_exceeded_is_told_apart(
     with pytest.raises(RateLimited) as window:
         await client.currently_playing(access)
     assert not window.value.quota and window.value.retry_after == 3
+
+
+def _playing(item: dict[str, Any], **body: Any) -> bytes:
+    return json.dumps(
+        {"is_playing": True, "currently_playing_type": "track", "item": item, **body}
+    ).encode()
+
+
+async def test_a_ten_megabyte_title_is_cut_at_the_boundary(clock: FakeClock) -> None:
+    item = {"type": "track", "name": "x" * 10_000_000, "artists": [{"name": "a" * 5000}] * 100}
+    np = await client_for(answering_raw(200, _playing(item)), clock).currently_playing("at")
+    assert np.item is not None
+    assert len(np.item.title) == bounds.MAX_TEXT
+    assert len(np.item.artists) == bounds.MAX_NAMES
+    assert all(len(name) == bounds.MAX_TEXT for name in np.item.artists)
+
+
+async def test_negative_and_300_digit_numbers_are_clamped(clock: FakeClock) -> None:
+    item = {"type": "track", "name": "t", "duration_ms": int("9" * 300)}
+    raw = _playing(item, progress_ms=-5)
+    np = await client_for(answering_raw(200, raw), clock).currently_playing("at")
+    assert np.item is not None and np.item.duration_ms == bounds.MAX_DURATION_MS
+    assert np.progress_ms == 0
+    raw = _playing({"type": "track", "name": "t", "duration_ms": 1000}, progress_ms=10**300)
+    np = await client_for(answering_raw(200, raw), clock).currently_playing("at")
+    assert np.progress_ms == 1000
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"is_playing": true, "progress_ms": ' + b"9" * 5000 + b"}",  # past the int parser
+        _playing({"type": "track", "name": 42}),
+        _playing({"type": "track", "name": "t", "duration_ms": "long"}),
+        _playing({"type": "track", "name": "t", "album": {"name": ["x"]}}),
+    ],
+)
+async def test_a_field_no_bound_can_read_is_a_bad_response(clock: FakeClock, raw: bytes) -> None:
+    with pytest.raises(BadResponse):
+        await client_for(answering_raw(200, raw), clock).currently_playing("at")
+
+
+async def test_links_that_are_not_https_or_too_long_are_dropped(clock: FakeClock) -> None:
+    item = {
+        "type": "track",
+        "name": "t",
+        "external_urls": {"spotify": "javascript:alert(1)"},
+        "album": {"images": [{"url": "https://i.scdn.co/" + "a" * 5000, "width": 640}]},
+    }
+    np = await client_for(answering_raw(200, _playing(item)), clock).currently_playing("at")
+    assert np.item is not None
+    assert np.item.url is None
+    assert np.item.image_url is None
+
+
+async def test_retry_after_as_an_http_date_is_read(
+    sim: Simulator, http: httpx.AsyncClient, clock: FakeClock, access: str
+) -> None:
+    """The simulator's 429 with an HTTP-date Retry-After (and Date) reads as the same seconds."""
+    sim.limits.configure(window_calls=1, daily_quota=None)
+    sim.limits.retry_after_dates = True
+    client = client_for(http, clock)
+    await client.currently_playing(access)
+    with pytest.raises(RateLimited) as limited:
+        await client.currently_playing(access)
+    assert limited.value.retry_after == 30

@@ -1,22 +1,39 @@
 """Reading Spotify's answers: JSON payloads into values (:mod:`nowplaying.models`), error answers
-into the error tree (:mod:`.errors`)."""
+into the error tree (:mod:`.errors`). Every field is read through :mod:`nowplaying.sources.bounds`
+(text cut, numbers clamped, URLs checked); a field no bound can make sane is a ``BadResponse``."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
 from nowplaying.models import QUOTA_EXCEEDED, Item, Kind, NowPlaying, PlayedItem, Profile
+from nowplaying.sources import bounds
 from nowplaying.sources.spotify.errors import BadResponse, RateLimited, SpotifyUnavailable
 
-MAX_RETRY_AFTER = 86400.0
-"""A longer (or non-finite) Retry-After is read as this: a day, then Spotify is asked again."""
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
+def _bounded(parse: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``parse``, a field out of every bound raised as :class:`BadResponse`."""
+
+    @functools.wraps(parse)
+    def parse_bounded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return parse(*args, **kwargs)
+        except bounds.OutOfBounds as e:
+            raise BadResponse(f"{parse.__name__.removeprefix('parse_')}: {e}") from e
+
+    return parse_bounded
+
+
+@_bounded
 def parse_currently_playing(body: Mapping[str, Any], *, now: float) -> NowPlaying:
     """Read a currently-playing (or playback-state) payload; tolerant of missing optional fields."""
     kind_raw = body.get("currently_playing_type") or "unknown"
@@ -28,12 +45,12 @@ def parse_currently_playing(body: Mapping[str, Any], *, now: float) -> NowPlayin
     item = parse_item(raw_item) if isinstance(raw_item, Mapping) else None
     if item is not None:
         kind = item.kind
-    progress = body.get("progress_ms")
+    duration = item.duration_ms if item is not None else 0
     return NowPlaying(
         is_playing=bool(body.get("is_playing")),
         kind=kind if (item is not None or kind == Kind.AD) else None,
         item=item,
-        progress_ms=_int(progress) if _is_number(progress) else None,
+        progress_ms=bounds.progress_ms(body.get("progress_ms"), duration),
         # Spotify's `timestamp` is when playback last changed state, not when `progress_ms` was
         # measured; progress is as of the answer, so the answer's time is the reference.
         timestamp=now,
@@ -41,56 +58,60 @@ def parse_currently_playing(body: Mapping[str, Any], *, now: float) -> NowPlayin
 
 
 def parse_item(raw: Mapping[str, Any]) -> Item:
-    """A TrackObject or EpisodeObject as an :class:`Item`."""
+    """A TrackObject or EpisodeObject as an :class:`Item`, every field bounded."""
     if raw.get("type") == "episode" or "show" in raw:
         show = _mapping(raw.get("show"))
-        show_name = str(show.get("name") or "")
+        show_name = bounds.text(show.get("name"))
         return Item(
             kind=Kind.EPISODE,
-            title=str(raw.get("name") or ""),
+            title=bounds.text(raw.get("name")),
             artists=(show_name,) if show_name else (),
             album=show_name or None,
             image_url=_widest(raw.get("images")) or _widest(show.get("images")),
             url=spotify_url(raw.get("external_urls")),
-            duration_ms=_int(raw.get("duration_ms")),
-            id=_opt_str(raw.get("id")),
-            uri=_opt_str(raw.get("uri")),
+            duration_ms=bounds.duration_ms(raw.get("duration_ms")),
+            id=bounds.identifier(raw.get("id")),
+            uri=bounds.identifier(raw.get("uri")),
             explicit=bool(raw.get("explicit")),
         )
     album = _mapping(raw.get("album"))
     artists = raw.get("artists")
     names = (
-        tuple(str(a["name"]) for a in artists if isinstance(a, Mapping) and a.get("name"))
+        bounds.names(a.get("name") for a in artists if isinstance(a, Mapping))
         if isinstance(artists, list)
         else ()
     )
     return Item(
         kind=Kind.TRACK,
-        title=str(raw.get("name") or ""),
+        title=bounds.text(raw.get("name")),
         artists=names,
-        album=_opt_str(album.get("name")),
+        album=bounds.optional_text(album.get("name")),
         image_url=_widest(album.get("images")),
         url=spotify_url(raw.get("external_urls")),
-        duration_ms=_int(raw.get("duration_ms")),
-        id=_opt_str(raw.get("id")),
-        uri=_opt_str(raw.get("uri")),
+        duration_ms=bounds.duration_ms(raw.get("duration_ms")),
+        id=bounds.identifier(raw.get("id")),
+        uri=bounds.identifier(raw.get("uri")),
         explicit=bool(raw.get("explicit")),
         is_local=bool(raw.get("is_local")),
     )
 
 
+@_bounded
 def parse_profile(body: Mapping[str, Any], response: httpx.Response | None = None) -> Profile:
     """The ``/me`` payload: who granted the token."""
     uid = body.get("id")
     if not isinstance(uid, str) or not uid:
         raise BadResponse("profile without id", response=response)
+    if bounds.identifier(uid) is None:
+        raise BadResponse("profile id too long", response=response)
     return Profile(
         id=uid,
-        display_name=str(body.get("display_name") or uid),
+        display_name=bounds.text(body.get("display_name")) or uid,
         url=spotify_url(body.get("external_urls")),
     )
 
 
+@_bounded
 def parse_recently_played(body: Mapping[str, Any]) -> list[PlayedItem]:
     """Items of a recently-played page, newest first as Spotify sends them."""
     items = body.get("items")
@@ -114,10 +135,10 @@ def _widest(images: object) -> str | None:
         return None
     best: tuple[int, str] | None = None
     for img in images:
-        if isinstance(img, Mapping) and isinstance(img.get("url"), str):
+        if isinstance(img, Mapping) and (url := bounds.url(img.get("url"))) is not None:
             width = _int(img.get("width"))
             if best is None or width > best[0]:
-                best = (width, img["url"])
+                best = (width, url)
     return best[1] if best else None
 
 
@@ -126,22 +147,10 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 
 def spotify_url(external_urls: object) -> str | None:
+    """``external_urls.spotify``, when it is an http(s) URL within bounds."""
     if isinstance(external_urls, Mapping):
-        url = external_urls.get("spotify")
-        if isinstance(url, str) and url:
-            return url
+        return bounds.url(external_urls.get("spotify"))
     return None
-
-
-def _opt_str(value: object) -> str | None:
-    return str(value) if value is not None else None
-
-
-def _is_number(value: object) -> bool:
-    """A JSON number that is an integer or a finite float (Python's json reads NaN, Infinity)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value)
 
 
 def _int(value: object) -> int:
@@ -210,15 +219,10 @@ def raise_for_common(response: httpx.Response) -> None:
 
 
 def retry_after(response: httpx.Response) -> float:
-    """Retry-After in seconds: 1 when missing or unreadable, at most :data:`MAX_RETRY_AFTER`."""
-    raw = response.headers.get("Retry-After", "")
-    try:
-        seconds = float(raw)
-    except ValueError:
-        return 1.0
-    if math.isnan(seconds):
-        return 1.0
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+    """Retry-After in seconds (delta-seconds, or an HTTP-date against the answer's ``Date``):
+    1 when missing or unreadable, at most :data:`~nowplaying.sources.bounds.MAX_RETRY_AFTER`."""
+    headers = response.headers
+    return bounds.retry_after(headers.get("Retry-After"), date=headers.get("Date"))
 
 
 def quota_refusal(response: httpx.Response) -> bool:
