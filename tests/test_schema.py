@@ -15,7 +15,7 @@ from nowplaying.web.errors import (
     MustReconnect,
     NotConnected,
     NotFound,
-    Unavailable,
+    ServiceUnavailable,
     json_response,
     raw_headers,
 )
@@ -113,11 +113,11 @@ def test_the_document_is_generated_from_the_models() -> None:
         (NotConnected(), 401, "not_connected"),
         (MustReconnect(), 401, "reconnect_required"),
         (NotFound(), 404, "not_found"),
-        (Unavailable("later", retry_after=0.2), 503, "unavailable"),
+        (ServiceUnavailable("later", retry_after=0.2), 503, "unavailable"),
     ],
 )
 def test_each_refusal_has_its_status_and_slug(
-    refusal: NotConnected | MustReconnect | NotFound | Unavailable, status: int, slug: str
+    refusal: NotConnected | MustReconnect | NotFound | ServiceUnavailable, status: int, slug: str
 ) -> None:
     response = refusal.response({"Cache-Control": "no-store"})
     assert response.status_code == status
@@ -145,13 +145,13 @@ def test_a_json_body_has_the_headers_starlette_would_give_it(
 
 def test_unavailable_says_when_to_come_back() -> None:
     """Retry-After is whole seconds, at least one; the message is kept."""
-    response = Unavailable("Spotify is not answering.", retry_after=0.2).response({})
+    response = ServiceUnavailable("Spotify is not answering.", retry_after=0.2).response({})
     assert response.headers["retry-after"] == "1"
     assert json.loads(bytes(response.body)) == {
         "error": "unavailable",
         "message": "Spotify is not answering.",
     }
-    assert Unavailable(retry_after=7.6).response({}).headers["retry-after"] == "8"
+    assert ServiceUnavailable(retry_after=7.6).response({}).headers["retry-after"] == "8"
 
 
 def test_a_view_is_handed_out_again_for_a_moment_and_says_when_it_holds() -> None:

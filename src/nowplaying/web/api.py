@@ -21,7 +21,7 @@ from nowplaying.web.errors import (
     PRIVATE_RAW,
     MustReconnect,
     NotConnected,
-    Unavailable,
+    ServiceUnavailable,
     json_response,
 )
 from nowplaying.web.state import Services, services
@@ -46,7 +46,7 @@ def snapshot_response(snap: Snapshot | None, now: float, fallback_retry: float) 
         if view.error is ErrorCode.RECONNECT_REQUIRED:
             raise MustReconnect
         retry = snap.retry_after if snap and snap.retry_after else fallback_retry
-        raise Unavailable("Spotify is not answering; try again shortly.", retry_after=retry)
+        raise ServiceUnavailable("Spotify is not answering; try again shortly.", retry_after=retry)
     return json_response(view, headers=PRIVATE_RAW)
 
 

@@ -16,7 +16,7 @@ states as data instead, and the SVG card is always an image: those are answers, 
      ├── BodyTooLarge         413 body_too_large
      ├── HeadersTooLarge      431 headers_too_large
      ├── TooManyRequests      429 too_many_requests, Retry-After
-     ├── Unavailable          503 unavailable, Retry-After
+     ├── ServiceUnavailable   503 unavailable, Retry-After
      └── Busy                 503 busy, Retry-After (no file descriptor left for a stream)
 
 The ASGI middleware that refuses before any route runs (limits, trusted hosts) answers with
@@ -110,7 +110,7 @@ class TooManyRequests(_ComeBackLater):
     rounding = math.ceil
 
 
-class Unavailable(_ComeBackLater):
+class ServiceUnavailable(_ComeBackLater):
     status, code = 503, ErrorCode.UNAVAILABLE
 
 

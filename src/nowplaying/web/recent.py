@@ -24,7 +24,7 @@ from nowplaying.cards.recent import render_recent
 from nowplaying.schema import Error, ErrorCode, Playing, Recent, error, last_played
 from nowplaying.sources.base import ReconnectRequired, SourceError
 from nowplaying.store import Account, AccountStatus, StoreError
-from nowplaying.web.errors import NotFound, Refusal, Unavailable, json_response
+from nowplaying.web.errors import NotFound, Refusal, ServiceUnavailable, json_response
 from nowplaying.web.public import (
     CORS,
     EDGE_CACHE,
@@ -111,7 +111,9 @@ async def as_json(request: Request) -> Response:
     recent = await _recent(svc, request.path_params["public_id"], options.limit)
     if isinstance(recent, Error):
         if recent.error is ErrorCode.UNAVAILABLE:
-            raise Unavailable("Spotify is unavailable.", retry_after=svc.runtime.hub.poll_seconds)
+            raise ServiceUnavailable(
+                "Spotify is unavailable.", retry_after=svc.runtime.hub.poll_seconds
+            )
         if recent.error is not ErrorCode.RECONNECT_REQUIRED:
             raise NotFound(recent.message, headers=CORS)
         return json_response(recent, headers={**CORS, **NO_CACHE})
