@@ -23,6 +23,16 @@ class AccountStatus(StrEnum):
     RECONNECT_REQUIRED = "reconnect_required"
 
 
+class SourceKind(StrEnum):
+    """Where a widget learns what plays: the one spelling of a source's name (the store keeps
+    it, the public JSON's ``source`` says it)."""
+
+    SPOTIFY = "spotify"
+    LASTFM = "lastfm"
+    LISTENBRAINZ = "listenbrainz"
+    PUSH = "push"
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     """An access token with its expiry, and the refresh token that goes with it (if any)."""

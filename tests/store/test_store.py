@@ -16,7 +16,7 @@ import pytest
 from harness.services import POSTGRES_URL, postgres_schema
 
 from nowplaying.crypto import TokenCipher
-from nowplaying.models import QUOTA_EXCEEDED
+from nowplaying.models import QUOTA_EXCEEDED, SourceKind
 from nowplaying.store import (
     Account,
     AccountStatus,
@@ -24,14 +24,17 @@ from nowplaying.store import (
     Pause,
     PostgresStore,
     Session,
+    SourceLink,
     SQLiteStore,
     Store,
     StoreError,
+    links,
     open_store,
     sql,
 )
 from nowplaying.store import sqlite as sqlite_module
-from nowplaying.store.sql import POSTGRES, SEALED_TOKENS, SQLITE
+from nowplaying.store.links import SEALED_SECRETS
+from nowplaying.store.sql import POSTGRES, SQLITE
 
 KEY = "store-test-key-" * 3
 OLD_KEY = "old-store-key-" * 3
@@ -63,6 +66,10 @@ def account(aid: str = "alice", token: str = "refresh-1", **kw: object) -> Accou
         consented_at=1000.0,
         **kw,  # type: ignore[arg-type]
     )
+
+
+def lastfm(aid: str = "alice", secret: str = "lastfm-session-1") -> SourceLink:
+    return SourceLink(aid, SourceKind.LASTFM, "alice_fm", secret, connected_at=2000.0)
 
 
 pytestmark = pytest.mark.anyio
@@ -193,7 +200,7 @@ async def test_refresh_token_is_ciphertext_on_disk(tmp_path: Path) -> None:
     )
     assert b"super-secret-refresh" not in raw
     with sqlite3.connect(path) as db:
-        (sealed,) = db.execute("SELECT refresh_token FROM accounts").fetchone()
+        (sealed,) = db.execute("SELECT secret FROM sources").fetchone()
     assert sealed.startswith("v1:")
 
 
@@ -402,7 +409,7 @@ class Rotating:
 
     async def _fetch(self, sql: str, *args: object) -> list[Any]:
         found = await super()._fetch(sql, *args)  # type: ignore[misc]
-        if sql == SEALED_TOKENS:
+        if sql == SEALED_SECRETS:
             await self.set_refresh_token("alice", "rotated-meanwhile")  # type: ignore[attr-defined]
         return cast("list[Any]", found)
 
@@ -470,6 +477,13 @@ CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "get_pause": lambda s: s.get_pause(),
     "set_pause": lambda s: s.set_pause(Pause(until=5.0)),
     "reseal_all": lambda s: s.reseal_all(),
+    "put_source": lambda s: s.put_source(lastfm()),
+    "get_source": lambda s: s.get_source("alice", SourceKind.SPOTIFY),
+    "list_sources": lambda s: s.list_sources("alice"),
+    "delete_source": lambda s: s.delete_source("alice", SourceKind.SPOTIFY),
+    "set_push_token": lambda s: s.set_push_token("alice", "push-2"),
+    "get_push_token": lambda s: s.get_push_token("alice"),
+    "account_of_push_token": lambda s: s.account_of_push_token("push-1"),
 }
 READS = {
     "get_account",
@@ -478,6 +492,10 @@ READS = {
     "list_accounts",
     "get_session",
     "get_pause",
+    "get_source",
+    "list_sources",
+    "get_push_token",
+    "account_of_push_token",
 }
 #: Every public method of the Store protocol (open and close, the life cycle, are tested apart).
 #: The failure contract is parametrized over this list, not over CALLS, so a method added to the
@@ -502,6 +520,7 @@ async def fill(store: Store) -> None:
     await store.put_session(Session("s1", "alice", 1.0, 1.0))
     await store.put_login(LoginState("st", "v", "b", 1.0))
     await store.set_pause(Pause(until=1.0))
+    await store.set_push_token("alice", "push-1")
 
 
 async def _drop_postgres_schema(store: Store) -> None:
@@ -519,6 +538,7 @@ async def _drop_sqlite_tables(store: Store) -> None:
         db.executescript(
             "PRAGMA foreign_keys = OFF;"
             " DROP TABLE sessions; DROP TABLE logins; DROP TABLE accounts; DROP TABLE app_state;"
+            " DROP TABLE sources; DROP TABLE push_tokens;"
         )
     db.close()
 
@@ -730,9 +750,121 @@ def test_reconnect_reason_names_the_cause() -> None:
 def test_one_query_is_rendered_for_each_dialect() -> None:
     """A query is written once with ``?``; PostgreSQL gets ``$1, $2, ...`` in order, SQLite the
     text itself, and no query of the module carries a dialect's own placeholder."""
-    assert POSTGRES.query(sql.RESEAL) == (
-        "UPDATE accounts SET refresh_token = $1 WHERE id = $2 AND refresh_token = $3"
+    assert POSTGRES.query(links.RESEAL) == (
+        "UPDATE sources SET secret = $1 WHERE account_id = $2 AND kind = $3 AND secret = $4"
     )
-    assert SQLITE.query(sql.RESEAL) == sql.RESEAL
-    queries = [v for k, v in vars(sql).items() if k.isupper() and isinstance(v, str)]
+    assert SQLITE.query(links.RESEAL) == links.RESEAL
+    queries = [
+        v
+        for module in (sql, links)
+        for k, v in vars(module).items()
+        if k.isupper() and isinstance(v, str)
+    ]
     assert len(queries) > 20 and not any("$" in q for q in queries)
+
+
+# -- sources and push tokens ---------------------------------------------------------------------
+
+
+async def test_an_account_is_a_widget_with_its_spotify_source(store: Store) -> None:
+    """Writing an account links its Spotify grant as the widget's first source."""
+    await store.put_account(account())
+    (spotify,) = await store.list_sources("alice")
+    assert (spotify.kind, spotify.user_name, spotify.secret) == (SourceKind.SPOTIFY, "alice", "")
+    opened = await store.get_source("alice", SourceKind.SPOTIFY)
+    assert opened is not None and opened.secret == "refresh-1"
+    await store.set_status("alice", AccountStatus.RECONNECT_REQUIRED)
+    got = await store.get_source("alice", SourceKind.SPOTIFY)
+    assert got is not None and got.status is AccountStatus.RECONNECT_REQUIRED
+
+
+async def test_sources_round_trip_and_leave(store: Store) -> None:
+    """A second source is linked, read (sealed in the list, opened alone), replaced, removed."""
+    await store.put_account(account())
+    await store.put_source(lastfm())
+    assert [s.kind for s in await store.list_sources("alice")] == ["lastfm", "spotify"]
+    assert await store.get_source("alice", SourceKind.LASTFM) == lastfm()
+    await store.put_source(lastfm(secret="lastfm-session-2"))
+    assert await store.get_source("alice", SourceKind.LASTFM) == lastfm(secret="lastfm-session-2")
+    await store.delete_source("alice", SourceKind.LASTFM)
+    assert await store.get_source("alice", SourceKind.LASTFM) is None
+    assert await store.get_account("alice") == account()
+
+
+async def test_push_token_is_found_by_itself_and_rotates(store: Store) -> None:
+    """A push token names its widget; a new one replaces it and the old one names nobody."""
+    await store.put_account(account())
+    assert await store.get_push_token("alice") is None
+    await store.set_push_token("alice", "push-1")
+    assert await store.account_of_push_token("push-1") == "alice"
+    assert await store.get_push_token("alice") == "push-1"
+    await store.set_push_token("alice", "push-2")
+    assert await store.account_of_push_token("push-1") is None
+    assert await store.account_of_push_token("push-2") == "alice"
+
+
+async def test_deleting_a_widget_removes_its_sources_and_push_token(store: Store) -> None:
+    await store.put_account(account())
+    await store.put_source(lastfm())
+    await store.set_push_token("alice", "push-1")
+    await store.delete_account("alice")
+    assert await store.list_sources("alice") == []
+    assert await store.account_of_push_token("push-1") is None
+
+
+async def test_source_secrets_and_push_tokens_are_ciphertext_on_disk(tmp_path: Path) -> None:
+    """No secret of any source, nor the push token, is in the file in the clear."""
+    path = tmp_path / "np.sqlite3"
+    s = SQLiteStore(path, cipher=TokenCipher(KEY))
+    await s.open()
+    await s.put_account(account())
+    await s.put_source(lastfm(secret="lastfm-session-secret"))
+    await s.set_push_token("alice", "push-token-secret")
+    await s.close()
+    raw = path.read_bytes() + (
+        Path(f"{path}-wal").read_bytes() if Path(f"{path}-wal").exists() else b""
+    )
+    assert b"lastfm-session-secret" not in raw and b"push-token-secret" not in raw
+
+
+async def test_reseal_moves_every_secret_and_an_unknown_key_locks_them(reopen: Reopen) -> None:
+    """Key rotation re-seals sources and push tokens too; without any known key they read as
+    key_missing (and no push token), never raise."""
+    s = await reopen(TokenCipher(OLD_KEY))
+    await s.put_account(account())
+    await s.put_source(lastfm())
+    await s.set_push_token("alice", "push-1")
+    s = await reopen(TokenCipher(KEY, [OLD_KEY]))
+    assert await s.reseal_all() == 3
+    s = await reopen(TokenCipher(KEY))
+    assert await s.get_source("alice", SourceKind.LASTFM) == lastfm()
+    assert await s.get_push_token("alice") == "push-1"
+    s = await reopen(TokenCipher("unrelated-key-" * 3))
+    locked = await s.get_source("alice", SourceKind.LASTFM)
+    assert locked is not None and locked.key_missing and locked.secret == ""
+    assert locked.status is AccountStatus.RECONNECT_REQUIRED
+    assert await s.get_push_token("alice") is None
+    assert await s.account_of_push_token("push-1") == "alice"
+
+
+async def test_a_failed_account_write_leaves_no_widget_without_its_source(tmp_path: Path) -> None:
+    """The widget and its Spotify source are written in one transaction: when the source's
+    write fails, the widget's is undone too."""
+    path = tmp_path / "np.sqlite3"
+    s = SQLiteStore(path, cipher=TokenCipher(KEY))
+    await s.open()
+    try:
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON sources"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        db.close()
+        with pytest.raises(StoreError, match="refused"):
+            await s.put_account(account("bob", token="refresh-bob"))
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM accounts").fetchone() == (0,)
+        db.close()
+        assert await s.get_account("bob") is None
+    finally:
+        await s.close()

@@ -21,6 +21,7 @@ from harness.db_0_1_0 import (
 from harness.services import POSTGRES_URL, postgres_schema
 
 from nowplaying.crypto import TokenCipher
+from nowplaying.models import SourceKind
 from nowplaying.store import Pause, PostgresStore, SQLiteStore, Store, StoreError, postgres, sqlite
 from nowplaying.store.sql import POSTGRES, SQLITE, Dialect
 from tests.conftest import SECRET_KEY
@@ -177,3 +178,90 @@ async def test_postgres_newer_schema_is_refused_unchanged() -> None:
         assert await versions(schema) == [newer]
         with pytest.raises(StoreError, match="not open"):
             await store.get_account("alice")
+
+
+# -- from the schema before widgets had sources (version 2) --------------------------------------
+
+BEFORE_SOURCES = 2  # migrations applied by the release before sources
+
+
+def assert_widgets_of(accounts: list[tuple[object, ...]], found: list[tuple[object, ...]]) -> None:
+    """Each account is a widget whose one source is Spotify: the ciphertext moved verbatim."""
+    expected = sorted((a[0], "spotify", a[0], a[2], a[5], a[4]) for a in accounts)
+    assert sorted(tuple(r) for r in found) == expected
+
+
+async def assert_sources_intact(store: Store) -> None:
+    assert await store.list_accounts() == list(ACCOUNTS)
+    for a in ACCOUNTS:
+        assert [s.kind for s in await store.list_sources(a.id)] == [SourceKind.SPOTIFY]
+    assert await store.get_pause() == Pause(until=2e9, reason="QUOTA_EXCEEDED")
+    for session in SESSIONS:
+        assert await store.get_session(session.key) == session
+
+
+async def test_sqlite_before_sources_upgrades_to_widgets(tmp_path: Path) -> None:
+    """A database at today's schema (version 2, with a pause) opens with every account a widget
+    with one Spotify source, every secret, session and the pause intact."""
+    path = tmp_path / "np.sqlite3"
+    accounts, sessions, _ = rows()
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "BEGIN;"
+            + ";".join(SQLITE.migrations[:BEFORE_SOURCES])
+            + f"; PRAGMA user_version = {BEFORE_SOURCES}; COMMIT;"
+        )
+        db.executemany("INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", accounts)
+        db.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?)", sessions)
+        db.execute(
+            "INSERT INTO app_state VALUES ('pause', ?)",
+            ('{"until": 2e9, "reason": "QUOTA_EXCEEDED"}',),
+        )
+    db.close()
+    store = SQLiteStore(path, cipher=TokenCipher(SECRET_KEY))
+    await store.open()
+    try:
+        await assert_sources_intact(store)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert_widgets_of(accounts, db.execute("SELECT * FROM sources").fetchall())
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(sqlite.MIGRATIONS)
+    db.close()
+
+
+async def test_postgres_before_sources_upgrades_to_widgets() -> None:
+    """The same on PostgreSQL: version 2 becomes widgets with their Spotify sources."""
+    async for schema in postgres_schema():
+        accounts, sessions, _ = rows()
+        conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+        try:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            for number, script in enumerate(POSTGRES.migrations[:BEFORE_SOURCES], start=1):
+                await conn.execute(script)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+            await conn.executemany(
+                "INSERT INTO accounts VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", accounts
+            )
+            await conn.executemany("INSERT INTO sessions VALUES ($1, $2, $3, $4)", sessions)
+            await conn.execute(
+                "INSERT INTO app_state VALUES ('pause', $1)",
+                '{"until": 2e9, "reason": "QUOTA_EXCEEDED"}',
+            )
+        finally:
+            await conn.close()
+        store = PostgresStore(POSTGRES_URL, cipher=TokenCipher(SECRET_KEY), schema=schema)
+        await store.open()
+        try:
+            await assert_sources_intact(store)
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": schema})
+        try:
+            assert_widgets_of(accounts, await conn.fetch("SELECT * FROM sources"))
+        finally:
+            await conn.close()
+        assert sorted(await versions(schema)) == list(range(1, len(postgres.MIGRATIONS) + 1))

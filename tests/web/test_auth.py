@@ -99,7 +99,7 @@ async def test_refresh_token_is_encrypted_at_rest(connected: Env) -> None:
     path = connected.services.runtime.settings.sqlite_path
     assert path is not None
     with sqlite3.connect(path) as db:
-        (stored,) = db.execute("SELECT refresh_token FROM accounts").fetchone()
+        (stored,) = db.execute("SELECT secret FROM sources").fetchone()
     assert stored != account.refresh_token
     assert account.refresh_token not in stored
 

@@ -359,13 +359,16 @@ def _mmss(ms: int) -> str:
 
 
 async def maintenance(settings: Settings, *, reseal: bool, out: TextIO) -> int:
-    """``migrate`` (open the store, which migrates) and ``rotate-key`` (re-seal every token)."""
+    """``migrate`` (open the store, which migrates) and ``rotate-key`` (re-seal every secret)."""
     store = open_store(settings.nowplaying_database_url, cipher=make_cipher(settings))
     await store.open()
     try:
         if reseal:
             count = await store.reseal_all()
-            out.write(f"re-encrypted {count} refresh token(s) with the current key\n")
+            out.write(
+                f"re-encrypted {count} secret(s) (refresh tokens, source keys, push tokens)"
+                " with the current key\n"
+            )
         else:
             out.write("database schema is up to date\n")
     finally:

@@ -1,4 +1,5 @@
-"""Persistence: accounts (with their sealed refresh tokens), sessions and pending logins."""
+"""Persistence: widgets (accounts) with their linked sources and push tokens, every secret
+sealed; sessions and pending logins."""
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import AccountStatus
@@ -7,6 +8,7 @@ from nowplaying.store.base import (
     LoginState,
     Pause,
     Session,
+    SourceLink,
     Store,
     StoreError,
 )
@@ -21,6 +23,7 @@ __all__ = [
     "PostgresStore",
     "SQLiteStore",
     "Session",
+    "SourceLink",
     "Store",
     "StoreError",
     "open_store",

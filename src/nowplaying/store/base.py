@@ -1,5 +1,10 @@
 """The storage interface every backend implements, and the values it stores.
 
+An account is a widget (its public link, its options) with the sources linked to it: its Spotify
+grant (read as :class:`Account`, as before widgets had other sources), a Last.fm session, a
+ListenBrainz token (each a :class:`SourceLink`), and the token players push with. Every secret is
+sealed with the one cipher, so key rotation re-seals them all.
+
 Refresh tokens are plaintext in :class:`Account` and sealed by the backend on the way to disk;
 nothing above the store handles ciphertext. Only :meth:`Store.get_account` and
 :meth:`Store.list_accounts` decrypt: the read paths that never present the token
@@ -13,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from nowplaying.models import QUOTA_EXCEEDED, RATE_LIMIT, AccountStatus
+from nowplaying.models import QUOTA_EXCEEDED, RATE_LIMIT, AccountStatus, SourceKind
 
 
 class StoreError(Exception):
@@ -22,7 +27,8 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A connected Spotify account. ``id`` is the Spotify user id."""
+    """A widget and its Spotify source. ``id`` is the Spotify user id (the widget's id);
+    ``refresh_token`` and ``status`` are its Spotify grant's."""
 
     id: str
     display_name: str
@@ -46,6 +52,22 @@ class Account:
         if self.status is AccountStatus.RECONNECT_REQUIRED:
             return "revoked"
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLink:
+    """A source linked to a widget: which upstream, the user there, and the sealed secret that
+    reads it (Spotify's refresh token, Last.fm's session key, a ListenBrainz user token)."""
+
+    account_id: str
+    kind: SourceKind
+    user_name: str
+    secret: str = field(repr=False)
+    connected_at: float
+    status: AccountStatus = AccountStatus.ACTIVE
+    key_missing: bool = False
+    """Sealed with a key that is not configured (as :attr:`Account.key_missing`); ``secret``
+    is then empty and ``status`` RECONNECT_REQUIRED."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +183,35 @@ class Store(Protocol):
         """Store the app-wide pause (replacing the one stored), so a restart honours it."""
         ...
 
+    async def put_source(self, link: SourceLink) -> None:
+        """Link a source to a widget that exists, or replace the one of its kind."""
+        ...
+
+    async def get_source(self, account_id: str, kind: SourceKind) -> SourceLink | None:
+        """The widget's source of ``kind`` with its secret opened."""
+        ...
+
+    async def list_sources(self, account_id: str) -> list[SourceLink]:
+        """The widget's sources (by kind), secrets left sealed (``secret`` empty)."""
+        ...
+
+    async def delete_source(self, account_id: str, kind: SourceKind) -> None: ...
+
+    async def set_push_token(self, account_id: str, token: str) -> None:
+        """Give the widget ``token`` for players to push with (replacing the one it had)."""
+        ...
+
+    async def get_push_token(self, account_id: str) -> str | None:
+        """The widget's push token, opened (None when it has none, or no key opens it)."""
+        ...
+
+    async def account_of_push_token(self, token: str) -> str | None:
+        """The widget a push token belongs to, found by its fingerprint, nothing decrypted."""
+        ...
+
     async def reseal_all(self) -> int:
-        """Re-encrypt refresh tokens not sealed with the current key; returns how many.
+        """Re-encrypt every secret (sources' and push tokens) not sealed with the current key;
+        returns how many.
 
         Rows that no configured key opens are skipped (``list_accounts`` shows them as
         ``key_missing``); a token rotated meanwhile is never replaced by the one read."""

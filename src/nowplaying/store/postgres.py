@@ -8,14 +8,15 @@ statement); a schema newer than this code is refused, unchanged.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.store.base import StoreError, newer_schema_message
-from nowplaying.store.sql import POSTGRES, DriverErrors, Row, SQLStore
+from nowplaying.store.links import Row, Step
+from nowplaying.store.sql import POSTGRES, DriverErrors, SQLStore
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_331_001  # pg_advisory_lock key for schema migrations
@@ -87,6 +88,14 @@ class PostgresStore(SQLStore):
             return _rowcount(str(await conn.execute(self.dialect.query(sql), *args)))
 
         return await self._run(go)
+
+    async def _execute_all(self, steps: Sequence[Step]) -> None:
+        async def go(conn: Any) -> None:
+            async with conn.transaction():
+                for sql, args in steps:
+                    await conn.execute(self.dialect.query(sql), *args)
+
+        await self._run(go)
 
     async def _fetchone(self, sql: str, *args: object) -> Row | None:
         async def go(conn: Any) -> Row | None:

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from nowplaying.crypto import CryptoError, TokenCipher
-from nowplaying.models import AccountStatus
+from nowplaying.models import AccountStatus, SourceKind
 from nowplaying.store.base import (
     Account,
     LoginState,
@@ -27,8 +27,15 @@ from nowplaying.store.base import (
     pause_from_json,
     pause_to_json,
 )
-
-Row = Sequence[Any]
+from nowplaying.store.links import (
+    PUT_SOURCE,
+    SET_SECRET,
+    SET_SOURCE_STATUS,
+    LinkedSources,
+    Row,
+    Step,
+    open_secret,
+)
 
 #: Schema versions, in order; a backend records how many are applied (SQLite's
 #: ``PRAGMA user_version``, PostgreSQL's ``schema_migrations`` table) and applies the rest on
@@ -67,6 +74,29 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE app_state (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    );
+    """,
+    # 3: an account is a widget with sources. Its Spotify grant moves, sealed as it was (the
+    # cipher's context is still the account id), into ``sources`` as the widget's first source;
+    # push tokens are kept sealed beside a fingerprint to find them by.
+    """
+    CREATE TABLE sources (
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        status TEXT NOT NULL,
+        connected_at {real} NOT NULL,
+        PRIMARY KEY (account_id, kind)
+    );
+    INSERT INTO sources (account_id, kind, user_name, secret, status, connected_at)
+        SELECT id, 'spotify', id, refresh_token, status, consented_at FROM accounts;
+    ALTER TABLE accounts DROP COLUMN refresh_token;
+    ALTER TABLE accounts DROP COLUMN status;
+    CREATE TABLE push_tokens (
+        account_id TEXT PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        fingerprint TEXT NOT NULL UNIQUE,
+        secret TEXT NOT NULL
     );
     """,
 )
@@ -137,28 +167,24 @@ class DriverErrors:
 # -- the queries ---------------------------------------------------------------------------------
 
 _ACCOUNT = (
-    "SELECT id, display_name, refresh_token, scopes, consented_at, status, public_id,"
-    " show_last_played FROM accounts"
+    "SELECT a.id, a.display_name, s.secret, a.scopes, a.consented_at, s.status, a.public_id,"
+    " a.show_last_played FROM accounts a"
+    " JOIN sources s ON s.account_id = a.id AND s.kind = 'spotify'"
 )
-ACCOUNT_BY_ID = f"{_ACCOUNT} WHERE id = ?"
-ACCOUNT_BY_PUBLIC_ID = f"{_ACCOUNT} WHERE public_id = ?"
-ALL_ACCOUNTS = f"{_ACCOUNT} ORDER BY id"
-PUT_ACCOUNT = """INSERT INTO accounts (id, display_name, refresh_token, scopes, consented_at,
-        status, public_id, show_last_played)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ACCOUNT_BY_ID = f"{_ACCOUNT} WHERE a.id = ?"
+ACCOUNT_BY_PUBLIC_ID = f"{_ACCOUNT} WHERE a.public_id = ?"
+ALL_ACCOUNTS = f"{_ACCOUNT} ORDER BY a.id"
+PUT_WIDGET = """INSERT INTO accounts (id, display_name, scopes, consented_at, public_id,
+        show_last_played)
+    VALUES (?, ?, ?, ?, ?, ?)
     ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name,
-        refresh_token = excluded.refresh_token, scopes = excluded.scopes,
-        consented_at = excluded.consented_at, status = excluded.status,
+        scopes = excluded.scopes, consented_at = excluded.consented_at,
         public_id = excluded.public_id, show_last_played = excluded.show_last_played"""
-UPDATE_ACCOUNT_KEEPING_TOKEN = """UPDATE accounts SET display_name = ?, scopes = ?,
+UPDATE_WIDGET = """UPDATE accounts SET display_name = ?, scopes = ?,
         consented_at = ?, public_id = ?, show_last_played = ? WHERE id = ?"""
-SET_REFRESH_TOKEN = "UPDATE accounts SET refresh_token = ? WHERE id = ?"
-SET_STATUS = "UPDATE accounts SET status = ? WHERE id = ?"
 SET_PUBLIC_ID = "UPDATE accounts SET public_id = ? WHERE id = ?"
 SET_SHOW_LAST_PLAYED = "UPDATE accounts SET show_last_played = ? WHERE id = ?"
 DELETE_ACCOUNT = "DELETE FROM accounts WHERE id = ?"
-SEALED_TOKENS = "SELECT id, refresh_token FROM accounts"
-RESEAL = "UPDATE accounts SET refresh_token = ? WHERE id = ? AND refresh_token = ?"
 
 PUT_SESSION = """INSERT INTO sessions (key, account_id, created_at, last_seen) VALUES (?, ?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET account_id = excluded.account_id,
@@ -196,12 +222,8 @@ def account_from_row(row: Row, cipher: TokenCipher, *, unseal: bool) -> Account:
         "public_id": str(public_id) if public_id is not None else None,
         "show_last_played": bool(last_played),
     }
-    token = ""
     try:
-        if not cipher.knows(str(sealed)):
-            raise CryptoError("sealed with an unknown key")
-        if unseal:
-            token = cipher.open(str(sealed), context=str(aid))
+        token = open_secret(cipher, str(sealed), str(aid), unseal=unseal)
     except CryptoError:
         # Sealed with a key that is not configured: readable, never usable; the row stays as it
         # is, so configuring the old key again brings the account back.
@@ -232,12 +254,13 @@ def _joined(words: frozenset[str]) -> str:
 # -- the store, over a backend's three primitives ------------------------------------------------
 
 
-class SQLStore(ABC):
+class SQLStore(LinkedSources, ABC):
     """Every :class:`~nowplaying.store.base.Store` method, written once.
 
-    A backend sets :attr:`dialect` and implements :meth:`_execute`, :meth:`_fetchone` and
-    :meth:`_fetch`, which take a query of this module (rendered with ``dialect.query``) and
-    raise :class:`~nowplaying.store.base.StoreError` for every failure of the database.
+    A backend sets :attr:`dialect` and implements :meth:`_execute`, :meth:`_fetchone`,
+    :meth:`_fetch` and :meth:`_execute_all`, which take queries of this module (rendered with
+    ``dialect.query``) and raise :class:`~nowplaying.store.base.StoreError` for every failure of
+    the database.
     """
 
     dialect: ClassVar[Dialect]
@@ -261,6 +284,10 @@ class SQLStore(ABC):
     @abstractmethod
     async def _fetch(self, sql: str, *args: object) -> list[Row]: ...
 
+    @abstractmethod
+    async def _execute_all(self, steps: Sequence[Step]) -> None:
+        """Run statements in one transaction: all of them, or none."""
+
     # -- accounts --------------------------------------------------------------------------------
 
     async def get_account(self, account_id: str) -> Account | None:
@@ -280,39 +307,31 @@ class SQLStore(ABC):
         return [account_from_row(r, self._cipher, unseal=True) for r in rows]
 
     async def put_account(self, account: Account) -> None:
-        if account.key_missing or not account.refresh_token:
-            # Its token and status are placeholders (unknown key, or read without the token):
-            # keep the stored (sealed) ones.
-            await self._execute(
-                UPDATE_ACCOUNT_KEEPING_TOKEN,
-                account.display_name,
-                _joined(account.scopes),
-                account.consented_at,
-                account.public_id,
-                account.show_last_played,
-                account.id,
-            )
-            return
-        await self._execute(
-            PUT_ACCOUNT,
-            account.id,
+        widget = (
             account.display_name,
-            self._cipher.seal(account.refresh_token, context=account.id),
             _joined(account.scopes),
             account.consented_at,
-            str(account.status),
             account.public_id,
             account.show_last_played,
         )
+        if account.key_missing or not account.refresh_token:
+            # Its token and status are placeholders (unknown key, or read without the token):
+            # keep the stored (sealed) ones.
+            await self._execute(UPDATE_WIDGET, *widget, account.id)
+            return
+        sealed = self._cipher.seal(account.refresh_token, context=account.id)
+        spotify = (account.id, SourceKind.SPOTIFY.value, account.id, sealed)
+        source = (*spotify, str(account.status), account.consented_at)
+        await self._execute_all([(PUT_WIDGET, (account.id, *widget)), (PUT_SOURCE, source)])
 
     async def set_refresh_token(self, account_id: str, refresh_token: str) -> None:
         if not refresh_token:
             raise ValueError("refusing to store an empty refresh token")
         sealed = self._cipher.seal(refresh_token, context=account_id)
-        await self._execute(SET_REFRESH_TOKEN, sealed, account_id)
+        await self._execute(SET_SECRET, sealed, account_id, SourceKind.SPOTIFY.value)
 
     async def set_status(self, account_id: str, status: AccountStatus) -> None:
-        await self._execute(SET_STATUS, str(status), account_id)
+        await self._execute(SET_SOURCE_STATUS, str(status), account_id, SourceKind.SPOTIFY.value)
 
     async def set_public_id(self, account_id: str, public_id: str | None) -> None:
         await self._execute(SET_PUBLIC_ID, public_id, account_id)
@@ -322,25 +341,6 @@ class SQLStore(ABC):
 
     async def delete_account(self, account_id: str) -> None:
         await self._execute(DELETE_ACCOUNT, account_id)
-
-    async def reseal_all(self) -> int:
-        """Re-encrypt every refresh token not sealed with the current key; how many changed.
-
-        Rows no configured key opens are left as they are (``list_accounts`` shows them as
-        ``key_missing``). Each row is replaced only if it still holds what was read, so a token
-        rotated meanwhile (by this process or another) is never overwritten with the old one.
-        """
-        changed = 0
-        for aid, sealed in await self._fetch(SEALED_TOKENS):
-            if self._cipher.is_current(str(sealed)):
-                continue
-            try:
-                plain = self._cipher.open(str(sealed), context=str(aid))
-            except CryptoError:
-                continue
-            resealed = self._cipher.seal(plain, context=str(aid))
-            changed += await self._execute(RESEAL, resealed, aid, sealed)
-        return changed
 
     # -- sessions --------------------------------------------------------------------------------
 

@@ -7,10 +7,11 @@ newer than this code is refused on open and left as it was.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,7 +19,8 @@ import aiosqlite
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.store.base import StoreError, newer_schema_message
-from nowplaying.store.sql import SQLITE, DriverErrors, Row, SQLStore
+from nowplaying.store.links import Row, Step
+from nowplaying.store.sql import SQLITE, DriverErrors, SQLStore
 
 T = TypeVar("T")
 
@@ -46,6 +48,8 @@ class SQLiteStore(SQLStore):
         self.path = str(path)
         self._busy_ms = int(busy_timeout * 1000)
         self._db: aiosqlite.Connection | None = None
+        # One connection: a transaction's statements must not interleave with another task's.
+        self._turn = asyncio.Lock()
 
     async def open(self) -> None:
         with _failing("cannot open SQLite database"):
@@ -77,8 +81,9 @@ class SQLiteStore(SQLStore):
         """Run ``fn`` on the connection; every database failure becomes :class:`StoreError`."""
         if self._db is None:
             raise StoreError("store is not open")
-        with _failing("SQLite failed"):
-            return await fn(self._db)
+        async with self._turn:
+            with _failing("SQLite failed"):
+                return await fn(self._db)
 
     async def _execute(self, sql: str, *args: object) -> int:
         async def go(db: aiosqlite.Connection) -> int:
@@ -86,6 +91,20 @@ class SQLiteStore(SQLStore):
                 return cur.rowcount
 
         return await self._run(go)
+
+    async def _execute_all(self, steps: Sequence[Step]) -> None:
+        async def go(db: aiosqlite.Connection) -> None:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in steps:
+                    await db.execute(self.dialect.query(sql), tuple(args))
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(*_ERRORS):
+                    await db.execute("ROLLBACK")
+                raise
+
+        await self._run(go)
 
     async def _fetchone(self, sql: str, *args: object) -> Row | None:
         async def go(db: aiosqlite.Connection) -> Row | None:
