@@ -31,9 +31,20 @@ from nowplaying.web.limits import Rule
 FIXTURES = Path(__file__).parent / "fixtures" / "spotify"
 
 
-def fixture_json(name: str) -> Any:
-    """A recorded Spotify payload from tests/fixtures/spotify (copied from ../shared)."""
-    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+def fixture_json(name: str, source: str = "spotify") -> Any:
+    """A recorded payload of ``source`` from harness/fixtures/<source>/ (each folder's
+    SOURCES.md says where they come from)."""
+    return json.loads((FIXTURES.parent / source / name).read_text(encoding="utf-8"))
+
+
+def shape(value: Any) -> Any:
+    """A payload's keys and value types, a list by its first item: what a simulated answer
+    must share with a recorded one."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
 
 
 class _FormParser(HTMLParser):

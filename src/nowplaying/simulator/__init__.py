@@ -1,4 +1,6 @@
-"""A simulated Spotify for tests, demo mode and benchmarks: nothing here reaches the network.
+"""Simulated upstreams for tests, demo mode and benchmarks: Spotify (:class:`Simulator`), Last.fm
+(``simulator.lastfm``) and ListenBrainz (``simulator.listenbrainz``); nothing here reaches the
+network.
 
 ::
 
