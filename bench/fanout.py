@@ -30,8 +30,7 @@ from pathlib import Path
 
 import httpx
 from harness.helpers import ONE_ADDRESS_AUDIENCE
-
-from bench.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
+from harness.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
 
 VIEWERS = 10_000
 BATCH = 500

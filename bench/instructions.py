@@ -23,9 +23,10 @@ from urllib.parse import urlsplit
 
 import httpx
 from harness.helpers import ONE_ADDRESS_AUDIENCE
+from harness.servers import ServerProcess, nowplaying_server, sign_in
 
 from bench.loadgen import read_response, request_for
-from bench.servers import ServerProcess, bare_server, nowplaying_server, sign_in
+from bench.servers import bare_server
 from bench.throughput import ENDPOINTS
 
 REQUESTS = 2000

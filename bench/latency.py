@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from harness.servers import CONTROL, nowplaying_server, sign_in
 
-from bench.servers import CONTROL, SSEClient, SSEEvent, nowplaying_server, sign_in
+from bench.servers import SSEClient, SSEEvent
 from nowplaying.simulator import default_playlist
 
 POLL_SECONDS = 5.0

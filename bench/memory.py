@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from harness.servers import nowplaying_server, sign_in
 
-from bench.servers import SSEClient, nowplaying_server, sign_in
+from bench.servers import SSEClient
 
 VIEWERS = 1000
 BATCH = 100  # connections opened at once, well under the listen backlog

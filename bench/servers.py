@@ -1,7 +1,7 @@
-"""Server processes on 127.0.0.1 for the real-time benchmarks, an HTTP sign-in, an SSE client.
+"""The servers the benchmarks compare against (bare Starlette, static nginx) and an SSE client.
 
-Each server runs in its own process (:class:`ServerProcess`), so a load generator or the bench
-itself never shares a GIL with it; it is always stopped on the way out (terminate, then kill).
+Each runs in its own process (:class:`harness.servers.ServerProcess`, where ``nowplaying serve``
+and the HTTP sign-in live too), so a load generator never shares a GIL with it.
 """
 
 from __future__ import annotations
@@ -9,128 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-from harness.helpers import consent
+from harness.live_server import free_port
+from harness.servers import ServerProcess, run
 
 ROOT = Path(__file__).resolve().parent.parent
-START_SECONDS = 20.0
-CONTROL = "/spotify-sim/_control/users/demo/player"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class ServerProcess:
-    """A running server: its URL and process; ``rss_kb()`` and ``cpu_seconds()`` read /proc."""
-
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS in /proc status")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the server has used so far."""
-        return self.cpu_of(self.proc.pid)
-
-    @staticmethod
-    def cpu_of(pid: int) -> float:
-        """User + system CPU time process ``pid`` has used so far."""
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        return ticks / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def _run(
-    cmd: list[str],
-    env: Mapping[str, str],
-    cwd: Path,
-    port: int,
-    wrapper: Sequence[str] = (),
-) -> Iterator[ServerProcess]:
-    """``cmd`` as a server process (under ``wrapper``, e.g. valgrind, whose own start is slow)."""
-    log = cwd / f"server-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*wrapper, *cmd], env={**os.environ, **env}, cwd=cwd, stdout=out, stderr=out
-        )
-    server = ServerProcess(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        _wait_ready(server, START_SECONDS * (10 if wrapper else 1))
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _wait_ready(server: ServerProcess, seconds: float = START_SECONDS) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            break
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code < 500:
-                return
-        time.sleep(0.1)
-    tail = server.log.read_text(errors="replace")[-2000:]
-    raise RuntimeError(f"server {server.url} did not start:\n{tail}")
-
-
-@contextlib.contextmanager
-def nowplaying_server(
-    poll_seconds: float = 5.0,
-    extra_env: Mapping[str, str] | None = None,
-    port: int | None = None,
-    wrapper: Sequence[str] = (),
-    args: Sequence[str] = (),
-) -> Iterator[ServerProcess]:
-    """``nowplaying serve`` in demo mode (the simulator mounted in-process), a fresh database;
-    ``extra_env`` adds or overrides settings (e.g. the log level); ``port`` is free by default;
-    ``wrapper`` is a command it runs under (valgrind); ``args`` are more options of ``serve``
-    (``--http h11``)."""
-    port = port or free_port()
-    with tempfile.TemporaryDirectory(prefix="np-bench-") as tmp:
-        env = {
-            "SPOTIFY_CLIENT_ID": "",  # demo mode, whatever the calling shell has set
-            "SPOTIFY_REDIRECT_URI": f"http://127.0.0.1:{port}/callback",
-            "NOWPLAYING_DATABASE_URL": f"sqlite:///{tmp}/nowplaying.sqlite3",
-            "NOWPLAYING_POLL_SECONDS": str(poll_seconds),
-            "NOWPLAYING_LOG_LEVEL": "WARNING",
-            **(extra_env or {}),
-        }
-        cmd = [sys.executable, "-m", "nowplaying.cli", "serve", "--host", "127.0.0.1", *args]
-        # cwd is the temporary directory, so a developer's .env cannot leave demo mode.
-        with _run([*cmd, "--port", str(port)], env, Path(tmp), port, wrapper) as server:
-            yield server
 
 
 @contextlib.contextmanager
@@ -153,7 +45,7 @@ def bare_server(
         else:
             cmd = [sys.executable, "-m", "uvicorn", "--factory", *where, "--no-access-log"]
             cmd += ["--log-level", "warning", "--no-proxy-headers", "--no-server-header"]
-        with _run([*cmd, *options, "bench.bare:create"], env, Path(tmp), port, wrapper) as srv:
+        with run([*cmd, *options, "bench.bare:create"], env, Path(tmp), port, wrapper) as srv:
             yield srv
 
 
@@ -197,52 +89,11 @@ def static_nginx(files: Mapping[str, tuple[bytes, str]]) -> Iterator[ServerProce
             )
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_STATIC.format(dir=tmp, port=port, locations="\n".join(locations)))
-        with _run([binary, "-p", tmp, "-c", str(conf)], {}, Path(tmp), port) as srv:
+        with run([binary, "-p", tmp, "-c", str(conf)], {}, Path(tmp), port) as srv:
             for path, (body, _) in files.items():
                 if httpx.get(srv.url + path).content != body:
                     raise RuntimeError(f"nginx did not serve the bytes of {path}")
             yield srv
-
-
-# -- signing in over HTTP -----------------------------------------------------------------------
-
-
-def _keep_cookies(jar: dict[str, str], response: httpx.Response) -> None:
-    for header in response.headers.get_list("set-cookie"):
-        parsed: SimpleCookie = SimpleCookie()
-        parsed.load(header)
-        for name, morsel in parsed.items():
-            jar[name] = morsel.value
-
-
-def _cookie_header(jar: Mapping[str, str]) -> str:
-    return "; ".join(f"{k}={v}" for k, v in jar.items())
-
-
-async def sign_in(base_url: str) -> str:
-    """Walk /login → consent (Agree, as "demo") → /callback; the session's ``Cookie`` header.
-
-    The cookies are ``Secure``, which httpx keeps off plain http, so they are carried by hand.
-    """
-    jar: dict[str, str] = {}
-    async with httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=10) as http:
-        login = await http.get("/login")
-        if login.status_code != 302:
-            raise RuntimeError(f"/login answered {login.status_code}")
-        _keep_cookies(jar, login)
-        async with httpx.AsyncClient(follow_redirects=False, timeout=10) as browser:
-            agreed = await consent(browser, login.headers["location"])
-        if agreed.status_code not in (302, 303):
-            raise RuntimeError(f"consent answered {agreed.status_code}")
-        back = urlsplit(agreed.headers["location"])
-        done = await http.get(f"{back.path}?{back.query}", headers={"Cookie": _cookie_header(jar)})
-        if done.status_code != 303:
-            raise RuntimeError(f"/callback answered {done.status_code}")
-        _keep_cookies(jar, done)
-    session = {k: v for k, v in jar.items() if k.endswith("np_session")}
-    if not session:
-        raise RuntimeError("no session cookie after /callback")
-    return _cookie_header(session)
 
 
 # -- a small SSE client on a raw socket ----------------------------------------------------------

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+from harness.servers import nowplaying_server, sign_in
 from PIL import Image
 
-from bench.servers import nowplaying_server, sign_in
 from bench.throughput import Trial, _trial
 from nowplaying.cards import png
 from nowplaying.cards.card import render_card

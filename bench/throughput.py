@@ -30,14 +30,9 @@ from dataclasses import dataclass, field
 
 import httpx
 from harness.helpers import ONE_ADDRESS_AUDIENCE
+from harness.servers import ServerProcess, nowplaying_server, sign_in
 
-from bench.servers import (
-    ServerProcess,
-    bare_server,
-    nowplaying_server,
-    sign_in,
-    static_nginx,
-)
+from bench.servers import bare_server, static_nginx
 
 ROUNDS = 3
 SECONDS = 3.0

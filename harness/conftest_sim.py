@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
 
+from harness.helpers import fixture_json
+from harness.live_server import free_port
 from nowplaying.clock import FakeClock, SystemClock
 from nowplaying.simulator import Simulator
 from nowplaying.simulator.catalog import Item
@@ -32,7 +31,6 @@ CLIENT_SECRET = "csecret"
 REDIRECT = "http://127.0.0.1:8000/callback"
 SCOPES = "user-read-currently-playing user-read-recently-played"
 BASE = "http://sim.test"
-RECORDED = Path(__file__).parent / "fixtures" / "spotify"
 
 
 @pytest.fixture
@@ -87,8 +85,8 @@ class SimEnv:
 
     @staticmethod
     def recorded(name: str) -> dict[str, Any]:
-        """A recorded real Spotify payload from ``tests/fixtures/spotify``."""
-        data: dict[str, Any] = json.loads((RECORDED / name).read_text(encoding="utf-8"))
+        """A recorded real Spotify payload from ``harness/fixtures/spotify``."""
+        data: dict[str, Any] = fixture_json(name)
         return data
 
     @staticmethod
@@ -166,14 +164,6 @@ async def sim_env(sim_clock: FakeClock) -> AsyncIterator[SimEnv]:
         yield SimEnv(sim, http, sim_clock)
 
 
-def find_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class LiveServer:
     """A simulator served by uvicorn on a real loopback socket."""
@@ -186,7 +176,7 @@ class LiveServer:
 def sim_live() -> Iterator[LiveServer]:
     """A simulator (real clock) listening on 127.0.0.1, stopped after the test."""
     sim = Simulator(clock=SystemClock())
-    port = find_port()
+    port = free_port()
     config = uvicorn.Config(
         sim.app,
         host="127.0.0.1",

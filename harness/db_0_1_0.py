@@ -12,8 +12,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from tests.conftest import SECRET_KEY
-
+from harness.app import SECRET_KEY
 from nowplaying.crypto import TokenCipher
 from nowplaying.store import Account, AccountStatus, LoginState, Session
 

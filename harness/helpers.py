@@ -47,7 +47,7 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-class _FormParser(HTMLParser):
+class FormParser(HTMLParser):
     """Collects the first form's action and its named fields (hidden inputs, selects)."""
 
     def __init__(self) -> None:
@@ -80,7 +80,7 @@ async def consent(
     if page.is_redirect and decision == "agree":
         return page  # consent given before: Spotify goes straight back, like the real one
     assert page.status_code == 200, page.text
-    form = _FormParser()
+    form = FormParser()
     form.feed(page.text)
     fields = {**form.fields, "decision": decision, "user": user}
     action = urljoin(str(page.url), form.action or "")

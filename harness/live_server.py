@@ -14,6 +14,7 @@ from starlette.types import ASGIApp
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the kernel's pick)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from bench.servers import ServerProcess, free_port, nowplaying_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,6 +29,8 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.helpers import consent, stop
+from harness.live_server import free_port
+from harness.servers import ServerProcess, nowplaying_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "nginx.conf"

@@ -21,8 +21,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness.browser import ARGS, CHROMIUM, Demo, Shared, connect_demo, demo_settings  # noqa: E402
 from harness.live_server import free_port, serve  # noqa: E402
-from tests.browser.conftest import ARGS, CHROMIUM, Demo, Shared, connect_demo, demo_settings  # noqa: E402
 
 from nowplaying.cards.themes import THEMES, Theme  # noqa: E402
 from nowplaying.web import create_app  # noqa: E402

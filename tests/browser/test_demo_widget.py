@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from harness.browser import Demo, connect_demo
 from playwright.sync_api import Page, expect
-
-from tests.browser.conftest import Demo, connect_demo
 
 pytestmark = pytest.mark.browser
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness.browser import Shared
 from playwright.sync_api import Page, expect
 
 from nowplaying.cards.themes import DARK, THEMES, Cover, Theme
-from tests.browser.conftest import Shared
 
 pytestmark = pytest.mark.browser
 

@@ -8,9 +8,8 @@ import base64
 import time
 
 import pytest
+from harness.browser import Shared
 from playwright.sync_api import Browser, Page, expect
-
-from tests.browser.conftest import Shared
 
 pytestmark = pytest.mark.browser
 

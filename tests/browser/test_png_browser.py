@@ -6,6 +6,7 @@ import base64
 import io
 
 import pytest
+from harness.cards import card
 from PIL import Image, ImageChops
 from playwright.sync_api import Browser
 
@@ -13,7 +14,6 @@ from nowplaying.cards import png
 from nowplaying.cards.card import look
 from nowplaying.cards.options import CardOptions
 from nowplaying.cards.themes import Theme
-from tests.cards.test_png import card
 
 TOLERANCE = 0.05
 """Mean difference per pixel (0-1) allowed between resvg's PNG and Chromium's drawing (measured

@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from harness.browser import Demo, connect_demo
 from playwright.sync_api import Page, expect
-
-from tests.browser.conftest import Demo, connect_demo
 
 pytestmark = pytest.mark.browser
 

@@ -7,13 +7,13 @@ import threading
 import xml.etree.ElementTree as ET
 
 import pytest
+from harness.app import ORIGIN, Env
 
 from nowplaying.cards.cache import CARD_STEP, CardCache, CardKey, Format, card_clock
 from nowplaying.cards.card import card_etag
 from nowplaying.cards.options import CardOptions
 from nowplaying.cards.themes import Theme
 from nowplaying.schema import ErrorCode, Nothing, error
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
 AUTO = CardOptions()

@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import io
-from typing import Any
 
 import pytest
+from harness.cards import card
 from PIL import Image, ImageChops
 
 from nowplaying.cards import png
-from nowplaying.cards.card import render_card
-from nowplaying.cards.options import CardOptions
 from nowplaying.cards.themes import THEMES, Theme
-from nowplaying.schema import parse_state
 
-NOW = 1_767_225_600.0
 HOSTILE = '</text><script>alert(1)</script> & "q" <b onload=x> \u202eevil'
-
-
-def cover_uri(rgb: tuple[int, int, int] = (200, 60, 90)) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), rgb).save(buf, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def track(title: str = "Midnight City", artist: str = "M83") -> dict[str, Any]:
-    return {
-        "isPlaying": True,
-        "type": "track",
-        "title": title,
-        "artist": artist,
-        "albumImageUrl": "https://i.scdn.co/image/x",
-        "songUrl": "https://open.spotify.com/track/x",
-        "progressMs": 61_000,
-        "durationMs": 240_000,
-    }
-
-
-def card(title: str = "Midnight City", theme: Theme = Theme.LIGHT, **kw: Any) -> str:
-    options = CardOptions(theme=theme, **kw)
-    return render_card(parse_state(track(title)), options, cover=cover_uri(), now=NOW)
 
 
 def image(data: bytes) -> Image.Image:

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
+from harness.app import SAME, Env
 
 from nowplaying.cards.options import RecentOptions
 from nowplaying.cards.recent import render_recent
@@ -16,11 +17,9 @@ from nowplaying.engine.recent import RECENT_TTL, RecentlyPlayed
 from nowplaying.models import PlayedItem
 from nowplaying.schema import Recent
 from nowplaying.sources.spotify.errors import RateLimited
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
 NS = "{http://www.w3.org/2000/svg}"
-SAME = {"Origin": ORIGIN}
 NOW = 1_767_225_600.0
 HOSTILE = "</text><script>alert(1)</script> & <b onload=x>"
 

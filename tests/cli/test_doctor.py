@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from harness.app import SECRET_KEY, make_settings
 from harness.live_server import free_port, serve
 from pydantic import SecretStr
 
@@ -28,7 +29,6 @@ from nowplaying.crypto import TokenCipher
 from nowplaying.simulator import Simulator
 from nowplaying.sources.spotify.oauth import SCOPE_CURRENTLY_PLAYING
 from nowplaying.store import Account, Pause, SQLiteStore
-from tests.conftest import SECRET_KEY, make_settings
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from harness.app import Env, make_settings
 from harness.helpers import consent
 from harness.live_server import free_port
 from starlette.applications import Starlette
@@ -36,7 +37,6 @@ from nowplaying.sources.spotify.oauth import SCOPE_CURRENTLY_PLAYING
 from nowplaying.store import AccountStatus, LoginState, Session
 from nowplaying.web import create_app
 from nowplaying.web.state import Services
-from tests.conftest import Env, make_settings
 
 pytestmark = pytest.mark.anyio
 SCOPES = frozenset({SCOPE_CURRENTLY_PLAYING})

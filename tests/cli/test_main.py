@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from harness.accounts import account
+from harness.app import make_settings
 from harness.helpers import consent
 from harness.live_server import free_port
 from pydantic import SecretStr
@@ -31,8 +33,6 @@ from nowplaying.models import Item, Kind, NowPlaying
 from nowplaying.runtime import open_runtime
 from nowplaying.simulator import Simulator
 from nowplaying.store import SQLiteStore
-from tests.conftest import make_settings
-from tests.store.test_store import account
 
 pytestmark = pytest.mark.anyio
 

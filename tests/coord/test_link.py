@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from harness.app import make_settings
 from harness.live_server import free_port
 
 from nowplaying.clock import FakeClock
@@ -15,7 +16,6 @@ from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.problems import AccountProblems
 from nowplaying.ops.alerts import RedisClaims
 from nowplaying.runtime import open_runtime
-from tests.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from harness.app import Env
 from harness.helpers import reads_of
 from harness.live_server import free_port
 from harness.services import require
@@ -28,7 +29,6 @@ from nowplaying.engine.live import LiveHub, Snapshot, Status
 from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
 from nowplaying.sources.spotify.grants import RefreshDeferred, TokenManager
-from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
 

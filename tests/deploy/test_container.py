@@ -28,9 +28,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from bench.servers import free_port, sign_in
 from harness.cluster import _create_database, _drop_database
 from harness.container import BASE_TAG, ROOT, build_image, docker, docker_problem, logs
+from harness.live_server import free_port
+from harness.servers import sign_in
 from harness.services import POSTGRES_URL, REDIS_URL, require
 from PIL import Image
 

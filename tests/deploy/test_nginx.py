@@ -18,12 +18,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from bench.servers import CONTROL
+from harness.app import ORIGIN, Env
 from harness.nginx import METRICS_TOKEN, Stack, edge_stack, login, nginx_binary, publish
+from harness.servers import CONTROL
 from harness.sse import SSEReader
 
 from nowplaying.web.public import EDGE_CACHE
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
 

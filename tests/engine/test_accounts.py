@@ -4,10 +4,10 @@ page and ``nowplaying login`` both take (connecting and disconnecting: tests/cli
 from __future__ import annotations
 
 import pytest
+from harness.app import ORIGIN, Env
 
 from nowplaying.engine.accounts import publish, rotate, unpublish
 from nowplaying.web.published import PUBLIC_ID
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
 

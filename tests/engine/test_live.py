@@ -3,67 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import AsyncIterator
 
 import pytest
+from harness.engine import FakeSpotify, subscribers, track
 from harness.helpers import reads_of
 
 from nowplaying.clock import FakeClock
-from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub, Snapshot, Status, progress_at
 from nowplaying.engine.schedule import Schedule
-from nowplaying.models import Item, Kind, NowPlaying
+from nowplaying.models import Kind, NowPlaying
 from nowplaying.sources.spotify.errors import InvalidGrant, RateLimited, SpotifyUnavailable
 
 pytestmark = pytest.mark.anyio
-
-
-def track(title: str, duration_s: float = 200.0) -> Item:
-    return Item(
-        kind=Kind.TRACK,
-        title=title,
-        artists=("Artist",),
-        album="Album",
-        image_url=None,
-        url=None,
-        duration_ms=int(duration_s * 1000),
-        uri=f"spotify:track:{title}",
-    )
-
-
-class FakeSpotify:
-    """A scripted account: plays a queue of tracks on the clock; errors can be queued."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.calls = 0
-        self.errors: list[Exception] = []
-        self.playing = True
-        self.tracks = [track("one", 20), track("two", 30), track("three", 40)]
-        self.index = 0
-        self.started = clock.now()
-        self.stopped = False
-
-    def skip(self) -> None:
-        self.index = (self.index + 1) % len(self.tracks)
-        self.started = self.clock.now()
-
-    async def fetch(self, account_id: str) -> NowPlaying:
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        now = self.clock.now()
-        if self.stopped:
-            return NowPlaying(is_playing=False, timestamp=now)
-        # advance through the playlist by the clock
-        while now - self.started >= self.tracks[self.index].duration_ms / 1000:
-            self.started += self.tracks[self.index].duration_ms / 1000
-            self.index = (self.index + 1) % len(self.tracks)
-        it = self.tracks[self.index]
-        progress = int((now - self.started) * 1000)
-        return NowPlaying(self.playing, Kind.TRACK, it, progress, now)
 
 
 @pytest.fixture
@@ -91,7 +44,7 @@ async def test_one_poll_serves_many_subscribers(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
 ) -> None:
     """200 SSE viewers of one account: calls per minute are what one viewer costs."""
-    async with _subscribers(hub, "a", 200) as queues:
+    async with subscribers(hub, "a", 200) as queues:
         await clock.advance(60, step=0.5)
         calls_for_200 = spotify.calls
         assert all(not q.empty() for q in queues)
@@ -105,7 +58,7 @@ async def test_one_poll_serves_many_subscribers(
         schedule=Schedule(poll_seconds=5.0, rng=random.Random(1)),
     )
     try:
-        async with _subscribers(one_hub, "a", 1):
+        async with subscribers(one_hub, "a", 1):
             await one_clock.advance(60, step=0.5)
     finally:
         await one_hub.close()
@@ -133,7 +86,7 @@ async def test_skip_is_seen_within_poll_interval(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
 ) -> None:
     """A skip mid-track is published at the next regular poll (<= poll_seconds)."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         first = queue.get_nowait()
         assert first.playing and first.playing.item and first.playing.item.title == "one"
@@ -149,7 +102,7 @@ async def test_unchanged_state_is_not_republished(
 ) -> None:
     """Polls that find the same track publish nothing new."""
     spotify.tracks = [track("long", 600)]
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         queue.get_nowait()
         await clock.advance(30)
@@ -161,7 +114,7 @@ async def test_pause_and_nothing_playing_are_published(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
 ) -> None:
     """Pausing and stopping each reach subscribers as a change."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         queue.get_nowait()
         spotify.playing = False
@@ -179,7 +132,7 @@ async def test_idle_account_backs_off_to_30s(
 ) -> None:
     """While nothing plays, polls thin out to one per 30 s."""
     spotify.stopped = True
-    async with _subscribers(hub, "a", 1):
+    async with subscribers(hub, "a", 1):
         await clock.advance(120, step=1)
         before = spotify.calls
         await clock.advance(120, step=1)
@@ -200,7 +153,7 @@ async def test_rate_limit_pauses_every_account(hub: LiveHub, clock: FakeClock) -
 
     h = LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5.0))
     try:
-        async with _subscribers(h, "b", 1) as (qb,), _subscribers(h, "a", 1) as (qa,):
+        async with subscribers(h, "b", 1) as (qb,), subscribers(h, "a", 1) as (qa,):
             await clock.advance(0.5)
             b_before = calls["b"]
             assert h.app_pause.until >= clock.now() + 59
@@ -271,7 +224,7 @@ async def test_revoked_grant_stops_polling(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
 ) -> None:
     """invalid_grant publishes reconnect and the poller ends for good."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         spotify.errors = [InvalidGrant("Refresh token revoked")]
         await clock.advance(1)
         assert queue.get_nowait().grant_gone
@@ -287,7 +240,7 @@ async def test_poller_stops_when_last_viewer_leaves(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
 ) -> None:
     """No viewers and no requests for a minute: polling stops; a new viewer restarts it."""
-    async with _subscribers(hub, "a", 3):
+    async with subscribers(hub, "a", 3):
         await clock.advance(10)
         assert hub.polling("a")
     await clock.advance(90, step=1)
@@ -301,7 +254,7 @@ async def test_poller_stops_when_last_viewer_leaves(
 
 async def test_forget_tells_viewers_and_stops(hub: LiveHub, clock: FakeClock) -> None:
     """Forgetting an account (logout) stops its poller and tells its viewers."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         queue.get_nowait()
         await hub.forget("a")
@@ -325,10 +278,3 @@ def test_snapshot_json_marks_stale_and_reconnect(clock: FakeClock) -> None:
     assert Snapshot(np, Status.STALE, 1).to_json(clock.now())["stale"] is True
     assert "stale" not in Snapshot(np, Status.LIVE, 1).to_json(clock.now())
     assert Snapshot.reconnect(1).to_json(0) == {"error": "reconnect_required"}
-
-
-@contextlib.asynccontextmanager
-async def _subscribers(hub: LiveHub, account_id: str, n: int) -> AsyncIterator[list[Subscription]]:
-    """Open ``n`` subscriptions to one account at once."""
-    async with contextlib.AsyncExitStack() as stack:
-        yield [await stack.enter_async_context(hub.subscribe(account_id)) for _ in range(n)]

@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from harness.app import ORIGIN, Env
 
 from nowplaying.engine.fanout import Channel
 from nowplaying.engine.live import Snapshot, Status
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
 

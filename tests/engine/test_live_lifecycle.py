@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from harness.engine import FakeSpotify, subscribers
 from harness.helpers import reads_of
 
 from nowplaying.clock import FakeClock
@@ -19,7 +20,6 @@ from nowplaying.engine.schedule import Schedule
 from nowplaying.models import QUOTA_EXCEEDED
 from nowplaying.sources.spotify.errors import InvalidGrant, RateLimited
 from nowplaying.store import Pause, StoreError
-from tests.engine.test_live import FakeSpotify, _subscribers
 
 pytestmark = pytest.mark.anyio
 HOURS = 3600.0
@@ -101,7 +101,7 @@ async def test_unexpected_error_is_logged_reported_stale_and_survived(
 ) -> None:
     """A poller meeting an error nobody expected logs its traceback, tells viewers the data is
     stale, backs off and keeps polling."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         assert queue.get_nowait().status is Status.LIVE
         spotify.errors = [RuntimeError("a bug")]
@@ -123,7 +123,7 @@ async def test_quota_pause_is_stored_and_told_apart(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
 ) -> None:
     """QUOTA_EXCEEDED pauses everything for its hours-long Retry-After, and is stored."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         queue.get_nowait()
         spotify.errors = [RateLimited(5 * HOURS, QUOTA_EXCEEDED)]
@@ -143,7 +143,7 @@ async def test_window_429_is_not_the_quota(
     """A rolling-window 429 (no reason) pauses briefly and is recorded as ``rate_limit``."""
     await hub.current("a")
     spotify.errors = [RateLimited(10)]
-    async with _subscribers(hub, "a", 1):
+    async with subscribers(hub, "a", 1):
         await clock.advance(5)
         assert hub.pause is not None and not hub.pause.quota
         assert pauses.pause is not None and pauses.pause.reason == "rate_limit"
@@ -165,7 +165,7 @@ async def test_restart_during_pause_honours_it(
         snap = await hub.current("a")
         assert snap is not None and snap.status is Status.STALE and snap.playing is None
         assert snap.retry_after == pytest.approx(2 * HOURS, abs=1)
-        async with _subscribers(hub, "a", 1):
+        async with subscribers(hub, "a", 1):
             await clock.advance(HOURS, step=30)
             assert spotify.calls == 0
             await clock.advance(HOURS + 60, step=30)
@@ -184,7 +184,7 @@ async def test_unreadable_stored_pause_does_not_stop_the_start(
     try:
         assert (await hub.current("a")) is not None
         spotify.errors = [RateLimited(30)]
-        async with _subscribers(hub, "a", 1):
+        async with subscribers(hub, "a", 1):
             await clock.advance(6)
         assert hub.pause is not None  # honoured in memory all the same
     finally:
@@ -207,7 +207,7 @@ async def test_pause_set_by_another_instance_carries_its_reason(
     try:
         await hub.current("a")
         await coord.set_pause(clock.now() + HOURS, QUOTA_EXCEEDED)
-        async with _subscribers(hub, "a", 1):
+        async with subscribers(hub, "a", 1):
             calls = spotify.calls
             await clock.advance(60, step=5)
             assert spotify.calls == calls
@@ -221,7 +221,7 @@ async def test_grant_made_elsewhere_is_picked_up(
 ) -> None:
     """After a revoke the poller asks the store, not Spotify; a new grant is live within one
     check, for the viewers who stayed."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         queue.get_nowait()
         spotify.errors = [InvalidGrant("Refresh token revoked")]
@@ -258,7 +258,7 @@ async def test_restart_keeps_viewers_without_a_reconnect_flash(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
 ) -> None:
     """A new grant (restart) polls at once; viewers see live data, never a reconnect."""
-    async with _subscribers(hub, "a", 2) as queues:
+    async with subscribers(hub, "a", 2) as queues:
         await clock.advance(1)
         for q in queues:
             q.get_nowait()
@@ -277,7 +277,7 @@ async def test_forget_with_viewers_tells_them_and_waits_for_a_new_grant(
     hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, grants: Grants
 ) -> None:
     """Disconnect: viewers are told at once; if the owner connects again they see it live."""
-    async with _subscribers(hub, "a", 1) as (queue,):
+    async with subscribers(hub, "a", 1) as (queue,):
         await clock.advance(1)
         first = queue.get_nowait()
         await hub.forget("a")
@@ -298,7 +298,7 @@ async def test_versions_keep_growing_across_a_restart(
     """A restarted process numbers its first state above the old process's last one, so a
     viewer's Last-Event-ID never matches a different state."""
     old = make_hub(spotify, clock, pauses)
-    async with _subscribers(old, "a", 1) as (queue,):
+    async with subscribers(old, "a", 1) as (queue,):
         for _ in range(5):
             spotify.skip()
             await clock.advance(5)

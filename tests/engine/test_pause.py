@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from harness.engine import FakeAccounts, FakeNotices
 from harness.helpers import FetchSource
 
 from nowplaying.clock import FakeClock
@@ -18,7 +19,6 @@ from nowplaying.engine.snapshot import Status
 from nowplaying.models import QUOTA_EXCEEDED, NowPlaying, PlayedItem
 from nowplaying.sources.base import RateLimited
 from nowplaying.store import Account, Pause
-from tests.engine.test_reads import FakeAccounts, FakeNotices
 
 pytestmark = pytest.mark.anyio
 HOURS = 3600.0

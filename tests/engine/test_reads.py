@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from harness.engine import FakeAccounts, FakeNotices
 
 from nowplaying.clock import FakeClock
 from nowplaying.engine.problems import AccountProblems
@@ -39,26 +40,6 @@ class FakeSource:
 
     def tells_history(self, scopes: frozenset[str]) -> bool:
         return HISTORY in scopes
-
-
-@dataclass
-class FakeNotices:
-    reconnects: list[str] = field(default_factory=list)
-    pauses: list[tuple[float, str | None]] = field(default_factory=list)
-
-    def reconnect_needed(self, account_id: str) -> None:
-        self.reconnects.append(account_id)
-
-    def paused(self, retry_after: float, reason: str | None) -> None:
-        self.pauses.append((retry_after, reason))
-
-
-@dataclass
-class FakeAccounts:
-    accounts: dict[str, Account] = field(default_factory=dict)
-
-    async def get_account_info(self, account_id: str) -> Account | None:
-        return self.accounts.get(account_id)
 
 
 def account(*, shows: bool, scopes: frozenset[str]) -> Account:

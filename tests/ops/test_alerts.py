@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
+from harness.accounts import account
+from harness.app import SECRET_KEY, Env, open_env
 from harness.live_server import free_port, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,8 +37,7 @@ from nowplaying.ops.alerts import (
     expiry_alert,
     reconnect_alert,
 )
-from nowplaying.store import Account, AccountStatus, SQLiteStore
-from tests.conftest import SECRET_KEY, Env, open_env
+from nowplaying.store import AccountStatus, SQLiteStore
 
 pytestmark = pytest.mark.anyio
 HOOK_PATH = "/hooks/T000/very-secret-path"
@@ -98,17 +99,6 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await s.close()
 
 
-def account(aid: str = "ana", *, consented_at: float, **kw: Any) -> Account:
-    return Account(
-        id=aid,
-        display_name=kw.pop("display_name", "Ana"),
-        refresh_token="refresh-token-value",
-        scopes=frozenset({"user-read-currently-playing"}),
-        consented_at=consented_at,
-        **kw,
-    )
-
-
 @contextlib.asynccontextmanager
 async def alerter(
     url: str, store: SQLiteStore, clock: FakeClock, **kw: Any
@@ -155,7 +145,7 @@ async def settle(a: Alerter, clock: FakeClock) -> None:
 
 
 def test_body_suits_discord_slack_and_ntfy_and_escapes_the_display_name() -> None:
-    hostile = account(display_name="<!channel> @everyone\nforged & more", consented_at=0)
+    hostile = account("ana", display_name="<!channel> @everyone\nforged & more", consented_at=0)
     body = reconnect_alert(hostile, "https://np.test/").body()
     assert body["content"] == body["text"] == body["message"]
     assert body["title"] and body["event"] == "reconnect_needed"
@@ -174,7 +164,7 @@ async def test_grant_expiry_is_told_14_then_3_days_before_once_each(
     receiver: Receiver, store: SQLiteStore, clock: FakeClock
 ) -> None:
     now = clock.now()
-    await store.put_account(account(consented_at=now - GRANT_LIFETIME + 20 * DAY))
+    await store.put_account(account("ana", consented_at=now - GRANT_LIFETIME + 20 * DAY))
     async with alerter(receiver.url, store, clock, scan_every=100 * DAY) as a:
         await scanned(a, 1)
         await settle(a, clock)
@@ -209,7 +199,7 @@ async def test_the_scan_runs_at_start_and_then_every_scan_every_on_the_clock(
 async def test_an_unwatched_account_needing_reconnect_is_told_by_the_scan(
     receiver: Receiver, store: SQLiteStore, clock: FakeClock
 ) -> None:
-    await store.put_account(account(consented_at=clock.now()))
+    await store.put_account(account("ana", consented_at=clock.now()))
     await store.set_status("ana", AccountStatus.RECONNECT_REQUIRED)
     async with alerter(receiver.url, store, clock) as a:
         await scanned(a, 1)
@@ -289,7 +279,7 @@ def _alerter(env: Env) -> Alerter:
 async def test_two_instances_send_one_alert_through_redis(
     flushed: str, receiver: Receiver, store: SQLiteStore, clock: FakeClock
 ) -> None:
-    alert = expiry_alert(account(consented_at=clock.now()), 14, "https://np.test/")
+    alert = expiry_alert(account("ana", consented_at=clock.now()), 14, "https://np.test/")
     redis_one, redis_two = RedisLink(flushed, clock=clock), RedisLink(flushed, clock=clock)
     async with (
         alerter(receiver.url, store, clock, claims=RedisClaims(redis_one, clock)) as one,
@@ -323,7 +313,7 @@ async def test_a_receiver_that_is_down_gets_the_alert_once_it_is_up(
     store: SQLiteStore, clock: FakeClock
 ) -> None:
     down = Receiver()
-    alert = expiry_alert(account(consented_at=clock.now()), 3, "https://np.test/")
+    alert = expiry_alert(account("ana", consented_at=clock.now()), 3, "https://np.test/")
     async with alerter(down.url, store, clock) as a:
         a.notify(alert)
         while a.counts["retries"] < 2:  # refused twice, sleeping on the clock in between
@@ -342,7 +332,7 @@ async def test_server_errors_are_retried_honouring_retry_after(
     receiver.fail_with = [500, 429]
     started = clock.now()
     async with alerter(receiver.url, store, clock) as a:
-        a.notify(expiry_alert(account(consented_at=started), 3, "https://np.test/"))
+        a.notify(expiry_alert(account("ana", consented_at=started), 3, "https://np.test/"))
         await settle(a, clock)
     assert receiver.attempts == 3 and len(receiver.bodies) == 1
     assert a.counts["retries"] == 2
@@ -353,7 +343,7 @@ async def test_a_slow_receiver_times_out_and_is_retried_while_notify_never_waits
     receiver: Receiver, store: SQLiteStore, clock: FakeClock
 ) -> None:
     receiver.hold = 1
-    alert = expiry_alert(account(consented_at=clock.now()), 3, "https://np.test/")
+    alert = expiry_alert(account("ana", consented_at=clock.now()), 3, "https://np.test/")
     async with alerter(receiver.url, store, clock, timeout=0.3) as a:
         a.notify(alert)
         for n in range(20):  # the engine's side: queueing returns at once, whatever hangs
@@ -368,7 +358,7 @@ async def test_a_refusal_is_final_and_releases_the_event(
     receiver: Receiver, store: SQLiteStore, clock: FakeClock
 ) -> None:
     receiver.fail_with = [404]
-    alert = expiry_alert(account(consented_at=clock.now()), 3, "https://np.test/")
+    alert = expiry_alert(account("ana", consented_at=clock.now()), 3, "https://np.test/")
     async with alerter(receiver.url, store, clock) as a:
         a.notify(alert)
         await settle(a, clock)
@@ -399,7 +389,7 @@ async def test_the_webhook_url_is_never_logged(
     down = Receiver()
     caplog.set_level(logging.DEBUG)
     async with alerter(down.url, store, clock, attempts=2) as a:
-        a.notify(expiry_alert(account(consented_at=clock.now()), 3, "x"))
+        a.notify(expiry_alert(account("ana", consented_at=clock.now()), 3, "x"))
         await settle(a, clock)
     assert a.counts["failed"] == 1
     assert "undelivered" in caplog.text

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from harness.app import SECRET_KEY, Env, open_env
 from harness.live_server import free_port
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +24,6 @@ from starlette.routing import Route
 
 from nowplaying.clock import FakeClock
 from nowplaying.ops import logs
-from tests.conftest import SECRET_KEY, Env, open_env
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]

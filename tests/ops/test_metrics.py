@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from harness.app import Env, open_env
 from harness.sse import SSEReader
 from prometheus_client.parser import text_string_to_metric_families
 
 from nowplaying.clock import FakeClock
-from tests.conftest import Env, open_env
 
 pytestmark = pytest.mark.anyio
 TOKEN = "scrape-token-for-tests-0123456789"

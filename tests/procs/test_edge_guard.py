@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 from harness.helpers import stop
 from harness.live_server import free_port
-
-from tests.web.test_guard import closed_by_peer, connect, get
+from harness.sockets import closed_by_peer, connect, get
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "metrics-token-for-tests"

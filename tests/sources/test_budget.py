@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from harness.app import Env
 from harness.helpers import sim_client
 from harness.live_server import free_port
 from hypothesis import HealthCheck, given
@@ -21,7 +22,6 @@ from nowplaying.simulator.limits import max_in_window
 from nowplaying.sources.budget import CallBudget, OverBudget, regular_poll
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import RateLimited
-from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
 

@@ -13,12 +13,12 @@ from typing import Any, cast
 import aiosqlite
 import asyncpg
 import pytest
+from harness.accounts import account
 from harness.services import POSTGRES_URL, postgres_schema
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import QUOTA_EXCEEDED, SourceKind
 from nowplaying.store import (
-    Account,
     AccountStatus,
     LoginState,
     Pause,
@@ -55,17 +55,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await s.open()
     yield s
     await s.close()
-
-
-def account(aid: str = "alice", token: str = "refresh-1", **kw: object) -> Account:
-    return Account(
-        id=aid,
-        display_name=kw.pop("display_name", "Alice"),  # type: ignore[arg-type]
-        refresh_token=token,
-        scopes=frozenset({"user-read-currently-playing"}),
-        consented_at=1000.0,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 def lastfm(aid: str = "alice", secret: str = "lastfm-session-1") -> SourceLink:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from harness.app import SECRET_KEY
 from harness.db_0_1_0 import (
     ACCOUNTS,
     FIXTURE,
@@ -24,7 +25,6 @@ from nowplaying.crypto import TokenCipher
 from nowplaying.models import SourceKind
 from nowplaying.store import Pause, PostgresStore, SQLiteStore, Store, StoreError, postgres, sqlite
 from nowplaying.store.sql import POSTGRES, SQLITE, Dialect
-from tests.conftest import SECRET_KEY
 
 pytestmark = pytest.mark.anyio
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from harness.app import Env
 from harness.sse import SSEReader
 
 from nowplaying.engine.live import Status
-from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
 

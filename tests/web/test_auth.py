@@ -8,12 +8,12 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from harness.app import ORIGIN, Env, make_settings
 from harness.helpers import consent
 
 from nowplaying.sources.spotify.oauth import pkce_challenge
 from nowplaying.store import AccountStatus
 from nowplaying.web.sessions import Sessions
-from tests.conftest import ORIGIN, Env, make_settings
 
 pytestmark = pytest.mark.anyio
 

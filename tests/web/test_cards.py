@@ -6,19 +6,10 @@ import xml.etree.ElementTree as ET
 
 import httpx
 import pytest
-
-from tests.conftest import ORIGIN, Env
+from harness.app import Env, published
 
 pytestmark = pytest.mark.anyio
 NS = "{http://www.w3.org/2000/svg}"
-
-
-async def published(env: Env) -> str:
-    response = await env.client.post("/api/account/publish", headers={"Origin": ORIGIN})
-    assert response.status_code == 200, response.text
-    public_id: str = response.json()["publicId"]
-    await env.services.runtime.hub.forget("demo")
-    return public_id
 
 
 def svg_of(response: httpx.Response) -> ET.Element:

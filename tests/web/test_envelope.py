@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from harness.app import ORIGIN, SAME, Env
 from harness.helpers import edge_client
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -23,11 +24,8 @@ from nowplaying.web.errors import (
     Refusal,
     TooManyRequests,
 )
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
-
-SAME = {"Origin": ORIGIN}
 
 
 async def test_api_account_is_the_account_model(connected: Env) -> None:

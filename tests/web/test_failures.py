@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from harness.app import Env
 from harness.helpers import consent, reads_of
 from harness.live_server import free_port
 from harness.sse import SSEReader
@@ -16,7 +17,6 @@ from nowplaying.engine.live import LiveHub
 from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying
 from nowplaying.store import Store, StoreError
-from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
 

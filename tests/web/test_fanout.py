@@ -15,8 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bench.servers import ServerProcess, _wait_ready, free_port, sign_in
 from harness.helpers import ONE_ADDRESS_AUDIENCE
+from harness.live_server import free_port
+from harness.servers import ServerProcess, sign_in, wait_ready
 
 from nowplaying.web.sse import SPARE_FILES
 
@@ -58,7 +59,7 @@ def low_limit_server() -> Iterator[ServerProcess]:
             )
         server = ServerProcess(f"http://127.0.0.1:{port}", proc, log)
         try:
-            _wait_ready(server)
+            wait_ready(server)
             yield server
         finally:
             proc.terminate()

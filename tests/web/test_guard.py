@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
-import socket
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 from harness.live_server import free_port, serve
+from harness.sockets import BOUND, closed_by_peer, connect, get
 from starlette.types import Receive, Scope, Send
 
 from nowplaying.web.guard import Guard, Limits, protocol_class
 
-BOUND = 15.0
-"""Seconds a test waits for what the guard must do (the deadlines under test are < 1 s)."""
 CHUNK = b"x" * 65536
 
 
@@ -85,43 +82,6 @@ def until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the guard did not act"
         time.sleep(0.02)
-
-
-def connect(port: int, source: str = "127.0.0.1", rcvbuf: int | None = None) -> socket.socket:
-    sock = socket.socket()
-    try:
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.bind((source, 0))
-        sock.connect(("127.0.0.1", port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def closed_by_peer(sock: socket.socket, timeout: float = BOUND) -> bool:
-    """Whether the server closes ``sock`` (FIN or RST) within ``timeout``, reading past any
-    response bytes."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        if select.select([sock], [], [], left)[0]:
-            try:
-                if not sock.recv(65536):
-                    return True
-            except ConnectionResetError:
-                return True
-    return False
-
-
-def get(port: int, source: str = "127.0.0.1", path: str = "/") -> bytes:
-    with connect(port, source) as sock:
-        sock.settimeout(BOUND)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-        return answer
 
 
 def test_headers_sent_a_byte_at_a_time_are_closed_at_the_header_deadline(http: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness.app import Env, open_env
 from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.datastructures import MutableHeaders
@@ -23,7 +24,6 @@ from nowplaying.web.security import (
     TrustedHosts,
     with_security_headers,
 )
-from tests.conftest import Env, open_env
 
 pytestmark = pytest.mark.anyio
 

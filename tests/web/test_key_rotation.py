@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from harness.app import SAME, SECRET_KEY, Env, make_settings, serve_app, simulated
 from harness.helpers import connect, consent
 from harness.sse import SSEReader
 
@@ -25,15 +26,12 @@ from nowplaying.clock import FakeClock
 from nowplaying.crypto import CryptoError, Signer, fingerprint
 from nowplaying.simulator import Simulator
 from nowplaying.store import Session
-from nowplaying.web import create_app
 from nowplaying.web.pages import REVOKED_TEXT
-from tests.conftest import ORIGIN, SECRET_KEY, Env, make_settings
 
 pytestmark = pytest.mark.anyio
 
 OLD_KEY = SECRET_KEY
 NEW_KEY = "the-new-secret-key-after-rotation-0123456789abcdef"
-SAME = {"Origin": ORIGIN}
 SESSION = "__Host-np_session"
 LOGIN = "__Host-np_login"
 PUBLIC_ROUTES = ("/p/{id}", "/p/{id}.json", "/p/{id}.svg", "/p/{id}/open")
@@ -54,30 +52,16 @@ class World:
         settings = make_settings(
             self.tmp_path, nowplaying_secret_key=key, nowplaying_old_secret_keys=list(old)
         )
-        app = create_app(settings, http=self.sim_http, clock=self.clock)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client,
-        ):
-            yield Env(
-                app=app, sim=self.sim, sim_http=self.sim_http, client=client, clock=self.clock
-            )
+        async with serve_app(
+            settings, self.sim, self.sim_http, self.clock, raise_app_exceptions=False
+        ) as env:
+            yield env
 
 
 @pytest.fixture
 async def world(tmp_path: Path, clock: FakeClock) -> AsyncIterator[World]:
-    sim = Simulator(
-        clock=clock,
-        client_id="cid",
-        client_secret="csecret-for-tests",
-        redirect_uris=(f"{ORIGIN}/callback",),
-    )
-    sim.player("demo").set_gaps(0)
-    sim.player("demo").play(0)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=sim.app), base_url="http://sim.test"
-    ) as sim_http:
+    async with simulated(clock) as (sim, sim_http):
+        sim.player("demo").play(0)
         yield World(tmp_path, clock, sim, sim_http)
 
 

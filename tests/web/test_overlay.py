@@ -5,14 +5,13 @@ from __future__ import annotations
 import gzip
 
 import pytest
+from harness.app import ORIGIN, Env
 
 from nowplaying.cards import themes
 from nowplaying.cards.options import CardOptions, OverlayOptions
 from nowplaying.cards.themes import THEMES, Theme
 from nowplaying.web import dropin, styles
 from nowplaying.web.pages import EMBED_CSP
-from tests.conftest import ORIGIN, Env
-from tests.web.test_public import publish
 
 pytestmark = pytest.mark.anyio
 EMBED_JS_LIMIT = 6 * 1024  # issue 13: the drop-in embed is at most 6 KB gzipped
@@ -20,7 +19,7 @@ EMBED_JS_LIMIT = 6 * 1024  # issue 13: the drop-in embed is at most 6 KB gzipped
 
 async def test_overlay_page_carries_its_options(connected: Env) -> None:
     """/p/{id}/overlay: framable anywhere, no cookie needed, options as the widget's data."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     connected.client.cookies.clear()
     response = await connected.client.get(
         f"/p/{public_id}/overlay?layout=strip&position=top-right&fade=8&paused=show&theme=light"
@@ -38,7 +37,7 @@ async def test_overlay_page_carries_its_options(connected: Env) -> None:
 
 
 async def test_overlay_defaults(connected: Env) -> None:
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     page = (await connected.client.get(f"/p/{public_id}/overlay")).text
     assert 'class="overlay overlay--canvas overlay--bottom-left"' in page
     assert 'data-fade="0"' in page
@@ -62,7 +61,7 @@ async def test_overlay_defaults(connected: Env) -> None:
 async def test_a_bad_overlay_parameter_is_a_400_naming_it(
     connected: Env, query: str, named: str
 ) -> None:
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     response = await connected.client.get(f"/p/{public_id}/overlay?{query}")
     assert response.status_code == 400
     assert named in response.text
@@ -76,7 +75,7 @@ async def test_overlay_of_an_unknown_link_is_a_404(connected: Env) -> None:
 
 async def test_embed_js_is_small_cross_origin_and_revalidates(connected: Env) -> None:
     """The script: JavaScript, readable from any origin, under 6 KB gzipped, ETag/304."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     connected.client.cookies.clear()
     response = await connected.client.get(f"/p/{public_id}/embed.js")
     assert response.status_code == 200
@@ -107,7 +106,7 @@ def test_overlay_options_are_the_cards_and_its_own() -> None:
 
 async def test_embed_page_takes_the_card_options(connected: Env) -> None:
     """/p/{id}?theme=...&accent=...: the validated options become the widget's data."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     page = (
         await connected.client.get(
             f"/p/{public_id}?theme=karaoke&accent=F0a&radius=4&width=300&hide=artist,cover"
@@ -150,7 +149,7 @@ async def test_themes_css_is_generated_from_the_theme_set(connected: Env) -> Non
 
 async def test_owner_page_offers_a_snippet_for_each_way_of_embedding(connected: Env) -> None:
     """iframe, embed.js, the element, a <picture> with light/dark sources, the overlay URL."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     home = (await connected.client.get("/")).text
     page = f"{ORIGIN}/p/{public_id}"
     for text in (

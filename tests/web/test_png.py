@@ -6,11 +6,10 @@ import io
 
 import httpx
 import pytest
+from harness.app import Env, published
 from PIL import Image
 
 from nowplaying.cards import png
-from tests.conftest import Env
-from tests.web.test_cards import published
 
 pytestmark = pytest.mark.anyio
 

@@ -10,12 +10,11 @@ from typing import Any
 import extruct
 import httpx
 import pytest
+from harness.app import ORIGIN, Env, published
 from harness.helpers import fixture_json
 from PIL import Image
 
 from nowplaying.cards import png
-from tests.conftest import ORIGIN, Env
-from tests.web.test_cards import published
 
 pytestmark = pytest.mark.anyio
 HOSTILE = '</title><script>alert(1)</script> "q" <b onload=x> & \u202eevil'

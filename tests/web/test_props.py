@@ -25,6 +25,8 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import httpx
 import pytest
+from harness.app import ORIGIN, SAME, Env, open_env
+from harness.profiles import hypothesis_profile
 from harness.sse import SSEReader
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -35,11 +37,9 @@ from starlette.requests import cookie_parser
 
 from nowplaying.clock import FakeClock
 from nowplaying.web.security import host_name
-from tests.conftest import ORIGIN, Env, hypothesis_profile, open_env
 
 pytestmark = pytest.mark.anyio
 
-SAME = {"Origin": ORIGIN}
 SESSION = "__Host-np_session"
 FUZZ = settings(
     max_examples=100,

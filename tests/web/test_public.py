@@ -9,23 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
+from harness.app import ORIGIN, SAME, Env
 from harness.helpers import fixture_json
 from harness.sse import SSEReader
 
 from nowplaying.cards.covers import CoverFetcher
 from nowplaying.sources import bounds
 from nowplaying.web.public import EDGE_CACHE, SVG_BUDGET
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
-SAME = {"Origin": ORIGIN}
-
-
-async def publish(env: Env) -> str:
-    response = await env.client.post("/api/account/publish", headers=SAME)
-    assert response.status_code == 200, response.text
-    public_id: str = response.json()["publicId"]
-    return public_id
 
 
 async def fresh(env: Env) -> None:
@@ -43,13 +35,13 @@ async def test_nothing_is_public_until_published(connected: Env) -> None:
 
 async def test_publish_gives_an_unguessable_id(connected: Env) -> None:
     """Publishing yields >= 128 random bits, not the Spotify user id, and the share links."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     assert len(public_id) >= 22  # 16 bytes, base64url
     assert "demo" not in public_id
     info = (await connected.client.get("/api/account")).json()
     assert info["links"]["svg"] == f"{ORIGIN}/p/{public_id}.svg"
     assert info["links"]["json"] == f"{ORIGIN}/p/{public_id}.json"
-    assert await publish(connected) == public_id  # publishing twice keeps the link
+    assert await connected.publish() == public_id  # publishing twice keeps the link
 
 
 async def test_owner_api_needs_session_and_same_origin(env: Env, connected: Env) -> None:
@@ -66,7 +58,7 @@ async def test_owner_api_needs_session_and_same_origin(env: Env, connected: Env)
 
 async def test_rotate_kills_old_links(connected: Env) -> None:
     """After rotation: old .json 404, old .svg a 200 'Not found' card, old page 404."""
-    old = await publish(connected)
+    old = await connected.publish()
     assert (await connected.client.get(f"/p/{old}.json")).status_code == 200
     rotated = await connected.client.post("/api/account/rotate", headers=SAME)
     new = rotated.json()["publicId"]
@@ -77,7 +69,7 @@ async def test_rotate_kills_old_links(connected: Env) -> None:
 
 async def test_unpublish_kills_links(connected: Env) -> None:
     """After unpublishing, the id is dead everywhere."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     response = await connected.client.post("/api/account/unpublish", headers=SAME)
     assert response.json()["published"] is False
     await _assert_dead(connected, public_id)
@@ -98,7 +90,7 @@ async def _assert_dead(env: Env, public_id: str) -> None:
 @pytest.mark.parametrize("bad", ["x", "a.b-c", "a" * 200, "%00", "demo"])
 async def test_malformed_public_ids(connected: Env, bad: str) -> None:
     """Garbage ids are simply not found, never a 500."""
-    await publish(connected)
+    await connected.publish()
     assert (await connected.client.get(f"/p/{bad}.json")).status_code == 404
     assert (await connected.client.get(f"/p/{bad}.svg")).status_code == 200
 
@@ -106,7 +98,7 @@ async def test_malformed_public_ids(connected: Env, bad: str) -> None:
 async def test_public_json_track_with_cors(connected: Env) -> None:
     """The public JSON is /api/spotify's, with CORS open and no cookie needed."""
     connected.sim.player("demo").play(1, progress_ms=3000)
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     connected.client.cookies.clear()
     response = await connected.client.get(f"/p/{public_id}.json")
@@ -120,7 +112,7 @@ async def test_public_json_track_with_cors(connected: Env) -> None:
 async def test_public_json_episode_nothing_and_reconnect(connected: Env) -> None:
     """Episode shows the show; nothing is isPlaying false; a dead grant is reconnect."""
     player = connected.sim.player("demo")
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     player.play(4)
     await fresh(connected)
     episode = (await connected.client.get(f"/p/{public_id}.json")).json()
@@ -141,7 +133,7 @@ async def test_public_json_episode_nothing_and_reconnect(connected: Env) -> None
 
 async def test_public_json_stale(connected: Env) -> None:
     """Spotify failing after good data: stale data, still 200."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     await connected.client.get(f"/p/{public_id}.json")
     connected.sim.faults.add("currently-playing", status=503, times=3)
@@ -153,7 +145,7 @@ async def test_public_json_stale(connected: Env) -> None:
 async def test_svg_card_is_xml_with_embedded_cover_and_etag(connected: Env) -> None:
     """The card: well-formed SVG, hostile title escaped, cover as a data URI, ETag/304."""
     connected.sim.player("demo").play(1, progress_ms=3000)
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     response = await connected.client.get(f"/p/{public_id}.svg")
     assert response.status_code == 200
@@ -172,7 +164,7 @@ async def test_svg_card_is_xml_with_embedded_cover_and_etag(connected: Env) -> N
 
 async def test_svg_themes_and_compact(connected: Env) -> None:
     """theme=dark and size=compact change the card; a junk theme is still an image."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     light = (await connected.client.get(f"/p/{public_id}.svg?theme=light")).text
     dark = (await connected.client.get(f"/p/{public_id}.svg?theme=dark")).text
     junk = await connected.client.get(f"/p/{public_id}.svg?theme=<script>")
@@ -185,7 +177,7 @@ async def test_svg_themes_and_compact(connected: Env) -> None:
 
 async def test_card_flood_costs_no_extra_spotify_calls(connected: Env) -> None:
     """100 card and JSON views at once: one currently-playing call."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     connected.sim.reset_calls()
     paths = [f"/p/{public_id}.svg", f"/p/{public_id}.json"] * 50
@@ -214,7 +206,7 @@ async def get_while_time_passes(
 async def test_svg_answers_when_spotify_hangs(connected: Env) -> None:
     """Spotify hanging and nothing known: the card still answers, as 'unavailable', once its
     state budget has passed on the clock (well within the 2 s the card promises)."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     connected.sim.faults.add("currently-playing", hang=True)
     response, took = await get_while_time_passes(connected, f"/p/{public_id}.svg")
@@ -225,7 +217,7 @@ async def test_svg_answers_when_spotify_hangs(connected: Env) -> None:
 
 async def test_svg_answers_without_art_when_the_cover_hangs(connected: Env) -> None:
     """The image host hanging: the card comes without art."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     await connected.client.get(f"/p/{public_id}.json")
 
@@ -245,7 +237,7 @@ async def test_svg_answers_without_art_when_the_cover_hangs(connected: Env) -> N
 
 async def test_embed_page_can_be_framed_anywhere(connected: Env) -> None:
     """/p/{id}: frame-ancestors *, no X-Frame-Options, no cookies needed, theme kept safe."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     connected.client.cookies.clear()
     response = await connected.client.get(f"/p/{public_id}?theme=dark")
     assert response.status_code == 200
@@ -260,7 +252,7 @@ async def test_embed_page_can_be_framed_anywhere(connected: Env) -> None:
 async def test_public_events(connected: Env) -> None:
     """/p/{id}/events streams the same states as the private stream."""
     connected.sim.player("demo").play(0)
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     async with SSEReader(connected.app, f"/p/{public_id}/events") as sse:
         events = await sse.wait_for(1)
@@ -273,7 +265,7 @@ async def test_public_events(connected: Env) -> None:
 async def test_open_redirects_only_to_open_spotify(connected: Env) -> None:
     """/open goes to open.spotify.com for the playing track; nothing else, ever."""
     connected.sim.player("demo").play(0)
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     response = await connected.client.get(f"/p/{public_id}/open")
     assert response.status_code == 302
@@ -292,7 +284,7 @@ async def test_open_redirects_only_to_open_spotify(connected: Env) -> None:
 
 async def test_last_played_needs_consent_then_shows(connected: Env) -> None:
     """Turning on last played asks for the extra scope; then nothing playing shows it, labelled."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     response = await connected.client.post(
         "/api/account/settings", json={"lastPlayed": True}, headers=SAME
     )
@@ -339,7 +331,7 @@ async def test_home_shows_share_controls_and_snippets(connected: Env) -> None:
     """The owner's page offers Publish, then the snippets with the public URLs."""
     home = (await connected.client.get("/")).text
     assert "Publish my widget" in home
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     home = (await connected.client.get("/")).text
     assert f"{ORIGIN}/p/{public_id}.svg" in home
     assert "[![Now playing on Spotify]" in home
@@ -377,7 +369,7 @@ async def test_a_rolling_window_pause_is_data_not_a_notice(connected: Env) -> No
 async def test_a_hostile_upstream_answer_reaches_viewers_bounded(connected: Env) -> None:
     """A 10 MB title, a negative progress and a javascript: link reach the public JSON and the
     card as 512 characters, 0 and nothing."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     await fresh(connected)
     item = {
         "type": "track",

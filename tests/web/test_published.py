@@ -10,16 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.app import SAME, Env, open_env
 from harness.services import REDIS_URL, require
 
 from nowplaying.clock import FakeClock
 from nowplaying.crypto import TokenCipher
 from nowplaying.store import Store
 from nowplaying.web.published import CACHE_SECONDS
-from tests.conftest import ORIGIN, Env, open_env
 
 pytestmark = pytest.mark.anyio
-SAME = {"Origin": ORIGIN}
 
 
 class Counting:
@@ -38,13 +37,6 @@ class Counting:
             return await result
 
         return call
-
-
-async def publish(env: Env) -> str:
-    response = await env.client.post("/api/account/publish", headers=SAME)
-    assert response.status_code == 200, response.text
-    public_id: str = response.json()["publicId"]
-    return public_id
 
 
 async def rotate(env: Env) -> str:
@@ -73,7 +65,7 @@ async def test_public_requests_within_the_ttl_read_the_account_once(
 ) -> None:
     """100 public requests (JSON, card, page) within the TTL: one account read, no decryption;
     after the TTL, one read more."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     assert (await connected.client.get(f"/p/{public_id}.json")).status_code == 200  # warm up
     counting = Counting(connected.services.runtime.store)
     connected.services.published._store = counting
@@ -95,7 +87,7 @@ async def test_owner_and_session_reads_decrypt_nothing(
     connected: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The owner page's API and /api/spotify read the account without opening its token."""
-    await publish(connected)
+    await connected.publish()
     assert (await connected.client.get("/api/spotify")).status_code == 200
     opened = count_decryptions(connected, monkeypatch)
     connected.services.sessions.forget_account("demo")
@@ -108,7 +100,7 @@ async def test_owner_and_session_reads_decrypt_nothing(
 async def test_rotate_kills_a_cached_link_at_once(connected: Env) -> None:
     """A link served from the cache a moment ago is 404 right after rotate, the new one 200;
     unpublish does the same, with no time passing."""
-    old = await publish(connected)
+    old = await connected.publish()
     for path in (f"/p/{old}.json", f"/p/{old}"):
         assert (await connected.client.get(path)).status_code == 200
     new = await rotate(connected)
@@ -121,7 +113,7 @@ async def test_rotate_kills_a_cached_link_at_once(connected: Env) -> None:
 
 async def test_disconnect_kills_a_cached_link_at_once(connected: Env) -> None:
     """Logging out (the account forgotten) ends its cached public link at once."""
-    public_id = await publish(connected)
+    public_id = await connected.publish()
     assert (await connected.client.get(f"/p/{public_id}")).status_code == 200
     assert (await connected.client.post("/logout", headers=SAME)).status_code < 400
     assert (await connected.client.get(f"/p/{public_id}")).status_code == 404
@@ -147,7 +139,7 @@ async def test_another_instance_refuses_a_rotated_link_within_the_ttl(
     """Without Redis: the instance that did not rotate serves its cached entry at most
     CACHE_SECONDS, then refuses the old id."""
     async with two_instances(tmp_path, clock) as (a, b):
-        old = await publish(a)
+        old = await a.publish()
         assert (await b.client.get(f"/p/{old}")).status_code == 200
         new = await rotate(a)
         assert (await a.client.get(f"/p/{old}")).status_code == 404
@@ -163,7 +155,7 @@ async def test_with_redis_another_instance_refuses_a_rotated_link_at_once(
     """With Redis: the other instance drops the rotated link when told, no time passing."""
     require(REDIS_URL, "Redis")
     async with two_instances(tmp_path, clock, nowplaying_redis_url=REDIS_URL) as (a, b):
-        old = await publish(a)
+        old = await a.publish()
         assert (await b.client.get(f"/p/{old}")).status_code == 200
         heard: set[str] = set()
         told = asyncio.Event()

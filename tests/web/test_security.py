@@ -61,6 +61,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from harness.app import ORIGIN, SAME, SECRET_KEY, Env, make_settings, open_env
 from harness.helpers import connect, consent, fixture_json
 from harness.sse import SSEReader
 from hypothesis import HealthCheck, example, given, settings
@@ -75,11 +76,9 @@ from nowplaying.sources.spotify.oauth import pkce_challenge
 from nowplaying.store import AccountStatus
 from nowplaying.web import create_app
 from nowplaying.web.security import host_name
-from tests.conftest import ORIGIN, SECRET_KEY, Env, make_settings, open_env
 
 pytestmark = pytest.mark.anyio
 
-SAME = {"Origin": ORIGIN}
 SESSION = "__Host-np_session"
 LOGIN = "__Host-np_login"
 CLIENT_SECRET = "csecret-for-tests"

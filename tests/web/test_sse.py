@@ -7,11 +7,11 @@ import asyncio
 import random
 
 import pytest
+from harness.app import ORIGIN, Env
 from harness.sse import SSEReader
 
 from nowplaying.engine.snapshot import NO_DATA, Snapshot, Status, view_of
 from nowplaying.web.sse import Streams
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
 

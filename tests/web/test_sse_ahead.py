@@ -8,9 +8,8 @@ to a follower still at N, and was sent N (an older track) before N+1 a second ti
 from __future__ import annotations
 
 import pytest
+from harness.app import Env
 from harness.sse import SSEReader
-
-from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
 

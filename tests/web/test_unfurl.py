@@ -12,11 +12,11 @@ import extruct
 import httpx
 import micawber
 import pytest
+from harness.browser import demo_settings, publish_over_http
 from harness.live_server import free_port, serve
 from PIL import Image
 
 from nowplaying.web import create_app
-from tests.browser.conftest import demo_settings, publish_over_http
 
 
 @pytest.fixture(scope="module")

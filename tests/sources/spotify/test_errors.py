@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from harness.app import Env
 
 from nowplaying.simulator.api import NOT_REGISTERED, OWNER_NOT_PREMIUM
 from nowplaying.sources import base
@@ -15,7 +16,6 @@ from nowplaying.sources.spotify.errors import (
     PremiumRequired,
     classify_forbidden,
 )
-from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
 

@@ -4,11 +4,11 @@ whether a grant tells history (its scope)."""
 from __future__ import annotations
 
 import pytest
+from harness.app import Env
 
 from nowplaying.models import Kind
 from nowplaying.sources import base
 from nowplaying.sources.spotify.oauth import SCOPE_CURRENTLY_PLAYING, SCOPE_RECENTLY_PLAYED
-from tests.conftest import Env
 
 pytestmark = pytest.mark.anyio
 

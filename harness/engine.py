@@ -1,0 +1,92 @@
+"""Fakes around the live engine on a fake clock: a scripted upstream, a crowd of subscribers,
+the owner's notices and the accounts the reads look up."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from nowplaying.clock import FakeClock
+from nowplaying.engine.fanout import Subscription
+from nowplaying.engine.live import LiveHub
+from nowplaying.models import Item, Kind, NowPlaying
+from nowplaying.store import Account
+
+
+def track(title: str, duration_s: float = 200.0) -> Item:
+    """A track ``title`` of ``duration_s`` seconds."""
+    return Item(
+        kind=Kind.TRACK,
+        title=title,
+        artists=("Artist",),
+        album="Album",
+        image_url=None,
+        url=None,
+        duration_ms=int(duration_s * 1000),
+        uri=f"spotify:track:{title}",
+    )
+
+
+class FakeSpotify:
+    """A scripted account: plays a queue of tracks on the clock; errors can be queued."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls = 0
+        self.errors: list[Exception] = []
+        self.playing = True
+        self.tracks = [track("one", 20), track("two", 30), track("three", 40)]
+        self.index = 0
+        self.started = clock.now()
+        self.stopped = False
+
+    def skip(self) -> None:
+        self.index = (self.index + 1) % len(self.tracks)
+        self.started = self.clock.now()
+
+    async def fetch(self, account_id: str) -> NowPlaying:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        now = self.clock.now()
+        if self.stopped:
+            return NowPlaying(is_playing=False, timestamp=now)
+        # advance through the playlist by the clock
+        while now - self.started >= self.tracks[self.index].duration_ms / 1000:
+            self.started += self.tracks[self.index].duration_ms / 1000
+            self.index = (self.index + 1) % len(self.tracks)
+        it = self.tracks[self.index]
+        progress = int((now - self.started) * 1000)
+        return NowPlaying(self.playing, Kind.TRACK, it, progress, now)
+
+
+@contextlib.asynccontextmanager
+async def subscribers(hub: LiveHub, account_id: str, n: int) -> AsyncIterator[list[Subscription]]:
+    """Open ``n`` subscriptions to one account at once."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(hub.subscribe(account_id)) for _ in range(n)]
+
+
+@dataclass
+class FakeNotices:
+    """What the engine tells the owner (a lost grant, a pause), recorded."""
+
+    reconnects: list[str] = field(default_factory=list)
+    pauses: list[tuple[float, str | None]] = field(default_factory=list)
+
+    def reconnect_needed(self, account_id: str) -> None:
+        self.reconnects.append(account_id)
+
+    def paused(self, retry_after: float, reason: str | None) -> None:
+        self.pauses.append((retry_after, reason))
+
+
+@dataclass
+class FakeAccounts:
+    """The accounts the engine looks up, from a dict."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+
+    async def get_account_info(self, account_id: str) -> Account | None:
+        return self.accounts.get(account_id)
