@@ -32,7 +32,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -41,71 +40,21 @@ from nowplaying.crypto import TokenCipher
 from nowplaying.store import StoreError, open_store
 from soak import procs
 from soak.audience import EventSourceViewer, Poller, identity
-from soak.checks import LogScan, Stored, scan_log, try_refresh
+from soak.checks import Stored, scan_log, try_refresh
 from soak.cluster import Cluster, Restart
+from soak.life import POLLERS, PUBLISHED, RELOGIN, SSE_VIEWERS, USERS, Life, Rotation, Skip
+from soak.lifecycle_report import render_life
 from soak.lockout import Lockout, lockout
-from soak.relogin import Relogin, relogin
+from soak.relogin import relogin
 from soak.viewers import login, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "operations.md"
-USERS = [f"user{n}" for n in range(1, 7)]
-PUBLISHED = USERS[:3]
-RELOGIN = "user2"  # published: its public viewers and JSON must come back too
-SSE_VIEWERS = 300
-POLLERS = 30
 ROLL_EVERY = 20.0
 POLL_SECONDS = 2.0
 OLD_KEY = "lifecycle-soak-key-one-0123456789abcdef-0123456789"
 NEW_KEY = "lifecycle-soak-key-two-fedcba9876543210-fedcba9876"
 BUDGET = 540.0  # the whole run; it takes about 4.5 minutes
-
-
-@dataclass
-class Skip:
-    """A track change made while an instance was going away: every viewer must receive it."""
-
-    at: float
-    account: str
-    title: str
-    label: str
-
-
-@dataclass
-class Rotation:
-    exit: int | None = None
-    output: str = ""
-    accounts: int = 0
-    need_old_key: list[str] = field(default_factory=list)
-    """Accounts the new key alone cannot open after ``rotate-key`` (target: none)."""
-    error: str = ""
-
-
-@dataclass
-class Life:
-    """Everything the life-cycle soak saw, for the checks and the report."""
-
-    seed: int
-    viewers: list[EventSourceViewer] = field(default_factory=list)
-    pollers: list[Poller] = field(default_factory=list)
-    watch_from: float = 0.0
-    warm: float | None = None
-    restarts: list[Restart] = field(default_factory=list)
-    skips: list[Skip] = field(default_factory=list)
-    rotation: Rotation | None = None
-    relogin: Relogin | None = None
-    lockout: Lockout | None = None
-    stale_viewers_in_lockout: tuple[int, int] = (0, 0)
-    final_exits: list[procs.Exit] = field(default_factory=list)
-    stored: dict[str, Stored] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
-    logs: dict[str, LogScan] = field(default_factory=dict)
-    phases: list[tuple[str, float]] = field(default_factory=list)
-    duration: float = 0.0
-    aborted: str = ""
-    loop_lag: list[tuple[float, float]] = field(default_factory=list)
-    """(when, seconds late) of the soak's own event loop, sampled every 0.1 s: its timings are
-    only as good as this (300 streams on a 2-CPU machine shared with the cluster)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -327,8 +276,6 @@ async def lag_monitor(life: Life, stop: asyncio.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from soak.lifecycle_report import render_life  # noqa: PLC0415 (the report imports this module)
-
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     command = f"python -m soak lifecycle --seed {seed}"

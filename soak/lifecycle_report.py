@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from soak.audience import Drop, EventSourceViewer, is_live
 from soak.checks import Check
 from soak.cluster import Restart
-from soak.lifecycle import POLLERS, RELOGIN, SSE_VIEWERS, USERS, Life
+from soak.life import POLLERS, RELOGIN, SSE_VIEWERS, USERS, Life
 from soak.relogin import LIVE_TARGET
 from soak.report import checks_table, table
 
