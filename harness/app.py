@@ -6,15 +6,19 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from starlette.applications import Starlette
 
 from harness.helpers import connect
+from harness.stores import CountingCipher, ProbedStore
 from nowplaying.clock import FakeClock
 from nowplaying.config import Settings
+from nowplaying.crypto import TokenCipher
+from nowplaying.runtime import make_cipher
 from nowplaying.simulator import Simulator
+from nowplaying.store import Store, open_store
 from nowplaying.web import create_app
 from nowplaying.web.state import Services
 
@@ -49,6 +53,14 @@ class Env:
     sim_http: httpx.AsyncClient
     client: httpx.AsyncClient
     clock: FakeClock
+    probed: ProbedStore | None = None
+    """The store the app was handed, when it was opened with ``probed=True``."""
+
+    @property
+    def probe(self) -> ProbedStore:
+        """The probe on the app's store (``open_env(..., probed=True)``)."""
+        assert self.probed is not None, "open the app with probed=True"
+        return self.probed
 
     @property
     def services(self) -> Services:
@@ -100,29 +112,47 @@ async def serve_app(
     clock: FakeClock,
     *,
     raise_app_exceptions: bool = True,
+    probed: bool = False,
 ) -> AsyncIterator[Env]:
-    """The app on ``settings``, through its lifespan, against ``sim``."""
-    app = create_app(settings, http=sim_http, clock=clock)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url=ORIGIN) as client,
-    ):
-        yield Env(app=app, sim=sim, sim_http=sim_http, client=client, clock=clock)
+    """The app on ``settings``, through its lifespan, against ``sim``; with ``probed``, handed
+    the store of ``settings`` behind a :class:`ProbedStore` (and its cipher counting)."""
+    async with contextlib.AsyncExitStack() as stack:
+        probe = None
+        if probed:
+            cipher = CountingCipher(make_cipher(settings))
+            inner = open_store(settings.nowplaying_database_url, cipher=cast(TokenCipher, cipher))
+            await inner.open()
+            stack.push_async_callback(inner.close)
+            probe = ProbedStore(inner, cipher)
+        app = create_app(settings, http=sim_http, clock=clock, store=cast(Store | None, probe))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(transport=transport, base_url=ORIGIN)
+        )
+        yield Env(app=app, sim=sim, sim_http=sim_http, client=client, clock=clock, probed=probe)
 
 
 @contextlib.asynccontextmanager
 async def open_env(
-    tmp_path: Path, clock: FakeClock, *, raise_app_exceptions: bool = True, **overrides: Any
+    tmp_path: Path,
+    clock: FakeClock,
+    *,
+    raise_app_exceptions: bool = True,
+    probed: bool = False,
+    **overrides: Any,
 ) -> AsyncIterator[Env]:
     """The app on ``make_settings(tmp_path, **overrides)``, wired to a fresh simulator.
 
     With ``raise_app_exceptions=False`` an unhandled error reaches the client as the 500 a
-    browser would see (the property tests assert there is none) instead of raising in the test.
+    browser would see (the property tests assert there is none) instead of raising in the test;
+    with ``probed=True`` the app's store is behind a probe (``Env.probe``).
     """
     settings = make_settings(tmp_path, **overrides)
     async with (
         simulated(clock) as (sim, sim_http),
-        serve_app(settings, sim, sim_http, clock, raise_app_exceptions=raise_app_exceptions) as env,
+        serve_app(
+            settings, sim, sim_http, clock, raise_app_exceptions=raise_app_exceptions, probed=probed
+        ) as env,
     ):
         yield env

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import pytest
 from harness.app import Env
 from harness.helpers import consent, reads_of
@@ -16,48 +13,20 @@ from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.live import LiveHub
 from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying
-from nowplaying.store import Store, StoreError
 
 pytestmark = pytest.mark.anyio
 
 
-class Outage:
-    """Wraps a store; while ``down``, every call raises StoreError (as PostgreSQL's would)."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.down = False
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down:
-                raise StoreError("PostgreSQL unavailable (ConnectionRefusedError)")
-            result: Awaitable[Any] = attr(*args, **kwargs)
-            return await result
-
-        return call
-
-
-def _take_down(env: Env) -> Outage:
-    outage = Outage(env.services.runtime.store)
-    env.services.runtime.store = outage
-    env.services.sessions._store = outage  # the session layer holds the store too
-    env.services.published._store = outage  # and the public-id cache
-    return outage
-
-
-async def test_database_down_keeps_live_viewers_and_refuses_new_logins(connected: Env) -> None:
+async def test_database_down_keeps_live_viewers_and_refuses_new_logins(probed: Env) -> None:
     """DB down: an open SSE viewer keeps getting changes; a new login gets a clear 503."""
+    connected = probed
+    assert (await connected.connect()).status_code == 303
     connected.sim.player("demo").play(0)
     await connected.services.runtime.hub.forget("demo")
     cookie = {"cookie": f"__Host-np_session={connected.client.cookies.get('__Host-np_session')}"}
     async with SSEReader(connected.app, "/api/spotify/events", cookie) as sse:
         await sse.wait_for(1)
-        outage = _take_down(connected)
+        outage = connected.probe
         outage.down = True
         connected.sim.player("demo").skip()
         await connected.clock.advance(5.5)
@@ -76,10 +45,11 @@ async def test_database_down_keeps_live_viewers_and_refuses_new_logins(connected
         assert (await connected.client.get("/login")).status_code == 302
 
 
-async def test_database_down_at_callback_writes_nothing(env: Env) -> None:
+async def test_database_down_at_callback_writes_nothing(probed: Env) -> None:
     """The store failing during the callback: 503, and no half-written account or session."""
+    env = probed
     login = await env.client.get("/login")
-    outage = _take_down(env)
+    outage = env.probe
     redirect = await consent(env.sim_http, login.headers["location"])
     outage.down = True
     response = await env.client.get(redirect.headers["location"].replace("https://np.test", ""))
@@ -112,12 +82,11 @@ async def test_redis_down_hub_polls_for_itself(clock: FakeClock) -> None:
         await hub.close()
 
 
-Check = Callable[[], Awaitable[bool]]
-
-
-async def test_store_error_never_500(connected: Env) -> None:
+async def test_store_error_never_500(probed: Env) -> None:
     """Every route answers 503 (never 500) while the store is down."""
-    outage = _take_down(connected)
+    connected = probed
+    assert (await connected.connect()).status_code == 303
+    outage = connected.probe
     outage.down = True
     await connected.clock.advance(3)
     for path in ("/", "/api/spotify", "/api/account", "/p/abcdefghijklmnopqrstuv.json"):

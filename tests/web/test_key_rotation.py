@@ -47,13 +47,16 @@ class World:
     sim_http: httpx.AsyncClient
 
     @contextlib.asynccontextmanager
-    async def serve(self, key: str, old: Sequence[str] = ()) -> AsyncIterator[Env]:
-        """An app with ``NOWPLAYING_SECRET_KEY=key`` and ``NOWPLAYING_OLD_SECRET_KEYS=old``."""
+    async def serve(
+        self, key: str, old: Sequence[str] = (), *, probed: bool = False
+    ) -> AsyncIterator[Env]:
+        """An app with ``NOWPLAYING_SECRET_KEY=key`` and ``NOWPLAYING_OLD_SECRET_KEYS=old``
+        (its store behind a probe with ``probed``)."""
         settings = make_settings(
             self.tmp_path, nowplaying_secret_key=key, nowplaying_old_secret_keys=list(old)
         )
         async with serve_app(
-            settings, self.sim, self.sim_http, self.clock, raise_app_exceptions=False
+            settings, self.sim, self.sim_http, self.clock, raise_app_exceptions=False, probed=probed
         ) as env:
             yield env
 
@@ -193,21 +196,14 @@ async def test_a_login_started_before_the_rotation(
         assert (await env.client.get(f"/callback?{query}")).status_code == status
 
 
-async def test_a_crypto_error_that_escapes_is_never_a_500(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_crypto_error_that_escapes_is_never_a_500(world: World) -> None:
     """The net under the store: a CryptoError reaching a route answers as reconnect-required."""
-    async with world.serve(OLD_KEY) as env:
+    async with world.serve(OLD_KEY, probed=True) as env:
         assert (await connect(env.client, world.sim_http)).status_code == 303
         public_id = (await env.client.post("/api/account/publish", headers=SAME)).json()["publicId"]
-
-        async def unopenable(*_: object) -> None:
-            raise CryptoError("sealed with an unknown key")
-
-        store = env.services.runtime.store
-        monkeypatch.setattr(store, "get_account", unopenable)
-        monkeypatch.setattr(store, "get_account_info", unopenable)
-        monkeypatch.setattr(store, "get_account_by_public_id", unopenable)
+        unopenable = CryptoError("sealed with an unknown key")
+        for name in ("get_account", "get_account_info", "get_account_by_public_id"):
+            env.probe.failing[name] = unopenable
         card = await env.client.get(f"/p/{public_id}.svg?theme=dark")
         assert card.status_code == 200
         assert card.headers["content-type"].startswith("image/svg+xml")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +14,9 @@ from harness.app import SAME, Env, open_env
 from harness.services import REDIS_URL, require
 
 from nowplaying.clock import FakeClock
-from nowplaying.crypto import TokenCipher
-from nowplaying.store import Store
 from nowplaying.web.published import CACHE_SECONDS
 
 pytestmark = pytest.mark.anyio
-
-
-class Counting:
-    """Wraps a store and counts the calls made to it, by method name."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.calls: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] = self.calls.get(name, 0) + 1
-            result: Awaitable[Any] = attr(*args, **kwargs)
-            return await result
-
-        return call
 
 
 async def rotate(env: Env) -> str:
@@ -46,55 +26,41 @@ async def rotate(env: Env) -> str:
     return public_id
 
 
-def count_decryptions(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every refresh token the app's store decrypts from now on, by account id."""
-    cipher: TokenCipher = env.services.runtime.store._cipher  # type: ignore[attr-defined]
-    opened: list[str] = []
-    real = cipher.open
-
-    def counted(sealed: str, *, context: str) -> str:
-        opened.append(context)
-        return real(sealed, context=context)
-
-    monkeypatch.setattr(cipher, "open", counted)
-    return opened
-
-
-async def test_public_requests_within_the_ttl_read_the_account_once(
-    connected: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_public_requests_within_the_ttl_read_the_account_once(probed: Env) -> None:
     """100 public requests (JSON, card, page) within the TTL: one account read, no decryption;
     after the TTL, one read more."""
+    connected = probed
+    assert (await connected.connect()).status_code == 303
     public_id = await connected.publish()
     assert (await connected.client.get(f"/p/{public_id}.json")).status_code == 200  # warm up
-    counting = Counting(connected.services.runtime.store)
-    connected.services.published._store = counting
     connected.services.published.drop("demo")
-    opened = count_decryptions(connected, monkeypatch)
+    store = connected.probe
+    store.calls.clear()
+    store.cipher.opened.clear()
     paths = [f"/p/{public_id}.json", f"/p/{public_id}.svg", f"/p/{public_id}"]
     for i in range(100):
         response = await connected.client.get(paths[i % 3])
         assert response.status_code == 200, (paths[i % 3], response.text)
-    assert counting.calls == {"get_account_by_public_id": 1}
-    assert opened == []
+    assert store.calls == {"get_account_by_public_id": 1}
+    assert store.cipher.opened == []
     await connected.clock.advance(CACHE_SECONDS + 0.1)
     assert (await connected.client.get(paths[0])).status_code == 200
-    assert counting.calls == {"get_account_by_public_id": 2}
-    assert opened == []
+    assert store.calls["get_account_by_public_id"] == 2
+    assert store.cipher.opened == []
 
 
-async def test_owner_and_session_reads_decrypt_nothing(
-    connected: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_owner_and_session_reads_decrypt_nothing(probed: Env) -> None:
     """The owner page's API and /api/spotify read the account without opening its token."""
+    connected = probed
+    assert (await connected.connect()).status_code == 303
     await connected.publish()
     assert (await connected.client.get("/api/spotify")).status_code == 200
-    opened = count_decryptions(connected, monkeypatch)
+    connected.probe.cipher.opened.clear()
     connected.services.sessions.forget_account("demo")
     for _ in range(5):
         assert (await connected.client.get("/api/account")).status_code == 200
         assert (await connected.client.get("/api/spotify")).status_code == 200
-    assert opened == []
+    assert connected.probe.cipher.opened == []
 
 
 async def test_rotate_kills_a_cached_link_at_once(connected: Env) -> None:
