@@ -139,7 +139,7 @@ def web_services(
         ),
         published=PublishedAccounts(rt.store, rt.clock, rt.coord),
         metrics=app_metrics,
-        streams=Streams(rt.hub, rt.clock),
+        streams=Streams(rt.hub, rt.clock, on_viewers=app_metrics.viewers.inc),
     )
 
 

@@ -5,6 +5,12 @@ Per viewer and wait a stream costs one future, which the next change (the accoun
 :class:`~nowplaying.engine.fanout.Channel`), the next tick or the drain (:class:`_Beat`) and the
 hang-up all resolve: no task, queue or ``asyncio.wait`` per viewer. Each change is framed once
 (:meth:`Streams.event`) and the same text goes to every viewer.
+
+Served by ``nowplaying serve`` (whose protocol offers :mod:`.detach`), a stream is *detached*
+once its greeting and first event are written: it joins its account's :class:`_Group`, whose one
+task writes every change, heartbeat and the drain's last words to all of its viewers' transports
+directly, and its request ends. Elsewhere (in-process test clients) streams are served the ASGI
+way, with the same bytes.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import random
 import resource
 from asyncio import FIRST_COMPLETED
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, cast
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from nowplaying.clock import Clock
 from nowplaying.engine import fanout
@@ -26,6 +32,7 @@ from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub
 from nowplaying.engine.snapshot import Snapshot, view_of
 from nowplaying.schema import State
+from nowplaying.web.detach import Detach, detach_of
 from nowplaying.web.errors import Busy
 
 HEARTBEAT_SECONDS = 15.0
@@ -41,6 +48,9 @@ FRESH_SECONDS = 1.0
 """How long one view of a snapshot is handed out to event streams: every viewer of a change gets
 the same text; a viewer connecting later gets progress measured again (``at`` says when it
 holds)."""
+MAX_BUFFERED = 256 * 1024
+"""A detached viewer with this many bytes it has not read is cut off (it reconnects and gets the
+latest state): a reader that stopped must not grow the process."""
 FRAMED_MAX = 64
 """How many framed events :meth:`Streams.event` keeps (the last few views')."""
 _JITTER = random.Random()  # noqa: S311 - spreading reconnects, not secrets
@@ -65,7 +75,14 @@ class Streams:
     all come back in the same instant.
     """
 
-    def __init__(self, hub: LiveHub, clock: Clock, *, heartbeat: float = HEARTBEAT_SECONDS):
+    def __init__(
+        self,
+        hub: LiveHub,
+        clock: Clock,
+        *,
+        heartbeat: float = HEARTBEAT_SECONDS,
+        on_viewers: Callable[[int], None] | None = None,
+    ):
         self.hub = hub
         self.clock = clock
         self.heartbeat = heartbeat
@@ -75,6 +92,11 @@ class Streams:
         self._beat: _Beat | None = None
         self._framed: dict[int, tuple[State, int, str]] = {}
         """The event text of the last few views (by the view's identity, and the version)."""
+        self._groups: dict[str, _Group] = {}
+        """The detached viewers of each account."""
+        self.on_viewers = on_viewers
+        """Told +1 / -1 as detached viewers come and go (the open-streams gauge, which the edge
+        keeps for the streams served the ASGI way)."""
 
     def drain(self) -> None:
         """The server is shutting down: every stream ends with a reconnect hint."""
@@ -94,10 +116,43 @@ class Streams:
             busy = Busy("Too many viewers on this server; try again shortly.", retry_after=5)
             return busy.response({**headers, "Connection": "close"})
 
-        def stream(closed: asyncio.Future[Any]) -> AsyncGenerator[str, None]:
-            return self.stream(account_id, last_event_id=last_event_id, closed=closed)
+        def stream(
+            closed: asyncio.Future[Any], sent: str | None, greeted: bool
+        ) -> AsyncGenerator[str, None]:
+            return self.stream(account_id, last_event_id=sent, closed=closed, greet=not greeted)
 
-        return EventStream(stream, headers)
+        async def detached(send: Send, detach: Detach) -> tuple[bool, str | None]:
+            return await self.detached(account_id, last_event_id, send, detach)
+
+        return EventStream(stream, headers, detached, last_event_id)
+
+    async def detached(
+        self, account_id: str, last_event_id: str | None, send: Send, detach: Detach
+    ) -> tuple[bool, str | None]:
+        """Greet a new viewer, send it the current state, and detach its connection into the
+        account's group; whether it was detached, and the last event id it has (the response
+        goes on the ASGI way, without greeting it again, when it could not be)."""
+        await send(_body("retry: 3000\n: connected\n\n"))
+        if self.draining.is_set():
+            self.counts["drained"] += 1
+            await send(_body(reconnect_hint(_JITTER)))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return True, None
+        group = self._groups.get(account_id)
+        if group is None:
+            group = self._groups[account_id] = _Group(self, account_id)
+        sent = last_event_id.strip() if last_event_id else None
+        latest = group.latest
+        if latest is not None and not _has(sent, latest.version):
+            sent = str(latest.version)
+            await send(_body(self.event(latest, self.clock.now())))
+        viewer = _Viewer(group, sent)
+        lost = detach(viewer)
+        if lost is None:
+            return False, sent
+        viewer.lost = lost
+        group.join(viewer)
+        return True, sent
 
     async def stream(
         self,
@@ -106,6 +161,7 @@ class Streams:
         last_event_id: str | None = None,
         rng: random.Random | None = None,
         closed: asyncio.Future[Any] | None = None,
+        greet: bool = True,
     ) -> AsyncGenerator[str, None]:
         """The event stream: the current state on connect, then every change, with heartbeats.
 
@@ -118,7 +174,8 @@ class Streams:
         """
         rng = rng or _JITTER
         now = self.clock.now
-        yield "retry: 3000\n: connected\n\n"
+        if greet:
+            yield "retry: 3000\n: connected\n\n"
         if self.draining.is_set():
             self.counts["drained"] += 1
             yield reconnect_hint(rng)
@@ -191,20 +248,31 @@ class EventStream(Response):
 
     def __init__(
         self,
-        stream: Callable[[asyncio.Future[Any]], AsyncGenerator[str, None]],
+        stream: Callable[[asyncio.Future[Any], str | None, bool], AsyncGenerator[str, None]],
         headers: dict[str, str],
+        detached: Callable[[Send, Detach], Awaitable[tuple[bool, str | None]]] | None = None,
+        last_event_id: str | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
         self._stream = stream
+        self._detached = detached
+        self._sent = last_event_id
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        self.raw_headers = []  # this response lives as long as its viewer: let them go
+        detach = detach_of(scope)
+        greeted = False
+        if detach is not None and self._detached is not None:
+            done, self._sent = await self._detached(send, detach)
+            if done:
+                return
+            greeted = True
         closed = asyncio.ensure_future(_disconnected(receive))
-        stream = self._stream(closed)
+        stream = self._stream(closed, self._sent, greeted)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            self.raw_headers = []  # this response lives as long as its viewer: let them go
             async for chunk in stream:
                 await send(
                     {"type": "http.response.body", "body": chunk.encode(), "more_body": True}
@@ -298,6 +366,134 @@ class _Beat:
             drained.cancel()
             if nap is not None:
                 nap.cancel()
+
+
+def _body(text: str) -> Message:
+    return {"type": "http.response.body", "body": text.encode(), "more_body": True}
+
+
+def _chunk(text: str) -> bytes:
+    """``text`` as one HTTP/1.1 chunk, the way uvicorn frames a body part."""
+    body = text.encode()
+    return b"%x\r\n%s\r\n" % (len(body), body)
+
+
+class _Viewer(asyncio.Protocol):
+    """A detached viewer: its transport, the last event id it has, and its group."""
+
+    __slots__ = ("group", "lost", "sent", "transport")
+
+    def __init__(self, group: _Group, sent: str | None) -> None:
+        self.group, self.sent = group, sent
+        self.lost: Callable[[Exception | None], None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        """A viewer has nothing more to say; whatever it sends is ignored."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.group.leave(self)
+        if self.lost is not None:
+            self.lost(exc)
+
+    def write(self, chunk: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > MAX_BUFFERED:
+            transport.abort()  # stopped reading: it comes back for the latest state
+            return
+        transport.write(chunk)
+
+
+class _Group:
+    """One account's detached viewers and the one task that writes to all of them: every change
+    (framed once), the heartbeat when the group has been quiet for half of one, and on the drain
+    a jittered ``retry:`` each before their connections close."""
+
+    def __init__(self, streams: Streams, account_id: str) -> None:
+        self.streams, self.account_id = streams, account_id
+        self.viewers: set[_Viewer] = set()
+        self.latest: Snapshot | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.emptied: asyncio.Future[None] | None = None
+
+    def join(self, viewer: _Viewer) -> None:
+        self.viewers.add(viewer)
+        self.streams.counts["open"] += 1
+        if self.streams.on_viewers is not None:
+            self.streams.on_viewers(1)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._pump(), name=f"sse-group:{self.account_id}")
+        elif self.latest is not None and not _has(viewer.sent, self.latest.version):
+            self._send(self.latest)  # a change that came while it was being greeted
+
+    def leave(self, viewer: _Viewer) -> None:
+        if viewer not in self.viewers:
+            return
+        self.viewers.discard(viewer)
+        self.streams.counts["open"] -= 1
+        if self.streams.on_viewers is not None:
+            self.streams.on_viewers(-1)
+        if not self.viewers:
+            if self.streams._groups.get(self.account_id) is self:
+                del self.streams._groups[self.account_id]
+            if self.emptied is not None:
+                fanout.wake(self.emptied)
+
+    def _send(self, snap: Snapshot) -> None:
+        version = snap.version
+        text = self.streams.event(snap, self.streams.clock.now())
+        chunk = _chunk(text)
+        for viewer in list(self.viewers):
+            if not _has(viewer.sent, version):
+                viewer.sent = str(version)
+                viewer.write(chunk)
+
+    async def _pump(self) -> None:
+        streams = self.streams
+        now = streams.clock.now
+        beat = streams._beat_here()
+        beat.join()
+        self.emptied = beat.loop.create_future()
+        quiet_since = now()
+        try:
+            async with streams.hub.subscribe(self.account_id) as sub:
+                while self.viewers:
+                    if sub.empty():
+                        wake = _Wait(sub, beat, self.emptied)
+                        try:
+                            await wake.future
+                        finally:
+                            wake.done()
+                        if not self.viewers:
+                            return
+                        if streams.draining.is_set():
+                            self._end_all()
+                            return
+                        if sub.empty():  # the tick
+                            if now() - quiet_since >= streams.heartbeat / 2:
+                                quiet_since = now()
+                                heartbeat = _chunk(": heartbeat\n\n")
+                                for viewer in list(self.viewers):
+                                    viewer.write(heartbeat)
+                            continue
+                    self.latest = sub.get_nowait()
+                    quiet_since = now()
+                    self._send(self.latest)
+        finally:
+            beat.leave()
+
+    def _end_all(self) -> None:
+        """The drain: each viewer's last words (a jittered retry), then its connection closes."""
+        for viewer in list(self.viewers):
+            self.streams.counts["drained"] += 1
+            viewer.write(_chunk(reconnect_hint(_JITTER)) + b"0\r\n\r\n")
+            if viewer.transport is not None:
+                viewer.transport.close()
 
 
 def _has(seen: str | None, version: int) -> bool:
