@@ -259,7 +259,7 @@ def _fanout(r: fanout.Result) -> list[str]:
         f"   connected in {r.connect_seconds:.0f} s; server log: {r.fd_limit_log}",
         "",
         f"   {'idle (signed in, polling)':<30}{r.idle_kb / 1024:>8.1f} MB",
-        f"   {f'with {r.viewers} SSE viewers':<30}{r.loaded_kb / 1024:>8.1f} MB   target < 250 MB",
+        f"   {f'with {r.viewers} SSE viewers':<30}{r.loaded_kb / 1024:>8.1f} MB   target <= 150 MB",
         f"   {'per viewer':<30}{r.per_viewer_kb:>8.1f} KB",
         "",
         f"   {'published -> viewer':<22}{'viewers':>8}{'missed':>8}{'median':>10}{'p95':>10}"
