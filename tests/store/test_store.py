@@ -450,6 +450,7 @@ CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "get_account_by_public_id": lambda s: s.get_account_by_public_id("pub-1"),
     "list_accounts": lambda s: s.list_accounts(),
     "put_account": lambda s: s.put_account(account(display_name="Alice C")),
+    "ensure_writable": lambda s: s.ensure_writable("alice"),
     "set_refresh_token": lambda s: s.set_refresh_token("alice", "refresh-9"),
     "set_status": lambda s: s.set_status("alice", AccountStatus.RECONNECT_REQUIRED),
     "set_public_id": lambda s: s.set_public_id("alice", "pub-2"),

@@ -184,6 +184,7 @@ UPDATE_WIDGET = """UPDATE accounts SET display_name = ?, scopes = ?,
         consented_at = ?, public_id = ?, show_last_played = ? WHERE id = ?"""
 SET_PUBLIC_ID = "UPDATE accounts SET public_id = ? WHERE id = ?"
 SET_SHOW_LAST_PLAYED = "UPDATE accounts SET show_last_played = ? WHERE id = ?"
+TOUCH_ACCOUNT = "UPDATE accounts SET id = id WHERE id = ?"
 DELETE_ACCOUNT = "DELETE FROM accounts WHERE id = ?"
 
 PUT_SESSION = """INSERT INTO sessions (key, account_id, created_at, last_seen) VALUES (?, ?, ?, ?)
@@ -329,6 +330,11 @@ class SQLStore(LinkedSources, ABC):
             raise ValueError("refusing to store an empty refresh token")
         sealed = self._cipher.seal(refresh_token, context=account_id)
         await self._execute(SET_SECRET, sealed, account_id, SourceKind.SPOTIFY.value)
+
+    async def ensure_writable(self, account_id: str) -> None:
+        """Raise :class:`StoreError` unless a write to the account's row goes through now (the
+        row is rewritten as it is)."""
+        await self._execute(TOUCH_ACCOUNT, account_id)
 
     async def set_status(self, account_id: str, status: AccountStatus) -> None:
         await self._execute(SET_SOURCE_STATUS, str(status), account_id, SourceKind.SPOTIFY.value)

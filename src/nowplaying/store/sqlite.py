@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ T = TypeVar("T")
 _ERRORS = (sqlite3.Error, ValueError, OSError)
 # SQLite's messages name no secret ("database is locked"): show them.
 _failing = functools.partial(DriverErrors, _ERRORS, detail=lambda e: f": {e}")
+
+MIN_FREE = 256 * 1024
+"""Bytes free beside the database below which it is taken as full (see ensure_writable)."""
 
 #: The migrations in SQLite's dialect; ``PRAGMA user_version`` says how many are applied.
 MIGRATIONS = SQLITE.migrations
@@ -50,6 +54,16 @@ class SQLiteStore(SQLStore):
         self._db: aiosqlite.Connection | None = None
         # One connection: a transaction's statements must not interleave with another task's.
         self._turn = asyncio.Lock()
+
+    async def ensure_writable(self, account_id: str) -> None:
+        """As the base, and the file's filesystem has :data:`MIN_FREE` bytes to spare: a full
+        disk can still take a write or two into the WAL's slack, then refuses the next."""
+        if self.path != ":memory:":
+            with _failing("cannot check the free space"):
+                stat = os.statvfs(Path(self.path).parent)
+            if stat.f_bavail * stat.f_frsize < MIN_FREE:
+                raise StoreError(f"less than {MIN_FREE // 1024} KiB free beside the database")
+        await super().ensure_writable(account_id)
 
     async def open(self) -> None:
         with _failing("cannot open SQLite database"):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,12 @@ class Rig:
 
 @pytest.fixture
 async def rig(clock: FakeClock) -> AsyncIterator[Rig]:
+    async with _rig(clock, ":memory:") as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _rig(clock: FakeClock, path: str | Path) -> AsyncIterator[Rig]:
     sim = Simulator(clock=clock, refresh_mode="rotate")
     sim.player("demo").set_gaps(0)
     grant = sim.grant("demo")
@@ -139,7 +146,7 @@ async def rig(clock: FakeClock) -> AsyncIterator[Rig]:
             api_url=f"{BASE}/v1",
             clock=clock,
         )
-        store = FlakyStore(":memory:", cipher=TokenCipher(KEY))
+        store = FlakyStore(path, cipher=TokenCipher(KEY))
         await store.open()
         account = Account("demo", "Demo", grant.refresh_token, frozenset(grant.scopes), 0.0)
         await store.put_account(account)
@@ -180,14 +187,20 @@ async def test_refused_rotation_is_kept_used_and_written_at_the_next_request(
 @pytest.mark.parametrize("failures", [1, 2, 5])
 async def test_a_failing_store_never_loses_the_grant(rig: Rig, failures: int) -> None:
     """The store refuses ``failures`` writes while the access token expires hour after hour:
-    each refresh presents the latest refresh token (never a rotated-away one, which would be
-    invalid_grant), the account stays connected, and the store ends with the latest token."""
+    a rotated token it refused is kept, and no refresh is made until the store has taken it
+    (each such hour is deferred: stale, not lost); every refresh presents the latest token,
+    the account stays connected, and the store ends with the latest token."""
     rig.store.fail = failures
+    deferred = 0
     for _ in range(failures + 2):
         await rig.clock.advance(HOUR)
-        await rig.playing()
+        try:
+            await rig.playing()
+        except RefreshDeferred:
+            deferred += 1
     assert rig.store.refused == failures
-    assert rig.sim.calls["token:refresh_token"] == failures + 2
+    assert deferred == failures - 1  # the first refusal is of the rotated token itself
+    assert rig.sim.calls["token:refresh_token"] == failures + 2 - deferred
     assert rig.presented == rig.issued[:-1]  # each presented once, the one handed out last
     assert rig.store.statuses == []
     account = await rig.store.get_account("demo")
@@ -196,19 +209,21 @@ async def test_a_failing_store_never_loses_the_grant(rig: Rig, failures: int) ->
     assert account.refresh_token == rig.issued[-1]
 
 
-async def test_the_pending_token_is_presented_while_the_store_still_refuses(rig: Rig) -> None:
-    """The store down across an expiry: the refresh presents the kept token, not the stored
-    one, and the next one kept replaces it; once the store answers, it gets the latest."""
+async def test_a_kept_token_is_never_presented_while_the_store_still_refuses(rig: Rig) -> None:
+    """The store down across an expiry: no refresh is made (its successor could not be stored
+    either); once the store answers, the kept token is written, then presented."""
     stored = rig.issued[0]
     rig.store.fail = 100
     first = await rig.tokens.token("demo")
     assert await rig.tokens.token("demo") is first  # the write is retried, no refresh made
     await rig.clock.advance(HOUR)
-    await rig.playing()  # a new access token, from the pending refresh token
-    assert rig.presented == [stored, rig.issued[1]]
+    with pytest.raises(RefreshDeferred):
+        await rig.playing()
+    assert rig.presented == [stored]
     assert await rig.store.stored_token() == stored
     rig.store.fail = 0
     await rig.playing()
+    assert rig.presented == [stored, rig.issued[1]]
     assert await rig.store.stored_token() == rig.issued[2]
     assert rig.sim.calls["token:refresh_token"] == 2
     assert rig.store.statuses == []
@@ -337,3 +352,64 @@ async def test_no_lock_a_kept_token_waits_and_the_access_token_serves(rig: Rig) 
     await rig.playing()
     assert await rig.store.stored_token() == rig.issued[1]
     assert rig.sim.calls["token:refresh_token"] == 1
+
+
+# -- a real full filesystem ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (root only: skipped elsewhere)."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; the filler file, to delete for space."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
+        for size in (65536, 4096, 512, 1):  # the last scraps too
+            while out.write(b"\0" * size):
+                pass
+    return filler
+
+
+async def test_a_full_disk_defers_the_refresh_and_loses_no_grant(
+    clock: FakeClock, small_disk: Path
+) -> None:
+    """SQLite on a full filesystem, the access token expires, Spotify rotates on refresh: no
+    refresh is made (stale, not lost). Space freed, the grant refreshes and rotates, and the
+    store opened again (a restart) holds the latest refresh token."""
+    db = small_disk / "nowplaying.sqlite3"
+    async with _rig(clock, db) as rig:
+        await rig.playing()
+        filler = _fill(small_disk)
+        await rig.clock.advance(HOUR)
+        with pytest.raises(RefreshDeferred):
+            await rig.playing()
+        assert rig.sim.calls["token:refresh_token"] == 1  # the first, before the disk filled
+        assert rig.tokens.counts["unwritable"] == 1
+        assert rig.store.refused == 0 and rig.tokens.counts["unsaved"] == 0
+        filler.unlink()
+        await rig.playing()
+        assert rig.presented == rig.issued[:2]
+        latest = rig.issued[-1]
+    store = SQLiteStore(db, cipher=TokenCipher(KEY))
+    await store.open()
+    try:
+        account = await store.get_account("demo")
+    finally:
+        await store.close()
+    assert account is not None and account.status is AccountStatus.ACTIVE
+    assert account.refresh_token == latest

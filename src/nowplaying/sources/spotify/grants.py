@@ -9,6 +9,10 @@ Rules from Spotify's contract:
   request); the new access token is used meanwhile. It lives only in this process (refresh
   tokens never go to Redis), and it never overrides a newer grant: when the store holds neither
   it nor the token it replaced (a connect by another process), the store's copy wins;
+- a refresh is made only when the store can write (``ensure_writable``, just before): Spotify
+  may rotate the refresh token, and a successor that cannot be stored is a grant one restart
+  from lost. A store that cannot write defers the refresh (:class:`RefreshDeferred`): a stale
+  widget, not a lost grant;
 - ``invalid_grant`` (revoked, expired after six months) is final: the account is marked
   "reconnect required" and no retry is made. An account whose refresh token cannot be opened
   (``key_missing``: sealed with a key that is not configured) is never refreshed, and its status
@@ -70,7 +74,8 @@ class AccountGone(ReconnectRequired):
 
 class RefreshDeferred(SpotifyUnavailable):
     """A refresh is due but the refresh lock cannot be had now (another instance holds it, or
-    Redis is unreachable). Transient: serve what is known and try again later."""
+    Redis is unreachable), or the store cannot write the refresh token it may bring. Transient:
+    serve what is known and try again later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +220,14 @@ class TokenManager:
         self.counts["rotated"] += 1
         return True
 
+    async def _writable(self, account: Account) -> bool:
+        """Whether the store takes a write now (:meth:`Store.ensure_writable`)."""
+        try:
+            await self._store.ensure_writable(account.id)
+        except StoreError:
+            return False
+        return True
+
     async def _refresh(self, account_id: str) -> Token:
         account = await self._store.get_account(account_id)
         if (
@@ -226,7 +239,15 @@ class TokenManager:
             self._pending.pop(account_id, None)
             raise AccountGone("account is not connected")
         pending = self._pending_for(account)
-        presented = pending.token if pending is not None else account.refresh_token
+        if pending is not None or not await self._writable(account):
+            # A kept token still unwritten (the store refused it again just now), or a store
+            # that refuses a write: a rotated successor could not be stored either.
+            self.counts["unwritable"] += 1
+            log.warning(
+                "token refresh put off: the store cannot write (a refresh could lose the grant)"
+            )
+            raise RefreshDeferred("refresh put off: the store cannot write")
+        presented = account.refresh_token
         self.counts["refresh"] += 1
         try:
             token = await self._client.refresh(presented)
