@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from bench.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
+from harness.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.anyio
