@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     nowplaying_alert_webhook: SecretStr = SecretStr("")
     """Where owner alerts are POSTed as JSON (ntfy, Discord, Slack incoming webhooks); empty:
     none. A secret: webhook URLs carry their credential in the path."""
+    nowplaying_webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts track-change webhooks may reach although their address is private, loopback or
+    link-local (a Home Assistant or n8n on the LAN); plain http is allowed to them too."""
     nowplaying_call_budget_30s: int = Field(default=60, ge=1)
     """Upstream calls (token and Web API) the app may make in any 30 s, across every instance;
     learned lower after a 429 (docs/budget.md)."""

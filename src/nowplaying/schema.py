@@ -166,6 +166,41 @@ class Error(View):
     stale: Literal[True] | SkipJsonSchema[None] = _absent()
 
 
+class WebhookCreated(View):
+    """A new webhook: its id and its signing secret, shown this once."""
+
+    id: str
+    url: str
+    secret: str = Field(
+        description="whsec_...: verify deliveries with any Standard Webhooks library."
+    )
+
+
+class WebhookDelivery(View):
+    """One event sent (or being sent, or refused) to a webhook."""
+
+    event: str
+    at: datetime
+    status: Literal["pending", "delivered", "failed", "refused"]
+    attempts: int
+    detail: str
+
+
+class WebhookInfo(View):
+    """A webhook and its recent deliveries, newest first (the secret is never shown again)."""
+
+    id: str
+    url: str
+    created_at: datetime
+    deliveries: tuple[WebhookDelivery, ...]
+
+
+class Webhooks(View):
+    """The owner's webhooks (at most 5)."""
+
+    webhooks: tuple[WebhookInfo, ...]
+
+
 class OEmbed(View):
     """An oEmbed answer (https://oembed.com, type ``rich``): its keys are the spec's snake_case."""
 

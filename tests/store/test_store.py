@@ -20,6 +20,7 @@ from nowplaying.crypto import TokenCipher
 from nowplaying.models import QUOTA_EXCEEDED, SourceKind
 from nowplaying.store import (
     AccountStatus,
+    Delivery,
     LoginState,
     Pause,
     PostgresStore,
@@ -28,6 +29,7 @@ from nowplaying.store import (
     SQLiteStore,
     Store,
     StoreError,
+    Webhook,
     links,
     open_store,
     sql,
@@ -474,6 +476,13 @@ CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "set_push_token": lambda s: s.set_push_token("alice", "push-2"),
     "get_push_token": lambda s: s.get_push_token("alice"),
     "account_of_push_token": lambda s: s.account_of_push_token("push-1"),
+    "put_webhook": lambda s: s.put_webhook(Webhook("wh9", "alice", "https://h.test/", "k", 1.0)),
+    "list_webhooks": lambda s: s.list_webhooks("alice"),
+    "delete_webhook": lambda s: s.delete_webhook("alice", "wh1"),
+    "claim_delivery": lambda s: s.claim_delivery(Delivery("wh1", "e", "x", 1.0, "pending", 0, "")),
+    "update_delivery": lambda s: s.update_delivery(Delivery("wh1", "e", "x", 1.0, "failed", 1, "")),
+    "list_deliveries": lambda s: s.list_deliveries("wh1"),
+    "prune_deliveries": lambda s: s.prune_deliveries("wh1", 5.0),
 }
 READS = {
     "get_account",
@@ -486,6 +495,8 @@ READS = {
     "list_sources",
     "get_push_token",
     "account_of_push_token",
+    "list_webhooks",
+    "list_deliveries",
 }
 #: Every public method of the Store protocol (open and close, the life cycle, are tested apart).
 #: The failure contract is parametrized over this list, not over CALLS, so a method added to the
@@ -511,6 +522,7 @@ async def fill(store: Store) -> None:
     await store.put_login(LoginState("st", "v", "b", 1.0))
     await store.set_pause(Pause(until=1.0))
     await store.set_push_token("alice", "push-1")
+    await store.put_webhook(Webhook("wh1", "alice", "https://h.test/", "k", 1.0))
 
 
 async def _drop_postgres_schema(store: Store) -> None:
@@ -529,6 +541,7 @@ async def _drop_sqlite_tables(store: Store) -> None:
             "PRAGMA foreign_keys = OFF;"
             " DROP TABLE sessions; DROP TABLE logins; DROP TABLE accounts; DROP TABLE app_state;"
             " DROP TABLE sources; DROP TABLE push_tokens;"
+            " DROP TABLE webhook_deliveries; DROP TABLE webhooks;"
         )
     db.close()
 
@@ -858,3 +871,37 @@ async def test_a_failed_account_write_leaves_no_widget_without_its_source(tmp_pa
         assert await s.get_account("bob") is None
     finally:
         await s.close()
+
+
+async def test_webhooks_round_trip_with_the_secret_sealed(store: Store) -> None:
+    await store.put_account(account())
+    hook = Webhook("wh1", "alice", "https://hooks.test/a", "whsec_c2VjcmV0", 10.0)
+    await store.put_webhook(hook)
+    await store.put_webhook(Webhook("wh2", "alice", "https://hooks.test/b", "whsec_b3RoZXI=", 11.0))
+    assert await store.list_webhooks("alice") == [
+        hook,
+        Webhook("wh2", "alice", "https://hooks.test/b", "whsec_b3RoZXI=", 11.0),
+    ]
+    assert [h.id for h in await store.list_webhooks()] == ["wh1", "wh2"]
+    assert await store.delete_webhook("bob", "wh1") is False  # only the owner's
+    assert await store.delete_webhook("alice", "wh2") is True
+    assert [h.id for h in await store.list_webhooks("alice")] == ["wh1"]
+
+
+async def test_a_delivery_is_claimed_once(store: Store) -> None:
+    """The row is the claim: a second insert of the same event for the same webhook loses."""
+    await store.put_account(account())
+    await store.put_webhook(Webhook("wh1", "alice", "https://hooks.test/a", "whsec_eA==", 1.0))
+    first = Delivery("wh1", "ev1", "track.started", 5.0, "pending", 0, "")
+    assert await store.claim_delivery(first) is True
+    assert await store.claim_delivery(first) is False
+    done = Delivery("wh1", "ev1", "track.started", 6.0, "delivered", 1, "HTTP 204")
+    await store.update_delivery(done)
+    await store.claim_delivery(Delivery("wh1", "ev0", "playback.paused", 1.0, "failed", 3, "x"))
+    assert await store.list_deliveries("wh1") == [
+        done,
+        Delivery("wh1", "ev0", "playback.paused", 1.0, "failed", 3, "x"),
+    ]
+    assert await store.prune_deliveries("wh1", before=2.0) == 1
+    await store.delete_account("alice")
+    assert await store.list_webhooks() == [] and await store.list_deliveries("wh1") == []

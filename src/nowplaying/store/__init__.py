@@ -1,16 +1,18 @@
 """Persistence: widgets (accounts) with their linked sources and push tokens, every secret
-sealed; sessions and pending logins."""
+sealed; sessions, pending logins, and the owners' webhooks with their deliveries."""
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import AccountStatus
 from nowplaying.store.base import (
     Account,
+    Delivery,
     LoginState,
     Pause,
     Session,
     SourceLink,
     Store,
     StoreError,
+    Webhook,
 )
 from nowplaying.store.postgres import PostgresStore
 from nowplaying.store.sqlite import SQLiteStore
@@ -18,6 +20,7 @@ from nowplaying.store.sqlite import SQLiteStore
 __all__ = [
     "Account",
     "AccountStatus",
+    "Delivery",
     "LoginState",
     "Pause",
     "PostgresStore",
@@ -26,6 +29,7 @@ __all__ = [
     "SourceLink",
     "Store",
     "StoreError",
+    "Webhook",
     "open_store",
 ]
 

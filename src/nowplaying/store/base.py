@@ -71,6 +71,33 @@ class SourceLink:
 
 
 @dataclass(frozen=True, slots=True)
+class Webhook:
+    """An owner's track-change webhook: where to POST, and the secret that signs it."""
+
+    id: str
+    account_id: str
+    url: str
+    secret: str = field(repr=False)
+    """``whsec_`` and base64 (Standard Webhooks); sealed at rest."""
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one webhook: its row is the claim (one instance sends) and the record the
+    owner sees. ``status``: ``pending``, ``delivered``, ``failed`` or ``refused``."""
+
+    webhook_id: str
+    event_id: str
+    event: str
+    at: float
+    status: str
+    attempts: int
+    detail: str
+    """The last answer (``HTTP 503``) or why it was not sent; never the URL or the secret."""
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     """A browser session. ``key`` is a fingerprint of the cookie's id, never the id itself."""
 
@@ -212,6 +239,14 @@ class Store(Protocol):
     async def account_of_push_token(self, token: str) -> str | None:
         """The widget a push token belongs to, found by its fingerprint, nothing decrypted."""
         ...
+
+    async def put_webhook(self, hook: Webhook) -> None: ...
+    async def list_webhooks(self, account_id: str | None = None) -> list[Webhook]: ...
+    async def delete_webhook(self, account_id: str, hook_id: str) -> bool: ...
+    async def claim_delivery(self, delivery: Delivery) -> bool: ...
+    async def update_delivery(self, delivery: Delivery) -> None: ...
+    async def list_deliveries(self, hook_id: str, limit: int = 20) -> list[Delivery]: ...
+    async def prune_deliveries(self, hook_id: str, before: float) -> int: ...
 
     async def reseal_all(self) -> int:
         """Re-encrypt every secret (sources' and push tokens) not sealed with the current key;

@@ -20,10 +20,12 @@ from nowplaying.crypto import CryptoError, TokenCipher
 from nowplaying.models import AccountStatus, SourceKind
 from nowplaying.store.base import (
     Account,
+    Delivery,
     LoginState,
     Pause,
     Session,
     StoreError,
+    Webhook,
     pause_from_json,
     pause_to_json,
 )
@@ -98,6 +100,29 @@ MIGRATIONS: tuple[str, ...] = (
         fingerprint TEXT NOT NULL UNIQUE,
         secret TEXT NOT NULL
     );
+    """,
+    # 4: track-change webhooks (the secret sealed like a refresh token) and their deliveries; a
+    # delivery's row is also its claim: the instance whose insert succeeds sends it.
+    """
+    CREATE TABLE webhooks (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at {real} NOT NULL
+    );
+    CREATE INDEX webhooks_account ON webhooks(account_id);
+    CREATE TABLE webhook_deliveries (
+        webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        at {real} NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (webhook_id, event_id)
+    );
+    CREATE INDEX webhook_deliveries_at ON webhook_deliveries(webhook_id, at);
     """,
 )
 
@@ -207,6 +232,25 @@ GET_STATE = "SELECT value FROM app_state WHERE key = ?"
 PUT_STATE = """INSERT INTO app_state (key, value) VALUES (?, ?)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value"""
 PAUSE_KEY = "pause"
+
+PUT_WEBHOOK = (
+    "INSERT INTO webhooks (id, account_id, url, secret, created_at) VALUES (?, ?, ?, ?, ?)"
+)
+WEBHOOKS_OF = """SELECT id, account_id, url, secret, created_at FROM webhooks
+    WHERE account_id = ? ORDER BY created_at, id"""
+ALL_WEBHOOKS = """SELECT id, account_id, url, secret, created_at FROM webhooks
+    ORDER BY account_id, created_at, id"""
+DELETE_WEBHOOK = "DELETE FROM webhooks WHERE id = ? AND account_id = ?"
+CLAIM_DELIVERY = """INSERT INTO webhook_deliveries
+    (webhook_id, event_id, event, at, status, attempts, detail)
+    VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (webhook_id, event_id) DO NOTHING"""
+UPDATE_DELIVERY = """UPDATE webhook_deliveries SET status = ?, attempts = ?, detail = ?, at = ?
+    WHERE webhook_id = ? AND event_id = ?"""
+DELIVERIES_OF = """SELECT webhook_id, event_id, event, at, status, attempts, detail
+    FROM webhook_deliveries
+    WHERE webhook_id = ?
+    ORDER BY at DESC, event_id LIMIT ?"""
+PRUNE_DELIVERIES = "DELETE FROM webhook_deliveries WHERE webhook_id = ? AND at < ?"
 
 # -- rows -> values ------------------------------------------------------------------------------
 
@@ -395,3 +439,55 @@ class SQLStore(LinkedSources, ABC):
 
     async def set_pause(self, pause: Pause) -> None:
         await self._execute(PUT_STATE, PAUSE_KEY, pause_to_json(pause))
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    async def put_webhook(self, hook: Webhook) -> None:
+        sealed = self._cipher.seal(hook.secret, context=hook.id)
+        await self._execute(
+            PUT_WEBHOOK, hook.id, hook.account_id, hook.url, sealed, hook.created_at
+        )
+
+    async def list_webhooks(self, account_id: str | None = None) -> list[Webhook]:
+        """The account's webhooks (every account's with None), oldest first; a secret no
+        configured key opens reads as empty (deliveries to it are then not signed: skipped)."""
+        rows = await (
+            self._fetch(WEBHOOKS_OF, account_id) if account_id else self._fetch(ALL_WEBHOOKS)
+        )
+        return [self._webhook(r) for r in rows]
+
+    def _webhook(self, row: Row) -> Webhook:
+        hook_id, account_id, url, sealed, created_at = row
+        try:
+            secret = self._cipher.open(str(sealed), context=str(hook_id))
+        except CryptoError:
+            secret = ""
+        return Webhook(str(hook_id), str(account_id), str(url), secret, float(created_at))
+
+    async def delete_webhook(self, account_id: str, hook_id: str) -> bool:
+        return await self._execute(DELETE_WEBHOOK, hook_id, account_id) > 0
+
+    async def claim_delivery(self, delivery: Delivery) -> bool:
+        """Record ``delivery``; False when one with its event id exists (another instance, or an
+        earlier attempt, has it)."""
+        d = delivery
+        claimed = await self._execute(
+            CLAIM_DELIVERY, d.webhook_id, d.event_id, d.event, d.at, d.status, d.attempts, d.detail
+        )
+        return claimed > 0
+
+    async def update_delivery(self, delivery: Delivery) -> None:
+        d = delivery
+        await self._execute(
+            UPDATE_DELIVERY, d.status, d.attempts, d.detail, d.at, d.webhook_id, d.event_id
+        )
+
+    async def list_deliveries(self, hook_id: str, limit: int = 20) -> list[Delivery]:
+        rows = await self._fetch(DELIVERIES_OF, hook_id, limit)
+        return [
+            Delivery(str(w), str(e), str(ev), float(at), str(st), int(n), str(dt))
+            for w, e, ev, at, st, n, dt in rows
+        ]
+
+    async def prune_deliveries(self, hook_id: str, before: float) -> int:
+        return await self._execute(PRUNE_DELIVERIES, hook_id, before)

@@ -29,6 +29,7 @@ from nowplaying.config import Settings
 from nowplaying.crypto import CryptoError
 from nowplaying.ops.logs import REQUEST_ID_HEADER, current_request_id
 from nowplaying.ops.metrics import Metrics
+from nowplaying.ops.webhooks import Webhooks
 from nowplaying.runtime import SIM_PREFIX, Runtime, demo_simulator, open_runtime
 from nowplaying.schema import ErrorCode, error
 from nowplaying.simulator import Simulator
@@ -46,6 +47,7 @@ from nowplaying.web import (
     public,
     recent,
     styles,
+    webhooks,
 )
 from nowplaying.web.edge import Edge
 from nowplaying.web.errors import PRIVATE, PRIVATE_RAW, Refusal, json_response
@@ -88,8 +90,19 @@ def create_app(
         ) as rt:
             app_metrics.watch(rt.http)
             app_metrics.bind(rt.hub, rt.tokens)
-            app.state.services = web_services(rt, public_origin, simulator, app_metrics)
-            yield
+            hooks = Webhooks(
+                rt.hub,
+                rt.store,
+                rt.clock,
+                allowed_hosts=settings.nowplaying_webhook_allowed_hosts,
+            )
+            await hooks.start()
+            try:
+                app.state.services = web_services(rt, public_origin, simulator, app_metrics)
+                app.state.services.webhooks = hooks
+                yield
+            finally:
+                await hooks.close()
 
     app = Starlette(
         routes=routes(simulator),
@@ -162,6 +175,10 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/api/account/rotate", owner.rotate, methods=["POST"]),
         Route("/api/account/unpublish", owner.unpublish, methods=["POST"]),
         Route("/api/account/settings", owner.update_settings, methods=["POST"]),
+        Route("/api/account/webhooks", webhooks.listed),
+        Route("/api/account/webhooks", webhooks.add, methods=["POST"]),
+        Route("/api/account/webhooks/{hook_id}", webhooks.delete, methods=["DELETE"]),
+        Route("/api/account/webhooks/{hook_id}/test", webhooks.send_test, methods=["POST"]),
         Route("/p/{public_id}/events", public.events),
         Route("/p/{public_id}/open", public.open_item),
         Route("/p/{public_id}/overlay", overlay.overlay),

@@ -27,6 +27,8 @@ _MODELS: tuple[type[schema.View], ...] = (
     schema.Account,
     schema.Recent,
     schema.OEmbed,
+    schema.Webhooks,
+    schema.WebhookCreated,
 )
 
 
@@ -112,6 +114,57 @@ _OWNER_POST = {
     }
 }
 
+_HOOK_ID = {"name": "hook_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_OWNER = {"401": _json("Error", "No session."), "403": _json("Error", "Cross-site request.")}
+_WEBHOOK_PATHS: dict[str, Any] = {
+    "/api/account/webhooks": {
+        "get": {
+            "summary": "The owner's track-change webhooks and their recent deliveries",
+            "responses": {"200": _json("Webhooks", "Newest deliveries first.")},
+        },
+        "post": {
+            "summary": "Add a webhook (at most 5): its signing secret is shown this once",
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["url"],
+                            "properties": {"url": {"type": "string", "format": "uri"}},
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "201": _json("WebhookCreated", "The id and the whsec_ secret."),
+                "400": _json("Error", "A URL that may not be used, or five already."),
+                **_OWNER,
+            },
+        },
+    },
+    "/api/account/webhooks/{hook_id}": {
+        "delete": {
+            "parameters": [_HOOK_ID],
+            "responses": {
+                "204": {"description": "Deleted."},
+                "404": _json("Error", "No such webhook."),
+                **_OWNER,
+            },
+        }
+    },
+    "/api/account/webhooks/{hook_id}/test": {
+        "post": {
+            "summary": "Send a webhook.test event (its delivery shows in the list)",
+            "parameters": [_HOOK_ID],
+            "responses": {
+                "202": {"description": "Queued."},
+                "404": _json("Error", "No such webhook."),
+                **_OWNER,
+            },
+        }
+    },
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -158,6 +211,7 @@ SPEC: dict[str, Any] = {
                 **_OWNER_POST,
             }
         },
+        **_WEBHOOK_PATHS,
         "/p/{public_id}.json": {
             "get": {
                 "parameters": [_PUBLIC_ID],

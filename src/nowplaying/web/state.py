@@ -11,6 +11,7 @@ from nowplaying.cards.cache import CardCache
 from nowplaying.cards.covers import CoverFetcher
 from nowplaying.engine.recent import RecentlyPlayed
 from nowplaying.ops.metrics import Metrics
+from nowplaying.ops.webhooks import Webhooks
 from nowplaying.runtime import Runtime
 from nowplaying.simulator import Simulator
 from nowplaying.web.published import PublishedAccounts
@@ -33,6 +34,8 @@ class Services:
     streams: Streams
     cards: CardCache = field(default_factory=CardCache)
     """Rendered SVG cards (see :mod:`nowplaying.cards.cache`)."""
+    webhooks: Webhooks | None = None
+    """The owners' track-change webhooks (:mod:`nowplaying.ops.webhooks`), once started."""
 
     @property
     def demo(self) -> bool:
