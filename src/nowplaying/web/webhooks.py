@@ -18,7 +18,7 @@ from starlette.responses import Response
 from nowplaying import schema
 from nowplaying.ops.webhooks import MAX_PER_ACCOUNT, Refused, Webhooks, check_url, new_secret
 from nowplaying.store import Account, Webhook
-from nowplaying.web.errors import PRIVATE, BadRequest, NotFound, Unavailable, json_response
+from nowplaying.web.errors import PRIVATE, BadRequest, NotFound, ServiceUnavailable, json_response
 from nowplaying.web.owner import owner_route
 from nowplaying.web.state import Services
 
@@ -27,7 +27,7 @@ __all__ = ["add", "delete", "listed", "send_test"]
 
 def _hooks(svc: Services) -> Webhooks:
     if svc.webhooks is None:
-        raise Unavailable("Webhooks are starting; try again shortly.", retry_after=1)
+        raise ServiceUnavailable("Webhooks are starting; try again shortly.", retry_after=1)
     return svc.webhooks
 
 
