@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.browser import Demo, connect_demo, demo_settings
 from harness.live_server import free_port, serve
 from playwright.sync_api import Page, expect
 
 from nowplaying.web import create_app
-from tests.browser.conftest import Demo, connect_demo, demo_settings
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import standardwebhooks
+from harness.app import ORIGIN, Env, open_env
 from harness.live_server import free_port
 
 from nowplaying.clock import FakeClock
@@ -23,7 +24,6 @@ from nowplaying.engine.snapshot import Snapshot, Status
 from nowplaying.models import Item, Kind, NowPlaying
 from nowplaying.ops.webhooks import Refused, Webhooks, event_of, resolve
 from nowplaying.store import Webhook
-from tests.conftest import ORIGIN, Env, open_env
 
 pytestmark = pytest.mark.anyio
 SAME = {"Origin": ORIGIN}
