@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import cast
 
 import pytest
 from harness.app import ORIGIN, Env
 from harness.sse import SSEReader
 
 from nowplaying.engine.snapshot import NO_DATA, Snapshot, Status, view_of
-from nowplaying.web.sse import Streams
+from nowplaying.web.sse import Streams, _Group, _Viewer
 
 pytestmark = pytest.mark.anyio
 
@@ -193,3 +194,47 @@ async def test_waiting_sse_streams_cost_one_future_each_and_no_task(connected: E
         for s in streams:
             await s.aclose()
     assert connected.services.streams.counts["open"] == 0
+
+
+class _StuckTransport:
+    """A detached viewer's transport whose reader takes what ``buffered`` says it has not."""
+
+    def __init__(self) -> None:
+        self.buffered = 0
+        self.aborted = False
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_a_detached_viewer_that_stops_reading_is_cut_off_at_the_write_deadline(
+    connected: Env,
+) -> None:
+    """Bytes waiting with none taken for the write deadline: cut off and counted; a reader that
+    takes some, however slowly, is not."""
+    streams = connected.services.streams
+    clock = connected.clock
+    viewer = _Viewer(_Group(streams, "demo"), None)
+    transport = _StuckTransport()
+    viewer.connection_made(cast(asyncio.Transport, transport))
+    transport.buffered = 100
+    viewer.write(b"x")  # the kernel's buffer is full: the stall begins
+    await clock.advance(streams.write_seconds - 1)
+    transport.buffered = 50  # it took some: progress
+    viewer.write(b"x")
+    await clock.advance(streams.write_seconds - 1)
+    viewer.write(b"x")
+    assert not transport.aborted
+    await clock.advance(2)
+    viewer.write(b"x")
+    assert transport.is_closing()  # aborted
+    assert streams.counts["stalled"] == 1

@@ -107,6 +107,11 @@ class Metrics:
         self.viewers = Gauge(
             "nowplaying_sse_viewers", "Event streams open on this instance.", registry=self.registry
         )
+        self.stalled = Counter(
+            "nowplaying_sse_stalled_dropped",
+            "Detached event streams cut off for not reading (the write deadline, or 256 KB).",
+            registry=self.registry,
+        )
         self._engine = _EngineCollector()
         self.registry.register(self._engine)
         self._edge = _EdgeCollector()

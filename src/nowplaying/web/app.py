@@ -152,7 +152,13 @@ def web_services(
         ),
         published=PublishedAccounts(rt.store, rt.clock, rt.coord),
         metrics=app_metrics,
-        streams=Streams(rt.hub, rt.clock, on_viewers=app_metrics.viewers.inc),
+        streams=Streams(
+            rt.hub,
+            rt.clock,
+            on_viewers=app_metrics.viewers.inc,
+            write_seconds=settings.nowplaying_write_seconds,
+            on_stalled=app_metrics.stalled.inc,
+        ),
     )
 
 

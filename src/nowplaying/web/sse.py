@@ -51,6 +51,10 @@ holds)."""
 MAX_BUFFERED = 256 * 1024
 """A detached viewer with this many bytes it has not read is cut off (it reconnects and gets the
 latest state): a reader that stopped must not grow the process."""
+WRITE_SECONDS = 30.0
+"""A detached viewer that has taken nothing of what waits for it this long is cut off too (the
+connection guard's write deadline, ``NOWPLAYING_WRITE_SECONDS``, for streams it no longer
+sees); checked at each write, so within a heartbeat of it."""
 FRAMED_MAX = 64
 """How many framed events :meth:`Streams.event` keeps (the last few views')."""
 _JITTER = random.Random()  # noqa: S311 - spreading reconnects, not secrets
@@ -70,9 +74,10 @@ class Streams:
     """The app's event streams, on the live engine's shared state.
 
     ``counts``: ``open`` streams now, ``refused`` (no descriptor to spare), ``drained`` (ended by
-    the drain with a reconnect hint). After :meth:`drain` every open stream, and every one opened
-    later, ends with a ``retry:`` drawn from :data:`RECONNECT_MS`, so a thousand viewers do not
-    all come back in the same instant.
+    the drain with a reconnect hint), ``stalled`` (detached viewers cut off for not reading).
+    After :meth:`drain` every open stream, and every one opened later, ends with a ``retry:``
+    drawn from :data:`RECONNECT_MS`, so a thousand viewers do not all come back in the same
+    instant.
     """
 
     def __init__(
@@ -82,10 +87,15 @@ class Streams:
         *,
         heartbeat: float = HEARTBEAT_SECONDS,
         on_viewers: Callable[[int], None] | None = None,
+        write_seconds: float = WRITE_SECONDS,
+        on_stalled: Callable[[], None] | None = None,
     ):
         self.hub = hub
         self.clock = clock
         self.heartbeat = heartbeat
+        self.write_seconds = write_seconds
+        self.on_stalled = on_stalled
+        """Told when a detached viewer is cut off for not reading (a metric)."""
         self.counts: Counter[str] = Counter()
         self.draining = asyncio.Event()
         """Set when the server begins to shut down."""
@@ -381,12 +391,15 @@ def _chunk(text: str) -> bytes:
 class _Viewer(asyncio.Protocol):
     """A detached viewer: its transport, the last event id it has, and its group."""
 
-    __slots__ = ("group", "lost", "sent", "transport")
+    __slots__ = ("group", "lost", "pending", "sent", "stalled_at", "transport")
 
     def __init__(self, group: _Group, sent: str | None) -> None:
         self.group, self.sent = group, sent
         self.lost: Callable[[Exception | None], None] | None = None
         self.transport: asyncio.Transport | None = None
+        self.pending = 0
+        self.stalled_at: float | None = None
+        """Since when bytes have waited for the viewer with none taken."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -403,10 +416,25 @@ class _Viewer(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if transport.get_write_buffer_size() > MAX_BUFFERED:
+        pending = transport.get_write_buffer_size()
+        if pending > MAX_BUFFERED or self._stalled(pending):
             transport.abort()  # stopped reading: it comes back for the latest state
+            streams = self.group.streams
+            streams.counts["stalled"] += 1
+            if streams.on_stalled is not None:
+                streams.on_stalled()
             return
         transport.write(chunk)
+
+    def _stalled(self, pending: int) -> bool:
+        """Whether bytes have waited for the viewer the write deadline with none taken."""
+        streams = self.group.streams
+        if pending == 0 or pending < self.pending or self.stalled_at is None:  # progress
+            self.pending = pending
+            self.stalled_at = streams.clock.now() if pending else None
+            return False
+        self.pending = pending
+        return streams.clock.now() - self.stalled_at >= streams.write_seconds
 
 
 class _Group:
