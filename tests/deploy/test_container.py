@@ -160,7 +160,10 @@ async def test_image_is_small(image: str) -> None:
         return int(docker("image", "inspect", "--format", "{{.Size}}", tag))
 
     added = size(image) - size(BASE_TAG)
-    assert 0 < added < 80 * 1024 * 1024, added
+    # About 90 MB (2026-12-07): the virtualenv's compiled parts are most of it (Pillow and its
+    # libraries ~22 MB, uvloop ~14 MB, cryptography, pydantic-core, asyncpg, resvg); a compiler,
+    # pip's cache or a second copy of the tree would each add far more than the margin.
+    assert 0 < added < 120 * 1024 * 1024, added
 
 
 # -- compose.yaml ----------------------------------------------------------------------------
