@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     nowplaying_webhook_allowed_hosts: list[str] = Field(default_factory=list)
     """Hosts track-change webhooks may reach although their address is private, loopback or
     link-local (a Home Assistant or n8n on the LAN); plain http is allowed to them too."""
+    nowplaying_mqtt_url: SecretStr = SecretStr("")
+    """``mqtt://[user:password@]host[:port]`` (``mqtts://`` for TLS, ``?ca=/path`` for a private
+    CA): every widget's state published there, with Home Assistant discovery; empty: none."""
+    nowplaying_mqtt_prefix: str = Field(default="nowplaying", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    """The first level of the MQTT topics (``{prefix}/status``, ``{prefix}/{account}/state``)."""
     nowplaying_call_budget_30s: int = Field(default=60, ge=1)
     """Upstream calls (token and Web API) the app may make in any 30 s, across every instance;
     learned lower after a 429 (docs/budget.md)."""

@@ -1,8 +1,8 @@
 """Track-change webhooks: an owner's URLs told when the song changes, signed per Standard Webhooks.
 
 Every instance follows the accounts that have webhooks like a viewer of their live state
-(:meth:`~nowplaying.engine.live.LiveHub.subscribe`: latest wins, so the poller never waits for
-anyone), and turns each change into an event::
+(:class:`~nowplaying.ops.follow.Following`: latest wins, so the poller never waits for anyone),
+and turns each change into an event::
 
     track.started     another item began playing      playback.paused    the same item stopped
     playback.resumed  the same item plays again       playback.stopped   nothing plays any more
@@ -44,6 +44,7 @@ from nowplaying.clock import Clock
 from nowplaying.engine.live import LiveHub
 from nowplaying.engine.snapshot import Snapshot
 from nowplaying.models import NowPlaying
+from nowplaying.ops.follow import Following
 from nowplaying.store import Delivery, Store, StoreError, Webhook
 
 __all__ = [
@@ -242,7 +243,7 @@ class Webhooks:
         self.lookup = lookup
         self._senders = senders
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_max)
-        self._follows: dict[str, asyncio.Task[None]] = {}
+        self._following = Following(hub, clock, self._changed)
         self._hooks: dict[str, list[Webhook]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._retries: set[asyncio.Task[None]] = set()
@@ -258,11 +259,11 @@ class Webhooks:
         self._tasks.append(asyncio.create_task(self._rescan_forever()))
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *self._follows.values(), *self._retries]
+        tasks = [*self._tasks, *self._retries]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._follows.clear()
+        await self._following.close()
         if self._own_http and self.http is not None:
             await self.http.aclose()
 
@@ -281,44 +282,19 @@ class Webhooks:
         if account_id is not None:
             self._hooks.pop(account_id, None)
             self._hooks.update(found)
-            if account_id not in found:
-                self._unfollow(account_id)
         else:
-            for gone in set(self._hooks) - set(found):
-                self._unfollow(gone)
             self._hooks = found
-        for aid in found:
-            if aid not in self._follows:
-                self._follows[aid] = asyncio.create_task(self._follow(aid))
-
-    def _unfollow(self, account_id: str) -> None:
-        task = self._follows.pop(account_id, None)
-        if task is not None:
-            task.cancel()
+        self._following.set(self._hooks)
 
     async def _rescan_forever(self) -> None:
         while True:
             await self.clock.sleep(RESCAN_SECONDS)
             await self.rescan()
 
-    async def _follow(self, account_id: str) -> None:
-        """Every change of the account, as a viewer (the outermost guard: a follower that meets
-        an unexpected error logs it and starts over)."""
-        while True:
-            try:
-                async with self.hub.subscribe(account_id) as sub:
-                    before: Snapshot | None = None
-                    while True:
-                        snap = await sub.get()
-                        kind = event_of(before, snap) if before is not None else None
-                        before = snap
-                        if kind is not None:
-                            self.emit(account_id, kind, snap)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the outer guard of a background task (STYLE)
-                log.exception("webhook follower failed; following again")
-                await self.clock.sleep(1.0)
+    def _changed(self, account_id: str, before: Snapshot | None, after: Snapshot) -> None:
+        kind = event_of(before, after) if before is not None else None
+        if kind is not None:
+            self.emit(account_id, kind, after)
 
     # -- events --------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from nowplaying.config import Settings
 from nowplaying.crypto import CryptoError
 from nowplaying.ops.logs import REQUEST_ID_HEADER, current_request_id
 from nowplaying.ops.metrics import Metrics
+from nowplaying.ops.mqtt import start_mqtt
 from nowplaying.ops.webhooks import Webhooks
 from nowplaying.runtime import SIM_PREFIX, Runtime, demo_simulator, open_runtime
 from nowplaying.schema import ErrorCode, error
@@ -97,11 +98,14 @@ def create_app(
                 allowed_hosts=settings.nowplaying_webhook_allowed_hosts,
             )
             await hooks.start()
+            bridge = await start_mqtt(settings, rt.hub, rt.store, rt.clock)
             try:
                 app.state.services = web_services(rt, public_origin, simulator, app_metrics)
                 app.state.services.webhooks = hooks
                 yield
             finally:
+                if bridge is not None:
+                    await bridge.close()
                 await hooks.close()
 
     app = Starlette(
