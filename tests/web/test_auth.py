@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 from harness.app import ORIGIN, Env, make_settings
+from harness.fuzz import (
+    FUZZ,
+    SESSION,
+    Fuzz,
+    assert_sane,
+    describe,
+    param_text,
+    query_pairs,
+)
 from harness.helpers import consent
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nowplaying.sources.spotify.oauth import pkce_challenge
 from nowplaying.store import AccountStatus
@@ -316,3 +327,42 @@ async def test_account_status_after_revocation(connected: Env) -> None:
     # Reconnecting brings the account back.
     await connected.connect()
     assert (await connected.client.get("/api/spotify")).status_code == 200
+
+
+@FUZZ
+@given(
+    fields=st.fixed_dictionaries(
+        {
+            "state": st.none() | param_text,
+            "code": st.none() | param_text,
+            "error": st.none() | st.sampled_from(["access_denied", ""]) | param_text,
+        }
+    ),
+    extra=query_pairs,
+    real_state=st.booleans(),
+    repeat=st.booleans(),
+)
+async def test_callback_query_never_500(
+    fuzz: Fuzz,
+    fields: dict[str, str | None],
+    extra: list[tuple[str, str]],
+    real_state: bool,
+    repeat: bool,
+) -> None:
+    """Any /callback query: a 400/403 page, no session, and no token request without a state."""
+    env, browser = fuzz.env, fuzz.anon
+    pairs: list[tuple[str, str]] = []
+    if real_state:
+        login = await browser.get("/login")
+        pairs.append(("state", dict(httpx.URL(login.headers["location"]).params)["state"]))
+    for key, value in fields.items():
+        if value is not None and not (real_state and key == "state"):
+            pairs += [(key, value)] * (2 if repeat else 1)
+    pairs += extra
+    before = env.sim.calls["token"]
+    response = await browser.get("/callback?" + urlencode(pairs))
+    assert_sane(response, json_route=False)
+    assert response.status_code in (400, 403), describe(response)
+    assert SESSION not in response.headers.get("set-cookie", "")
+    if not real_state:
+        assert env.sim.calls["token"] == before

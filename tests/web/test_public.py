@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
 from harness.app import ORIGIN, SAME, Env
+from harness.fuzz import (
+    FUZZ,
+    REAL_ID,
+    Fuzz,
+    assert_sane,
+    describe,
+    percent,
+)
 from harness.helpers import fixture_json
 from harness.sse import SSEReader
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from nowplaying.cards.covers import CoverFetcher
 from nowplaying.sources import bounds
@@ -390,3 +402,45 @@ async def test_a_hostile_upstream_answer_reaches_viewers_bounded(connected: Env)
     assert card.status_code == 200
     assert len(card.content) < 200_000
     assert "javascript:" not in card.text + answer.text
+
+
+@FUZZ
+@given(
+    raw_id=st.one_of(
+        st.text(max_size=80).map(lambda s: quote(s, safe="")),
+        st.binary(max_size=40).map(percent),
+        st.from_regex(r"[A-Za-z0-9_-]{16,64}", fullmatch=True),
+        st.text("%0123456789ABCDEFabcdefgz/", max_size=40),
+        st.just(REAL_ID),
+    ),
+    suffix=st.sampled_from([".json", ".svg", "", "/open", "/"]),
+)
+@example(raw_id="%00", suffix=".json").via("hand-picked")
+@example(raw_id="%FF%FE", suffix=".svg").via("hand-picked")
+@example(raw_id="0%2F", suffix="").via("found by Hypothesis: the trailing-slash redirect")
+@example(raw_id="%2F%2Fevil.example", suffix="").via("a protocol-relative path")
+@example(raw_id=REAL_ID, suffix="/").via("the real id with a trailing slash")
+@example(raw_id=REAL_ID, suffix="/open").via("the one redirect")
+@example(raw_id=REAL_ID, suffix=".json").via("the real id")
+@example(raw_id=REAL_ID, suffix=".svg").via("the real id")
+async def test_public_ids_never_500(fuzz: Fuzz, raw_id: str, suffix: str) -> None:
+    """Any public id: a 404 (JSON for .json), a 200 card for .svg, never a 500; a trailing
+    slash is a 404; the only redirect is /open of a real id, to open.spotify.com."""
+    real = raw_id == REAL_ID
+    if real:
+        raw_id = await fuzz.public_id()
+        fuzz.env.sim.player("demo").play(0)
+        await fuzz.env.services.runtime.hub.forget("demo")
+    response = await fuzz.anon.get(f"/p/{raw_id}{suffix}")
+    routed = unquote(response.request.url.path)  # what the router sees
+    assert_sane(response, json_route=re.fullmatch(r"/p/[^/]+\.json", routed) is not None)
+    if re.fullmatch(r"/p/[^/]+\.svg", routed):
+        assert response.status_code == 200, describe(response)
+        assert response.headers["content-type"].startswith("image/svg+xml")
+    if routed.endswith("/") and routed.startswith("/p/"):  # ("/p/.." is the home page)
+        assert response.status_code == 404, describe(response)
+    if "location" in response.headers:
+        assert real and suffix == "/open", describe(response)
+        assert response.headers["location"].startswith("https://open.spotify.com/")
+    if real and suffix != "/":
+        assert response.status_code == (302 if suffix == "/open" else 200), describe(response)
