@@ -23,7 +23,7 @@ from starlette.requests import cookie_parser
 from harness.app import ORIGIN, SAME, Env, open_env
 from harness.contract import Contract
 from nowplaying.clock import FakeClock
-from nowplaying.web.security import host_name
+from nowplaying.web.security import PAGE_CSP, host_name
 
 SESSION = "__Host-np_session"
 
@@ -239,3 +239,30 @@ def percent(raw: bytes) -> str:
 
 REAL_ID = "{real}"
 """Stands for the owner's current public id (with a track playing): the one id that redirects."""
+
+
+# Response header names and values as the edge meets them (for the security header checks).
+NAMES = st.sampled_from(
+    [
+        b"content-type",
+        b"content-security-policy",
+        b"x-frame-options",
+        b"x-content-type-options",
+        b"referrer-policy",
+        b"cross-origin-opener-policy",
+        b"etag",
+    ]
+)
+
+
+VALUES = st.sampled_from(
+    [
+        b"x",
+        PAGE_CSP.encode(),
+        b"frame-ancestors *",
+        b"default-src 'none'",
+        b"DENY",
+        b"application/json",
+        b"text/event-stream",
+    ]
+)

@@ -524,3 +524,26 @@ async def test_pubsub_channel_is_per_database(flushed: str) -> None:
         await _until(lambda: _got(same))
         assert same.inbox == [("acc", "state")]  # type: ignore[attr-defined]
         assert elsewhere.inbox == []  # type: ignore[attr-defined]
+
+
+async def test_redis_down_hub_polls_for_itself(clock: FakeClock) -> None:
+    """Redis unreachable from the start: the hub still polls and fans out, locally."""
+    calls = 0
+
+    async def fetch(account_id: str) -> NowPlaying:
+        nonlocal calls
+        calls += 1
+        it = Item(Kind.TRACK, "t", ("a",), None, None, None, 600_000, uri="t")
+        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+
+    coord = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0", retry_every=60)
+    hub = LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5), coord=coord)
+    await hub.start()
+    try:
+        async with hub.subscribe("acc") as queue:
+            await clock.advance(11, step=1)
+            assert queue.get_nowait().playing is not None
+        assert calls >= 2
+        assert coord.degraded
+    finally:
+        await hub.close()

@@ -438,3 +438,31 @@ async def test_an_undeclared_method_is_a_405_that_says_what_is_allowed(env: Env,
     refused = await env.client.request("TRACE", path)
     assert refused.status_code == 405
     assert "GET" in refused.headers["allow"]
+
+
+async def test_database_down_keeps_live_viewers_and_refuses_new_logins(probed: Env) -> None:
+    """DB down: an open SSE viewer keeps getting changes; a new login gets a clear 503."""
+    connected = probed
+    assert (await connected.connect()).status_code == 303
+    connected.sim.player("demo").play(0)
+    await connected.services.runtime.hub.forget("demo")
+    cookie = {"cookie": f"__Host-np_session={connected.client.cookies.get('__Host-np_session')}"}
+    async with SSEReader(connected.app, "/api/spotify/events", cookie) as sse:
+        await sse.wait_for(1)
+        outage = connected.probe
+        outage.down = True
+        connected.sim.player("demo").skip()
+        await connected.clock.advance(5.5)
+        events = await sse.wait_for(2)
+        assert events[1].data["title"] == '<Intro> & "Outro"'
+        login = await connected.client.get("/login")
+        assert login.status_code == 503
+        assert "Storage is unavailable" in login.text
+        await connected.clock.advance(3)  # past the hot-path session cache
+        api = await connected.client.get("/api/spotify")
+        assert api.status_code == 503
+        assert api.json()["error"] == "unavailable"
+        assert api.headers["retry-after"]
+        outage.down = False
+        assert (await connected.client.get("/api/spotify")).status_code == 200
+        assert (await connected.client.get("/login")).status_code == 302

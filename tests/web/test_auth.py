@@ -366,3 +366,17 @@ async def test_callback_query_never_500(
     assert SESSION not in response.headers.get("set-cookie", "")
     if not real_state:
         assert env.sim.calls["token"] == before
+
+
+async def test_database_down_at_callback_writes_nothing(probed: Env) -> None:
+    """The store failing during the callback: 503, and no half-written account or session."""
+    env = probed
+    login = await env.client.get("/login")
+    outage = env.probe
+    redirect = await consent(env.sim_http, login.headers["location"])
+    outage.down = True
+    response = await env.client.get(redirect.headers["location"].replace("https://np.test", ""))
+    assert response.status_code == 503
+    outage.down = False
+    assert await env.services.runtime.store.list_accounts() == []
+    assert "np_session" not in response.headers.get("set-cookie", "")

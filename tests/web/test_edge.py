@@ -8,9 +8,18 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from harness.app import Env
+from harness.fuzz import NAMES, VALUES
 from harness.helpers import edge_client
+from hypothesis import example, given
+from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+
+from nowplaying.web.edge import response_headers
+from nowplaying.web.security import (
+    with_security_headers,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -67,3 +76,36 @@ async def test_refusals_before_the_app_and_after_it(
         "POST /p/x 200",
         "GET /p/x 400",
     ]
+
+
+RAW = st.lists(st.tuples(st.one_of(NAMES, st.just(b"x-request-id")), VALUES), max_size=6)
+
+
+@given(raw=RAW, secured=st.booleans(), exempt=st.booleans())
+@example(raw=[(b"content-type", b"application/json")], secured=True, exempt=False)  # usual
+@example(raw=[(b"x-request-id", b"app"), (b"etag", b"x")], secured=False, exempt=False)
+@example(raw=[(b"content-type", b"text/event-stream")], secured=True, exempt=False)  # a viewer
+@example(
+    raw=[(b"content-type", b"x"), (b"content-type", b"text/event-stream")],
+    secured=True,
+    exempt=False,
+)
+def test_the_edge_rewrites_response_headers_as_its_steps_did(
+    raw: list[tuple[bytes, bytes]], secured: bool, exempt: bool
+) -> None:
+    """The edge's one pass equals its separate steps: the security headers (when past the
+    limits), the app's X-Request-Id replaced by the request's, and "is this an event stream"
+    read from the first Content-Type."""
+    expected = list(raw)
+    if secured:
+        with_security_headers(expected, exempt)
+    expected = [h for h in expected if h[0] != b"x-request-id"] + [(b"x-request-id", b"rid")]
+    first_type = next((v for k, v in raw if k == b"content-type"), b"")
+    headers, stream = response_headers(raw, secured=secured, exempt=exempt, rid=b"rid")
+    assert headers == expected
+    assert stream is first_type.startswith(b"text/event-stream")
+
+
+async def test_the_request_id_is_set_once(connected: Env) -> None:
+    response = await connected.client.get("/api/spotify", headers={"X-Request-Id": "edge-1"})
+    assert response.headers.get_list("x-request-id") == ["edge-1"]

@@ -1,13 +1,14 @@
-"""The owner's JSON API: whatever body /api/account/settings gets, a 4xx with a message or a
-change, never a 500."""
+"""The owner's JSON API: ``/api/account`` is the ``Account`` model serialized; whatever body
+``/api/account/settings`` gets is a 4xx with a message or a change, never a 500."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
-from harness.app import SAME
+from harness.app import ORIGIN, SAME, Env
 from harness.fuzz import (
     FUZZ,
     Fuzz,
@@ -17,6 +18,8 @@ from harness.fuzz import (
 )
 from hypothesis import example, given
 from hypothesis import strategies as st
+
+from nowplaying import schema
 
 pytestmark = pytest.mark.anyio
 
@@ -51,3 +54,26 @@ async def test_settings_raw_bodies(fuzz: Fuzz, body: bytes) -> None:
     )
     assert_sane(response, json_route=True)
     assert response.status_code in (200, 400), describe(response)
+
+
+async def test_api_account_is_the_account_model(connected: Env) -> None:
+    """/api/account, before and after publishing, is exactly what the model serializes: the
+    keys in order, the links, the reconnect date in whole seconds (UTC, ``Z``)."""
+    before = (await connected.client.get("/api/account")).json()
+    published = await connected.client.post("/api/account/publish", headers=SAME)
+    after = published.json()
+    for data in (before, after):
+        model = schema.Account.model_validate(data)
+        assert list(model.data().items()) == list(data.items())  # the keys in order, too
+        assert "reconsentUrl" not in data and "spotifyRefusal" in data
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["reconnectBy"])
+    assert before["links"] is None and before["published"] is False
+    base = f"{ORIGIN}/p/{after['publicId']}"
+    assert after["links"] == {
+        "page": base,
+        "json": f"{base}.json",
+        "svg": f"{base}.svg",
+        "events": f"{base}/events",
+        "open": f"{base}/open",
+        "recent": f"{base}/recent.svg",
+    }

@@ -6,45 +6,45 @@ Some properties were already tested elsewhere; this module covers the gaps. Wher
 property                                   tests
 =========================================  =====================================================
 secrets never leak (logs, responses,       ``test_no_secret_leaks_across_a_full_run`` (here);
-URLs, database file)                       test_web_flow: ``test_cookie_holds_no_token``,
+URLs, database file)                       test_auth: ``test_cookie_holds_no_token``,
                                            ``test_refresh_token_is_encrypted_at_rest``
-state single-use                           test_web_flow: ``test_reused_state_is_refused``,
+state single-use                           test_auth: ``test_reused_state_is_refused``,
                                            ``test_expired_login_is_refused``
-state browser-bound                        test_web_flow: ``test_state_from_another_browser_is_
+state browser-bound                        test_auth: ``test_state_from_another_browser_is_
                                            refused``; here: ``test_callback_needs_the_login_
-                                           cookie_and_clears_it``; test_props: cookie fuzz
-PKCE on every login                        test_web_flow: ``test_login_redirects_to_spotify_
+                                           cookie_and_clears_it``; test_sessions: cookie fuzz
+PKCE on every login                        test_auth: ``test_login_redirects_to_spotify_
                                            with_state_and_pkce``, ``test_pkce_verifier_is_sent_
                                            at_exchange``; here: ``test_every_login_uses_pkce_
                                            end_to_end``
-redirect_uri never from Host /             test_web_flow: ``test_redirect_uri_ignores_host_
+redirect_uri never from Host /             test_auth: ``test_redirect_uri_ignores_host_
 X-Forwarded-Host                           headers`` (/login); here: ``test_code_exchange_
                                            redirect_uri_ignores_host_headers``
-session id rotated at login                test_web_flow: ``test_session_id_rotates_at_login``;
+session id rotated at login                test_auth: ``test_session_id_rotates_at_login``;
                                            here: ``test_planted_session_cookie_is_ended_at_login``
-forged / truncated / tampered cookies      test_web_flow: ``test_forged_cookies_are_anonymous``;
+forged / truncated / tampered cookies      test_auth: ``test_forged_cookies_are_anonymous``;
 anonymous                                  here: ``test_cookies_that_are_no_live_session_are_
-                                           anonymous``; test_props: ``test_cookies_never_500_
+                                           anonymous``; test_sessions: ``test_cookies_never_500_
                                            and_never_authenticate``
-idle and absolute lifetimes, server side   test_web_flow: ``test_idle_session_expires``; here:
+idle and absolute lifetimes, server side   test_auth: ``test_idle_session_expires``; here:
                                            ``test_idle_expiry_ends_the_session_server_side``,
                                            ``test_activity_never_outlives_the_absolute_lifetime``
-logout purges account, sessions, token,    test_web_flow: ``test_logout_forgets_everything``;
+logout purges account, sessions, token,    test_auth: ``test_logout_forgets_everything``;
 live state                                 here: ``test_logout_purges_everything_everywhere``
-per-user responses private, no-store       test_web_api: ``test_not_connected``, ``api()``;
+per-user responses private, no-store       test_api: ``test_not_connected``, ``api()``;
                                            here: ``test_per_user_responses_are_private_no_store``
 no open redirect                           test_public: ``test_open_redirects_only_to_open_
-                                           spotify``; test_web_flow: ``test_full_flow_connects_
+                                           spotify``; test_auth: ``test_full_flow_connects_
                                            and_sets_a_safe_cookie`` (Location ``/``); here:
                                            ``test_login_ignores_redirect_parameters``,
                                            ``test_callback_redirects_only_home``,
                                            ``test_open_never_leaves_open_spotify``;
-                                           test_props: callback fuzz (never a redirect)
+                                           test_auth: callback fuzz (never a redirect)
 no URL built from the Host header;         here: ``test_unknown_hosts_are_refused``,
 unknown hosts refused                      ``test_trailing_slash_is_a_404_never_a_redirect``,
                                            ``test_every_redirect_is_relative_or_fixed``;
-                                           test_props: ``test_public_ids_never_500``,
-                                           ``test_headers_never_500`` (Host fuzz)
+                                           test_public: ``test_public_ids_never_500``;
+                                           test_app: ``test_headers_never_500`` (Host fuzz)
 =========================================  =====================================================
 """
 
@@ -62,10 +62,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from harness.app import ORIGIN, SAME, SECRET_KEY, Env, make_settings, open_env
+from harness.fuzz import NAMES, VALUES
 from harness.helpers import connect, consent, fixture_json
 from harness.sse import SSEReader
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -75,7 +77,15 @@ from nowplaying.sources.spotify.grants import AccountGone
 from nowplaying.sources.spotify.oauth import pkce_challenge
 from nowplaying.store import AccountStatus
 from nowplaying.web import create_app
-from nowplaying.web.security import host_name
+from nowplaying.web.edge import Edge
+from nowplaying.web.security import (
+    HOST_VERDICTS,
+    JSON_CSP,
+    PAGE_CSP,
+    TrustedHosts,
+    host_name,
+    with_security_headers,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -790,3 +800,71 @@ async def test_demo_mode_serves_loopback_names_and_the_simulator_never_redirects
         slash = await client.get("/spotify-sim/authorize/", headers={"Host": "127.0.0.1:6666"})
         assert slash.status_code == 404
         assert "location" not in slash.headers
+
+
+def _reference(raw: list[tuple[bytes, bytes]], exempt: bool) -> list[tuple[bytes, bytes]]:
+    """What SecurityHeaders did before: ``MutableHeaders.setdefault``, one header at a time."""
+    message = {"type": "http.response.start", "headers": list(raw)}
+    headers = MutableHeaders(scope=message)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    if not exempt:
+        is_json = headers.get("content-type", "").startswith("application/json")
+        csp = headers.setdefault("Content-Security-Policy", JSON_CSP if is_json else PAGE_CSP)
+        if "frame-ancestors 'none'" in csp:
+            headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    return headers.raw
+
+
+@given(raw=st.lists(st.tuples(NAMES, VALUES), max_size=6), exempt=st.booleans())
+@example(raw=[], exempt=False)  # a bare response: every header added
+@example(raw=[(b"content-security-policy", b"frame-ancestors *")], exempt=False)  # an embed
+@example(raw=[(b"content-security-policy", PAGE_CSP.encode())], exempt=False)  # XFO added
+@example(raw=[(b"x-frame-options", b"x"), (b"x-frame-options", b"DENY")], exempt=True)
+@example(raw=[(b"content-type", b"application/json")], exempt=False)  # the API's own policy
+def test_security_headers_match_setdefault(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
+    mine = list(raw)
+    with_security_headers(mine, exempt)
+    assert mine == _reference(raw, exempt)
+
+
+async def test_json_answers_carry_the_json_policy_and_pages_the_page_policy(
+    connected: Env,
+) -> None:
+    """A JSON document may load nothing (``default-src 'none'``), a page what it needs; both
+    refuse framing (CSP and X-Frame-Options)."""
+    for path in ("/api/spotify", "/api/account", "/api/nothing-here"):
+        response = await connected.client.get(path)
+        assert response.headers["content-type"] == "application/json", path
+        assert response.headers["content-security-policy"] == JSON_CSP, path
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    page = await connected.client.get("/")
+    assert page.headers["content-security-policy"] == PAGE_CSP
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+async def test_a_refused_host_stays_refused_and_verdicts_are_bounded(connected: Env) -> None:
+    """The verdict per Host value is a memo: the same answers, and no more than HOST_VERDICTS."""
+    for _ in range(2):
+        assert (
+            await connected.client.get("/api/spotify", headers={"Host": "evil.test"})
+        ).status_code == 400
+        assert (await connected.client.get("/api/spotify")).status_code == 200
+    guard = _trusted_hosts(connected)
+    for n in range(HOST_VERDICTS + 10):
+        await connected.client.get("/healthz-nope", headers={"Host": f"h{n}.evil.test"})
+    assert len(guard._verdicts) == HOST_VERDICTS
+    assert (
+        await connected.client.get("/api/spotify", headers={"Host": "h1.evil.test"})
+    ).status_code == 400
+    late = await connected.client.get("/api/spotify", headers={"Host": "late.evil.test"})
+    assert late.status_code == 400  # past the bound: parsed each time, still refused
+
+
+def _trusted_hosts(env: Env) -> TrustedHosts:
+    app = env.app.middleware_stack
+    while not isinstance(app, Edge):
+        app = app.app  # type: ignore[union-attr]
+    return app.hosts

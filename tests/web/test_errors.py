@@ -1,15 +1,14 @@
-"""One definition of each answer: ``/api/account`` is serialized from the ``Account`` model, and
-every refusal — from a route or from the middleware that refuses before any route (limits,
-trusted hosts) — is the one ``{"error", "message"}`` envelope built by ``web/errors.py``."""
+"""Refusals: every one — from a route, from the middleware before any route (limits, trusted
+hosts), or from a store that is down — is the one ``{"error", "message"}`` envelope built by
+``web/errors.py``, never a 500."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from harness.app import ORIGIN, SAME, Env
+from harness.app import SAME, Env
 from harness.helpers import edge_client
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -26,29 +25,6 @@ from nowplaying.web.errors import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-async def test_api_account_is_the_account_model(connected: Env) -> None:
-    """/api/account, before and after publishing, is exactly what the model serializes: the
-    keys in order, the links, the reconnect date in whole seconds (UTC, ``Z``)."""
-    before = (await connected.client.get("/api/account")).json()
-    published = await connected.client.post("/api/account/publish", headers=SAME)
-    after = published.json()
-    for data in (before, after):
-        model = schema.Account.model_validate(data)
-        assert list(model.data().items()) == list(data.items())  # the keys in order, too
-        assert "reconsentUrl" not in data and "spotifyRefusal" in data
-        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", data["reconnectBy"])
-    assert before["links"] is None and before["published"] is False
-    base = f"{ORIGIN}/p/{after['publicId']}"
-    assert after["links"] == {
-        "page": base,
-        "json": f"{base}.json",
-        "svg": f"{base}.svg",
-        "events": f"{base}/events",
-        "open": f"{base}/open",
-        "recent": f"{base}/recent.svg",
-    }
 
 
 async def test_owner_refusals_are_the_envelope(connected: Env) -> None:
@@ -156,3 +132,20 @@ def test_too_many_requests_rounds_retry_after_up() -> None:
     """Retry-After is whole seconds, rounded up (never early), at least one."""
     assert TooManyRequests(retry_after=0.2).response({}).headers["retry-after"] == "1"
     assert TooManyRequests(retry_after=7.1).response({}).headers["retry-after"] == "8"
+
+
+async def test_store_error_never_500(probed: Env) -> None:
+    """Every route answers 503 (never 500) while the store is down."""
+    connected = probed
+    assert (await connected.connect()).status_code == 303
+    outage = connected.probe
+    outage.down = True
+    await connected.clock.advance(3)
+    for path in ("/", "/api/spotify", "/api/account", "/p/abcdefghijklmnopqrstuv.json"):
+        response = await connected.client.get(path)
+        assert response.status_code == 503, (path, response.status_code)
+    card = await connected.client.get("/p/abcdefghijklmnopqrstuv.svg")
+    assert card.status_code == 200
+    assert "unavailable" in card.text.lower()
+    response = await connected.client.post("/logout", headers={"Origin": "https://np.test"})
+    assert response.status_code == 503
