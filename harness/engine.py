@@ -90,3 +90,18 @@ class FakeAccounts:
 
     async def get_account_info(self, account_id: str) -> Account | None:
         return self.accounts.get(account_id)
+
+
+@dataclass
+class OneTrack:
+    """An upstream playing one ten-minute track (``title``, which a test may change) from its
+    start, counting its reads."""
+
+    clock: FakeClock
+    title: str = "t"
+    calls: int = 0
+
+    async def fetch(self, account_id: str) -> NowPlaying:
+        self.calls += 1
+        it = Item(Kind.TRACK, self.title, ("a",), None, None, None, 600_000, uri=self.title)
+        return NowPlaying(True, Kind.TRACK, it, 0, self.clock.now())

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from harness.app import Env
+from harness.engine import OneTrack
 from harness.helpers import reads_of
 from harness.live_server import free_port
 from harness.services import require
@@ -372,18 +373,12 @@ def test_snapshot_wire_round_trip() -> None:
 
 async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None:
     """Two instances with viewers of one account: one polls, both viewers see each change."""
-    calls = 0
-    title = ["one"]
-
-    async def fetch(account_id: str) -> NowPlaying:
-        nonlocal calls
-        calls += 1
-        it = Item(Kind.TRACK, title[0], ("x",), None, None, None, 600_000, uri=title[0])
-        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+    upstream = OneTrack(clock, "one")
 
     coords = [RedisCoordinator(flushed, clock=clock) for _ in range(2)]
     hubs = [
-        LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5), coord=c) for c in coords
+        LiveHub(reads_of(upstream.fetch), clock, schedule=Schedule(poll_seconds=5), coord=c)
+        for c in coords
     ]
     for h in hubs:
         await h.start()
@@ -397,12 +392,12 @@ async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None
                 await _until(lambda: _filled(q1))  # pub/sub is real I/O: let it arrive
                 assert q0.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
                 assert q1.get_nowait().playing.item.title == "one"  # type: ignore[union-attr]
-                title[0] = "two"
+                upstream.title = "two"
                 await clock.advance(5.5, step=0.5)
                 await _until(lambda: _filled(q1))
                 assert q1.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
                 assert q0.get_nowait().playing.item.title == "two"  # type: ignore[union-attr]
-        assert calls == hubs[0].counts["polls"] + hubs[1].counts["polls"]
+        assert upstream.calls == hubs[0].counts["polls"] + hubs[1].counts["polls"]
         assert min(hubs[0].counts["polls"], hubs[1].counts["polls"]) == 0  # only one polled
     finally:
         for h in hubs:
@@ -453,17 +448,11 @@ async def test_refresh_deferred_while_another_instance_holds_the_lock(
 async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> None:
     """A 429 seen by a third instance pauses the leader; viewers on a follower hear "stale"."""
     clock = FakeClock()  # months from real time: the pause's TTL must come from this clock
-    calls = 0
-
-    async def fetch(account_id: str) -> NowPlaying:
-        nonlocal calls
-        calls += 1
-        it = Item(Kind.TRACK, "t", ("a",), None, None, None, 600_000, uri="t")
-        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+    upstream = OneTrack(clock)
 
     leader, follower = (
         LiveHub(
-            reads_of(fetch),
+            reads_of(upstream.fetch),
             clock,
             schedule=Schedule(poll_seconds=5),
             coord=RedisCoordinator(flushed, clock=clock),
@@ -477,12 +466,12 @@ async def test_pause_set_elsewhere_reaches_followers_viewers(flushed: str) -> No
         async with leader.subscribe("b"), follower.subscribe("b") as queue:
             await _advance_until(clock, queue, Status.LIVE, fake_seconds=10)
             await third.set_pause(clock.now() + 60)
-            before = calls
+            before = upstream.calls
             # The leader sees the pause at its next step; when that is on the fake clock depends
             # on when its first poll ran, which real Redis I/O decides: move time until it is.
             stale = await _advance_until(clock, queue, Status.STALE, fake_seconds=20)
             assert stale.retry_after is not None and stale.retry_after > 30
-            assert calls == before
+            assert upstream.calls == before
     finally:
         await leader.close()
         await follower.close()
@@ -528,22 +517,16 @@ async def test_pubsub_channel_is_per_database(flushed: str) -> None:
 
 async def test_redis_down_hub_polls_for_itself(clock: FakeClock) -> None:
     """Redis unreachable from the start: the hub still polls and fans out, locally."""
-    calls = 0
-
-    async def fetch(account_id: str) -> NowPlaying:
-        nonlocal calls
-        calls += 1
-        it = Item(Kind.TRACK, "t", ("a",), None, None, None, 600_000, uri="t")
-        return NowPlaying(True, Kind.TRACK, it, 0, clock.now())
+    upstream = OneTrack(clock)
 
     coord = RedisCoordinator(f"redis://127.0.0.1:{free_port()}/0", retry_every=60)
-    hub = LiveHub(reads_of(fetch), clock, schedule=Schedule(poll_seconds=5), coord=coord)
+    hub = LiveHub(reads_of(upstream.fetch), clock, schedule=Schedule(poll_seconds=5), coord=coord)
     await hub.start()
     try:
         async with hub.subscribe("acc") as queue:
             await clock.advance(11, step=1)
             assert queue.get_nowait().playing is not None
-        assert calls >= 2
+        assert upstream.calls >= 2
         assert coord.degraded
     finally:
         await hub.close()
