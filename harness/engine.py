@@ -4,14 +4,19 @@ the owner's notices and the accounts the reads look up."""
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from harness.helpers import reads_of
 from nowplaying.clock import FakeClock
+from nowplaying.coord.base import LocalCoordinator
 from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub
+from nowplaying.engine.pause import AppPause
+from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying
-from nowplaying.store import Account
+from nowplaying.store import Account, Pause, StoreError
 
 
 def track(title: str, duration_s: float = 200.0) -> Item:
@@ -105,3 +110,49 @@ class OneTrack:
         self.calls += 1
         it = Item(Kind.TRACK, self.title, ("a",), None, None, None, 600_000, uri=self.title)
         return NowPlaying(True, Kind.TRACK, it, 0, self.clock.now())
+
+
+class MemoryPauses:
+    """The pause as the store keeps it; ``fail`` makes every call raise StoreError."""
+
+    def __init__(self) -> None:
+        self.pause: Pause | None = None
+        self.writes = 0
+        self.fail = False
+
+    async def get_pause(self) -> Pause | None:
+        if self.fail:
+            raise StoreError("down")
+        return self.pause
+
+    async def set_pause(self, pause: Pause) -> None:
+        if self.fail:
+            raise StoreError("down")
+        self.writes += 1
+        self.pause = pause
+
+
+class Grants:
+    """Whether each account holds a usable grant, as the store would say."""
+
+    def __init__(self) -> None:
+        self.ready: dict[str, bool] = {}
+        self.checks = 0
+
+    async def __call__(self, account_id: str) -> bool:
+        self.checks += 1
+        return self.ready.get(account_id, False)
+
+
+def make_hub(
+    spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses, grants: Grants | None = None
+) -> LiveHub:
+    coord = LocalCoordinator()
+    return LiveHub(
+        reads_of(spotify.fetch),
+        clock,
+        schedule=Schedule(poll_seconds=5.0, rng=random.Random(1), reconnect_check=5.0),
+        pause=AppPause(clock, coord, store=pauses),
+        coord=coord,
+        ready=grants,
+    )

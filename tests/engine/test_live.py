@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
 
 import pytest
-from harness.engine import FakeSpotify, subscribers, track
+from harness.engine import FakeSpotify, Grants, MemoryPauses, make_hub, subscribers, track
 from harness.helpers import reads_of
 
 from nowplaying.clock import FakeClock
@@ -17,11 +18,6 @@ from nowplaying.models import Kind, NowPlaying
 from nowplaying.sources.spotify.errors import InvalidGrant, RateLimited, SpotifyUnavailable
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def spotify(clock: FakeClock) -> FakeSpotify:
-    return FakeSpotify(clock)
 
 
 @pytest.fixture
@@ -278,3 +274,123 @@ def test_snapshot_json_marks_stale_and_reconnect(clock: FakeClock) -> None:
     assert Snapshot(np, Status.STALE, 1).to_json(clock.now())["stale"] is True
     assert "stale" not in Snapshot(np, Status.LIVE, 1).to_json(clock.now())
     assert Snapshot.reconnect(1).to_json(0) == {"error": "reconnect_required"}
+
+
+async def test_unexpected_error_is_logged_reported_stale_and_survived(
+    started_hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poller meeting an error nobody expected logs its traceback, tells viewers the data is
+    stale, backs off and keeps polling."""
+    async with subscribers(started_hub, "a", 1) as (queue,):
+        await clock.advance(1)
+        assert queue.get_nowait().status is Status.LIVE
+        spotify.errors = [RuntimeError("a bug")]
+        with caplog.at_level(logging.ERROR, logger="nowplaying.engine.live"):
+            await clock.advance(5)
+        stale = queue.get_nowait()
+        assert stale.status is Status.STALE and stale.playing is not None
+        assert started_hub.counts["crashes"] == 1
+        crash = [r for r in caplog.records if r.exc_info]
+        assert len(crash) == 1 and crash[0].exc_info and crash[0].exc_info[0] is RuntimeError
+        calls = spotify.calls
+        await clock.advance(30, step=1)
+        assert started_hub.polling("a")
+        assert spotify.calls >= calls + 3  # it kept polling (a dead poller makes none)
+        assert queue.get_nowait().status is Status.LIVE
+
+
+async def test_grant_made_elsewhere_is_picked_up(
+    started_hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, grants: Grants
+) -> None:
+    """After a revoke the poller asks the store, not Spotify; a new grant is live within one
+    check, for the viewers who stayed."""
+    async with subscribers(started_hub, "a", 1) as (queue,):
+        await clock.advance(1)
+        queue.get_nowait()
+        spotify.errors = [InvalidGrant("Refresh token revoked")]
+        await clock.advance(5)
+        assert queue.get_nowait().grant_gone
+        calls = spotify.calls
+        await clock.advance(60, step=1)
+        assert spotify.calls == calls  # no upstream call while the grant is gone
+        assert 10 <= grants.checks <= 13  # every 5 s
+        grants.ready["a"] = True  # `nowplaying login`, or another instance, stored a new grant
+        await clock.advance(5, step=1)
+        back = queue.get_nowait()
+        assert back.status is Status.LIVE and back.playing is not None
+        assert spotify.calls == calls + 1
+
+
+async def test_reconnect_state_is_rechecked_for_a_new_request(
+    started_hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, grants: Grants
+) -> None:
+    """Nobody watched while the grant was renewed: the next request restarts the check."""
+    spotify.errors = [InvalidGrant("revoked")]
+    snap = await started_hub.current("a")
+    assert snap and snap.grant_gone
+    await clock.advance(120, step=5)  # nobody watches: the poller stops
+    assert not started_hub.polling("a")
+    grants.ready["a"] = True
+    assert (await started_hub.current("a")) is not None
+    await clock.advance(1)
+    snap = started_hub.peek("a")
+    assert snap and snap.status is Status.LIVE
+
+
+async def test_restart_keeps_viewers_without_a_reconnect_flash(
+    started_hub: LiveHub, spotify: FakeSpotify, clock: FakeClock
+) -> None:
+    """A new grant (restart) polls at once; viewers see live data, never a reconnect."""
+    async with subscribers(started_hub, "a", 2) as queues:
+        await clock.advance(1)
+        for q in queues:
+            q.get_nowait()
+        calls = spotify.calls
+        spotify.skip()
+        await started_hub.restart("a")
+        await clock.advance(0.1)
+        assert spotify.calls == calls + 1
+        for q in queues:
+            snap = q.get_nowait()
+            assert snap.status is Status.LIVE
+            assert snap.playing and snap.playing.item and snap.playing.item.title == "two"
+
+
+async def test_forget_with_viewers_tells_them_and_waits_for_a_new_grant(
+    started_hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, grants: Grants
+) -> None:
+    """Disconnect: viewers are told at once; if the owner connects again they see it live."""
+    async with subscribers(started_hub, "a", 1) as (queue,):
+        await clock.advance(1)
+        first = queue.get_nowait()
+        await started_hub.forget("a")
+        gone = queue.get_nowait()
+        assert gone.grant_gone and gone.version > first.version
+        calls = spotify.calls
+        await clock.advance(30, step=1)
+        assert spotify.calls == calls
+        grants.ready["a"] = True
+        await clock.advance(6, step=1)
+        back = queue.get_nowait()
+        assert back.status is Status.LIVE and back.version > gone.version
+
+
+async def test_versions_keep_growing_across_a_restart(
+    spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
+) -> None:
+    """A restarted process numbers its first state above the old process's last one, so a
+    viewer's Last-Event-ID never matches a different state."""
+    old = make_hub(spotify, clock, pauses)
+    async with subscribers(old, "a", 1) as (queue,):
+        for _ in range(5):
+            spotify.skip()
+            await clock.advance(5)
+        last = queue.get_nowait().version
+    await old.close()
+    await clock.advance(1)
+    new = make_hub(spotify, clock, pauses)
+    try:
+        first = await new.current("a")
+        assert first is not None and first.version > last
+    finally:
+        await new.close()

@@ -6,33 +6,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from harness.engine import FakeAccounts, FakeNotices
-from harness.helpers import FetchSource
+from harness.engine import (
+    FakeAccounts,
+    FakeNotices,
+    FakeSpotify,
+    MemoryPauses,
+    make_hub,
+    subscribers,
+)
+from harness.helpers import FetchSource, reads_of
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord.base import LocalCoordinator
-from nowplaying.engine.live import LiveHub
+from nowplaying.engine.live import LiveHub, Status
 from nowplaying.engine.pause import AppPause
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Schedule
-from nowplaying.engine.snapshot import Status
 from nowplaying.models import QUOTA_EXCEEDED, NowPlaying, PlayedItem
 from nowplaying.sources.base import RateLimited
+from nowplaying.sources.spotify.errors import RateLimited as SpotifyRateLimited
 from nowplaying.store import Account, Pause
 
 pytestmark = pytest.mark.anyio
 HOURS = 3600.0
-
-
-class MemoryPauses:
-    def __init__(self) -> None:
-        self.pause: Pause | None = None
-
-    async def get_pause(self) -> Pause | None:
-        return self.pause
-
-    async def set_pause(self, pause: Pause) -> None:
-        self.pause = pause
 
 
 async def test_a_hit_is_told_shared_and_stored(clock: FakeClock) -> None:
@@ -107,3 +103,100 @@ async def test_a_quota_met_by_the_last_played_look_up_pauses_and_tells_the_owner
         assert hub.counts["polls"] == polls, "no poll during the pause"
         snap = hub.peek("ana")
         assert snap is not None and snap.status is Status.STALE
+
+
+async def test_quota_pause_is_stored_and_told_apart(
+    started_hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
+) -> None:
+    """QUOTA_EXCEEDED pauses everything for its hours-long Retry-After, and is stored."""
+    async with subscribers(started_hub, "a", 1) as (queue,):
+        await clock.advance(1)
+        queue.get_nowait()
+        spotify.errors = [SpotifyRateLimited(5 * HOURS, QUOTA_EXCEEDED)]
+        await clock.advance(5)
+        assert queue.get_nowait().status is Status.STALE
+        calls = spotify.calls
+        await clock.advance(600, step=5)
+        assert spotify.calls == calls  # nothing during the lockout
+    assert started_hub.pause is not None and started_hub.pause.quota
+    assert pauses.pause == Pause(started_hub.app_pause.until, QUOTA_EXCEEDED)
+    assert started_hub.app_pause.until == pytest.approx(clock.now() - 600 + 5 * HOURS, abs=6)
+
+
+async def test_window_429_is_not_the_quota(
+    started_hub: LiveHub, spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
+) -> None:
+    """A rolling-window 429 (no reason) pauses briefly and is recorded as ``rate_limit``."""
+    await started_hub.current("a")
+    spotify.errors = [SpotifyRateLimited(10)]
+    async with subscribers(started_hub, "a", 1):
+        await clock.advance(5)
+        assert started_hub.pause is not None and not started_hub.pause.quota
+        assert pauses.pause is not None and pauses.pause.reason == "rate_limit"
+        calls = spotify.calls
+        await clock.advance(20, step=1)
+        assert spotify.calls > calls  # polling resumed after the 10 s
+    assert started_hub.pause is None
+
+
+async def test_restart_during_pause_honours_it(
+    spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
+) -> None:
+    """A hub started while a stored pause runs makes no call until it ends, then polls."""
+    pauses.pause = Pause(clock.now() + 2 * HOURS, QUOTA_EXCEEDED)
+    hub = make_hub(spotify, clock, pauses)
+    await hub.start()
+    try:
+        assert hub.pause is not None and hub.pause.quota
+        snap = await hub.current("a")
+        assert snap is not None and snap.status is Status.STALE and snap.playing is None
+        assert snap.retry_after == pytest.approx(2 * HOURS, abs=1)
+        async with subscribers(hub, "a", 1):
+            await clock.advance(HOURS, step=30)
+            assert spotify.calls == 0
+            await clock.advance(HOURS + 60, step=30)
+            assert spotify.calls >= 1
+    finally:
+        await hub.close()
+
+
+async def test_unreadable_stored_pause_does_not_stop_the_start(
+    spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
+) -> None:
+    """A store outage at start is logged; the hub still serves (and cannot store a pause)."""
+    pauses.fail = True
+    hub = make_hub(spotify, clock, pauses)
+    await hub.start()
+    try:
+        assert (await hub.current("a")) is not None
+        spotify.errors = [SpotifyRateLimited(30)]
+        async with subscribers(hub, "a", 1):
+            await clock.advance(6)
+        assert hub.pause is not None  # honoured in memory all the same
+    finally:
+        await hub.close()
+
+
+async def test_pause_set_by_another_instance_carries_its_reason(
+    spotify: FakeSpotify, clock: FakeClock, pauses: MemoryPauses
+) -> None:
+    """A pause found in the coordinator is adopted with its reason (for the owner page)."""
+    coord = LocalCoordinator()
+    hub = LiveHub(
+        reads_of(spotify.fetch),
+        clock,
+        schedule=Schedule(poll_seconds=5.0),
+        pause=AppPause(clock, coord, store=pauses),
+        coord=coord,
+    )
+    await hub.start()
+    try:
+        await hub.current("a")
+        await coord.set_pause(clock.now() + HOURS, QUOTA_EXCEEDED)
+        async with subscribers(hub, "a", 1):
+            calls = spotify.calls
+            await clock.advance(60, step=5)
+            assert spotify.calls == calls
+        assert hub.pause is not None and hub.pause.quota
+    finally:
+        await hub.close()

@@ -275,3 +275,17 @@ async def test_ids_behind_or_far_ahead_get_the_current_state(connected: Env, off
     async with SSEReader(connected.app, "/api/spotify/events", headers) as again:
         events = await again.wait_for(1)
         assert events[0].data["title"] == "Hoppípolla"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+async def test_stream_routes_refuse_other_methods(connected: Env, method: str) -> None:
+    """The event streams answer GET (and HEAD) only: anything else is the app's 405."""
+    published = await connected.client.post("/api/account/publish", headers={"Origin": ORIGIN})
+    public_id = published.json()["publicId"]
+    api = await connected.client.request(method, "/api/spotify/events", headers={"Origin": ORIGIN})
+    assert api.status_code == 405
+    assert api.json()["error"] == "method_not_allowed"
+    assert api.headers["allow"] == "GET, HEAD"
+    public = await connected.client.request(method, f"/p/{public_id}/events")
+    assert public.status_code == 405  # the app's error page, as for every public path
+    assert "text/event-stream" not in public.headers["content-type"]

@@ -1,13 +1,11 @@
 """Fan-out at the cost of one: a publish resolves one future per waiting viewer and nothing
-else per viewer (no queue, no task); a slow viewer reads only the latest state; the stream
-routes are bare ASGI apps that still refuse other methods the app's way."""
+else per viewer (no queue, no task); a slow viewer reads only the latest state."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from harness.app import ORIGIN, Env
 
 from nowplaying.engine.fanout import Channel
 from nowplaying.engine.live import Snapshot, Status
@@ -50,17 +48,3 @@ async def test_a_slow_viewer_reads_only_the_latest_state() -> None:
     assert sub.empty()
     sub.close()
     assert len(channel) == 0
-
-
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
-async def test_stream_routes_refuse_other_methods(connected: Env, method: str) -> None:
-    """The event streams answer GET (and HEAD) only: anything else is the app's 405."""
-    published = await connected.client.post("/api/account/publish", headers={"Origin": ORIGIN})
-    public_id = published.json()["publicId"]
-    api = await connected.client.request(method, "/api/spotify/events", headers={"Origin": ORIGIN})
-    assert api.status_code == 405
-    assert api.json()["error"] == "method_not_allowed"
-    assert api.headers["allow"] == "GET, HEAD"
-    public = await connected.client.request(method, f"/p/{public_id}/events")
-    assert public.status_code == 405  # the app's error page, as for every public path
-    assert "text/event-stream" not in public.headers["content-type"]
