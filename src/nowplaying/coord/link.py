@@ -1,18 +1,10 @@
-"""The one Redis client of a process (:class:`RedisLink`), its degraded mode, and every key name.
+"""The process's one Redis client (:class:`RedisLink`), its degraded mode, and every key name.
 
-Keys, all under ``np:``: ``lease:{account}`` (the polling instance's id, with a TTL),
-``watch:{account}`` (someone somewhere watches), ``state:{account}`` (the latest snapshot),
-``pause`` and ``pause:reason`` (the app-wide rate-limit pause and the upstream's reason),
-``token:{account}`` (the shared access token), ``lock:{name}``, ``refusal:{account}`` (the
-upstream's latest refusal of an account), ``alert:{key}`` (an owner alert claimed by one
-instance); the call budget's ``budget:calls`` (a sorted set of call times), ``budget:day:{n}``
-(calls on UTC day ``n``), ``budget:learned`` and ``budget:active``; and the pub/sub channel
-``np:events:{db}``, which carries states and (``"k": "public"``) public-link changes.
-
-One rule for failure, whoever calls: every operation goes through :meth:`RedisLink.call`, which
-answers a fallback when Redis fails (socket timeouts of one second), warns once, tries Redis again
-at most every ``retry_every`` seconds of the injected clock meanwhile, and says so when it is
-back. Callers only choose their fallback (usually: this process decides alone).
+A Redis failure never fails a caller: :meth:`RedisLink.call` answers the caller's fallback
+(usually "this process decides alone", which is safe, only more expensive), warns once, tries
+Redis again at most every ``retry_every`` seconds of the injected clock, and says when it is back.
+The pub/sub channel is ``np:events:{db}``: pub/sub ignores databases, and two deployments on one
+server must not hear each other.
 """
 
 from __future__ import annotations
@@ -31,8 +23,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "np:events"
-"""The pub/sub channel's prefix; the database number follows (``np:events:15``), since Redis
-pub/sub ignores databases and two deployments on one server must not hear each other."""
+"""The pub/sub channel's prefix; the database number follows (``np:events:15``)."""
 
 
 def _named(kind: str) -> Callable[[object], str]:
@@ -45,7 +36,10 @@ def _named(kind: str) -> Callable[[object], str]:
 
 
 class Keys:
-    """Every Redis key name, all under ``np:`` (the module docstring says what each holds)."""
+    """Every Redis key name: the app-wide pause and its reason, the call budget's window, learned
+    limits and active accounts; per name, a polling lease, a watch mark, the latest state, the
+    shared access token, a lock, the upstream's refusal of an account, a claimed owner alert and
+    the budget's count of one UTC day."""
 
     PAUSE = "np:pause"
     PAUSE_REASON = "np:pause:reason"

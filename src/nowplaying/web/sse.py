@@ -1,16 +1,8 @@
-"""Server-Sent Events: :class:`Streams`, one per app, owning its event streams' counts, the drain
-that ends them on shutdown, their shared heartbeat and the framing of each change.
+"""Server-Sent Events: :class:`Streams`, the app's event streams (counts, drain, framing).
 
-Per viewer and wait a stream costs one future, which the next change (the account's
-:class:`~nowplaying.engine.fanout.Channel`), the next tick or the drain (:class:`_Beat`) and the
-hang-up all resolve: no task, queue or ``asyncio.wait`` per viewer. Each change is framed once
-(:meth:`Streams.event`) and the same text goes to every viewer.
-
-Served by ``nowplaying serve`` (whose protocol offers :mod:`.detach`), a stream is *detached*
-once its greeting and first event are written: it joins its account's :class:`_Group`, whose one
-task writes every change, heartbeat and the drain's last words to all of its viewers' transports
-directly, and its request ends. Elsewhere (in-process test clients) streams are served the ASGI
-way, with the same bytes.
+Per viewer and wait a stream costs one future, which the next change, the next tick or the drain
+and the hang-up all resolve: no task, queue or ``asyncio.wait`` per viewer. Each change is framed
+once and the same text goes to every viewer.
 """
 
 from __future__ import annotations
