@@ -14,9 +14,8 @@ from nowplaying.clock import FakeClock
 from nowplaying.simulator import Simulator
 
 if TYPE_CHECKING:
-    from harness.conftest_sim import SimEnv
+    from harness.simulated import SimEnv
 
-pytest_plugins = ["harness.conftest_sim"]
 pytestmark = pytest.mark.anyio
 
 

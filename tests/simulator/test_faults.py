@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from harness.conftest_sim import SimEnv
+    from harness.simulated import SimEnv
 
-pytest_plugins = ["harness.conftest_sim"]
 pytestmark = pytest.mark.anyio
 
 

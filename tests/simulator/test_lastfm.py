@@ -22,7 +22,6 @@ KEY, SECRET = "lfkey", "lfsecret"
 TRACK = Scrobble("Tame Impala", "Apocalypse Dreams", "Lonerism", duration=360.0)
 DONE = Scrobble("Tame Impala", "Endors Toi", "Lonerism", image="7c9c4d1009514b178c82f2201e3a1fce")
 
-pytest_plugins = ["harness.conftest_sim"]
 pytestmark = pytest.mark.anyio
 
 

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from nowplaying.simulator.limits import QUOTA_EXCEEDED, REMOVED_RETRY, max_in_window
 
 if TYPE_CHECKING:
-    from harness.conftest_sim import SimEnv
+    from harness.simulated import SimEnv
 
-pytest_plugins = ["harness.conftest_sim"]
 pytestmark = pytest.mark.anyio
 
 

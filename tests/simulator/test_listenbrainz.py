@@ -18,7 +18,6 @@ from nowplaying.simulator.listenbrainz import PLAYING_NOW_MAX, ListenBrainz
 
 TOKEN = "lb-demo-token"
 
-pytest_plugins = ["harness.conftest_sim"]
 pytestmark = pytest.mark.anyio
 
 

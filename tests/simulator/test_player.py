@@ -12,9 +12,8 @@ from nowplaying.simulator import Player, default_playlist, track
 from nowplaying.simulator.player import HISTORY_LIMIT
 
 if TYPE_CHECKING:
-    from harness.conftest_sim import SimEnv
+    from harness.simulated import SimEnv
 
-pytest_plugins = ["harness.conftest_sim"]
 pytestmark = pytest.mark.anyio
 
 

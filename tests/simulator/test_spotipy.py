@@ -16,9 +16,8 @@ from spotipy.cache_handler import CacheFileHandler
 from spotipy.oauth2 import SpotifyOAuth, SpotifyPKCE
 
 if TYPE_CHECKING:
-    from harness.conftest_sim import LiveServer
+    from harness.simulated import LiveServer
 
-pytest_plugins = ["harness.conftest_sim"]
 
 REDIRECT = "http://127.0.0.1:8000/callback"
 

@@ -1,28 +1,20 @@
-"""Shared fixtures and helpers for the simulator's tests.
-
-Test modules load it with ``pytest_plugins = ["harness.conftest_sim"]`` and import from it only
-under ``TYPE_CHECKING`` (a plain import would stop pytest from rewriting its asserts). Fixture
-names carry a ``sim_`` prefix so they cannot collide with the project's own ``conftest.py``.
-"""
+"""The simulator as its tests drive it: a :class:`SimEnv` (the simulator on a fake clock, a client
+for it, the steps of the OAuth flow) and a :class:`LiveServer` on a loopback socket (the
+fixtures are tests/simulator/conftest.py's)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import secrets
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
-import uvicorn
 
 from harness.helpers import fixture_json
-from harness.live_server import free_port
-from nowplaying.clock import FakeClock, SystemClock
+from nowplaying.clock import FakeClock
 from nowplaying.simulator import Simulator
 from nowplaying.simulator.catalog import Item
 
@@ -31,18 +23,6 @@ CLIENT_SECRET = "csecret"
 REDIRECT = "http://127.0.0.1:8000/callback"
 SCOPES = "user-read-currently-playing user-read-recently-played"
 BASE = "http://sim.test"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """Run ``@pytest.mark.anyio`` tests on asyncio only."""
-    return "asyncio"
-
-
-@pytest.fixture
-def sim_clock() -> FakeClock:
-    """A clock that only moves when the test says so."""
-    return FakeClock()
 
 
 @dataclass
@@ -155,47 +135,9 @@ class SimEnv:
         return next(i for i, item in enumerate(playlist) if predicate(item))
 
 
-@pytest.fixture
-async def sim_env(sim_clock: FakeClock) -> AsyncIterator[SimEnv]:
-    """A simulator with its defaults on a fake clock, and an in-process HTTP client for it."""
-    sim = Simulator(clock=sim_clock)
-    transport = httpx.ASGITransport(app=sim.app)
-    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
-        yield SimEnv(sim, http, sim_clock)
-
-
 @dataclass
 class LiveServer:
     """A simulator served by uvicorn on a real loopback socket."""
 
     sim: Simulator
     url: str
-
-
-@pytest.fixture
-def sim_live() -> Iterator[LiveServer]:
-    """A simulator (real clock) listening on 127.0.0.1, stopped after the test."""
-    sim = Simulator(clock=SystemClock())
-    port = free_port()
-    config = uvicorn.Config(
-        sim.app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="simulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the simulator did not start")
-        time.sleep(0.01)
-    try:
-        yield LiveServer(sim, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
