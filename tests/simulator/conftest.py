@@ -4,14 +4,11 @@ Names carry a ``sim_`` prefix so they cannot be taken for the app's own fixtures
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-import uvicorn
-from harness.live_server import free_port
+from harness.live_server import free_port, serve
 from harness.simulated import BASE, LiveServer, SimEnv
 
 from nowplaying.clock import FakeClock, SystemClock
@@ -38,25 +35,5 @@ def sim_live() -> Iterator[LiveServer]:
     """A simulator (real clock) listening on 127.0.0.1, stopped after the test."""
     sim = Simulator(clock=SystemClock())
     port = free_port()
-    config = uvicorn.Config(
-        sim.app,
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="simulator", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the simulator did not start")
-        time.sleep(0.01)
-    try:
-        yield LiveServer(sim, f"http://127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(sim.app, port, lifespan="off", ws="none", timeout_graceful_shutdown=1) as url:
+        yield LiveServer(sim, url)
