@@ -1,10 +1,11 @@
 """Multi-instance: three ``nowplaying serve`` processes sharing PostgreSQL and Redis, against one.
 
-The cluster is the one ``tests/test_multi_instance.py`` starts (:func:`harness.cluster.cluster`: a
-``nowplaying simulator`` process with five users, a fresh PostgreSQL database, the test Redis db
-flushed, three servers behind a loopback balancer that only the logins use), with
-``NOWPLAYING_POLL_SECONDS=5``; everything listens on 127.0.0.1. Five accounts sign in, and 300
-SSE viewers (60 per account) watch them. Two phases, the same viewers and the same accounts:
+The cluster is the one ``tests/procs/test_multi_instance.py`` starts
+(:func:`harness.cluster.cluster`: a ``nowplaying simulator`` process with five users, a fresh
+PostgreSQL database, the test Redis db flushed, three servers behind a loopback balancer that only
+the logins use), with ``NOWPLAYING_POLL_SECONDS=5``; everything listens on 127.0.0.1. Five accounts
+sign in, and 300 SSE viewers (60 per account) watch them. Two phases, the same viewers and the same
+accounts:
 
 1. **3 instances**: every account's 60 viewers are spread 20/20/20 over the three servers.
 2. **1 instance**: the other two servers are killed and their viewers move to the first; the

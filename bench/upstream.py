@@ -1,8 +1,9 @@
 """Spotify calls and token refreshes per simulated minute: the live engine against a baseline.
 
-Everything runs in-process on a :class:`FakeClock`: the app wired to the simulator as in
-``tests/conftest.py``, so a simulated minute costs well under a second. Upstream calls are counted
-by the simulator (``sim.calls``): every token request and Web API request it receives.
+Everything runs in-process on a :class:`FakeClock`: the app wired to the simulator by
+:mod:`harness.app`, as the tests have it, so a simulated minute costs well under a second.
+Upstream calls are counted by the simulator (``sim.calls``): every token request and Web API
+request it receives.
 
 - engine, SSE: ``N`` viewers hold ``/api/spotify/events`` open for the minute;
 - engine, polling: ``N`` viewers each ``GET /api/spotify`` every 10 s, staggered over the 10 s;
@@ -24,22 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from harness.helpers import connect
+from harness.app import CLIENT_ID, CLIENT_SECRET, make_settings, serve_app, simulated
+from harness.helpers import sim_client
 from harness.sse import SSEReader
-from pydantic import SecretStr
 from starlette.applications import Starlette
 
 from nowplaying.clock import FakeClock
-from nowplaying.config import Settings
 from nowplaying.simulator import Simulator
-from nowplaying.sources.spotify.client import SpotifyClient
-from nowplaying.web import create_app
 
-ORIGIN = "https://np.test"
-SIM = "http://sim.test"
-CLIENT_ID = "bench-client"
-CLIENT_SECRET = "bench-client-secret"
-SECRET_KEY = "bench-secret-key-that-is-long-enough-0123456789"
 POLL_EVERY = 10.0
 STEP = 0.25  # the fake clock moves at most this far at once, so polls land on time
 VIEWERS = (1, 10, 100, 1000)
@@ -77,18 +70,9 @@ class _World:
 @contextlib.asynccontextmanager
 async def _world() -> AsyncIterator[_World]:
     clock = FakeClock()
-    sim = Simulator(
-        clock=clock,
-        client_id=CLIENT_ID,
-        client_secret=CLIENT_SECRET,
-        redirect_uris=(f"{ORIGIN}/callback",),
-    )
-    player = sim.player("demo")
-    player.set_gaps(0)
-    player.play(1, progress_ms=int(player.playlist[1]["duration_ms"]) - 27_000)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=sim.app), base_url=SIM
-    ) as sim_http:
+    async with simulated(clock) as (sim, sim_http):
+        player = sim.player("demo")
+        player.play(1, progress_ms=int(player.playlist[1]["duration_ms"]) - 27_000)
         yield _World(clock, sim, sim_http)
 
 
@@ -104,26 +88,12 @@ async def _engine(world: _World) -> AsyncIterator[tuple[Starlette, httpx.AsyncCl
 async def _signed_in(
     world: _World, tmp: Path
 ) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        spotify_client_id=CLIENT_ID,
-        spotify_client_secret=SecretStr(CLIENT_SECRET),
-        spotify_redirect_uri=f"{ORIGIN}/callback",
-        spotify_accounts_url=SIM,
-        spotify_api_url=f"{SIM}/v1",
-        nowplaying_secret_key=SecretStr(SECRET_KEY),
-        nowplaying_database_url=f"sqlite:///{tmp}/nowplaying.sqlite3",
-    )
-    app = create_app(settings, http=world.sim_http, clock=world.clock)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ORIGIN) as client,
-    ):
-        signed_in = await connect(client, world.sim_http)
+    async with serve_app(make_settings(tmp), world.sim, world.sim_http, world.clock) as env:
+        signed_in = await env.connect()
         if signed_in.status_code != 303:
             raise RuntimeError(f"sign-in failed: {signed_in.status_code}")
         world.sim.reset_calls()
-        yield app, client
+        yield env.app, env.client
 
 
 async def _run_clock(clock: FakeClock, until: float) -> None:
@@ -188,13 +158,8 @@ async def baseline_polling(viewers: int, seconds: float) -> Count:
     async with _world() as world:
         refresh_token = world.sim.grant("demo").refresh_token
         assert refresh_token is not None
-        spotify = SpotifyClient(
-            world.sim_http,
-            client_id=CLIENT_ID,
-            client_secret=SecretStr(CLIENT_SECRET),
-            accounts_url=SIM,
-            api_url=f"{SIM}/v1",
-            clock=world.clock,
+        spotify = sim_client(
+            world.sim_http, world.clock, client_id=CLIENT_ID, client_secret=CLIENT_SECRET
         )
         world.sim.reset_calls()
 

@@ -26,13 +26,16 @@ ORIGIN = "https://np.test"
 SAME = {"Origin": ORIGIN}
 """The headers of a same-origin request (what the owner's browser sends on a POST)."""
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+CLIENT_ID = "cid"
+CLIENT_SECRET = "csecret-for-tests"
+"""The Spotify app the simulator knows and the settings name."""
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     """Settings for the app at ``ORIGIN`` against the simulator at ``http://sim.test``."""
     values: dict[str, Any] = {
-        "spotify_client_id": "cid",
-        "spotify_client_secret": "csecret-for-tests",
+        "spotify_client_id": CLIENT_ID,
+        "spotify_client_secret": CLIENT_SECRET,
         "spotify_redirect_uri": f"{ORIGIN}/callback",
         "spotify_accounts_url": "http://sim.test",
         "spotify_api_url": "http://sim.test/v1",
@@ -93,8 +96,8 @@ async def simulated(clock: FakeClock) -> AsyncIterator[tuple[Simulator, httpx.As
     it at ``http://sim.test``."""
     sim = Simulator(
         clock=clock,
-        client_id="cid",
-        client_secret="csecret-for-tests",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
         redirect_uris=(f"{ORIGIN}/callback",),
     )
     sim.player("demo").set_gaps(0)

@@ -351,5 +351,5 @@ NOTES = [
     " `NOWPLAYING_PUBLIC_RATE_PER_SECOND`) are set to 0 for the soak: its whole audience comes"
     " from 127.0.0.1, which those limits would rightly refuse.",
     "Only the single-server soak runs here; the PostgreSQL + Redis scale-out is covered by"
-    " `tests/test_multi_instance.py`.",
+    " `tests/procs/test_multi_instance.py`.",
 ]

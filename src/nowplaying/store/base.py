@@ -159,7 +159,7 @@ def newer_schema_message(found: int, known: int) -> str:
 
 
 class Store(Protocol):
-    """What the app needs from persistence. Every backend passes ``tests/test_store.py``."""
+    """What the app needs from persistence. Every backend passes ``tests/store/test_store.py``."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
