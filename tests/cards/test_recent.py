@@ -1,22 +1,16 @@
-"""The recently-played card: an SVG list behind the owner's consent, one Spotify call per TTL."""
+"""The recently-played card's rendering: every theme, row limits, hostile text, options."""
 
 from __future__ import annotations
 
-import asyncio
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-from harness.app import SAME, Env
 
 from nowplaying.cards.options import RecentOptions
 from nowplaying.cards.recent import render_recent
 from nowplaying.cards.themes import Theme
-from nowplaying.clock import FakeClock
-from nowplaying.engine.recent import RECENT_TTL, RecentlyPlayed
-from nowplaying.models import PlayedItem
 from nowplaying.schema import Recent
-from nowplaying.sources.spotify.errors import RateLimited
 
 pytestmark = pytest.mark.anyio
 NS = "{http://www.w3.org/2000/svg}"
@@ -95,113 +89,3 @@ def test_hide_cover_and_artist() -> None:
         now=NOW,
     )
     assert "Band" not in svg and 'class="note"' not in svg
-
-
-class Reads:
-    def __init__(self) -> None:
-        self.calls = 0
-        self.fail: Exception | None = None
-        self.gate = asyncio.Event()
-        self.gate.set()
-
-    async def __call__(self, account_id: str, limit: int) -> list[PlayedItem]:
-        self.calls += 1
-        await self.gate.wait()
-        if self.fail is not None:
-            raise self.fail
-        return []
-
-
-async def test_cache_one_call_per_ttl() -> None:
-    """100 concurrent views share one call; none until the TTL has passed on the clock."""
-    clock, reads = FakeClock(), Reads()
-    cache = RecentlyPlayed(reads, clock)
-    reads.gate.clear()
-    views = [asyncio.create_task(cache.get("a", 5)) for _ in range(100)]
-    await asyncio.sleep(0)
-    reads.gate.set()
-    await asyncio.gather(*views)
-    assert reads.calls == 1
-    await clock.advance(RECENT_TTL - 1)
-    await cache.get("a")
-    assert reads.calls == 1
-    await clock.advance(1)
-    await cache.get("a")
-    assert reads.calls == 2
-    await cache.get("b")
-    assert reads.calls == 3  # per account
-
-
-async def test_a_failure_is_not_retried_by_every_view() -> None:
-    """Spotify refusing: the error is kept for the TTL (no call per view), then tried again."""
-    clock, reads = FakeClock(), Reads()
-    cache = RecentlyPlayed(reads, clock)
-    reads.fail = RateLimited(5, None)
-    for _ in range(20):
-        with pytest.raises(RateLimited):
-            await cache.get("a")
-    assert reads.calls == 1
-    reads.fail = None
-    await clock.advance(RECENT_TTL)
-    assert await cache.get("a") == []
-    assert reads.calls == 2
-
-
-async def share_recent(env: Env) -> str:
-    public_id: str = (await env.client.post("/api/account/publish", headers=SAME)).json()[
-        "publicId"
-    ]
-    await env.client.post("/api/account/settings", json={"lastPlayed": True}, headers=SAME)
-    await env.connect(login_path="/login?with=recently-played")
-    return public_id
-
-
-async def test_not_shared_until_the_owner_turns_it_on(connected: Env) -> None:
-    """Without the setting and the scope: a 'Not shared' card, a 404 JSON, no Spotify call."""
-    public_id = (await connected.client.post("/api/account/publish", headers=SAME)).json()[
-        "publicId"
-    ]
-    connected.sim.reset_calls()
-    card = await connected.client.get(f"/p/{public_id}/recent.svg")
-    assert card.status_code == 200 and "Not shared" in card.text
-    assert (await connected.client.get(f"/p/{public_id}/recent.json")).status_code == 404
-    assert connected.sim.calls["recently-played"] == 0
-
-
-async def test_views_cost_one_call_per_ttl(connected: Env) -> None:
-    """However many views, one recently-played call per account per TTL of the fake clock."""
-    connected.sim.player("demo").play(1, progress_ms=1000)
-    public_id = await share_recent(connected)
-    connected.sim.reset_calls()
-    paths = [f"/p/{public_id}/recent.svg", f"/p/{public_id}/recent.json?limit=3"] * 30
-    responses = await asyncio.gather(*(connected.client.get(p) for p in paths))
-    assert all(r.status_code == 200 for r in responses)
-    assert connected.sim.calls["recently-played"] == 1
-    body = responses[1].json()
-    assert body["nowPlaying"]["isPlaying"] is True
-    assert 1 <= len(body["items"]) <= 3
-    svg = ET.fromstring(responses[0].text)
-    assert svg.get("role") == "img" and "Recently played" in "".join(svg.itertext())
-    await connected.clock.advance(RECENT_TTL / 2)
-    await connected.client.get(f"/p/{public_id}/recent.svg")
-    assert connected.sim.calls["recently-played"] == 1
-    await connected.clock.advance(RECENT_TTL / 2)
-    await connected.client.get(f"/p/{public_id}/recent.svg")
-    assert connected.sim.calls["recently-played"] == 2
-
-
-async def test_bad_parameters(connected: Env) -> None:
-    """JSON: a 400 naming the parameter. SVG: a 200 image naming it."""
-    public_id = await share_recent(connected)
-    response = await connected.client.get(f"/p/{public_id}/recent.json?limit=11")
-    assert response.status_code == 400
-    assert response.json()["error"] == "bad_request"
-    assert response.json()["message"].startswith("limit:")
-    card = await connected.client.get(f"/p/{public_id}/recent.svg?limit=0")
-    assert card.status_code == 200 and "Bad parameter: limit" in card.text
-
-
-async def test_unknown_link(connected: Env) -> None:
-    card = await connected.client.get("/p/AAAAAAAAAAAAAAAAAAAA/recent.svg")
-    assert card.status_code == 200 and "Not found" in card.text
-    assert (await connected.client.get("/p/AAAAAAAAAAAAAAAAAAAA/recent.json")).status_code == 404
