@@ -8,7 +8,10 @@
      ├── AccessTokenRejected      Web API 401: refresh once and retry
      ├── Forbidden               (base.Refused) Web API 403: re-authenticating won't help
      │    ├── NotRegistered       development mode: the user is not under User Management
-     │    └── PremiumRequired     development mode: the app's owner has no active Premium
+     │    ├── PremiumRequired     development mode: the app's owner has no active Premium
+     │    └── EndpointRemoved     development mode: an endpoint removed for the app (it answers
+     │                            every call with a 429 without ``reason``; told apart by
+     │                            :class:`~.source.Removals`)
      ├── RateLimited             (base.RateLimited) 429, with ``retry_after`` and ``reason``
      │                            (``QUOTA_EXCEEDED``: the development-mode quota, hours long;
      │                            ``budget``: our own call budget has no room, nothing was sent)
@@ -101,6 +104,22 @@ class PremiumRequired(Forbidden):
         " Spotify app (the Developer Dashboard account) needs an active Premium subscription."
         " Renew Premium on that account; nothing needs reconnecting."
     )
+
+
+class EndpointRemoved(Forbidden):
+    """Spotify no longer serves this endpoint to the app (development mode, since April 2026):
+    every call, the first too, is a 429 without ``reason``. Disabled for the app, not a pause."""
+
+    kind: ClassVar[str] = "endpoint_removed"
+    fix: ClassVar[str] = (
+        "Spotify no longer serves this endpoint to development-mode apps: it answers every call"
+        " with 429. The widget goes on without it (no last-played track when the endpoint is"
+        " recently-played); extended quota mode in the Spotify Developer Dashboard restores it."
+    )
+
+    def __init__(self, endpoint: str) -> None:
+        Forbidden.__init__(self, f"{endpoint} answers every call with 429 (removed for this app)")
+        self.endpoint = endpoint
 
 
 def classify_forbidden(reason: str, *, response: httpx.Response | None = None) -> Forbidden:
