@@ -211,6 +211,7 @@ async def open_runtime(
             budget=budget,
         )
         tokens = TokenManager(client, store, clock, coord=coord)
+        stack.push_async_callback(tokens.flush)  # before the store closes (the stack unwinds)
         problems = AccountProblems(clock, link=link)
         alerter = None
         if alerts:

@@ -229,6 +229,25 @@ async def test_a_kept_token_is_never_presented_while_the_store_still_refuses(rig
     assert rig.store.statuses == []
 
 
+async def test_a_kept_token_is_written_at_shutdown(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store refused the rotated token; at shutdown it takes it (a restart presents it).
+    One it still refuses is counted in an error line that names no token."""
+    rig.store.fail = 1
+    await rig.tokens.token("demo")
+    assert await rig.store.stored_token() == rig.issued[0]
+    await rig.tokens.flush()
+    assert await rig.store.stored_token() == rig.issued[-1]
+    await rig.clock.advance(HOUR)
+    rig.store.fail = 100
+    await rig.playing()
+    await rig.tokens.flush()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("1 rotated refresh token(s) could not be stored" in m for m in errors)
+    assert not any(t in " ".join(errors) for t in rig.issued)
+
+
 async def test_a_newer_grant_is_never_overwritten_by_a_kept_token(rig: Rig) -> None:
     """A connect made by another process while a rotated token waits: the store's new grant
     wins; the kept token is neither written over it nor presented."""

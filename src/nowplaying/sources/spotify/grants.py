@@ -129,6 +129,18 @@ class TokenManager:
         self._pending.pop(account_id, None)
         await self._coord.drop_token(account_id)
 
+    async def flush(self) -> None:
+        """At shutdown: write every rotated refresh token the store has not taken yet (the
+        grant's only valid copy, which a restart would otherwise lose); log how many are left."""
+        for account_id in list(self._pending):
+            await self._retry_pending(account_id)
+        if self._pending:
+            log.error(
+                "%d rotated refresh token(s) could not be stored before shutdown (the store"
+                " refuses writes): those accounts will need reconnecting",
+                len(self._pending),
+            )
+
     async def token(self, account_id: str, *, stale: Token | None = None) -> Token:
         """A valid access token. ``stale`` is one the API just refused: replace it."""
         token = self._cache.get(account_id)
