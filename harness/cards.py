@@ -1,4 +1,5 @@
-"""A card rendered from a playing track with a generated cover, at a fixed time."""
+"""A card rendered from a playing track with a generated cover, at a fixed time; a PNG answer read
+back."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import io
 from typing import Any
 
+import httpx
 from PIL import Image
 
 from nowplaying.cards.card import render_card
@@ -41,3 +43,13 @@ def card(title: str = "Midnight City", theme: Theme = Theme.LIGHT, **kw: Any) ->
     """The SVG card of ``track(title)`` with a cover, in ``theme``."""
     options = CardOptions(theme=theme, **kw)
     return render_card(parse_state(track(title)), options, cover=cover_uri(), now=NOW)
+
+
+def png_of(response: httpx.Response) -> Image.Image:
+    """The PNG a public image route answered (200, image/png, open to any origin)."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["access-control-allow-origin"] == "*"
+    im = Image.open(io.BytesIO(response.content))
+    assert im.format == "PNG"
+    return im

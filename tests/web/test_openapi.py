@@ -228,3 +228,9 @@ async def test_error_answers_of_public_paths_are_documented(connected: Env) -> N
     if status not in api.doc["paths"]["/p/{public_id}/events"]["get"]["responses"]:
         problems.append(f"/p/{{public_id}}/events: undocumented status {status}")
     assert not problems, "\n".join(problems)
+
+
+async def test_the_png_routes_are_in_the_openapi_document(env: Env) -> None:
+    paths = (await env.client.get("/openapi.json")).json()["paths"]
+    for path in ("/p/{public_id}.png", "/p/{public_id}/social.png", "/p/{public_id}/recent.png"):
+        assert "image/png" in paths[path]["get"]["responses"]["200"]["content"]

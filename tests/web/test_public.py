@@ -1,4 +1,4 @@
-"""Share links: publishing, rotation, the public JSON/SVG/embed/events/open endpoints."""
+"""Share links: publishing, rotation, the public JSON/SVG/PNG/embed/events/open endpoints."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 import httpx
 import pytest
 from harness.app import ORIGIN, SAME, Env, published
+from harness.cards import png_of
 from harness.fuzz import (
     FUZZ,
     REAL_ID,
@@ -25,6 +26,7 @@ from harness.sse import SSEReader
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from nowplaying.cards import png
 from nowplaying.cards.covers import CoverFetcher
 from nowplaying.sources import bounds
 from nowplaying.web.public import EDGE_CACHE, SVG_BUDGET
@@ -543,3 +545,71 @@ async def test_a_real_change_is_a_new_card_at_once(connected: Env) -> None:
     await connected.services.runtime.hub.forget("demo")
     after = await connected.client.get(f"/p/{public_id}.svg", headers={"If-None-Match": etag})
     assert after.status_code == 200 and after.headers["etag"] != etag
+
+
+async def test_the_png_card_is_the_svg_card_at_twice_its_size(connected: Env) -> None:
+    connected.sim.player("demo").play(1, progress_ms=3000)
+    public_id = await published(connected)
+    for query, width in (("", 420), ("?theme=dark&width=520", 520), ("?size=compact", None)):
+        svg = await connected.client.get(f"/p/{public_id}.svg{query}")
+        size = png.size_of(svg.text)
+        assert width is None or size[0] == width
+        im = png_of(await connected.client.get(f"/p/{public_id}.png{query}"))
+        assert im.size == (size[0] * 2, size[1] * 2)
+
+
+async def test_the_social_png_is_1200_by_630(connected: Env) -> None:
+    public_id = await published(connected)
+    im = png_of(await connected.client.get(f"/p/{public_id}/social.png?theme=dark"))
+    assert im.size == (1200, 630)
+
+
+async def test_a_png_revalidates_and_is_drawn_once_per_look_per_step(connected: Env) -> None:
+    """ETag and 304 as the SVG; many viewers in one step cost one rasterisation per look."""
+    connected.sim.player("demo").play(1, progress_ms=3000)
+    public_id = await published(connected)
+    cards = connected.services.cards
+    first = await connected.client.get(f"/p/{public_id}.png")
+    assert cards.counts["image_render"] == 1
+    for _ in range(5):
+        again = await connected.client.get(f"/p/{public_id}.png")
+        assert again.content == first.content
+    assert cards.counts["image_render"] == 1 and cards.counts["image_hit"] == 5
+    etag = first.headers["etag"]
+    not_modified = await connected.client.get(
+        f"/p/{public_id}.png", headers={"If-None-Match": etag}
+    )
+    assert not_modified.status_code == 304 and not_modified.content == b""
+    await connected.client.get(f"/p/{public_id}.png?theme=dark")
+    assert cards.counts["image_render"] == 2  # another look, drawn once
+    svg = await connected.client.get(f"/p/{public_id}.svg")
+    assert first.headers["cache-control"] == svg.headers["cache-control"]
+
+
+async def test_a_png_is_drawn_again_only_when_its_svg_changes(connected: Env) -> None:
+    """The SVG is drawn each card step, the PNG only when the SVG's bytes change (a paused
+    track's card holds still; playing, the progress moves every 5 s)."""
+    player = connected.sim.player("demo")
+    player.play(1, progress_ms=3000)
+    player.pause()
+    public_id = await published(connected)
+    cards = connected.services.cards
+    first = await connected.client.get(f"/p/{public_id}.png")
+    svg_renders = cards.counts["render"]
+    await connected.clock.advance(3)
+    again = await connected.client.get(f"/p/{public_id}.png")
+    assert cards.counts["render"] > svg_renders  # a new step: the SVG was drawn again
+    assert again.content == first.content and cards.counts["image_render"] == 1
+    player.resume()
+    await connected.services.runtime.hub.forget("demo")
+    await connected.clock.advance(6)
+    moved = await connected.client.get(f"/p/{public_id}.png")
+    assert moved.content != first.content and cards.counts["image_render"] == 2
+
+
+async def test_a_bad_parameter_or_unknown_link_is_still_an_image(connected: Env) -> None:
+    public_id = await published(connected)
+    bad = png_of(await connected.client.get(f"/p/{public_id}.png?theme=neon"))
+    assert bad.size[0] > 0
+    png_of(await connected.client.get("/p/" + "x" * 20 + ".png"))
+    png_of(await connected.client.get("/p/" + "x" * 20 + "/social.png"))

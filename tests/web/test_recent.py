@@ -6,7 +6,8 @@ import asyncio
 import xml.etree.ElementTree as ET
 
 import pytest
-from harness.app import SAME, Env
+from harness.app import SAME, Env, published
+from harness.cards import png_of
 
 from nowplaying.engine.recent import RECENT_TTL
 
@@ -70,3 +71,13 @@ async def test_unknown_link(connected: Env) -> None:
     card = await connected.client.get("/p/AAAAAAAAAAAAAAAAAAAA/recent.svg")
     assert card.status_code == 200 and "Not found" in card.text
     assert (await connected.client.get("/p/AAAAAAAAAAAAAAAAAAAA/recent.json")).status_code == 404
+
+
+async def test_the_recent_png_is_an_image_and_revalidates(connected: Env) -> None:
+    public_id = await published(connected)
+    first = await connected.client.get(f"/p/{public_id}/recent.png")
+    png_of(first)  # not shared: an image that says so
+    again = await connected.client.get(
+        f"/p/{public_id}/recent.png", headers={"If-None-Match": first.headers["etag"]}
+    )
+    assert again.status_code == 304
