@@ -38,9 +38,11 @@ import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from harness.cluster import Cluster, Viewer, cluster, login, sim_calls, wait_for, watch
+from harness.helpers import ONE_ADDRESS_AUDIENCE
 from harness.services import POSTGRES_URL, REDIS_URL
 
-from bench.latency import Samples
+from bench.latency import GAP_EVERY, Samples
+from nowplaying.simulator import default_playlist
 
 ACCOUNTS = [f"user{n}" for n in range(1, 6)]
 VIEWERS_PER_ACCOUNT = 60
@@ -53,6 +55,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SENTINEL = "bench:multi:sentinel"  # gone if another process flushes Redis db 15 meanwhile
 SAMPLE_EVERY = 0.1  # seconds between reads of the simulator's call counters
 EXPIRE_AT = 5.0  # seconds into each window: every access token expires (once)
+ENDS = 4  # natural track ends timed per account, all accounts at once (3 instances)
+LEFT = (6.0, 9.0)  # seconds left of the track each is played from: seen before it ends
 
 
 class TimedEvents(list[dict[str, Any]]):
@@ -127,6 +131,9 @@ class Result:
     """Redis db 15 was flushed by something else during the run (the numbers are suspect)."""
     poll_seconds: float = POLL_SECONDS
     seconds: float = 0.0
+    natural: Samples = field(default_factory=Samples)
+    """3 instances, every account: from a natural track end to the slowest viewer of the account
+    (issue 22's target: p95 <= 1 s)."""
 
 
 def _where(url: str) -> str:
@@ -164,7 +171,13 @@ async def run(seed: int = 1) -> Result:
     schedule = [(ACCOUNTS[n % len(ACCOUNTS)], rng.uniform(0, POLL_SECONDS)) for n in range(SKIPS)]
     with (
         tempfile.TemporaryDirectory(prefix="bench-multi-") as logs,
-        cluster(Path(logs), instances=INSTANCES, users=len(ACCOUNTS), poll=POLL_SECONDS) as c,
+        cluster(
+            Path(logs),
+            instances=INSTANCES,
+            users=len(ACCOUNTS),
+            poll=POLL_SECONDS,
+            env=ONE_ADDRESS_AUDIENCE,  # 300 viewers from 127.0.0.1 on one instance in phase 2
+        ) as c,
     ):
         result = await _measure(c, schedule)
     result.seconds = time.monotonic() - started
@@ -211,6 +224,15 @@ async def _measure(c: Cluster, schedule: list[tuple[str, float]]) -> Result:
                 ]
             )
             result.multi = await _phase(control, c, viewers, INSTANCES, schedule)
+            ends = await asyncio.gather(
+                *(
+                    _natural_ends(control, c, [v for v in viewers if v.account == user], user, k)
+                    for k, user in enumerate(ACCOUNTS)
+                )
+            )
+            for per_account in ends:
+                result.natural.values += [t for t in per_account if t is not None]
+                result.natural.missed += sum(1 for t in per_account if t is None)
             ids = {}
             for i in c.procs:
                 ids[(await control.get(f"{c.url(i)}/healthz")).json()["instance"]] = i
@@ -359,6 +381,49 @@ async def _skip(
             None if None in times else max(t for t in times if t is not None) - changed_at
         )
     return Skip(account, slowest)
+
+
+async def _natural_ends(
+    control: httpx.AsyncClient, c: Cluster, viewers: list[Viewer], account: str, seed: int
+) -> list[float | None]:
+    """:data:`ENDS` times: play a track :data:`LEFT` seconds before its end (uniform) and time its
+    natural end to the last of the account's viewers showing another title (None: missed)."""
+    rng = random.Random(seed)
+    durations = [int(item["duration_ms"]) for item in default_playlist()]
+    out: list[float | None] = []
+    for _ in range(ENDS):
+        item = rng.choice([i for i in range(len(durations)) if (i + 1) % GAP_EVERY != 0])
+        left = rng.uniform(*LEFT)
+        body = {"item": item, "progress_ms": durations[item] - int(left * 1000)}
+        marks = [len(v.events) for v in viewers]
+        played = (
+            await control.post(f"{c.sim_url}/_control/users/{account}/player/play", json=body)
+        ).json()
+        title = played["item"]["name"]
+        ends_at = played["timestamp"] / 1000 + left
+        deadline = ends_at + POLL_SECONDS + SLACK
+        arrived = _events(viewers[0]).arrived
+
+        pairs = list(zip(viewers, marks, strict=True))
+        while (
+            None in (seen := [_after(v, m, title, ends_at) for v, m in pairs])
+            and (remaining := deadline - time.time()) > 0
+        ):
+            arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), remaining)
+        out.append(None if None in seen else max(t for t in seen if t is not None) - ends_at)
+        await asyncio.sleep(rng.uniform(0.5, 2.0))
+    return out
+
+
+def _after(v: Viewer, mark: int, title: str, since: float) -> float | None:
+    """When ``v`` first got an event titled other than ``title`` after ``since``, past ``mark``."""
+    events = _events(v)
+    for k in range(mark, len(events)):
+        if events.times[k] >= since - 1 and events[k].get("title") not in (None, title):
+            return events.times[k]
+    return None
 
 
 def _events(v: Viewer) -> TimedEvents:
