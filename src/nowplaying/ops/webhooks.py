@@ -413,6 +413,10 @@ class Webhooks:
         return "failed", f"HTTP {code}" + (" (redirects are not followed)" if code < 400 else "")
 
     def _later(self, job: _Job) -> None:
+        if len(self._retries) >= self._queue.maxsize:  # bounded too: the oldest keep their turn
+            self.counts["dropped"] += 1
+            log.warning("too many webhook retries waiting: one was dropped")
+            return
         delay = BACKOFF[min(job.attempt - 1, len(BACKOFF) - 1)]
 
         async def again() -> None:
