@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import xml.etree.ElementTree as ET
 
 import pytest
 from harness.app import ORIGIN, Env
 
+from nowplaying.cards import png
 from nowplaying.cards.cache import CARD_STEP, CardCache, CardKey, Format, card_clock
-from nowplaying.cards.card import card_etag
+from nowplaying.cards.card import card_etag, render_card
 from nowplaying.cards.options import CardOptions
 from nowplaying.cards.themes import Theme
 from nowplaying.schema import ErrorCode, Nothing, error
@@ -122,12 +124,12 @@ async def test_a_new_step_and_a_new_track_redraw(connected: Env) -> None:
 
 async def test_an_svg_is_rasterised_once_for_every_concurrent_asker() -> None:
     """Ten viewers asking at once for the PNG of one SVG: one drawing, ten equal answers."""
-    cards = CardCache()
+    cards = CardCache(executor=concurrent.futures.ThreadPoolExecutor(1))
     svg = cards.card(CardKey(error(ErrorCode.NOT_FOUND), AUTO, None, 100.0), lambda _: "<svg/>")
-    drawn: list[tuple[str, Format]] = []
+    drawn: list[tuple[str, str]] = []
     gate = threading.Event()
 
-    def rasterise(text: str, fmt: Format) -> bytes:
+    def rasterise(text: str, fmt: str) -> bytes:
         drawn.append((text, fmt))
         gate.wait(5)
         return b"PNG:" + text.encode()
@@ -145,13 +147,26 @@ async def test_an_svg_is_rasterised_once_for_every_concurrent_asker() -> None:
 
 
 async def test_a_failed_rasterisation_is_not_remembered() -> None:
-    cards = CardCache(max_images=1)
+    cards = CardCache(max_images=1, executor=concurrent.futures.ThreadPoolExecutor(1))
     svg = cards.card(CardKey(error(ErrorCode.NOT_FOUND), AUTO, None, 100.0), lambda _: "<svg/>")
 
-    def broken(text: str, fmt: Format) -> bytes:
+    def broken(text: str, fmt: str) -> bytes:
         raise ValueError("no")
 
     with pytest.raises(ValueError, match="no"):
         await cards.image(svg, Format.PNG, broken)
     fine = await cards.image(svg, Format.PNG, lambda text, fmt: b"ok")
     assert fine.body == b"ok" and cards.counts["image_render"] == 2
+
+
+async def test_the_default_worker_is_a_process_that_draws_real_pngs() -> None:
+    """resvg holds the GIL: the default worker is another process (and draws the real thing)."""
+    cards = CardCache()
+    try:
+        key = CardKey(error(ErrorCode.NOT_FOUND), AUTO, None, 100.0)
+        svg = cards.card(key, lambda k: render_card(k.state, k.params, cover=k.cover, now=k.now))
+        image = await cards.image(svg, Format.PNG, png.draw)
+        assert image.body.startswith(b"\x89PNG")
+        assert isinstance(cards._workers, concurrent.futures.ProcessPoolExecutor)
+    finally:
+        cards.close()

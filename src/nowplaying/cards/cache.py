@@ -10,14 +10,17 @@ An SVG's other formats (:class:`Format`: its PNG, the 1200x630 link preview) are
 SVG's ETag, not by the key (``await cards.image(card, fmt, rasterise)``): the SVG is drawn anew
 each step, but its bytes change only with the progress step, and rasterising costs a thousand
 times more than drawing the SVG. Each is drawn once (concurrent askers wait for the one drawing),
-in a worker thread so the event loop and every live viewer go on meanwhile; the oldest go first
-past ``max_images``.
+in a worker process (resvg holds the GIL while it draws: a thread would stall the event loop and
+every live viewer for as long as a blurred backdrop takes, up to a second or two), so the event
+loop goes on meanwhile; the oldest go first past ``max_images``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
+import multiprocessing
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,11 +75,19 @@ class CardCache:
     """Rendered cards by :class:`CardKey`, and their other formats by SVG; ``counts`` has
     ``hit`` and ``render`` (SVGs), ``image_hit`` and ``image_render``."""
 
-    def __init__(self, max_entries: int = CACHE_MAX, max_images: int = IMAGES_MAX) -> None:
+    def __init__(
+        self,
+        max_entries: int = CACHE_MAX,
+        max_images: int = IMAGES_MAX,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
         self.max_entries = max_entries
         self.max_images = max_images
         self._cards: dict[CardKey, RenderedCard] = {}
         self._images: OrderedDict[tuple[str, Format], asyncio.Future[RenderedCard]] = OrderedDict()
+        self._workers: concurrent.futures.Executor | None = executor
+        self._own_workers = executor is None
         self.counts: Counter[str] = Counter()
 
     def card(self, key: CardKey, draw: Callable[[CardKey], str]) -> RenderedCard:
@@ -94,9 +105,9 @@ class CardCache:
         return rendered
 
     async def image(
-        self, svg: RenderedCard, fmt: Format, draw: Callable[[str, Format], bytes]
+        self, svg: RenderedCard, fmt: Format, draw: Callable[[str, str], bytes]
     ) -> RenderedCard:
-        """``svg`` in ``fmt``: remembered, or ``draw(svg, fmt)`` in a worker thread, once."""
+        """``svg`` in ``fmt``: remembered, or ``draw(svg, fmt)`` in the worker, once."""
         key = (svg.etag, fmt)
         found = self._images.get(key)
         if found is not None:
@@ -109,7 +120,9 @@ class CardCache:
             self._images.popitem(last=False)
         self.counts["image_render"] += 1
         try:
-            body = await asyncio.to_thread(draw, svg.body.decode("utf-8"), fmt)
+            loop = asyncio.get_running_loop()
+            text = svg.body.decode("utf-8")
+            body = await loop.run_in_executor(self._pool(), draw, text, str(fmt))
         except BaseException as e:  # handed to the waiters too, then raised here
             self._images.pop(key, None)
             if isinstance(e, asyncio.CancelledError):
@@ -120,6 +133,22 @@ class CardCache:
             raise
         future.set_result(RenderedCard(body, card_etag(body)))
         return future.result()
+
+    def _pool(self) -> concurrent.futures.Executor:
+        """The executor given, or one worker process started on the first image ("spawn":
+        nothing of this process's threads or sockets is copied into it; ``draw`` must then be
+        a module-level function)."""
+        if self._workers is None:
+            self._workers = concurrent.futures.ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._workers
+
+    def close(self) -> None:
+        """Stop the worker process, if one was started here."""
+        if self._workers is not None and self._own_workers:
+            self._workers.shutdown(wait=True, cancel_futures=True)
+            self._workers = None
 
     def __len__(self) -> int:
         return len(self._cards)

@@ -22,6 +22,7 @@ __all__ = [
     "SOCIAL_HEIGHT",
     "SOCIAL_WIDTH",
     "RasteriseError",
+    "draw",
     "rasterise",
     "size_of",
     "social",
@@ -81,3 +82,9 @@ def _hundreds(weight: re.Match[str]) -> str:
     """A CSS weight rounded to a multiple of 100: resvg reads ``650`` as no weight at all (normal),
     where a browser picks the bold face."""
     return f"font-weight:{max(100, min(900, (int(weight.group(1)) + 50) // 100 * 100))}"
+
+
+def draw(svg: str, fmt: str) -> bytes:
+    """``svg`` as ``fmt`` (``png``: :func:`rasterise`; ``social``: :func:`social`): the function
+    the card cache's worker process runs (module level, so it pickles by name)."""
+    return social(svg) if fmt == "social" else rasterise(svg)

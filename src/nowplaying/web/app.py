@@ -107,6 +107,9 @@ def create_app(
                 if bridge is not None:
                     await bridge.close()
                 await hooks.close()
+                services = getattr(app.state, "services", None)
+                if services is not None:
+                    services.cards.close()  # the PNG worker process, if one started
 
     app = Starlette(
         routes=routes(simulator),

@@ -154,12 +154,8 @@ async def _serve(request: Request, svg: RenderedCard, fmt: Format) -> Response:
     """``svg`` in ``fmt``, 200 or 304 by its ETag (a PNG is rasterised once, in a thread)."""
     if fmt is Format.SVG:
         return svg_response(request, svg.body, svg.etag)
-    image = await services(request).cards.image(svg, fmt, _rasterise)
+    image = await services(request).cards.image(svg, fmt, png.draw)
     return revalidated(request, image.body, "image/png", {**PNG_HEADERS, "ETag": image.etag})
-
-
-def _rasterise(svg: str, fmt: Format) -> bytes:
-    return png.social(svg) if fmt is Format.SOCIAL else png.rasterise(svg)
 
 
 def svg_response(request: Request, svg: bytes | str, etag: str | None = None) -> Response:
