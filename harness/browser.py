@@ -9,6 +9,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.request import Request, urlopen
 
 import httpx
@@ -95,7 +96,13 @@ def demo_settings(port: int, folder: Path) -> Settings:
 
 
 def publish_over_http(base: str) -> str:
-    """/login, the simulator's consent (Agree), /callback, then publish: the public id.
+    """/login, the simulator's consent (Agree), /callback, then publish: the public id."""
+    public_id: str = account_over_http(base)["publicId"]
+    return public_id
+
+
+def account_over_http(base: str) -> dict[str, Any]:
+    """/login, the simulator's consent (Agree), /callback, then publish: ``/api/account``.
 
     The cookies are Secure (a browser treats 127.0.0.1 as a secure origin; httpx does not), so
     they are carried by hand.
@@ -114,8 +121,8 @@ def publish_over_http(base: str) -> str:
         assert callback.status_code == 303, callback.text
         published = http.post("/api/account/publish", headers={"Origin": base, **jar()})
         published.raise_for_status()
-        public_id: str = published.json()["publicId"]
-        return public_id
+        account: dict[str, Any] = published.json()
+        return account
 
 
 def connect_demo(page: Page, demo: Demo) -> None:

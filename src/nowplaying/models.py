@@ -90,7 +90,10 @@ class NowPlaying:
     kind: Kind | None = None
     item: Item | None = None
     progress_ms: int | None = None
+    """None when the source does not tell (Last.fm, most pushes)."""
     timestamp: float = 0.0
+    source: SourceKind = SourceKind.SPOTIFY
+    """Which of the widget's sources says so."""
 
     @property
     def active(self) -> bool:

@@ -240,6 +240,14 @@ class ShareLinks(View):
     recent: str = Field(description="The recently-played card (shown when last played is on).")
 
 
+class PushLinks(View):
+    """Where players push what plays: a ListenBrainz server URL (with the token as the user
+    token) and Web Scrobbler's webhook URL (the token in it)."""
+
+    listenbrainz_url: str = Field(description="The custom ListenBrainz URL players are given.")
+    web_scrobbler_url: str = Field(description="Web Scrobbler's webhook URL for this widget.")
+
+
 class SpotifyRefusal(View):
     """Spotify's development-mode 403 for an account, and what the owner can do about it."""
 
@@ -292,6 +300,12 @@ class Account(View):
     budget: Budget | None = Field(
         default=None, description="The call budget as the poller last read it; null: not yet."
     )
+    push_token: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The token players push with (as a ListenBrainz user token, or in the"
+        " webhook URL); POST /api/account/push-token makes a new one.",
+    )
+    push: PushLinks | SkipJsonSchema[None] = _absent()
 
 
 def error(code: ErrorCode, message: str | None = None, *, stale: bool = False) -> Error:

@@ -140,3 +140,24 @@ async def account_ready(store: Store, account_id: str) -> bool:
     """Whether an account that needed reconnecting holds a usable grant again."""
     account = await store.get_account_info(account_id)
     return account is not None and account.status is AccountStatus.ACTIVE
+
+
+def new_push_token() -> str:
+    """A token players push with: 32 random bytes, URL-safe (it sits in a webhook's path)."""
+    return secrets.token_urlsafe(32)
+
+
+async def push_token(parts: Parts, account_id: str) -> str:
+    """The widget's push token, made on first need (the owner page shows it)."""
+    token = await parts.store.get_push_token(account_id)
+    if token is None:
+        token = new_push_token()
+        await parts.store.set_push_token(account_id, token)
+    return token
+
+
+async def rotate_push_token(parts: Parts, account_id: str) -> str:
+    """A new push token: players holding the old one are refused from now on."""
+    token = new_push_token()
+    await parts.store.set_push_token(account_id, token)
+    return token

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from nowplaying.clock import Clock
 from nowplaying.coord.base import Coordinator, LocalCoordinator
 from nowplaying.engine.fanout import Channel, Subscription
+from nowplaying.engine.merge import merge, same_track
 from nowplaying.engine.pause import AppPause
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Plan, Schedule
@@ -40,6 +41,7 @@ from nowplaying.engine.snapshot import Snapshot, Status, progress_at
 from nowplaying.models import AccountStatus, NowPlaying, PlayedItem
 from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
 from nowplaying.sources.budget import CallBudget, regular_poll
+from nowplaying.sources.push import Event, Push
 from nowplaying.store import Pause, StoreError
 
 __all__ = ["LiveHub", "Snapshot", "Status", "progress_at"]
@@ -62,6 +64,11 @@ class _Watch:
     history_at: float | None = None
     leader: bool = False
     marked_at: float = 0.0
+    polled: NowPlaying | None = None
+    """The poller's last read of the widget's polled source, before pushes are merged in."""
+    pushed: Push | None = None
+    """The last push still in force (until its ``expires_at``)."""
+    expiry: asyncio.Task[None] | None = None
 
     def watched(self, now: float, ttl: float) -> bool:
         return bool(self.channel) or now - self.last_request < ttl
@@ -184,6 +191,55 @@ class LiveHub:
         if w.watched(self._clock.now(), self.watch_ttl):
             self._ensure_poller(w)
 
+    # -- pushes --------------------------------------------------------------------------------
+
+    async def push(self, account_id: str, push: Push) -> None:
+        """A player pushed what plays (or paused, or finished): every viewer is told at once,
+        merged with the polled source (:mod:`.merge`); no upstream call is made. A playing-now
+        stops counting at its ``expires_at``; a finished listen ends the matching one."""
+        w = self._watch(account_id)
+        if push.event is Event.LISTENED:
+            if w.pushed is None or not same_track(w.pushed.playing, push.playing):
+                return
+            w.pushed = None
+        else:
+            w.pushed = push
+            self._expire_later(w, push)
+        self.counts["pushes"] += 1
+        old = w.snapshot
+        shown = self._shown(w)
+        last = old.last_played if old is not None and not (shown and shown.active) else None
+        await self._publish_everywhere(
+            w, Snapshot(shown, Status.LIVE, self._next_version(w), last_played=last)
+        )
+
+    def _shown(self, w: _Watch) -> NowPlaying | None:
+        """What viewers see: the polled state merged with a push still in force."""
+        now = self._clock.now()
+        pushed = w.pushed.playing if w.pushed and now < w.pushed.expires_at else None
+        return merge([w.polled, pushed], now)
+
+    def _expire_later(self, w: _Watch, push: Push) -> None:
+        if w.expiry is not None:
+            w.expiry.cancel()
+
+        async def expire() -> None:
+            await self._clock.sleep(max(0.0, push.expires_at - self._clock.now()))
+            if w.pushed is push:
+                w.pushed = None
+                old = w.snapshot
+                await self._publish_everywhere(
+                    w,
+                    Snapshot(
+                        self._shown(w),
+                        Status.LIVE,
+                        self._next_version(w),
+                        last_played=old.last_played if old else None,
+                    ),
+                )
+
+        w.expiry = asyncio.create_task(expire(), name=f"push-expiry:{w.account_id}")
+
     async def _stop(self, w: _Watch) -> None:
         task, w.task = w.task, None
         if task is not None:
@@ -204,6 +260,8 @@ class LiveHub:
         """Stop every poller (releasing its lease) and leave the other instances."""
         for w in list(self._watches.values()):
             await self._stop(w)
+            if w.expiry is not None:
+                w.expiry.cancel()
         self._watches.clear()
         await self._coord.close()
 
@@ -302,9 +360,11 @@ class LiveHub:
             log.warning("poll failed (%s); backing off", type(e).__name__)
             await self._publish_stale_everywhere(w)
             return self.schedule.failed(plan, self._clock.now())
-        last = await self._last_played(w, playing)
+        w.polled = playing
+        shown = self._shown(w) or playing
+        last = await self._last_played(w, shown)
         await self._publish_everywhere(
-            w, Snapshot(playing, Status.LIVE, self._next_version(w), last_played=last)
+            w, Snapshot(shown, Status.LIVE, self._next_version(w), last_played=last)
         )
         if self._budget is not None:
             plan.share = await self._budget.interval(w.account_id)

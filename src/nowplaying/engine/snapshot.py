@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from nowplaying import schema
-from nowplaying.models import AccountStatus, Item, Kind, NowPlaying, PlayedItem
+from nowplaying.models import AccountStatus, Item, Kind, NowPlaying, PlayedItem, SourceKind
 
 __all__ = ["NO_DATA", "Snapshot", "Status", "progress_at", "view_of"]
 
@@ -133,6 +133,8 @@ class Snapshot:
                 item=_item(playing["item"]) if playing["item"] else None,
                 progress_ms=playing["progress_ms"],
                 timestamp=float(playing["timestamp"]),
+                # Absent from an earlier version's wire: that one knew only Spotify.
+                source=SourceKind(playing.get("source", SourceKind.SPOTIFY)),
             )
             if playing
             else None,
@@ -183,6 +185,7 @@ def _playing_wire(np: NowPlaying) -> dict[str, Any]:
         "item": asdict(np.item) if np.item else None,
         "progress_ms": np.progress_ms,
         "timestamp": np.timestamp,
+        "source": str(np.source),
     }
 
 

@@ -195,6 +195,37 @@ SPEC: dict[str, Any] = {
         "/api/account/publish": {"post": _OWNER_POST},
         "/api/account/rotate": {"post": _OWNER_POST},
         "/api/account/unpublish": {"post": _OWNER_POST},
+        "/api/account/push-token": {"post": _OWNER_POST},
+        "/1/submit-listens": {
+            "post": {
+                "summary": "Push what plays, as ListenBrainz's submit-listens (playing_now,"
+                " single, import), with Authorization: Token <push token>.",
+                "responses": {
+                    "200": {"description": '{"status": "ok"}'},
+                    "400": {"description": "A malformed or oversized submission, named."},
+                    "401": {"description": "No token, or not a push token."},
+                },
+            }
+        },
+        "/1/validate-token": {
+            "get": {
+                "summary": "Whether a push token is good (ListenBrainz's shape).",
+                "responses": {"200": {"description": "valid, and the widget's name"}},
+            }
+        },
+        "/hooks/web-scrobbler/{token}": {
+            "post": {
+                "summary": "Web Scrobbler's webhook: nowplaying, paused, resumedplaying, scrobble.",
+                "parameters": [
+                    {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": '{"status": "ok"}'},
+                    "400": {"description": "A malformed event, named."},
+                    "401": {"description": "Not a push token."},
+                },
+            }
+        },
         "/api/account/settings": {
             "post": {
                 "requestBody": {

@@ -59,7 +59,11 @@ def pause_note(pause: Pause | None) -> str | None:
 
 
 def describe(
-    svc: Services, account: Account, *, reconsent_url: str | None = None
+    svc: Services,
+    account: Account,
+    *,
+    reconsent_url: str | None = None,
+    push_token: str | None = None,
 ) -> schema.Account:
     """The ``/api/account`` object."""
     pause = svc.runtime.hub.pause
@@ -80,6 +84,15 @@ def describe(
         spotify_refusal=_refusal(svc, account.id),
         reconsent_url=reconsent_url,
         budget=schema.Budget.model_validate(asdict(usage)) if usage is not None else None,
+        push_token=push_token,
+        push=push_links(svc, push_token) if push_token else None,
+    )
+
+
+def push_links(svc: Services, token: str) -> schema.PushLinks:
+    return schema.PushLinks(
+        listenbrainz_url=svc.public_origin,
+        web_scrobbler_url=f"{svc.public_origin}/hooks/web-scrobbler/{token}",
     )
 
 
@@ -124,7 +137,14 @@ def owner_route(
 
 @owner_route(write=False)
 async def get_account(request: Request, svc: Services, account: Account) -> Response:
-    return _json(describe(svc, account))
+    return await _fresh(svc, account.id)
+
+
+@owner_route(write=True)
+async def rotate_push_token(request: Request, svc: Services, account: Account) -> Response:
+    """A new push token: players still sending the old one are refused (401) from now on."""
+    await accounts.rotate_push_token(svc.runtime, account.id)
+    return await _fresh(svc, account.id)
 
 
 @owner_route(write=True)
@@ -167,6 +187,7 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
                 svc,
                 replace(account, show_last_played=True),
                 reconsent_url="/login?with=recently-played",
+                push_token=await accounts.push_token(svc.runtime, account.id),
             )
         )
     return response
@@ -176,7 +197,8 @@ async def _fresh(svc: Services, account_id: str) -> Response:
     account = await svc.runtime.store.get_account_info(account_id)
     if account is None:  # disconnected meanwhile
         raise NotConnected
-    return _json(describe(svc, account))
+    token = await accounts.push_token(svc.runtime, account_id)
+    return _json(describe(svc, account, push_token=token))
 
 
 def _json(view: schema.Account) -> Response:

@@ -1,0 +1,94 @@
+"""Push from any player: a ListenBrainz-compatible submit API and Web Scrobbler's webhook.
+
+``POST /1/submit-listens`` and ``GET /1/validate-token`` answer in ListenBrainz's shape (errors
+``{"code": N, "error": "..."}``), so every client that takes a custom ListenBrainz URL (Web
+Scrobbler, multi-scrobbler, Navidrome, Pano Scrobbler, the Jellyfin and Kodi plugins,
+liblistenbrainz) reports here with the widget's push token. ``POST /hooks/web-scrobbler/{token}``
+takes Web Scrobbler's webhook events. A push goes to every viewer through the live engine with
+no upstream call; the widget need not be published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from nowplaying.sources import push
+from nowplaying.store import StoreError
+from nowplaying.web.state import services
+
+NO_HEADER = "You need to provide an Authorization header."
+BAD_TOKEN = "Invalid authorization token."
+
+
+def lb_error(status: int, message: str) -> Response:
+    """An error in ListenBrainz's shape."""
+    return JSONResponse(
+        {"code": status, "error": message}, status, headers={"Cache-Control": "no-store"}
+    )
+
+
+def _token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "token" else ""
+
+
+Reader = Callable[[bytes, float], list[push.Push]]
+
+
+async def _accept(request: Request, token: str, read: Reader) -> Response:
+    """Find the widget ``token`` names, read the body with ``read`` and hand every push to the
+    live engine; refusals in ListenBrainz's shape."""
+    svc = services(request)
+    try:
+        account_id = await svc.runtime.store.account_of_push_token(token) if token else None
+    except StoreError:
+        return lb_error(503, "Storage is unavailable; try again shortly.")
+    if account_id is None:
+        return lb_error(401, BAD_TOKEN)
+    try:
+        pushes = read(await request.body(), svc.runtime.clock.now())
+    except push.Rejected as e:
+        return lb_error(400, str(e))
+    for one in pushes:
+        await svc.runtime.hub.push(account_id, one)
+    return JSONResponse({"status": "ok"})
+
+
+async def submit_listens(request: Request) -> Response:
+    """``POST /1/submit-listens``: ``playing_now``, ``single`` or ``import``."""
+    token = _token(request)
+    if not token:
+        return lb_error(401, NO_HEADER)
+    return await _accept(request, token, push.listenbrainz)
+
+
+async def validate_token(request: Request) -> Response:
+    """``GET /1/validate-token``: whether a push token is good, and whose widget it names."""
+    svc = services(request)
+    token = _token(request) or request.query_params.get("token", "")
+    if not token:
+        return lb_error(400, "You need to provide an Authorization token.")
+    try:
+        account_id = await svc.runtime.store.account_of_push_token(token)
+        account = await svc.runtime.store.get_account_info(account_id) if account_id else None
+    except StoreError:
+        return lb_error(503, "Storage is unavailable; try again shortly.")
+    if account is None:
+        return JSONResponse({"code": 200, "message": "Token invalid.", "valid": False})
+    return JSONResponse(
+        {"code": 200, "message": "Token valid.", "valid": True, "user_name": account.display_name}
+    )
+
+
+async def web_scrobbler(request: Request) -> Response:
+    """``POST /hooks/web-scrobbler/{token}``: ``nowplaying``, ``paused``, ``resumedplaying``,
+    ``scrobble`` (``loved`` is acknowledged and ignored)."""
+
+    def read(body: bytes, now: float) -> list[push.Push]:
+        one = push.web_scrobbler(body, now)
+        return [one] if one is not None else []
+
+    return await _accept(request, request.path_params["token"], read)

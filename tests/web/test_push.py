@@ -1,0 +1,229 @@
+"""Push from any player: ListenBrainz's submit API and Web Scrobbler's webhook on nowplaying, the
+push token on /api/account, bad input refused in ListenBrainz's shape, and liblistenbrainz
+submitting to a live server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import liblistenbrainz
+import pytest
+from harness.browser import account_over_http, demo_settings
+from harness.helpers import fixture_json
+from harness.live_server import free_port, serve
+
+from nowplaying.models import SourceKind
+from nowplaying.web import create_app
+
+from tests.conftest import ORIGIN, Env
+
+pytestmark = pytest.mark.anyio
+
+
+async def token_of(env: Env) -> str:
+    account = (await env.client.get("/api/account")).json()
+    token: str = account["pushToken"]
+    assert account["push"] == {
+        "listenbrainzUrl": ORIGIN,
+        "webScrobblerUrl": f"{ORIGIN}/hooks/web-scrobbler/{token}",
+    }
+    return token
+
+
+def listen(title: str = "Fade", **info: Any) -> dict[str, Any]:
+    meta = {"artist_name": "Kanye West", "track_name": title, "release_name": "TLOP"}
+    return {"track_metadata": {**meta, "additional_info": info}}
+
+
+async def submit(env: Env, body: Any, token: str) -> Any:
+    return await env.client.post(
+        "/1/submit-listens", content=json.dumps(body), headers={"Authorization": f"Token {token}"}
+    )
+
+
+def upstream_calls(env: Env) -> int:
+    return sum(env.sim.calls.values())
+
+
+async def test_a_push_reaches_every_viewer_with_no_upstream_call(connected: Env) -> None:
+    """playing_now is what two subscribed viewers get next; the simulated Spotify is not asked."""
+    env = connected
+    token = await token_of(env)
+    hub = env.services.runtime.hub
+    await hub.current("demo")
+    async with hub.subscribe("demo") as one, hub.subscribe("demo") as two:
+        while not one.empty():
+            one.get_nowait()
+        while not two.empty():
+            two.get_nowait()
+        before = upstream_calls(env)
+        response = await submit(env, fixture_json("submit-playing-now.json", "listenbrainz"), token)
+        assert response.json() == {"status": "ok"}
+        for viewer in (one, two):
+            snap = await viewer.get()
+            assert snap.playing is not None and snap.playing.item is not None
+            assert (snap.playing.item.title, snap.playing.source) == ("Fade", SourceKind.PUSH)
+        assert upstream_calls(env) == before
+
+
+async def test_a_playing_now_lasts_its_duration(connected: Env) -> None:
+    env = connected
+    token = await token_of(env)
+    hub = env.services.runtime.hub
+    await submit(env, {"listen_type": "playing_now", "payload": [listen(duration=30)]}, token)
+    shown = hub.peek("demo")
+    assert shown is not None and shown.playing is not None
+    assert shown.playing.source is SourceKind.PUSH
+    await env.clock.advance(31, step=1)
+    after = hub.peek("demo")
+    assert after is not None and (after.playing is None or after.playing.source != "push")
+
+
+async def test_a_finished_listen_ends_the_matching_playing_now(connected: Env) -> None:
+    env = connected
+    token = await token_of(env)
+    hub = env.services.runtime.hub
+    await submit(env, {"listen_type": "playing_now", "payload": [listen()]}, token)
+    done = {**listen(), "listened_at": int(env.clock.now())}
+    await submit(env, {"listen_type": "single", "payload": [done]}, token)
+    shown = hub.peek("demo")
+    assert shown is None or shown.playing is None or shown.playing.source != "push"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "Cannot parse JSON"),
+        ({"listen_type": "loved", "payload": [listen()]}, "listen_type"),
+        ({"listen_type": "single", "payload": []}, "any listens"),
+        ({"listen_type": "playing_now", "payload": [listen(), listen()]}, "more than one"),
+        ({"listen_type": "playing_now", "payload": [{"track_metadata": {}}]}, "artist_name"),
+        ({"listen_type": "single", "payload": [listen()]}, "listened_at"),
+        ({"listen_type": "playing_now", "payload": [listen(note="x" * 11_000)]}, "too large"),
+    ],
+)
+async def test_bad_submissions_are_400_with_a_message(
+    connected: Env, body: Any, message: str
+) -> None:
+    token = await token_of(connected)
+    content = body if isinstance(body, bytes) else json.dumps(body)
+    response = await connected.client.post(
+        "/1/submit-listens", content=content, headers={"Authorization": f"Token {token}"}
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == 400 and message in response.json()["error"]
+
+
+async def test_a_body_past_the_edge_limit_is_413(connected: Env) -> None:
+    """An import too large for the edge (64 KiB) is refused before it is read."""
+    token = await token_of(connected)
+    body = {"listen_type": "import", "payload": [listen(note="x" * 9000)] * 8}
+    response = await submit(connected, body, token)
+    assert response.status_code == 413
+
+
+async def test_wrong_or_missing_tokens_are_401_in_listenbrainz_shape(connected: Env) -> None:
+    body = {"listen_type": "playing_now", "payload": [listen()]}
+    missing = await connected.client.post("/1/submit-listens", json=body)
+    assert (missing.status_code, missing.json()) == (
+        401,
+        {"code": 401, "error": "You need to provide an Authorization header."},
+    )
+    wrong = await submit(connected, body, "not-a-push-token")
+    assert wrong.json() == {"code": 401, "error": "Invalid authorization token."}
+    hook = await connected.client.post("/hooks/web-scrobbler/not-a-push-token", json={})
+    assert hook.status_code == 401
+
+
+async def test_validate_token_answers_for_push_tokens(connected: Env) -> None:
+    token = await token_of(connected)
+    good = await connected.client.get(
+        "/1/validate-token", headers={"Authorization": f"Token {token}"}
+    )
+    assert good.json() == {
+        "code": 200,
+        "message": "Token valid.",
+        "valid": True,
+        "user_name": "Demo Listener",
+    }
+    bad = await connected.client.get("/1/validate-token", params={"token": "nope"})
+    assert bad.json() == fixture_json("validate-token-invalid.json", "listenbrainz")
+
+
+async def test_rotating_the_push_token_refuses_the_old_one(connected: Env) -> None:
+    env = connected
+    old = await token_of(env)
+    rotated = await env.client.post("/api/account/push-token", headers={"Origin": ORIGIN})
+    new = rotated.json()["pushToken"]
+    assert new != old
+    body = {"listen_type": "playing_now", "payload": [listen()]}
+    assert (await submit(env, body, old)).status_code == 401
+    assert (await submit(env, body, new)).status_code == 200
+
+
+def web_scrobbler_event(name: str, **song: Any) -> dict[str, Any]:
+    parsed = {
+        "track": "Fade",
+        "artist": "Kanye West",
+        "album": "TLOP",
+        "duration": None,
+        "currentTime": None,
+        "isPlaying": name != "paused",
+        **song,
+    }
+    return {"eventName": name, "time": 1, "data": {"song": {"parsed": parsed, "processed": {}}}}
+
+
+async def test_web_scrobbler_events_show_progress_when_told(connected: Env) -> None:
+    env = connected
+    token = await token_of(env)
+    url = f"/hooks/web-scrobbler/{token}"
+    hub = env.services.runtime.hub
+    event = web_scrobbler_event("nowplaying", duration=200, currentTime=20)
+    assert (await env.client.post(url, json=event)).json() == {"status": "ok"}
+    shown = hub.peek("demo")
+    assert shown is not None and shown.playing is not None and shown.playing.item is not None
+    assert (shown.playing.progress_ms, shown.playing.item.duration_ms) == (20_000, 200_000)
+    assert (await env.client.post(url, json=web_scrobbler_event("loved"))).status_code == 200
+    bad = await env.client.post(url, json={"eventName": "nowplaying", "data": {}})
+    assert bad.status_code == 400 and "song" in bad.json()["error"]
+
+
+async def test_pushed_text_is_escaped_in_the_card(connected: Env) -> None:
+    env = connected
+    token = await token_of(env)
+    hostile = '<script>alert("x")</script>'
+    await submit(env, {"listen_type": "playing_now", "payload": [listen(hostile)]}, token)
+    public_id = (await env.client.post("/api/account/publish", headers={"Origin": ORIGIN})).json()[
+        "publicId"
+    ]
+    svg = await env.client.get(f"/p/{public_id}.svg")
+    assert "<script>" not in svg.text and "&lt;script&gt;" in svg.text
+
+
+# -- liblistenbrainz, unchanged, submitting to a live nowplaying --------------------------------
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    port = free_port()
+    with serve(create_app(demo_settings(port, tmp_path)), port) as base:
+        yield base, account_over_http(base)
+
+
+def test_liblistenbrainz_submits_to_nowplaying(live: tuple[str, dict[str, Any]]) -> None:
+    base, account = live
+    client = liblistenbrainz.ListenBrainz(api_base_url=base)
+    client.set_auth_token(account["pushToken"])  # checked against nowplaying's validate-token
+    client.submit_playing_now(
+        liblistenbrainz.Listen(track_name="Pushed Song", artist_name="Any Player")
+    )
+
+    shown = httpx.get(f"{base}/p/{account['publicId']}.json", timeout=10).json()
+    assert (shown["title"], shown["artist"]) == ("Pushed Song", "Any Player")
+    with pytest.raises(liblistenbrainz.errors.InvalidAuthTokenException):
+        liblistenbrainz.ListenBrainz(api_base_url=base).set_auth_token("not-a-token")
