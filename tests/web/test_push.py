@@ -12,14 +12,13 @@ from typing import Any
 import httpx
 import liblistenbrainz
 import pytest
+from harness.app import ORIGIN, Env
 from harness.browser import account_over_http, demo_settings
 from harness.helpers import fixture_json
 from harness.live_server import free_port, serve
 
 from nowplaying.models import SourceKind
 from nowplaying.web import create_app
-
-from tests.conftest import ORIGIN, Env
 
 pytestmark = pytest.mark.anyio
 
