@@ -1,5 +1,4 @@
-"""Wiring: the long-lived parts (store, HTTP client, Spotify as the source, live engine) built
-from settings, for the web app's lifespan and for the CLI commands alike.
+"""Wiring only: the long-lived parts built from settings, for the app's lifespan and the CLI alike.
 
 In demo mode the built-in simulator plays Spotify: the browser reaches it under ``/spotify-sim``
 on the app's own origin, and the server's calls go to it in-process.

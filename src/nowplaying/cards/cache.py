@@ -1,18 +1,11 @@
-"""Rendered SVG cards, kept under everything that determines their bytes (a :class:`CardKey`).
+"""Rendered cards, kept under everything that determines their bytes (a :class:`CardKey`).
 
 The drawing function is handed only the key, so nothing outside it can shape the bytes. The key
 repeats while a track plays because the state is evaluated at the start of a :data:`CARD_STEP`
-(:func:`card_clock`): every viewer of one look of one account in a step shares one rendering. A
-change of state is another key, so nothing is ever invalidated; when full, the cache drops the
-entries of earlier steps first (they cannot match again).
-
-An SVG's other formats (:class:`Format`: its PNG, the 1200x630 link preview) are kept by the
-SVG's ETag, not by the key (``await cards.image(card, fmt, rasterise)``): the SVG is drawn anew
-each step, but its bytes change only with the progress step, and rasterising costs a thousand
-times more than drawing the SVG. Each is drawn once (concurrent askers wait for the one drawing),
-in a worker process (resvg holds the GIL while it draws: a thread would stall the event loop and
-every live viewer for as long as a blurred backdrop takes, up to a second or two), so the event
-loop goes on meanwhile; the oldest go first past ``max_images``.
+(:func:`card_clock`), so every viewer of one look in a step shares one rendering; a change of
+state is another key, so nothing is invalidated. An SVG's PNGs are kept by the SVG's ETag and
+drawn once, in a worker process: rasterising costs a thousand times more than drawing the SVG,
+and resvg holds the GIL while it draws (a thread would stall the event loop).
 """
 
 from __future__ import annotations

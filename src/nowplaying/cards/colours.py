@@ -1,11 +1,7 @@
 """Colours taken from the album art: the ``cover`` theme and ``accent=cover`` in any theme.
 
-From the cover (a ``data:`` URI, decoded by Pillow, shrunk to 32x32 and reduced to 8 colours):
-a **muted background** (the most common colour's hue, desaturated and dark) and a **vivid
-accent** (the most saturated, bright colour that covers a fair share of the image). Every text
-colour is then moved in lightness until it reads on its background at WCAG's 4.5:1 or better
-(:func:`readable`), so no cover can make a card unreadable. Computed once per cover
-(:func:`cover_colours` is cached by the URI, which the cover cache hands out again and again).
+Every text colour is moved in lightness until it reads on its background at WCAG's 4.5:1 or
+better (:func:`readable`), so no cover can make a card unreadable.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Cards as PNG: the SVG card rasterised, for the places that show no SVG (link previews, chats).
 
-Pure, like the SVG card: the same SVG always gives the same PNG on one machine. The rasteriser is
-resvg (through ``resvg-py``), chosen by measurement (README, "PNG cards"): it draws every theme
-the SVG has (the blurred backdrop too), falls back glyph by glyph to any installed font (so CJK
-or symbols in a title do not turn into boxes when a font that has them is installed: the fonts
-of ``deploy/fonts.txt``), and needs no system library.
-
-Two sizes: the card's own (:func:`rasterise`, at :data:`SCALE` for sharp text on high-density
-screens), and the 1200x630 image link previews want (:func:`social`): the card centred on a
-canvas of its own background colour.
+The rasteriser is resvg (``resvg-py``), chosen by measurement: it draws every theme the SVG has,
+falls back glyph by glyph to any installed font (``deploy/fonts.txt``), and needs no system
+library. The same SVG always gives the same PNG on one machine.
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
 """Coordination between instances: in-process (one server) or Redis (many behaving as one).
 
-What is shared, and why:
-
-- a **lease** per account, so exactly one instance polls Spotify for it (taken over within a few
-  seconds when that instance dies: the lease expires);
-- **watching** marks, so the polling instance keeps going while viewers on *other* instances
-  watch;
-- the **latest state** and a **pub/sub** channel, so SSE viewers on every instance get each change;
-- the app-wide **rate-limit pause** (Spotify's limit is per app, not per instance);
-- **locks** and the **access token**, so a refresh happens once per expiry across instances and a
-  rotated refresh token is never used twice;
-- the **call budget**'s ledger (:mod:`nowplaying.coord.ledger`): Spotify counts calls per app,
-  so every instance spends from one window and one day.
-
-When Redis is unreachable the Redis coordinator degrades to in-process behaviour (each instance
-polls for itself, which is safe, only more expensive), logs a warning once, and recovers when
-Redis answers again.
+Shared, because the upstream counts per app and viewers may sit on any instance: a lease per
+account (one instance polls it; another takes over when the lease expires), watching marks, the
+latest state and its pub/sub channel, the app-wide pause, locks and the access token (one refresh
+per expiry, a rotated refresh token never used twice) and the call budget's ledger. Without
+Redis each instance polls for itself: safe, only more expensive.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Where the call budget (:mod:`nowplaying.sources.budget`) counts calls: in one process's memory
-(:class:`LocalLedger`), or in Redis for every instance (:class:`.redis.RedisLedger`)."""
+"""Where the call budget counts calls: in this process (:class:`LocalLedger`) or in Redis."""
 
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
-"""The Redis coordinator (``NOWPLAYING_REDIS_URL``): many instances behaving as one, over the
-process's :class:`~nowplaying.coord.link.RedisLink` (key names and the degraded mode are there).
+"""The Redis coordinator (``NOWPLAYING_REDIS_URL``): many instances behaving as one.
 
-Degraded, each instance polls for itself and publishes only locally. Time comes from the injected
-:class:`~nowplaying.clock.Clock`: the pause's TTL (``until`` is on that clock), the degraded retry
-schedule and the listener's reconnect backoff. Only redis-py's own I/O bounds (socket timeouts,
-``get_message``'s poll, the lock's ``blocking_timeout``, and the wait for the listener in
-:meth:`RedisCoordinator.close`, which ends with that I/O) stay on real time, like an HTTP
-client's timeouts: they bound a real socket, which no test clock moves.
+Degraded (:mod:`.link`), each instance polls for itself and publishes only locally. Only redis-py's
+own I/O bounds (socket timeouts, ``get_message``'s poll, the lock's ``blocking_timeout``) run on
+real time, like an HTTP client's timeouts: they bound a real socket, which no test clock moves.
 """
 
 from __future__ import annotations

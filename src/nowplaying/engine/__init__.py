@@ -1,1 +1,1 @@
-"""engine"""
+"""The live engine: pollers, their schedule and reads, the app-wide pause, fan-out, accounts."""

@@ -1,18 +1,9 @@
 """Connecting and disconnecting an account: the one path every entry point takes.
 
-The web callback, ``/logout`` and ``nowplaying login`` all come through here, so each one
-invalidates the same things: the access token of an earlier grant (on every instance), the
-live engine's state for the account, and every instance's public-id cache entry for it.
-Caches that only the web layer keeps (the sessions' lookup cache) are the web layer's to drop,
-right after the call.
-
-The grant itself comes from the source's OAuth (Spotify's:
-:func:`~nowplaying.sources.spotify.grants.exchange_grant`). Errors: the store's
-:class:`~nowplaying.store.StoreError`; each caller maps it to its own words.
-
-A login started in a terminal whose redirect the running server receives (the CLI cannot bind
-the redirect URI's port while the server holds it) is stored with :data:`TERMINAL_BROWSER` in
-place of a browser fingerprint; see :func:`terminal_login_state`.
+The web callback, ``/logout`` and ``nowplaying login`` all come through here, so each one drops
+the same things: the earlier grant's access token (on every instance), the live engine's state
+for the account, every instance's public-id cache entry. The web layer's own caches (the
+sessions' lookups) are the web layer's to drop, right after the call.
 """
 
 from __future__ import annotations

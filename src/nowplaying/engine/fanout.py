@@ -1,14 +1,8 @@
 """Fan-out: one account's published snapshots, handed to every viewer at the cost of one.
 
-A :class:`Channel` per account keeps the latest published snapshot, a count of publishes (its
-generation) and one set of waiters. A viewer is a :class:`Subscription`: it remembers which
-generation it has read, so "is there something new" is a comparison, and waiting for the next
-change is one future of the viewer's own in the channel's set, resolved (all of them, once) by
-the next publish. No queue, no task and nothing per viewer is touched to publish beyond that
-resolve; each viewer then reads :attr:`Channel.latest` (a slow one misses only history).
-
-A viewer's future may also be handed to other wake-ups (the SSE heartbeat tick, the viewer
-hanging up), so one ``await`` covers them all: see :mod:`nowplaying.web.api`.
+A viewer remembers the generation it has read, so "is there something new" is a comparison, and
+waiting is one future of its own, resolved with all the others by the next publish: no queue,
+task or per-viewer work to publish beyond that. A slow viewer misses only history.
 """
 
 from __future__ import annotations

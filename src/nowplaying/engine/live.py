@@ -1,24 +1,10 @@
 """The live engine: one poller per watched account, one shared state, fanned out to every viewer.
 
-Cost does not grow with the audience: however many requests and SSE viewers an account has, one
-task reads its source (:mod:`.reads`) when the :class:`~.schedule.Schedule` says (just after the
-playing track's predicted end, every ``poll_seconds`` to catch skips, backing off while nothing
-plays). A 429 is the *app's* rate limit: it pauses every account's polling (:mod:`.pause`) until
-``Retry-After`` passes; viewers are told their data is stale meanwhile.
-
-A poller runs only while its account is watched: an SSE viewer is connected, or a request came in
-the last ``watch_ttl`` seconds. With several instances, the one holding the account's lease polls
-(leads) and the others follow its state. Everything waits on an injected clock.
-
-Handing a snapshot on has two verbs, named for their reach: :meth:`LiveHub._publish_here` (this
-instance's viewers) and :meth:`LiveHub._publish_everywhere` (here, then every instance through the
-coordinator, in the wire form of :class:`~nowplaying.engine.snapshot.Snapshot`).
-
-Life cycle: the pause outlives a restart (:class:`~.pause.AppPause`); an account whose grant is gone
-is re-checked in the store every ``reconnect_check`` seconds while watched, so a grant made again by
-another process or instance is served without a restart; a poller meeting an unexpected error logs
-it, reports stale and keeps going (the web's :class:`~nowplaying.web.sse.Streams` end the event
-streams on shutdown).
+Cost does not grow with the audience: however many viewers an account has, one task reads its
+source when the schedule says, and only while someone watches (a viewer connected, or a request
+in the last ``watch_ttl`` seconds). With several instances, the one holding the account's lease
+polls and the others follow its state. A poller that meets an unexpected error logs it, reports
+stale and keeps going: a task that dies silently is found only by the next viewer waiting on it.
 """
 
 from __future__ import annotations

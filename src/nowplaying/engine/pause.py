@@ -1,8 +1,8 @@
 """The app-wide pause: after a 429 no account is polled until the upstream's Retry-After passes.
 
-An upstream rations calls per *app*, so one 429 pauses every poller, on every instance (through
-the coordinator), and after a restart (the pause is stored): the development-mode quota
-(``QUOTA_EXCEEDED``) lasts hours, and polling through it is reported to extend it.
+An upstream rations calls per app, so one 429 pauses every poller, on every instance, and after
+a restart (the pause is stored): the development-mode quota lasts hours, and polling through it
+is reported to extend it.
 """
 
 from __future__ import annotations

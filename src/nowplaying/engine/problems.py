@@ -1,14 +1,8 @@
-r"""An upstream's refusals of an account, remembered for the people who can fix them.
+"""An upstream's refusals of an account, remembered for the people who can fix them.
 
-A refusal (:class:`~nowplaying.sources.base.Refused`: Spotify's development-mode 403s) is not an
-outage: polling again will not help, the app's owner must act in the Developer Dashboard. The poll
-path notes the refusal here and a successful read clears it; the owner page and ``nowplaying
-doctor`` say what it means and what fixes it, instead of a generic "stale".
-
-Kept in this process and, with Redis, under ``np:refusal:{account}`` for every instance (the
-one that polls notes it, the one serving the owner page :meth:`AccountProblems.load`\s it). A
-refusal not seen again for ``ttl`` seconds is forgotten (every failed poll notes it again), so a
-note cannot outlive a fixed dashboard for long, even when the polling instance changed.
+A refusal (Spotify's development-mode 403s) is not an outage: polling again will not help, the
+app's owner must act in the Developer Dashboard. A refusal not seen again for ``ttl`` seconds is
+forgotten, so a note cannot outlive a fixed dashboard for long, even when another instance polls.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
-"""The poll policy around a source's reads: who is told what a read met, and when the last
-played track is asked for at all.
+"""The poll policy around a source's reads: who is told what a read met.
 
-What plays now: a refusal is noted for the owner page (:mod:`.problems`) and an answer clears it;
-a lost grant is handed to the owner's notices. The last played track: only when the owner shows
-it and the grant lets the source tell it. A 429 is the live engine's to handle, whichever read
-met it (:meth:`.pause.AppPause.hit`).
+A refusal is noted for the owner page and an answer clears it; a lost grant is handed to the
+owner's notices; the last played track is asked for only when the owner shows it and the grant
+tells it. A 429 is the pause's to handle, whichever read met it (:meth:`.pause.AppPause.hit`).
 """
 
 from __future__ import annotations

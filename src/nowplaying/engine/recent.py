@@ -1,14 +1,8 @@
-"""What an account played recently, for the recently-played card: one upstream call per account
-every :data:`RECENT_TTL` seconds, however many people look.
+"""What an account played recently: one upstream call per account every :data:`RECENT_TTL` seconds.
 
-:class:`RecentlyPlayed` keeps, per account, the last answer (always the :data:`MAX_ITEMS` newest,
-so every ``limit`` is served from it) and when it was read, on the injected clock. Concurrent
-readers of an account share one request. A failed read is remembered for the same TTL (the
-previous list, if any, keeps serving), so an outage or a 429 is not retried by every viewer.
-It counts ``call`` (requests made) and ``hit`` (answered without one) for tests and benchmarks.
-
-Errors: a read that has nothing to serve raises what the read raised (the source's
-:class:`~nowplaying.sources.base.SourceError` tree, the store's ``StoreError``).
+Concurrent readers of an account share one request, and a failed read is remembered for the
+same time (the previous list, if any, keeps serving), so an outage or a 429 is not retried by
+every viewer.
 """
 
 from __future__ import annotations

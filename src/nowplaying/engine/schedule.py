@@ -1,26 +1,13 @@
-"""The polling policy: given what a poll saw, when the next one is.
+"""The polling policy: given what a poll saw, when the next one is (nothing here waits or calls).
 
-One :class:`Schedule` (the app's settings) serves every account; each poller keeps its own
-:class:`Plan` (what it has met so far). The live engine asks the schedule after every poll and
-sleeps until the time it answers; nothing here waits or calls anyone.
-
-With a call budget (:mod:`nowplaying.sources.budget`) the live engine hands each plan its ``share``
-before asking: the seconds between polls that keep every polled account within the budget.
-
-- **Playing**: just after the track's predicted end (``end_margin`` late), or at the next
-  regular poll to catch skips and pauses, whichever comes first. The regular poll is the
-  budget's share clamped to [``floor``, ``ceiling``]; without a budget, every ``poll_seconds``.
-- **Nothing playing**: with a budget, the same share: someone is watching (a poller runs only
-  then), so playback starting is seen as soon as a skip would be. Without one (the fixed
-  schedule), backing off by 1.5x per idle poll, up to ``idle_max``.
-- **Known moments**: the poll at a track's predicted end, and one re-check ``floor`` seconds
-  after a skip is seen (a listener who skips often skips again), are *known*
-  (:attr:`Plan.known`): their calls may use the budget's reserve. A regular poll that finds no
-  room in the budget is not made (:meth:`Schedule.yielded`): it is tried again shortly, or the
-  known moment comes first, so no regular poll ever holds up the poll at a track's end.
-- **A failure**: exponential backoff from ``poll_seconds`` up to ``backoff_max``, jittered.
-- **The grant is gone**: a store check every ``reconnect_check`` seconds, no Spotify call.
-- **The app-wide pause** (a 429): nothing before it ends.
+A playing track is polled just after its predicted end, or sooner at the regular poll that
+catches skips; the regular interval is the call budget's share, clamped to [``floor``,
+``ceiling``], also while nothing plays (a poller runs only while someone watches; without a
+budget, ``poll_seconds``, backing off while idle). The poll at a
+track's end and one re-check after a skip are *known* moments (:attr:`Plan.known`) that may use
+the budget's reserve; a regular poll finding no room is not made (:meth:`Schedule.yielded`), so
+none holds up a known one. Failures back off exponentially, jittered; a lost grant is re-checked
+in the store only; nothing runs before the app-wide pause ends.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """What the live engine knows about one account (:class:`Snapshot`), and its wire codec.
 
-A snapshot is the engine's unit of change: viewers receive one per change, other instances
-receive its wire form (:meth:`Snapshot.to_wire`, read back by :meth:`Snapshot.from_wire`) over
-the coordinator, and the JSON views (:mod:`nowplaying.schema`) are rendered from it.
-:meth:`Snapshot.differs` is the one definition of "a change viewers should see".
+A snapshot is the engine's unit of change: viewers get one per change, other instances its wire
+form; :meth:`Snapshot.differs` is the one definition of "a change viewers should see".
 """
 
 from __future__ import annotations

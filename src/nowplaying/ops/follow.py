@@ -1,9 +1,6 @@
 """Following accounts' live state from the side: what the webhooks and the MQTT bridge share.
 
-A :class:`Following` keeps one task per followed account, each a viewer of the account's live
-state (:meth:`~nowplaying.engine.live.LiveHub.subscribe`: latest wins, so the poller never waits
-for a follower), and hands every change to ``changed(account_id, before, after)`` (``before`` is
-None for the first state a follower sees). Which accounts to follow is the caller's (:meth:`set`).
+Each follower is a viewer of the live state (latest wins), so the poller never waits for one.
 """
 
 from __future__ import annotations

@@ -1,18 +1,8 @@
-"""MQTT and Home Assistant: every widget's state on a broker, announced by MQTT discovery.
+"""MQTT for Home Assistant: every widget's state on a broker, announced by MQTT discovery.
 
-With ``NOWPLAYING_MQTT_URL`` set (``mqtt://[user:password@]host[:1883]``, ``mqtts://`` for TLS,
-``?ca=/path`` for a private CA) the server publishes, retained, for every connected account::
-
-    {prefix}/status                      online | offline   (offline also as the last will)
-    {prefix}/{account}/state             {"state": "Artist - Title", "attributes": {...}}
-    homeassistant/sensor/{prefix}_{account}/config   the discovery message for a sensor
-
-so Home Assistant shows a "Now playing" sensor whose state is "Artist - Title" (an en dash)
-and whose attributes are the title, artist, album, cover URL, playing, progress and source. A
-change is published as the live engine sees it (:class:`~nowplaying.ops.follow.Following`). The
-broker connection is paho-mqtt's, in its own thread: it reconnects with a backoff of 1 to 60
-seconds, and the broker itself says ``offline`` when the process dies without a word (the last
-will: ``kill -9``, a crash, a lost network); a clean stop says it first.
+The broker connection is paho-mqtt's, in its own thread, reconnecting with backoff. The broker
+itself says ``offline`` when the process dies without a word (the last will); a clean stop says
+it first.
 """
 
 from __future__ import annotations

@@ -1,24 +1,11 @@
 """Track-change webhooks: an owner's URLs told when the song changes, signed per Standard Webhooks.
 
-Every instance follows the accounts that have webhooks like a viewer of their live state
-(:class:`~nowplaying.ops.follow.Following`: latest wins, so the poller never waits for anyone),
-and turns each change into an event::
-
-    track.started     another item began playing      playback.paused    the same item stopped
-    playback.resumed  the same item plays again       playback.stopped   nothing plays any more
-
-with the public JSON of the state as ``data``. An event's id is the account's state version,
-which every instance shares, so the delivery's row in the store is its claim
-(:meth:`~nowplaying.store.Store.claim_delivery`): one instance sends it, at most once per change
-per endpoint. Sending happens off the event loop's critical path: a bounded queue (full: the event
-is dropped and counted), a few senders, retries after 5xx, 408, 429, timeouts and connection
-errors with exponential backoff for up to :data:`RETRY_FOR` seconds, never a redirect followed.
-
-Before every attempt the URL's host is resolved and each address checked (:func:`resolve`):
-private, loopback, link-local, reserved and multicast addresses are refused unless the host is
-listed in ``NOWPLAYING_WEBHOOK_ALLOWED_HOSTS``, and the request then goes to the address checked
-(no second lookup a DNS rebinding could answer differently). Plain ``http`` only to such listed
-hosts. The URL and the secret never reach a log.
+An event's id is the account's state version, which every instance shares, so the delivery's
+row in the store is its claim: one instance sends it, at most once per change per endpoint.
+Sending is off the poller's path (a bounded queue, a few senders, retries with backoff, no
+redirect followed). Before every attempt the host is resolved and each address checked
+(:func:`resolve`), and the request goes to the address checked, so no second lookup a DNS
+rebinding could answer differently is made. The URL and the secret never reach a log.
 """
 
 from __future__ import annotations

@@ -1,6 +1,4 @@
-"""Simulated upstreams for tests, demo mode and benchmarks: Spotify (:class:`Simulator`), Last.fm
-(``simulator.lastfm``) and ListenBrainz (``simulator.listenbrainz``); nothing here reaches the
-network.
+"""Simulated upstreams (Spotify, Last.fm, ListenBrainz); nothing here reaches the network.
 
 ::
 

@@ -1,11 +1,9 @@
 """A simulated Last.fm (``ws.audioscrobbler.com/2.0/`` and the web-auth page) as an ASGI app.
 
-Written from Last.fm's documentation (``../shared/sources-contract.md`` has each fact and where
-it comes from), never from the project's client: web authentication with ``api_sig`` checked,
-``user.getRecentTracks`` with the now-playing item first (so ``limit=1`` gives two), numbers as
-strings, ``mbid`` as ``""``, the blank image placeholder, error 17 for a hidden profile, 26 for a
-suspended key and 29 past a per-key rate. Answers are JSON with ``format=json``, else XML
-(``<lfm status="ok">``), as Last.fm's are. Control: ``/_control/lastfm/...`` (:func:`routes`).
+Written from Last.fm's documentation (``sources-contract.md`` has each fact and where it comes
+from), never from the project's client; its quirks are kept on purpose: the now-playing item
+first (so ``limit=1`` gives two), numbers as strings, ``mbid`` as ``""``, XML unless
+``format=json``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
-"""Spotify's three 429s, simulated: the rolling-window rate limit, the daily quota, and an
-endpoint removed for development mode.
+"""Spotify's three 429s, simulated: the rolling window, the daily quota, a removed endpoint.
 
 From ``spotify-contract.md`` §6 and §3: the rate limit is per app over 30 seconds (its number
 unpublished); the development-mode quota is per developer account across its apps, answered with
 ``reason: QUOTA_EXCEEDED`` and hours of Retry-After (here: until the next UTC midnight). A refused
-call is not counted, so Retry-After is exactly the time until the window has room again. Since
-April 2026 an endpoint removed for development-mode apps answers every call, the first too, with
-a 429 that looks like the window's (no ``reason``, a short Retry-After: :data:`REMOVED_RETRY`);
-only that it never passes tells it apart. ``Retry-After`` is delta-seconds, or an HTTP-date
-(with ``Date``) when ``retry_after_dates`` is set, as RFC 9110 allows.
+call is not counted, so Retry-After is exactly the time until the window has room again. An
+endpoint removed for development-mode apps (April 2026) answers every call with a 429 like the
+window's (no ``reason``, :data:`REMOVED_RETRY`): only that it never passes tells it apart.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """A simulated ListenBrainz API (``api.listenbrainz.org``) as an ASGI app.
 
-Written from ListenBrainz's documentation (``../shared/sources-contract.md``), never from the
-project's client: ``/1/validate-token``, ``/1/user/{user}/playing-now`` (at most one listen, no
-timestamp, kept for the submitted duration or 10 minutes), ``/1/user/{user}/listens``,
-``/1/submit-listens``, and the rate-limit headers on every answer with a 429 past them (a fixed
-window per caller: the token, else the address). Control: ``/_control/listenbrainz/...``.
+Written from ListenBrainz's documentation (``sources-contract.md``), never from the project's
+client: playing-now is at most one listen, without a timestamp, kept for the submitted duration
+or 10 minutes; the rate limit is a fixed window per caller (the token, else the address).
 """
 
 from __future__ import annotations

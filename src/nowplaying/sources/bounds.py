@@ -1,20 +1,9 @@
-"""The bounds every field from a source (an upstream's answer, a push) is held to at the boundary.
+"""The bounds every field from a source (an answer, a push) is held to at the boundary.
 
 A source's parser reads each field through these, so what reaches the engine, the JSON, the
-stream and the card is bounded whoever sent it:
-
-- text is cut to :data:`MAX_TEXT` characters on a grapheme boundary (an accent or an emoji
-  sequence is never split), the cut marked with :data:`ELLIPSIS`; a list of names keeps
-  :data:`MAX_NAMES`;
-- a duration is clamped to 0..:data:`MAX_DURATION_MS` (24 h), a progress to 0..its duration;
-- a URL longer than :data:`MAX_URL`, or not ``https``/``http`` with a host, is dropped (None);
-  an id longer than :data:`MAX_ID` likewise;
-- a ``Retry-After`` (delta-seconds or an HTTP-date) is read as seconds within
-  0..:data:`MAX_RETRY_AFTER`, the default when unreadable, never NaN;
-- a value of a type no bound can make sane (a number for a name, text for a duration) is
-  :class:`OutOfBounds`, which the source raises as its own error (Spotify: ``BadResponse``).
-
-Absent values (``None``) are the field's default, as before.
+stream and the card is bounded whoever sent it. Text is cut on a grapheme boundary, so an accent
+or an emoji sequence is never split. A value no bound can make sane is :class:`OutOfBounds`,
+which the source raises as its own error (Spotify: ``BadResponse``).
 """
 
 from __future__ import annotations

@@ -1,35 +1,15 @@
 """The app's call budget: how many upstream calls it may make per rolling 30 s and per day.
 
-Spotify rations calls per *app* (``spotify-contract.md`` §6): a rolling 30-second window whose
-size is not published, and since 2026 a development-mode quota per developer account. Every
-upstream call — token endpoint and Web API alike — spends from one :class:`CallBudget` before it
-is sent (the hook is :class:`~nowplaying.sources.spotify.client.SpotifyClient`'s ``budget``), and
-nothing ever spends past it: a call without room waits on the injected clock until the window has
-room, or, when the day is spent or Spotify said to wait longer, fails at once with
-:class:`OverBudget`.
+Spotify rations calls per app (``spotify-contract.md`` §6): a window of unpublished size and a
+development-mode daily quota. Every call spends before it is sent, and nothing spends past the
+budget: a call waits on the clock for room, or fails at once with :class:`OverBudget` when the day
+is spent or the upstream said to wait longer. The counts and what was learned live in a ledger,
+local or in Redis, so every instance spends from, and learns from, one budget.
 
-Where the calls are counted is a :class:`Ledger`: :class:`LocalLedger` in memory for one
-process, or the Redis coordinator's (``coord.redis.RedisLedger``: one Lua script on a sorted
-set, atomic across instances) so every instance spends from the same budget.
-
-**It learns the real limit** (AIMD, as TCP does): a window ``429`` cuts the window limit to
-``decrease`` times the calls made in the window that Spotify refused (multiplicative decrease), and
-from then on the limit grows back by ``increase`` calls per window without a 429 (additive
-increase), up to the configured size. So a budget set above Spotify's real limit converges below
-it after a 429 or two. ``QUOTA_EXCEEDED`` blocks every call until its Retry-After and shrinks
-the daily budget to ``decrease`` times what was spent that day. The learned state lives in the
-ledger, so every instance learns from any instance's 429.
-
-The scheduler asks :meth:`CallBudget.interval` how often one account may be polled: the window
-limit, less a reserve, shared fairly among the accounts being polled on every instance.
-
-**The reserve is held for the moments the schedule knows** (a predicted track end, the re-check
-after a skip): a call made inside :func:`regular_poll` (the engine's regular polls, and the token
-refresh one needs) spends only while the window is below the limit less the reserve
-(:meth:`CallBudget.regular_limit`); every other call may use the whole limit. Regular polls,
-however many accounts share the window, cannot take the room the poll at a track's end needs,
-and the engine does not start a regular poll without room (:meth:`CallBudget.has_room`), so a
-poller never sits waiting on a regular call when its known moment comes.
+The limit is learned as TCP learns its window (AIMD): a 429 cuts it to ``decrease`` times what
+the window held, each window without one adds ``increase`` back, up to the configured size. A
+reserve is kept for the moments the schedule knows (a predicted track end, the re-check after a
+skip): regular polls (:func:`regular_poll`) stop short of it.
 """
 
 from __future__ import annotations

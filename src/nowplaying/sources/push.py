@@ -1,12 +1,9 @@
 """What players push, read into values: ListenBrainz submissions and Web Scrobbler's webhook.
 
-A pushed source makes no call: players send ``POST /1/submit-listens`` (ListenBrainz's JSON,
-``Authorization: Token <push token>``) or Web Scrobbler's webhook events to nowplaying, and the
-web layer hands the body here. Limits are ListenBrainz's (one listen at most 10,240 bytes, an
-``import`` at most 1,000 listens, ``artist_name`` and ``track_name`` non-empty strings); every
-field is held to :mod:`nowplaying.sources.bounds`. A pushed URL is never kept (``/p/{id}/open``
-must not lead where a push says), and pushed art is not trusted here (the cover fetcher's
-allow-list decides). Anything else is :class:`Rejected`, with the message the player is shown.
+Limits are ListenBrainz's (a listen at most 10,240 bytes, an ``import`` at most 1,000 listens)
+and every field is held to :mod:`nowplaying.sources.bounds`. A pushed URL is never kept
+(``/p/{id}/open`` must not lead where a push says) and pushed art is left to the cover fetcher's
+allow-list. Anything else is :class:`Rejected`, with the message the player is shown.
 """
 
 from __future__ import annotations

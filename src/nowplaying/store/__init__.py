@@ -1,5 +1,4 @@
-"""Persistence: widgets (accounts) with their linked sources and push tokens, every secret
-sealed; sessions, pending logins, and the owners' webhooks with their deliveries."""
+"""Persistence: widgets and their linked sources, sessions, pending logins, webhooks."""
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import AccountStatus

@@ -1,15 +1,9 @@
 """The storage interface every backend implements, and the values it stores.
 
-An account is a widget (its public link, its options) with the sources linked to it: its Spotify
-grant (read as :class:`Account`, as before widgets had other sources), a Last.fm session, a
-ListenBrainz token (each a :class:`SourceLink`), and the token players push with. Every secret is
-sealed with the one cipher, so key rotation re-seals them all.
-
-Refresh tokens are plaintext in :class:`Account` and sealed by the backend on the way to disk;
-nothing above the store handles ciphertext. Only :meth:`Store.get_account` and
-:meth:`Store.list_accounts` decrypt: the read paths that never present the token
-(:meth:`Store.get_account_info`, :meth:`Store.get_account_by_public_id`) leave it sealed and
-return ``refresh_token=""``, telling an unknown key by the id the ciphertext carries.
+An account is a widget with its linked sources; every secret is sealed with the one cipher, so a
+key rotation re-seals them all. Refresh tokens are plaintext above the store and sealed on the
+way to disk. Only :meth:`Store.get_account` and :meth:`Store.list_accounts` decrypt; the read
+paths that never present the token leave it sealed and return ``refresh_token=""``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""``/api/spotify`` (JSON) and ``/api/spotify/events`` (Server-Sent Events) for the session's
-account, both answered from the live engine's shared state: viewers never cost Spotify calls.
+"""``/api/spotify`` (JSON) and ``/api/spotify/events`` (SSE) for the session's account.
+
+Both answer from the live engine's shared state: viewers never cost upstream calls.
 """
 
 from __future__ import annotations

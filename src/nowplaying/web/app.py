@@ -1,9 +1,7 @@
-"""The app factory. No I/O at import time: resources are made in the lifespan and reach the
-handlers through :class:`Services` on ``app.state``.
+"""The app factory, :func:`create_app`: nothing happens at import time.
 
-``create_app(settings, http=..., store=..., clock=...)`` is what the CLI and the tests call. In
-demo mode (no Spotify app configured) the built-in simulator is mounted at ``/spotify-sim``: the
-browser reaches its consent page on the same origin, and token and API calls go to it in-process.
+In demo mode the built-in simulator is mounted at ``/spotify-sim``: the browser reaches its
+consent page on the same origin, and the server's calls go to it in-process.
 """
 
 from __future__ import annotations

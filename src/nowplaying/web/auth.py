@@ -1,10 +1,8 @@
-"""Connecting a Spotify account: ``/login``, ``/callback``, ``/logout``, and the home page.
+"""Connecting an account: ``/login``, ``/callback``, ``/logout`` and the home page.
 
-The OAuth ``state`` is single-use and bound to the browser that started the login (a signed
-pre-login cookie whose fingerprint is stored with the state), except for a login handed over by
-``nowplaying login``, which no browser started and which starts no session; PKCE S256 on every
-login; the redirect URI always comes from settings, never from the Host header. Connecting and
-disconnecting go through :mod:`nowplaying.engine.accounts`, like the CLI.
+The OAuth ``state`` is single-use and bound to the browser that started the login, except a
+login handed over by ``nowplaying login``, which no browser started and which starts no session.
+The redirect URI comes from settings, never from the Host header.
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
-"""Detached event streams: once an event stream's head and first event are written, its
-connection leaves uvicorn and the fan-out writes to it directly.
+"""Detached event streams: after its head and first event, a stream's connection leaves uvicorn.
 
-An open event stream served the ASGI way keeps, per viewer, uvicorn's protocol and request
-cycle, the scope, a request task and its chain of coroutine frames: about 9 KB even for a bare
-ASGI app, 19 KB with ours. :func:`detachable` wraps uvicorn's HTTP protocol class (h11 or
-httptools) so that every request's scope carries ``extensions[EXTENSION]``, a function the app
-may call with a small :class:`asyncio.Protocol` of its own once it has sent the response's head
-and first chunk: uvicorn then counts the response as complete without writing anything more,
-forgets the connection (its shutdown no longer waits for it), and the transport is handed to that
-protocol, which from then on writes the chunks itself and hears the hang-up. The request task
-ends; what is left per viewer is the transport and two small objects (about 3 KB).
-
-When the connection ends, the protocol hands the news to uvicorn's (``lost``), so everything
-that counts connections below the app (the connection guard) counts this one out too. Without
-the extension (an in-process test client, another server) streams are served the ASGI way.
+Served the ASGI way, an open stream keeps uvicorn's protocol and request cycle, the scope, a task
+and its frames per viewer (about 19 KB here). :func:`detachable` wraps uvicorn's HTTP protocol so
+every scope carries ``extensions[EXTENSION]``: the app hands it a small :class:`asyncio.Protocol`
+of its own, uvicorn counts the response complete and forgets the connection, and that protocol
+writes the chunks and hears the hang-up (about 3 KB per viewer). A lost connection is passed back
+to uvicorn's protocol, so the connection guard counts it out. Without the extension (a test
+client, another server) streams are served the ASGI way.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""The drop-in embed, ``/p/{id}/embed.js``: a ``<now-playing>`` custom element, no iframe.
+"""The drop-in embed ``/p/{id}/embed.js``: a ``<now-playing>`` custom element, no iframe.
 
-``<script src="https://host/p/ID/embed.js" async></script>`` defines the element (Shadow DOM,
-styles linked from this host) and, when the page has none, places one where the script stands.
-The script is ``static/widget.js`` minified once (rjsmin), the same code as the embed page's
-widget, so it stays small (a test holds it to 6 KB gzipped) and has one definition.
+The script is ``static/widget.js`` minified once (rjsmin): the embed page's own code, one
+definition of the widget.
 """
 
 from __future__ import annotations

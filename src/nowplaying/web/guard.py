@@ -1,30 +1,13 @@
-"""The connection guard: deadlines on every phase of a request, per-address caps and a
-descriptor reserve, below the ASGI app (where a request that never finishes is never seen).
+"""The connection guard: request deadlines, per-address caps and a descriptor reserve.
 
-uvicorn closes idle keep-alive connections, and nothing else: a client that sends its headers a
-byte at a time, never finishes a body, or stops reading a response holds its socket (and, while
-it lasts, its task) until the process ends, and one address holding enough of them exhausts the
-descriptors for everybody. :meth:`Guard.protocol` wraps uvicorn's HTTP protocol class (h11 or
-httptools: it relies only on what both have, ``cycle``, ``cycle.more_body``,
-``cycle.response_complete`` and flow control) so that
-
-- a request's line and headers must arrive within ``header_seconds`` of its first byte (or of
-  the connection's opening), its body within ``body_seconds`` of its headers; past either the
-  connection is closed;
-- a response (an event stream too) whose reader takes nothing for ``write_seconds`` while bytes
-  wait is aborted: the transport pauses the writer as soon as the kernel's buffer is full, and a
-  pause that makes no progress for that long is a stalled reader;
-- each client address holds at most ``connections`` connections and ``unfinished`` connections
-  whose request has not fully arrived; past either, a new connection from it is closed at once;
-- ``reserve`` descriptors below the process's limit are kept for addresses holding few
-  connections (a ``/healthz`` probe, the owner): once the estimate of open descriptors reaches
-  the limit less the reserve, a new connection from an address already holding
-  :data:`PRESSURE_SHARE` is closed at once.
-
-The address is the peer's; a peer that ``NOWPLAYING_TRUSTED_PROXIES`` names is a proxy carrying
-many clients, so its connections are not capped (the deadlines still apply), as the proxy caps
-its own clients (deploy/nginx.conf). Every closing is counted by reason (``counts``, exported as
-``nowplaying_edge_closed_total``) and logged through the rate-limited log (:mod:`..ops.logs`).
+uvicorn closes idle keep-alive connections and nothing else: a client that sends its headers a
+byte at a time, never finishes a body or stops reading holds its socket until the process ends,
+and one address holding enough of them exhausts the descriptors for everybody. The guard works
+below the ASGI app, where such a request is never seen, and relies only on what uvicorn's h11 and
+httptools protocols share (``cycle``, ``more_body``, ``response_complete``, flow control). A
+writer the transport paused that makes no progress for ``write_seconds`` is a stalled reader. A
+peer that ``NOWPLAYING_TRUSTED_PROXIES`` names carries many clients: its connections are not
+capped (the deadlines still apply).
 """
 
 from __future__ import annotations

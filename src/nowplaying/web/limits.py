@@ -1,9 +1,7 @@
-"""Abuse limits, applied by :mod:`.edge`: request size and header limits, and per-client-IP
-rate limits on the endpoints worth abusing (``/login``, ``/callback``, public ``/p/...``).
+"""Abuse limits applied by :mod:`.edge`: request sizes, and per-address rate limits.
 
-The client address is the connection's, or — only when ``NOWPLAYING_TRUSTED_PROXIES`` names the
-proxy — the one it forwarded (uvicorn's ProxyHeadersMiddleware rewrites ``scope["client"]``
-before the edge runs). Buckets live in this process: with several instances each enforces its own.
+The address is the connection's, or the forwarded one only when ``NOWPLAYING_TRUSTED_PROXIES``
+names the proxy. Buckets live in this process: with several instances each enforces its own.
 """
 
 from __future__ import annotations

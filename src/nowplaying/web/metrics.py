@@ -1,8 +1,7 @@
 """``GET /metrics`` (Prometheus text format) and the latency of every request.
 
-Not public: with ``NOWPLAYING_METRICS_TOKEN`` unset the route is a 404, with it set a scrape must
-send ``Authorization: Bearer <token>`` (anything else is a 401). Prometheus scrapes by address,
-so ``/metrics`` answers whatever the ``Host`` (as ``/healthz`` does).
+A 404 while ``NOWPLAYING_METRICS_TOKEN`` is unset. Prometheus scrapes by address, so
+``/metrics`` answers whatever the ``Host`` (as ``/healthz`` does).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The OpenAPI description of the JSON and event interfaces, served at ``/openapi.json``.
+"""The OpenAPI document at ``/openapi.json``, its schemas generated from :mod:`nowplaying.schema`.
 
-The operations are declared here; every schema is generated from the models in
-:mod:`nowplaying.schema`, the same ones the responses are serialised from.
-
-Tests validate live responses against these schemas, so the document cannot drift from the code.
+Tests validate live responses against it, so it cannot drift from the code.
 """
 
 from __future__ import annotations

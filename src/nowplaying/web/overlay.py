@@ -1,15 +1,8 @@
-"""The pages made to be framed or captured: the embed page ``/p/{id}`` (for ``<iframe>``) and the
-stream overlay ``/p/{id}/overlay`` (for OBS browser sources).
+"""The pages made to be framed or captured: the embed page ``/p/{id}`` and the OBS overlay.
 
-Both take the card's options (:class:`~nowplaying.cards.options.CardOptions`: theme, colours,
-radius, width, hidden parts, idle behaviour), validated by the same model as the SVG card; a bad
-value is a 400 page that names the parameter, unknown parameters are ignored.
-
-The overlay is a transparent page without scrollbars, sized for a 1920x1080 canvas (a card in a
-corner) or a strip (the whole source is the bar), in large type. The card appears on a track
-change and fades ``fade`` seconds later (``0`` keeps it), or when playback pauses unless
-``paused=show``; a long title scrolls (not with reduced motion). Live over the public event
-stream, which reconnects by itself, so it recovers after the source or the server restarts.
+Both take the card's options, validated by the same model as the SVG card, and run live over the
+public event stream, which reconnects by itself: an overlay recovers after OBS or the server
+restarts.
 """
 
 from __future__ import annotations

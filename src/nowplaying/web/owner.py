@@ -1,15 +1,7 @@
-"""The owner's controls, a small same-origin JSON API the home page uses.
+"""The owner's controls: ``/api/account`` and its POSTs, same-origin JSON for the home page.
 
-``GET /api/account`` describes the connected account and its share links;
-``POST /api/account/{publish,rotate,unpublish,settings}`` change them. Every POST needs the
-owner's session and a same-origin ``Origin`` (or ``Referer``); publishing is opt-in.
-
-The account object also says why a reconnect is needed (``reconnectReason``: ``unknown_key``
-when the grant was sealed with a secret key this server no longer has, ``revoked`` when Spotify
-refused it) and when Spotify paused the whole app (``pausedUntil``, ``pauseReason``).
-
-Nothing here decrypts a refresh token (the account is read with it sealed); every change to a
-share link is announced to the public-id cache of every instance (:mod:`.published`).
+Publishing is opt-in. Nothing here opens a refresh token; every change to a share link is
+announced to every instance's public-id cache (:mod:`.published`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """HTML pages: Jinja2 templates from ``web/templates``, autoescaped, strict about variables.
 
-Every value a page shows is escaped by the template engine (``autoescape``), so no call site can
-forget one; a variable a template names but nobody passed raises instead of rendering blank
-(``StrictUndefined``). No inline script or style anywhere: the CSP is
-``script-src 'self'; style-src 'self'`` (the embed page's is :data:`EMBED_CSP`).
+No inline script or style anywhere: the CSP is ``script-src 'self'; style-src 'self'`` (the
+embed page's is :data:`EMBED_CSP`).
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Link previews and oEmbed: what a pasted ``/p/{id}`` link unfurls to, and ``/oembed``.
 
-Chat apps and social sites (Discord, Slack, Telegram, X, Mastodon, iMessage) read the Open Graph
-and Twitter meta tags of a pasted page and show no SVG, so the widget page ``/p/{id}`` names
-what plays (``og:title``, ``og:description``), the 1200x630 PNG card (``og:image``, absolute,
-with its size) and the theme's accent (``theme-color``). Blog engines and editors (WordPress,
-Discourse, Ghost) find the embed through the oEmbed discovery link and ask :func:`oembed` for
-the iframe, within their ``maxwidth``/``maxheight``. Every text comes from Spotify and is
-escaped by the templates (HTML) or by :func:`html.escape` (the iframe markup).
+Chat apps read Open Graph and Twitter meta tags and show no SVG, so the page names what plays and
+points at the 1200x630 PNG card; blog engines find the iframe through oEmbed discovery. Every text
+is the upstream's, escaped by the templates or :func:`html.escape`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
-"""Public share links: ``/p/{id}.json``, ``.svg``, ``.png``, ``/social.png``, ``/events`` and
-``/open`` (the pages to frame,
-``/p/{id}`` and ``/p/{id}/overlay``, are :mod:`.overlay`).
+"""Public share links: ``/p/{id}`` as JSON, SVG, PNG and events, ``/social.png``, ``/open``.
 
 No cookie is involved: the unguessable public id is the capability, and the owner can rotate or
-withdraw it. Everything is answered from the live engine's shared state, so a thousand README
-views cost no extra Spotify calls. The card (SVG, PNG, or the 1200x630 link preview PNG) always
-answers 200 with an image (image proxies
-show nothing for errors), revalidated by ETag, and within about two seconds however slow Spotify
-or the image host is. An account whose grant cannot be opened (sealed with a secret key that is
-no longer configured) answers everywhere exactly as one that needs reconnecting.
+withdraw it. A card always answers 200 with an image (image proxies show nothing for errors),
+within about two seconds however slow the upstream or the image host. A grant sealed with a key
+no longer configured answers exactly as one that needs reconnecting.
 """
 
 from __future__ import annotations

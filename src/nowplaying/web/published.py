@@ -1,17 +1,9 @@
 """Public id -> published account, cached briefly: the public routes' hot path.
 
-Every ``/p/{id}...`` request needs the account behind the id; a README card or a widget asks
-every few seconds, from many viewers. As :mod:`nowplaying.web.sessions` does for cookies, a
-found account is remembered for :data:`CACHE_SECONDS` (bounded by :data:`CACHE_MAX`), read
-without decrypting its refresh token (:meth:`~nowplaying.store.Store.get_account_by_public_id`).
-
-Invalidation: whatever changes a public link (publish, rotate, unpublish, settings, connect,
-disconnect) calls :meth:`PublishedAccounts.forget`, which goes through the coordinator's
-:meth:`~nowplaying.coord.base.Coordinator.announce_public_change`: this instance drops the account
-at once (an old link dies on the instance that rotated it before the answer is sent), other
-instances on the Redis channel, or within :data:`CACHE_SECONDS` without Redis. Ids not found
-are not cached (a new link works at once everywhere). A store failure raises
-:class:`~nowplaying.store.StoreError` and caches nothing.
+Whatever changes a public link calls :meth:`PublishedAccounts.forget`, announced through the
+coordinator: this instance drops the account at once (an old link dies before the answer is
+sent), the others on the Redis channel, or within :data:`CACHE_SECONDS` without Redis. Ids not
+found are not cached, so a new link works at once everywhere.
 """
 
 from __future__ import annotations

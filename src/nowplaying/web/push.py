@@ -1,11 +1,8 @@
 """Push from any player: a ListenBrainz-compatible submit API and Web Scrobbler's webhook.
 
-``POST /1/submit-listens`` and ``GET /1/validate-token`` answer in ListenBrainz's shape (errors
-``{"code": N, "error": "..."}``), so every client that takes a custom ListenBrainz URL (Web
-Scrobbler, multi-scrobbler, Navidrome, Pano Scrobbler, the Jellyfin and Kodi plugins,
-liblistenbrainz) reports here with the widget's push token. ``POST /hooks/web-scrobbler/{token}``
-takes Web Scrobbler's webhook events. A push goes to every viewer through the live engine with
-no upstream call; the widget need not be published.
+Answering in ListenBrainz's shape lets every client that takes a custom ListenBrainz URL report
+here with the widget's push token. A push reaches every viewer through the live engine with no
+upstream call; the widget need not be published.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""The recently-played card, ``/p/{id}/recent.svg`` (and ``recent.png``), and its data,
-``/p/{id}/recent.json``.
+"""The recently-played card, ``/p/{id}/recent.svg`` and ``.png``, and its data, ``recent.json``.
 
-Shown only when the owner shares what they played (the "last played" setting, which also asks
-Spotify for the ``user-read-recently-played`` scope through the re-consent flow). The list comes
-from :class:`~nowplaying.engine.recent.RecentlyPlayed`: one Spotify call per account every few
-minutes however many people look; the track playing now comes from the live engine, as on the card.
-The SVG is always a 200 image (a bad parameter, an unknown link, an outage: each says so); the JSON
-refuses a bad parameter with a 400 and a message.
+Shown only while the owner shares what they played. The images are always a 200; the JSON
+refuses a bad parameter with a 400.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Security headers for every response, trusted ``Host`` names, same-origin checks, and an access
-log without secrets.
+"""Security headers, trusted ``Host`` names, same-origin checks, an access log without secrets.
 
-Nothing builds a URL from the ``Host`` header (the public origin comes from settings, redirects
-are relative or go to fixed hosts), and a request naming a host this site is not is refused
-with a 400 before any route sees it, so no framework default can build one either.
+Nothing builds a URL from the ``Host`` header, and a request naming a host this site is not is
+refused before any route sees it, so no framework default can build one either.
 """
 
 from __future__ import annotations

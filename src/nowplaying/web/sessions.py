@@ -1,12 +1,8 @@
 """Browser sessions: an opaque signed id in an HttpOnly cookie, the state on the server.
 
-The cookie holds ``id.signature`` (256 random bits, HMAC-signed); the store keeps only a
-fingerprint of the id, so a copy of the database opens no session. Idle and absolute lifetimes
-are enforced here, server side. A forged, truncated or tampered cookie is simply anonymous.
-
-Cookies are signed with the current secret key and accepted when signed with it or any of the
-``old_secrets`` (``NOWPLAYING_OLD_SECRET_KEYS``): a key rotation that lists the previous key logs
-nobody out; one that does not ends every session (the cookie no longer verifies).
+The store keeps only a fingerprint of the id, so a copy of the database opens no session. A
+cookie signed with one of ``NOWPLAYING_OLD_SECRET_KEYS`` still verifies, so a key rotation that
+lists the previous key logs nobody out.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""``/static/themes.css``: the theme set of :mod:`nowplaying.cards.themes` as CSS custom properties.
+"""``/static/themes.css``: the theme set of :mod:`nowplaying.cards.themes` as CSS properties.
 
-Generated, never written by hand, so the embed page, the owner's widget, the overlay and the
-``<now-playing>`` element wear exactly the looks the SVG card draws. Each theme applies to
-``.np[data-theme=…]`` on a page and to ``:host([theme=…])`` in the element's Shadow DOM (set on
-the host, so a page's own ``now-playing { --np-accent: … }`` wins over it). Besides colours and
-sizes, three properties tell ``widget.js`` how a look is laid out (it copies them to data
-attributes that ``widget.css`` styles): ``--np-cover`` (square, bleed, backdrop, none),
-``--np-times`` (1: ``m:ss`` under the bar) and ``--np-label`` (0: no state line). Last,
-``.np[data-size="compact"]`` gives any look the compact geometry (``?size=compact``).
+Generated, so every HTML look is the one the SVG card draws. A theme applies on the host
+(``:host([theme=…])``), so a page's own ``now-playing { --np-accent: … }`` wins;
+``--np-cover``, ``--np-times`` and ``--np-label`` tell ``widget.js`` how a look is laid out.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""The owner's webhooks API: ``/api/account/webhooks`` (list, add), ``.../{id}`` (delete) and
-``.../{id}/test`` (send a test event). Same-origin JSON like the other owner calls.
+"""The owner's webhooks API under ``/api/account/webhooks``: list, add, delete, test.
 
-Adding checks the URL at once (https, no credentials, no private literal address unless its host
-is allowed) and shows the signing secret once; the addresses a host name resolves to are checked
-again before every delivery (:mod:`nowplaying.ops.webhooks`).
+A URL is checked when added (https, no credentials, no private literal address) and the
+addresses its host resolves to again before every delivery (:mod:`nowplaying.ops.webhooks`); the
+signing secret is shown once.
 """
 
 from __future__ import annotations

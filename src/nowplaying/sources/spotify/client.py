@@ -1,8 +1,6 @@
 """The Spotify client: the token endpoint and the few Web API calls a widget needs.
 
-The client holds no state: tokens are handed in and handed back. The HTTP transport is injected
-(``httpx.AsyncClient``), so tests run it against the simulator in-process. It raises only the
-tree of :mod:`.errors`.
+It holds no state (tokens are handed in and back) and raises only the tree of :mod:`.errors`.
 """
 
 from __future__ import annotations

@@ -1,32 +1,13 @@
 """Access tokens: cached until shortly before expiry, refreshed once at a time per account.
 
-Rules from Spotify's contract:
-- a refresh that returns a new refresh token is persisted *before* the new access token is used;
-  one that returns none keeps the stored one;
-- a rotated refresh token is never lost to a failing store: when the write fails, the new token
-  is kept in memory (per account), presented at the next refresh instead of the rotated-away one
-  (which would be ``invalid_grant``), and written again at the next chance (the next token
-  request); the new access token is used meanwhile. It lives only in this process (refresh
-  tokens never go to Redis), and it never overrides a newer grant: when the store holds neither
-  it nor the token it replaced (a connect by another process), the store's copy wins;
-- a refresh is made only when the store can write (``ensure_writable``, just before): Spotify
-  may rotate the refresh token, and a successor that cannot be stored is a grant one restart
-  from lost. A store that cannot write defers the refresh (:class:`RefreshDeferred`): a stale
-  widget, not a lost grant;
-- ``invalid_grant`` (revoked, expired after six months) is final: the account is marked
-  "reconnect required" and no retry is made. An account whose refresh token cannot be opened
-  (``key_missing``: sealed with a key that is not configured) is never refreshed, and its status
-  is never written: configuring the old key again brings it back;
-- a 401 from the Web API triggers exactly one refresh and one retry;
-- a refresh is made only under the coordinator's lock (with Redis: across instances). When the
-  lock cannot be had (held elsewhere too long, Redis down) no refresh is risked: a still-valid
-  cached or shared access token serves, otherwise :class:`RefreshDeferred` (transient) is raised.
-
-A grant is made by :func:`exchange_grant` (the authorization code traded at login).
-
-Errors: the client's :class:`~.errors.SpotifyError` tree, plus :class:`AccountGone` (a
-:class:`~.errors.ReconnectRequired`) and :class:`RefreshDeferred` (a
-:class:`~.errors.SpotifyUnavailable`); the store's ``StoreError`` when it cannot read the account.
+Spotify may rotate the refresh token, so a rotated one is stored before the new access token is
+used, and a refresh is made only while the store can write (else :class:`RefreshDeferred`: a
+stale widget, not a lost grant). A rotated token the store failed to take is kept in this
+process and presented next time, but never over a newer grant another process stored.
+``invalid_grant`` is final: reconnect required, no retry. A token sealed with a key that is not
+configured is never refreshed, so configuring the key again brings the account back. A 401 from
+the Web API gets one refresh and one retry. A refresh happens only under the coordinator's lock;
+without the lock none is risked.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Reading Spotify's answers: JSON payloads into values (:mod:`nowplaying.models`), error answers
-into the error tree (:mod:`.errors`). Every field is read through :mod:`nowplaying.sources.bounds`
-(text cut, numbers clamped, URLs checked); a field no bound can make sane is a ``BadResponse``."""
+"""Reading Spotify's answers: payloads into values, error answers into the error tree.
+
+Every field is read through :mod:`nowplaying.sources.bounds`; one that no bound can make sane is
+a ``BadResponse``.
+"""
 
 from __future__ import annotations
 

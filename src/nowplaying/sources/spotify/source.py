@@ -1,5 +1,4 @@
-"""Spotify as a :class:`~nowplaying.sources.base.Source`: the client's reads, tokens handled,
-and Spotify's three 429s told apart (:class:`Removals`)."""
+"""Spotify as a :class:`~nowplaying.sources.base.Source`: tokens handled, three 429s told apart."""
 
 from __future__ import annotations
 
