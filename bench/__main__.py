@@ -22,6 +22,7 @@ from bench import (
     latency,
     memory,
     multi,
+    push,
     share,
     throughput,
     upstream,
@@ -38,6 +39,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "edge": ("edge cache: wrk through nginx proxy_cache on one public URL (~25 s)", edge.run),
     "budget": ("call budget and adaptive polling, fixed schedule beside it (~40 s)", budget.run),
     "instructions": ("instructions per request under valgrind (~2 min)", instructions.run),
+    "push": ("push -> 1,000 SSE viewers, 10 pushes (~20 s)", push.run),
     "share": ("PNG cards: render time, req/s against the SVG (~30 s)", share.run),
 }
 

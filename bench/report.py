@@ -18,6 +18,7 @@ from bench import (
     latency,
     memory,
     multi,
+    push,
     share,
     throughput,
     upstream,
@@ -39,6 +40,7 @@ class Results:
     budget: budget.Result | None = None
     instructions: instructions.Result | None = None
     share: share.Result | None = None
+    push: push.Result | None = None
     seconds: float = 0.0
 
 
@@ -126,6 +128,8 @@ def table(r: Results, machine: Machine) -> str:
         out += instructions.lines(r.instructions)
     if r.share is not None:
         out += share.lines(r.share)
+    if r.push is not None:
+        out += push.lines(r.push)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from nowplaying.engine.live import Snapshot, Status
 from nowplaying.engine.snapshot import VIEW_REUSE_SECONDS
-from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
+from nowplaying.models import Item, Kind, NowPlaying, PlayedItem, SourceKind
 from nowplaying.schema import ErrorCode, error, parse_state, state
 from nowplaying.web.errors import (
     MustReconnect,
@@ -40,9 +40,19 @@ def test_playing_keeps_its_keys_in_order_and_omits_absent_ones() -> None:
         "progressMs",
         "durationMs",
         "at",
+        "source",
     ]
     assert (data["artist"], data["album"], data["progressMs"]) == ("A, B", None, 2000)
+    assert data["source"] == "spotify"
     assert data["at"] == int(NOW * 1000)
+
+
+def test_a_track_of_unknown_progress_has_no_progress_and_names_its_source() -> None:
+    """A pushed track: no ``progressMs`` (absent, not 0 or null), no ``at``, ``source`` push."""
+    np = NowPlaying(True, Kind.TRACK, SONG, None, NOW, SourceKind.PUSH)
+    data = Snapshot(np, Status.LIVE, 1).to_json(NOW)
+    assert "progressMs" not in data and "at" not in data
+    assert data["source"] == "push"
 
 
 def test_unknown_progress_is_null_without_at() -> None:

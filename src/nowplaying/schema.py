@@ -112,10 +112,15 @@ class Playing(View):
     album: str | None = None
     album_image_url: str | None = None
     song_url: str | None = None
-    progress_ms: int | None = None
+    progress_ms: int | SkipJsonSchema[None] = _absent(
+        "Where playback is (ms); absent when the source does not tell (Last.fm, most pushes)."
+    )
     duration_ms: int
     at: int | SkipJsonSchema[None] = _absent("Server time (ms) progressMs holds for.")
     stale: Literal[True] | SkipJsonSchema[None] = _absent()
+    source: Literal["spotify", "lastfm", "listenbrainz", "push"] = Field(
+        default="spotify", description="Which of the widget's sources says so."
+    )
 
 
 class Ad(View):
@@ -344,6 +349,7 @@ def state(
         duration_ms=it.duration_ms,
         at=when,
         stale=flag,
+        source=playing.source.value,
     )
 
 

@@ -23,6 +23,7 @@ TRACK_KEYS = {
     "progressMs",
     "durationMs",
     "at",
+    "source",
 }
 
 

@@ -33,6 +33,8 @@
 
   const text = (v) => (typeof v === "string" ? v : "");
   const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+  /** The source named beside the label, when it is not Spotify (whose widget this was first). */
+  const VIA = { lastfm: " · via Last.fm", listenbrainz: " · via ListenBrainz", push: " · from a player" };
 
   function el(tag, className, attrs, content) {
     const node = document.createElement(tag);
@@ -178,7 +180,7 @@
         this.show(playing ? "playing" : "paused", {
           title, artist, href: data.songUrl, external: true,
           image: data.albumImageUrl, alt: "Cover of " + (text(data.album) || title),
-          label: playing ? "Now playing" : "Paused",
+          label: (playing ? "Now playing" : "Paused") + (Object.prototype.hasOwnProperty.call(VIA, data.source) ? VIA[data.source] : ""),
           progress: dur && pos !== null ? { pos, dur, at, running: playing } : null,
           announce: (playing ? "Now playing: " : "Paused: ") + title + (artist ? " by " + artist : ""),
         });
