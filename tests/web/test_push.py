@@ -5,6 +5,7 @@ submitting to a live server."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -226,3 +227,29 @@ def test_liblistenbrainz_submits_to_nowplaying(live: tuple[str, dict[str, Any]])
     assert (shown["title"], shown["artist"]) == ("Pushed Song", "Any Player")
     with pytest.raises(liblistenbrainz.errors.InvalidAuthTokenException):
         liblistenbrainz.ListenBrainz(api_base_url=base).set_auth_token("not-a-token")
+
+
+async def test_the_owner_page_shows_the_token_and_both_urls(connected: Env) -> None:
+    token = await token_of(connected)
+    page = (await connected.client.get("/")).text
+    assert f"<code data-np-push-token>{token}</code>" in page
+    assert f"{ORIGIN}/hooks/web-scrobbler/{token}" in page
+    assert 'data-np-action="push-token"' in page
+
+
+async def test_the_push_token_never_reaches_a_log(
+    connected: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The webhook's path carries the token: the access log shows the path without it."""
+    token = await token_of(connected)
+    caplog.set_level(logging.DEBUG)
+    event = web_scrobbler_event("nowplaying")
+    assert (await connected.client.post(f"/hooks/web-scrobbler/{token}", json=event)).is_success
+    await submit(connected, {"listen_type": "playing_now", "payload": [listen()]}, token)
+    await connected.client.post("/hooks/web-scrobbler/wrong-token", json=event)
+    # The test's own client (httpx) logs the URLs it asks for; the server's lines are the rest.
+    ours = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))
+    )
+    assert "/hooks/web-scrobbler/<token>" in ours
+    assert token not in ours and "wrong-token" not in ours

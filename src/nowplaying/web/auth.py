@@ -18,6 +18,7 @@ from nowplaying.engine.accounts import (
     connect_account,
     disconnect_account,
     is_terminal_login,
+    push_token,
 )
 from nowplaying.models import Grant
 from nowplaying.sources.spotify.errors import (
@@ -38,7 +39,7 @@ from nowplaying.store import LoginState, StoreError
 from nowplaying.web import owner, pages
 from nowplaying.web.security import printable, same_origin
 from nowplaying.web.sessions import LOGIN_TTL
-from nowplaying.web.state import services
+from nowplaying.web.state import Services, services
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,19 @@ async def home(request: Request) -> Response:
         budget_note=(await svc.runtime.client.budget.usage()).note()
         if svc.runtime.client.budget
         else None,
+        push=await _push(svc, account.id),
     )
+
+
+async def _push(svc: Services, account_id: str) -> dict[str, str]:
+    """The push token and the URLs players push to, for the owner page."""
+    token = await push_token(svc.runtime, account_id)
+    links = owner.push_links(svc, token)
+    return {
+        "token": token,
+        "listenbrainz_url": links.listenbrainz_url,
+        "web_scrobbler_url": links.web_scrobbler_url,
+    }
 
 
 async def login(request: Request) -> Response:

@@ -7,6 +7,7 @@ embed page's is :data:`EMBED_CSP`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -128,11 +129,13 @@ def home_connected(
     pause_note: str | None = None,
     refusal: UpstreamRefusal | None = None,
     budget_note: str | None = None,
+    push: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """The owner's page. ``reconnect_reason`` (``unknown_key``, ``revoked``) says why a reconnect
     is needed; ``pause_note`` is Spotify's app-wide pause, when it is the long one; ``refusal``
     Spotify's development-mode 403 for the account, with its fix; ``budget_note`` the call
-    budget in use."""
+    budget in use; ``push`` the push token and the URLs players push to (``token``,
+    ``listenbrainz_url``, ``web_scrobbler_url``)."""
     return _page(
         "home_connected.html",
         title="nowplaying",
@@ -144,6 +147,7 @@ def home_connected(
         refusal=refusal,
         budget_note=budget_note,
         share=share,
+        push=push,
     )
 
 

@@ -151,14 +151,27 @@ def with_security_headers(raw: list[tuple[bytes, bytes]], exempt: bool) -> None:
         raw.append((b"cross-origin-opener-policy", b"same-origin"))
 
 
+SECRET_PATHS = ("/hooks/web-scrobbler/",)
+"""Paths whose last segment is a secret (Web Scrobbler's webhook carries the push token)."""
+
+
+def loggable(path: str) -> str:
+    """``path`` with a secret segment replaced, for logs."""
+    for prefix in SECRET_PATHS:
+        if path.startswith(prefix):
+            return prefix + "<token>"
+    return path
+
+
 def log_access(scope: Scope, status: int, started: float) -> None:
     """The access log line of a request: the path only, for query strings carry OAuth codes and
-    states. (Guarded: the arguments cost more than the disabled call.)"""
+    states, and without a push token (:func:`loggable`). (Guarded: the arguments cost more than
+    the disabled call.)"""
     if access_log.isEnabledFor(logging.INFO):
         access_log.info(
             "%s %s %s %.1fms",
             scope.get("method", "-"),
-            printable(scope["path"]),
+            printable(loggable(scope["path"])),
             status or "-",
             (time.perf_counter() - started) * 1000,
         )

@@ -22,6 +22,7 @@
   const confirmations = {
     rotate: "Change the link? Every copy of the old one stops working.",
     unpublish: "Unpublish? Every link to your widget stops working.",
+    "push-token": "Make a new push token? Players still using the old one are refused until you paste the new one.",
   };
 
   document.addEventListener("click", async (event) => {
