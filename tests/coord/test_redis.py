@@ -28,7 +28,8 @@ from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub, Snapshot, Status
 from nowplaying.engine.schedule import Schedule
-from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
+from nowplaying.models import Item, Kind, NowPlaying, PlayedItem, SourceKind
+from nowplaying.sources.push import pushed
 from nowplaying.sources.spotify.grants import RefreshDeferred, TokenManager
 
 pytestmark = pytest.mark.anyio
@@ -402,6 +403,54 @@ async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None
     finally:
         for h in hubs:
             await h.close()
+
+
+async def test_a_push_to_a_following_instance_outlives_the_leaders_polls(
+    flushed: str, clock: FakeClock
+) -> None:
+    """A player pushes to the instance that does not poll: the polling one takes the push on,
+    so its next polls merge it in instead of publishing over it, on both instances."""
+    began = clock.now()
+    polls: list[float] = []
+
+    async def playing_since_before(account_id: str) -> NowPlaying:
+        """A track that began before the push, its progress moving on."""
+        polls.append(clock.now())
+        it = Item(Kind.TRACK, "polled", ("a",), None, None, None, 600_000, uri="polled")
+        return NowPlaying(True, Kind.TRACK, it, int((clock.now() - began) * 1000), clock.now())
+
+    coords = [RedisCoordinator(flushed, clock=clock) for _ in range(2)]
+    hubs = [
+        LiveHub(reads_of(playing_since_before), clock, schedule=Schedule(poll_seconds=5), coord=c)
+        for c in coords
+    ]
+    for h in hubs:
+        await h.start()
+    try:
+        for c in coords:
+            await asyncio.wait_for(c.listening.wait(), 5)
+        async with hubs[0].subscribe("acc"):
+            await clock.advance(0.1)
+            async with hubs[1].subscribe("acc") as q1:
+                await clock.advance(3, step=0.5)
+                await _until(lambda: _filled(q1))
+                leader, follower = (0, 1) if hubs[0].counts["polls"] else (1, 0)
+                item = Item(Kind.TRACK, "pushed", ("P",), None, None, None, 0)
+                np = NowPlaying(True, Kind.TRACK, item, None, clock.now(), SourceKind.PUSH)
+                await hubs[follower].push("acc", pushed(np))
+                await _until(lambda: _shows(hubs[leader], "pushed"))
+                await clock.advance(11, step=0.5)  # two polls of the leader
+                assert hubs[leader].counts["polls"] >= 2
+                for h in hubs:
+                    await _until(lambda h=h: _shows(h, "pushed"))  # type: ignore[misc]
+    finally:
+        for h in hubs:
+            await h.close()
+
+
+async def _shows(hub: LiveHub, title: str) -> bool:
+    snap = hub.peek("acc")
+    return bool(snap and snap.playing and snap.playing.item and snap.playing.item.title == title)
 
 
 async def test_refresh_once_across_instances(connected: Env, flushed: str) -> None:

@@ -24,10 +24,10 @@ from nowplaying.engine.pause import AppPause
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Plan, Schedule
 from nowplaying.engine.snapshot import Snapshot, Status, progress_at
-from nowplaying.models import AccountStatus, NowPlaying, PlayedItem
+from nowplaying.models import AccountStatus, NowPlaying, PlayedItem, SourceKind
 from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
 from nowplaying.sources.budget import CallBudget, regular_poll
-from nowplaying.sources.push import Event, Push
+from nowplaying.sources.push import Event, Push, pushed
 from nowplaying.store import Pause, StoreError
 
 __all__ = ["LiveHub", "Snapshot", "Status", "progress_at"]
@@ -198,6 +198,21 @@ class LiveHub:
         await self._publish_everywhere(
             w, Snapshot(shown, Status.LIVE, self._next_version(w), last_played=last)
         )
+
+    def _take_on_push(self, w: _Watch, snap: Snapshot) -> None:
+        """Another instance received a push and shared the state it made: keep it in force here
+        (this instance polls, and would otherwise publish over it) and show it to the viewers
+        here."""
+        playing = snap.playing
+        if playing is None or playing.source is not SourceKind.PUSH:
+            return
+        if w.pushed is not None and w.pushed.playing == playing:
+            return  # ours, or already taken on
+        w.pushed = pushed(playing)
+        self._expire_later(w, w.pushed)
+        old = w.snapshot
+        last = old.last_played if old is not None else None
+        self._publish_here(w, Snapshot(self._shown(w), Status.LIVE, snap.version, last_played=last))
 
     def _shown(self, w: _Watch) -> NowPlaying | None:
         """What viewers see: the polled state merged with a push still in force."""
@@ -386,14 +401,18 @@ class LiveHub:
             self._received(w.account_id, payload)
 
     def _received(self, account_id: str, payload: str) -> None:
-        """State from the polling instance (the coordinator's callback), for viewers here."""
+        """State from the polling instance (the coordinator's callback), for viewers here; to
+        the polling instance, a push another instance received, which it takes on."""
         w = self._watches.get(account_id)
-        if w is None or w.leader:
+        if w is None:
             return
         try:
             snap = Snapshot.from_wire(payload)
         except (ValueError, KeyError, TypeError):
             log.warning("ignored malformed shared state")
+            return
+        if w.leader:
+            self._take_on_push(w, snap)
             return
         if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
             self._publish_here(w, snap, remote=True)

@@ -83,7 +83,7 @@ def _listen(listen: object, playing: bool, now: float) -> Push:
     duration = _duration_ms(info)
     item = _item(meta["track_name"], meta["artist_name"], meta.get("release_name"), duration)
     if playing:
-        return Push(Event.PLAYING, _now_playing(item, True, None, now), _expiry(duration, now))
+        return pushed(_now_playing(item, True, None, now))
     at = listen.get("listened_at")
     if isinstance(at, bool) or not isinstance(at, int) or at <= 0:
         raise Rejected("JSON document must contain the key listened_at (epoch seconds).")
@@ -139,9 +139,7 @@ def web_scrobbler(body: bytes, now: float) -> Push | None:
     except bounds.OutOfBounds as e:
         raise Rejected(f"data.song: {e}.") from e
     item = _item(track, artist, merged.get("album"), duration)
-    playing = _now_playing(item, event is Event.PLAYING, progress, now)
-    left = (duration - (progress or 0)) if duration else 0
-    return Push(event, playing, _expiry(left, now))
+    return pushed(_now_playing(item, event is Event.PLAYING, progress, now), event)
 
 
 def _seconds(value: object) -> object:
@@ -176,8 +174,15 @@ def _now_playing(item: Item, playing: bool, progress: int | None, at: float) -> 
     )
 
 
-def _expiry(duration_ms: int, now: float) -> float:
-    return now + (duration_ms / 1000 if duration_ms else PLAYING_NOW_MAX)
+def pushed(playing: NowPlaying, event: Event | None = None) -> Push:
+    """The push that says ``playing`` (pushed at its ``timestamp``): in force for what is left
+    of the track, or :data:`PLAYING_NOW_MAX` when its length is unknown. Also how an instance
+    takes on a push another instance received (the wire carries the state, not the push)."""
+    duration = playing.item.duration_ms if playing.item else 0
+    left = duration - (playing.progress_ms or 0) if duration else 0
+    if event is None:
+        event = Event.PLAYING if playing.is_playing else Event.PAUSED
+    return Push(event, playing, playing.timestamp + (left / 1000 if left > 0 else PLAYING_NOW_MAX))
 
 
 def _json(body: bytes) -> dict[str, Any]:
