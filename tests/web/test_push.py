@@ -253,3 +253,14 @@ async def test_the_push_token_never_reaches_a_log(
     )
     assert "/hooks/web-scrobbler/<token>" in ours
     assert token not in ours and "wrong-token" not in ours
+
+
+async def test_a_pushed_track_opens_nothing(connected: Env) -> None:
+    """/p/{id}/open never leads where a push says: a pushed track has no link to follow."""
+    env = connected
+    token = await token_of(env)
+    public_id = await env.publish()
+    body = {"listen_type": "playing_now", "payload": [listen(origin_url="https://evil.example/")]}
+    await submit(env, body, token)
+    response = await env.client.get(f"/p/{public_id}/open")
+    assert response.status_code == 404 and "evil" not in response.text

@@ -27,7 +27,14 @@ from nowplaying.web.api import BareEndpoint
 from nowplaying.web.errors import NotFound, json_response, raw_headers
 from nowplaying.web.state import Services, services
 
-OPEN_PREFIX = "https://open.spotify.com/"
+OPEN_PREFIXES = (
+    "https://open.spotify.com/",
+    "https://www.last.fm/",
+    "https://listenbrainz.org/",
+    "https://musicbrainz.org/",
+)
+"""Where ``/p/{id}/open`` may lead: each source's own site. A pushed track carries no URL (a
+push could name any), so it opens nothing."""
 CORS = {"Access-Control-Allow-Origin": "*"}
 NO_CACHE = {"Cache-Control": "no-cache, max-age=0"}
 EDGE_CACHE = {"Cache-Control": "public, max-age=0, s-maxage=1, stale-while-revalidate=5"}
@@ -190,16 +197,17 @@ events = BareEndpoint(_events)
 
 
 async def open_item(request: Request) -> Response:
-    """Redirect to what plays (or last played) on open.spotify.com; nowhere else, ever."""
+    """Redirect to what plays (or last played) on its source's site (:data:`OPEN_PREFIXES`);
+    nowhere else, ever."""
     svc = services(request)
     account = await svc.published.get(request.path_params["public_id"])
     url = None
     if account is not None:
         url = _link(await state_of(svc, account, wait=SVG_BUDGET), "song_url")
-    if url is not None and url.startswith(OPEN_PREFIX) and "\\" not in url:
+    if url is not None and url.startswith(OPEN_PREFIXES) and "\\" not in url:
         return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     return pages.error_page(
-        "Nothing to open", "Nothing is playing on Spotify right now.", status=404, demo=False
+        "Nothing to open", "Nothing that plays right now can be opened.", status=404, demo=False
     )
 
 
