@@ -28,6 +28,8 @@ from nowplaying.web.detach import Detach, detach_of
 from nowplaying.web.errors import Busy
 
 HEARTBEAT_SECONDS = 15.0
+GREETING = "retry: 3000\n: connected\n\n"
+"""What every stream opens with, detached or not: reconnect after 3 s if it ends."""
 RECONNECT_MS = (500, 3000)
 """The range a draining stream's ``retry:`` is drawn from, uniformly."""
 SPARE_FILES = 64
@@ -134,7 +136,7 @@ class Streams:
         """Greet a new viewer, send it the current state, and detach its connection into the
         account's group; whether it was detached, and the last event id it has (the response
         goes on the ASGI way, without greeting it again, when it could not be)."""
-        await send(_body("retry: 3000\n: connected\n\n"))
+        await send(_body(GREETING))
         if self.draining.is_set():
             self.counts["drained"] += 1
             await send(_body(reconnect_hint(_JITTER)))
@@ -177,7 +179,7 @@ class Streams:
         rng = rng or _JITTER
         now = self.clock.now
         if greet:
-            yield "retry: 3000\n: connected\n\n"
+            yield GREETING
         if self.draining.is_set():
             self.counts["drained"] += 1
             yield reconnect_hint(rng)
