@@ -38,6 +38,23 @@ class Settings(BaseSettings):
     spotify_accounts_url: str = "https://accounts.spotify.com"
     spotify_api_url: str = "https://api.spotify.com/v1"
 
+    lastfm_api_key: str = ""
+    """A Last.fm API account's key; with its secret, owners may connect Last.fm (pull)."""
+    lastfm_api_secret: SecretStr = SecretStr("")
+    """The same API account's shared secret, which signs ``auth.getSession`` (``api_sig``)."""
+    lastfm_api_url: str = "https://ws.audioscrobbler.com/2.0/"
+    lastfm_auth_url: str = "https://www.last.fm/api/auth/"
+    listenbrainz_api_url: str = "https://api.listenbrainz.org"
+    """ListenBrainz's API root; owners connect with their user token (no app key needed)."""
+    coverart_url: str = "https://coverartarchive.org"
+    """The Cover Art Archive, for covers of tracks that name a release MBID."""
+    nowplaying_lastfm_seconds_per_account: float = Field(default=2.0, gt=0)
+    """A watched Last.fm account is asked at most once per this many seconds."""
+    nowplaying_lastfm_calls_per_second: float = Field(default=4.0, gt=0)
+    """Last.fm calls the app may make per second, across every account and instance."""
+    nowplaying_listenbrainz_calls_per_second: float = Field(default=1.0, gt=0)
+    """ListenBrainz calls the app may make per second (its rate-limit headers may say fewer)."""
+
     nowplaying_secret_key: SecretStr = SecretStr("")
     nowplaying_old_secret_keys: list[SecretStr] = Field(default_factory=list)
     nowplaying_database_url: str = "sqlite:///nowplaying.sqlite3"
@@ -97,7 +114,9 @@ class Settings(BaseSettings):
     nowplaying_poll_ceiling_seconds: float = Field(default=30.0, gt=0)
     """A watched account is polled at least this often (if the budget can afford it)."""
 
-    @field_validator("spotify_accounts_url", "spotify_api_url")
+    @field_validator(
+        "spotify_accounts_url", "spotify_api_url", "listenbrainz_api_url", "coverart_url"
+    )
     @classmethod
     def _strip_slash(cls, v: str) -> str:
         return v.rstrip("/")
@@ -118,9 +137,15 @@ class Settings(BaseSettings):
             self.nowplaying_secret_key,
             self.nowplaying_alert_webhook,
             self.nowplaying_metrics_token,
+            self.lastfm_api_secret,
             *self.nowplaying_old_secret_keys,
         )
         return tuple(v.get_secret_value() for v in values if v.get_secret_value())
+
+    @property
+    def lastfm_configured(self) -> bool:
+        """Whether owners may connect Last.fm: a key and its secret are set."""
+        return bool(self.lastfm_api_key and self.lastfm_api_secret.get_secret_value())
 
     @property
     def demo(self) -> bool:
