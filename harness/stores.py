@@ -10,6 +10,9 @@ from typing import Any
 from nowplaying.crypto import TokenCipher
 from nowplaying.store import Store, StoreError
 
+STORE_KEY = "store-test-key-" * 3
+"""The secret key of the store tests' stores."""
+
 
 class ProbedStore:
     """Passes every call to ``inner`` and counts it by method name. While ``down``, every call

@@ -165,6 +165,10 @@ async def test_grant_expiry_is_told_14_then_3_days_before_once_each(
 ) -> None:
     now = clock.now()
     await store.put_account(account("ana", consented_at=now - GRANT_LIFETIME + 20 * DAY))
+    # A widget made with Last.fm, as old: no Spotify grant, nothing expires.
+    await store.put_account(
+        account("lastfm:bo", "", consented_at=now - GRANT_LIFETIME + 20 * DAY, spotify=False)
+    )
     async with alerter(receiver.url, store, clock, scan_every=100 * DAY) as a:
         await scanned(a, 1)
         await settle(a, clock)
@@ -172,7 +176,7 @@ async def test_grant_expiry_is_told_14_then_3_days_before_once_each(
         await clock.advance(6 * DAY + 1)  # 14 days left
         await a.scan()
         await settle(a, clock)
-        assert [b["daysLeft"] for b in receiver.bodies] == [14]
+        assert [(b["account"], b["daysLeft"]) for b in receiver.bodies] == [("ana", 14)]
         await a.scan()
         await a.scan()
         await settle(a, clock)

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from harness.accounts import account
 from harness.services import POSTGRES_URL, postgres_schema
+from harness.stores import STORE_KEY
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import QUOTA_EXCEEDED, SourceKind
@@ -38,25 +39,8 @@ from nowplaying.store import sqlite as sqlite_module
 from nowplaying.store.links import SEALED_SECRETS
 from nowplaying.store.sql import POSTGRES, SQLITE
 
-KEY = "store-test-key-" * 3
+KEY = STORE_KEY
 OLD_KEY = "old-store-key-" * 3
-
-
-@pytest.fixture(params=["sqlite-file", "sqlite-memory", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    cipher = TokenCipher(KEY)
-    if request.param == "postgres":
-        async for schema in postgres_schema():
-            pg = PostgresStore(POSTGRES_URL, cipher=cipher, schema=schema)
-            await pg.open()
-            yield pg
-            await pg.close()
-        return
-    url = f"sqlite:///{tmp_path}/np.sqlite3" if request.param == "sqlite-file" else "sqlite://"
-    s = open_store(url, cipher=cipher)
-    await s.open()
-    yield s
-    await s.close()
 
 
 def lastfm(aid: str = "alice", secret: str = "lastfm-session-1") -> SourceLink:
@@ -473,6 +457,12 @@ CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "get_source": lambda s: s.get_source("alice", SourceKind.SPOTIFY),
     "list_sources": lambda s: s.list_sources("alice"),
     "delete_source": lambda s: s.delete_source("alice", SourceKind.SPOTIFY),
+    "add_widget": lambda s: s.add_widget(
+        account("lastfm:bob", "", spotify=False),
+        SourceLink("lastfm:bob", SourceKind.LASTFM, "bob", "sk", 1.0),
+    ),
+    "account_of_source": lambda s: s.account_of_source(SourceKind.SPOTIFY, "alice"),
+    "list_links": lambda s: s.list_links(SourceKind.SPOTIFY),
     "set_push_token": lambda s: s.set_push_token("alice", "push-2"),
     "get_push_token": lambda s: s.get_push_token("alice"),
     "account_of_push_token": lambda s: s.account_of_push_token("push-1"),
@@ -493,6 +483,8 @@ READS = {
     "get_pause",
     "get_source",
     "list_sources",
+    "account_of_source",
+    "list_links",
     "get_push_token",
     "account_of_push_token",
     "list_webhooks",

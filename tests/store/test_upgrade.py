@@ -23,7 +23,17 @@ from harness.services import POSTGRES_URL, postgres_schema
 
 from nowplaying.crypto import TokenCipher
 from nowplaying.models import SourceKind
-from nowplaying.store import Pause, PostgresStore, SQLiteStore, Store, StoreError, postgres, sqlite
+from nowplaying.store import (
+    Account,
+    Pause,
+    PostgresStore,
+    SourceLink,
+    SQLiteStore,
+    Store,
+    StoreError,
+    postgres,
+    sqlite,
+)
 from nowplaying.store.sql import POSTGRES, SQLITE, Dialect
 
 pytestmark = pytest.mark.anyio
@@ -51,6 +61,16 @@ async def assert_0_1_0_intact(store: Store) -> None:
     assert await store.get_pause() is None
     await store.set_pause(Pause(until=2e9, reason="QUOTA_EXCEEDED"))
     assert await store.get_pause() == Pause(until=2e9, reason="QUOTA_EXCEEDED")
+    await assert_takes_a_widget_without_spotify(store)
+
+
+async def assert_takes_a_widget_without_spotify(store: Store) -> None:
+    """The upgraded database keeps a widget made with Last.fm beside the Spotify ones."""
+    zoe = Account("lastfm:zoe", "zoe", "", frozenset(), 5.0, spotify=False)
+    await store.add_widget(zoe, SourceLink(zoe.id, SourceKind.LASTFM, "zoe", "sk-zoe", 5.0))
+    assert await store.list_accounts() == sorted([*ACCOUNTS, zoe], key=lambda a: a.id)
+    assert await store.account_of_source(SourceKind.LASTFM, "zoe") == zoe.id
+    await store.delete_account(zoe.id)
 
 
 def schema_of(path: Path) -> set[tuple[str, str]]:
@@ -198,6 +218,7 @@ async def assert_sources_intact(store: Store) -> None:
     assert await store.get_pause() == Pause(until=2e9, reason="QUOTA_EXCEEDED")
     for session in SESSIONS:
         assert await store.get_session(session.key) == session
+    await assert_takes_a_widget_without_spotify(store)
 
 
 async def test_sqlite_before_sources_upgrades_to_widgets(tmp_path: Path) -> None:

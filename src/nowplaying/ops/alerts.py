@@ -318,6 +318,8 @@ class Alerter:
                 self.notify(reconnect_alert(account, self.owner_url))
                 found += 1
                 continue
+            if not account.spotify:
+                continue  # only a Spotify grant expires
             left = account.consented_at + GRANT_LIFETIME - now
             due = [d for d in EXPIRY_NOTICES if 0 < left <= d * DAY]
             if due:  # the nearest notice only: a late start does not send 14 and 3 at once

@@ -12,6 +12,7 @@ from nowplaying.store.base import (
     Store,
     StoreError,
     Webhook,
+    widget_id,
 )
 from nowplaying.store.postgres import PostgresStore
 from nowplaying.store.sqlite import SQLiteStore
@@ -30,6 +31,7 @@ __all__ = [
     "StoreError",
     "Webhook",
     "open_store",
+    "widget_id",
 ]
 
 

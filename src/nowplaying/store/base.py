@@ -21,8 +21,13 @@ class StoreError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A widget and its Spotify source. ``id`` is the Spotify user id (the widget's id);
-    ``refresh_token`` and ``status`` are its Spotify grant's."""
+    """A widget and its Spotify source, if it has one.
+
+    ``id`` is the widget's id: the Spotify user id for a widget first made by signing in with
+    Spotify, ``lastfm:NAME`` or ``listenbrainz:NAME`` for one made by signing in with another
+    source (:func:`widget_id`). ``refresh_token`` and ``status`` are its Spotify grant's; a widget
+    without Spotify (``spotify=False``) has ``refresh_token=""`` and status ACTIVE, and its
+    sources are :meth:`Store.list_sources`."""
 
     id: str
     display_name: str
@@ -37,6 +42,9 @@ class Account:
     ``NOWPLAYING_SECRET_KEY`` without the old one in ``NOWPLAYING_OLD_SECRET_KEYS``). The store
     then returns the account with ``status=RECONNECT_REQUIRED`` and an empty ``refresh_token``;
     the stored row is untouched, so configuring the old key again brings the account back."""
+    spotify: bool = True
+    """The widget has a Spotify source. Writing an account with ``spotify=False`` writes the
+    widget alone (its sources are linked with :meth:`Store.put_source`)."""
 
     @property
     def reconnect_reason(self) -> Literal["unknown_key", "revoked"] | None:
@@ -46,6 +54,18 @@ class Account:
         if self.status is AccountStatus.RECONNECT_REQUIRED:
             return "revoked"
         return None
+
+
+WIDGET_ID_SEPARATOR = ":"
+"""Between a source's kind and its user name in a widget's id; never in a Spotify user id."""
+
+
+def widget_id(kind: SourceKind, user_name: str) -> str:
+    """The id of a widget first made by signing in with ``kind`` as ``user_name``: stable, and
+    apart from Spotify's ids (a Spotify widget keeps the Spotify user id it always had)."""
+    if kind is SourceKind.SPOTIFY:
+        return user_name
+    return f"{kind}{WIDGET_ID_SEPARATOR}{user_name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +241,20 @@ class Store(Protocol):
         ...
 
     async def delete_source(self, account_id: str, kind: SourceKind) -> None: ...
+
+    async def add_widget(self, account: Account, link: SourceLink) -> None:
+        """Create a widget with no Spotify source and ``link`` as its first source, in one
+        transaction; StoreError (nothing written) when a widget has its id already."""
+        ...
+
+    async def account_of_source(self, kind: SourceKind, user_name: str) -> str | None:
+        """The widget ``user_name`` of ``kind`` is linked to (the earliest linked, if several),
+        nothing decrypted: who signs in with that source."""
+        ...
+
+    async def list_links(self, kind: SourceKind) -> list[SourceLink]:
+        """Every widget's source of ``kind``, secrets opened: what the engine reads."""
+        ...
 
     async def set_push_token(self, account_id: str, token: str) -> None:
         """Give the widget ``token`` for players to push with (replacing the one it had)."""

@@ -27,6 +27,9 @@ PUT_SOURCE = """INSERT INTO sources (account_id, kind, user_name, secret, status
 _SOURCE = "SELECT account_id, kind, user_name, secret, status, connected_at FROM sources"
 SOURCE = f"{_SOURCE} WHERE account_id = ? AND kind = ?"
 SOURCES_OF = f"{_SOURCE} WHERE account_id = ? ORDER BY kind"
+LINKS_OF_KIND = f"{_SOURCE} WHERE kind = ? ORDER BY account_id"
+ACCOUNT_OF_SOURCE = """SELECT account_id FROM sources WHERE kind = ? AND user_name = ?
+    ORDER BY connected_at, account_id LIMIT 1"""
 DELETE_SOURCE = "DELETE FROM sources WHERE account_id = ? AND kind = ?"
 SET_SECRET = "UPDATE sources SET secret = ? WHERE account_id = ? AND kind = ?"
 SET_SOURCE_STATUS = "UPDATE sources SET status = ? WHERE account_id = ? AND kind = ?"
@@ -92,20 +95,26 @@ class Backend(Protocol):
     async def _fetch(self, sql: str, *args: object) -> list[Row]: ...
 
 
+def source_row(link: SourceLink, cipher: TokenCipher) -> tuple[object, ...]:
+    """The arguments of :data:`PUT_SOURCE` for ``link``, its secret sealed."""
+    sealed = cipher.seal(link.secret, context=seal_context(link.account_id, link.kind))
+    kind, status = str(link.kind), str(link.status)
+    return (link.account_id, kind, link.user_name, sealed, status, link.connected_at)
+
+
 class LinkedSources:
     """The store's methods for sources and push tokens (a part of ``SQLStore``)."""
 
     async def put_source(self: Backend, link: SourceLink) -> None:
-        sealed = self._cipher.seal(link.secret, context=seal_context(link.account_id, link.kind))
-        await self._execute(
-            PUT_SOURCE,
-            link.account_id,
-            str(link.kind),
-            link.user_name,
-            sealed,
-            str(link.status),
-            link.connected_at,
-        )
+        await self._execute(PUT_SOURCE, *source_row(link, self._cipher))
+
+    async def account_of_source(self: Backend, kind: SourceKind, user_name: str) -> str | None:
+        row = await self._fetchone(ACCOUNT_OF_SOURCE, str(kind), user_name)
+        return str(row[0]) if row else None
+
+    async def list_links(self: Backend, kind: SourceKind) -> list[SourceLink]:
+        rows = await self._fetch(LINKS_OF_KIND, str(kind))
+        return [source_from_row(r, self._cipher, unseal=True) for r in rows]
 
     async def get_source(self: Backend, account_id: str, kind: SourceKind) -> SourceLink | None:
         row = await self._fetchone(SOURCE, account_id, str(kind))

@@ -24,6 +24,7 @@ from nowplaying.store.base import (
     LoginState,
     Pause,
     Session,
+    SourceLink,
     StoreError,
     Webhook,
     pause_from_json,
@@ -37,6 +38,7 @@ from nowplaying.store.links import (
     Row,
     Step,
     open_secret,
+    source_row,
 )
 
 #: Schema versions, in order; a backend records how many are applied (SQLite's
@@ -194,8 +196,9 @@ class DriverErrors:
 _ACCOUNT = (
     "SELECT a.id, a.display_name, s.secret, a.scopes, a.consented_at, s.status, a.public_id,"
     " a.show_last_played FROM accounts a"
-    " JOIN sources s ON s.account_id = a.id AND s.kind = 'spotify'"
+    " LEFT JOIN sources s ON s.account_id = a.id AND s.kind = 'spotify'"
 )
+"""A widget and its Spotify source's columns (NULL for a widget without Spotify)."""
 ACCOUNT_BY_ID = f"{_ACCOUNT} WHERE a.id = ?"
 ACCOUNT_BY_PUBLIC_ID = f"{_ACCOUNT} WHERE a.public_id = ?"
 ALL_ACCOUNTS = f"{_ACCOUNT} ORDER BY a.id"
@@ -205,6 +208,8 @@ PUT_WIDGET = """INSERT INTO accounts (id, display_name, scopes, consented_at, pu
     ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name,
         scopes = excluded.scopes, consented_at = excluded.consented_at,
         public_id = excluded.public_id, show_last_played = excluded.show_last_played"""
+ADD_WIDGET = """INSERT INTO accounts (id, display_name, scopes, consented_at, public_id,
+        show_last_played) VALUES (?, ?, ?, ?, ?, ?)"""
 UPDATE_WIDGET = """UPDATE accounts SET display_name = ?, scopes = ?,
         consented_at = ?, public_id = ?, show_last_played = ? WHERE id = ?"""
 SET_PUBLIC_ID = "UPDATE accounts SET public_id = ? WHERE id = ?"
@@ -267,6 +272,8 @@ def account_from_row(row: Row, cipher: TokenCipher, *, unseal: bool) -> Account:
         "public_id": str(public_id) if public_id is not None else None,
         "show_last_played": bool(last_played),
     }
+    if sealed is None:  # no Spotify source
+        return Account(**common, refresh_token="", spotify=False)
     try:
         token = open_secret(cipher, str(sealed), str(aid), unseal=unseal)
     except CryptoError:
@@ -359,6 +366,9 @@ class SQLStore(LinkedSources, ABC):
             account.public_id,
             account.show_last_played,
         )
+        if not account.spotify:
+            await self._execute(PUT_WIDGET, account.id, *widget)
+            return
         if account.key_missing or not account.refresh_token:
             # Its token and status are placeholders (unknown key, or read without the token):
             # keep the stored (sealed) ones.
@@ -368,6 +378,17 @@ class SQLStore(LinkedSources, ABC):
         spotify = (account.id, SourceKind.SPOTIFY.value, account.id, sealed)
         source = (*spotify, str(account.status), account.consented_at)
         await self._execute_all([(PUT_WIDGET, (account.id, *widget)), (PUT_SOURCE, source)])
+
+    async def add_widget(self, account: Account, link: SourceLink) -> None:
+        if link.account_id != account.id or account.spotify or link.kind is SourceKind.SPOTIFY:
+            raise ValueError("a widget is added with no Spotify grant and a source of its own")
+        widget = (account.display_name, _joined(account.scopes), account.consented_at)
+        await self._execute_all(
+            [
+                (ADD_WIDGET, (account.id, *widget, account.public_id, account.show_last_played)),
+                (PUT_SOURCE, source_row(link, self._cipher)),
+            ]
+        )
 
     async def set_refresh_token(self, account_id: str, refresh_token: str) -> None:
         if not refresh_token:

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from nowplaying.clock import FakeClock
 from nowplaying.coord.base import CoordinationError, LocalCoordinator
 from nowplaying.crypto import TokenCipher
-from nowplaying.models import NowPlaying
+from nowplaying.models import NowPlaying, SourceKind
 from nowplaying.simulator import Simulator
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import InvalidGrant, SpotifyUnavailable
@@ -274,6 +274,15 @@ async def test_a_revoked_grant_is_still_final(rig: Rig) -> None:
     with pytest.raises(AccountGone):
         await rig.tokens.token("demo")
     assert rig.sim.calls["token:refresh_token"] == 1
+
+
+async def test_a_widget_without_spotify_has_no_grant_to_refresh(rig: Rig) -> None:
+    """A widget made by signing in with Last.fm: AccountGone, and no call to Spotify."""
+    await rig.store.delete_source("demo", SourceKind.SPOTIFY)
+    with pytest.raises(AccountGone):
+        await rig.tokens.token("demo")
+    assert rig.sim.calls["token"] == 0
+    assert rig.presented == []
 
 
 async def test_key_missing_account_is_never_refreshed_nor_written(

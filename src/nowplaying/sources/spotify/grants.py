@@ -225,6 +225,7 @@ class TokenManager:
         account = await self._store.get_account(account_id)
         if (
             account is None
+            or not account.spotify  # a widget made with another source: no grant to refresh
             or account.key_missing  # never refreshed, its status never written
             or account.status is AccountStatus.RECONNECT_REQUIRED
         ):
