@@ -75,16 +75,20 @@ async def subscribers(hub: LiveHub, account_id: str, n: int) -> AsyncIterator[li
 
 @dataclass
 class FakeNotices:
-    """What the engine tells the owner (a lost grant, a pause), recorded."""
+    """What the engine tells the owner (a lost grant, a pause, a withdrawn read), recorded."""
 
     reconnects: list[str] = field(default_factory=list)
     pauses: list[tuple[float, str | None]] = field(default_factory=list)
+    withdrawn_reads: list[str] = field(default_factory=list)
 
     def reconnect_needed(self, account_id: str) -> None:
         self.reconnects.append(account_id)
 
     def paused(self, retry_after: float, reason: str | None) -> None:
         self.pauses.append((retry_after, reason))
+
+    def withdrawn(self, what: str, disabled: str, fix: str) -> None:
+        self.withdrawn_reads.append(what)
 
 
 @dataclass

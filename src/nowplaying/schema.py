@@ -257,6 +257,14 @@ class SpotifyRefusal(View):
     message: str
 
 
+class SpotifyRemoval(View):
+    """An endpoint Spotify removed for development-mode apps: disabled for the app, not paused."""
+
+    endpoint: Literal["currently-playing", "recently-played"]
+    disabled: str = Field(description="What the widget goes without.")
+    message: str = Field(description="What it means and what restores it.")
+
+
 class Budget(View):
     """The call budget in use (``nowplaying.sources.budget``), on ``/healthz`` and
     ``/api/account``."""
@@ -298,6 +306,11 @@ class Account(View):
         default=None,
         description="Spotify's development-mode refusal (user not registered under User"
         " Management, or the app owner without Premium) until Spotify answers again.",
+    )
+    spotify_removed: tuple[SpotifyRemoval, ...] = Field(
+        default=(),
+        description="Endpoints Spotify no longer serves to this app (development mode, since"
+        " April 2026): each is disabled, not retried; empty when none.",
     )
     budget: Budget | None = Field(
         default=None, description="The call budget as the poller last read it; null: not yet."

@@ -9,7 +9,7 @@ from nowplaying.clock import FakeClock
 from nowplaying.coord.link import RedisLink
 from nowplaying.engine.problems import AccountProblems
 from nowplaying.simulator.api import NOT_REGISTERED, OWNER_NOT_PREMIUM
-from nowplaying.sources.spotify.errors import NotRegistered, PremiumRequired
+from nowplaying.sources.spotify.errors import EndpointRemoved, NotRegistered, PremiumRequired
 
 pytestmark = pytest.mark.anyio
 
@@ -40,3 +40,20 @@ async def test_a_refusal_not_seen_again_is_forgotten_after_its_ttl() -> None:
     assert problems.get("ana") is not None
     await clock.advance(2)
     assert problems.get("ana") is None
+
+
+async def test_a_withdrawn_read_noted_by_one_instance_shows_on_another(flushed: str) -> None:
+    """Spotify's removed endpoint met by the polling instance is on every instance's owner page
+    (through Redis), and never cleared by an answer for an account."""
+    clock = FakeClock()
+    one, two = RedisLink(flushed, clock=clock), RedisLink(flushed, clock=clock)
+    polling, serving = AccountProblems(clock, link=one), AccountProblems(clock, link=two)
+    assert await polling.withdrawn(EndpointRemoved("recently-played"))
+    assert not await polling.withdrawn(EndpointRemoved("recently-played")), "known: not news"
+    assert serving.withdrawals() == []
+    await serving.load("ana")
+    await serving.clear("ana")
+    [shared] = serving.withdrawals()
+    assert shared.what == "recently-played" and "recently-played card" in shared.disabled
+    await one.close()
+    await two.close()

@@ -12,7 +12,7 @@ from nowplaying.clock import FakeClock
 from nowplaying.engine.problems import AccountProblems
 from nowplaying.engine.reads import Reads
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem
-from nowplaying.sources.base import ReconnectRequired, Refused, SourceError
+from nowplaying.sources.base import ReconnectRequired, Refused, SourceError, Withdrawn
 from nowplaying.store import Account
 
 pytestmark = pytest.mark.anyio
@@ -90,3 +90,39 @@ async def test_without_account_settings_no_last_played_is_asked_for() -> None:
     source = FakeSource()
     assert await Reads(source).last_played("ana") is None
     assert source.calls == []
+
+
+@dataclass
+class WithdrawingSource(FakeSource):
+    """A source whose every read is withdrawn from the app (Spotify's removed endpoints)."""
+
+    async def now_playing(self, account_id: str) -> NowPlaying:
+        self.calls.append("now")
+        raise Gone("currently-playing")
+
+    async def recently_played(self, account_id: str, limit: int) -> list[PlayedItem]:
+        self.calls.append(f"recent:{limit}")
+        raise Gone("recently-played")
+
+
+class Gone(Withdrawn):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} removed")
+        self.what, self.disabled = what, f"no {what}"
+
+
+async def test_a_withdrawn_read_is_noted_app_wide_and_told_once_not_as_a_refusal() -> None:
+    """A read the upstream withdrew from the app: noted for every owner page (not as the
+    account's refusal, which an answer would clear), the owner told once however often met."""
+    notices = FakeNotices()
+    problems = AccountProblems(FakeClock())
+    reads = Reads(WithdrawingSource(), problems=problems, notices=notices)
+    for _ in range(3):
+        with pytest.raises(Withdrawn):
+            await reads.recently_played("ana", 5)
+    with pytest.raises(Withdrawn):
+        await reads.now("ana")
+    assert [w.what for w in problems.withdrawals()] == ["currently-playing", "recently-played"]
+    assert problems.withdrawals()[1].disabled == "no recently-played"
+    assert notices.withdrawn_reads == ["recently-played", "currently-playing"]
+    assert problems.get("ana") is None

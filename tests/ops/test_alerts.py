@@ -37,6 +37,7 @@ from nowplaying.ops.alerts import (
     expiry_alert,
     reconnect_alert,
 )
+from nowplaying.sources.base import RateLimited, Withdrawn
 from nowplaying.store import AccountStatus, SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -272,6 +273,38 @@ async def test_a_quota_met_looking_up_the_last_played_track_alerts_too(
         assert env.services.runtime.hub.pause is not None
     [body] = receiver.bodies
     assert body["event"] == "app_paused" and body["reason"] == "QUOTA_EXCEEDED"
+
+
+async def test_an_endpoint_removed_for_the_app_is_shown_to_the_owner_and_alerted_once(
+    tmp_path: Path, clock: FakeClock, receiver: Receiver
+) -> None:
+    """Spotify's third 429 (recently-played removed for development-mode apps): once it is
+    told apart, the owner page and /api/account say what is disabled, and one alert is sent
+    however often the disabled endpoint is asked for."""
+    async with open_env(tmp_path, clock, nowplaying_alert_webhook=receiver.url) as env:
+        assert (await env.connect(login_path="/login?with=recently-played")).status_code == 303
+        env.sim.limits.removed = frozenset({"recently-played"})
+        reads = env.services.runtime.hub.reads
+        await reads.now("demo")
+        with pytest.raises(RateLimited):  # the first is told from the window's by the next
+            await reads.recently_played("demo", 1)
+        assert "data-np-removed" not in (await env.client.get("/")).text
+        await clock.advance(31)
+        await reads.now("demo")
+        for _ in range(3):
+            with pytest.raises(Withdrawn):
+                await reads.recently_played("demo", 1)
+        page = (await env.client.get("/")).text
+        account = (await env.client.get("/api/account")).json()
+        await settle(_alerter(env), clock)
+    assert 'data-np-removed="recently-played"' in page
+    assert "recently-played card are not shown" in page
+    [removal] = account["spotifyRemoved"]
+    assert removal["endpoint"] == "recently-played"
+    assert "not shown" in removal["disabled"] and "extended quota" in removal["message"]
+    [body] = receiver.bodies
+    assert body["event"] == "read_withdrawn" and body["endpoint"] == "recently-played"
+    assert env.sim.limits.counts["removed_429"] == 2
 
 
 def _alerter(env: Env) -> Alerter:

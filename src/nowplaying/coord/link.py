@@ -37,15 +37,16 @@ def _named(kind: str) -> Callable[[object], str]:
 
 class Keys:
     """Every Redis key name: the app-wide pause and its reason, the call budget's window, learned
-    limits and active accounts; per name, a polling lease, a watch mark, the latest state, the
-    shared access token, a lock, the upstream's refusal of an account, a claimed owner alert and
-    the budget's count of one UTC day."""
+    limits and active accounts, the reads an upstream withdrew from the app; per name, a polling
+    lease, a watch mark, the latest state, the shared access token, a lock, the upstream's
+    refusal of an account, a claimed owner alert and the budget's count of one UTC day."""
 
     PAUSE = "np:pause"
     PAUSE_REASON = "np:pause:reason"
     BUDGET_CALLS = "np:budget:calls"
     BUDGET_LEARNED = "np:budget:learned"
     BUDGET_ACTIVE = "np:budget:active"
+    WITHDRAWN = "np:withdrawn"
     lease = staticmethod(_named("lease"))
     watch = staticmethod(_named("watch"))
     state = staticmethod(_named("state"))

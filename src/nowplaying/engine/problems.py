@@ -3,6 +3,10 @@
 A refusal (Spotify's development-mode 403s) is not an outage: polling again will not help, the
 app's owner must act in the Developer Dashboard. A refusal not seen again for ``ttl`` seconds is
 forgotten, so a note cannot outlive a fixed dashboard for long, even when another instance polls.
+
+A read the upstream withdrew from the app (:class:`~nowplaying.sources.base.Withdrawn`: Spotify's
+endpoints removed for development-mode apps) is no account's problem: it is noted app-wide, kept
+while this process has the read disabled, and shared for :data:`WITHDRAWN_TTL` through Redis.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from dataclasses import asdict, dataclass
 
 from nowplaying.clock import Clock
 from nowplaying.coord.link import Keys, RedisLink
-from nowplaying.sources.base import Refused
+from nowplaying.sources.base import Refused, Withdrawn
+
+WITHDRAWN_TTL = 86400.0
+"""Seconds another instance shows a withdrawn read after the last instance that met it said so."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +38,16 @@ def refusal_of(error: Refused, at: float) -> UpstreamRefusal:
     return UpstreamRefusal(error.kind, error.reason[:200], error.fix, at)
 
 
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A read the upstream no longer serves to the app: which, what goes without it, the fix."""
+
+    what: str
+    disabled: str
+    fix: str
+    at: float
+
+
 class AccountProblems:
     """The latest refusal per account: in this process, and in Redis when given one."""
 
@@ -39,6 +56,7 @@ class AccountProblems:
         self._ttl = ttl
         self.link = link
         self._refusals: dict[str, UpstreamRefusal] = {}
+        self._withdrawn: dict[str, Withdrawal] = {}
 
     async def note(self, account_id: str, error: Refused) -> UpstreamRefusal:
         """Remember that the upstream refused the account with ``error``."""
@@ -58,10 +76,29 @@ class AccountProblems:
         if self._refusals.pop(account_id, None) is not None and self.link is not None:
             await self.link.call(self.link.redis.delete(Keys.refusal(account_id)), None)
 
+    async def withdrawn(self, error: Withdrawn) -> bool:
+        """Remember, app-wide, that the upstream withdrew ``error.what``; whether this process
+        had not known it (the owner is then told)."""
+        old = self._withdrawn.get(error.what)
+        now = self._clock.now()
+        self._withdrawn[error.what] = Withdrawal(error.what, error.disabled, error.fix, now)
+        if self.link is not None and (old is None or now - old.at >= WITHDRAWN_TTL / 2):
+            payload = json.dumps(asdict(self._withdrawn[error.what]))
+            redis = self.link.redis
+            await self.link.call(redis.hset(Keys.WITHDRAWN, error.what, payload), None)
+            await self.link.call(redis.expire(Keys.WITHDRAWN, int(WITHDRAWN_TTL)), None)
+        return old is None
+
+    def withdrawals(self) -> list[Withdrawal]:
+        """The reads withdrawn from the app, by name."""
+        return [self._withdrawn[what] for what in sorted(self._withdrawn)]
+
     async def load(self, account_id: str) -> None:
-        """Take another instance's note of the account (before :meth:`get`, on a page)."""
+        """Take another instance's notes of the account and of withdrawn reads (before
+        :meth:`get` and :meth:`withdrawals`, on a page)."""
         if self.link is None:
             return
+        await self._load_withdrawn(self.link)
         raw = await self.link.call(self.link.redis.get(Keys.refusal(account_id)), None)
         if raw is None and self.link.degraded:  # unreachable: keep this process's note
             return
@@ -72,6 +109,15 @@ class AccountProblems:
             self._refusals[account_id] = UpstreamRefusal(**json.loads(raw))
         except (ValueError, TypeError):
             return
+
+    async def _load_withdrawn(self, link: RedisLink) -> None:
+        empty: dict[bytes | str, bytes | str] = {}
+        shared = await link.call(link.redis.hgetall(Keys.WITHDRAWN), empty)
+        for what, note in shared.items():
+            try:
+                self._withdrawn.setdefault(str(what), Withdrawal(**json.loads(note)))
+            except (ValueError, TypeError):
+                continue
 
     def get(self, account_id: str) -> UpstreamRefusal | None:
         """The account's refusal, unless it is older than the TTL."""

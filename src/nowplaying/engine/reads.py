@@ -1,7 +1,8 @@
 """The poll policy around a source's reads: who is told what a read met.
 
-A refusal is noted for the owner page and an answer clears it; a lost grant is handed to the
-owner's notices; the last played track is asked for only when the owner shows it and the grant
+A refusal is noted for the owner page and an answer clears it; a read the upstream withdrew from
+the app is noted app-wide and told to the owner once; a lost grant is handed to the owner's
+notices; the last played track is asked for only when the owner shows it and the grant
 tells it. A 429 is the pause's to handle, whichever read met it (:meth:`.pause.AppPause.hit`).
 """
 
@@ -12,7 +13,7 @@ from typing import Protocol
 from nowplaying.engine.pause import Notices
 from nowplaying.engine.problems import AccountProblems
 from nowplaying.models import NowPlaying, PlayedItem
-from nowplaying.sources.base import ReconnectRequired, Refused, Source
+from nowplaying.sources.base import ReconnectRequired, Refused, Source, Withdrawn
 from nowplaying.store import Account
 
 __all__ = ["AccountInfos", "Reads"]
@@ -45,6 +46,9 @@ class Reads:
         """What the account plays: one upstream read (the source's errors raised)."""
         try:
             playing = await self.source.now_playing(account_id)
+        except Withdrawn as e:
+            await self._withdrawn(e)
+            raise
         except Refused as e:
             if self._problems is not None:
                 await self._problems.note(account_id, e)
@@ -66,5 +70,19 @@ class Reads:
             return None
         if not self.source.tells_history(account.scopes):
             return None
-        items = await self.source.recently_played(account_id, 1)
+        items = await self.recently_played(account_id, 1)
         return items[0] if items else None
+
+    async def recently_played(self, account_id: str, limit: int) -> list[PlayedItem]:
+        """The account's last ``limit`` items (the source's errors raised, a withdrawal told)."""
+        try:
+            return await self.source.recently_played(account_id, limit)
+        except Withdrawn as e:
+            await self._withdrawn(e)
+            raise
+
+    async def _withdrawn(self, error: Withdrawn) -> None:
+        """The upstream withdrew a read from the app: noted for every owner page, told once."""
+        first = await self._problems.withdrawn(error) if self._problems is not None else True
+        if first and self._notices is not None:
+            self._notices.withdrawn(error.what, error.disabled, error.fix)

@@ -41,12 +41,16 @@ LONG_PAUSE = 3600.0
 """A pause at least this long is worth telling the owner (the rolling window passes in
 seconds; the quota lasts hours)."""
 DAY = 86400.0
+WITHDRAWN_NOTICE = 30 * DAY
+"""A read the upstream withdrew from the app is told once in this long (it is not coming back
+by itself; a restart that meets it again says nothing new)."""
 
 
 class Event(StrEnum):
     RECONNECT = "reconnect_needed"
     EXPIRES = "grant_expires_soon"
     PAUSED = "app_paused"
+    WITHDRAWN = "read_withdrawn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +135,18 @@ def pause_alert(until: float, reason: str, url: str, *, ttl: float) -> Alert:
         f" until then. Calls meanwhile extend the pause; nothing needs doing. {url}",
         ttl=ttl,
         fields={"until": _iso(until), "reason": reason, "url": url},
+    )
+
+
+def withdrawn_alert(what: str, disabled: str, fix: str, url: str) -> Alert:
+    return Alert(
+        Event.WITHDRAWN,
+        f"withdrawn:{what}",
+        f"Spotify removed {what} for this app",
+        f"nowplaying: Spotify no longer serves {what} to this app (removed for development-mode"
+        f" apps): {disabled}. It is disabled, not retried. {fix} {url}",
+        ttl=WITHDRAWN_NOTICE,
+        fields={"endpoint": what, "disabled": disabled, "url": url},
     )
 
 
@@ -270,6 +286,10 @@ class Alerter:
             until = self._clock.now() + retry_after
             alert = pause_alert(until, reason or RATE_LIMIT, self.owner_url, ttl=retry_after)
             self._offer(alert)
+
+    def withdrawn(self, what: str, disabled: str, fix: str) -> None:
+        """Spotify withdrew a read from the app (an endpoint removed for development mode)."""
+        self._offer(withdrawn_alert(what, disabled, fix, self.owner_url))
 
     def notify(self, alert: Alert) -> None:
         """Queue a ready alert."""

@@ -7,6 +7,8 @@ answered. Each source raises only this tree (its own errors subclass these)::
      ├── ReconnectRequired   the grant is gone: connecting again is the only fix
      ├── RateLimited         wait ``retry_after`` seconds; ``quota``: the long (hours) quota
      ├── Refused             the upstream refuses this account: ``kind``, ``reason``, ``fix``
+     │    └── Withdrawn       the upstream no longer serves one read (``what``) to this app, for
+     │                         any account: ``disabled`` says what goes without it
      └── Unavailable         no useful answer now (outage, timeout): try again later
           └── BadResponse    an answer the upstream's contract does not allow
 """
@@ -25,6 +27,7 @@ __all__ = [
     "Source",
     "SourceError",
     "Unavailable",
+    "Withdrawn",
 ]
 
 
@@ -77,6 +80,16 @@ class Refused(SourceError):
     def __init__(self, reason: str) -> None:
         SourceError.__init__(self, f"refused: {reason}")
         self.reason = reason
+
+
+class Withdrawn(Refused):
+    """The upstream no longer serves one of its reads (``what``) to this app, whichever account
+    asks: nothing to retry, and nothing an account's owner can reconnect. ``disabled`` says, for
+    a person, what the widget goes without."""
+
+    kind: ClassVar[str] = "withdrawn"
+    what: str = ""
+    disabled: str = ""
 
 
 class Unavailable(SourceError):

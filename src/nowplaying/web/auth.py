@@ -65,6 +65,7 @@ async def home(request: Request) -> Response:
         share=share,
         pause_note=owner.pause_note(svc.runtime.hub.pause),
         refusal=svc.runtime.problems.get(account.id) if svc.runtime.problems else None,
+        removed=owner.withdrawals(svc),
         budget_note=(await svc.runtime.client.budget.usage()).note()
         if svc.runtime.client.budget
         else None,

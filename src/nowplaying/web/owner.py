@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from nowplaying import schema
 from nowplaying.engine import accounts
+from nowplaying.engine.problems import Withdrawal
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.store import Account, AccountStatus, Pause
 from nowplaying.web.errors import PRIVATE, BadRequest, CrossSite, NotConnected, json_response
@@ -74,6 +75,12 @@ def describe(
         paused_until=round(pause.until * 1000) if pause else None,
         pause_reason=pause.reason if pause else None,
         spotify_refusal=_refusal(svc, account.id),
+        spotify_removed=tuple(
+            schema.SpotifyRemoval.model_validate(
+                {"endpoint": w.what, "disabled": w.disabled, "message": w.fix}
+            )
+            for w in withdrawals(svc)
+        ),
         reconsent_url=reconsent_url,
         budget=schema.Budget.model_validate(asdict(usage)) if usage is not None else None,
         push_token=push_token,
@@ -86,6 +93,11 @@ def push_links(svc: Services, token: str) -> schema.PushLinks:
         listenbrainz_url=svc.public_origin,
         web_scrobbler_url=f"{svc.public_origin}/hooks/web-scrobbler/{token}",
     )
+
+
+def withdrawals(svc: Services) -> list[Withdrawal]:
+    """The reads Spotify withdrew from the app (endpoints removed for development mode)."""
+    return svc.runtime.problems.withdrawals() if svc.runtime.problems is not None else []
 
 
 def _refusal(svc: Services, account_id: str) -> schema.SpotifyRefusal | None:

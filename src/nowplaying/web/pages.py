@@ -7,7 +7,7 @@ embed page's is :data:`EMBED_CSP`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse
 from nowplaying.cards.options import COVER_ACCENT, CardOptions, OverlayOptions
 from nowplaying.cards.png import SOCIAL_HEIGHT, SOCIAL_WIDTH
 from nowplaying.cards.themes import THEMES
-from nowplaying.engine.problems import UpstreamRefusal
+from nowplaying.engine.problems import UpstreamRefusal, Withdrawal
 from nowplaying.web.errors import PRIVATE
 
 EMBED_CSP = (
@@ -128,13 +128,15 @@ def home_connected(
     share: Share | None = None,
     pause_note: str | None = None,
     refusal: UpstreamRefusal | None = None,
+    removed: Sequence[Withdrawal] = (),
     budget_note: str | None = None,
     push: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """The owner's page. ``reconnect_reason`` (``unknown_key``, ``revoked``) says why a reconnect
     is needed; ``pause_note`` is Spotify's app-wide pause, when it is the long one; ``refusal``
-    Spotify's development-mode 403 for the account, with its fix; ``budget_note`` the call
-    budget in use; ``push`` the push token and the URLs players push to (``token``,
+    Spotify's development-mode 403 for the account, with its fix; ``removed`` the endpoints
+    Spotify removed for the app (development mode), each with what is disabled; ``budget_note``
+    the call budget in use; ``push`` the push token and the URLs players push to (``token``,
     ``listenbrainz_url``, ``web_scrobbler_url``)."""
     return _page(
         "home_connected.html",
@@ -145,6 +147,7 @@ def home_connected(
         reconnect_text=UNKNOWN_KEY_TEXT if reconnect_reason == "unknown_key" else REVOKED_TEXT,
         pause_note=pause_note,
         refusal=refusal,
+        removed=removed,
         budget_note=budget_note,
         share=share,
         push=push,

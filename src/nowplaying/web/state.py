@@ -45,7 +45,7 @@ class Services:
     def recent(self) -> RecentlyPlayed:
         """Recently played per account, read from the source at most once per TTL."""
         rt = self.runtime
-        return RecentlyPlayed(rt.source.recently_played, rt.clock)
+        return RecentlyPlayed(rt.hub.reads.recently_played, rt.clock)
 
 
 def services(request: Request) -> Services:

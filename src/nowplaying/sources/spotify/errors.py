@@ -106,7 +106,7 @@ class PremiumRequired(Forbidden):
     )
 
 
-class EndpointRemoved(Forbidden):
+class EndpointRemoved(Forbidden, base.Withdrawn):
     """Spotify no longer serves this endpoint to the app (development mode, since April 2026):
     every call, the first too, is a 429 without ``reason``. Disabled for the app, not a pause."""
 
@@ -116,10 +116,17 @@ class EndpointRemoved(Forbidden):
         " with 429. The widget goes on without it (no last-played track when the endpoint is"
         " recently-played); extended quota mode in the Spotify Developer Dashboard restores it."
     )
+    DISABLED: ClassVar[dict[str, str]] = {
+        "currently-playing": "the widget cannot show what plays on Spotify (tracks pushed from"
+        " players still reach it)",
+        "recently-played": "the last played track and the recently-played card are not shown",
+    }
+    """What goes without each endpoint, for the owner."""
 
     def __init__(self, endpoint: str) -> None:
         Forbidden.__init__(self, f"{endpoint} answers every call with 429 (removed for this app)")
-        self.endpoint = endpoint
+        self.endpoint = self.what = endpoint
+        self.disabled = self.DISABLED.get(endpoint, f"nothing is read from {endpoint}")
 
 
 def classify_forbidden(reason: str, *, response: httpx.Response | None = None) -> Forbidden:
