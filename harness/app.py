@@ -16,7 +16,12 @@ from harness.stores import CountingCipher, ProbedStore
 from nowplaying.clock import FakeClock
 from nowplaying.config import Settings
 from nowplaying.crypto import TokenCipher
-from nowplaying.runtime import make_cipher
+from nowplaying.runtime import (
+    LASTFM_SIM_PREFIX,
+    LISTENBRAINZ_SIM_PREFIX,
+    make_cipher,
+    simulated_upstreams,
+)
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, open_store
 from nowplaying.web import create_app
@@ -29,10 +34,14 @@ SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 CLIENT_ID = "cid"
 CLIENT_SECRET = "csecret-for-tests"
 """The Spotify app the simulator knows and the settings name."""
+LASTFM_KEY = "lfkey"
+LASTFM_SECRET = "lfsecret"
+"""The Last.fm API account the simulated Last.fm knows and the settings name."""
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for the app at ``ORIGIN`` against the simulator at ``http://sim.test``."""
+    """Settings for the app at ``ORIGIN`` against the simulator at ``http://sim.test`` (its
+    Last.fm and ListenBrainz under their demo prefixes there)."""
     values: dict[str, Any] = {
         "spotify_client_id": CLIENT_ID,
         "spotify_client_secret": CLIENT_SECRET,
@@ -42,6 +51,11 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "nowplaying_secret_key": SECRET_KEY,
         "nowplaying_database_url": f"sqlite:///{tmp_path}/nowplaying.sqlite3",
         "nowplaying_image_origins": ["http://sim.test"],
+        "lastfm_api_key": LASTFM_KEY,
+        "lastfm_api_secret": LASTFM_SECRET,
+        "lastfm_api_url": f"http://sim.test{LASTFM_SIM_PREFIX}/2.0/",
+        "lastfm_auth_url": f"http://sim.test{LASTFM_SIM_PREFIX}/api/auth/",
+        "listenbrainz_api_url": f"http://sim.test{LISTENBRAINZ_SIM_PREFIX}",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -93,7 +107,7 @@ async def published(env: Env) -> str:
 @contextlib.asynccontextmanager
 async def simulated(clock: FakeClock) -> AsyncIterator[tuple[Simulator, httpx.AsyncClient]]:
     """A fresh simulator that knows the app's client (no gaps between tracks), and a client for
-    it at ``http://sim.test``."""
+    it at ``http://sim.test`` (Last.fm and ListenBrainz under their demo prefixes)."""
     sim = Simulator(
         clock=clock,
         client_id=CLIENT_ID,
@@ -102,7 +116,8 @@ async def simulated(clock: FakeClock) -> AsyncIterator[tuple[Simulator, httpx.As
     )
     sim.player("demo").set_gaps(0)
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=sim.app), base_url="http://sim.test"
+        transport=httpx.ASGITransport(app=simulated_upstreams(sim, spotify_prefix="")),
+        base_url="http://sim.test",
     ) as sim_http:
         yield sim, sim_http
 

@@ -18,6 +18,8 @@ PLACEHOLDERS = frozenset({"", "changethis", "change-me", "secret", "xxx"})
 DEMO_CLIENT_ID = "nowplaying-demo"
 DEMO_CLIENT_SECRET = "nowplaying-demo-secret"
 DEMO_SECRET_KEY = "nowplaying-demo-key-not-for-production"
+DEMO_LASTFM_API_KEY = "nowplaying-demo-lastfm"
+DEMO_LASTFM_API_SECRET = "nowplaying-demo-lastfm-secret"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -144,8 +146,19 @@ class Settings(BaseSettings):
 
     @property
     def lastfm_configured(self) -> bool:
-        """Whether owners may connect Last.fm: a key and its secret are set."""
-        return bool(self.lastfm_api_key and self.lastfm_api_secret.get_secret_value())
+        """Whether owners may connect Last.fm: a key and its secret are set, or demo mode (the
+        simulated Last.fm, with :attr:`lastfm_key`)."""
+        return self.demo or bool(self.lastfm_api_key and self.lastfm_api_secret.get_secret_value())
+
+    @property
+    def lastfm_key(self) -> str:
+        """The Last.fm API key calls carry: the demo one for the simulated Last.fm in demo mode."""
+        return DEMO_LASTFM_API_KEY if self.demo else self.lastfm_api_key
+
+    @property
+    def lastfm_secret(self) -> SecretStr:
+        """The shared secret that signs ``auth.getSession`` (the demo one in demo mode)."""
+        return SecretStr(DEMO_LASTFM_API_SECRET) if self.demo else self.lastfm_api_secret
 
     @property
     def demo(self) -> bool:

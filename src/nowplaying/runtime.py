@@ -1,7 +1,8 @@
 """Wiring only: the long-lived parts built from settings, for the app's lifespan and the CLI alike.
 
-In demo mode the built-in simulator plays Spotify: the browser reaches it under ``/spotify-sim``
-on the app's own origin, and the server's calls go to it in-process.
+In demo mode the built-in simulator plays Spotify, Last.fm and ListenBrainz: the browser reaches
+them under ``/spotify-sim``, ``/lastfm-sim`` and ``/listenbrainz-sim`` on the app's own origin,
+and the server's calls go to them in-process.
 """
 
 from __future__ import annotations
@@ -32,12 +33,18 @@ from nowplaying.ops.alerts import Alerter, LocalClaims, RedisClaims
 from nowplaying.simulator import Simulator
 from nowplaying.sources.base import Source
 from nowplaying.sources.budget import CallBudget
+from nowplaying.sources.lastfm import LastFmClient
+from nowplaying.sources.listenbrainz import ListenBrainzClient
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.grants import TokenManager
 from nowplaying.sources.spotify.source import SpotifySource
 from nowplaying.store import Store, StoreError, open_store
 
 SIM_PREFIX = "/spotify-sim"
+LASTFM_SIM_PREFIX = "/lastfm-sim"
+"""The simulated Last.fm in demo mode: its API at ``/lastfm-sim/2.0/``, web auth at
+``/lastfm-sim/api/auth/``."""
+LISTENBRAINZ_SIM_PREFIX = "/listenbrainz-sim"
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +59,11 @@ class Runtime:
     client: SpotifyClient
     tokens: TokenManager
     hub: LiveHub
+    lastfm: LastFmClient
+    """Last.fm's client (its key and secret from the settings; the simulated one in demo)."""
+    listenbrainz: ListenBrainzClient
+    lastfm_auth_url: str
+    """Where an owner allows this app on Last.fm (``LASTFM_AUTH_URL``; the simulator's in demo)."""
     coord: Coordinator = field(default_factory=LocalCoordinator)
     """Shared with the hub and the tokens (the web layer's public-id cache listens on it)."""
     problems: AccountProblems | None = None
@@ -87,14 +99,37 @@ async def report_unreadable(store: Store) -> int:
 
 
 def demo_simulator(settings: Settings, clock: Clock, public_origin: str) -> Simulator:
-    """The simulator demo mode serves, registered for the configured redirect URI."""
-    return Simulator(
+    """The simulator demo mode serves, registered for the configured redirect URI (and its
+    Last.fm for the demo API key)."""
+    sim = Simulator(
         clock=clock,
         client_id=settings.client_id,
         client_secret=settings.client_secret.get_secret_value(),
         redirect_uris=(settings.spotify_redirect_uri,),
         public_url=f"{public_origin}{SIM_PREFIX}",
     )
+    sim.lastfm.keys[settings.lastfm_key] = settings.lastfm_secret.get_secret_value()
+    return sim
+
+
+def simulator_mounts(simulator: Simulator, spotify_prefix: str = SIM_PREFIX) -> list[Mount]:
+    """The simulated Spotify at ``spotify_prefix``, Last.fm and ListenBrainz at theirs (Spotify's
+    last: its prefix may be ``""``)."""
+    for app in (simulator.app, simulator.lastfm.app, simulator.listenbrainz.app):
+        # A Starlette app's trailing-slash redirect would copy the Host header's port.
+        app.router.redirect_slashes = False
+    return [
+        Mount(LASTFM_SIM_PREFIX, simulator.lastfm.app),
+        Mount(LISTENBRAINZ_SIM_PREFIX, simulator.listenbrainz.app),
+        Mount(spotify_prefix, simulator.app),
+    ]
+
+
+def simulated_upstreams(simulator: Simulator, spotify_prefix: str = SIM_PREFIX) -> Starlette:
+    """Every simulated upstream as one ASGI app, for the one HTTP client."""
+    app = Starlette(routes=simulator_mounts(simulator, spotify_prefix))
+    app.router.redirect_slashes = False
+    return app
 
 
 def make_cipher(settings: Settings) -> TokenCipher:
@@ -131,12 +166,34 @@ async def _start_alerts(
     return alerter
 
 
-def _upstream_urls(settings: Settings, public_origin: str, demo: bool) -> tuple[str, str]:
-    """The Accounts service and Web API the client calls: the simulator's, in demo mode."""
-    if demo and settings.demo:
-        accounts_url = f"{public_origin}{SIM_PREFIX}"
-        return accounts_url, f"{accounts_url}/v1"
-    return settings.spotify_accounts_url, settings.spotify_api_url
+@dataclass(frozen=True, slots=True)
+class Upstreams:
+    """Where the clients call: the configured services, or the simulators' in demo mode."""
+
+    accounts_url: str
+    api_url: str
+    lastfm_api_url: str
+    lastfm_auth_url: str
+    listenbrainz_api_url: str
+
+    @classmethod
+    def of(cls, settings: Settings, public_origin: str, simulated: bool) -> Upstreams:
+        if simulated and settings.demo:
+            lastfm = f"{public_origin}{LASTFM_SIM_PREFIX}"
+            return cls(
+                f"{public_origin}{SIM_PREFIX}",
+                f"{public_origin}{SIM_PREFIX}/v1",
+                f"{lastfm}/2.0/",
+                f"{lastfm}/api/auth/",
+                f"{public_origin}{LISTENBRAINZ_SIM_PREFIX}",
+            )
+        return cls(
+            settings.spotify_accounts_url,
+            settings.spotify_api_url,
+            settings.lastfm_api_url,
+            settings.lastfm_auth_url,
+            settings.listenbrainz_api_url,
+        )
 
 
 async def _open_http(
@@ -145,7 +202,7 @@ async def _open_http(
     """The one HTTP client for upstream calls (to the simulator in-process, when given one)."""
     transport = None
     if simulator is not None:
-        transport = httpx.ASGITransport(app=Starlette(routes=[Mount(SIM_PREFIX, simulator.app)]))
+        transport = httpx.ASGITransport(app=simulated_upstreams(simulator))
     return await stack.enter_async_context(
         httpx.AsyncClient(transport=transport, follow_redirects=False)
     )
@@ -160,6 +217,20 @@ def _open_link(
     link = RedisLink(settings.nowplaying_redis_url, clock=clock)
     stack.push_async_callback(link.close)
     return link
+
+
+def _pull_clients(
+    settings: Settings, http: httpx.AsyncClient, clock: Clock, up: Upstreams
+) -> tuple[LastFmClient, ListenBrainzClient]:
+    """Last.fm's and ListenBrainz's clients, on the one HTTP client."""
+    lastfm = LastFmClient(
+        http,
+        clock,
+        api_key=settings.lastfm_key,
+        api_secret=settings.lastfm_secret.get_secret_value(),
+        api_url=up.lastfm_api_url,
+    )
+    return lastfm, ListenBrainzClient(http, clock, api_url=up.listenbrainz_api_url)
 
 
 def _schedule(settings: Settings) -> Schedule:
@@ -191,7 +262,7 @@ async def open_runtime(
             stack.push_async_callback(store.close)
             await report_unreadable(store)
         http = http or await _open_http(stack, simulator)
-        accounts_url, api_url = _upstream_urls(settings, public_origin, simulator is not None)
+        up = Upstreams.of(settings, public_origin, simulator is not None)
         link = _open_link(settings, clock, stack)
         coord: Coordinator = RedisCoordinator(link) if link else LocalCoordinator()
         budget = CallBudget(
@@ -204,8 +275,8 @@ async def open_runtime(
             http,
             client_id=settings.client_id,
             client_secret=settings.client_secret,
-            accounts_url=accounts_url,
-            api_url=api_url,
+            accounts_url=up.accounts_url,
+            api_url=up.api_url,
             clock=clock,
             budget=budget,
         )
@@ -233,5 +304,17 @@ async def open_runtime(
         await hub.start()
         stack.push_async_callback(hub.close)
         yield Runtime(
-            settings, clock, store, http, client, tokens, hub, coord, problems, alerter, budget
+            settings,
+            clock,
+            store,
+            http,
+            client,
+            tokens,
+            hub,
+            *_pull_clients(settings, http, clock, up),
+            lastfm_auth_url=up.lastfm_auth_url,
+            coord=coord,
+            problems=problems,
+            alerts=alerter,
+            budget=budget,
         )

@@ -1,4 +1,5 @@
-"""The :class:`Simulator`: a simulated Spotify (accounts, Web API, covers, control) as an ASGI app.
+"""The :class:`Simulator`: a simulated Spotify (accounts, Web API, covers, control) as an ASGI app,
+with a simulated Last.fm and ListenBrainz beside it on the same clock.
 
 It knows nothing of the project's Spotify client: it is a second, independent reading of
 ``spotify-contract.md``, so a misunderstanding in one shows up as a failing test.
@@ -16,6 +17,8 @@ from starlette.routing import BaseRoute, Route
 
 from nowplaying.simulator import api, control, oauth
 from nowplaying.simulator.covers import parse_file, render_png
+from nowplaying.simulator.lastfm import LastFm
+from nowplaying.simulator.listenbrainz import ListenBrainz
 from nowplaying.simulator.world import World
 
 
@@ -25,6 +28,16 @@ class Simulator(World):
     @functools.cached_property
     def app(self) -> Starlette:
         return build_app(self, control_api=self.control)
+
+    @functools.cached_property
+    def lastfm(self) -> LastFm:
+        """The simulated Last.fm of the same world (its ``.app`` serves it)."""
+        return LastFm(self.clock)
+
+    @functools.cached_property
+    def listenbrainz(self) -> ListenBrainz:
+        """The simulated ListenBrainz of the same world (its ``.app`` serves it)."""
+        return ListenBrainz(self.clock)
 
 
 def build_app(sim: World, *, control_api: bool = True) -> Starlette:

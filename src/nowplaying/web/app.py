@@ -1,7 +1,8 @@
 """The app factory, :func:`create_app`: nothing happens at import time.
 
-In demo mode the built-in simulator is mounted at ``/spotify-sim``: the browser reaches its
-consent page on the same origin, and the server's calls go to it in-process.
+In demo mode the built-in simulator is mounted at ``/spotify-sim`` (its Last.fm at ``/lastfm-sim``,
+its ListenBrainz at ``/listenbrainz-sim``): the browser reaches the consent pages on the same
+origin, and the server's calls go to them in-process.
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ from nowplaying.ops.logs import REQUEST_ID_HEADER, current_request_id
 from nowplaying.ops.metrics import Metrics
 from nowplaying.ops.mqtt import start_mqtt
 from nowplaying.ops.webhooks import Webhooks
-from nowplaying.runtime import SIM_PREFIX, Runtime, demo_simulator, open_runtime
+from nowplaying.runtime import (
+    LASTFM_SIM_PREFIX,
+    LISTENBRAINZ_SIM_PREFIX,
+    SIM_PREFIX,
+    Runtime,
+    demo_simulator,
+    open_runtime,
+    simulator_mounts,
+)
 from nowplaying.schema import ErrorCode, error
 from nowplaying.simulator import Simulator
 from nowplaying.store import Store, StoreError
@@ -213,9 +222,7 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     if simulator is not None:
-        # The simulator is a Starlette app too: its trailing-slash redirect would copy Host's port.
-        simulator.app.router.redirect_slashes = False
-        found.append(Mount(SIM_PREFIX, app=simulator.app))
+        found.extend(simulator_mounts(simulator))
     return found
 
 
@@ -234,7 +241,7 @@ def middleware(settings: Settings, app_metrics: Metrics, clock: Clock) -> list[M
             # name this site.
             hosts=settings.allowed_hosts,
             host_exempt_paths=("/healthz", "/metrics"),
-            header_exempt_prefixes=(SIM_PREFIX,),
+            header_exempt_prefixes=(SIM_PREFIX, LASTFM_SIM_PREFIX, LISTENBRAINZ_SIM_PREFIX),
             observe_latency=bool(settings.nowplaying_metrics_token.get_secret_value()),
         ),
     ]
