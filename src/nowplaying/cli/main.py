@@ -43,7 +43,7 @@ from nowplaying.simulator import Simulator
 from nowplaying.sources.spotify.errors import ReconnectRequired, SpotifyError
 from nowplaying.store import StoreError, open_store
 from nowplaying.web import create_app
-from nowplaying.web.detach import detachable
+from nowplaying.web.fast import server_protocol
 from nowplaying.web.guard import Guard, limits_of, protocol_class
 from nowplaying.web.security import origin_of, printable
 from nowplaying.web.sse import stream_capacity
@@ -177,7 +177,7 @@ def _serve_app(
     """Serve until a signal; the shutdown drains streams and is bounded (see web/lifecycle.py)."""
     guard = Guard(limits_of(settings), trusted_proxies=settings.nowplaying_trusted_proxies)
     http = protocol_class(str(options.get("http", "auto")))
-    guarded = {**options, "http": guard.protocol(detachable(http))}
+    guarded = {**options, "http": server_protocol(http, guard, app.state.fast)}
     app.state.metrics.count_edge(guard.counts)
     server = GracefulServer(
         uvicorn.Config(app, **guarded),  # type: ignore[arg-type]

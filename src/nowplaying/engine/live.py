@@ -128,6 +128,16 @@ class LiveHub:
             sub.close()
             w.last_request = max(w.last_request, self._clock.now())
 
+    def touch(self, account_id: str) -> Snapshot | None:
+        """As :meth:`current` for a request answered without waiting (the web's fast path):
+        the state once a poll has been seen, else None."""
+        w = self._watches.get(account_id)
+        if w is None or not w.fresh.is_set():
+            return None
+        w.last_request = self._clock.now()
+        self._ensure_poller(w)
+        return w.snapshot
+
     def peek(self, account_id: str) -> Snapshot | None:
         """The last known state, without starting anything."""
         w = self._watches.get(account_id)

@@ -4,7 +4,8 @@ Upstream responses are counted by an httpx response hook, so no client changes t
 Request durations run to the start of the response (an event stream counts until its headers)
 and are labelled by route template, so the label set stays bounded. The engine's and the token
 manager's counters are read when scraped.
-Connections the guard (``web/guard.py``) closed are counted by reason.
+Connections the guard (``web/guard.py``) closed are counted by reason, the fast path's
+(``web/fast.py``) answers by route.
 """
 
 from __future__ import annotations
@@ -71,18 +72,17 @@ class _EngineCollector(Collector):
         )
 
 
-class _EdgeCollector(Collector):
-    def __init__(self) -> None:
+class _CountsCollector(Collector):
+    """A counter kept as a mapping elsewhere (label value -> count), read at each scrape."""
+
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
         self.counts: Mapping[str, int] = {}
 
     def collect(self) -> Iterable[Metric]:
-        family = CounterMetricFamily(
-            "nowplaying_edge_closed",
-            "Connections the guard closed, by reason (deadlines, caps, the descriptor reserve).",
-            labels=["reason"],
-        )
-        for reason, count in sorted(self.counts.items()):
-            family.add_metric([reason], count)
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in sorted(self.counts.items()):
+            family.add_metric([value], count)
         yield family
 
 
@@ -114,8 +114,18 @@ class Metrics:
         )
         self._engine = _EngineCollector()
         self.registry.register(self._engine)
-        self._edge = _EdgeCollector()
+        self._edge = _CountsCollector(
+            "nowplaying_edge_closed",
+            "Connections the guard closed, by reason (deadlines, caps, the descriptor reserve).",
+            "reason",
+        )
         self.registry.register(self._edge)
+        self._fast = _CountsCollector(
+            "nowplaying_fast_answers",
+            "Requests answered by the fast path (pre-encoded answers), by route template.",
+            "route",
+        )
+        self.registry.register(self._fast)
 
     def watch(self, http: httpx.AsyncClient) -> None:
         """Count every response ``http`` receives (an httpx event hook; the client is unchanged
@@ -133,6 +143,10 @@ class Metrics:
     def count_edge(self, counts: Mapping[str, int]) -> None:
         """Read the connection guard's closings (by reason) at each scrape."""
         self._edge.counts = counts
+
+    def count_fast(self, counts: Mapping[str, int]) -> None:
+        """Read the fast path's answers (by route template) at each scrape."""
+        self._fast.counts = counts
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -25,6 +25,7 @@ from nowplaying.web.errors import (
     ServiceUnavailable,
     json_response,
 )
+from nowplaying.web.fast import REUSE_SECONDS, hold
 from nowplaying.web.state import Services, services
 
 
@@ -87,8 +88,15 @@ events = BareEndpoint(_events)
 async def _now_playing(request: Request) -> Response:
     svc = services(request)
     account_id = await _account_id(request, svc)
-    snap = await svc.runtime.hub.current(account_id)
-    return snapshot_response(snap, svc.runtime.clock.now(), svc.runtime.hub.poll_seconds)
+    hub = svc.runtime.hub
+    snap = await hub.current(account_id)
+    now = svc.runtime.clock.now()
+    response = snapshot_response(snap, now, hub.poll_seconds)
+    session = svc.sessions.held(request)
+    if session is not None and snap is not None:
+        still = session  # (for the type checker: not None from here)
+        hold(request.scope, now + REUSE_SECONDS, lambda: still() and hub.touch(account_id) is snap)
+    return response
 
 
 now_playing = BareEndpoint(_now_playing)

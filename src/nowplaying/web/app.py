@@ -60,6 +60,7 @@ from nowplaying.web import (
 )
 from nowplaying.web.edge import Edge
 from nowplaying.web.errors import PRIVATE, PRIVATE_RAW, Refusal, json_response
+from nowplaying.web.fast import FastAnswers
 from nowplaying.web.limits import rules
 from nowplaying.web.published import PublishedAccounts
 from nowplaying.web.security import origin_of
@@ -119,10 +120,14 @@ def create_app(
                 if services is not None:
                     services.cards.close()  # the PNG worker process, if one started
 
+    # Behind a trusted proxy the client's address is a header's: the fast path leaves it to
+    # the edge (the proxy's own cache is the fast path there).
+    fast = None if settings.nowplaying_trusted_proxies else FastAnswers(clock)
+    app_metrics.count_fast(fast.counts if fast is not None else {})
     app = Starlette(
         routes=routes(simulator),
         lifespan=lifespan,
-        middleware=middleware(settings, app_metrics, clock),
+        middleware=middleware(settings, app_metrics, clock, fast),
         exception_handlers={
             Refusal: _refused,
             HTTPException: _http_error,
@@ -135,6 +140,7 @@ def create_app(
     # like //evil.example/ would become a protocol-relative one): a trailing slash is a 404.
     app.router.redirect_slashes = False
     app.state.metrics = app_metrics
+    app.state.fast = fast
     return app
 
 
@@ -226,7 +232,9 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
     return found
 
 
-def middleware(settings: Settings, app_metrics: Metrics, clock: Clock) -> list[Middleware]:
+def middleware(
+    settings: Settings, app_metrics: Metrics, clock: Clock, fast: FastAnswers | None = None
+) -> list[Middleware]:
     """The edge (limits, hosts, security headers, request ids), behind trusted proxies if any."""
     stack = [
         Middleware(
@@ -243,6 +251,7 @@ def middleware(settings: Settings, app_metrics: Metrics, clock: Clock) -> list[M
             host_exempt_paths=("/healthz", "/metrics"),
             header_exempt_prefixes=(SIM_PREFIX, LASTFM_SIM_PREFIX, LISTENBRAINZ_SIM_PREFIX),
             observe_latency=bool(settings.nowplaying_metrics_token.get_secret_value()),
+            fast=fast,
         ),
     ]
     if settings.nowplaying_trusted_proxies:

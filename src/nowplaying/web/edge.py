@@ -18,6 +18,7 @@ from nowplaying.clock import Clock
 from nowplaying.ops.logs import REQUEST_ID_NAME, enter_request, leave_request, request_id
 from nowplaying.ops.metrics import Metrics
 from nowplaying.web.errors import BadRequest, BodyTooLarge, Refusal
+from nowplaying.web.fast import FastAnswers
 from nowplaying.web.limits import (
     DEFAULT_RULES,
     MAX_BODY,
@@ -92,6 +93,10 @@ def response_headers(
     return kept, content_type is not None and content_type.startswith(EVENT_STREAM)
 
 
+def _as_sent(scope: Scope, send: Send) -> Send:
+    return send
+
+
 class Edge:
     """Request id, limits, rate limits, host check, security headers, access log and metrics."""
 
@@ -108,6 +113,7 @@ class Edge:
         max_body: int = MAX_BODY,
         max_headers: int = MAX_HEADERS,
         observe_latency: bool = True,
+        fast: FastAnswers | None = None,
     ) -> None:
         self.app = app
         # Nobody can read the histogram while /metrics is off: no need to fill it.
@@ -118,6 +124,11 @@ class Edge:
         self.header_exempt = header_exempt_prefixes
         self.max_body = max_body
         self.max_headers = max_headers
+        self.recording = _as_sent if fast is None else fast.recording
+        """``send`` as the app's answers leave the edge: the fast path records those it may
+        serve again."""
+        if fast is not None:
+            fast.bind(self.buckets, self.latency, max_headers)
 
     def _limited(self, scope: Scope, size: int, declared: bytes | None) -> Refusal | None:
         """The 431/413/429 a request gets before anything else, if any."""
@@ -131,6 +142,7 @@ class Edge:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        send = self.recording(scope, send)
         size, host, incoming, declared, chunked = _read(scope["headers"])
         rid = request_id(incoming)
         holder, token = enter_request(rid)

@@ -167,6 +167,8 @@ class _Guarded(asyncio.Protocol):
     _body: asyncio.TimerHandle | None = None
     _write: asyncio.TimerHandle | None = None
     _pending = 0
+    served = 0
+    """Requests the fast path (``web/fast.py``) answered on this connection, if it is there."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -205,7 +207,11 @@ class _Guarded(asyncio.Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        served = self.served
         super().data_received(data)
+        if self.served != served:  # the fast path answered: the next head has its deadline
+            self._cancel_head()
+            self._unfinished(False)
         cycle = self.cycle
         if cycle is not None and cycle is not self._seen:  # a request's headers arrived
             self._seen = cycle

@@ -99,15 +99,17 @@ class Buckets:
 
     def wait(self, scope: Scope) -> float:
         """0 if the request may go on (a token taken), else the seconds until it may."""
-        path = scope["path"]
-        rule = next((r for r in self.rules if r.matches(path)), None)
-        if rule is None:
-            return 0.0
         client = scope.get("client") or ("unknown", 0)
-        wait = self._take(rule, str(client[0]))
+        wait = self.take(scope["path"], str(client[0]))
         if wait > 0:
             self.refused += 1
         return wait
+
+    def take(self, path: str, client: str) -> float:
+        """As :meth:`wait` for a request to ``path`` from ``client``, not counting a refusal
+        (the fast path's check: a refused request goes on to the edge, which counts it)."""
+        rule = next((r for r in self.rules if r.matches(path)), None)
+        return 0.0 if rule is None else self._take(rule, client)
 
     def _take(self, rule: Rule, client: str) -> float:
         """Take one token; 0 if allowed, else the seconds until one is available."""

@@ -47,10 +47,14 @@ class Latency:
 
     def observe(self, scope: Scope, status: int, started: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
-        key = (route, scope["method"], status)
+        self.observe_route(route, scope["method"], status, started)
+
+    def observe_route(self, route: str, method: str, status: int, started: float) -> None:
+        """:meth:`observe` for a request known by its route template and method."""
+        key = (route, method, status)
         child = self._latency.get(key)
         if child is None:
-            child = self.metrics.latency.labels(route, scope["method"], str(status))
+            child = self.metrics.latency.labels(route, method, str(status))
             if len(self._latency) < LATENCY_CHILDREN:
                 self._latency[key] = child
         child.observe(time.perf_counter() - started)

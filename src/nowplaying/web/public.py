@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from nowplaying.cards import png
-from nowplaying.cards.cache import CardKey, Format, RenderedCard, card_clock
+from nowplaying.cards.cache import CARD_STEP, CardKey, Format, RenderedCard, card_clock
 from nowplaying.cards.card import card_etag, render_bad_option, render_card
 from nowplaying.cards.options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
 from nowplaying.engine.snapshot import view_of
@@ -25,6 +26,7 @@ from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.web import pages
 from nowplaying.web.api import BareEndpoint
 from nowplaying.web.errors import NotFound, json_response, raw_headers
+from nowplaying.web.fast import REUSE_SECONDS, hold
 from nowplaying.web.state import Services, services
 
 OPEN_PREFIXES = (
@@ -71,11 +73,15 @@ async def state_of(
 
 async def as_json(request: Request) -> Response:
     svc = services(request)
-    account = await svc.published.get(request.path_params["public_id"])
+    public_id = request.path_params["public_id"]
+    account = await svc.published.get(public_id)
     if account is None:
         raise NotFound
     state = await state_of(svc, account)
     if not (isinstance(state, Error) and state.error is ErrorCode.UNAVAILABLE):
+        still = _standing(svc, public_id, account)
+        if still is not None:
+            hold(request.scope, svc.runtime.clock.now() + REUSE_SECONDS, still)
         return json_response(state, headers=PUBLIC_JSON_RAW)
     pause = svc.runtime.hub.pause  # Spotify's own Retry-After, when the app is paused
     wait = pause.until - svc.runtime.clock.now() if pause else svc.runtime.hub.poll_seconds
@@ -108,18 +114,37 @@ async def _image(request: Request, fmt: Format) -> Response:
     drawn_at = card_clock(svc.runtime.clock.now())
     cover = None
     state: State = error(ErrorCode.NOT_FOUND)
+    public_id = request.path_params["public_id"]
+    still = None
     try:
-        account = await svc.published.get(request.path_params["public_id"])
+        account = await svc.published.get(public_id)
     except StoreError:  # the card is an image whatever happens (a CryptoError: app.py)
         account, state = None, error(ErrorCode.UNAVAILABLE)
     if account is not None:
         state = await state_of(svc, account, wait=SVG_BUDGET * 0.6, now=drawn_at)
+        still = _standing(svc, public_id, account) if fmt is Format.SVG else None
         image = None if Hide.COVER in options.hide else _link(state, "album_image_url")
         if image:
             with contextlib.suppress(TimeoutError):
                 async with svc.runtime.clock.timeout(deadline - svc.runtime.clock.now()):
                     cover = await svc.covers.data_uri(image)
-    return await _card(request, CardKey(state, options, cover, drawn_at), fmt)
+            if cover is None:
+                still = None  # the next request tries the cover again
+    response = await _card(request, CardKey(state, options, cover, drawn_at), fmt)
+    if still is not None:
+        hold(request.scope, drawn_at + CARD_STEP, still)
+    return response
+
+
+def _standing(svc: Services, public_id: str, account: Account) -> Callable[[], bool] | None:
+    """A check that what ``account``'s answer was made from still stands: the link as this
+    instance holds it and the engine's snapshot (each check keeps the poller going, as a request
+    does); None when there is nothing to hold on to."""
+    hub, published = svc.runtime.hub, svc.published
+    snap = hub.peek(account.id)
+    if snap is None or account.status is AccountStatus.RECONNECT_REQUIRED:
+        return None
+    return lambda: published.cached(public_id) is account and hub.touch(account.id) is snap
 
 
 async def reconnect_card(request: Request) -> Response:

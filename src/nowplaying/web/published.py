@@ -49,6 +49,11 @@ class PublishedAccounts:
         self._cache[public_id] = (now + CACHE_SECONDS, account)
         return account
 
+    def cached(self, public_id: str) -> Account | None:
+        """The account this instance holds for ``public_id`` now, without asking the store."""
+        hit = self._cache.get(public_id)
+        return hit[1] if hit is not None and self._clock.now() < hit[0] else None
+
     async def forget(self, account_id: str) -> None:
         """The account's public link changed: drop it here at once and on every instance."""
         await self._coord.announce_public_change(account_id)

@@ -168,10 +168,15 @@ def log_access(scope: Scope, status: int, started: float) -> None:
     states, and without a push token (:func:`loggable`). (Guarded: the arguments cost more than
     the disabled call.)"""
     if access_log.isEnabledFor(logging.INFO):
-        access_log.info(
-            "%s %s %s %.1fms",
-            scope.get("method", "-"),
-            printable(loggable(scope["path"])),
-            status or "-",
-            (time.perf_counter() - started) * 1000,
-        )
+        log_access_line(scope.get("method", "-"), scope["path"], status, started)
+
+
+def log_access_line(method: str, path: str, status: int, started: float) -> None:
+    """The access line itself (the fast path's, and :func:`log_access`'s)."""
+    access_log.info(
+        "%s %s %s %.1fms",
+        method,
+        printable(loggable(path)),
+        status or "-",
+        (time.perf_counter() - started) * 1000,
+    )

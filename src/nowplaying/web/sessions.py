@@ -100,6 +100,16 @@ class Sessions:
         self._cache[header] = (now + CACHE_SECONDS, account.id, account.status, cookie)
         return account.id, account.status
 
+    def held(self, request: Request) -> Callable[[], bool] | None:
+        """Whether the memo entry :meth:`account` answered ``request`` from still stands, as a
+        check to call later (the fast path's); None when there is none."""
+        header = _cookie_header(request.scope["headers"])
+        entry = self._cache.get(header) if header is not None else None
+        if entry is None:
+            return None
+        cache, clock = self._cache, self._clock
+        return lambda: cache.get(header) is entry and clock.now() < entry[0]  # type: ignore[arg-type]
+
     def forget_account(self, account_id: str) -> None:
         """Drop cached lookups for an account (logout, reconnect, status change)."""
         self._forget(lambda entry: entry[1] == account_id)

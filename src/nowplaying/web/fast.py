@@ -1,0 +1,329 @@
+"""The fast path: the hot public routes answered from pre-encoded bytes, below the ASGI app.
+
+Bare Starlette on httptools reaches about a quarter of what nginx serves from a file, so no
+answer through the ASGI stack can do much better. A handler that can tell how long its answer
+holds gives it a :class:`Ticket` (:func:`hold`); the edge records the answer as sent (status
+line, every header, body) under the request's :func:`key_of`; and the protocol answers the
+next identical request on the connection straight from those bytes, with a fresh ``Date`` and
+request id, while the ticket holds. What the edge does for every request is done here too:
+the per-address rate limit (a refusal goes the normal way, which answers the 429), the header
+size limit, the latency histogram and the access line; the ``Host`` is part of the key, so only
+a host the edge let through ever matches. Anything unusual (another header that matters, a
+body, a parser with half a request, a paused writer) goes the normal way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import Message, Scope, Send
+
+from nowplaying.clock import Clock
+from nowplaying.ops.logs import REQUEST_ID_NAME, enter_request, leave_request
+from nowplaying.web.detach import detachable
+from nowplaying.web.guard import Guard
+from nowplaying.web.limits import MAX_HEADERS, Buckets
+from nowplaying.web.metrics import Latency
+from nowplaying.web.security import access_log, log_access_line
+
+TICKET = "nowplaying.fast"
+"""The scope key a handler sets (:func:`hold`) when its answer may be served again."""
+REUSE_SECONDS = 1.0
+"""How long a JSON answer is served again: its ``at`` says when its progress held, and the
+widget moves on from there (as an event stream's view, reused for a second)."""
+MAX_ANSWERS = 4096
+
+Key = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
+"""(method, request target as sent, ``Host``, ``If-None-Match``, ``Cookie`` where it matters)."""
+
+_HEAD = re.compile(
+    rb"(?:GET|HEAD) [\x21-\x7e]+ HTTP/1\.1"
+    rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*)*"
+)
+"""A request head the fast path reads; anything else (HTTP/1.0, folded or odd lines) is the
+parser's."""
+_OTHERS = frozenset(
+    (
+        REQUEST_ID_NAME,
+        b"content-length",
+        b"transfer-encoding",
+        b"upgrade",
+        b"expect",
+        b"forwarded",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+    )
+)
+"""Request headers that change what the edge or the server does: such a request goes the
+normal way."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """How long an answer may be served again: until the clock reaches ``until``, and while
+    ``holds()`` (which also does what the request would have done, e.g. keep a poller going)."""
+
+    until: float
+    holds: Callable[[], bool]
+
+
+def hold(scope: Scope, until: float, holds: Callable[[], bool]) -> None:
+    """Offer the answer about to be sent for the fast path, until ``until`` while ``holds()``."""
+    scope[TICKET] = Ticket(until, holds)
+
+
+def key_of(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> Key | None:
+    """What an answer is recorded and found under; None for a request that goes the normal way.
+    ``headers`` as the server hands them to the app (names in lower case, values stripped)."""
+    if method not in (b"GET", b"HEAD"):
+        return None
+    host = etags = cookie = None
+    for name, value in headers:
+        if name == b"host":
+            if host is not None:
+                return None
+            host = value
+        elif name == b"if-none-match":
+            if etags is not None:
+                return None
+            etags = value
+        elif name == b"cookie":
+            if cookie is not None:
+                return None
+            cookie = value
+        elif name == b"connection":
+            if value.lower() != b"keep-alive":
+                return None
+        elif name in _OTHERS:
+            return None
+    if host is None:
+        return None
+    # The public routes read no cookie: a visitor's cookies for the site do not split them.
+    return method, target, host, etags, None if target.startswith(b"/p/") else cookie
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status_line: bytes
+    headers: bytes
+    """Every header after the server's own (``Date``) and before the request id, encoded."""
+    body: bytes
+    ticket: Ticket
+    path: str
+    route: str
+    method: str
+    status: int
+
+
+class FastAnswers:
+    """The recorded answers of one app, and the fast path's copy of the edge's checks."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.answers: dict[Key, _Answer] = {}
+        self.counts: Counter[str] = Counter()
+        """Answers served by the fast path, by route template."""
+        self.buckets: Buckets | None = None
+        self.latency: Latency | None = None
+        self.max_headers = MAX_HEADERS
+        self._status_lines: dict[int, bytes] | None = None
+        """The server's status lines; None until a protocol that can serve fast is made."""
+        self._dates: tuple[object, bytes] = (None, b"")
+
+    @property
+    def enabled(self) -> bool:
+        return self._status_lines is not None
+
+    def bind(self, buckets: Buckets, latency: Latency | None, max_headers: int) -> None:
+        """The edge's rate limits, latency histogram and header limit (the edge calls this)."""
+        self.buckets, self.latency, self.max_headers = buckets, latency, max_headers
+
+    def protocol(self, base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
+        """``base`` (uvicorn's HTTP protocol class) with the fast path in front of its parser;
+        only httptools' protocol, whose encoding :meth:`record` follows, gets one."""
+        if base.__module__ != "uvicorn.protocols.http.httptools_impl":
+            return base
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE  # noqa: PLC0415
+
+        self._status_lines = STATUS_LINE
+        return type(f"Fast{base.__name__}", (_Fast, base), {"fast": self})
+
+    def recording(self, scope: Scope, send: Send) -> Send:
+        """``send`` keeping the answer to a GET or HEAD whose handler offered it (:func:`hold`),
+        as the edge sends it (the edge wraps its ``send`` with this)."""
+        if scope["method"] not in ("GET", "HEAD") or not self.enabled:
+            return send
+        start: list[Message] = []
+
+        async def send_recorded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                if TICKET in scope:
+                    start.append(message)
+            elif start and not message.get("more_body", False):
+                self.record(
+                    scope, start[0]["status"], start[0]["headers"], message.get("body", b"")
+                )
+            await send(message)
+
+        return send_recorded
+
+    def record(
+        self, scope: Scope, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Keep an answer as the server will encode it."""
+        ticket: Ticket = scope[TICKET]
+        lines = self._status_lines
+        if lines is None or status not in (200, 304) or not headers:
+            return
+        *kept, last = headers
+        if last[0] != REQUEST_ID_NAME:
+            return
+        names = {name.lower() for name, _ in kept}
+        if (status == 200 and b"content-length" not in names) or names & {
+            b"connection",
+            b"transfer-encoding",
+        }:
+            return  # uvicorn would add or act on a framing header
+        query = scope["query_string"]
+        target = scope["raw_path"] + (b"?" + query if query else b"")
+        key = key_of(scope["method"].encode(), target, scope["headers"])
+        if key is None:
+            return
+        if len(self.answers) >= MAX_ANSWERS:
+            self.answers.clear()
+        self.answers[key] = _Answer(
+            lines[status],
+            b"".join(b"%s: %s\r\n" % (name.lower(), value) for name, value in kept),
+            b"" if scope["method"] == "HEAD" else body,
+            ticket,
+            scope["path"],
+            getattr(scope.get("route"), "path", "unmatched"),
+            scope["method"],
+            status,
+        )
+
+    def answer(self, head: bytes, proto: Any) -> bytes | None:
+        """The bytes answering the request ``head`` (without its blank line), or None."""
+        if not _HEAD.fullmatch(head):
+            return None
+        started = time.perf_counter()
+        lines = head.split(b"\r\n")
+        method, target, _ = lines[0].split(b" ")
+        headers = []
+        size = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            value = value.strip(b" \t")
+            size += len(name) + len(value)
+            headers.append((name.lower(), value))
+        key = key_of(method, target, headers) if size <= self.max_headers else None
+        found = self.answers.get(key) if key is not None else None
+        if found is None:
+            return None
+        ticket = found.ticket
+        if self.clock.now() >= ticket.until or not ticket.holds():
+            self.answers.pop(key, None)  # type: ignore[arg-type]
+            return None
+        client = proto.client
+        if self.buckets is not None and self.buckets.take(
+            found.path, str(client[0]) if client else "unknown"
+        ):
+            return None  # the normal path answers the 429 (and counts it)
+        rid = os.urandom(8).hex()
+        self.counts[found.route] += 1
+        if self.latency is not None:
+            self.latency.observe_route(found.route, found.method, found.status, started)
+        if access_log.isEnabledFor(logging.INFO):
+            holder, token = enter_request(rid)
+            log_access_line(found.method, found.path, found.status, started)
+            leave_request(holder, token)
+        return b"".join(
+            (
+                found.status_line,
+                self._date(proto.server_state.default_headers),
+                found.headers,
+                b"x-request-id: ",
+                rid.encode(),
+                b"\r\n\r\n",
+                found.body,
+            )
+        )
+
+    def _date(self, default: list[tuple[bytes, bytes]]) -> bytes:
+        """The server's own headers (``Date``), encoded once per second."""
+        seen, encoded = self._dates
+        if default is not seen:
+            encoded = b"".join(b"%s: %s\r\n" % pair for pair in default)
+            self._dates = (default, encoded)
+        return encoded
+
+
+class _Fast(asyncio.Protocol):
+    """The fast path's half of a protocol class (the other half is uvicorn's httptools one)."""
+
+    fast: FastAnswers
+    transport: asyncio.Transport
+    cycle: Any
+    served = 0
+    """Requests this connection had answered by the fast path (the guard watches it)."""
+    _parsing = False
+
+    def on_message_begin(self) -> None:
+        self._parsing = True
+        super().on_message_begin()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        self._parsing = False
+        super().on_message_complete()  # type: ignore[misc]
+
+    def _idle(self) -> bool:
+        """Whether the server holds nothing of an earlier request (so answers stay in order)."""
+        cycle = self.cycle
+        return not (
+            self._parsing
+            or (cycle is not None and not cycle.response_complete)
+            or self.pipeline  # type: ignore[attr-defined]
+            or self.flow.write_paused  # type: ignore[attr-defined]
+            or self.transport.is_closing()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if not self._idle():
+            super().data_received(data)
+            return
+        start = served = 0
+        while (end := data.find(b"\r\n\r\n", start)) >= 0:
+            out = self.fast.answer(data[start:end], self)
+            if out is None:
+                break
+            self.transport.write(out)
+            served += 1
+            start = end + 4
+        if served:
+            self.served += served
+            self.server_state.total_requests += served  # type: ignore[attr-defined]
+            self._unset_keepalive_if_required()  # type: ignore[attr-defined]
+        if start < len(data):
+            super().data_received(data[start:] if start else data)
+        elif served:  # as uvicorn does after a response: the keep-alive timeout runs again
+            self.timeout_keep_alive_task = self.loop.call_later(  # type: ignore[attr-defined]
+                self.timeout_keep_alive,  # type: ignore[attr-defined]
+                self.timeout_keep_alive_handler,  # type: ignore[attr-defined]
+            )
+
+
+def server_protocol(
+    http: type[asyncio.Protocol], guard: Guard, fast: FastAnswers | None
+) -> type[asyncio.Protocol]:
+    """uvicorn's protocol class ``http`` as ``nowplaying serve`` runs it: under the guard,
+    detachable (event streams), with the fast path in front of the parser where it can be."""
+    return guard.protocol(detachable(http if fast is None else fast.protocol(http)))

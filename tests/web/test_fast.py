@@ -1,0 +1,276 @@
+"""The fast path (``web/fast.py``): answers equal to the normal path's, byte for byte (but
+``Date`` and the request id), invalidated by a change, under the edge's rate limit, host check,
+metrics and access log. The app runs on the fake clock behind a real uvicorn server (httptools,
+guarded, detachable, as ``nowplaying serve`` runs it) in the test's own loop, so both paths
+answer at the same instant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from harness.app import Env, open_env
+
+from nowplaying.clock import FakeClock
+from nowplaying.web.fast import FastAnswers, key_of, server_protocol
+from nowplaying.web.guard import Guard, protocol_class
+
+pytestmark = pytest.mark.anyio
+
+HOST = "np.test"
+METRICS_TOKEN = "metrics-token-for-the-fast-path-tests"
+
+
+@contextlib.asynccontextmanager
+async def serving(env: Env) -> AsyncIterator[int]:
+    """``env``'s app (already started) behind uvicorn on a free port: the port."""
+    pytest.importorskip("httptools")
+    http = server_protocol(protocol_class("httptools"), Guard(), env.app.state.fast)
+    config = uvicorn.Config(
+        env.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http=http
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def served(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Env, int, str]]:
+    """A connected, published account behind a real server: (env, port, public id)."""
+    async with open_env(tmp_path, clock, nowplaying_metrics_token=METRICS_TOKEN) as env:
+        assert (await env.connect()).status_code == 303
+        public_id = await env.publish()
+        async with serving(env) as port:
+            yield env, port, public_id
+
+
+def request(method: str, target: str, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {HOST}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_answer(reader: asyncio.StreamReader, method: str) -> bytes:
+    """One whole answer: its head and (unless HEAD or 304) its ``Content-Length`` of body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    bodyless = method == "HEAD" or status == 304
+    return head + (b"" if bodyless else await reader.readexactly(length))
+
+
+async def exchange(port: int, *writes: tuple[bytes, list[str]]) -> list[bytes]:
+    """On one connection, each write (one or more requests, pipelined) then its answers (one
+    per method listed) before the next write."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answers = []
+    try:
+        for wire, methods in writes:
+            writer.write(wire)
+            answers += [await read_answer(reader, method) for method in methods]
+    finally:
+        writer.close()
+    return answers
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def unstamped(answer: bytes) -> bytes:
+    """``answer`` without its ``Date`` and ``X-Request-Id`` lines (each answer's own)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    kept = [
+        line
+        for line in head.split(b"\r\n")
+        if not line.lower().startswith((b"date:", b"x-request-id:"))
+    ]
+    return b"\r\n".join(kept) + b"\r\n\r\n" + body
+
+
+def title_of(answer: bytes) -> str:
+    title: str = json.loads(answer.partition(b"\r\n\r\n")[2])["title"]
+    return title
+
+
+def fast_of(env: Env) -> FastAnswers:
+    found: FastAnswers = env.app.state.fast
+    return found
+
+
+def cookie_of(env: Env) -> str:
+    return "; ".join(f"{name}={value}" for name, value in env.client.cookies.items())
+
+
+async def twice(port: int, method: str, target: str, headers: dict[str, str]) -> list[bytes]:
+    """The same request twice on one connection: the normal path's answer, then the fast's."""
+    wire = request(method, target, headers)
+    return await exchange(port, (wire, [method]), (wire, [method]))
+
+
+async def test_fast_answers_equal_the_normal_ones_byte_for_byte(
+    served: tuple[Env, int, str],
+) -> None:
+    """Each hot route and variant (HEAD, card options, a 304, the owner's /api/spotify) is
+    answered first by the app, then by the fast path with the same status line, headers in the
+    same order and body; each fast answer is counted under its route."""
+    env, port, public_id = served
+    card = f"/p/{public_id}.svg"
+    first = await exchange(port, (request("GET", card), ["GET"]))
+    etag = next(
+        line.split(b": ", 1)[1].decode()
+        for line in first[0].split(b"\r\n")
+        if line.lower().startswith(b"etag:")
+    )
+    assert b"data:image/png;base64," in first[0]  # the card with its cover
+    owner = {"Cookie": cookie_of(env)}
+    variants = [
+        ("GET", f"/p/{public_id}.json", {}, "/p/{public_id}.json", 200),
+        ("HEAD", f"/p/{public_id}.json", {}, "/p/{public_id}.json", 200),
+        ("HEAD", card, {}, "/p/{public_id}.svg", 200),
+        ("GET", f"{card}?theme=dark&size=compact", {}, "/p/{public_id}.svg", 200),
+        ("GET", card, {"If-None-Match": etag}, "/p/{public_id}.svg", 304),
+        ("GET", card, {"If-None-Match": f'W/{etag}, "other"'}, "/p/{public_id}.svg", 304),
+        ("GET", "/api/spotify", owner, "/api/spotify", 200),
+        ("HEAD", "/api/spotify", owner, "/api/spotify", 200),
+    ]
+    fast = fast_of(env)
+    for method, target, headers, route, status in variants:
+        before = fast.counts[route]
+        normal, quick = await twice(port, method, target, headers)
+        assert status_of(normal) == status, (target, normal[:200])
+        assert unstamped(quick) == unstamped(normal), (method, target, headers)
+        assert fast.counts[route] == before + 1, (method, target, headers)
+        assert quick.count(b"\r\nx-request-id: ") == 1
+        assert quick.split(b"\r\n", 2)[1].startswith(b"date: ")  # where uvicorn puts it
+    # The card asked first, then again: fast too, and the same bytes.
+    again = await exchange(port, (request("GET", card), ["GET"]))
+    assert unstamped(again[0]) == unstamped(first[0])
+
+
+async def test_a_track_change_ends_the_fast_answer_and_sse_agrees(
+    served: tuple[Env, int, str],
+) -> None:
+    """After a skip the next answer is the app's (not counted as fast), names the new track as
+    the event stream's first event does, and is then served fast."""
+    env, port, public_id = served
+    target = f"/p/{public_id}.json"
+    fast = fast_of(env)
+    old = (await twice(port, "GET", target, {}))[1]
+    assert fast.counts["/p/{public_id}.json"] == 1
+    env.sim.player("demo").skip()
+    hub = env.services.runtime.hub
+    version = hub.peek("demo").version  # type: ignore[union-attr]
+    for _ in range(100):  # polls on the fake clock until the engine has seen the skip
+        await env.clock.advance(1)
+        if hub.peek("demo").version != version:  # type: ignore[union-attr]
+            break
+    normal, quick = await twice(port, "GET", target, {})
+    assert fast.counts["/p/{public_id}.json"] == 2  # the first after the change was the app's
+    title = hub.peek("demo").playing.item.title  # type: ignore[union-attr]
+    assert title_of(old) != title
+    assert title_of(normal) == title
+    assert unstamped(quick) == unstamped(normal)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request("GET", f"/p/{public_id}/events"))
+    try:
+        while not (line := await reader.readline()).startswith(b"data:"):
+            assert line, "the stream ended before its first event"
+    finally:
+        writer.close()
+    assert json.loads(line.removeprefix(b"data:"))["title"] == title
+
+
+async def test_the_rate_limit_applies_to_fast_answers(
+    served: tuple[Env, int, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The public burst (120) holds across both paths: the 121st request from one address is a
+    429 from the edge (counted once), every answer has its access line and latency sample."""
+    caplog.set_level(logging.INFO, logger="nowplaying.access")
+    env, port, public_id = served
+    target = f"/p/{public_id}.json"
+    answers = await exchange(
+        port, (request("GET", target), ["GET"]), (request("GET", target) * 129, ["GET"] * 129)
+    )
+    assert [status_of(a) for a in answers] == [200] * 120 + [429] * 10
+    assert fast_of(env).counts["/p/{public_id}.json"] == 119  # the first was the app's
+    lines = [r.getMessage() for r in caplog.records if r.name == "nowplaying.access"]
+    assert sum(line.startswith(f"GET {target} 200 ") for line in lines) == 120
+    assert sum(line.startswith(f"GET {target} 429 ") for line in lines) == 0  # before the edge
+    scrape = request("GET", "/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+    metrics = (await exchange(port, (scrape, ["GET"])))[0].decode()
+    assert 'nowplaying_fast_answers_total{route="/p/{public_id}.json"} 119.0' in metrics
+    count = 'nowplaying_http_request_duration_seconds_count{method="GET",'
+    assert f'{count}route="/p/{{public_id}}.json",status="200"}} 120.0' in metrics
+
+
+async def test_an_unknown_host_is_refused_though_an_answer_is_recorded(
+    served: tuple[Env, int, str],
+) -> None:
+    """The ``Host`` is part of what an answer is found by: another host gets the edge's 400."""
+    env, port, public_id = served
+    target = f"/p/{public_id}.json"
+    await twice(port, "GET", target, {})
+    wire = f"GET {target} HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode()
+    assert status_of((await exchange(port, (wire, ["GET"])))[0]) == 400
+    assert fast_of(env).counts["/p/{public_id}.json"] == 1
+
+
+async def test_pipelined_requests_are_answered_in_order_across_both_paths(
+    served: tuple[Env, int, str],
+) -> None:
+    """Fast, normal, fast in one write: three answers in the order asked."""
+    env, port, public_id = served
+    target = f"/p/{public_id}.json"
+    await twice(port, "GET", target, {})
+    wire = request("GET", target) + request("GET", "/healthz") + request("GET", target)
+    answers = await exchange(port, (wire, ["GET"] * 3))
+    assert [b'"ok":true' in a for a in answers] == [False, True, False]
+    assert all(b'"title"' in a for a in (answers[0], answers[2]))
+    assert fast_of(env).counts["/p/{public_id}.json"] == 2  # the third waited for the app
+
+
+@pytest.mark.parametrize(
+    ("headers", "found"),
+    [
+        ([(b"host", b"h")], True),
+        ([(b"host", b"h"), (b"connection", b"keep-alive")], True),
+        ([(b"host", b"h"), (b"connection", b"close")], False),
+        ([(b"host", b"h"), (b"x-request-id", b"mine")], False),
+        ([(b"host", b"h"), (b"content-length", b"0")], False),
+        ([(b"host", b"h"), (b"x-forwarded-for", b"1.2.3.4")], False),
+        ([(b"host", b"h"), (b"host", b"h")], False),
+        ([], False),
+    ],
+)
+def test_requests_that_go_the_normal_way(headers: list[tuple[bytes, bytes]], found: bool) -> None:
+    """Headers that change what the edge or the server does take a request the normal way."""
+    assert (key_of(b"GET", b"/p/x.json", headers) is not None) is found
+
+
+def test_public_routes_ignore_cookies_and_the_api_does_not() -> None:
+    with_cookie: list[tuple[bytes, bytes]] = [(b"host", b"h"), (b"cookie", b"a=1")]
+    assert key_of(b"GET", b"/p/x.json", with_cookie) == key_of(
+        b"GET", b"/p/x.json", [(b"host", b"h")]
+    )
+    assert key_of(b"GET", b"/api/spotify", with_cookie) != key_of(
+        b"GET", b"/api/spotify", [(b"host", b"h")]
+    )
+    assert key_of(b"POST", b"/p/x.json", with_cookie) is None
