@@ -56,6 +56,16 @@ async def test_login_hammering_is_rate_limited(env: Env) -> None:
     assert env.sim.calls["token"] == 0
 
 
+@pytest.mark.parametrize(
+    "path", ["/login/lastfm", "/callback/lastfm", "/login/listenbrainz", "/callback"]
+)
+async def test_every_sign_in_route_shares_the_login_limit(env: Env, path: str) -> None:
+    """Ten /login, then any other sign-in route: refused, the same bucket; /p/ is not in it."""
+    assert all([(await env.client.get("/login")).status_code == 302 for _ in range(10)])
+    assert (await env.client.get(path)).status_code == 429
+    assert (await env.client.get("/p/nothing.json")).status_code == 404
+
+
 async def test_public_flood_is_limited_after_the_burst_and_costs_one_call(connected: Env) -> None:
     """200 quick /p/{id}.json: 120 answered, then 429s; exactly one currently-playing call."""
     public_id = (await connected.client.post("/api/account/publish", headers=SAME)).json()[

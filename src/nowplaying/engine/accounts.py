@@ -9,14 +9,15 @@ sessions' lookups) are the web layer's to drop, right after the call.
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from typing import Protocol
 
 from nowplaying.clock import Clock
 from nowplaying.coord.base import Coordinator
 from nowplaying.engine.live import LiveHub
-from nowplaying.models import Grant, Token
+from nowplaying.models import Grant, SourceKind, Token
 from nowplaying.sources.base import BadResponse
-from nowplaying.store import Account, AccountStatus, LoginState, Store
+from nowplaying.store import Account, AccountStatus, LoginState, SourceLink, Store, widget_id
 
 TERMINAL_BROWSER = "terminal:nowplaying-login"
 """The ``browser`` of a pending login started by ``nowplaying login``. A browser fingerprint is
@@ -80,6 +81,62 @@ async def disconnect_account(parts: Parts, account_id: str) -> None:
     await parts.tokens.drop(account_id)
     await parts.hub.forget(account_id)
     await parts.coord.announce_public_change(account_id)  # its public link dies everywhere
+
+
+class LinkedElsewhere(Exception):
+    """The source's user is linked to another widget already (one widget per source user: who
+    signs in with it must land on one widget)."""
+
+
+async def connect_source(parts: Parts, link: SourceLink, *, owner: str | None) -> Account:
+    """Link a source that is not Spotify (Last.fm, ListenBrainz): link or create.
+
+    Signed in (``owner``): the source is linked to the owner's widget (replacing one of its
+    kind), unless another widget has this user linked (:class:`LinkedElsewhere`). Not signed in:
+    the widget this user is linked to, its secret renewed; else a new widget with the source as
+    its first (``widget_id``; a suffix when a widget kept that id after unlinking the source).
+    ``link.account_id`` is ignored. Returns the widget signed in to.
+    """
+    found = await parts.store.account_of_source(link.kind, link.user_name)
+    if owner is not None and found not in {None, owner}:
+        raise LinkedElsewhere(link.kind)
+    target = owner or found
+    if target is None:
+        account = await _new_widget(parts, link)
+    else:
+        await parts.store.put_source(replace(link, account_id=target))
+        got = await parts.store.get_account_info(target)
+        if got is None:  # deleted meanwhile
+            raise LookupError(target)
+        account = got
+    await parts.hub.restart(account.id)  # read the new source now; viewers stay
+    await parts.coord.announce_public_change(account.id)
+    return account
+
+
+async def _new_widget(parts: Parts, link: SourceLink) -> Account:
+    aid = widget_id(link.kind, link.user_name)
+    if await parts.store.get_account_info(aid) is not None:
+        aid = f"{aid}:{secrets.token_hex(4)}"
+    account = Account(
+        id=aid,
+        display_name=link.user_name,
+        refresh_token="",
+        scopes=frozenset(),
+        consented_at=parts.clock.now(),
+        spotify=False,
+    )
+    await parts.store.add_widget(account, replace(link, account_id=aid))
+    return account
+
+
+async def unlink_source(parts: Parts, account_id: str, kind: SourceKind) -> None:
+    """Remove the widget's source of ``kind`` (the caller keeps a way to sign in)."""
+    await parts.store.delete_source(account_id, kind)
+    if kind is SourceKind.SPOTIFY:
+        await parts.tokens.drop(account_id)
+    await parts.hub.restart(account_id)
+    await parts.coord.announce_public_change(account_id)
 
 
 def terminal_login_state(

@@ -45,6 +45,7 @@ from nowplaying.store import Store, StoreError
 from nowplaying.web import (
     api,
     auth,
+    connect,
     dropin,
     metrics,
     openapi,
@@ -195,6 +196,10 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/", auth.home),
         Route("/login", auth.login),
         Route("/callback", auth.callback),
+        Route("/login/lastfm", connect.lastfm_login),
+        Route("/callback/lastfm", connect.lastfm_callback),
+        Route("/login/listenbrainz", connect.listenbrainz_page),
+        Route("/login/listenbrainz", connect.listenbrainz_submit, methods=["POST"]),
         Route("/logout", auth.logout, methods=["POST"]),
         Route("/api/spotify/events", api.events),
         Route("/api/account", owner.get_account),

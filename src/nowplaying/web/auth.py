@@ -110,7 +110,7 @@ async def login(request: Request) -> Response:
             LoginState(state, verifier, browser, now, frozenset(scopes))
         )
     except StoreError:
-        return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
+        return fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
     return response
 
 
@@ -125,26 +125,20 @@ async def callback(request: Request) -> Response:
     params = request.query_params
     state = params.get("state")
     if not state or len(state) > 200:
-        return _fail(request, "Sign-in failed", "The sign-in response had no valid state.", 400)
-    login = await _pending_login(request, state)
+        return fail(request, "Sign-in failed", "The sign-in response had no valid state.", 400)
+    login = await pending_login(request, state)
     if login is None:
-        return _fail(
-            request,
-            "Sign-in failed",
-            "This sign-in link is unknown, expired, already used, or was started in another "
-            "browser. Please start again.",
-            400,
-        )
+        return stale_login(request)
     error = params.get("error")
     if error == "access_denied":
-        return _fail(
+        return fail(
             request, "Not connected", "You chose not to connect Spotify. Nothing was stored.", 403
         )
     if error:
-        return _fail(request, "Sign-in failed", "Spotify did not complete the sign-in.", 400)
+        return fail(request, "Sign-in failed", "Spotify did not complete the sign-in.", 400)
     code = params.get("code")
     if not code or len(code) > 2048:
-        return _fail(request, "Sign-in failed", "The sign-in response had no code.", 400)
+        return fail(request, "Sign-in failed", "The sign-in response had no code.", 400)
 
     grant = await _exchange(request, code, login)
     if isinstance(grant, Response):
@@ -159,7 +153,7 @@ async def callback(request: Request) -> Response:
             response = RedirectResponse("/", status_code=303)
             await svc.sessions.start(request, response, account.id)
     except StoreError:
-        return _fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
+        return fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
     svc.sessions.forget_account(account.id)
     if not terminal:
         svc.sessions.clear_login(response)
@@ -168,7 +162,7 @@ async def callback(request: Request) -> Response:
     return response
 
 
-async def _pending_login(request: Request, state: str) -> LoginState | None:
+async def pending_login(request: Request, state: str) -> LoginState | None:
     """The login ``state`` belongs to, taken (single use), if this browser may complete it."""
     svc = services(request)
     login = await svc.runtime.store.take_login(state)
@@ -193,29 +187,29 @@ async def _exchange(request: Request, code: str, login: LoginState) -> Grant | R
             code_verifier=login.code_verifier,
         )
     except InvalidGrant:
-        return _fail(request, "Sign-in expired", "That sign-in code is no longer valid.", 400)
+        return fail(request, "Sign-in expired", "That sign-in code is no longer valid.", 400)
     except Forbidden as e:
         log.warning(
             "Spotify refused the profile read (%s): %s", type(e).__name__, printable(e.reason, 80)
         )
-        return _fail(request, "Spotify refused access", e.fix, 403)
+        return fail(request, "Spotify refused access", e.fix, 403)
     except (InvalidClient, InvalidRequest):
         log.error("Spotify refused this app's credentials; check SPOTIFY_CLIENT_ID/SECRET")
-        return _fail(request, "Sign-in failed", "Spotify refused this app's credentials.", 502)
+        return fail(request, "Sign-in failed", "Spotify refused this app's credentials.", 502)
     except RateLimited as e:
-        return _fail(
+        return fail(
             request, "Spotify is busy", "Too many requests; try again shortly.", 503, e.retry_after
         )
     except SpotifyError as e:
         log.warning("code exchange failed: %s", type(e).__name__)
-        return _fail(request, "Spotify is unavailable", "Please try again in a moment.", 503)
+        return fail(request, "Spotify is unavailable", "Please try again in a moment.", 503)
 
 
 async def logout(request: Request) -> Response:
     """Disconnect: forget the session, the account's tokens and its cached data."""
     svc = services(request)
     if not same_origin(request, svc.public_origin):
-        return _fail(request, "Refused", "Disconnecting must be done from this site.", 403)
+        return fail(request, "Refused", "Disconnecting must be done from this site.", 403)
     session = await svc.sessions.current(request)
     response = RedirectResponse("/", status_code=303)
     if session is not None:
@@ -225,7 +219,18 @@ async def logout(request: Request) -> Response:
     return response
 
 
-def _fail(
+def stale_login(request: Request) -> Response:
+    """The page for a callback whose state is not a login this browser may complete."""
+    return fail(
+        request,
+        "Sign-in failed",
+        "This sign-in link is unknown, expired, already used, or was started in another "
+        "browser. Please start again.",
+        400,
+    )
+
+
+def fail(
     request: Request, title: str, message: str, status: int, retry_after: float | None = None
 ) -> Response:
     response = pages.error_page(title, message, status=status, demo=services(request).demo)

@@ -33,13 +33,16 @@ def rules(*, login_per_minute: float = 20.0, public_per_second: float = 10.0) ->
     """The limits; a rate of 0 leaves that group unlimited."""
     chosen = []
     if login_per_minute > 0:
-        chosen.append(
-            Rule("login", lambda p: p in ("/login", "/callback"), login_per_minute / 60, 10)
-        )
+        chosen.append(Rule("login", _signs_in, login_per_minute / 60, 10))
     if public_per_second > 0:
         # Generous: README image proxies (GitHub's camo) fetch for many viewers from few addresses.
         chosen.append(Rule("public", lambda p: p.startswith("/p/"), public_per_second, 120))
     return tuple(chosen)
+
+
+def _signs_in(path: str) -> bool:
+    """Spotify's login and callback, and each other source's (``/login/lastfm``...)."""
+    return path in {"/login", "/callback"} or path.startswith(("/login/", "/callback/"))
 
 
 DEFAULT_RULES = rules()

@@ -154,6 +154,17 @@ def home_connected(
     )
 
 
+def connect_listenbrainz(*, message: str | None, status: int, demo: bool) -> HTMLResponse:
+    """The form that takes a ListenBrainz user token; ``message`` says what was wrong."""
+    return _page(
+        "connect_listenbrainz.html",
+        status=status,
+        title="Connect ListenBrainz",
+        message=message,
+        demo=demo,
+    )
+
+
 def terminal_done(*, demo: bool) -> HTMLResponse:
     """The browser's end of a login handed over by ``nowplaying login``."""
     return _page("terminal_done.html", title="Connected", demo=demo)
