@@ -12,15 +12,12 @@ from urllib.parse import urljoin
 
 import httpx
 
-from harness.app import Env, make_settings, serve_app, simulated
+from harness.app import LASTFM_KEY, LASTFM_SECRET, Env, make_settings, serve_app, simulated
 from harness.helpers import FormParser
 from harness.live_server import free_port, serve
 from nowplaying.clock import FakeClock, SystemClock
 from nowplaying.simulator.lastfm import LastFm
 from nowplaying.simulator.listenbrainz import ListenBrainz
-
-LASTFM_KEY = "np-test-lastfm-key"
-LASTFM_SECRET = "np-test-lastfm-secret"
 
 
 @dataclass

@@ -11,10 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from harness.app import ORIGIN, SAME, Env
+from harness.app import LASTFM_KEY, ORIGIN, SAME, Env
 from harness.live_server import free_port
 from harness.upstreams import (
-    LASTFM_KEY,
     Upstreams,
     env_with_upstreams,
     lastfm_allow,

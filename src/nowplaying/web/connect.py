@@ -17,14 +17,14 @@ from starlette.responses import RedirectResponse, Response
 
 from nowplaying.engine.accounts import LinkedElsewhere, connect_source, is_terminal_login
 from nowplaying.models import SourceKind
-from nowplaying.sources import lastfm, listenbrainz
+from nowplaying.sources import lastfm
 from nowplaying.sources.base import RateLimited, SourceError
 from nowplaying.store import LoginState, SourceLink, StoreError
 from nowplaying.web import pages
 from nowplaying.web.auth import fail, pending_login, stale_login
 from nowplaying.web.security import same_origin
 from nowplaying.web.sessions import LOGIN_TTL
-from nowplaying.web.state import Services, services
+from nowplaying.web.state import services
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +35,6 @@ MAX_TOKEN = 200
 LABELS = {SourceKind.LASTFM: "Last.fm", SourceKind.LISTENBRAINZ: "ListenBrainz"}
 
 
-def lastfm_client(svc: Services) -> lastfm.LastFmClient:
-    settings = svc.runtime.settings
-    return lastfm.LastFmClient(
-        svc.runtime.http,
-        svc.runtime.clock,
-        api_key=settings.lastfm_api_key,
-        api_secret=settings.lastfm_api_secret.get_secret_value(),
-        api_url=settings.lastfm_api_url,
-    )
-
-
-def listenbrainz_client(svc: Services) -> listenbrainz.ListenBrainzClient:
-    settings = svc.runtime.settings
-    return listenbrainz.ListenBrainzClient(
-        svc.runtime.http, svc.runtime.clock, api_url=settings.listenbrainz_api_url
-    )
-
-
 async def lastfm_login(request: Request) -> Response:
     """Send the browser to Last.fm's consent page; it comes back to ``/callback/lastfm``."""
     svc = services(request)
@@ -61,7 +43,7 @@ async def lastfm_login(request: Request) -> Response:
         return fail(request, "Last.fm is not set up", "This server has no Last.fm API key.", 404)
     state = secrets.token_urlsafe(32)
     callback = f"{svc.public_origin}/callback/lastfm?{urllib.parse.urlencode({'state': state})}"
-    url = lastfm.auth_url(settings.lastfm_auth_url, settings.lastfm_api_key, callback)
+    url = lastfm.auth_url(svc.runtime.lastfm_auth_url, settings.lastfm_key, callback)
     response = RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
     browser = svc.sessions.bind_browser(response)
     now = svc.runtime.clock.now()
@@ -88,7 +70,7 @@ async def lastfm_callback(request: Request) -> Response:
     if not token or len(token) > MAX_TOKEN:
         return fail(request, "Not connected", "Last.fm did not send a sign-in token.", 400)
     try:
-        name, session_key = await lastfm_client(services(request)).session(token)
+        name, session_key = await services(request).runtime.lastfm.session(token)
     except lastfm.TokenRefused:
         return fail(request, "Not connected", "Last.fm did not accept the sign-in.", 400)
     except lastfm.KeyRefused:
@@ -116,7 +98,7 @@ async def listenbrainz_submit(request: Request) -> Response:
     if not token or len(token) > MAX_TOKEN or not token.isprintable():
         return _token_page(request, "Paste your ListenBrainz user token.", 400)
     try:
-        name = await listenbrainz_client(svc).validate_token(token)
+        name = await svc.runtime.listenbrainz.validate_token(token)
     except SourceError as e:
         return _unavailable(request, "ListenBrainz", e)
     if name is None:
