@@ -19,7 +19,7 @@ from harness.app import Env, open_env
 
 from nowplaying.clock import FakeClock
 from nowplaying.web.fast import FastAnswers, key_of, server_protocol
-from nowplaying.web.guard import Guard, protocol_class
+from nowplaying.web.guard import Guard, Limits, protocol_class
 
 pytestmark = pytest.mark.anyio
 
@@ -28,10 +28,10 @@ METRICS_TOKEN = "metrics-token-for-the-fast-path-tests"
 
 
 @contextlib.asynccontextmanager
-async def serving(env: Env) -> AsyncIterator[int]:
+async def serving(env: Env, guard: Guard | None = None) -> AsyncIterator[int]:
     """``env``'s app (already started) behind uvicorn on a free port: the port."""
     pytest.importorskip("httptools")
-    http = server_protocol(protocol_class("httptools"), Guard(), env.app.state.fast)
+    http = server_protocol(protocol_class("httptools"), guard or Guard(), env.app.state.fast)
     config = uvicorn.Config(
         env.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http=http
     )
@@ -245,6 +245,42 @@ async def test_pipelined_requests_are_answered_in_order_across_both_paths(
     assert [b'"ok":true' in a for a in answers] == [False, True, False]
     assert all(b'"title"' in a for a in (answers[0], answers[2]))
     assert fast_of(env).counts["/p/{public_id}.json"] == 2  # the third waited for the app
+
+
+async def test_an_if_none_match_that_matches_nothing_is_not_kept(
+    served: tuple[Env, int, str],
+) -> None:
+    """Any client can send any ETag: a 200 asked with one goes the normal way every time."""
+    env, port, public_id = served
+    normal, again = await twice(port, "GET", f"/p/{public_id}.svg", {"If-None-Match": '"x"'})
+    assert (status_of(normal), status_of(again)) == (200, 200)
+    assert fast_of(env).counts["/p/{public_id}.svg"] == 0
+    assert not fast_of(env).answers
+
+
+async def test_fast_answers_restart_the_guard_header_deadline(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A keep-alive connection asking within the header deadline each time is served past it
+    (each fast answer starts the next request's deadline); once idle, it is closed at it."""
+    guard = Guard(Limits(header_seconds=0.4))
+    async with open_env(tmp_path, clock) as env:
+        assert (await env.connect()).status_code == 303
+        target = f"/p/{await env.publish()}.json"
+        async with serving(env, guard) as port:
+            await exchange(port, (request("GET", target), ["GET"]))  # recorded
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                for _ in range(6):  # 0.9 s in all, each within 0.4 s of the last answer
+                    writer.write(request("GET", target))
+                    assert status_of(await read_answer(reader, "GET")) == 200
+                    await asyncio.sleep(0.15)
+                assert guard.counts["header_deadline"] == 0
+                assert await reader.read() == b""  # closed by the server, idle
+            finally:
+                writer.close()
+    assert fast_of(env).counts["/p/{public_id}.json"] == 6
+    assert guard.counts["header_deadline"] == 1
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,8 @@ TICKET = "nowplaying.fast"
 REUSE_SECONDS = 1.0
 """How long a JSON answer is served again: its ``at`` says when its progress held, and the
 widget moves on from there (as an event stream's view, reused for a second)."""
-MAX_ANSWERS = 4096
+MAX_ANSWERS = 1024
+"""Answers kept at most (bodies are shared: the card cache's and a view's bytes)."""
 
 Key = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
 """(method, request target as sent, ``Host``, ``If-None-Match``, ``Cookie`` where it matters)."""
@@ -196,8 +197,8 @@ class FastAnswers:
         query = scope["query_string"]
         target = scope["raw_path"] + (b"?" + query if query else b"")
         key = key_of(scope["method"].encode(), target, scope["headers"])
-        if key is None:
-            return
+        if key is None or (key[3] is not None and status != 304):
+            return  # an If-None-Match that matched nothing is the client's to choose: not kept
         if len(self.answers) >= MAX_ANSWERS:
             self.answers.clear()
         self.answers[key] = _Answer(
