@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -281,6 +282,34 @@ async def test_fast_answers_restart_the_guard_header_deadline(
                 writer.close()
     assert fast_of(env).counts["/p/{public_id}.json"] == 6
     assert guard.counts["header_deadline"] == 1
+
+
+async def test_a_pipelining_reader_that_stops_reading_meets_the_write_deadline(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """400 cards asked at once by a reader that takes nothing: the fast path stops writing once
+    the kernel holds bytes back (the rest waits in uvicorn's flow control), and the guard drops
+    the connection at the write deadline."""
+    guard = Guard(Limits(write_seconds=0.5))
+    async with open_env(tmp_path, clock, nowplaying_public_rate_per_second=0) as env:
+        assert (await env.connect()).status_code == 303
+        target = f"/p/{await env.publish()}.svg"
+        async with serving(env, guard) as port:
+            await exchange(port, (request("GET", target), ["GET"]))  # recorded
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            try:
+                await asyncio.get_running_loop().sock_sendall(sock, request("GET", target) * 400)
+                for _ in range(1000):
+                    if guard.counts["write_deadline"]:
+                        break
+                    await asyncio.sleep(0.01)
+            finally:
+                sock.close()
+    assert guard.counts["write_deadline"] == 1
+    assert 0 < fast_of(env).counts["/p/{public_id}.svg"] < 400
 
 
 @pytest.mark.parametrize(

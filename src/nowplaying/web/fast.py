@@ -309,6 +309,8 @@ class _Fast(asyncio.Protocol):
             self.transport.write(out)
             served += 1
             start = end + 4
+            if self.flow.write_paused:  # type: ignore[attr-defined]
+                break  # a reader behind: the rest waits in uvicorn's flow control
         if served:
             self.served += served
             self.server_state.total_requests += served  # type: ignore[attr-defined]
