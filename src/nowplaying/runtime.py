@@ -30,7 +30,7 @@ from nowplaying.engine.problems import AccountProblems
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Schedule
 from nowplaying.ops.alerts import Alerter, LocalClaims, RedisClaims
-from nowplaying.simulator import Simulator
+from nowplaying.simulator import Simulator, coverart
 from nowplaying.sources.base import Source
 from nowplaying.sources.budget import CallBudget
 from nowplaying.sources.lastfm import LastFmClient
@@ -109,6 +109,7 @@ def demo_simulator(settings: Settings, clock: Clock, public_origin: str) -> Simu
         public_url=f"{public_origin}{SIM_PREFIX}",
     )
     sim.lastfm.keys[settings.lastfm_key] = settings.lastfm_secret.get_secret_value()
+    sim.lastfm.image_host = f"{public_origin}{LASTFM_SIM_PREFIX}/i/u"  # its art from here too
     return sim
 
 
@@ -194,6 +195,13 @@ class Upstreams:
             settings.lastfm_auth_url,
             settings.listenbrainz_api_url,
         )
+
+
+def coverart_url(settings: Settings, public_origin: str, demo: bool) -> str:
+    """The Cover Art Archive covers come from: the simulator's, in demo mode."""
+    if demo and settings.demo:
+        return f"{public_origin}{SIM_PREFIX}{coverart.ARCHIVE_PREFIX}"
+    return settings.coverart_url
 
 
 async def _open_http(

@@ -9,8 +9,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from nowplaying.cards.covers import FAILURE_TTL, SPOTIFY_IMAGE_HOSTS, CoverFetcher
+from nowplaying.cards.covers import (
+    ARCHIVE_HOSTS,
+    FAILURE_TTL,
+    MAX_REDIRECTS,
+    SPOTIFY_IMAGE_HOSTS,
+    CoverFetcher,
+)
 from nowplaying.clock import FakeClock
+from nowplaying.simulator import Simulator
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
 JPEG = b"\xff\xd8\xff\xe0" + bytes(40)
@@ -192,7 +199,8 @@ async def test_error_status_gives_none(clock: FakeClock) -> None:
 
 @pytest.mark.anyio
 async def test_redirects_are_not_followed(clock: FakeClock) -> None:
-    """A redirect, even to an allowed host, is not followed."""
+    """A redirect from a host not listed as a redirector, even to an allowed host, is not
+    followed."""
     upstream = Upstream(
         respond(302, content=b"", headers={"location": "https://i.scdn.co/elsewhere"})
     )
@@ -200,6 +208,131 @@ async def test_redirects_are_not_followed(clock: FakeClock) -> None:
     async with http:
         assert await fetcher.data_uri(COVER) is None
     assert len(upstream.requests) == 1
+
+
+CAA = "https://coverartarchive.org"
+RELEASE = "76df3287-6cda-33eb-8e9a-044b5e15ffdd"
+FRONT = f"{CAA}/release/{RELEASE}/front-250"
+ON_ARCHIVE = f"https://archive.org/download/mbid-{RELEASE}/mbid-{RELEASE}-1_thumb250.jpg"
+ON_NODE = f"https://ia800100.us.archive.org/1/items/mbid-{RELEASE}/thumb250.jpg"
+
+
+def hops(routes: dict[str, str]) -> Handler:
+    """Redirects from each URL in ``routes`` to its value; an image anywhere else."""
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        target = routes.get(str(request.url))
+        if target is not None:
+            return httpx.Response(307, headers={"location": target})
+        return httpx.Response(200, headers={"content-type": "image/jpeg"}, content=JPEG)
+
+    return handler
+
+
+def archive_fetcher(upstream: Upstream, clock: FakeClock) -> tuple[CoverFetcher, httpx.AsyncClient]:
+    """A fetcher as the server builds it: the archive and archive.org allowed and redirecting."""
+    http = httpx.AsyncClient(transport=httpx.MockTransport(upstream))
+    allowed = (*ALLOWED, *ARCHIVE_HOSTS, CAA)
+    return CoverFetcher(
+        http, allowed_hosts=allowed, redirectors=(CAA, *ARCHIVE_HOSTS), clock=clock
+    ), http
+
+
+@pytest.mark.anyio
+async def test_the_archives_two_redirects_are_followed(clock: FakeClock) -> None:
+    """The Cover Art Archive's 307 to archive.org and its 302 to a data node lead to the image."""
+    upstream = Upstream(hops({FRONT: ON_ARCHIVE, ON_ARCHIVE: ON_NODE}))
+    fetcher, http = archive_fetcher(upstream, clock)
+    async with http:
+        assert (
+            await fetcher.data_uri(FRONT)
+            == "data:image/jpeg;base64," + base64.b64encode(JPEG).decode()
+        )
+    assert [str(r.url) for r in upstream.requests] == [FRONT, ON_ARCHIVE, ON_NODE]
+    assert all(r.headers["accept-encoding"] == "identity" for r in upstream.requests)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://example.com/cover.jpg",
+        "http://archive.org/download/x.jpg",
+        "https://archive.org:8443/download/x.jpg",
+        "https://user:pw@archive.org/download/x.jpg",
+        "https://archive.org.evil.example/x.jpg",
+        "http://127.0.0.1:8001/covers/1.png",
+        "file:///etc/passwd",
+    ],
+)
+async def test_a_redirect_off_the_allow_list_is_not_followed(clock: FakeClock, target: str) -> None:
+    """A redirect is followed only to where a first URL could go: nothing else is asked."""
+    upstream = Upstream(hops({FRONT: target}))
+    fetcher, http = archive_fetcher(upstream, clock)
+    async with http:
+        assert await fetcher.data_uri(FRONT) is None
+    assert [str(r.url) for r in upstream.requests] == [FRONT]
+    assert fetcher.counts["failed"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_third_redirect_is_not_followed(clock: FakeClock) -> None:
+    """At most two hops (the archive's and archive.org's), so a loop ends."""
+    node2 = ON_NODE + "?again"
+    upstream = Upstream(hops({FRONT: ON_ARCHIVE, ON_ARCHIVE: ON_NODE, ON_NODE: node2}))
+    fetcher, http = archive_fetcher(upstream, clock)
+    async with http:
+        assert await fetcher.data_uri(FRONT) is None
+    assert len(upstream.requests) == MAX_REDIRECTS + 1
+
+
+@pytest.mark.anyio
+async def test_only_redirectors_redirect(clock: FakeClock) -> None:
+    """Spotify's CDN is allowed but no redirector: its redirect to archive.org is not followed."""
+    upstream = Upstream(hops({COVER: ON_ARCHIVE}))
+    fetcher, http = archive_fetcher(upstream, clock)
+    async with http:
+        assert await fetcher.data_uri(COVER) is None
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_a_release_without_cover_is_none(clock: FakeClock) -> None:
+    """The archive's 404 gives the placeholder (None), remembered as a failure."""
+    upstream = Upstream(respond(404, content=b"No cover art found"))
+    fetcher, http = archive_fetcher(upstream, clock)
+    async with http:
+        assert await fetcher.data_uri(FRONT) is None
+        assert await fetcher.data_uri(FRONT) is None
+    assert len(upstream.requests) == 1
+
+
+@pytest.mark.anyio
+async def test_the_simulated_archive_gives_a_cover(clock: FakeClock) -> None:
+    """Through the simulator's Cover Art Archive (two hops), as demo mode fetches it."""
+    sim = Simulator(clock=clock)
+    base = "http://sim.test"
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app))
+    fetcher = CoverFetcher(http, allowed_hosts=(base,), redirectors=(base,), clock=clock)
+    async with http:
+        uri = await fetcher.data_uri(f"{base}/coverart/release/{RELEASE}/front-250")
+        sim.no_cover.add(RELEASE.replace("76", "77", 1))
+        missing = await fetcher.data_uri(
+            f"{base}/coverart/release/{RELEASE.replace('76', '77', 1)}/front-250"
+        )
+    assert uri is not None and uri.startswith("data:image/png;base64,")
+    assert missing is None
+    assert (sim.calls["coverart"], sim.calls["archive"], sim.calls["archive_node"]) == (2, 1, 1)
+
+
+@pytest.mark.anyio
+async def test_allows_says_what_may_be_fetched(fetcher: CoverFetcher, upstream: Upstream) -> None:
+    """``allows`` (what pushed art is held to) agrees with the fetch rules, with no request."""
+    assert fetcher.allows(COVER)
+    assert not fetcher.allows("https://example.com/a.jpg")
+    assert not fetcher.allows("http://i.scdn.co/a.jpg")
+    assert not fetcher.allows(None)
+    assert upstream.requests == []
 
 
 @pytest.mark.anyio

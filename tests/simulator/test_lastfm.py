@@ -214,3 +214,24 @@ def test_pylast_sees_a_hidden_profile_as_error_17(live: Any) -> None:
     with pytest.raises(pylast.WSError) as info:
         network.get_user("hidden").get_now_playing()
     assert info.value.status == "17"
+
+
+async def test_the_image_host_serves_art_and_the_blank_placeholder(sim_clock: FakeClock) -> None:
+    """With ``image_host`` pointing at the app, every image URL it gives is served by it: the
+    art as a 300 px PNG, the placeholder as a blank one."""
+    fm = LastFm(sim_clock, image_host="http://lastfm.test/i/u")
+    fm.scrobble("demo", DONE, at=1603186824)
+    fm.scrobble("demo", TRACK, at=1603186900)
+    transport = httpx.ASGITransport(app=fm.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://lastfm.test") as http:
+        items = (await recent(http, limit="5")).json()["recenttracks"]["track"]
+        urls = {i["name"]: {x["size"]: x["#text"] for x in i["image"]} for i in items}
+        art = await http.get(urls[DONE.name]["extralarge"])
+        blank = await http.get(urls[TRACK.name]["extralarge"])
+        missing = await http.get("/i/u/999x999/abc.png")
+    assert urls[DONE.name]["extralarge"] == f"http://lastfm.test/i/u/300x300/{DONE.image}.jpg"
+    assert art.status_code == 200 and art.headers["content-type"] == "image/png"
+    assert art.content.startswith(b"\x89PNG") and len(art.content) > len(blank.content)
+    assert PLACEHOLDER in urls[TRACK.name]["extralarge"] and blank.status_code == 200
+    assert missing.status_code == 404
+    assert fm.calls["image"] == 3

@@ -61,3 +61,18 @@ def test_the_recorded_answers_parse() -> None:
     assert playing.item.url is not None
     assert playing.item.url.startswith("https://musicbrainz.org/recording/")
     assert not parse_playing_now(fixture_json("playing-now-idle.json", "listenbrainz"), 0.0).active
+
+
+def test_playing_now_names_the_releases_cover() -> None:
+    """A listen with ``release_mbid`` has the Cover Art Archive's front cover; one without has
+    no cover."""
+    body = fixture_json("playing-now.json", "listenbrainz")
+    info = body["payload"]["listens"][0]["track_metadata"].setdefault("additional_info", {})
+    info["release_mbid"] = "76DF3287-6CDA-33EB-8E9A-044B5E15FFDD"
+    playing = parse_playing_now(body, 0.0, "http://caa.test")
+    assert playing.item is not None
+    assert playing.item.image_url == (
+        "http://caa.test/release/76df3287-6cda-33eb-8e9a-044b5e15ffdd/front-250"
+    )
+    del info["release_mbid"]
+    assert parse_playing_now(body, 0.0).item.image_url is None  # type: ignore[union-attr]

@@ -82,3 +82,45 @@ def test_web_scrobbler_prefers_processed_and_reads_progress() -> None:
 
 def test_web_scrobbler_loved_is_ignored() -> None:
     assert push.web_scrobbler(b'{"eventName": "loved"}', NOW) is None
+
+
+RELEASE = "76DF3287-6CDA-33EB-8E9A-044B5E15FFDD"
+
+
+@pytest.mark.parametrize("kind", ["playing_now", "single"])
+def test_a_release_mbid_gives_the_archives_cover(kind: str) -> None:
+    listen = {**meta(release_mbid=RELEASE), "listened_at": 1_700_000_000}
+    (got,) = push.listenbrainz(body(kind, listen), NOW, "http://caa.test")
+    assert got.playing.item is not None
+    assert got.playing.item.image_url == (f"http://caa.test/release/{RELEASE.lower()}/front-250")
+
+
+@pytest.mark.parametrize("bad", ["not-an-mbid", "../../admin", 42, f"{RELEASE}/../x"])
+def test_a_malformed_release_mbid_gives_no_cover(bad: object) -> None:
+    (got,) = push.listenbrainz(body("playing_now", meta(release_mbid=bad)), NOW)
+    assert got.playing.item is not None and got.playing.item.image_url is None
+
+
+def art_event(url: object) -> bytes:
+    song = {"parsed": {"track": "T", "artist": "A", "trackArt": url}, "processed": {}}
+    return json.dumps({"eventName": "nowplaying", "data": {"song": song}}).encode()
+
+
+def test_web_scrobbler_track_art_only_where_allowed() -> None:
+    """trackArt is the cover when the allow-list says so, and is dropped otherwise (or when
+    no allow-list is given)."""
+    allowed = "https://i.ytimg.com/vi/x/hq.jpg"
+
+    def art(url: str) -> bool:
+        return url.startswith("https://i.ytimg.com/")
+
+    def image(event: bytes, **kw: object) -> str | None:
+        got = push.web_scrobbler(event, NOW, **kw)  # type: ignore[arg-type]
+        assert got is not None and got.playing.item is not None
+        return got.playing.item.image_url
+
+    assert image(art_event(allowed), art=art) == allowed
+    assert image(art_event("https://tracker.example/p.gif"), art=art) is None
+    assert image(art_event("javascript:alert(1)"), art=art) is None
+    assert image(art_event(None), art=art) is None
+    assert image(art_event(allowed)) is None

@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import liblistenbrainz
 import pytest
-from harness.app import ORIGIN, Env
+from harness.app import ORIGIN, SAME, Env, open_env
 from harness.browser import account_over_http, demo_settings
 from harness.helpers import fixture_json
 from harness.live_server import free_port, serve
 
+from nowplaying.clock import FakeClock
 from nowplaying.models import SourceKind
 from nowplaying.web import create_app
 
@@ -203,6 +204,57 @@ async def test_pushed_text_is_escaped_in_the_card(connected: Env) -> None:
     ]
     svg = await env.client.get(f"/p/{public_id}.svg")
     assert "<script>" not in svg.text and "&lt;script&gt;" in svg.text
+
+
+RELEASE = "76df3287-6cda-33eb-8e9a-044b5e15ffdd"
+
+
+async def public_json(env: Env) -> Any:
+    public_id = (await env.client.post("/api/account/publish", headers=SAME)).json()["publicId"]
+    return public_id, (await env.client.get(f"/p/{public_id}.json")).json()
+
+
+async def test_a_listens_release_mbid_gives_the_archives_cover(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The card draws the cover of ``release_mbid``, fetched from the (simulated) Cover Art
+    Archive (``COVERART_URL``) through its two redirects; the public JSON names its URL."""
+    async with open_env(tmp_path, clock, coverart_url="http://sim.test/coverart") as env:
+        assert (await env.connect()).status_code == 303
+        await archive_cover_is_drawn(env)
+
+
+async def archive_cover_is_drawn(env: Env) -> None:
+    token = await token_of(env)
+    await submit(
+        env, {"listen_type": "playing_now", "payload": [listen(release_mbid=RELEASE)]}, token
+    )
+    public_id, shown = await public_json(env)
+    assert shown["albumImageUrl"] == f"http://sim.test/coverart/release/{RELEASE}/front-250"
+    svg = (await env.client.get(f"/p/{public_id}.svg")).text
+    assert "data:image/png;base64," in svg
+    assert (env.sim.calls["coverart"], env.sim.calls["archive"], env.sim.calls["archive_node"]) == (
+        1,
+        1,
+        1,
+    )
+
+
+async def test_web_scrobbler_track_art_only_from_allowed_origins(connected: Env) -> None:
+    """``trackArt`` on an allowed origin (``NOWPLAYING_IMAGE_ORIGINS``) is the cover; from
+    anywhere else it is dropped, so neither the card nor a viewer's browser fetches it."""
+    env = connected
+    url = f"/hooks/web-scrobbler/{await token_of(env)}"
+    art = "http://sim.test/covers/abc-300x300.png"
+    await env.client.post(url, json=web_scrobbler_event("nowplaying", trackArt=art))
+    public_id, shown = await public_json(env)
+    assert shown["albumImageUrl"] == art
+    assert "data:image/png;base64," in (await env.client.get(f"/p/{public_id}.svg")).text
+    tracker = "https://tracker.example/pixel.gif"
+    await env.client.post(url, json=web_scrobbler_event("nowplaying", track="B", trackArt=tracker))
+    _, shown = await public_json(env)
+    assert shown["title"] == "B", shown
+    assert shown.get("albumImageUrl") is None, shown
 
 
 # -- liblistenbrainz, unchanged, submitting to a live nowplaying --------------------------------

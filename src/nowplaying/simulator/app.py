@@ -1,5 +1,6 @@
 """The :class:`Simulator`: a simulated Spotify (accounts, Web API, covers, control) as an ASGI app,
-with a simulated Last.fm and ListenBrainz beside it on the same clock.
+with a simulated Last.fm, ListenBrainz and Cover Art Archive (:mod:`nowplaying.simulator.coverart`)
+beside it on the same clock.
 
 It knows nothing of the project's Spotify client: it is a second, independent reading of
 ``spotify-contract.md``, so a misunderstanding in one shows up as a failing test.
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from nowplaying.simulator import api, control, oauth
+from nowplaying.simulator import api, control, coverart, oauth
 from nowplaying.simulator.covers import parse_file, render_png
 from nowplaying.simulator.lastfm import LastFm
 from nowplaying.simulator.listenbrainz import ListenBrainz
@@ -63,6 +64,7 @@ def build_app(sim: World, *, control_api: bool = True) -> Starlette:
         *oauth.routes(sim),
         *api.routes(sim),
         Route("/covers/{filename}", cover, methods=["GET"]),
+        *coverart.routes(sim),
     ]
     if control_api:
         routes += control.routes(sim)

@@ -24,12 +24,14 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from nowplaying.clock import Clock, SystemClock
+from nowplaying.simulator.covers import render_png
 from nowplaying.simulator.oauth import read_form
 
 PLACEHOLDER = "2a96cbd8b46e442fc41c2b86b821562f"
 """Last.fm's blank image: what every artist image has been since 2019, and a track without art."""
 IMAGE_HOST = "https://lastfm.freetls.fastly.net/i/u"
 _SIZES = (("small", "34s"), ("medium", "64s"), ("large", "174s"), ("extralarge", "300x300"))
+_IMAGE_SIDES = {"34s": 34, "64s": 64, "174s": 174, "300x300": 300}
 TOKEN_LIFETIME = 3600.0
 """A web-auth token is good for 60 minutes, once."""
 UNSIGNED = {"format", "callback", "api_sig"}
@@ -100,6 +102,7 @@ class LastFm:
         api_key: str = "lfkey",
         api_secret: str = "lfsecret",  # noqa: S107 - the simulator's well-known test secret
         calls_per_second: int | None = None,
+        image_host: str = IMAGE_HOST,
     ) -> None:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.keys: dict[str, str] = {api_key: api_secret}
@@ -109,6 +112,8 @@ class LastFm:
         self.users: dict[str, LastFmUser] = {}
         self.sessions: dict[str, str] = {}
         self.calls: Counter[str] = Counter()
+        self.image_host = image_host.rstrip("/")
+        """Where the images' URLs point: Last.fm's CDN, or this app's ``/i/u`` (served here)."""
         self._tokens: dict[str, _Token] = {}
         self._recent: dict[str, deque[float]] = {}
         self.add_user("demo")
@@ -199,10 +204,10 @@ class LastFm:
         if who.private:
             raise LastFmError(17)
         limit = max(1, min(int(params.get("limit", "50") or 50), 200))
-        tracks = [_item(t, date=at) for t, at in reversed(who.scrobbles[-limit:])]
+        tracks = [_item(t, self.image_host, date=at) for t, at in reversed(who.scrobbles[-limit:])]
         playing = self.now_playing(who.name)
         if playing is not None:
-            tracks.insert(0, _item(playing, date=None))
+            tracks.insert(0, _item(playing, self.image_host, date=None))
         total = len(who.scrobbles)
         attr = {
             "user": who.name,
@@ -225,13 +230,13 @@ def signature(params: dict[str, str], secret: str) -> str:
     return hashlib.md5((text + secret).encode()).hexdigest()  # noqa: S324 - Last.fm's scheme
 
 
-def _item(track: Scrobble, *, date: int | None) -> dict[str, Any]:
+def _item(track: Scrobble, image_host: str, *, date: int | None) -> dict[str, Any]:
     image = track.image or PLACEHOLDER
     ext = "png" if image == PLACEHOLDER else "jpg"
     item: dict[str, Any] = {
         "artist": {"mbid": "", "#text": track.artist},
         "streamable": "0",
-        "image": [{"size": s, "#text": f"{IMAGE_HOST}/{d}/{image}.{ext}"} for s, d in _SIZES],
+        "image": [{"size": s, "#text": f"{image_host}/{d}/{image}.{ext}"} for s, d in _SIZES],
         "mbid": track.mbid,
         "album": {"mbid": track.album_mbid, "#text": track.album},
         "name": track.name,
@@ -288,7 +293,8 @@ def _error(error: LastFmError, params: dict[str, str]) -> Response:
 
 
 def routes(fm: LastFm) -> list[Route]:
-    """The API at ``/2.0/``, the web-auth page at ``/api/auth/``, and the control API."""
+    """The API at ``/2.0/``, the web-auth page at ``/api/auth/``, the control API, and the
+    image host at ``/i/u/`` (for a :attr:`LastFm.image_host` pointing here)."""
 
     async def api(request: Request) -> Response:
         params = dict(request.query_params)
@@ -343,9 +349,21 @@ def routes(fm: LastFm) -> list[Route]:
     async def calls(request: Request) -> Response:
         return JSONResponse(dict(fm.calls))
 
+    async def image(request: Request) -> Response:
+        """The image host: art drawn from its id (the placeholder a blank 1x1 PNG), typed as
+        PNG whatever the extension, as the fetcher trusts the bytes."""
+        fm.calls["image"] += 1
+        name, _, ext = request.path_params["file"].partition(".")
+        side = _IMAGE_SIDES.get(request.path_params["size"])
+        if side is None or ext not in {"png", "jpg"} or not name.isalnum() or len(name) > 64:
+            return Response(status_code=404)
+        art = render_png("blank", 1, 1) if name == PLACEHOLDER else render_png(name, side, side)
+        return Response(art, media_type="image/png")
+
     return [
         Route("/2.0/", api, methods=["GET", "POST"]),
         Route("/api/auth/", auth_page, methods=["GET", "POST"]),
         Route("/_control/lastfm/users/{user}/{action}", control, methods=["POST"]),
         Route("/_control/lastfm/calls", calls, methods=["GET"]),
+        Route("/i/u/{size}/{file}", image, methods=["GET"]),
     ]

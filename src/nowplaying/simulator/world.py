@@ -43,6 +43,8 @@ class World:
         self.limits = Limits(self.clock)
         """The rolling-window rate limit per app and the daily quota (both off until set)."""
         self.calls: Counter[str] = Counter()
+        self.no_cover: set[str] = set()
+        """Release MBIDs the simulated Cover Art Archive has no front cover for (a 404)."""
         self.public_url = public_url.rstrip("/") if public_url else None
         self.client_id = client_id
         self.default_user = DEFAULT_USER

@@ -10,7 +10,6 @@ holds no state. Errors: ``UnknownUser`` (a 404, :class:`~nowplaying.sources.base
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -19,12 +18,11 @@ import httpx
 
 from nowplaying.clock import Clock
 from nowplaying.models import Item, Kind, NowPlaying, SourceKind
-from nowplaying.sources import bounds
+from nowplaying.sources import bounds, coverart
 from nowplaying.sources.base import BadResponse, RateLimited, Refused, Unavailable
 from nowplaying.sources.lastfm import USER_AGENT
 
 API_URL = "https://api.listenbrainz.org"
-MBID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 DEFAULT_WAIT = 10.0
 """How long to hold off after a 429 that says nothing of when to come back."""
 
@@ -45,10 +43,18 @@ class Allowance:
 class ListenBrainzClient:
     """ListenBrainz's API over an injected ``httpx.AsyncClient``."""
 
-    def __init__(self, http: httpx.AsyncClient, clock: Clock, *, api_url: str = API_URL) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        clock: Clock,
+        *,
+        api_url: str = API_URL,
+        coverart_url: str = coverart.ARCHIVE_URL,
+    ) -> None:
         self._http = http
         self._clock = clock
         self.api_url = api_url.rstrip("/")
+        self.coverart_url = coverart_url
 
     async def validate_token(self, token: str) -> str | None:
         """The user name a token belongs to; None for a token ListenBrainz does not know."""
@@ -65,7 +71,7 @@ class ListenBrainzClient:
     ) -> tuple[NowPlaying, Allowance]:
         """What ``user`` plays now (not ``active`` when nothing), and the allowance left."""
         body, allowance = await self._get(f"/1/user/{quote(user, safe='')}/playing-now", token)
-        return parse_playing_now(body, self._clock.now()), allowance
+        return parse_playing_now(body, self._clock.now(), self.coverart_url), allowance
 
     async def _get(self, path: str, token: str | None) -> tuple[dict[str, Any], Allowance]:
         headers = {"User-Agent": USER_AGENT}
@@ -102,8 +108,11 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-def parse_playing_now(body: dict[str, Any], now: float) -> NowPlaying:
-    """A playing-now answer: the one listen's ``track_metadata``, or nothing playing."""
+def parse_playing_now(
+    body: dict[str, Any], now: float, coverart_url: str = coverart.ARCHIVE_URL
+) -> NowPlaying:
+    """A playing-now answer: the one listen's ``track_metadata``, or nothing playing; the
+    cover is the Cover Art Archive's for ``additional_info.release_mbid``."""
     try:
         listens = body["payload"]["listens"]
         if not listens:
@@ -113,14 +122,13 @@ def parse_playing_now(body: dict[str, Any], now: float) -> NowPlaying:
         duration = info.get("duration_ms")
         if duration is None and info.get("duration") is not None:
             duration = info["duration"] * 1000
-        mbid = info.get("recording_mbid")
-        mbid = mbid.lower() if isinstance(mbid, str) and MBID.fullmatch(mbid) else None
+        mbid = coverart.mbid(info.get("recording_mbid"))
         item = Item(
             kind=Kind.TRACK,
             title=bounds.text(meta["track_name"]),
             artists=bounds.names([meta["artist_name"]]),
             album=bounds.optional_text(meta.get("release_name")),
-            image_url=None,
+            image_url=coverart.front(coverart_url, info.get("release_mbid")),
             url=f"https://musicbrainz.org/recording/{mbid}" if mbid else None,
             duration_ms=bounds.duration_ms(duration),
             id=mbid,

@@ -2,20 +2,22 @@
 
 Limits are ListenBrainz's (a listen at most 10,240 bytes, an ``import`` at most 1,000 listens)
 and every field is held to :mod:`nowplaying.sources.bounds`. A pushed URL is never kept
-(``/p/{id}/open`` must not lead where a push says) and pushed art is left to the cover fetcher's
-allow-list. Anything else is :class:`Rejected`, with the message the player is shown.
+(``/p/{id}/open`` must not lead where a push says); pushed art (Web Scrobbler's ``trackArt``) is
+kept only where the caller's allow-list says (the cover fetcher's), and a ListenBrainz listen's
+``release_mbid`` gives the Cover Art Archive's cover. Anything else is :class:`Rejected`, with
+the message the player is shown.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 from nowplaying.models import Item, Kind, NowPlaying, SourceKind
-from nowplaying.sources import bounds
+from nowplaying.sources import bounds, coverart
 
 MAX_LISTEN_BYTES = 10_240
 MAX_IMPORT = 1000
@@ -47,9 +49,10 @@ class Push:
     """When a playing-now stops counting without news (its duration, else 10 minutes)."""
 
 
-def listenbrainz(body: bytes, now: float) -> list[Push]:
+def listenbrainz(body: bytes, now: float, coverart_url: str = coverart.ARCHIVE_URL) -> list[Push]:
     """A ``/1/submit-listens`` body: ``playing_now`` and ``single`` carry one listen, ``import``
-    up to 1,000; ``playing_now`` plays from ``now``, the others were listened to."""
+    up to 1,000; ``playing_now`` plays from ``now``, the others were listened to. A listen's
+    cover is ``release_mbid``'s at the Cover Art Archive ``coverart_url``."""
     if len(body) > MAX_BODY_BYTES:
         raise Rejected("Payload too large.")
     data = _json(body)
@@ -62,10 +65,10 @@ def listenbrainz(body: bytes, now: float) -> list[Push]:
         raise Rejected(f"JSON document contains more than one listen for {kind}.")
     if len(payload) > MAX_IMPORT:
         raise Rejected(f"Too many listens: at most {MAX_IMPORT} in one import.")
-    return [_listen(listen, kind == "playing_now", now) for listen in payload]
+    return [_listen(listen, kind == "playing_now", now, coverart_url) for listen in payload]
 
 
-def _listen(listen: object, playing: bool, now: float) -> Push:
+def _listen(listen: object, playing: bool, now: float, coverart_url: str) -> Push:
     if not isinstance(listen, dict):
         raise Rejected("Each listen must be a JSON object.")
     if len(json.dumps(listen).encode()) > MAX_LISTEN_BYTES:
@@ -82,6 +85,7 @@ def _listen(listen: object, playing: bool, now: float) -> Push:
         raise Rejected("additional_info must be a JSON object.")
     duration = _duration_ms(info)
     item = _item(meta["track_name"], meta["artist_name"], meta.get("release_name"), duration)
+    item = replace(item, image_url=coverart.front(coverart_url, info.get("release_mbid")))
     if playing:
         return pushed(_now_playing(item, True, None, now))
     at = listen.get("listened_at")
@@ -100,6 +104,10 @@ def _duration_ms(info: Mapping[str, Any]) -> int:
     return seconds * 1000 if seconds else 0
 
 
+def _no_art(url: str) -> bool:
+    return False
+
+
 WEB_SCROBBLER_EVENTS = {
     "nowplaying": Event.PLAYING,
     "resumedplaying": Event.PLAYING,
@@ -108,10 +116,11 @@ WEB_SCROBBLER_EVENTS = {
 }
 
 
-def web_scrobbler(body: bytes, now: float) -> Push | None:
+def web_scrobbler(body: bytes, now: float, art: Callable[[str], bool] = _no_art) -> Push | None:
     """A Web Scrobbler webhook event; None for the ones that say nothing of what plays
     (``loved``). ``processed`` (the corrected names) is preferred to ``parsed``; ``currentTime``
-    and ``duration`` (seconds) give progress when present."""
+    and ``duration`` (seconds) give progress when present; ``trackArt`` is the cover if ``art``
+    allows its URL."""
     if len(body) > MAX_LISTEN_BYTES:
         raise Rejected("Payload too large.")
     data = _json(body)
@@ -139,6 +148,9 @@ def web_scrobbler(body: bytes, now: float) -> Push | None:
     except bounds.OutOfBounds as e:
         raise Rejected(f"data.song: {e}.") from e
     item = _item(track, artist, merged.get("album"), duration)
+    image = bounds.url(merged.get("trackArt")) if isinstance(merged.get("trackArt"), str) else None
+    if image is not None and art(image):
+        item = replace(item, image_url=image)
     return pushed(_now_playing(item, event is Event.PLAYING, progress, now), event)
 
 

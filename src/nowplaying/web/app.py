@@ -22,7 +22,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from nowplaying.cards.covers import SPOTIFY_IMAGE_HOSTS, CoverFetcher
+from nowplaying.cards.covers import (
+    ARCHIVE_HOSTS,
+    LASTFM_IMAGE_HOSTS,
+    SPOTIFY_IMAGE_HOSTS,
+    CoverFetcher,
+)
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.crypto import CryptoError
@@ -35,6 +40,7 @@ from nowplaying.runtime import (
     LISTENBRAINZ_SIM_PREFIX,
     SIM_PREFIX,
     Runtime,
+    coverart_url,
     demo_simulator,
     open_runtime,
     simulator_mounts,
@@ -150,6 +156,8 @@ def web_services(
 ) -> Services:
     """The web's parts around the runtime, as handlers reach them."""
     settings = rt.settings
+    caa = coverart_url(settings, public_origin, simulator is not None)
+    demo_origin = (public_origin,) if simulator is not None else ()
     return Services(
         runtime=rt,
         sessions=Sessions(
@@ -167,11 +175,16 @@ def web_services(
             rt.http,
             allowed_hosts=(
                 *SPOTIFY_IMAGE_HOSTS,
+                *LASTFM_IMAGE_HOSTS,
+                *ARCHIVE_HOSTS,
+                caa,
                 *settings.nowplaying_image_origins,
-                *((public_origin,) if simulator is not None else ()),
+                *demo_origin,
             ),
+            redirectors=(caa, *ARCHIVE_HOSTS, *demo_origin),
             clock=rt.clock,
         ),
+        coverart_url=caa,
         published=PublishedAccounts(rt.store, rt.clock, rt.coord),
         metrics=app_metrics,
         streams=Streams(

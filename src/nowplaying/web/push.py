@@ -59,7 +59,10 @@ async def submit_listens(request: Request) -> Response:
     token = _token(request)
     if not token:
         return lb_error(401, NO_HEADER)
-    return await _accept(request, token, push.listenbrainz)
+    coverart_url = services(request).coverart_url
+    return await _accept(
+        request, token, lambda body, now: push.listenbrainz(body, now, coverart_url)
+    )
 
 
 async def validate_token(request: Request) -> Response:
@@ -84,8 +87,10 @@ async def web_scrobbler(request: Request) -> Response:
     """``POST /hooks/web-scrobbler/{token}``: ``nowplaying``, ``paused``, ``resumedplaying``,
     ``scrobble`` (``loved`` is acknowledged and ignored)."""
 
+    covers = services(request).covers
+
     def read(body: bytes, now: float) -> list[push.Push]:
-        one = push.web_scrobbler(body, now)
+        one = push.web_scrobbler(body, now, covers.allows)
         return [one] if one is not None else []
 
     return await _accept(request, request.path_params["token"], read)

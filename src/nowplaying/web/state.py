@@ -14,6 +14,7 @@ from nowplaying.ops.metrics import Metrics
 from nowplaying.ops.webhooks import Webhooks
 from nowplaying.runtime import Runtime
 from nowplaying.simulator import Simulator
+from nowplaying.sources import coverart
 from nowplaying.web.published import PublishedAccounts
 from nowplaying.web.sessions import Sessions
 from nowplaying.web.sse import Streams
@@ -32,6 +33,8 @@ class Services:
     published: PublishedAccounts
     metrics: Metrics
     streams: Streams
+    coverart_url: str = coverart.ARCHIVE_URL
+    """The Cover Art Archive pushed listens' covers come from (the simulator's in demo mode)."""
     cards: CardCache = field(default_factory=CardCache)
     """Rendered SVG cards (see :mod:`nowplaying.cards.cache`)."""
     webhooks: Webhooks | None = None
