@@ -525,3 +525,31 @@ def test_any_query_gives_an_image(query: dict[str, str]) -> None:
         assert bad.param in query or (bad.param == "size" and "compact" in query)
         svg = render_bad_option(bad, theme_of(query))
     check(svg)
+
+
+SOURCES = {"lastfm": "via Last.fm", "listenbrainz": "via ListenBrainz", "push": "from a player"}
+
+
+@pytest.mark.parametrize("theme", list(Theme))
+@pytest.mark.parametrize(("source", "via"), SOURCES.items())
+def test_every_theme_names_a_source_other_than_spotify(theme: Theme, source: str, via: str) -> None:
+    """A track from Last.fm, ListenBrainz or a push says so in the visible text and the
+    accessible name, writes no "Spotify", and without progress draws no bar (nor times)."""
+    data = {k: v for k, v in TRACK.items() if k != "progressMs"}
+    svg = render({**data, "source": source}, theme=theme)
+    root = parse(svg)
+    visible = " ".join(texts(root))
+    assert via.upper() in visible.upper()
+    assert via in (root.findtext(f"{NS}title") or "")
+    assert "Spotify" not in visible
+    assert fill_width(svg) is None and 'class="track"' not in svg and 'class="time"' not in svg
+    paused = render({**data, "source": source, "isPlaying": False}, theme=theme)
+    assert via.upper() in " ".join(texts(parse(paused))).upper()
+
+
+@pytest.mark.parametrize("theme", list(Theme))
+def test_spotify_is_not_named_as_a_via(theme: Theme) -> None:
+    """A Spotify track says nothing of its source but the brand it always had."""
+    svg = render({**TRACK, "source": "spotify"}, theme=theme)
+    assert not any(via in svg for via in SOURCES.values())
+    assert svg == render(TRACK, theme=theme)

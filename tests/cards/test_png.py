@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 
 import pytest
-from harness.cards import card
+from harness.cards import NOW, card, track
 from PIL import Image, ImageChops
 
 from nowplaying.cards import png
+from nowplaying.cards.card import render_card
+from nowplaying.cards.options import CardOptions
 from nowplaying.cards.themes import THEMES, Theme
+from nowplaying.schema import parse_state
 
 HOSTILE = '</text><script>alert(1)</script> & "q" <b onload=x> \u202eevil'
 
@@ -106,3 +109,15 @@ def test_the_social_image_is_1200_by_630_on_the_cards_colour(theme: Theme) -> No
 def test_not_a_card_is_refused() -> None:
     with pytest.raises(png.RasteriseError):
         png.social("<svg/>")
+
+
+@pytest.mark.parametrize("theme", list(Theme))
+def test_the_png_names_the_source(theme: Theme) -> None:
+    """Rasterised, a Last.fm track differs from the same track from Spotify: the source is
+    drawn (the SVG tests say where, and that no bar is drawn without progress)."""
+    base = {k: v for k, v in track().items() if k != "progressMs"}
+    options = CardOptions(theme=theme)
+    lastfm = render_card(parse_state({**base, "source": "lastfm"}), options, cover=None, now=NOW)
+    spotify = render_card(parse_state(base), options, cover=None, now=NOW)
+    assert "via Last.fm" in lastfm
+    assert png.rasterise(lastfm) != png.rasterise(spotify)

@@ -42,6 +42,8 @@ COVER_URI = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+=
 # A music note in a 24x24 box, the widget's placeholder glyph.
 _NOTE = "M9 18V5.5l11-2V16M9 18a3 3 0 1 1-6 0 3 3 0 0 1 6 0Zm11-2a3 3 0 1 1-6 0 3 3 0 0 1 6 0Z"
 _IDLE_TEXT = "Not playing"
+VIA = {"lastfm": "via Last.fm", "listenbrainz": "via ListenBrainz", "push": "from a player"}
+"""What a card says of a source other than Spotify (the widget's ``VIA`` says the same)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class _View:
     stale: bool = False
     elapsed_ms: int | None = None
     duration_ms: int | None = None
+    via: str = ""
+    """The source, when not Spotify ("via Last.fm"); the brand then says no "Spotify"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +221,10 @@ def _view(state: State, now: float, options: CardOptions) -> _View:
         label = "Now playing" if state.is_playing else "Paused"
         if state.kind == "episode":
             label += " · Podcast"
+        via = VIA.get(state.source, "")
         heading = f"{'Now playing' if state.is_playing else 'Paused'}: {_by(title, artist)}"
+        if via:
+            label, heading = f"{label} · {via}", f"{heading} ({via})"
         position = quantise(state.progress_ms)
         progress = None if Hide.PROGRESS in options.hide else _progress(position, state.duration_ms)
         eq: Literal["live", "still"] = "live" if state.is_playing else "still"
@@ -232,6 +239,7 @@ def _view(state: State, now: float, options: CardOptions) -> _View:
             stale=stale,
             elapsed_ms=position if progress is not None else None,
             duration_ms=state.duration_ms,
+            via=via,
         )
     last = state.last_played if isinstance(state, Nothing) else None
     if options.idle is Idle.LAST and last is not None and clean(last.title):
@@ -431,7 +439,7 @@ def _meta(view: _View, lay: Layout, x0: int, right: int) -> str:
     dot_r = 3.5 if lay.brand_text else 3
     cy = _n(y - lay.meta_size * 0.36)
     out.append(f'<circle class="dot" cx="{_n(right - dot_r)}" cy="{cy}" r="{dot_r}"/>')
-    if lay.brand_text:
+    if lay.brand_text and not view.via:
         out.append(
             f'<text class="brand" x="{_n(right - 2 * dot_r - 5)}" y="{y}" '
             f'text-anchor="end">Spotify</text>'
@@ -478,6 +486,8 @@ def _draw_badge(view: _View, lk: Look) -> str:
     x0 = pad + 24
     units = lay.title_units
     label = "" if view.state == "playing" or not view.label else view.label + " · "
+    if view.state == "playing" and view.via:
+        label = view.via + " · "
     title = fit(view.title, max(8, units - len(label)))
     used = len(label) + width(title)
     sub = ""
