@@ -30,9 +30,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Account",
     "Ad",
+    "Connectable",
     "Error",
     "ErrorCode",
     "LastPlayed",
+    "LinkedSource",
     "Nothing",
     "Playing",
     "Recent",
@@ -61,6 +63,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     NOT_IMPLEMENTED = "not_implemented"
     UNAUTHORIZED = "unauthorized"
+    CONFLICT = "conflict"
     INTERNAL = "internal"
     ERROR = "error"
 
@@ -279,6 +282,27 @@ class Budget(View):
     blocked_until: float = Field(description="No call before then (epoch s; 0: none).")
 
 
+LinkableKind = Literal["spotify", "lastfm", "listenbrainz"]
+"""A source an owner links with a sign-in (a push needs none)."""
+
+
+class LinkedSource(View):
+    """A source linked to the widget: which, the user there, whether it still works. Its
+    secret never leaves the server."""
+
+    kind: LinkableKind
+    user_name: str
+    status: Literal["active", "reconnect_required"]
+    connected_at: datetime
+
+
+class Connectable(View):
+    """A source this server offers that the widget has not linked, and where to link it."""
+
+    kind: LinkableKind
+    url: str = Field(description="The path the owner's browser opens to link it.")
+
+
 class Account(View):
     """The ``/api/account`` object."""
 
@@ -321,6 +345,13 @@ class Account(View):
         " webhook URL); POST /api/account/push-token makes a new one.",
     )
     push: PushLinks | SkipJsonSchema[None] = _absent()
+    sources: tuple[LinkedSource, ...] = Field(
+        default=(),
+        description="The linked sources, by kind; DELETE /api/account/sources/{kind} unlinks one.",
+    )
+    connect: tuple[Connectable, ...] = Field(
+        default=(), description="The sources offered here that are not linked yet."
+    )
 
 
 def error(code: ErrorCode, message: str | None = None, *, stale: bool = False) -> Error:

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from harness.app import LASTFM_KEY, ORIGIN, SAME, Env
+from harness.helpers import connect
 from harness.live_server import free_port
 from harness.upstreams import (
     Upstreams,
@@ -37,6 +38,11 @@ def up() -> Iterator[Upstreams]:
 async def app(tmp_path: Path, clock: FakeClock, up: Upstreams) -> AsyncIterator[Env]:
     async with env_with_upstreams(tmp_path, clock, up) as env:
         yield env
+
+
+async def connect_with(client: httpx.AsyncClient, env: Env) -> httpx.Response:
+    """Spotify's whole sign-in (the simulator's demo user) in the browser ``client``."""
+    return await connect(client, env.sim_http)
 
 
 def store(env: Env) -> Store:
@@ -266,3 +272,44 @@ async def test_listenbrainz_unreachable_is_a_503(
         )
         assert response.status_code == 503
         assert await store(env).list_accounts() == []
+
+
+# -- Spotify joins a widget made without it ------------------------------------------------------
+
+
+async def test_connect_spotify_joins_a_widget_made_with_listenbrainz(env: Env) -> None:
+    """Signed in with ListenBrainz, "Connect Spotify" links the grant to that widget (no second
+    widget), it reads Spotify from then on, and a later Spotify sign-in from another browser
+    lands on it."""
+    data = {"token": "lb-demo-token"}
+    assert (await env.client.post("/login/listenbrainz", data=data, headers=SAME)).is_redirect
+    assert (await env.connect()).status_code == 303
+    rt = env.services.runtime
+    assert [a.id for a in await rt.store.list_accounts()] == ["listenbrainz:demo"]
+    widget = await rt.store.get_account("listenbrainz:demo")
+    assert widget is not None and widget.spotify and widget.display_name == "demo"
+    spotify = await rt.store.get_source("listenbrainz:demo", SourceKind.SPOTIFY)
+    assert spotify is not None and spotify.user_name == "demo"
+    assert (await env.client.get("/api/spotify")).json()["isPlaying"] is True
+    transport = httpx.ASGITransport(app=env.app)
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as other:
+        response = await connect_with(other, env)
+        assert response.status_code == 303
+        body = (await other.get("/api/account")).json()
+    assert [s["kind"] for s in body["sources"]] == ["listenbrainz", "spotify"]
+    assert [a.id for a in await rt.store.list_accounts()] == ["listenbrainz:demo"]
+
+
+async def test_connect_spotify_of_another_widget_is_refused(env: Env) -> None:
+    """A Spotify user with a widget of their own cannot join one made with ListenBrainz."""
+    transport = httpx.ASGITransport(app=env.app)
+    async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as other:
+        assert (await connect_with(other, env)).status_code == 303  # the widget "demo"
+    data = {"token": "lb-demo-token"}
+    assert (await env.client.post("/login/listenbrainz", data=data, headers=SAME)).is_redirect
+    response = await env.connect()
+    assert response.status_code == 409 and "another widget" in response.text
+    rt = env.services.runtime
+    assert [s.kind for s in await rt.store.list_sources("listenbrainz:demo")] == [
+        SourceKind.LISTENBRAINZ
+    ]

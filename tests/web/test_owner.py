@@ -20,6 +20,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nowplaying import schema
+from nowplaying.models import SourceKind
+from nowplaying.store import SourceLink
 
 pytestmark = pytest.mark.anyio
 
@@ -77,3 +79,67 @@ async def test_api_account_is_the_account_model(connected: Env) -> None:
         "open": f"{base}/open",
         "recent": f"{base}/recent.svg",
     }
+
+
+# -- linked sources ------------------------------------------------------------------------------
+
+
+async def _link_listenbrainz(env: Env) -> None:
+    """Link the simulated ListenBrainz's demo user with its token, the owner's way."""
+    data = {"token": "lb-demo-token"}
+    response = await env.client.post("/login/listenbrainz", data=data, headers=SAME)
+    assert response.status_code == 303, response.text
+
+
+async def test_api_account_lists_the_sources_and_what_to_connect(connected: Env) -> None:
+    """Kind, user and status of each linked source, never a secret; the offered rest to link."""
+    body = (await connected.client.get("/api/account")).json()
+    assert [(s["kind"], s["userName"], s["status"]) for s in body["sources"]] == [
+        ("spotify", "demo", "active")
+    ]
+    assert body["connect"] == [
+        {"kind": "lastfm", "url": "/login/lastfm"},
+        {"kind": "listenbrainz", "url": "/login/listenbrainz"},
+    ]
+    await _link_listenbrainz(connected)
+    response = await connected.client.get("/api/account")
+    body = response.json()
+    assert [s["kind"] for s in body["sources"]] == ["listenbrainz", "spotify"]
+    assert body["connect"] == [{"kind": "lastfm", "url": "/login/lastfm"}]
+    spotify = await connected.services.runtime.store.get_account("demo")
+    assert spotify is not None and spotify.refresh_token not in response.text
+    assert "lb-demo-token" not in response.text
+
+
+async def test_unlinking_a_source_keeps_the_last_way_to_sign_in(connected: Env) -> None:
+    """The only source: 409, saying so, nothing changed; with another linked, Spotify goes and
+    the widget lives on without it (the session too), offering Spotify to connect again."""
+    store = connected.services.runtime.store
+    alone = await connected.client.delete("/api/account/sources/spotify", headers=SAME)
+    assert alone.status_code == 409 and "only way to sign in" in alone.json()["message"]
+    assert [s.kind for s in await store.list_sources("demo")] == ["spotify"]
+    await _link_listenbrainz(connected)
+    cross = await connected.client.delete("/api/account/sources/spotify")
+    assert cross.status_code == 403
+    for path in ("/api/account/sources/push", "/api/account/sources/lastfm"):
+        assert (await connected.client.delete(path, headers=SAME)).status_code == 404
+    response = await connected.client.delete("/api/account/sources/spotify", headers=SAME)
+    assert response.status_code == 200, response.text
+    assert [s["kind"] for s in response.json()["sources"]] == ["listenbrainz"]
+    assert {"kind": "spotify", "url": "/login"} in response.json()["connect"]
+    widget = await store.get_account("demo")
+    assert widget is not None and not widget.spotify
+    assert (await connected.client.get("/api/account")).status_code == 200
+    last = await connected.client.delete("/api/account/sources/listenbrainz", headers=SAME)
+    assert last.status_code == 409
+
+
+async def test_the_owner_page_lists_sources_escaped_with_links_to_the_rest(
+    connected: Env,
+) -> None:
+    link = SourceLink("demo", SourceKind.LISTENBRAINZ, "<i>lb</i>", "t", connected_at=1.0)
+    await connected.services.runtime.store.put_source(link)
+    page = (await connected.client.get("/")).text
+    assert 'data-np-source="spotify"' in page and 'data-np-unlink="listenbrainz"' in page
+    assert "&lt;i&gt;lb&lt;/i&gt;" in page and "<i>lb</i>" not in page
+    assert 'href="/login/lastfm"' in page and 'href="/login/listenbrainz"' not in page

@@ -46,19 +46,28 @@ class Parts(Protocol):
     def coord(self) -> Coordinator: ...
 
 
-async def connect_account(parts: Parts, grant: Grant, *, requested: frozenset[str]) -> Account:
+async def connect_account(
+    parts: Parts, grant: Grant, *, requested: frozenset[str], owner: str | None = None
+) -> Account:
     """Store the grant as an active account and make every instance start afresh with it.
 
-    An existing row keeps its public link and its "last played" choice. ``requested`` are the
-    scopes asked for, used when Spotify's answer does not list the granted ones.
+    The widget is the one this Spotify user is linked to (its id, for a widget first made with
+    Spotify), or the signed-in ``owner``'s when that widget has no Spotify yet: "Connect
+    Spotify" on a widget made with Last.fm or ListenBrainz (:class:`LinkedElsewhere` when this
+    Spotify user belongs to another widget). An existing row keeps its public link and its
+    "last played" choice. ``requested`` are the scopes asked for, used when Spotify's answer
+    does not list the granted ones.
     """
     token, profile = grant.token, grant.profile
     if not token.refresh_token:
         raise BadResponse("no refresh token in the code exchange")
-    existing = await parts.store.get_account(profile.id)
+    target = await _spotify_widget(parts, profile.id, owner)
+    existing = await parts.store.get_account(target)
     account = Account(
-        id=profile.id,
-        display_name=profile.display_name,
+        id=target,
+        display_name=existing.display_name
+        if target != profile.id and existing
+        else profile.display_name,
         refresh_token=token.refresh_token,
         scopes=token.scope or requested,
         consented_at=parts.clock.now(),
@@ -66,12 +75,31 @@ async def connect_account(parts: Parts, grant: Grant, *, requested: frozenset[st
         public_id=existing.public_id if existing else None,
         show_last_played=existing.show_last_played if existing else False,
     )
-    await parts.store.put_account(account)
+    if target == profile.id:
+        await parts.store.put_account(account)
+    else:  # a widget made with another source: the grant joins it under the Spotify user's name
+        await parts.store.put_account(replace(account, spotify=False))
+        link = SourceLink(
+            target, SourceKind.SPOTIFY, profile.id, token.refresh_token, account.consented_at
+        )
+        await parts.store.put_source(link)
     await parts.tokens.drop(account.id)  # any access token of the earlier grant, everywhere
     parts.tokens.seed(account.id, token)
     await parts.hub.restart(account.id)  # poll the new grant now; viewers stay, no reconnect flash
     await parts.coord.announce_public_change(account.id)  # its public link serves the new grant
     return account
+
+
+async def _spotify_widget(parts: Parts, spotify_id: str, owner: str | None) -> str:
+    """The widget a Spotify sign-in as ``spotify_id`` lands on (see :func:`connect_account`)."""
+    found = await parts.store.account_of_source(SourceKind.SPOTIFY, spotify_id)
+    if owner is not None and owner != (found or spotify_id):
+        current = await parts.store.get_account_info(owner)
+        if current is not None and not current.spotify:
+            if found is not None:
+                raise LinkedElsewhere(SourceKind.SPOTIFY)
+            return owner
+    return found or spotify_id
 
 
 async def disconnect_account(parts: Parts, account_id: str) -> None:

@@ -225,6 +225,7 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/api/account/webhooks/{hook_id}", webhooks.delete, methods=["DELETE"]),
         Route("/api/account/webhooks/{hook_id}/test", webhooks.send_test, methods=["POST"]),
         Route("/api/account/push-token", owner.rotate_push_token, methods=["POST"]),
+        Route("/api/account/sources/{kind}", owner.unlink_source, methods=["DELETE"]),
         Route("/1/submit-listens", push.submit_listens, methods=["POST"]),
         Route("/1/validate-token", push.validate_token),
         Route("/hooks/web-scrobbler/{token}", push.web_scrobbler, methods=["POST"]),

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from nowplaying.engine.accounts import (
+    LinkedElsewhere,
     connect_account,
     disconnect_account,
     is_terminal_login,
@@ -52,7 +53,7 @@ async def home(request: Request) -> Response:
         return pages.home_anonymous(demo=svc.demo)
     if svc.runtime.problems is not None:
         await svc.runtime.problems.load(account.id)
-    info = owner.describe(svc, account)
+    info = owner.describe(svc, account, sources=await svc.runtime.store.list_sources(account.id))
     share = pages.Share(
         links=info.links.data() if info.links else None,
         last_played=account.show_last_played,
@@ -70,6 +71,7 @@ async def home(request: Request) -> Response:
         if svc.runtime.client.budget
         else None,
         push=await _push(svc, account.id),
+        sources=pages.Sources.of(info, owner.LABELS),
     )
 
 
@@ -146,12 +148,22 @@ async def callback(request: Request) -> Response:
     terminal = is_terminal_login(login)
     response: Response
     try:
-        account = await connect_account(svc.runtime, grant, requested=login.scopes)
+        session = None if terminal else await svc.sessions.current(request)
+        owner = session.account_id if session else None
+        account = await connect_account(svc.runtime, grant, requested=login.scopes, owner=owner)
         if terminal:
             response = pages.terminal_done(demo=svc.demo)
         else:
             response = RedirectResponse("/", status_code=303)
             await svc.sessions.start(request, response, account.id)
+    except LinkedElsewhere:
+        return fail(
+            request,
+            "Linked to another widget",
+            "This Spotify account signs in to another widget here. Sign in with it and unlink"
+            " Spotify there first.",
+            409,
+        )
     except StoreError:
         return fail(request, "Can't sign in right now", "Storage is unavailable.", 503)
     svc.sessions.forget_account(account.id)

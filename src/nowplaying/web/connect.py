@@ -22,6 +22,7 @@ from nowplaying.sources.base import RateLimited, SourceError
 from nowplaying.store import LoginState, SourceLink, StoreError
 from nowplaying.web import pages
 from nowplaying.web.auth import fail, pending_login, stale_login
+from nowplaying.web.owner import LABELS
 from nowplaying.web.security import same_origin
 from nowplaying.web.sessions import LOGIN_TTL
 from nowplaying.web.state import services
@@ -32,7 +33,6 @@ LASTFM_LOGIN = "source:lastfm"
 """The ``code_verifier`` of a pending Last.fm login (it has no PKCE): a Spotify state is not
 one, and this one fails Spotify's code exchange."""
 MAX_TOKEN = 200
-LABELS = {SourceKind.LASTFM: "Last.fm", SourceKind.LISTENBRAINZ: "ListenBrainz"}
 
 
 async def lastfm_login(request: Request) -> Response:

@@ -81,6 +81,12 @@ class NotFound(Refusal):
     status, code = 404, ErrorCode.NOT_FOUND
 
 
+class Conflict(Refusal):
+    """The change would leave things in a state the owner did not mean (said in the message)."""
+
+    status, code = 409, ErrorCode.CONFLICT
+
+
 class BodyTooLarge(Refusal):
     """A request body over the limit (declared, or streamed past it)."""
 

@@ -111,6 +111,12 @@ _OWNER_POST = {
     }
 }
 
+_KIND = {
+    "name": "kind",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": ["spotify", "lastfm", "listenbrainz"]},
+}
 _HOOK_ID = {"name": "hook_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _OWNER = {"401": _json("Error", "No session."), "403": _json("Error", "Cross-site request.")}
 _WEBHOOK_PATHS: dict[str, Any] = {
@@ -193,6 +199,18 @@ SPEC: dict[str, Any] = {
         "/api/account/rotate": {"post": _OWNER_POST},
         "/api/account/unpublish": {"post": _OWNER_POST},
         "/api/account/push-token": {"post": _OWNER_POST},
+        "/api/account/sources/{kind}": {
+            "delete": {
+                "summary": "Unlink a source (never the last one the owner signs in with)",
+                "parameters": [_KIND],
+                "responses": {
+                    "200": _json("Account", "The account after the change."),
+                    "404": _json("Error", "No such source, or not linked."),
+                    "409": _json("Error", "The last way to sign in: kept, and said so."),
+                    **_OWNER,
+                },
+            }
+        },
         "/1/submit-listens": {
             "post": {
                 "summary": "Push what plays, as ListenBrainz's submit-listens (playing_now,"

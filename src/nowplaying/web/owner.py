@@ -7,7 +7,7 @@ announced to every instance's public-id cache (:mod:`.published`).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 
@@ -15,11 +15,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nowplaying import schema
+from nowplaying.config import Settings
 from nowplaying.engine import accounts
 from nowplaying.engine.problems import Withdrawal
+from nowplaying.models import SourceKind
 from nowplaying.ops.alerts import GRANT_LIFETIME
-from nowplaying.store import Account, AccountStatus, Pause
-from nowplaying.web.errors import PRIVATE, BadRequest, CrossSite, NotConnected, json_response
+from nowplaying.store import Account, AccountStatus, Pause, SourceLink
+from nowplaying.web.errors import (
+    PRIVATE,
+    BadRequest,
+    Conflict,
+    CrossSite,
+    NotConnected,
+    NotFound,
+    json_response,
+)
 from nowplaying.web.security import same_origin
 from nowplaying.web.state import Services, services
 
@@ -51,14 +61,60 @@ def pause_note(pause: Pause | None) -> str | None:
     return f"Spotify paused this app until {until:%H:%M} (UTC) on {until:%d %B %Y}."
 
 
+LABELS = {
+    SourceKind.SPOTIFY: "Spotify",
+    SourceKind.LASTFM: "Last.fm",
+    SourceKind.LISTENBRAINZ: "ListenBrainz",
+}
+"""The sources an owner links with a sign-in, as the pages name them."""
+
+
+def offered(settings: Settings) -> dict[SourceKind, str]:
+    """The sources this server lets owners link or sign in with, and where each starts:
+    Spotify (the simulated one in demo mode), Last.fm when it has a key (or in demo mode), and
+    ListenBrainz, which needs no key of the server's."""
+    found = {SourceKind.SPOTIFY: "/login"}
+    if settings.lastfm_configured:
+        found[SourceKind.LASTFM] = "/login/lastfm"
+    found[SourceKind.LISTENBRAINZ] = "/login/listenbrainz"
+    return found
+
+
+def linked_views(
+    svc: Services, sources: Sequence[SourceLink]
+) -> tuple[tuple[schema.LinkedSource, ...], tuple[schema.Connectable, ...]]:
+    """The widget's linked sources, and the offered ones it has not linked (with their URL)."""
+    linked = tuple(
+        schema.LinkedSource.model_validate(
+            {
+                "kind": s.kind.value,
+                "user_name": s.user_name,
+                "status": "active" if s.status is AccountStatus.ACTIVE else "reconnect_required",
+                "connected_at": datetime.fromtimestamp(int(s.connected_at), UTC),
+            }
+        )
+        for s in sources
+        if s.kind in LABELS
+    )
+    have = {s.kind for s in sources}
+    connect = tuple(
+        schema.Connectable.model_validate({"kind": kind.value, "url": url})
+        for kind, url in offered(svc.runtime.settings).items()
+        if kind not in have
+    )
+    return linked, connect
+
+
 def describe(
     svc: Services,
     account: Account,
     *,
     reconsent_url: str | None = None,
     push_token: str | None = None,
+    sources: Sequence[SourceLink] = (),
 ) -> schema.Account:
     """The ``/api/account`` object."""
+    linked, connect = linked_views(svc, sources)
     pause = svc.runtime.hub.pause
     usage = svc.runtime.client.budget.last if svc.runtime.client.budget is not None else None
     return schema.Account(
@@ -85,6 +141,8 @@ def describe(
         budget=schema.Budget.model_validate(asdict(usage)) if usage is not None else None,
         push_token=push_token,
         push=push_links(svc, push_token) if push_token else None,
+        sources=linked,
+        connect=connect,
     )
 
 
@@ -192,6 +250,7 @@ async def update_settings(request: Request, svc: Services, account: Account) -> 
                 replace(account, show_last_played=True),
                 reconsent_url="/login?with=recently-played",
                 push_token=await accounts.push_token(svc.runtime, account.id),
+                sources=await svc.runtime.store.list_sources(account.id),
             )
         )
     return response
@@ -202,7 +261,28 @@ async def _fresh(svc: Services, account_id: str) -> Response:
     if account is None:  # disconnected meanwhile
         raise NotConnected
     token = await accounts.push_token(svc.runtime, account_id)
-    return _json(describe(svc, account, push_token=token))
+    sources = await svc.runtime.store.list_sources(account_id)
+    return _json(describe(svc, account, push_token=token, sources=sources))
+
+
+@owner_route(write=True)
+async def unlink_source(request: Request, svc: Services, account: Account) -> Response:
+    """``DELETE /api/account/sources/{kind}``. The last source the owner signs in with stays:
+    409, saying so (Disconnect deletes the widget instead)."""
+    kind = next((k for k in LABELS if k.value == request.path_params["kind"]), None)
+    if kind is None:
+        raise NotFound("No such source: spotify, lastfm or listenbrainz.")
+    kinds = {s.kind for s in await svc.runtime.store.list_sources(account.id)}
+    if kind not in kinds:
+        raise NotFound(f"{LABELS[kind]} is not linked to this widget.")
+    if not (kinds & set(LABELS)) - {kind}:
+        raise Conflict(
+            f"{LABELS[kind]} is the only way to sign in to this widget: link another source"
+            " first, or use Disconnect to delete the widget."
+        )
+    await accounts.unlink_source(svc.runtime, account.id, kind)
+    svc.sessions.forget_account(account.id)
+    return await _fresh(svc, account.id)
 
 
 def _json(view: schema.Account) -> Response:

@@ -14,10 +14,12 @@ from typing import Any, NamedTuple
 import jinja2
 from starlette.responses import HTMLResponse
 
+from nowplaying import schema
 from nowplaying.cards.options import COVER_ACCENT, CardOptions, OverlayOptions
 from nowplaying.cards.png import SOCIAL_HEIGHT, SOCIAL_WIDTH
 from nowplaying.cards.themes import THEMES
 from nowplaying.engine.problems import UpstreamRefusal, Withdrawal
+from nowplaying.models import SourceKind
 from nowplaying.web.errors import PRIVATE
 
 EMBED_CSP = (
@@ -115,6 +117,25 @@ class Share:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What the owner page lists of the sources: ``(kind, label, user name, active)`` of each
+    linked one, and ``(label, url)`` of each offered one not linked."""
+
+    linked: list[tuple[str, str, str, bool]]
+    connect: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, account: schema.Account, labels: Mapping[SourceKind, str]) -> Sources:
+        return cls(
+            linked=[
+                (s.kind, labels[SourceKind(s.kind)], s.user_name, s.status == "active")
+                for s in account.sources
+            ],
+            connect=[(labels[SourceKind(c.kind)], c.url) for c in account.connect],
+        )
+
+
 def home_anonymous(*, demo: bool) -> HTMLResponse:
     """The start page: what this is, and the Connect button."""
     return _page("home_anonymous.html", title="nowplaying", demo=demo)
@@ -131,6 +152,7 @@ def home_connected(
     removed: Sequence[Withdrawal] = (),
     budget_note: str | None = None,
     push: Mapping[str, str] | None = None,
+    sources: Sources | None = None,
 ) -> HTMLResponse:
     """The owner's page. ``reconnect_reason`` (``unknown_key``, ``revoked``) says why a reconnect
     is needed; ``pause_note`` is Spotify's app-wide pause, when it is the long one; ``refusal``
@@ -151,6 +173,7 @@ def home_connected(
         budget_note=budget_note,
         share=share,
         push=push,
+        sources=sources,
     )
 
 

@@ -1,6 +1,6 @@
 /*
- * Owner controls on the home page: publish, rotate, unpublish, the last-played setting, and
- * copy buttons for the snippets. Talks to the same-origin JSON API (/api/account/...), then
+ * Owner controls on the home page: publish, rotate, unpublish, the last-played setting, unlinking
+ * a source, and copy buttons for the snippets. Talks to the same-origin JSON API (/api/account/...), then
  * reloads so the server renders the new state. No inline script; CSP-friendly.
  */
 (function () {
@@ -38,6 +38,24 @@
       } catch (e) {
         button.disabled = false;
         window.alert("Could not " + action + ": " + e.message);
+      }
+      return;
+    }
+    const unlink = target && target.closest("button[data-np-unlink]");
+    if (unlink) {
+      const kind = unlink.getAttribute("data-np-unlink");
+      if (!window.confirm("Unlink " + kind + "? The widget stops reading it.")) return;
+      unlink.disabled = true;
+      const res = await fetch("/api/account/sources/" + encodeURIComponent(kind), {
+        method: "DELETE",
+        credentials: "same-origin",
+        headers: { Accept: "application/json" },
+      });
+      const data = await res.json().catch(() => ({}));
+      if (res.ok) window.location.reload();
+      else {
+        unlink.disabled = false;
+        window.alert(data.message || "Could not unlink " + kind);
       }
       return;
     }
