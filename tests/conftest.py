@@ -7,12 +7,14 @@ by chance; a local run keeps searching at random (``print_blob`` says how to rep
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from harness.app import Env, open_env
+from harness.disk import NoDisk
+from harness.disk import small_disk as mounted_disk
 from harness.services import REDIS_URL, require
 from hypothesis import settings as hypothesis_settings
 
@@ -37,6 +39,16 @@ def clock() -> FakeClock:
 async def env(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Env]:
     async with open_env(tmp_path, clock) as e:
         yield e
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs mounted for the test (root only: skipped elsewhere)."""
+    try:
+        with mounted_disk(tmp_path / "disk") as disk:
+            yield disk
+    except NoDisk as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     nowplaying_database_url: str = "sqlite:///nowplaying.sqlite3"
     nowplaying_redis_url: str = ""
     """Redis for several instances (leases, shared state, pub/sub); empty: one process."""
+    nowplaying_state_dir: Path | None = None
+    """Where the server keeps, sealed, a rotated refresh token the database refused until it
+    takes it (``kept-tokens``); empty: beside the SQLite file. Set it (one per instance) with
+    PostgreSQL."""
     nowplaying_poll_seconds: float = 5.0
     nowplaying_session_idle_seconds: int = 14 * 24 * 3600
     nowplaying_session_max_seconds: int = 90 * 24 * 3600
@@ -203,6 +207,16 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return Path(url.removeprefix("sqlite:///"))
         return None
+
+    @property
+    def kept_tokens_path(self) -> Path | None:
+        """The file of rotated refresh tokens the database refused (:mod:`.store.kept`)."""
+        if self.nowplaying_state_dir is not None:
+            return self.nowplaying_state_dir / "kept-tokens"
+        db = self.sqlite_path
+        if db is None or str(db) == ":memory:":
+            return None
+        return db.with_name(db.name + ".kept-tokens")
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Self:

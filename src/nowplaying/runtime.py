@@ -39,6 +39,7 @@ from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.grants import TokenManager
 from nowplaying.sources.spotify.source import SpotifySource
 from nowplaying.store import Store, StoreError, open_store
+from nowplaying.store.kept import KeptTokens
 
 SIM_PREFIX = "/spotify-sim"
 LASTFM_SIM_PREFIX = "/lastfm-sim"
@@ -258,12 +259,15 @@ async def open_runtime(
     store: Store | None = None,
     clock: Clock | None = None,
     simulator: Simulator | None = None,
-    alerts: bool = False,
+    server: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open everything; close what was opened here (injected parts stay the caller's).
-    ``alerts``: run the owner alerts (the server does; a CLI command does not)."""
+    ``server``: run what only the server runs, the owner alerts and the file of kept refresh
+    tokens (a CLI command does neither)."""
     clock = clock or SystemClock()
     async with contextlib.AsyncExitStack() as stack:
+        # The kept-token file belongs to the database opened here, or to a configured state dir.
+        keeps = server and (store is None or settings.nowplaying_state_dir is not None)
         if store is None:
             store = open_store(settings.nowplaying_database_url, cipher=make_cipher(settings))
             await store.open()
@@ -288,11 +292,14 @@ async def open_runtime(
             clock=clock,
             budget=budget,
         )
-        tokens = TokenManager(client, store, clock, coord=coord)
+        kept_path = settings.kept_tokens_path if keeps else None
+        kept = KeptTokens(kept_path, make_cipher(settings)) if kept_path else None
+        tokens = TokenManager(client, store, clock, coord=coord, kept=kept)
+        await tokens.restore()  # the kept tokens go into the store before anything reads it
         stack.push_async_callback(tokens.flush)  # before the store closes (the stack unwinds)
         problems = AccountProblems(clock, link=link)
         alerter = None
-        if alerts:
+        if server:
             alerter = await _start_alerts(
                 settings, store=store, clock=clock, public_origin=public_origin, stack=stack,
                 link=link,

@@ -70,7 +70,7 @@ async def test_the_runtime_opens_one_link_for_everything(tmp_path: Path, flushed
         nowplaying_redis_url=flushed,
         nowplaying_alert_webhook="http://127.0.0.1:9/hook",
     )
-    async with open_runtime(settings, public_origin="http://127.0.0.1:8000", alerts=True) as rt:
+    async with open_runtime(settings, public_origin="http://127.0.0.1:8000", server=True) as rt:
         assert isinstance(rt.coord, RedisCoordinator)
         link = rt.coord.link
         assert rt.problems is not None and rt.problems.link is link

@@ -103,7 +103,7 @@ def create_app(
             store=store,
             clock=clock,
             simulator=simulator,
-            alerts=True,
+            server=True,
         ) as rt:
             app_metrics.watch(rt.http)
             app_metrics.bind(rt.hub, rt.tokens)

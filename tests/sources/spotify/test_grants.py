@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from harness.disk import fill
 from pydantic import SecretStr
 
 from nowplaying.clock import FakeClock
@@ -25,6 +25,7 @@ from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import InvalidGrant, SpotifyUnavailable
 from nowplaying.sources.spotify.grants import AccountGone, RefreshDeferred, TokenManager
 from nowplaying.store import Account, AccountStatus, SQLiteStore, StoreError
+from nowplaying.store.kept import KeptTokens
 
 pytestmark = pytest.mark.anyio
 
@@ -97,6 +98,8 @@ class Rig:
     """Every refresh token sent to the token endpoint, in order."""
     issued: list[str] = field(default_factory=list)
     """Every refresh token the token endpoint handed out, in order."""
+    before_token: list[Callable[[], None]] = field(default_factory=list)
+    """Run as a token request leaves (once each), e.g. to fill the disk in mid-refresh."""
 
     def manager(self) -> TokenManager:
         """Another token manager on the same store and coordinator (another instance)."""
@@ -122,10 +125,14 @@ async def _rig(clock: FakeClock, path: str | Path) -> AsyncIterator[Rig]:
     presented: list[str] = []
     issued: list[str] = [grant.refresh_token]
 
+    before_token: list[Callable[[], None]] = []
+
     async def on_request(request: httpx.Request) -> None:
         if request.url.path == "/api/token":
             form = parse_qs(request.content.decode())
             presented.extend(form.get("refresh_token", []))
+            while before_token:
+                before_token.pop()()
 
     async def on_response(response: httpx.Response) -> None:
         if response.request.url.path == "/api/token" and response.status_code == 200:
@@ -153,7 +160,7 @@ async def _rig(clock: FakeClock, path: str | Path) -> AsyncIterator[Rig]:
         coord = Unlockable()
         tokens = TokenManager(client, store, clock, coord=coord)
         try:
-            yield Rig(sim, clock, client, store, coord, tokens, presented, issued)
+            yield Rig(sim, clock, client, store, coord, tokens, presented, issued, before_token)
         finally:
             await store.close()
 
@@ -385,34 +392,6 @@ async def test_no_lock_a_kept_token_waits_and_the_access_token_serves(rig: Rig) 
 # -- a real full filesystem ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted for the test (root only: skipped elsewhere)."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    """Fill ``disk`` to the last byte; the filler file, to delete for space."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
-        for size in (65536, 4096, 512, 1):  # the last scraps too
-            while out.write(b"\0" * size):
-                pass
-    return filler
-
-
 async def test_a_full_disk_defers_the_refresh_and_loses_no_grant(
     clock: FakeClock, small_disk: Path
 ) -> None:
@@ -422,7 +401,7 @@ async def test_a_full_disk_defers_the_refresh_and_loses_no_grant(
     db = small_disk / "nowplaying.sqlite3"
     async with _rig(clock, db) as rig:
         await rig.playing()
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         await rig.clock.advance(HOUR)
         with pytest.raises(RefreshDeferred):
             await rig.playing()
@@ -441,3 +420,41 @@ async def test_a_full_disk_defers_the_refresh_and_loses_no_grant(
         await store.close()
     assert account is not None and account.status is AccountStatus.ACTIVE
     assert account.refresh_token == latest
+
+
+async def test_a_token_rotated_onto_a_full_disk_survives_a_restart(
+    clock: FakeClock, small_disk: Path
+) -> None:
+    """The disk fills while a refresh is on its way (after the store's check): the store
+    refuses the rotated token, which is kept sealed in the file reserved beside it. Shut down
+    still full, space freed, started again: the kept token goes into the store first, the next
+    refresh presents it and Spotify takes it (the rotated-away one would be invalid_grant)."""
+    db = small_disk / "nowplaying.sqlite3"
+    kept_path = small_disk / "nowplaying.sqlite3.kept-tokens"
+    cipher = TokenCipher(KEY)
+    async with _rig(clock, db) as rig:
+        tokens = TokenManager(rig.client, rig.store, clock, kept=KeptTokens(kept_path, cipher))
+        assert await tokens.restore() == 0
+        await rig.playing(tokens)
+        await clock.advance(HOUR)
+        fillers: list[Path] = []
+        rig.before_token.append(lambda: fillers.append(fill(small_disk)))
+        await rig.playing(tokens)  # refreshed; the store refuses the rotated token
+        assert tokens.counts["unsaved"] == 1 and fillers
+        rotated = rig.issued[-1]
+        assert await rig.store.stored_token() == rig.issued[-2]
+        await tokens.flush()  # SIGTERM while the disk is still full
+        await rig.store.close()
+        fillers[0].unlink()
+        rig.store = FlakyStore(db, cipher=cipher)  # the restart
+        await rig.store.open()
+        again = TokenManager(rig.client, rig.store, clock, kept=KeptTokens(kept_path, cipher))
+        assert await again.restore() == 1
+        assert await rig.store.stored_token() == rotated
+        await clock.advance(HOUR)
+        await rig.playing(again)
+        assert rig.presented[-1] == rotated
+        assert rig.presented == rig.issued[:-1]  # each token presented once, none lost
+        assert rig.store.statuses == []  # never marked reconnect required
+        assert KeptTokens(kept_path, cipher).open() == {}  # taken by the store, kept no more
+        await rig.store.close()

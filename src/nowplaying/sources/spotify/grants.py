@@ -3,7 +3,9 @@
 Spotify may rotate the refresh token, so a rotated one is stored before the new access token is
 used, and a refresh is made only while the store can write (else :class:`RefreshDeferred`: a
 stale widget, not a lost grant). A rotated token the store failed to take is kept in this
-process and presented next time, but never over a newer grant another process stored.
+process and sealed in a file beside the store (:mod:`nowplaying.store.kept`), presented next time
+and written into the store first at the next start, but never over a newer grant another process
+stored.
 ``invalid_grant`` is final: reconnect required, no retry. A token sealed with a key that is not
 configured is never refreshed, so configuring the key again brings the account back. A 401 from
 the Web API gets one refresh and one retry. A refresh happens only under the coordinator's lock;
@@ -17,7 +19,6 @@ import logging
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TypeGuard, TypeVar
 
 from nowplaying.clock import Clock
@@ -31,6 +32,7 @@ from nowplaying.sources.spotify.errors import (
     SpotifyUnavailable,
 )
 from nowplaying.store import Account, AccountStatus, Store, StoreError
+from nowplaying.store.kept import KeptError, KeptToken, KeptTokens
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,15 +61,6 @@ class RefreshDeferred(SpotifyUnavailable):
     serve what is known and try again later."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A rotated refresh token the store has not taken yet."""
-
-    token: str = field(repr=False)
-    replaces: str = field(repr=False)
-    """The stored refresh token it replaces (rotated away at Spotify)."""
-
-
 class TokenManager:
     """Hands out a valid access token per account; refreshes are single-flight per account."""
 
@@ -79,14 +72,20 @@ class TokenManager:
         *,
         leeway: float = 60.0,
         coord: Coordinator | None = None,
+        kept: KeptTokens | None = None,
     ) -> None:
+        """``kept``: the file rotated tokens the store refused are kept in, sealed, until it
+        takes them (read by :meth:`restore`); without one they live in this process only."""
         self._client = client
         self._store = store
         self._clock = clock
         self._leeway = leeway
         self._coord: Coordinator = coord or LocalCoordinator()
         self._cache: dict[str, Token] = {}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, KeptToken] = {}
+        self._kept = kept
+        self._on_file = False
+        """Whether the kept file holds tokens (else a write with none to keep is skipped)."""
         """Rotated refresh tokens the store refused, per account: the grant's only valid copy."""
         self.counts: Counter[str] = Counter()
         """``refresh`` (token calls made), ``rotated`` (new refresh tokens stored),
@@ -96,7 +95,7 @@ class TokenManager:
     def seed(self, account_id: str, token: Token) -> None:
         """Cache a token obtained elsewhere (the code exchange at login): a new grant."""
         self._cache[account_id] = token
-        self._pending.pop(account_id, None)  # the earlier grant's tokens are superseded
+        self._unkeep(account_id)  # the earlier grant's tokens are superseded
 
     def forget(self, account_id: str) -> None:
         """Drop the cached access token here (see also :meth:`drop`). A rotated refresh token
@@ -107,7 +106,7 @@ class TokenManager:
         """The grant is replaced or removed (connect, disconnect): forget its access token here
         and on every instance, and any rotated refresh token of it not stored yet."""
         self.forget(account_id)
-        self._pending.pop(account_id, None)
+        self._unkeep(account_id)
         await self._coord.drop_token(account_id)
 
     async def flush(self) -> None:
@@ -115,12 +114,67 @@ class TokenManager:
         grant's only valid copy, which a restart would otherwise lose); log how many are left."""
         for account_id in list(self._pending):
             await self._retry_pending(account_id)
-        if self._pending:
+        if self._pending and self._kept is not None and self._keep():
+            log.warning(
+                "%d rotated refresh token(s) could not be stored before shutdown (the store"
+                " refuses writes): kept sealed in %s, stored at the next start",
+                len(self._pending),
+                self._kept.path,
+            )
+        elif self._pending:
             log.error(
                 "%d rotated refresh token(s) could not be stored before shutdown (the store"
-                " refuses writes): those accounts will need reconnecting",
+                " refuses writes) nor kept beside it: those accounts will need reconnecting",
                 len(self._pending),
             )
+
+    async def restore(self) -> int:
+        """At start: read the tokens kept beside the store and write them into it first (each
+        under its refresh lock, and only over the token it replaces). One the store refuses
+        still stays kept, and is presented at the next refresh; how many were found."""
+        if self._kept is None:
+            return 0
+        try:
+            found = self._kept.open()
+            self._on_file = bool(found)
+        except KeptError as e:
+            log.error("%s: rotated refresh tokens the store refuses will not survive a restart", e)
+            self._kept = None
+            return 0
+        for account_id, kept in found.items():
+            self._pending.setdefault(account_id, kept)
+            try:
+                async with self._coord.lock(f"refresh:{account_id}"):
+                    await self._retry_pending(account_id)
+            except CoordinationError:
+                pass  # kept: written at the account's next token request, under the lock
+        if found:
+            log.warning(
+                "%d rotated refresh token(s) kept at the last shutdown; %d stored now",
+                len(found),
+                sum(1 for a in found if a not in self._pending),
+            )
+        self._keep()
+        return len(found)
+
+    def _keep(self) -> bool:
+        """Write the tokens the store has not taken to the kept file; whether they are there."""
+        if self._kept is None:
+            return False
+        if not self._pending and not self._on_file:
+            return True
+        try:
+            self._kept.save(self._pending)
+        except KeptError as e:
+            log.error("%s", e)
+            return False
+        self._on_file = bool(self._pending)
+        return True
+
+    def _unkeep(self, account_id: str) -> None:
+        """The account's rotated token is stored, superseded or void: keep it no longer."""
+        if self._pending.pop(account_id, None) is not None:
+            self._keep()
 
     async def token(self, account_id: str, *, stale: Token | None = None) -> Token:
         """A valid access token. ``stale`` is one the API just refused: replace it."""
@@ -174,14 +228,14 @@ class TokenManager:
         log.warning("token refresh put off: %s", error)
         raise RefreshDeferred(f"refresh put off: {error}") from error
 
-    def _pending_for(self, account: Account) -> _Pending | None:
+    def _pending_for(self, account: Account) -> KeptToken | None:
         """The account's unsaved refresh token, if it is still the one to present."""
         pending = self._pending.get(account.id)
         if pending is None or account.refresh_token == pending.replaces:
             return pending
         # The store holds it already, or a newer grant (a connect made by another process):
         # the store's copy wins, and is never overwritten with this one.
-        del self._pending[account.id]
+        self._unkeep(account.id)
         if account.refresh_token != pending.token:
             log.info("a newer grant replaced a rotated refresh token not stored yet")
         return None
@@ -195,7 +249,7 @@ class TokenManager:
         except StoreError:
             return  # still failing: kept, tried again at the next token request
         if account is None:
-            self._pending.pop(account_id, None)  # disconnected meanwhile
+            self._unkeep(account_id)  # disconnected meanwhile
         elif self._pending_for(account) is not None and await self._write_pending(account_id):
             log.info("a rotated refresh token the store refused earlier is stored now")
 
@@ -209,7 +263,7 @@ class TokenManager:
         except StoreError:
             return False
         if self._pending.get(account_id) is pending:
-            del self._pending[account_id]
+            self._unkeep(account_id)
         self.counts["rotated"] += 1
         return True
 
@@ -230,7 +284,7 @@ class TokenManager:
             or account.status is AccountStatus.RECONNECT_REQUIRED
         ):
             self.forget(account_id)
-            self._pending.pop(account_id, None)
+            self._unkeep(account_id)
             raise AccountGone("account is not connected")
         pending = self._pending_for(account)
         if pending is not None or not await self._writable(account):
@@ -247,7 +301,7 @@ class TokenManager:
             token = await self._client.refresh(presented)
         except ReconnectRequired as e:
             self.forget(account_id)
-            self._pending.pop(account_id, None)
+            self._unkeep(account_id)
             log.warning("an account's grant is gone (%s): marked reconnect required", e)
             try:
                 await self._store.set_status(account_id, AccountStatus.RECONNECT_REQUIRED)
@@ -258,12 +312,14 @@ class TokenManager:
         if latest != account.refresh_token:
             # Persist the rotated refresh token before the new access token is used; a store
             # that refuses it must not lose it: keep it, present it next, write it again later.
-            self._pending[account_id] = _Pending(latest, account.refresh_token)
+            self._pending[account_id] = KeptToken(latest, account.refresh_token)
             if not await self._write_pending(account_id):
                 self.counts["unsaved"] += 1
+                kept = "sealed beside the store" if self._keep() else "in memory"
                 log.warning(
-                    "the store refused a rotated refresh token: kept in memory, written again"
-                    " at the next token request"
+                    "the store refused a rotated refresh token: kept %s, written again at the"
+                    " next token request",
+                    kept,
                 )
         self._cache[account_id] = token
         ttl = token.expires_at - self._clock.now() - self._leeway
