@@ -242,6 +242,25 @@ def _pull_clients(
     return lastfm, ListenBrainzClient(http, clock, api_url=up.listenbrainz_api_url)
 
 
+async def _open_tokens(
+    settings: Settings,
+    client: SpotifyClient,
+    store: Store,
+    clock: Clock,
+    *,
+    coord: Coordinator,
+    stack: contextlib.AsyncExitStack,
+    keeps: bool,
+) -> TokenManager:
+    """The token manager; ``keeps``: with the file of kept tokens, stored first (restore)."""
+    path = settings.kept_tokens_path if keeps else None
+    kept = KeptTokens(path, make_cipher(settings)) if path else None
+    tokens = TokenManager(client, store, clock, coord=coord, kept=kept)
+    await tokens.restore()  # the kept tokens go into the store before anything reads it
+    stack.push_async_callback(tokens.flush)  # before the store closes (the stack unwinds)
+    return tokens
+
+
 def _schedule(settings: Settings) -> Schedule:
     return Schedule(
         poll_seconds=settings.nowplaying_poll_seconds,
@@ -292,11 +311,9 @@ async def open_runtime(
             clock=clock,
             budget=budget,
         )
-        kept_path = settings.kept_tokens_path if keeps else None
-        kept = KeptTokens(kept_path, make_cipher(settings)) if kept_path else None
-        tokens = TokenManager(client, store, clock, coord=coord, kept=kept)
-        await tokens.restore()  # the kept tokens go into the store before anything reads it
-        stack.push_async_callback(tokens.flush)  # before the store closes (the stack unwinds)
+        tokens = await _open_tokens(
+            settings, client, store, clock, coord=coord, stack=stack, keeps=keeps
+        )
         problems = AccountProblems(clock, link=link)
         alerter = None
         if server:
