@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from harness.app import Env, open_env
+from harness.app import SAME, Env, open_env
 
 from nowplaying.clock import FakeClock
 from nowplaying.web.fast import FastAnswers, key_of, server_protocol
@@ -232,6 +232,25 @@ async def test_an_unknown_host_is_refused_though_an_answer_is_recorded(
     wire = f"GET {target} HTTP/1.1\r\nHost: evil.example\r\n\r\n".encode()
     assert status_of((await exchange(port, (wire, ["GET"])))[0]) == 400
     assert fast_of(env).counts["/p/{public_id}.json"] == 1
+
+
+async def test_a_rotated_link_dies_at_once_on_the_fast_path_too(
+    served: tuple[Env, int, str],
+) -> None:
+    """Rotating the link (or signing out) ends the answers made under the old one at once."""
+    env, port, public_id = served
+    target = f"/p/{public_id}.json"
+    owner = {"Cookie": cookie_of(env)}
+    await twice(port, "GET", target, {})
+    await twice(port, "GET", "/api/spotify", owner)
+    assert (await env.client.post("/api/account/rotate", headers=SAME)).status_code == 200
+    assert status_of((await exchange(port, (request("GET", target), ["GET"])))[0]) == 404
+    assert (await env.client.post("/logout", headers=SAME)).status_code in (200, 303)
+    assert (
+        status_of((await exchange(port, (request("GET", "/api/spotify", owner), ["GET"])))[0])
+        == 401
+    )
+    assert dict(fast_of(env).counts) == {"/p/{public_id}.json": 1, "/api/spotify": 1}
 
 
 async def test_pipelined_requests_are_answered_in_order_across_both_paths(
