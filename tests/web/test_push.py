@@ -4,11 +4,12 @@ submitting to a live server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import liblistenbrainz
@@ -20,6 +21,7 @@ from harness.live_server import free_port, serve
 
 from nowplaying.clock import FakeClock
 from nowplaying.models import SourceKind
+from nowplaying.sources.push import MAX_BODY_BYTES
 from nowplaying.web import create_app
 
 pytestmark = pytest.mark.anyio
@@ -119,12 +121,78 @@ async def test_bad_submissions_are_400_with_a_message(
     assert response.json()["code"] == 400 and message in response.json()["error"]
 
 
-async def test_a_body_past_the_edge_limit_is_413(connected: Env) -> None:
-    """An import too large for the edge (64 KiB) is refused before it is read."""
+def listens(count: int, pad: int = 0) -> list[dict[str, Any]]:
+    """``count`` finished listens, each padded with ``pad`` characters of additional_info."""
+    return [
+        {**listen(f"Song {i}", note="x" * pad), "listened_at": 1_700_000_000 + i}
+        for i in range(count)
+    ]
+
+
+async def test_an_import_of_1001_listens_or_an_oversized_listen_is_400(connected: Env) -> None:
+    """Past 64 KiB the body is read (ListenBrainz's limit is 1,000 listens of 10,240 bytes), and
+    its limits are ListenBrainz's 400s with their messages."""
     token = await token_of(connected)
-    body = {"listen_type": "import", "payload": [listen(note="x" * 9000)] * 8}
-    response = await submit(connected, body, token)
-    assert response.status_code == 413
+    many = await submit(connected, {"listen_type": "import", "payload": listens(1001)}, token)
+    assert many.status_code == 400 and "at most 1000" in many.json()["error"]
+    big = [*listens(20, pad=3000), {**listen(note="x" * 10_300), "listened_at": 1_700_000_000}]
+    oversized = await submit(connected, {"listen_type": "import", "payload": big}, token)
+    assert oversized.status_code == 400 and "too large" in oversized.json()["error"]
+    ok = await submit(
+        connected, {"listen_type": "import", "payload": listens(1000, pad=200)}, token
+    )
+    assert ok.status_code == 200, ok.text
+
+
+async def test_a_body_past_listenbrainz_limit_is_413_and_other_paths_keep_64_kib(
+    connected: Env,
+) -> None:
+    """Over 10,240,000 bytes (1,000 listens of 10,240) is refused before it is read, declared
+    or streamed; every other path keeps the edge's 64 KiB."""
+    token = await token_of(connected)
+    headers = {"Authorization": f"Token {token}"}
+    huge = await connected.client.post(
+        "/1/submit-listens", content=b"x" * (MAX_BODY_BYTES + 1), headers=headers
+    )
+    assert huge.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(MAX_BODY_BYTES // 65_536 + 2):
+            yield b"x" * 65_536
+
+    streamed = await connected.client.post("/1/submit-listens", content=chunks(), headers=headers)
+    assert streamed.status_code == 413
+    hook = await connected.client.post(f"/hooks/web-scrobbler/{token}", content=b"x" * 70_000)
+    assert hook.status_code == 413
+
+
+class Slots(asyncio.Semaphore):
+    """A semaphore that says when someone starts waiting for it."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.asked = asyncio.Event()
+
+    async def acquire(self) -> Literal[True]:
+        self.asked.set()
+        return await super().acquire()
+
+
+async def test_large_bodies_wait_for_a_free_slot(connected: Env) -> None:
+    """While no slot for large bodies is free, an import waits before reading (memory stays
+    bounded) and is answered once one frees; a small push does not wait."""
+    env = connected
+    token = await token_of(env)
+    env.services.large_reads = slots = Slots(0)
+    small = await submit(env, {"listen_type": "playing_now", "payload": [listen()]}, token)
+    assert small.status_code == 200 and not slots.asked.is_set()
+    body = {"listen_type": "import", "payload": listens(300, pad=300)}
+    task = asyncio.create_task(submit(env, body, token))
+    asked = asyncio.create_task(slots.asked.wait())
+    await asyncio.wait({task, asked}, return_when=asyncio.FIRST_COMPLETED)
+    assert asked.done() and not task.done()
+    slots.release()
+    assert (await task).status_code == 200
 
 
 async def test_wrong_or_missing_tokens_are_401_in_listenbrainz_shape(connected: Env) -> None:
@@ -265,6 +333,30 @@ def live(tmp_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     port = free_port()
     with serve(create_app(demo_settings(port, tmp_path)), port) as base:
         yield base, account_over_http(base)
+
+
+def test_liblistenbrainz_imports_1000_listens(live: tuple[str, dict[str, Any]]) -> None:
+    """A real import (1,000 listens of about 8 KB, 8 MB in all) is accepted over a socket, and
+    the listen in it that finishes the playing-now ends it."""
+    base, account = live
+    client = liblistenbrainz.ListenBrainz(api_base_url=base)
+    client.set_auth_token(account["pushToken"])
+    client.submit_playing_now(
+        liblistenbrainz.Listen(track_name="Song 999", artist_name="Kanye West")
+    )
+    url = f"{base}/p/{account['publicId']}.json"
+    assert httpx.get(url, timeout=10).json()["title"] == "Song 999"
+    imported = [
+        liblistenbrainz.Listen(
+            track_name=f"Song {i}",
+            artist_name="Kanye West",
+            listened_at=1_700_000_000 + i,
+            additional_info={"note": "x" * 8000},
+        )
+        for i in range(1000)
+    ]
+    assert client.submit_multiple_listens(imported) == {"status": "ok"}
+    assert httpx.get(url, timeout=10).json().get("source") != "push"
 
 
 def test_liblistenbrainz_submits_to_nowplaying(live: tuple[str, dict[str, Any]]) -> None:

@@ -47,6 +47,7 @@ from nowplaying.runtime import (
 )
 from nowplaying.schema import ErrorCode, error
 from nowplaying.simulator import Simulator
+from nowplaying.sources.push import MAX_BODY_BYTES
 from nowplaying.store import Store, StoreError
 from nowplaying.web import (
     api,
@@ -226,7 +227,7 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/api/account/webhooks/{hook_id}/test", webhooks.send_test, methods=["POST"]),
         Route("/api/account/push-token", owner.rotate_push_token, methods=["POST"]),
         Route("/api/account/sources/{kind}", owner.unlink_source, methods=["DELETE"]),
-        Route("/1/submit-listens", push.submit_listens, methods=["POST"]),
+        Route(push.SUBMIT_LISTENS, push.submit_listens, methods=["POST"]),
         Route("/1/validate-token", push.validate_token),
         Route("/hooks/web-scrobbler/{token}", push.web_scrobbler, methods=["POST"]),
         Route("/p/{public_id}/events", public.events),
@@ -269,6 +270,8 @@ def middleware(
             hosts=settings.allowed_hosts,
             host_exempt_paths=("/healthz", "/metrics"),
             header_exempt_prefixes=(SIM_PREFIX, LASTFM_SIM_PREFIX, LISTENBRAINZ_SIM_PREFIX),
+            # ListenBrainz's documented payload: an import of 1,000 listens of 10,240 bytes.
+            large_bodies={push.SUBMIT_LISTENS: MAX_BODY_BYTES},
             observe_latency=bool(settings.nowplaying_metrics_token.get_secret_value()),
             fast=fast,
         ),

@@ -10,7 +10,7 @@ line, and the metrics. The refusals before the ``Host`` check carry only ``no-st
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -111,6 +111,7 @@ class Edge:
         header_exempt_prefixes: tuple[str, ...] = (),
         rules: tuple[Rule, ...] = DEFAULT_RULES,
         max_body: int = MAX_BODY,
+        large_bodies: Mapping[str, int] | None = None,
         max_headers: int = MAX_HEADERS,
         observe_latency: bool = True,
         fast: FastAnswers | None = None,
@@ -123,6 +124,8 @@ class Edge:
         self.hosts = TrustedHosts(hosts=hosts, exempt_paths=host_exempt_paths)
         self.header_exempt = header_exempt_prefixes
         self.max_body = max_body
+        self.large_bodies = dict(large_bodies or {})
+        """Paths whose body may be larger than ``max_body``, with their own limit (exact)."""
         self.max_headers = max_headers
         self.recording = _as_sent if fast is None else fast.recording
         """``send`` as the app's answers leave the edge: the fast path records those it may
@@ -130,9 +133,13 @@ class Edge:
         if fast is not None:
             fast.bind(self.buckets, self.latency, max_headers)
 
+    def body_limit(self, path: str) -> int:
+        """The body a request to ``path`` may carry."""
+        return self.large_bodies.get(path, self.max_body)
+
     def _limited(self, scope: Scope, size: int, declared: bytes | None) -> Refusal | None:
         """The 431/413/429 a request gets before anything else, if any."""
-        refusal = too_large(size, declared, self.max_body, self.max_headers)
+        refusal = too_large(size, declared, self.body_limit(scope["path"]), self.max_headers)
         if refusal is None and (wait := self.buckets.wait(scope)) > 0:
             refusal = too_many(wait)
         return refusal
@@ -178,7 +185,8 @@ class Edge:
                             refused = BadRequest(UNKNOWN_HOST).response(_NO_STORE)
                             await refused(scope, receive, edge_send)
                         elif chunked:
-                            await self.app(scope, counted(receive, self.max_body), edge_send)
+                            limit = self.body_limit(scope["path"])
+                            await self.app(scope, counted(receive, limit), edge_send)
                         else:
                             # Content-Length (checked above) or no body at all: the server
                             # delivers no more than that, so nothing to count.

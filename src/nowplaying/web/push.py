@@ -7,6 +7,7 @@ upstream call; the widget need not be published.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -14,8 +15,13 @@ from starlette.responses import JSONResponse, Response
 
 from nowplaying.sources import push
 from nowplaying.store import StoreError
-from nowplaying.web.state import services
+from nowplaying.web.state import Services, services
 
+SUBMIT_LISTENS = "/1/submit-listens"
+"""The one path whose body may be ListenBrainz's (:data:`~nowplaying.sources.push.MAX_BODY_BYTES`,
+an import of 1,000 listens) rather than the edge's 64 KiB."""
+LARGE_BODY = 64 * 1024
+"""Past this a body is read under :attr:`Services.large_reads` and parsed off the event loop."""
 NO_HEADER = "You need to provide an Authorization header."
 BAD_TOKEN = "Invalid authorization token."
 
@@ -46,12 +52,24 @@ async def _accept(request: Request, token: str, read: Reader) -> Response:
     if account_id is None:
         return lb_error(401, BAD_TOKEN)
     try:
-        pushes = read(await request.body(), svc.runtime.clock.now())
+        pushes = await _read(request, svc, read)
     except push.Rejected as e:
         return lb_error(400, str(e))
     for one in pushes:
         await svc.runtime.hub.push(account_id, one)
     return JSONResponse({"status": "ok"})
+
+
+async def _read(request: Request, svc: Services, read: Reader) -> list[push.Push]:
+    """The body read into pushes; a large one (a real import: up to 10 MB) only while one of
+    few slots is free, so memory stays bounded whatever arrives at once, and parsed in a
+    thread so viewers are not held up. The edge bounds the size, the guard the time."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) <= LARGE_BODY:
+        return read(await request.body(), svc.runtime.clock.now())
+    async with svc.large_reads:
+        body = await request.body()
+        return await asyncio.to_thread(read, body, svc.runtime.clock.now())
 
 
 async def submit_listens(request: Request) -> Response:

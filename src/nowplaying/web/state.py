@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass, field
 
@@ -18,6 +19,9 @@ from nowplaying.sources import coverart
 from nowplaying.web.published import PublishedAccounts
 from nowplaying.web.sessions import Sessions
 from nowplaying.web.sse import Streams
+
+LARGE_READS = 2
+"""Imports read at once: up to 10 MB each, and about five times that parsed."""
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Services:
     """The Cover Art Archive pushed listens' covers come from (the simulator's in demo mode)."""
     cards: CardCache = field(default_factory=CardCache)
     """Rendered SVG cards (see :mod:`nowplaying.cards.cache`)."""
+    large_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LARGE_READS))
+    """Large push bodies (ListenBrainz imports) read and parsed at once, at most."""
     webhooks: Webhooks | None = None
     """The owners' track-change webhooks (:mod:`nowplaying.ops.webhooks`), once started."""
 
