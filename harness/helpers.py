@@ -188,3 +188,15 @@ ONE_ADDRESS_AUDIENCE = {
 }
 """Settings for a server whose whole audience comes from 127.0.0.1 (benches, soaks): the
 per-address rate limit and connection cap would refuse it."""
+
+
+async def lastfm_allow(authorize_url: str, user: str) -> httpx.Response:
+    """What the owner does on Last.fm's consent page: allow as ``user``; Last.fm's answer (the
+    redirect back to the callback, with the token)."""
+    async with httpx.AsyncClient(timeout=10) as browser:
+        page = await browser.get(authorize_url)
+        assert page.status_code == 200, page.text
+        form = FormParser()
+        form.feed(page.text)
+        action = urljoin(str(page.url), form.action or "")
+        return await browser.post(action, data={**form.fields, "user": user})

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from harness.helpers import consent
+from harness.helpers import consent, lastfm_allow
 from harness.live_server import free_port
 
 START_SECONDS = 20.0
@@ -145,22 +145,39 @@ async def sign_in(base_url: str) -> str:
 
     The cookies are ``Secure``, which httpx keeps off plain http, so they are carried by hand.
     """
+
+    async def agree(url: str) -> httpx.Response:
+        async with httpx.AsyncClient(follow_redirects=False, timeout=10) as browser:
+            return await consent(browser, url)
+
+    return await _sign_in(base_url, "/login", agree)
+
+
+async def sign_in_with_lastfm(base_url: str, user: str = "demo") -> str:
+    """Walk /login/lastfm → the simulated Last.fm's consent (allow, as ``user``) →
+    /callback/lastfm on a demo server; the session's ``Cookie`` header."""
+    return await _sign_in(base_url, "/login/lastfm", lambda url: lastfm_allow(url, user))
+
+
+async def _sign_in(
+    base_url: str, login_path: str, agree: Callable[[str], Awaitable[httpx.Response]]
+) -> str:
+    """``login_path``, ``agree`` on the page it leads to, then back: the session's cookie."""
     jar: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=10) as http:
-        login = await http.get("/login")
+        login = await http.get(login_path)
         if login.status_code != 302:
-            raise RuntimeError(f"/login answered {login.status_code}")
+            raise RuntimeError(f"{login_path} answered {login.status_code}")
         _keep_cookies(jar, login)
-        async with httpx.AsyncClient(follow_redirects=False, timeout=10) as browser:
-            agreed = await consent(browser, login.headers["location"])
+        agreed = await agree(login.headers["location"])
         if agreed.status_code not in (302, 303):
             raise RuntimeError(f"consent answered {agreed.status_code}")
         back = urlsplit(agreed.headers["location"])
         done = await http.get(f"{back.path}?{back.query}", headers={"Cookie": _cookie_header(jar)})
         if done.status_code != 303:
-            raise RuntimeError(f"/callback answered {done.status_code}")
+            raise RuntimeError(f"{back.path} answered {done.status_code}: {done.text[:300]}")
         _keep_cookies(jar, done)
     session = {k: v for k, v in jar.items() if k.endswith("np_session")}
     if not session:
-        raise RuntimeError("no session cookie after /callback")
+        raise RuntimeError(f"no session cookie after {back.path}")
     return _cookie_header(session)

@@ -8,12 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import httpx
 
 from harness.app import LASTFM_KEY, LASTFM_SECRET, Env, make_settings, serve_app, simulated
-from harness.helpers import FormParser
 from harness.live_server import free_port, serve
 from nowplaying.clock import FakeClock, SystemClock
 from nowplaying.simulator.lastfm import LastFm
@@ -64,15 +62,3 @@ async def env_with_upstreams(
         ):
             env.sim_http = sim_http
             yield env
-
-
-async def lastfm_allow(authorize_url: str, user: str) -> httpx.Response:
-    """What the owner does on Last.fm's consent page: allow as ``user``; Last.fm's answer (the
-    redirect back to the callback, with the token)."""
-    async with httpx.AsyncClient() as browser:
-        page = await browser.get(authorize_url)
-        assert page.status_code == 200, page.text
-        form = FormParser()
-        form.feed(page.text)
-        action = urljoin(str(page.url), form.action or "")
-        return await browser.post(action, data={**form.fields, "user": user})

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     spotify_redirect_uri: str = "http://127.0.0.1:8000/callback"
     spotify_accounts_url: str = "https://accounts.spotify.com"
     spotify_api_url: str = "https://api.spotify.com/v1"
+    nowplaying_spotify: bool = True
+    """False: this server runs without Spotify (no Spotify app needed, and no demo mode):
+    owners sign in with Last.fm or ListenBrainz and push from any player.
+    ``SPOTIFY_REDIRECT_URI`` still names the site's public origin."""
 
     lastfm_api_key: str = ""
     """A Last.fm API account's key; with its secret, owners may connect Last.fm (pull)."""
@@ -166,8 +170,9 @@ class Settings(BaseSettings):
 
     @property
     def demo(self) -> bool:
-        """Demo mode: no Spotify app configured, so the built-in simulator plays Spotify."""
-        return not self.spotify_client_id
+        """Demo mode: no Spotify app configured (and Spotify not turned off with
+        ``NOWPLAYING_SPOTIFY=false``), so the built-in simulators play every source."""
+        return self.nowplaying_spotify and not self.spotify_client_id
 
     @property
     def client_id(self) -> str:
@@ -223,7 +228,8 @@ class Settings(BaseSettings):
         if self.demo:
             return self
         problems = []
-        if self.spotify_client_secret.get_secret_value().lower() in PLACEHOLDERS:
+        secret = self.spotify_client_secret.get_secret_value()
+        if self.nowplaying_spotify and secret.lower() in PLACEHOLDERS:
             problems.append("SPOTIFY_CLIENT_SECRET is missing or a placeholder")
         key = self.nowplaying_secret_key.get_secret_value()
         if key.lower() in PLACEHOLDERS or len(key) < 32:

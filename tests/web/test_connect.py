@@ -4,6 +4,7 @@ loopback sockets), sign-in without Spotify, linking to a signed-in widget, and e
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,12 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from harness.app import LASTFM_KEY, ORIGIN, SAME, Env
-from harness.helpers import connect
+from harness.helpers import connect, lastfm_allow
 from harness.live_server import free_port
+from harness.servers import nowplaying_server, sign_in_with_lastfm
 from harness.upstreams import (
     Upstreams,
     env_with_upstreams,
-    lastfm_allow,
     served_upstreams,
 )
 
@@ -313,3 +314,63 @@ async def test_connect_spotify_of_another_widget_is_refused(env: Env) -> None:
     assert [s.kind for s in await rt.store.list_sources("listenbrainz:demo")] == [
         SourceKind.LISTENBRAINZ
     ]
+
+
+# -- starting without Spotify --------------------------------------------------------------------
+
+
+def starts(page: str) -> list[str]:
+    """The sign-in buttons of the start page, by their links."""
+    return re.findall(r'href="([^"]+)" data-np-start', page)
+
+
+async def test_the_start_page_offers_each_configured_source(
+    tmp_path: Path, clock: FakeClock, up: Upstreams
+) -> None:
+    """Spotify, Last.fm with a key, ListenBrainz always; without a Last.fm key, no Last.fm."""
+    async with env_with_upstreams(tmp_path, clock, up) as env:
+        page = (await env.client.get("/")).text
+        assert starts(page) == ["/login", "/login/lastfm", "/login/listenbrainz"]
+    async with env_with_upstreams(tmp_path / "b", clock, up, lastfm_api_secret="") as env:
+        assert starts((await env.client.get("/")).text) == ["/login", "/login/listenbrainz"]
+
+
+async def test_a_server_without_spotify_signs_in_with_the_others(
+    tmp_path: Path, clock: FakeClock, up: Upstreams
+) -> None:
+    """NOWPLAYING_SPOTIFY=false and no Spotify app: not demo mode, no Spotify offered, /login
+    a 404; Last.fm and ListenBrainz sign owners in."""
+    settings = {"nowplaying_spotify": False, "spotify_client_id": "", "spotify_client_secret": ""}
+    async with env_with_upstreams(tmp_path, clock, up, **settings) as env:
+        assert not env.services.demo
+        assert starts((await env.client.get("/")).text) == ["/login/lastfm", "/login/listenbrainz"]
+        assert (await env.client.get("/login")).status_code == 404
+        up.fm.add_user("solo")
+        assert (await lastfm_sign_in(env, "solo")).status_code == 303
+        body = (await env.client.get("/api/account")).json()
+        assert [s["kind"] for s in body["sources"]] == ["lastfm"]
+        assert body["connect"] == [{"kind": "listenbrainz", "url": "/login/listenbrainz"}]
+
+
+async def test_a_demo_server_signs_in_with_its_simulated_lastfm_and_listenbrainz() -> None:
+    """``nowplaying serve`` in demo mode: the start page offers all three; the Last.fm flow
+    walks the simulator mounted at /lastfm-sim over real HTTP, and ListenBrainz's form takes the
+    simulated demo token."""
+    with nowplaying_server() as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            page = (await http.get("/")).text
+            assert starts(page) == ["/login", "/login/lastfm", "/login/listenbrainz"]
+            cookie = await sign_in_with_lastfm(server.url)
+            account = await http.get("/api/account", headers={"Cookie": cookie})
+            assert account.status_code == 200, account.text
+            assert [(s["kind"], s["userName"]) for s in account.json()["sources"]] == [
+                ("lastfm", "demo")
+            ]
+            lb = await http.post(
+                "/login/listenbrainz",
+                data={"token": "lb-demo-token"},
+                headers={"Cookie": cookie, "Origin": server.url},
+            )
+            assert lb.status_code == 303, lb.text
+            account = await http.get("/api/account", headers={"Cookie": cookie})
+            assert [s["kind"] for s in account.json()["sources"]] == ["lastfm", "listenbrainz"]

@@ -72,7 +72,14 @@ def _connected(value: str, *, published: bool) -> HTMLResponse:
 
 # Every page, as a function of the one value put in each of its outside-text fields.
 PAGES: dict[str, Callable[[str], HTMLResponse]] = {
-    "home_anonymous": lambda _: pages.home_anonymous(demo=True),
+    "home_anonymous": lambda _: pages.home_anonymous(demo=True, sources=[("Spotify", "/login")]),
+    "connect_listenbrainz": lambda v: pages.connect_listenbrainz(message=v, status=400, demo=True),
+    "home_connected, sources": lambda v: pages.home_connected(
+        display_name=v,
+        reconnect_reason=None,
+        demo=False,
+        sources=pages.Sources(linked=[("lastfm", "Last.fm", v, False)], connect=[]),
+    ),
     "terminal_done": lambda _: pages.terminal_done(demo=True),
     "home_connected, published": lambda v: _connected(v, published=True),
     "home_connected, not published": lambda v: _connected(v, published=False),

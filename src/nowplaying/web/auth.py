@@ -50,7 +50,10 @@ async def home(request: Request) -> Response:
     session = await svc.sessions.current(request)
     account = await svc.runtime.store.get_account(session.account_id) if session else None
     if account is None:
-        return pages.home_anonymous(demo=svc.demo)
+        offered = owner.offered(svc.runtime.settings)
+        return pages.home_anonymous(
+            demo=svc.demo, sources=[(owner.LABELS[k], url) for k, url in offered.items()]
+        )
     if svc.runtime.problems is not None:
         await svc.runtime.problems.load(account.id)
     info = owner.describe(svc, account, sources=await svc.runtime.store.list_sources(account.id))
@@ -89,6 +92,8 @@ async def _push(svc: Services, account_id: str) -> dict[str, str]:
 async def login(request: Request) -> Response:
     """Send the browser to Spotify's consent page with a fresh state and PKCE challenge."""
     svc = services(request)
+    if not svc.runtime.settings.nowplaying_spotify:
+        return fail(request, "Spotify is not set up", "This server runs without Spotify.", 404)
     state = secrets.token_urlsafe(32)
     verifier, challenge = make_pkce()
     # The least scope that works; "last played" asks for one more, and only when turned on.

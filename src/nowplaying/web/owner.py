@@ -71,9 +71,9 @@ LABELS = {
 
 def offered(settings: Settings) -> dict[SourceKind, str]:
     """The sources this server lets owners link or sign in with, and where each starts:
-    Spotify (the simulated one in demo mode), Last.fm when it has a key (or in demo mode), and
-    ListenBrainz, which needs no key of the server's."""
-    found = {SourceKind.SPOTIFY: "/login"}
+    Spotify unless turned off (the simulated one in demo mode), Last.fm when it has a key (or
+    in demo mode), and ListenBrainz, which needs no key of the server's."""
+    found = {SourceKind.SPOTIFY: "/login"} if settings.nowplaying_spotify else {}
     if settings.lastfm_configured:
         found[SourceKind.LASTFM] = "/login/lastfm"
     found[SourceKind.LISTENBRAINZ] = "/login/listenbrainz"

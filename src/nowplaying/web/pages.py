@@ -136,9 +136,9 @@ class Sources:
         )
 
 
-def home_anonymous(*, demo: bool) -> HTMLResponse:
-    """The start page: what this is, and the Connect button."""
-    return _page("home_anonymous.html", title="nowplaying", demo=demo)
+def home_anonymous(*, demo: bool, sources: Sequence[tuple[str, str]]) -> HTMLResponse:
+    """The start page: what this is, and a button for each source offered, ``(label, url)``."""
+    return _page("home_anonymous.html", title="nowplaying", demo=demo, sources=sources)
 
 
 def home_connected(
