@@ -19,7 +19,7 @@ from starlette.routing import Mount
 
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
-from nowplaying.coord.base import Coordinator, LocalCoordinator
+from nowplaying.coord.base import CoordinationError, Coordinator, LocalCoordinator, NamedLock
 from nowplaying.coord.link import RedisLink
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.crypto import TokenCipher
@@ -38,7 +38,7 @@ from nowplaying.sources.listenbrainz import ListenBrainzClient
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.grants import TokenManager
 from nowplaying.sources.spotify.source import SpotifySource
-from nowplaying.store import Store, StoreError, open_store
+from nowplaying.store import PostgresStore, Store, StoreError, open_store
 from nowplaying.store.kept import KeptTokens
 
 SIM_PREFIX = "/spotify-sim"
@@ -261,6 +261,32 @@ async def _open_tokens(
     return tokens
 
 
+def _coordinator(link: RedisLink | None, store: Store) -> Coordinator:
+    """Redis's, its locks held in PostgreSQL too (when the store is), or this process's."""
+    if link is None:
+        return LocalCoordinator()
+    return RedisCoordinator(link, database_lock=database_lock(store))
+
+
+def database_lock(store: Store, *, wait: float = 4.0) -> NamedLock | None:
+    """PostgreSQL's advisory lock for the coordinator's locks, so refreshes serialise while
+    Redis is unreachable (SQLite runs one process: its locks need no database); a holder
+    elsewhere is waited for ``wait`` seconds."""
+    if not isinstance(store, PostgresStore):
+        return None
+
+    @contextlib.asynccontextmanager
+    async def lock(name: str) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                await held.enter_async_context(store.lock(name, wait=wait))
+            except StoreError as e:
+                raise CoordinationError(f"lock {name!r}: {e}") from e
+            yield
+
+    return lock
+
+
 def _schedule(settings: Settings) -> Schedule:
     return Schedule(
         poll_seconds=settings.nowplaying_poll_seconds,
@@ -295,7 +321,7 @@ async def open_runtime(
         http = http or await _open_http(stack, simulator)
         up = Upstreams.of(settings, public_origin, simulator is not None)
         link = _open_link(settings, clock, stack)
-        coord: Coordinator = RedisCoordinator(link) if link else LocalCoordinator()
+        coord = _coordinator(link, store)
         budget = CallBudget(
             clock,
             per_window=settings.nowplaying_call_budget_30s,

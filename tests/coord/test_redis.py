@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,25 +20,29 @@ from harness.app import Env
 from harness.engine import OneTrack
 from harness.helpers import reads_of
 from harness.live_server import free_port
-from harness.services import require
+from harness.services import POSTGRES_URL, postgres_schema, require
+from harness.stores import STORE_KEY
 from redis.exceptions import RedisError
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord.base import CoordinationError
 from nowplaying.coord.redis import RedisCoordinator
+from nowplaying.crypto import TokenCipher
 from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub, Snapshot, Status
 from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem, SourceKind
+from nowplaying.runtime import database_lock
 from nowplaying.sources.push import pushed
 from nowplaying.sources.spotify.grants import RefreshDeferred, TokenManager
+from nowplaying.store import PostgresStore
 
 pytestmark = pytest.mark.anyio
 
 
 @contextlib.asynccontextmanager
 async def coordinators(
-    url: str, n: int, *, clock: FakeClock | None = None, **kw: float
+    url: str, n: int, *, clock: FakeClock | None = None, **kw: Any
 ) -> AsyncIterator[list[RedisCoordinator]]:
     coords = [RedisCoordinator(url, clock=clock, **kw) for _ in range(n)]
     inboxes: list[list[tuple[str, str]]] = [[] for _ in coords]
@@ -307,6 +312,79 @@ async def test_redis_outage_and_recovery(
             with pytest.raises(CoordinationError):
                 async with a.lock("refresh:acc"):
                     pytest.fail("two holders at once")
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.fixture
+async def pg_store() -> AsyncIterator[PostgresStore]:
+    async for schema in postgres_schema():
+        store = PostgresStore(POSTGRES_URL, cipher=TokenCipher(STORE_KEY), schema=schema)
+        await store.open()
+        yield store
+        await store.close()
+
+
+async def test_while_redis_is_down_locks_serialise_through_the_database(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path, pg_store: PostgresStore
+) -> None:
+    """With PostgreSQL's advisory lock, an instance that cannot reach Redis still takes the
+    lock, one holder at a time: beside an instance that can (Redis back for one, not yet for
+    the other) and beside another that cannot. Without it, none is had (the test above)."""
+    port, procs = own_redis
+    _start_redis(port, procs, tmp_path)
+    shared = database_lock(pg_store, wait=0.3)
+    up = RedisCoordinator(f"redis://127.0.0.1:{port}/0", database_lock=shared, lock_wait=0.3)
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    down = [RedisCoordinator(dead, database_lock=shared, retry_every=60) for _ in range(2)]
+    ran: list[str] = []
+    try:
+        async with down[0].lock("refresh:acc"):
+            assert down[0].degraded
+            ran.append("down")
+            for other in (down[1], up):
+                with pytest.raises(CoordinationError):
+                    async with other.lock("refresh:acc"):
+                        pytest.fail("two holders at once")
+        async with up.lock("refresh:acc"):
+            ran.append("up")
+            with pytest.raises(CoordinationError):
+                async with down[1].lock("refresh:acc"):
+                    pytest.fail("two holders at once")
+        async with down[1].lock("refresh:acc"):
+            ran.append("down again")
+    finally:
+        for c in (up, *down):
+            await c.close()
+    assert ran == ["down", "up", "down again"]
+
+
+async def test_while_redis_is_down_each_instance_spends_its_share(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    """Two instances with viewers counted while Redis answered: once it is gone, each one's
+    ledger takes half the window's calls, and reports its use as the whole app's."""
+    port, procs = own_redis
+    _start_redis(port, procs, tmp_path)
+    clock = FakeClock()
+    url = f"redis://127.0.0.1:{port}/0"
+    a, b = (RedisCoordinator(url, clock=clock, retry_every=0) for _ in range(2))
+
+    async def both_counted() -> bool:
+        await b.mark_watched("other")
+        await a.mark_watched("acc")
+        return a.instances == 2
+
+    try:
+        await _until(both_counted)
+        procs[0].kill()
+        procs[0].wait()
+        ledger, now = a.ledger(), clock.now()
+        spent = [await ledger.try_spend(now, 30.0, 10, 1000) for _ in range(8)]
+        assert a.degraded
+        assert spent[:5] == [0.0] * 5 and all(w > 0 for w in spent[5:])
+        assert await ledger.used(now, 30.0) == (10, 10)
     finally:
         await a.close()
         await b.close()

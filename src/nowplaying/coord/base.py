@@ -30,6 +30,10 @@ class CoordinationError(Exception):
 Listener = Callable[[str, str], None]
 """Called with (account_id, payload) for state published by another instance."""
 
+NamedLock = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
+"""A lock across instances held elsewhere than in Redis (the database's advisory lock): raises
+:class:`CoordinationError`, without running the block, when it cannot be had."""
+
 PublicListener = Callable[[str], None]
 """Called with the account id whose public link changed (on any instance, this one included)."""
 

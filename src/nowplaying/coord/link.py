@@ -46,6 +46,7 @@ class Keys:
     BUDGET_CALLS = "np:budget:calls"
     BUDGET_LEARNED = "np:budget:learned"
     BUDGET_ACTIVE = "np:budget:active"
+    INSTANCES = "np:instances"
     WITHDRAWN = "np:withdrawn"
     lease = staticmethod(_named("lease"))
     watch = staticmethod(_named("watch"))

@@ -14,10 +14,17 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 
+from redis.asyncio.lock import Lock
 from redis.exceptions import LockNotOwnedError
 
 from nowplaying.clock import Clock
-from nowplaying.coord.base import CoordinationError, Listener, LocalCoordinator, PublicListener
+from nowplaying.coord.base import (
+    CoordinationError,
+    Listener,
+    LocalCoordinator,
+    NamedLock,
+    PublicListener,
+)
 from nowplaying.coord.ledger import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
 from nowplaying.coord.link import FAILURES, Keys, RedisLink
 from nowplaying.models import RATE_LIMIT
@@ -74,9 +81,12 @@ class RedisCoordinator:
         lock_wait: float = 10.0,
         retry_every: float = 2.0,
         clock: Clock | None = None,
+        database_lock: NamedLock | None = None,
     ) -> None:
         """``link``: the process's Redis link (the caller's to close), or a URL to open one of
-        this coordinator's own (on ``clock``, retrying every ``retry_every`` seconds)."""
+        this coordinator's own (on ``clock``, retrying every ``retry_every`` seconds).
+        ``database_lock``: a lock every instance shares without Redis (PostgreSQL's), held
+        around every :meth:`lock` so that the locks go on while Redis is unreachable."""
         self._owns_link = isinstance(link, str)
         if isinstance(link, str):
             link = RedisLink(link, clock=clock, retry_every=retry_every)
@@ -93,6 +103,10 @@ class RedisCoordinator:
         bounded by ``spotify.TOKEN_DEADLINE``, 20 s), so it never lapses while the body runs."""
         self.lock_wait = lock_wait
         """How long :meth:`lock` waits for another holder before raising CoordinationError."""
+        self._database_lock = database_lock
+        self.instances = 1
+        """Instances with viewers when Redis last answered: while it does not, each one spends
+        this share of the call budget."""
         self.channel = link.channel
         self._local = LocalCoordinator()
         self._listener: Listener | None = None
@@ -118,6 +132,7 @@ class RedisCoordinator:
 
     async def close(self) -> None:
         self._closing = True
+        await self._call(self._redis.zrem(Keys.INSTANCES, self.instance_id), None)
         if self._task is not None:
             self._task.cancel()
             # redis-py can absorb a cancellation inside get_message; the flag ends the loop then,
@@ -145,9 +160,22 @@ class RedisCoordinator:
         )
 
     async def mark_watched(self, account_id: str) -> None:
-        await self._call(
-            self._redis.set(Keys.watch(account_id), "1", px=int(self.watch_ttl * 1000)), None
-        )
+        """Mark the account watched, and count this instance among those with viewers (how
+        many share the call budget while Redis is unreachable: :class:`RedisLedger`)."""
+        now = self._clock.now()
+
+        async def marked() -> int:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(Keys.watch(account_id), "1", px=int(self.watch_ttl * 1000))
+                pipe.zadd(Keys.INSTANCES, {self.instance_id: now})
+                pipe.zremrangebyscore(Keys.INSTANCES, "-inf", now - ACTIVE_TTL)
+                pipe.zcard(Keys.INSTANCES)
+                *_, n = await pipe.execute()
+            return int(n)
+
+        counted = await self._call(marked(), None)
+        if counted is not None:
+            self.instances = max(1, counted)
 
     async def is_watched(self, account_id: str) -> bool:
         return bool(await self._call(self._redis.exists(Keys.watch(account_id)), 0))
@@ -245,31 +273,44 @@ class RedisCoordinator:
     async def lock(self, name: str) -> AsyncIterator[None]:
         """A lock across instances (and within this one). The body never runs unheld.
 
+        With a ``database_lock`` the lock is held in the database always, and in Redis too
+        while Redis answers: every instance, whether it sees Redis or not, serialises through
+        the database, so an instance that has just lost or regained Redis never runs the body
+        beside another. Refreshes then go on through an outage, one at a time.
+
         Raises :class:`~nowplaying.coord.base.CoordinationError`, without running the body, when
-        another instance holds the lock for longer than ``lock_wait`` seconds, or when Redis is
-        unreachable (degraded). The token manager reads that as "refresh later": while Redis is
-        down, access tokens cached here or shared earlier keep serving, and one that has expired
-        is not refreshed until Redis answers again (a refresh two instances make at once could
-        present a rotated-away refresh token and lose the grant).
+        another instance holds the lock for longer than ``lock_wait`` seconds, or when neither
+        Redis nor the database lock can be had. The token manager reads that as "refresh later"
+        (a refresh two instances make at once could present a rotated-away refresh token and
+        lose the grant).
         """
-        async with self._local.lock(name):
+        async with self._local.lock(name), self._held_in_database(name):
             lock = self._redis.lock(
                 Keys.lock(name), timeout=self.lock_ttl, blocking_timeout=self.lock_wait
             )
             acquired = await self._call(lock.acquire(), None)
-            if acquired is None:
+            if acquired is None and self._database_lock is None:
                 raise CoordinationError(f"lock {name!r}: Redis is unreachable")
-            if not acquired:
+            if acquired is False:
                 raise CoordinationError(f"lock {name!r}: still held after {self.lock_wait:g}s")
             try:
                 yield
             finally:
-                try:
-                    await lock.release()
-                except LockNotOwnedError:
-                    log.warning("lock %r outlived its %gs in Redis", name, self.lock_ttl)
-                except FAILURES:
-                    pass  # it expires on its own after lock_ttl
+                if acquired:
+                    await self._release(lock, name)
+
+    def _held_in_database(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._database_lock is None:
+            return contextlib.nullcontext()
+        return self._database_lock(name)
+
+    async def _release(self, lock: Lock, name: str) -> None:
+        try:
+            await lock.release()
+        except LockNotOwnedError:
+            log.warning("lock %r outlived its %gs in Redis", name, self.lock_ttl)
+        except FAILURES:
+            pass  # it expires on its own after lock_ttl
 
     async def get_token(self, account_id: str) -> str | None:
         value = await self._call(self._redis.get(Keys.token(account_id)), None)
@@ -297,7 +338,8 @@ class RedisLedger:
     A spend is one Lua script (atomic): drop the calls that left the window from the sorted set,
     refuse when the window or the day is full (answering how long until there is room), else add
     the call. While Redis is unreachable this instance counts on its own (a
-    :class:`~nowplaying.coord.ledger.LocalLedger`), like the coordinator it belongs to.
+    :class:`~nowplaying.coord.ledger.LocalLedger`), like the coordinator it belongs to, within
+    its share: the limits divided by the instances that had viewers when Redis last answered.
     """
 
     def __init__(self, coord: RedisCoordinator) -> None:
@@ -325,8 +367,9 @@ class RedisLedger:
             ),
             None,
         )
-        if result is None:
-            return await self._local.try_spend(now, window, per_window, per_day)
+        if result is None:  # each instance within its share
+            share = self._coord.instances
+            return await self._local.try_spend(now, window, per_window // share, per_day // share)
         return float(result)
 
     async def used(self, now: float, window: float) -> tuple[int, int]:
@@ -338,7 +381,10 @@ class RedisLedger:
             return int(in_window), int(today or 0)
 
         counted = await self._call(both(), None)
-        return counted if counted is not None else await self._local.used(now, window)
+        if counted is not None:
+            return counted
+        in_window, today = await self._local.used(now, window)  # as if every instance spent so
+        return in_window * self._coord.instances, today * self._coord.instances
 
     async def learned(self) -> Learned:
         raw = await self._call(self._redis.hgetall(Keys.BUDGET_LEARNED), None)

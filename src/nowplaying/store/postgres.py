@@ -1,14 +1,17 @@
 """PostgreSQL store (``NOWPLAYING_DATABASE_URL=postgresql://...``), for several instances.
 
-Instances starting together migrate once (an advisory lock). Every database failure surfaces as
+Instances starting together migrate once (an advisory lock), and :meth:`PostgresStore.lock` is a
+lock across instances for when Redis cannot hold one. Every database failure surfaces as
 :class:`~nowplaying.store.base.StoreError`, never as a half-written row (each write is one
 statement); a schema newer than this code is refused, unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -20,6 +23,8 @@ from nowplaying.store.sql import POSTGRES, DriverErrors, SQLStore
 
 T = TypeVar("T")
 MIGRATION_LOCK = 7_331_001  # pg_advisory_lock key for schema migrations
+NAMED_LOCKS = 7_331_002
+"""The first key of :meth:`PostgresStore.lock`'s advisory locks (the second is the name's)."""
 
 #: The migrations in PostgreSQL's dialect; ``schema_migrations`` records which are applied.
 MIGRATIONS = POSTGRES.migrations
@@ -74,6 +79,34 @@ class PostgresStore(SQLStore):
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str, *, wait: float = 4.0) -> AsyncIterator[None]:
+        """Hold the advisory lock ``name`` across every instance on this database for the
+        block (a transaction's, so a dropped connection releases it). Raises
+        :class:`StoreError`, without running the block, when it is held elsewhere for ``wait``
+        seconds (the server's ``lock_timeout``, a bound on a real socket) or the database fails.
+        """
+        if self._pool is None:
+            raise StoreError("store is not open")
+        key = zlib.crc32(name.encode()) - 2**31  # a signed int4
+        with _failing(f"lock {name!r} not had"):
+            conn = await self._pool.acquire()
+        try:
+            with _failing(f"lock {name!r} not had"):
+                transaction = conn.transaction()
+                await transaction.start()
+            try:
+                with _failing(f"lock {name!r} not had"):
+                    await conn.execute(f"SET LOCAL lock_timeout = {int(wait * 1000)}")
+                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", NAMED_LOCKS, key)
+                yield
+            finally:
+                with contextlib.suppress(*_ERRORS):
+                    await transaction.rollback()  # ends it, and the lock with it
+        finally:
+            with contextlib.suppress(*_ERRORS):
+                await self._pool.release(conn)
 
     async def _run(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn`` on a pooled connection; every database failure becomes StoreError."""
