@@ -1,6 +1,7 @@
-"""The fast path (``web/fast.py``) under ``nowplaying serve``: a real process answers the public
-JSON and the owner's ``/api/spotify`` from it on keep-alive connections, counts it in
-``/metrics``, and still stops cleanly on ``SIGTERM`` with such a connection open."""
+"""The fast path (``web/fast.py``) under ``nowplaying serve``, on the stack it picks and on the
+pure-Python fallback: a real process answers the public JSON and the owner's ``/api/spotify``
+from it on keep-alive connections, counts it in ``/metrics``, and still stops cleanly on
+``SIGTERM`` with such a connection open."""
 
 from __future__ import annotations
 
@@ -51,13 +52,14 @@ def _fast_count(server: ServerProcess, route: str) -> float:
     )
 
 
-async def test_serve_answers_fast_counts_it_and_stops_clean() -> None:
+@pytest.mark.parametrize("stack", [[], ["--http", "h11", "--loop", "asyncio"]], ids=["auto", "h11"])
+async def test_serve_answers_fast_counts_it_and_stops_clean(stack: list[str]) -> None:
     env = {
         **ONE_ADDRESS_AUDIENCE,
         "NOWPLAYING_METRICS_TOKEN": TOKEN,
         "NOWPLAYING_LOG_LEVEL": "INFO",
     }
-    with nowplaying_server(extra_env=env) as server:
+    with nowplaying_server(extra_env=env, args=stack) as server:
         cookie = await sign_in(server.url)
         async with httpx.AsyncClient(base_url=server.url, timeout=BOUND) as http:
             published = await http.post(

@@ -29,10 +29,9 @@ METRICS_TOKEN = "metrics-token-for-the-fast-path-tests"
 
 
 @contextlib.asynccontextmanager
-async def serving(env: Env, guard: Guard | None = None) -> AsyncIterator[int]:
-    """``env``'s app (already started) behind uvicorn on a free port: the port."""
-    pytest.importorskip("httptools")
-    http = server_protocol(protocol_class("httptools"), guard or Guard(), env.app.state.fast)
+async def serving(env: Env, parser: str, guard: Guard | None = None) -> AsyncIterator[int]:
+    """``env``'s app (already started) behind uvicorn on ``parser`` on a free port: the port."""
+    http = server_protocol(protocol_class(parser), guard or Guard(), env.app.state.fast)
     config = uvicorn.Config(
         env.app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http=http
     )
@@ -48,13 +47,23 @@ async def serving(env: Env, guard: Guard | None = None) -> AsyncIterator[int]:
         await task
 
 
+@pytest.fixture(params=["httptools", "h11"])
+def parser(request: pytest.FixtureRequest) -> str:
+    """uvicorn's HTTP implementation: the compiled one ``serve`` picks, and the fallback."""
+    if request.param == "httptools":
+        pytest.importorskip("httptools")
+    return str(request.param)
+
+
 @pytest.fixture
-async def served(tmp_path: Path, clock: FakeClock) -> AsyncIterator[tuple[Env, int, str]]:
+async def served(
+    tmp_path: Path, clock: FakeClock, parser: str
+) -> AsyncIterator[tuple[Env, int, str]]:
     """A connected, published account behind a real server: (env, port, public id)."""
     async with open_env(tmp_path, clock, nowplaying_metrics_token=METRICS_TOKEN) as env:
         assert (await env.connect()).status_code == 303
         public_id = await env.publish()
-        async with serving(env) as port:
+        async with serving(env, parser) as port:
             yield env, port, public_id
 
 
@@ -279,7 +288,7 @@ async def test_an_if_none_match_that_matches_nothing_is_not_kept(
 
 
 async def test_fast_answers_restart_the_guard_header_deadline(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, parser: str
 ) -> None:
     """A keep-alive connection asking within the header deadline each time is served past it
     (each fast answer starts the next request's deadline); once idle, it is closed at it."""
@@ -287,7 +296,7 @@ async def test_fast_answers_restart_the_guard_header_deadline(
     async with open_env(tmp_path, clock) as env:
         assert (await env.connect()).status_code == 303
         target = f"/p/{await env.publish()}.json"
-        async with serving(env, guard) as port:
+        async with serving(env, parser, guard) as port:
             await exchange(port, (request("GET", target), ["GET"]))  # recorded
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
@@ -304,7 +313,7 @@ async def test_fast_answers_restart_the_guard_header_deadline(
 
 
 async def test_a_pipelining_reader_that_stops_reading_meets_the_write_deadline(
-    tmp_path: Path, clock: FakeClock
+    tmp_path: Path, clock: FakeClock, parser: str
 ) -> None:
     """400 cards asked at once by a reader that takes nothing: the fast path stops writing once
     the kernel holds bytes back (the rest waits in uvicorn's flow control), and the guard drops
@@ -313,7 +322,7 @@ async def test_a_pipelining_reader_that_stops_reading_meets_the_write_deadline(
     async with open_env(tmp_path, clock, nowplaying_public_rate_per_second=0) as env:
         assert (await env.connect()).status_code == 303
         target = f"/p/{await env.publish()}.svg"
-        async with serving(env, guard) as port:
+        async with serving(env, parser, guard) as port:
             await exchange(port, (request("GET", target), ["GET"]))  # recorded
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import h11
 from starlette.types import Message, Scope, Send
+from uvicorn.protocols.http.h11_impl import STATUS_PHRASES
 
 from nowplaying.clock import Clock
 from nowplaying.ops.logs import REQUEST_ID_NAME, enter_request, leave_request
@@ -39,6 +41,8 @@ TICKET = "nowplaying.fast"
 REUSE_SECONDS = 1.0
 """How long a JSON answer is served again: its ``at`` says when its progress held, and the
 widget moves on from there (as an event stream's view, reused for a second)."""
+HTTPTOOLS = "uvicorn.protocols.http.httptools_impl"
+H11 = "uvicorn.protocols.http.h11_impl"
 MAX_ANSWERS = 1024
 """Answers kept at most (bodies are shared: the card cache's and a view's bytes)."""
 
@@ -149,14 +153,16 @@ class FastAnswers:
         self.buckets, self.latency, self.max_headers = buckets, latency, max_headers
 
     def protocol(self, base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-        """``base`` (uvicorn's HTTP protocol class) with the fast path in front of its parser;
-        only httptools' protocol, whose encoding :meth:`record` follows, gets one."""
-        if base.__module__ != "uvicorn.protocols.http.httptools_impl":
+        """``base`` (uvicorn's HTTP protocol class) with the fast path in front of its parser.
+        uvicorn's httptools and h11 protocols write a response the same way (status line, the
+        server's headers, the app's in order); another class is returned as it is."""
+        if base.__module__ not in (HTTPTOOLS, H11):
             return base
-        from uvicorn.protocols.http.httptools_impl import STATUS_LINE  # noqa: PLC0415
-
-        self._status_lines = STATUS_LINE
-        return type(f"Fast{base.__name__}", (_Fast, base), {"fast": self})
+        self._status_lines = {
+            code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in STATUS_PHRASES.items()
+        }
+        mixin = _FastHttptools if base.__module__ == HTTPTOOLS else _FastH11
+        return type(f"Fast{base.__name__}", (mixin, base), {"fast": self})
 
     def recording(self, scope: Scope, send: Send) -> Send:
         """``send`` keeping the answer to a GET or HEAD whose handler offered it (:func:`hold`),
@@ -269,33 +275,26 @@ class FastAnswers:
 
 
 class _Fast(asyncio.Protocol):
-    """The fast path's half of a protocol class (the other half is uvicorn's httptools one)."""
+    """The fast path's half of a protocol class (the other half is uvicorn's)."""
 
     fast: FastAnswers
     transport: asyncio.Transport
     cycle: Any
     served = 0
     """Requests this connection had answered by the fast path (the guard watches it)."""
-    _parsing = False
-
-    def on_message_begin(self) -> None:
-        self._parsing = True
-        super().on_message_begin()  # type: ignore[misc]
-
-    def on_message_complete(self) -> None:
-        self._parsing = False
-        super().on_message_complete()  # type: ignore[misc]
 
     def _idle(self) -> bool:
         """Whether the server holds nothing of an earlier request (so answers stay in order)."""
         cycle = self.cycle
         return not (
-            self._parsing
-            or (cycle is not None and not cycle.response_complete)
-            or self.pipeline  # type: ignore[attr-defined]
+            (cycle is not None and not cycle.response_complete)
             or self.flow.write_paused  # type: ignore[attr-defined]
             or self.transport.is_closing()
+            or self._parser_busy()
         )
+
+    def _parser_busy(self) -> bool:
+        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
         if not self._idle():
@@ -322,6 +321,37 @@ class _Fast(asyncio.Protocol):
                 self.timeout_keep_alive,  # type: ignore[attr-defined]
                 self.timeout_keep_alive_handler,  # type: ignore[attr-defined]
             )
+
+
+class _FastHttptools(_Fast):
+    """httptools: busy from a message's first byte to its end, or with requests queued."""
+
+    _parsing = False
+
+    def on_message_begin(self) -> None:
+        self._parsing = True
+        super().on_message_begin()  # type: ignore[misc]
+
+    def on_message_complete(self) -> None:
+        self._parsing = False
+        super().on_message_complete()  # type: ignore[misc]
+
+    def _parser_busy(self) -> bool:
+        return self._parsing or bool(self.pipeline)  # type: ignore[attr-defined]
+
+
+class _FastH11(_Fast):
+    """h11: busy unless both sides are idle with nothing buffered."""
+
+    conn: h11.Connection
+
+    def _parser_busy(self) -> bool:
+        conn = self.conn
+        return not (
+            conn.their_state is h11.IDLE
+            and conn.our_state is h11.IDLE
+            and not conn.trailing_data[0]
+        )
 
 
 def server_protocol(
