@@ -20,6 +20,8 @@ DEMO_CLIENT_SECRET = "nowplaying-demo-secret"
 DEMO_SECRET_KEY = "nowplaying-demo-key-not-for-production"
 DEMO_LASTFM_API_KEY = "nowplaying-demo-lastfm"
 DEMO_LASTFM_API_SECRET = "nowplaying-demo-lastfm-secret"
+GRIP_PLACEHOLDERS = PLACEHOLDERS | {"changeme"}
+"""Pushpin's shipped ``sig_key`` is ``changeme``."""
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -114,6 +116,15 @@ class Settings(BaseSettings):
     CA): every widget's state published there, with Home Assistant discovery; empty: none."""
     nowplaying_mqtt_prefix: str = Field(default="nowplaying", pattern=r"^[A-Za-z0-9_-]{1,32}$")
     """The first level of the MQTT topics (``{prefix}/status``, ``{prefix}/{account}/state``)."""
+    nowplaying_grip_publish_url: str = ""
+    """Pushpin's HTTP publish endpoint (``http://127.0.0.1:5561/publish/``): public event streams
+    that Pushpin forwards (a valid ``Grip-Sig``) are held by it, and each change is published
+    there once (docs/deploy.md); empty: off, every stream is served here."""
+    nowplaying_grip_key: SecretStr = SecretStr("")
+    """Pushpin's ``sig_key``: a request's ``Grip-Sig`` must be signed with it (HS256)."""
+    nowplaying_grip_stats_url: str = "ipc:///var/run/pushpin/pushpin-stats"
+    """Pushpin's stats socket (``stats_spec``, with ``stats_format=json``): which public links
+    it holds streams for, so only those are polled and published."""
     nowplaying_call_budget_30s: int = Field(default=60, ge=1)
     """Upstream calls (token and Web API) the app may make in any 30 s, across every instance;
     learned lower after a 429 (docs/budget.md)."""
@@ -148,6 +159,7 @@ class Settings(BaseSettings):
             self.nowplaying_alert_webhook,
             self.nowplaying_metrics_token,
             self.lastfm_api_secret,
+            self.nowplaying_grip_key,
             *self.nowplaying_old_secret_keys,
         )
         return tuple(v.get_secret_value() for v in values if v.get_secret_value())
@@ -222,6 +234,18 @@ class Settings(BaseSettings):
         if db is None or str(db) == ":memory:":
             return None
         return db.with_name(db.name + ".kept-tokens")
+
+    @model_validator(mode="after")
+    def _grip_needs_a_key(self) -> Self:
+        """GRIP on (even in demo mode) needs Pushpin's real key: with a known one, anyone could
+        make this server answer as if Pushpin held their stream."""
+        key = self.nowplaying_grip_key.get_secret_value()
+        if self.nowplaying_grip_publish_url and (key.lower() in GRIP_PLACEHOLDERS or len(key) < 32):
+            raise ConfigError(
+                "NOWPLAYING_GRIP_KEY must be Pushpin's sig_key (32+ characters, not its default)"
+                " when NOWPLAYING_GRIP_PUBLISH_URL is set"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Self:

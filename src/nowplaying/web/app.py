@@ -69,6 +69,7 @@ from nowplaying.web import (
 from nowplaying.web.edge import Edge
 from nowplaying.web.errors import PRIVATE, PRIVATE_RAW, Refusal, json_response
 from nowplaying.web.fast import FastAnswers
+from nowplaying.web.grip import start_grip
 from nowplaying.web.limits import rules
 from nowplaying.web.published import PublishedAccounts
 from nowplaying.web.security import origin_of
@@ -87,8 +88,10 @@ def create_app(
     store: Store | None = None,
     clock: Clock | None = None,
     simulator: Simulator | None = None,
+    grip_http: httpx.AsyncClient | None = None,
 ) -> Starlette:
-    """Build the app. ``http``, ``store``, ``clock`` and ``simulator`` are injectable for tests."""
+    """Build the app. ``http``, ``store``, ``clock`` and ``simulator`` are injectable for tests,
+    and ``grip_http``, the client that publishes to Pushpin (when GRIP is configured)."""
     clock = clock or SystemClock()
     public_origin = origin_of(settings.spotify_redirect_uri)
     app_metrics = Metrics()
@@ -119,8 +122,12 @@ def create_app(
             try:
                 app.state.services = web_services(rt, public_origin, simulator, app_metrics)
                 app.state.services.webhooks = hooks
+                svc = app.state.services
+                svc.grip = start_grip(settings, rt.hub, rt.clock, svc.streams, grip_http)
                 yield
             finally:
+                if app.state.services.grip is not None:
+                    await app.state.services.grip.close()
                 if bridge is not None:
                     await bridge.close()
                 await hooks.close()

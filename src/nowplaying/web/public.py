@@ -211,10 +211,11 @@ async def _events(request: Request) -> Response:
     account = await svc.published.get(request.path_params["public_id"])
     if account is None:
         raise NotFound
+    headers = {**CORS, **NO_CACHE, "X-Accel-Buffering": "no"}
+    if svc.grip is not None and svc.grip.forwarded(request.headers):
+        return svc.grip.response(account.id, request.headers, headers, request.url.path)
     return svc.streams.response(
-        account.id,
-        last_event_id=request.headers.get("last-event-id"),
-        headers={**CORS, **NO_CACHE, "X-Accel-Buffering": "no"},
+        account.id, last_event_id=request.headers.get("last-event-id"), headers=headers
     )
 
 

@@ -28,6 +28,8 @@ from nowplaying.web.detach import Detach, detach_of
 from nowplaying.web.errors import Busy
 
 HEARTBEAT_SECONDS = 15.0
+HEARTBEAT = ": heartbeat\n\n"
+"""What a quiet stream sends so that proxies and readers know it is alive."""
 GREETING = "retry: 3000\n: connected\n\n"
 """What every stream opens with, detached or not: reconnect after 3 s if it ends."""
 RECONNECT_MS = (500, 3000)
@@ -147,7 +149,7 @@ class Streams:
             group = self._groups[account_id] = _Group(self, account_id)
         sent = last_event_id.strip() if last_event_id else None
         latest = group.latest
-        if latest is not None and not _has(sent, latest.version):
+        if latest is not None and not has_version(sent, latest.version):
             sent = str(latest.version)
             await send(_body(self.event(latest, self.clock.now())))
         viewer = _Viewer(group, sent)
@@ -209,10 +211,10 @@ class Streams:
                         if sub.empty():  # the tick
                             if now() - quiet_since >= self.heartbeat / 2:
                                 quiet_since = now()
-                                yield ": heartbeat\n\n"
+                                yield HEARTBEAT
                             continue
                     snap = sub.get_nowait()
-                    if not _has(sent, snap.version):
+                    if not has_version(sent, snap.version):
                         sent = str(snap.version)
                         quiet_since = now()
                         yield self.event(snap, quiet_since)
@@ -450,7 +452,7 @@ class _Group:
             self.streams.on_viewers(1)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._pump(), name=f"sse-group:{self.account_id}")
-        elif self.latest is not None and not _has(viewer.sent, self.latest.version):
+        elif self.latest is not None and not has_version(viewer.sent, self.latest.version):
             self._send(self.latest)  # a change that came while it was being greeted
 
     def leave(self, viewer: _Viewer) -> None:
@@ -471,7 +473,7 @@ class _Group:
         text = self.streams.event(snap, self.streams.clock.now())
         chunk = _chunk(text)
         for viewer in list(self.viewers):
-            if not _has(viewer.sent, version):
+            if not has_version(viewer.sent, version):
                 viewer.sent = str(version)
                 viewer.write(chunk)
 
@@ -499,7 +501,7 @@ class _Group:
                         if sub.empty():  # the tick
                             if now() - quiet_since >= streams.heartbeat / 2:
                                 quiet_since = now()
-                                heartbeat = _chunk(": heartbeat\n\n")
+                                heartbeat = _chunk(HEARTBEAT)
                                 for viewer in list(self.viewers):
                                     viewer.write(heartbeat)
                             continue
@@ -518,7 +520,7 @@ class _Group:
                 viewer.transport.close()
 
 
-def _has(seen: str | None, version: int) -> bool:
+def has_version(seen: str | None, version: int) -> bool:
     """Whether a viewer whose last event id is ``seen`` already has ``version``: the same one,
     or a slightly later one another instance sent it (never an id from far away or junk)."""
     if seen is None or not (seen.isascii() and seen.isdigit()):

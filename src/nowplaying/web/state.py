@@ -16,6 +16,7 @@ from nowplaying.ops.webhooks import Webhooks
 from nowplaying.runtime import Runtime
 from nowplaying.simulator import Simulator
 from nowplaying.sources import coverart
+from nowplaying.web.grip import Grip
 from nowplaying.web.published import PublishedAccounts
 from nowplaying.web.sessions import Sessions
 from nowplaying.web.sse import Streams
@@ -45,6 +46,8 @@ class Services:
     """Large push bodies (ListenBrainz imports) read and parsed at once, at most."""
     webhooks: Webhooks | None = None
     """The owners' track-change webhooks (:mod:`nowplaying.ops.webhooks`), once started."""
+    grip: Grip | None = None
+    """Pushpin holds the public event streams (:mod:`nowplaying.web.grip`), when configured."""
 
     @property
     def demo(self) -> bool:

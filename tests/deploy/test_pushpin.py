@@ -1,0 +1,169 @@
+"""deploy/pushpin/: Debian's Pushpin, run with the shipped files, in front of a real
+``nowplaying serve`` in GRIP mode: viewers through it get the same stream as direct ones (headers,
+events, ids, ``Last-Event-ID``), each change reaches them, and a restart of Pushpin is survived."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from harness.eventsource import EventSource, close_all
+from harness.helpers import ONE_ADDRESS_AUDIENCE
+from harness.live_server import free_port
+from harness.pushpin import Pushpin, run_pushpin
+from harness.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 30.0
+"""Bound on any one wait for an event (the poll runs every second)."""
+STREAMS = httpx.Timeout(WAIT, read=60.0)
+"""A stream is never silent for long: the heartbeat comes every 15 s."""
+VIEWER_HEADERS = (
+    "content-type",
+    "cache-control",
+    "access-control-allow-origin",
+    "x-accel-buffering",
+    "x-content-type-options",
+    "referrer-policy",
+    "content-security-policy",
+    "x-frame-options",
+    "cross-origin-opener-policy",
+)
+
+
+@pytest.fixture
+def origin_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def pushpin(origin_port: int) -> Iterator[Pushpin]:
+    with run_pushpin(f"127.0.0.1:{origin_port}") as running:
+        yield running
+
+
+@pytest.fixture
+def server(pushpin: Pushpin, origin_port: int) -> Iterator[ServerProcess]:
+    env = {**pushpin.settings(), **ONE_ADDRESS_AUDIENCE, "NOWPLAYING_LOG_LEVEL": "INFO"}
+    with nowplaying_server(poll_seconds=1.0, port=origin_port, extra_env=env) as running:
+        yield running
+
+
+async def _published(server: ServerProcess) -> str:
+    cookie = await sign_in(server.url)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        answer = await http.post(
+            "/api/account/publish", headers={"Cookie": cookie, "Origin": server.url}
+        )
+        answer.raise_for_status()
+        return f"/p/{answer.json()['publicId']}/events"
+
+
+async def _skip(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        (await http.post(f"{CONTROL}/skip")).raise_for_status()
+
+
+async def _heads(url: str) -> dict[str, str]:
+    async with httpx.AsyncClient(timeout=WAIT) as http, http.stream("GET", url) as answer:
+        return {name: answer.headers.get(name, "") for name in VIEWER_HEADERS}
+
+
+def _published_to(pushpin: Pushpin) -> list[int]:
+    """How many held streams each change published to Pushpin's channels reached (its log)."""
+    found = re.findall(r"publish channel=nowplaying\.\S+ receivers=(\d+)", pushpin.log())
+    return [int(n) for n in found]
+
+
+async def _events(viewer: EventSource, count: int) -> None:
+    async with asyncio.timeout(WAIT):
+        while len(viewer.messages) < count:
+            await viewer.next_event()
+
+
+async def test_viewers_through_pushpin_get_the_same_stream_and_every_change(
+    pushpin: Pushpin, server: ServerProcess
+) -> None:
+    path = await _published(server)
+    assert await _heads(pushpin.url + path) == await _heads(server.url + path)
+    async with httpx.AsyncClient(timeout=STREAMS) as http:
+        direct = EventSource(http, server.url + path, name="direct")
+        held = [EventSource(http, pushpin.url + path, name=f"held-{n}") for n in range(3)]
+        tasks = [asyncio.create_task(v.run()) for v in (direct, *held)]
+        try:
+            for viewer in (direct, *held):
+                await _events(viewer, 1)
+            first = direct.messages[0].id
+            assert [v.messages[0].id for v in held] == [first] * 3
+            await _skip(server)
+            for viewer in (direct, *held):
+                await _events(viewer, 2)
+            assert {v.messages[1].id for v in held} == {direct.messages[1].id}
+            assert int(direct.messages[1].id) > int(first)
+            assert [v.messages[1].data["title"] for v in held] == [direct.last["title"]] * 3
+            assert all(len(v.messages) == 2 for v in held)  # nothing twice
+            assert all(v.streams == 1 and v.failed is None for v in held)
+            # Pushpin held the three and was handed the change once for all of them.
+            assert _published_to(pushpin) == [3]
+        finally:
+            await close_all(tasks)
+
+
+async def test_last_event_id_through_pushpin_resumes_as_it_does_directly(
+    pushpin: Pushpin, server: ServerProcess
+) -> None:
+    path = await _published(server)
+    async with httpx.AsyncClient(timeout=STREAMS) as http:
+        first = EventSource(http, pushpin.url + path)
+        task = asyncio.create_task(first.run())
+        try:
+            await _events(first, 1)
+        finally:
+            await close_all([task])
+        current = first.messages[0].id
+        level = EventSource(http, pushpin.url + path, last_event_id=current)
+        behind = EventSource(http, pushpin.url + path, last_event_id=str(int(current) - 1))
+        tasks = [asyncio.create_task(v.run()) for v in (level, behind)]
+        try:
+            await _events(behind, 1)
+            assert behind.messages[0].id == current  # what it missed: the current state
+            assert level.messages == []  # it has that already
+            await _skip(server)
+            await _events(level, 1)
+            await _events(behind, 2)
+            assert level.messages[0].id == behind.messages[1].id
+            assert int(level.messages[0].id) > int(current)
+        finally:
+            await close_all(tasks)
+
+
+async def test_a_restart_of_pushpin_is_survived(
+    pushpin: Pushpin, server: ServerProcess, origin_port: int
+) -> None:
+    """Pushpin stops (publishes fail, retried and given up) and comes back: its viewers
+    reconnect with their Last-Event-ID, get what changed meanwhile, then every change again."""
+    path = await _published(server)
+    stack = contextlib.ExitStack()
+    async with httpx.AsyncClient(timeout=STREAMS) as http:
+        viewer = EventSource(http, pushpin.url + path)
+        task = asyncio.create_task(viewer.run())
+        try:
+            await _events(viewer, 1)
+            await asyncio.to_thread(pushpin.stop)
+            await _skip(server)  # published to nobody
+            stack.enter_context(run_pushpin(f"127.0.0.1:{origin_port}", like=pushpin))
+            await _events(viewer, 2)  # reconnected: the change it missed
+            assert viewer.streams >= 2
+            await _skip(server)
+            await _events(viewer, 3)
+            assert _published_to(pushpin)[-1:] == [1]
+            ids = [int(m.id) for m in viewer.messages]
+            assert ids == sorted(set(ids))
+        finally:
+            await close_all([task])
+            stack.close()
