@@ -26,6 +26,7 @@ from nowplaying.cli.doctor import run_doctor, safe_url
 from nowplaying.clock import FakeClock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.crypto import TokenCipher
+from nowplaying.runtime import LASTFM_SIM_PREFIX, LISTENBRAINZ_SIM_PREFIX, simulated_upstreams
 from nowplaying.simulator import Simulator
 from nowplaying.sources.spotify.oauth import SCOPE_CURRENTLY_PLAYING
 from nowplaying.store import Account, Pause, SQLiteStore
@@ -46,6 +47,8 @@ class Scene:
             "spotify_accounts_url": self.base,
             "spotify_api_url": f"{self.base}/v1",
             "spotify_redirect_uri": "http://127.0.0.1:8000/callback",
+            "lastfm_api_url": f"{self.base}{LASTFM_SIM_PREFIX}/2.0/",
+            "listenbrainz_api_url": f"{self.base}{LISTENBRAINZ_SIM_PREFIX}",
         }
         values.update(overrides)
         return make_settings(self.tmp, **values)
@@ -84,7 +87,7 @@ def scene(tmp_path: Path) -> Iterator[Scene]:
         client_secret="csecret-for-tests",
         redirect_uris=("http://127.0.0.1:8000/callback",),
     )
-    with serve(sim.app, free_port()) as base:
+    with serve(simulated_upstreams(sim, spotify_prefix=""), free_port()) as base:
         yield Scene(sim, base, tmp_path)
 
 
@@ -100,8 +103,32 @@ async def test_a_healthy_installation_passes(scene: Scene) -> None:
     for check in ("settings", "redirect URI", "database", "secret key", "spotify", "clock"):
         assert any(line.split()[1].startswith(check.split()[0]) for line in _lines(text, "ok"))
     assert "ok    credentials: Spotify accepted" in text
+    assert "ok    lastfm: Last.fm accepted the API key and secret" in text
+    assert "ok    listenbrainz: ListenBrainz answers at" in text
     assert "ok    account: 'Demo Listener' (demo): Spotify answers for it" in text
     assert "all good" in text
+
+
+async def test_each_source_is_checked_over_a_socket(scene: Scene) -> None:
+    """A Last.fm key or secret it refuses fails with the fix; ListenBrainz unreachable warns;
+    without Last.fm configured, it says so; without Spotify, Spotify is not asked."""
+    code, text = await scene.doctor(scene.settings(lastfm_api_key="not-a-key"))
+    assert code == 1 and "FAIL  lastfm: Last.fm refused the API key" in text, text
+    assert "LASTFM_API_SECRET again" in text
+    code, text = await scene.doctor(scene.settings(lastfm_api_secret="wrong-secret"))
+    assert code == 1 and "FAIL  lastfm: Last.fm refused the signature" in text, text
+    closed = f"http://127.0.0.1:{free_port()}"
+    code, text = await scene.doctor(scene.settings(listenbrainz_api_url=closed, lastfm_api_key=""))
+    assert code == 0, text
+    assert "warn  listenbrainz: could not reach ListenBrainz" in text
+    assert "ok    lastfm: not configured" in text
+    calls = scene.sim.calls["token:client_credentials"]
+    code, text = await scene.doctor(
+        scene.settings(nowplaying_spotify=False, spotify_client_id="", spotify_client_secret="")
+    )
+    assert code == 0, text
+    assert "ok    spotify: not used (NOWPLAYING_SPOTIFY=false)" in text
+    assert scene.sim.calls["token:client_credentials"] == calls
 
 
 async def test_a_wrong_secret_fails_with_its_fix(scene: Scene) -> None:
@@ -276,6 +303,7 @@ def test_doctor_command_exits_1_and_prints_one_line_per_problem(tmp_path: Path) 
         "SPOTIFY_CLIENT_ID=cid\nSPOTIFY_CLIENT_SECRET=csecret-for-tests\n"
         f"NOWPLAYING_SECRET_KEY={SECRET_KEY}\nSPOTIFY_REDIRECT_URI=http://localhost:8000/callback\n"
         "SPOTIFY_ACCOUNTS_URL=http://127.0.0.1:9\nSPOTIFY_API_URL=http://127.0.0.1:9/v1\n"
+        "LISTENBRAINZ_API_URL=http://127.0.0.1:9\n"
     )
     (tmp_path / ".env").chmod(0o600)
     done = subprocess.run(

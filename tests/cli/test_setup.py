@@ -15,13 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 from harness.helpers import consent
-from harness.live_server import free_port
+from harness.live_server import free_port, serve
 from pydantic import SecretStr
 
 from nowplaying.cli.main import setup_flow
 from nowplaying.cli.setup import SetupOptions, merge_env, read_env, redirect_problem, run_setup
 from nowplaying.clock import SystemClock
 from nowplaying.config import Settings
+from nowplaying.runtime import LASTFM_SIM_PREFIX, LISTENBRAINZ_SIM_PREFIX, simulated_upstreams
 from nowplaying.simulator import Simulator
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import InvalidClient
@@ -190,7 +191,7 @@ async def test_interactive_setup_asks_and_asks_before_replacing(
 ) -> None:
     _, http = sim_http
     asked: list[str] = []
-    answers = iter(["cid", "", "n"])
+    answers = iter(["", "cid", "", "", "n", "n"])
 
     def ask(question: str) -> str:
         asked.append(question)
@@ -204,16 +205,19 @@ async def test_interactive_setup_asks_and_asks_before_replacing(
     out = io.StringIO()
     code = await setup_flow(opts, out=out, login=None, http=http, ask=ask, ask_secret=ask_secret)
     assert code == 0, out.getvalue()
-    assert asked[:3] == [
+    assert asked[:6] == [
+        "Use Spotify (an app; in development mode, Premium)? [Y/n] ",
         "Client ID: ",
         "Client secret: ",
+        "Last.fm API key (Enter: no Last.fm): ",
         "Redirect URI [http://127.0.0.1:8000/callback]: ",
+        "Check that ListenBrainz answers? [Y/n] ",
     ]
-    assert "nowplaying login" in asked[3]
+    assert "nowplaying login" in asked[6]
     assert "Next: `nowplaying login`" in out.getvalue()
     assert read_env(tmp_path / ".env")["SPOTIFY_CLIENT_SECRET"] == SECRET
 
-    answers = iter(["no"])
+    answers = iter(["", "n", "no"])
     code = await setup_flow(opts, out=out, login=None, http=http, ask=ask, ask_secret=ask_secret)
     assert code == 3 and "exists" in asked[-1]
 
@@ -364,3 +368,81 @@ def test_setup_command_against_a_served_simulator(tmp_path: Path, simulator_proc
     assert SECRET not in right.stdout + right.stderr
     again = _setup(tmp_path, simulator_process, SECRET)
     assert again.returncode == 3, "never replaced without asking"
+
+
+# -- the other sources -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    """Spotify, Last.fm and ListenBrainz simulated on one loopback socket (demo's prefixes)."""
+    sim = Simulator(clock=SystemClock(), client_id="cid", client_secret=SECRET)
+    with serve(simulated_upstreams(sim, spotify_prefix=""), free_port()) as base:
+        yield base
+
+
+def _sources(tmp_path: Path, base: str, **kw: object) -> SetupOptions:
+    values: dict[str, object] = {
+        "spotify": False,
+        "lastfm_key": "lfkey",
+        "lastfm_secret": "lfsecret",
+        "lastfm_url": f"{base}{LASTFM_SIM_PREFIX}/2.0/",
+        "listenbrainz_url": f"{base}{LISTENBRAINZ_SIM_PREFIX}",
+    }
+    values.update(kw)
+    return _opts(tmp_path, client_id=None, client_secret=None, **values)
+
+
+async def test_setup_without_spotify_checks_lastfm_and_listenbrainz(
+    tmp_path: Path, served: str
+) -> None:
+    """No Spotify app: NOWPLAYING_SPOTIFY=false, the Last.fm key and secret checked with a signed
+    auth.getToken and written, ListenBrainz asked; the server starts from it, not in demo."""
+    out = io.StringIO()
+    async with httpx.AsyncClient() as http:
+        code = await run_setup(_sources(tmp_path, served), out=out, http=http, environ={})
+    assert code == 0, out.getvalue()
+    values = read_env(tmp_path / ".env")
+    assert values["NOWPLAYING_SPOTIFY"] == "false" and "SPOTIFY_CLIENT_ID" not in values
+    assert (values["LASTFM_API_KEY"], values["LASTFM_API_SECRET"]) == ("lfkey", "lfsecret")
+    text = out.getvalue()
+    assert "ok: Last.fm accepted the API key and secret" in text
+    assert "ok: ListenBrainz answers at" in text and "lfsecret" not in text
+    assert "NOWPLAYING_SPOTIFY=false" in text
+    settings = Settings(_env_file=tmp_path / ".env")  # type: ignore[call-arg]
+    assert not settings.demo and settings.lastfm_configured and not settings.nowplaying_spotify
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"lastfm_secret": "wrong"}, "problem: Last.fm refused the signature"),
+        ({"lastfm_key": "nokey"}, "problem: Last.fm refused the API key"),
+        ({"lastfm_url": "http://127.0.0.1:9/2.0/"}, "problem: could not check with Last.fm"),
+    ],
+)
+async def test_a_lastfm_key_it_refuses_writes_nothing(
+    tmp_path: Path, served: str, change: dict[str, str], said: str
+) -> None:
+    out = io.StringIO()
+    async with httpx.AsyncClient() as http:
+        code = await run_setup(_sources(tmp_path, served, **change), out=out, http=http, environ={})
+    assert code == 1 and said in out.getvalue(), out.getvalue()
+    assert not (tmp_path / ".env").exists()
+
+
+async def test_an_unreachable_listenbrainz_is_a_warning(tmp_path: Path, served: str) -> None:
+    out = io.StringIO()
+    opts = _sources(tmp_path, served, listenbrainz_url="http://127.0.0.1:9", lastfm_key=None)
+    async with httpx.AsyncClient() as http:
+        code = await run_setup(opts, out=out, http=http, environ={})
+    assert code == 0 and "warning: could not reach ListenBrainz" in out.getvalue()
+    assert "LASTFM_API_KEY" not in read_env(tmp_path / ".env")
+
+
+async def test_a_lastfm_key_without_its_secret_is_missing(tmp_path: Path, served: str) -> None:
+    out = io.StringIO()
+    async with httpx.AsyncClient() as http:
+        opts = _sources(tmp_path, served, lastfm_secret=None)
+        assert await run_setup(opts, out=out, http=http, environ={}) == 2
+    assert "missing LASTFM_API_SECRET" in out.getvalue()

@@ -235,3 +235,14 @@ async def test_the_image_host_serves_art_and_the_blank_placeholder(sim_clock: Fa
     assert PLACEHOLDER in urls[TRACK.name]["extralarge"] and blank.status_code == 200
     assert missing.status_code == 404
     assert fm.calls["image"] == 3
+
+
+async def test_a_signed_get_token_checks_its_signature(lastfm: Any) -> None:
+    """auth.getToken signed with the key's secret gives a token; with another secret, 13."""
+    _, http = lastfm
+    params = {"method": "auth.getToken", "api_key": KEY}
+    good = {**params, "api_sig": signature(params, "lfsecret"), "format": "json"}
+    assert "token" in (await http.get("/2.0/", params=good)).json()
+    bad = {**params, "api_sig": signature(params, "another"), "format": "json"}
+    response = await http.get("/2.0/", params=bad)
+    assert (response.status_code, response.json()["error"]) == (403, 13)

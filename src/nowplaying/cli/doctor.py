@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from pydantic import ValidationError
 
+from nowplaying.cli.checks import check_lastfm, check_listenbrainz
 from nowplaying.cli.setup import redirect_problem
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
@@ -129,6 +130,10 @@ class Doctor:
                 "run `nowplaying setup` to use your Spotify app",
             )
             return 1 if self.failed else 0
+        await self.check_sources(settings)
+        if not settings.nowplaying_spotify:
+            self.add(Level.OK, "spotify", "not used (NOWPLAYING_SPOTIFY=false)")
+            return 1 if self.failed else 0
         reachable = await self.check_reach(settings)
         if self.paused:
             self.add(
@@ -141,6 +146,28 @@ class Doctor:
         if credentials and accounts:
             await self.probe_accounts(settings, accounts)
         return 1 if self.failed else 0
+
+    async def check_sources(self, settings: Settings) -> None:
+        """Last.fm's key and secret when configured; ListenBrainz's API answering (a warning:
+        owners may still use Spotify, Last.fm and pushes)."""
+        if settings.lastfm_configured:
+            fm = await check_lastfm(
+                self.http,
+                api_url=settings.lastfm_api_url,
+                api_key=settings.lastfm_key,
+                api_secret=settings.lastfm_secret.get_secret_value(),
+            )
+            fix = "copy LASTFM_API_KEY and LASTFM_API_SECRET again from last.fm/api/accounts"
+            self.add(
+                Level.OK if fm.ok else Level.FAIL, "lastfm", fm.message, None if fm.ok else fix
+            )
+        else:
+            self.add(Level.OK, "lastfm", "not configured (LASTFM_API_KEY): owners cannot use it")
+        lb = await check_listenbrainz(self.http, api_url=settings.listenbrainz_api_url)
+        fix = "check outbound HTTPS to ListenBrainz, or LISTENBRAINZ_API_URL"
+        self.add(
+            Level.OK if lb.ok else Level.WARN, "listenbrainz", lb.message, None if lb.ok else fix
+        )
 
     def check_settings(self, load: Callable[[], Settings]) -> Settings | None:
         try:

@@ -394,7 +394,9 @@ async def setup_flow(
         code = await run_setup(opts, out=out, http=http, ask=ask, ask_secret=ask_secret)
         if code != 0:
             return code
-        if login is None and opts.interactive and ask is not None:
+        if opts.spotify is False:
+            login = False
+        elif login is None and opts.interactive and ask is not None:
             answer = ask("\nConnect your Spotify account now (nowplaying login)? [Y/n] ")
             login = answer.strip().lower() in {"", "y", "yes"}
         if not login:
@@ -420,6 +422,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
         force=args.force,
         check=not args.no_check,
         interactive=interactive,
+        spotify=False if args.no_spotify else None,
+        lastfm_key=args.lastfm_key,
     )
     _logging(None, "WARNING")
     return asyncio.run(
@@ -557,6 +561,8 @@ def _add_setup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     setup.add_argument("--env-file", default=".env")
     setup.add_argument("--accounts-url", help=argparse.SUPPRESS)
     setup.add_argument("--api-url", help=argparse.SUPPRESS)
+    setup.add_argument("--no-spotify", action="store_true", help="a server without Spotify")
+    setup.add_argument("--lastfm-key", help="a Last.fm API key (its secret: LASTFM_API_SECRET)")
     setup.add_argument("--force", action="store_true", help="update an existing env file")
     setup.add_argument(
         "--no-check", action="store_true", help="write without asking Spotify (offline)"

@@ -1,7 +1,10 @@
-"""``nowplaying setup``: from a Spotify app's id and secret to a working ``.env``.
+"""``nowplaying setup``: from the sources' keys to a working ``.env``.
 
-The secret is checked with Spotify now, not at the first login. An existing
-``NOWPLAYING_SECRET_KEY`` is kept: replacing it would lock every stored account out.
+It asks which sources to use: Spotify (an app's id and secret, checked with Spotify now, not at
+the first login; or none: ``NOWPLAYING_SPOTIFY=false``), Last.fm (an API key and secret,
+checked with a signed ``auth.getToken``), ListenBrainz (no key; its API is checked for an
+answer). An existing ``NOWPLAYING_SECRET_KEY`` is kept: replacing it would lock every stored
+account out.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
+from nowplaying.cli.checks import Check, check_lastfm, check_listenbrainz
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import InvalidClient, SpotifyError
 
 DEFAULT_REDIRECT = "http://127.0.0.1:8000/callback"
 DEFAULT_ACCOUNTS = "https://accounts.spotify.com"
 DEFAULT_API = "https://api.spotify.com/v1"
+DEFAULT_LASTFM_API = "https://ws.audioscrobbler.com/2.0/"
+DEFAULT_LISTENBRAINZ = "https://api.listenbrainz.org"
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 Ask = Callable[[str], str]
@@ -128,16 +134,6 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
-    """The credential check's outcome: ``ok``, or why not and whether it is certain."""
-
-    ok: bool
-    message: str
-    wrong: bool = False
-    """Spotify said the id or secret is wrong (not merely unreachable)."""
-
-
 async def check_credentials(
     http: httpx.AsyncClient, *, accounts_url: str, client_id: str, client_secret: str
 ) -> Check:
@@ -175,6 +171,12 @@ class SetupOptions:
     force: bool = False
     check: bool = True
     interactive: bool = False
+    spotify: bool | None = None
+    """Use Spotify (None: ask, yes by default); False writes ``NOWPLAYING_SPOTIFY=false``."""
+    lastfm_key: str | None = None
+    lastfm_secret: str | None = None
+    lastfm_url: str | None = None
+    listenbrainz_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,13 @@ class _Found:
     accounts_url: str
     api_url: str
     secret_key: str | None
+    spotify: bool = True
+    lastfm_key: str | None = None
+    lastfm_secret: str | None = None
+    lastfm_url: str = DEFAULT_LASTFM_API
+    listenbrainz_url: str = DEFAULT_LISTENBRAINZ
+    listenbrainz: bool = False
+    """Check ListenBrainz: asked, or its URL given (it needs no key: always offered)."""
 
 
 def _collect(
@@ -209,10 +218,20 @@ def _collect(
                 found = reader(question).strip() or None
         return found
 
-    client_id = value(opts.client_id, "SPOTIFY_CLIENT_ID", "Client ID: ")
-    client_secret = value(
-        opts.client_secret, "SPOTIFY_CLIENT_SECRET", "Client secret: ", secret=True
+    spotify = _spotify_wanted(opts, known(None, "NOWPLAYING_SPOTIFY"), ask)
+    client_id = value(opts.client_id, "SPOTIFY_CLIENT_ID", "Client ID: ") if spotify else None
+    client_secret = (
+        value(opts.client_secret, "SPOTIFY_CLIENT_SECRET", "Client secret: ", secret=True)
+        if spotify
+        else None
     )
+    lastfm_key = value(opts.lastfm_key, "LASTFM_API_KEY", "Last.fm API key (Enter: no Last.fm): ")
+    lastfm_secret = (
+        value(opts.lastfm_secret, "LASTFM_API_SECRET", "Last.fm shared secret: ", secret=True)
+        if lastfm_key
+        else None
+    )
+    lb_url = known(opts.listenbrainz_url, "LISTENBRAINZ_API_URL")
     redirect = known(opts.redirect_uri, "SPOTIFY_REDIRECT_URI")
     if redirect is None and opts.interactive and ask is not None:
         redirect = ask(f"Redirect URI [{DEFAULT_REDIRECT}]: ").strip() or None
@@ -225,7 +244,30 @@ def _collect(
         ),
         api_url=(known(opts.api_url, "SPOTIFY_API_URL") or DEFAULT_API).rstrip("/"),
         secret_key=known(None, "NOWPLAYING_SECRET_KEY"),
+        spotify=spotify,
+        lastfm_key=lastfm_key,
+        lastfm_secret=lastfm_secret,
+        lastfm_url=known(opts.lastfm_url, "LASTFM_API_URL") or DEFAULT_LASTFM_API,
+        listenbrainz_url=(lb_url or DEFAULT_LISTENBRAINZ).rstrip("/"),
+        listenbrainz=lb_url is not None or _yes(opts, ask, "Check that ListenBrainz answers?"),
     )
+
+
+def _yes(opts: SetupOptions, ask: Ask | None, question: str) -> bool:
+    """The person's yes (the default) in an interactive setup; no otherwise."""
+    if not opts.interactive or ask is None:
+        return False
+    return ask(f"{question} [Y/n] ").strip().lower() in {"", "y", "yes"}
+
+
+def _spotify_wanted(opts: SetupOptions, stored: str | None, ask: Ask | None) -> bool:
+    """Whether Spotify is used: the option, else the person's answer, else the env's setting."""
+    if opts.spotify is not None:
+        return opts.spotify
+    if opts.interactive and ask is not None:
+        opts.spotify = _yes(opts, ask, "Use Spotify (an app; in development mode, Premium)?")
+        return opts.spotify
+    return (stored or "true").strip().lower() not in {"false", "0", "no", "off"}
 
 
 def _may_write(opts: SetupOptions, ask: Ask | None, out: TextIO) -> bool:
@@ -244,16 +286,25 @@ def _may_write(opts: SetupOptions, ask: Ask | None, out: TextIO) -> bool:
     return False
 
 
-def _write(opts: SetupOptions, found: _Found, client_id: str, client_secret: str) -> bool:
+def _write(opts: SetupOptions, found: _Found) -> bool:
     """Merge the settings into the env file (mode 0600); whether an existing key was kept."""
     key = found.secret_key
     kept_key = key is not None and len(key) >= 32
     values = {
-        "SPOTIFY_CLIENT_ID": client_id,
-        "SPOTIFY_CLIENT_SECRET": client_secret,
         "SPOTIFY_REDIRECT_URI": found.redirect,
         "NOWPLAYING_SECRET_KEY": key if kept_key and key else new_secret_key(),
+        "NOWPLAYING_SPOTIFY": "true" if found.spotify else "false",
     }
+    if found.spotify and found.client_id and found.client_secret:
+        values["SPOTIFY_CLIENT_ID"] = found.client_id
+        values["SPOTIFY_CLIENT_SECRET"] = found.client_secret
+    if found.lastfm_key and found.lastfm_secret:
+        values["LASTFM_API_KEY"] = found.lastfm_key
+        values["LASTFM_API_SECRET"] = found.lastfm_secret
+    if found.lastfm_url != DEFAULT_LASTFM_API:
+        values["LASTFM_API_URL"] = found.lastfm_url
+    if found.listenbrainz_url != DEFAULT_LISTENBRAINZ:
+        values["LISTENBRAINZ_API_URL"] = found.listenbrainz_url
     if found.accounts_url != DEFAULT_ACCOUNTS:
         values["SPOTIFY_ACCOUNTS_URL"] = found.accounts_url
     if found.api_url != DEFAULT_API:
@@ -274,45 +325,87 @@ async def run_setup(
 ) -> int:
     """Collect, check and write the settings; 0 when ``.env`` was written.
 
-    Exit codes: 1 the check failed, 2 a value is missing or malformed, 3 the env file exists
+    Exit codes: 1 a check failed, 2 a value is missing or malformed, 3 the env file exists
     and may not be replaced.
     """
     found = _collect(opts, environ, ask, ask_secret)
-    client_id, client_secret = found.client_id, found.client_secret
-    missing = [
-        name
-        for name, v in (("--client-id", client_id), ("--client-secret", client_secret))
-        if not v
-    ]
-    if missing or client_id is None or client_secret is None:
-        out.write(
-            f"nowplaying setup: missing {' and '.join(missing)} (or SPOTIFY_CLIENT_ID /"
-            " SPOTIFY_CLIENT_SECRET): both are on your app's page in the Spotify Developer"
-            " Dashboard\n"
-        )
+    if (problem := _missing(found)) is not None:
+        out.write(f"nowplaying setup: {problem}\n")
         return 2
     if (problem := redirect_problem(found.redirect)) is not None:
         out.write(f"nowplaying setup: bad redirect URI: {problem}\n")
         return 2
     if not _may_write(opts, ask, out):
         return 3
-    if opts.check:
-        check = await check_credentials(
-            http, accounts_url=found.accounts_url, client_id=client_id, client_secret=client_secret
+    if opts.check and not await _checked(found, http, out):
+        return 1
+    kept_key = _write(opts, found)
+    out.write(
+        f"wrote {opts.env_file} (mode 0600; "
+        + ("kept the existing NOWPLAYING_SECRET_KEY" if kept_key else "a new NOWPLAYING_SECRET_KEY")
+        + ")\n"
+        + (f"\n{dev_mode_rules(found.redirect)}" if found.spotify else _without_spotify(found))
+    )
+    return 0
+
+
+def _missing(found: _Found) -> str | None:
+    """What is missing for the sources chosen (None: nothing)."""
+    if found.spotify:
+        missing = [
+            name
+            for name, v in (
+                ("--client-id", found.client_id),
+                ("--client-secret", found.client_secret),
+            )
+            if not v
+        ]
+        if missing:
+            return (
+                f"missing {' and '.join(missing)} (or SPOTIFY_CLIENT_ID / SPOTIFY_CLIENT_SECRET):"
+                " both are on your app's page in the Spotify Developer Dashboard (--no-spotify"
+                " sets up a server without Spotify)"
+            )
+    if found.lastfm_key and not found.lastfm_secret:
+        return "missing LASTFM_API_SECRET: the shared secret beside the Last.fm API key"
+    return None
+
+
+async def _checked(found: _Found, http: httpx.AsyncClient, out: TextIO) -> bool:
+    """Check each chosen source's values with it; False (after saying why) when one is refused
+    or cannot be checked. ListenBrainz needs no key: an unreachable one is only a warning."""
+    checks: list[Check] = []
+    if found.spotify and found.client_id and found.client_secret:
+        spotify = await check_credentials(
+            http,
+            accounts_url=found.accounts_url,
+            client_id=found.client_id,
+            client_secret=found.client_secret,
         )
+        checks.append(spotify)
+    if found.lastfm_key and found.lastfm_secret:
+        fm = await check_lastfm(
+            http, api_url=found.lastfm_url, api_key=found.lastfm_key, api_secret=found.lastfm_secret
+        )
+        checks.append(fm)
+    for check in checks:
         out.write(("ok: " if check.ok else "problem: ") + check.message + "\n")
         if not check.ok:
             out.write(
                 "  .env was not written"
-                + ("" if check.wrong else " (--no-check writes it without asking Spotify)")
+                + ("" if check.wrong else " (--no-check writes it without asking)")
                 + "\n"
             )
-            return 1
-    kept_key = _write(opts, found, client_id, client_secret)
-    out.write(
-        f"wrote {opts.env_file} (mode 0600; "
-        + ("kept the existing NOWPLAYING_SECRET_KEY" if kept_key else "a new NOWPLAYING_SECRET_KEY")
-        + ")\n\n"
-        + dev_mode_rules(found.redirect)
+            return False
+    if found.listenbrainz:
+        lb = await check_listenbrainz(http, api_url=found.listenbrainz_url)
+        out.write(("ok: " if lb.ok else "warning: ") + lb.message + "\n")
+    return True
+
+
+def _without_spotify(found: _Found) -> str:
+    offered = "Last.fm and ListenBrainz" if found.lastfm_key else "ListenBrainz"
+    return (
+        f"\nNo Spotify (NOWPLAYING_SPOTIFY=false): owners sign in with {offered}, and any player"
+        " can push what it plays.\n"
     )
-    return 0

@@ -165,6 +165,9 @@ class LastFm:
             raise LastFmError(26)
         self._count(key)
         if method == "auth.gettoken":
+            # Signed like every auth method (authspec); a wrong signature is error 13.
+            if "api_sig" in params and params["api_sig"] != signature(params, self.keys[key]):
+                raise LastFmError(13)
             return {"token": self.issue_token(key)}
         if method == "auth.getsession":
             return self._session(params, key)

@@ -11,6 +11,7 @@ the user name is handed in. Errors, in the source-neutral tree::
      ├── Private (Refused)          error 17: the profile hides its recent listening
      ├── UnknownUser (Refused)      error 6
      ├── KeyRefused (Refused)       errors 10, 26: the app's key is invalid or suspended
+     │    └── SecretRefused         error 13: the signature (the shared secret) is wrong
      ├── TokenRefused (Refused)     errors 4, 14, 15: a web-auth token not allowed, or stale
      ├── RateLimited                error 29
      └── Unavailable                8, 11, 16, a 5xx, a timeout; BadResponse for junk
@@ -66,11 +67,16 @@ class TokenRefused(Refused, LastFmError):
     fix = "Last.fm did not accept the sign-in (not allowed, or too old): connect again."
 
 
+class SecretRefused(KeyRefused):
+    fix = "Last.fm refuses this server's signature: check LASTFM_API_SECRET."
+
+
 _REFUSALS: dict[int, type[Refused]] = {
     17: Private,
     6: UnknownUser,
     10: KeyRefused,
     26: KeyRefused,
+    13: SecretRefused,
     4: TokenRefused,
     14: TokenRefused,
     15: TokenRefused,
@@ -116,6 +122,12 @@ class LastFmClient:
             return bounds.text(session["name"]), str(session["key"])
         except (KeyError, TypeError, bounds.OutOfBounds) as e:
             raise BadResponse("auth.getSession answered without a session") from e
+
+    async def check_key(self) -> None:
+        """Ask for a web-auth token (``auth.getToken``, signed): KeyRefused when Last.fm does not
+        take the key (SecretRefused: the secret), nothing stored anywhere."""
+        params = {"method": "auth.getToken", "api_key": self._key}
+        await self._call({**params, "api_sig": signature(params, self._secret)})
 
     async def _call(self, params: dict[str, str]) -> dict[str, Any]:
         query = {"api_key": self._key, **params, "format": "json"}
