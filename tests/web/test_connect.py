@@ -100,6 +100,7 @@ async def test_signing_in_with_lastfm_makes_a_widget_without_spotify(
     assert link.secret not in raw
     page = await app.client.get("/")
     assert page.status_code == 200 and "bob_fm" in page.text
+    assert "six months" not in page.text  # no Spotify grant to renew
     account = await app.client.get("/api/account")
     assert account.status_code == 200
 
@@ -292,6 +293,7 @@ async def test_connect_spotify_joins_a_widget_made_with_listenbrainz(env: Env) -
     spotify = await rt.store.get_source("listenbrainz:demo", SourceKind.SPOTIFY)
     assert spotify is not None and spotify.user_name == "demo"
     assert (await env.client.get("/api/spotify")).json()["isPlaying"] is True
+    assert "six months" in (await env.client.get("/")).text  # a Spotify grant to renew now
     transport = httpx.ASGITransport(app=env.app)
     async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as other:
         response = await connect_with(other, env)

@@ -60,7 +60,9 @@ async def home(request: Request) -> Response:
     share = pages.Share(
         links=info.links.data() if info.links else None,
         last_played=account.show_last_played,
-        reconnect_by=datetime.fromtimestamp(owner.reconnect_by(account), UTC).strftime("%d %B %Y"),
+        reconnect_by=datetime.fromtimestamp(owner.reconnect_by(account), UTC).strftime("%d %B %Y")
+        if account.spotify
+        else None,
     )
     return pages.home_connected(
         display_name=account.display_name,

@@ -69,7 +69,8 @@ class Share:
 
     links: dict[str, str] | None
     last_played: bool
-    reconnect_by: str
+    reconnect_by: str | None
+    """None: the widget has no Spotify grant to renew."""
 
     @staticmethod
     def themes() -> list[tuple[str, str, int, int]]:
