@@ -8,11 +8,12 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 from harness.app import LASTFM_KEY, ORIGIN, SAME, Env
+from harness.fuzz import FUZZ, SESSION, Fuzz, assert_sane, describe, param_text, query_pairs
 from harness.helpers import connect, lastfm_allow
 from harness.live_server import free_port
 from harness.servers import nowplaying_server, sign_in_with_lastfm
@@ -21,6 +22,8 @@ from harness.upstreams import (
     env_with_upstreams,
     served_upstreams,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nowplaying.clock import FakeClock
 from nowplaying.models import SourceKind
@@ -247,7 +250,7 @@ async def test_a_signed_in_owner_links_listenbrainz(app: Env, up: Upstreams) -> 
     assert kinds == [SourceKind.LISTENBRAINZ, SourceKind.SPOTIFY]
 
 
-@pytest.mark.parametrize("token", ["", "   ", "x" * 201, "not-a-token", "tab\there"])
+@pytest.mark.parametrize("token", ["", "   ", "x" * 201, "not-a-token", "tab\there", "tokén"])
 async def test_a_bad_listenbrainz_token_says_so_on_the_page(app: Env, token: str) -> None:
     response = await app.client.post("/login/listenbrainz", data={"token": token}, headers=SAME)
     assert response.status_code == 400
@@ -376,3 +379,44 @@ async def test_a_demo_server_signs_in_with_its_simulated_lastfm_and_listenbrainz
             assert lb.status_code == 303, lb.text
             account = await http.get("/api/account", headers={"Cookie": cookie})
             assert [s["kind"] for s in account.json()["sources"]] == ["lastfm", "listenbrainz"]
+
+
+# -- never a 500 -----------------------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    fields=st.fixed_dictionaries(
+        {"state": st.none() | param_text, "token": st.none() | param_text}
+    ),
+    extra=query_pairs,
+    real_state=st.booleans(),
+)
+async def test_lastfm_callback_query_never_500(
+    fuzz: Fuzz, fields: dict[str, str | None], extra: list[tuple[str, str]], real_state: bool
+) -> None:
+    """Any /callback/lastfm query: a 400 page and no session, with or without a real state."""
+    browser = fuzz.anon
+    pairs: list[tuple[str, str]] = []
+    if real_state:
+        login = await browser.get("/login/lastfm")
+        cb = dict(httpx.URL(login.headers["location"]).params)["cb"]
+        pairs.append(("state", dict(httpx.URL(cb).params)["state"]))
+    pairs += [
+        (k, v) for k, v in fields.items() if v is not None and not (real_state and k == "state")
+    ]
+    response = await browser.get("/callback/lastfm?" + urlencode([*pairs, *extra]))
+    assert_sane(response, json_route=False)
+    assert response.status_code == 400, describe(response)
+    assert SESSION not in response.headers.get("set-cookie", "")
+
+
+@FUZZ
+@given(body=st.binary(max_size=300) | st.builds(lambda t: urlencode({"token": t}), param_text))
+async def test_listenbrainz_token_bodies_never_500(fuzz: Fuzz, body: bytes | str) -> None:
+    """Any form body: the page with its message (400), or 503 when ListenBrainz holds off."""
+    headers = {**SAME, "Content-Type": "application/x-www-form-urlencoded"}
+    response = await fuzz.anon.post("/login/listenbrainz", content=body, headers=headers)
+    assert_sane(response, json_route=False)
+    assert response.status_code in (400, 503), describe(response)
+    assert SESSION not in response.headers.get("set-cookie", "")

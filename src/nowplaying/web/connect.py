@@ -95,7 +95,8 @@ async def listenbrainz_submit(request: Request) -> Response:
         return fail(request, "Refused", "Connecting must be done from this site.", 403)
     form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
-    if not token or len(token) > MAX_TOKEN or not token.isprintable():
+    # ListenBrainz's tokens are ASCII (a UUID); anything else cannot go in a header.
+    if not token or len(token) > MAX_TOKEN or not (token.isascii() and token.isprintable()):
         return _token_page(request, "Paste your ListenBrainz user token.", 400)
     try:
         name = await svc.runtime.listenbrainz.validate_token(token)
