@@ -246,6 +246,13 @@ def test_login_needs_a_spotify_app(
         main(["login"])
     assert exit_info.value.code == 2
     assert "SPOTIFY_CLIENT_ID" in capsys.readouterr().err
+    monkeypatch.setenv("NOWPLAYING_SPOTIFY", "false")  # a server without Spotify: not demo
+    monkeypatch.setenv("NOWPLAYING_SECRET_KEY", "k" * 40)
+    for command in ("login", "now"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command])
+        assert exit_info.value.code == 2
+        assert "NOWPLAYING_SPOTIFY=false" in capsys.readouterr().err
 
 
 def test_migrate_command(

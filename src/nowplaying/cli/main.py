@@ -217,10 +217,10 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def _need_spotify_app(settings: Settings) -> None:
-    if settings.demo:
+    if settings.demo or not settings.nowplaying_spotify:
         print(
             "nowplaying: this command talks to Spotify: set SPOTIFY_CLIENT_ID and"
-            " SPOTIFY_CLIENT_SECRET (or point SPOTIFY_ACCOUNTS_URL/SPOTIFY_API_URL at"
+            " SPOTIFY_CLIENT_SECRET, without NOWPLAYING_SPOTIFY=false (or point SPOTIFY_ACCOUNTS_URL/SPOTIFY_API_URL at"
             " `nowplaying simulator`)",
             file=sys.stderr,
         )
