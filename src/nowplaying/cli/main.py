@@ -220,8 +220,8 @@ def _need_spotify_app(settings: Settings) -> None:
     if settings.demo or not settings.nowplaying_spotify:
         print(
             "nowplaying: this command talks to Spotify: set SPOTIFY_CLIENT_ID and"
-            " SPOTIFY_CLIENT_SECRET, without NOWPLAYING_SPOTIFY=false (or point SPOTIFY_ACCOUNTS_URL/SPOTIFY_API_URL at"
-            " `nowplaying simulator`)",
+            " SPOTIFY_CLIENT_SECRET, without NOWPLAYING_SPOTIFY=false (or point"
+            " SPOTIFY_ACCOUNTS_URL/SPOTIFY_API_URL at `nowplaying simulator`)",
             file=sys.stderr,
         )
         raise SystemExit(2)
