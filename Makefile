@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle soak-edge simulator gallery clean
+.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle soak-edge soak-contract simulator gallery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -60,6 +60,11 @@ soak-lifecycle: $(STAMP)
 # from one address past a 2,048-descriptor limit, stalled readers; see docs/security.md.
 soak-edge: $(STAMP)
 	$(BIN)/python -m soak edge
+
+# The contract probe (a few minutes, loopback): schemathesis against /openapi.json of a demo
+# server with a published widget, 200 examples per operation; see docs/security.md.
+soak-contract: $(STAMP)
+	$(BIN)/python -m soak contract
 
 # The README gallery: one PNG per theme under docs/img, rendered by Chromium (scripts/gallery.py).
 gallery: $(STAMP)

@@ -102,7 +102,13 @@ def publish_over_http(base: str) -> str:
 
 
 def account_over_http(base: str) -> dict[str, Any]:
-    """/login, the simulator's consent (Agree), /callback, then publish: ``/api/account``.
+    """/login, the simulator's consent (Agree), /callback, then publish: ``/api/account``."""
+    return owner_over_http(base)[0]
+
+
+def owner_over_http(base: str, login: str = "/login") -> tuple[dict[str, Any], str]:
+    """``login`` (``/login?with=recently-played`` asks for the history too), the simulator's
+    consent (Agree), /callback, then publish: ``/api/account`` and the owner's ``Cookie`` header.
 
     The cookies are Secure (a browser treats 127.0.0.1 as a secure origin; httpx does not), so
     they are carried by hand.
@@ -112,7 +118,7 @@ def account_over_http(base: str) -> dict[str, Any]:
         def jar() -> dict[str, str]:
             return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in http.cookies.jar)}
 
-        consent = http.get(http.get("/login").headers["location"], headers=jar())
+        consent = http.get(http.get(login).headers["location"], headers=jar())
         form = FormParser()
         form.feed(consent.text)
         fields = {**form.fields, "decision": "agree", "user": "demo"}
@@ -122,7 +128,7 @@ def account_over_http(base: str) -> dict[str, Any]:
         published = http.post("/api/account/publish", headers={"Origin": base, **jar()})
         published.raise_for_status()
         account: dict[str, Any] = published.json()
-        return account
+        return account, jar()["Cookie"]
 
 
 def connect_demo(page: Page, demo: Demo) -> None:

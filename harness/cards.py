@@ -45,9 +45,9 @@ def card(title: str = "Midnight City", theme: Theme = Theme.LIGHT, **kw: Any) ->
     return render_card(parse_state(track(title)), options, cover=cover_uri(), now=NOW)
 
 
-def png_of(response: httpx.Response) -> Image.Image:
-    """The PNG a public image route answered (200, image/png, open to any origin)."""
-    assert response.status_code == 200, response.text
+def png_of(response: httpx.Response, status: int = 200) -> Image.Image:
+    """The PNG a public image route answered (``status``, image/png, open to any origin)."""
+    assert response.status_code == status, response.text
     assert response.headers["content-type"] == "image/png"
     assert response.headers["access-control-allow-origin"] == "*"
     im = Image.open(io.BytesIO(response.content))

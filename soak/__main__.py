@@ -4,6 +4,8 @@
 key rotation, re-login and the quota lockout on three instances; ``make soak-lifecycle``);
 ``python -m soak edge`` the edge probe (:mod:`soak.edge`: slow headers and bodies, unfinished
 requests past the descriptor limit, stalled readers; ``make soak-edge``).
+``python -m soak contract`` the contract probe (:mod:`soak.contract`: schemathesis against
+``/openapi.json`` with a published id; ``make soak-contract``).
 
 One simulated Spotify (8 users, rotating refresh tokens) and one server process (SQLite, 2 s
 polls). Eight accounts sign in over HTTP, four publish a share link. Then:
@@ -191,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         from soak.lifecycle import main as lifecycle  # noqa: PLC0415 (only that soak needs it)
 
         return lifecycle(argv[1:])
+    if argv[:1] == ["contract"]:
+        from soak.contract import main as contract  # noqa: PLC0415 (only that probe needs it)
+
+        return contract(argv[1:])
     if argv[:1] == ["edge"]:
         from soak.edge import main as edge  # noqa: PLC0415 (only that probe needs it)
 

@@ -57,14 +57,15 @@ async def test_views_cost_one_call_per_ttl(connected: Env) -> None:
 
 
 async def test_bad_parameters(connected: Env) -> None:
-    """JSON: a 400 naming the parameter. SVG: a 200 image naming it."""
+    """JSON: a 400 naming the parameter. SVG: a 400 whose body is an image naming it."""
     public_id = await share_recent(connected)
     response = await connected.client.get(f"/p/{public_id}/recent.json?limit=11")
     assert response.status_code == 400
     assert response.json()["error"] == "bad_request"
     assert response.json()["message"].startswith("limit:")
     card = await connected.client.get(f"/p/{public_id}/recent.svg?limit=0")
-    assert card.status_code == 200 and "Bad parameter: limit" in card.text
+    assert card.status_code == 400 and "Bad parameter: limit" in card.text
+    assert card.headers["content-type"].startswith("image/svg+xml")
 
 
 async def test_unknown_link(connected: Env) -> None:

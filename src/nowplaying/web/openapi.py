@@ -76,6 +76,10 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     }
 
 
+_PNG = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
+_SVG = {"image/svg+xml": {"schema": {"type": "string"}}}
+
+
 def _png(summary: str, options: type[BaseModel]) -> dict[str, Any]:
     """A card as a PNG: like its SVG, always an image, revalidated by ETag."""
     return {
@@ -83,11 +87,9 @@ def _png(summary: str, options: type[BaseModel]) -> dict[str, Any]:
             "summary": summary,
             "parameters": [_PUBLIC_ID, *query_parameters(options)],
             "responses": {
-                "200": {
-                    "description": "Always an image (a bad parameter: an image that names it).",
-                    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-                },
+                "200": {"description": "The card.", "content": _PNG},
                 "304": {"description": "Not modified (If-None-Match)."},
+                "400": {"description": "A bad parameter: an image that names it.", "content": _PNG},
             },
         }
     }
@@ -99,10 +101,33 @@ _PUBLIC_ID = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
 }
-_EVENTS = {
-    "description": "Server-Sent Events; each `data:` is a NowPlaying or Error object.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}
+
+
+def _events(state: str) -> dict[str, Any]:
+    """An event stream whose every event carries a ``state`` (OpenAPI 3.1 reads the schema of
+    ``text/event-stream`` as one event's: its fields as the stream's parser gives them)."""
+    data = {
+        "type": "string",
+        "contentMediaType": "application/json",
+        "contentSchema": {"$ref": _REF.format(model=state)},
+        "description": f"A {state} object as JSON text.",
+    }
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "data": data,
+            "event": {"type": "string", "enum": ["message"]},
+            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
+    return {
+        "description": f"Server-Sent Events; each `data:` is a {state} (or Error) object.",
+        "content": {"text/event-stream": {"schema": event}},
+    }
+
+
 _OWNER_POST = {
     "responses": {
         "200": _json("Account", "The account after the change."),
@@ -117,17 +142,25 @@ _KIND = {
     "required": True,
     "schema": {"type": "string", "enum": ["spotify", "lastfm", "listenbrainz"]},
 }
+_PUSH_TOKEN = {
+    "name": "Authorization",
+    "in": "header",
+    "required": True,
+    "description": "Token <push token> (ListenBrainz's user-token form).",
+    "schema": {"type": "string", "pattern": "^Token [!-~]+$"},
+}
 _HOOK_ID = {"name": "hook_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _OWNER = {"401": _json("Error", "No session."), "403": _json("Error", "Cross-site request.")}
 _WEBHOOK_PATHS: dict[str, Any] = {
     "/api/account/webhooks": {
         "get": {
             "summary": "The owner's track-change webhooks and their recent deliveries",
-            "responses": {"200": _json("Webhooks", "Newest deliveries first.")},
+            "responses": {"200": _json("Webhooks", "Newest deliveries first."), **_OWNER},
         },
         "post": {
             "summary": "Add a webhook (at most 5): its signing secret is shown this once",
             "requestBody": {
+                "required": True,
                 "content": {
                     "application/json": {
                         "schema": {
@@ -136,7 +169,7 @@ _WEBHOOK_PATHS: dict[str, Any] = {
                             "properties": {"url": {"type": "string", "format": "uri"}},
                         }
                     }
-                }
+                },
             },
             "responses": {
                 "201": _json("WebhookCreated", "The id and the whsec_ secret."),
@@ -186,7 +219,9 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
-        "/api/spotify/events": {"get": {"responses": {"200": _EVENTS, "401": _json("Error", "")}}},
+        "/api/spotify/events": {
+            "get": {"responses": {"200": _events("NowPlaying"), "401": _json("Error", "")}}
+        },
         "/api/account": {
             "get": {
                 "responses": {
@@ -215,6 +250,7 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "Push what plays, as ListenBrainz's submit-listens (playing_now,"
                 " single, import), with Authorization: Token <push token>.",
+                "parameters": [_PUSH_TOKEN],
                 "responses": {
                     "200": {"description": '{"status": "ok"}'},
                     "400": {"description": "A malformed or oversized submission, named."},
@@ -225,7 +261,11 @@ SPEC: dict[str, Any] = {
         "/1/validate-token": {
             "get": {
                 "summary": "Whether a push token is good (ListenBrainz's shape).",
-                "responses": {"200": {"description": "valid, and the widget's name"}},
+                "parameters": [_PUSH_TOKEN],
+                "responses": {
+                    "200": {"description": "valid, and the widget's name (or not valid)"},
+                    "400": {"description": "No token given (ListenBrainz's error shape)."},
+                },
             }
         },
         "/hooks/web-scrobbler/{token}": {
@@ -243,7 +283,12 @@ SPEC: dict[str, Any] = {
         },
         "/api/account/settings": {
             "post": {
+                "responses": {
+                    **_OWNER_POST["responses"],
+                    "400": _json("Error", "Not an object whose lastPlayed is a boolean."),
+                },
                 "requestBody": {
+                    "required": True,
                     "content": {
                         "application/json": {
                             "schema": {
@@ -252,9 +297,8 @@ SPEC: dict[str, Any] = {
                                 "properties": {"lastPlayed": {"type": "boolean"}},
                             }
                         }
-                    }
+                    },
                 },
-                **_OWNER_POST,
             }
         },
         **_WEBHOOK_PATHS,
@@ -272,12 +316,12 @@ SPEC: dict[str, Any] = {
             "get": {
                 "parameters": [_PUBLIC_ID, *query_parameters(CardOptions)],
                 "responses": {
-                    "200": {
-                        "description": "The card, always an image (a bad parameter: an image"
-                        " that names it).",
-                        "content": {"image/svg+xml": {"schema": {"type": "string"}}},
-                    },
+                    "200": {"description": "The card, always an image.", "content": _SVG},
                     "304": {"description": "Not modified (If-None-Match)."},
+                    "400": {
+                        "description": "A bad parameter: an image that names it.",
+                        "content": _SVG,
+                    },
                 },
             }
         },
@@ -314,11 +358,15 @@ SPEC: dict[str, Any] = {
                 "parameters": [_PUBLIC_ID, *query_parameters(RecentOptions)],
                 "responses": {
                     "200": {
-                        "description": "The list, always an image (not shared, unknown link or a"
-                        " bad parameter: an image that says so).",
-                        "content": {"image/svg+xml": {"schema": {"type": "string"}}},
+                        "description": "The list, always an image (not shared or an unknown link:"
+                        " an image that says so).",
+                        "content": _SVG,
                     },
                     "304": {"description": "Not modified (If-None-Match)."},
+                    "400": {
+                        "description": "A bad parameter: an image that names it.",
+                        "content": _SVG,
+                    },
                 },
             }
         },
@@ -337,7 +385,10 @@ SPEC: dict[str, Any] = {
         "/p/{public_id}/events": {
             "get": {
                 "parameters": [_PUBLIC_ID],
-                "responses": {"200": _EVENTS, "404": _json("Error", "Unknown or withdrawn link.")},
+                "responses": {
+                    "200": _events("PublicState"),
+                    "404": _json("Error", "Unknown or withdrawn link."),
+                },
             }
         },
         "/p/{public_id}": {
@@ -387,6 +438,18 @@ SPEC: dict[str, Any] = {
     },
     "components": {"schemas": SCHEMAS},
 }
+
+
+def _rate_limited(paths: dict[str, Any]) -> None:
+    """Declare the per-address rate limit's 429 on every path under it (``web/limits.py``)."""
+    limited = _json("Error", "Too many requests from this address; Retry-After says when.")
+    for path, operations in paths.items():
+        if path.startswith("/p/"):
+            for operation in operations.values():
+                operation["responses"].setdefault("429", limited)
+
+
+_rate_limited(SPEC["paths"])
 
 
 async def openapi(request: Request) -> Response:

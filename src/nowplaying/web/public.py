@@ -109,7 +109,7 @@ async def _image(request: Request, fmt: Format) -> Response:
     try:
         options = card_options(request.query_params, CardOptions)
     except BadOption as e:
-        return await drawn_image(request, render_bad_option(e, theme_of(request.query_params)), fmt)
+        return await bad_option_image(request, e, fmt)
     deadline = svc.runtime.clock.now() + SVG_BUDGET
     drawn_at = card_clock(svc.runtime.clock.now())
     cover = None
@@ -175,6 +175,17 @@ async def drawn_image(request: Request, svg: str, fmt: Format) -> Response:
     """A card drawn for this request (not by the card cache's key) in ``fmt``."""
     body = svg.encode("utf-8")
     return await _serve(request, RenderedCard(body, card_etag(body)), fmt)
+
+
+async def bad_option_image(request: Request, error: BadOption, fmt: Format) -> Response:
+    """A 400 whose body is an image naming the bad parameter: the status for programs (and the
+    OpenAPI document), the picture for the person who pasted the link (a browser draws an
+    ``<img>`` whatever its status). Not revalidated: a 400 is not cached."""
+    body = render_bad_option(error, theme_of(request.query_params)).encode("utf-8")
+    if fmt is Format.SVG:
+        return Response(body, 400, headers={**SVG_HEADERS, **NO_CACHE}, media_type=SVG_TYPE)
+    image = await services(request).cards.image(RenderedCard(body, card_etag(body)), fmt, png.draw)
+    return Response(image.body, 400, headers={**PNG_HEADERS, **NO_CACHE}, media_type="image/png")
 
 
 async def _serve(request: Request, svg: RenderedCard, fmt: Format) -> Response:

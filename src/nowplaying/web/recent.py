@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from nowplaying.cards.cache import Format
-from nowplaying.cards.card import render_bad_option, render_card
-from nowplaying.cards.options import BadOption, Hide, RecentOptions, card_options, theme_of
+from nowplaying.cards.card import render_card
+from nowplaying.cards.options import BadOption, Hide, RecentOptions, card_options
 from nowplaying.cards.recent import render_recent
 from nowplaying.schema import Error, ErrorCode, Playing, Recent, error, last_played
 from nowplaying.sources.base import ReconnectRequired, SourceError
@@ -25,6 +25,7 @@ from nowplaying.web.public import (
     EDGE_CACHE,
     NO_CACHE,
     SVG_BUDGET,
+    bad_option_image,
     drawn_image,
     state_of,
 )
@@ -75,7 +76,7 @@ async def _image(request: Request, fmt: Format) -> Response:
     try:
         options = card_options(request.query_params, RecentOptions)
     except BadOption as e:
-        return await drawn_image(request, render_bad_option(e, theme_of(request.query_params)), fmt)
+        return await bad_option_image(request, e, fmt)
     deadline = svc.runtime.clock.now() + SVG_BUDGET
     recent = await _recent(svc, request.path_params["public_id"], options.limit)
     if isinstance(recent, Error):

@@ -21,7 +21,7 @@ from nowplaying.web.errors import PRIVATE, BadRequest, NotFound, ServiceUnavaila
 from nowplaying.web.owner import owner_route
 from nowplaying.web.state import Services
 
-__all__ = ["add", "delete", "listed", "send_test"]
+__all__ = ["add", "collection", "delete", "listed", "send_test"]
 
 
 def _hooks(svc: Services) -> Webhooks:
@@ -105,3 +105,11 @@ async def send_test(request: Request, svc: Services, account: Account) -> Respon
         raise NotFound("No such webhook.")
     await _hooks(svc).send_test(found[0])
     return Response(status_code=202, headers=PRIVATE)
+
+
+async def collection(request: Request) -> Response:
+    """``/api/account/webhooks``: GET lists, POST adds. One route for the path, so a method it
+    does not take is a 405 whose ``Allow`` names both."""
+    if request.method == "POST":
+        return await add(request)
+    return await listed(request)
