@@ -33,6 +33,7 @@ from urllib.request import Request, urlopen
 
 import asyncpg
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from harness.balancer import ThreadedBalancer
@@ -45,6 +46,13 @@ SECRET = "life-cycle-test-secret-key-0123456789abcdef"
 CLIENT_SECRET = "cluster-secret"
 SHUTDOWN_SECONDS = 5.0
 T = TypeVar("T")
+
+
+@pytest.fixture(scope="module")
+def module_loop() -> str:
+    """anyio's backend at module scope, so a module's cluster fixture and its viewers live on
+    one loop for every test (a test module sets ``anyio_backend = module_loop``)."""
+    return "asyncio"
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

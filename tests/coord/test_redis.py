@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from nowplaying.engine.live import LiveHub, Snapshot, Status
 from nowplaying.engine.schedule import Schedule
 from nowplaying.models import Item, Kind, NowPlaying, PlayedItem, SourceKind
 from nowplaying.runtime import database_lock
-from nowplaying.sources.push import pushed
+from nowplaying.sources.push import Event, Push, pushed
 from nowplaying.sources.spotify.grants import RefreshDeferred, TokenManager
 from nowplaying.store import PostgresStore
 
@@ -483,17 +484,13 @@ async def test_two_hubs_share_one_poller(flushed: str, clock: FakeClock) -> None
             await h.close()
 
 
-async def test_a_push_to_a_following_instance_outlives_the_leaders_polls(
-    flushed: str, clock: FakeClock
-) -> None:
-    """A player pushes to the instance that does not poll: the polling one takes the push on,
-    so its next polls merge it in instead of publishing over it, on both instances."""
+@contextlib.asynccontextmanager
+async def playing_pair(flushed: str, clock: FakeClock) -> AsyncIterator[tuple[LiveHub, LiveHub]]:
+    """Two hubs on real Redis, both watching ``acc`` (a track that began before any push, its
+    progress moving on), once one of them polls: ``(leader, follower)``."""
     began = clock.now()
-    polls: list[float] = []
 
     async def playing_since_before(account_id: str) -> NowPlaying:
-        """A track that began before the push, its progress moving on."""
-        polls.append(clock.now())
         it = Item(Kind.TRACK, "polled", ("a",), None, None, None, 600_000, uri="polled")
         return NowPlaying(True, Kind.TRACK, it, int((clock.now() - began) * 1000), clock.now())
 
@@ -512,18 +509,59 @@ async def test_a_push_to_a_following_instance_outlives_the_leaders_polls(
             async with hubs[1].subscribe("acc") as q1:
                 await clock.advance(3, step=0.5)
                 await _until(lambda: _filled(q1))
-                leader, follower = (0, 1) if hubs[0].counts["polls"] else (1, 0)
-                item = Item(Kind.TRACK, "pushed", ("P",), None, None, None, 0)
-                np = NowPlaying(True, Kind.TRACK, item, None, clock.now(), SourceKind.PUSH)
-                await hubs[follower].push("acc", pushed(np))
-                await _until(lambda: _shows(hubs[leader], "pushed"))
-                await clock.advance(11, step=0.5)  # two polls of the leader
-                assert hubs[leader].counts["polls"] >= 2
-                for h in hubs:
-                    await _until(lambda h=h: _shows(h, "pushed"))  # type: ignore[misc]
+                yield (hubs[0], hubs[1]) if hubs[0].counts["polls"] else (hubs[1], hubs[0])
     finally:
         for h in hubs:
             await h.close()
+
+
+async def _advance_till(clock: FakeClock, check: Callable[[], bool], seconds: float = 120) -> None:
+    """Move the fake clock on in half seconds, with real time between steps for Redis's real
+    I/O, until ``check()`` holds (within ``seconds`` of fake time)."""
+    for _ in range(int(seconds * 2)):
+        if check():
+            return
+        await clock.advance(0.5)
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
+def _pushed_now(clock: FakeClock) -> NowPlaying:
+    item = Item(Kind.TRACK, "pushed", ("P",), None, None, None, 0)
+    return NowPlaying(True, Kind.TRACK, item, None, clock.now(), SourceKind.PUSH)
+
+
+async def test_a_push_to_a_following_instance_outlives_the_leaders_polls(
+    flushed: str, clock: FakeClock
+) -> None:
+    """A player pushes to the instance that does not poll: the polling one takes the push on,
+    so its next polls merge it in instead of publishing over it, on both instances."""
+    async with playing_pair(flushed, clock) as (leader, follower):
+        await follower.push("acc", pushed(_pushed_now(clock)))
+        await _until(lambda: _shows(leader, "pushed"))
+        polls = leader.counts["polls"]
+        await _advance_till(clock, lambda: leader.counts["polls"] >= polls + 2)
+        for h in (leader, follower):
+            await _until(lambda h=h: _shows(h, "pushed"))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("pushed_to", ["leader", "follower"])
+async def test_a_finished_listen_on_the_following_instance_ends_the_push_everywhere(
+    flushed: str, clock: FakeClock, pushed_to: str
+) -> None:
+    """A playing-now pushed to either instance, then its finished listen to the one that does
+    not poll: the push ends on both (the leader no longer holds it to merge into its polls;
+    tests/procs/test_push_instances.py watches those polls with real processes)."""
+    async with playing_pair(flushed, clock) as (leader, follower):
+        playing = _pushed_now(clock)
+        await (leader if pushed_to == "leader" else follower).push("acc", pushed(playing))
+        for h in (leader, follower):
+            await _until(lambda h=h: _shows(h, "pushed"))  # type: ignore[misc]
+        done = replace(playing, is_playing=False)
+        await follower.push("acc", Push(Event.LISTENED, done, clock.now()))
+        await clock.advance(1, step=0.5)
+        for h in (leader, follower):
+            await _until(lambda h=h: _shows(h, "polled"))  # type: ignore[misc]
 
 
 async def _shows(hub: LiveHub, title: str) -> bool:

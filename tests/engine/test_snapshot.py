@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from nowplaying.engine.snapshot import Snapshot, Status
-from nowplaying.models import AccountStatus
+from nowplaying.models import AccountStatus, Item, Kind, NowPlaying, SourceKind
 from nowplaying.schema import ErrorCode
 
 
@@ -36,3 +36,19 @@ def test_a_grant_gone_or_back_is_a_change() -> None:
     assert stale.differs(Snapshot.reconnect(2), 0.0)
     assert Snapshot.reconnect(2).differs(stale, 0.0)
     assert not Snapshot.reconnect(2).differs(Snapshot.reconnect(3), 0.0)
+
+
+def test_the_wire_says_what_a_state_was_merged_from() -> None:
+    """The push in force (or none) and, beside a push, the polled state travel with a snapshot,
+    so every instance holds the same push; an earlier version's wire says nothing of them."""
+    song = Item(Kind.TRACK, "polled", ("a",), None, None, None, 200_000, uri="u")
+    polled = NowPlaying(True, Kind.TRACK, song, 1_000, 5.0)
+    item = Item(Kind.TRACK, "pushed", ("p",), None, None, None, 0)
+    push = NowPlaying(True, Kind.TRACK, item, None, 6.0, SourceKind.PUSH)
+    snap = Snapshot(push, Status.LIVE, 7)
+    assert Snapshot.from_wire(snap.to_wire((polled, push))).inputs == (polled, push)
+    plain = Snapshot(polled, Status.LIVE, 8)
+    wire = plain.to_wire((polled, None))
+    assert "polled" not in json.loads(wire)
+    assert Snapshot.from_wire(wire).inputs == (polled, None)
+    assert Snapshot.from_wire(plain.to_wire()).inputs is None

@@ -19,7 +19,16 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from harness.cluster import Cluster, Viewer, cluster, login, sim_calls, wait_for, watch
+from harness.cluster import (
+    Cluster,
+    Viewer,
+    cluster,
+    login,
+    module_loop,
+    sim_calls,
+    wait_for,
+    watch,
+)
 from harness.services import REDIS_URL
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -28,10 +37,7 @@ VIEWERS_PER_ACCOUNT = 60
 POLL = 2.0
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    """Module scope, so the cluster fixture and its viewers live on one loop for every test."""
-    return "asyncio"
+anyio_backend = module_loop
 
 
 @dataclass

@@ -55,6 +55,8 @@ class _Watch:
     pushed: Push | None = None
     """The last push still in force (until its ``expires_at``)."""
     expiry: asyncio.Task[None] | None = None
+    sharing: asyncio.Task[None] | None = None
+    """The polling instance's merge of a push another instance changed, on its way out."""
 
     def watched(self, now: float, ttl: float) -> bool:
         return bool(self.channel) or now - self.last_request < ttl
@@ -224,11 +226,33 @@ class LiveHub:
         last = old.last_played if old is not None else None
         self._publish_here(w, Snapshot(self._shown(w), Status.LIVE, snap.version, last_played=last))
 
+    def _in_force(self, w: _Watch) -> NowPlaying | None:
+        """The pushed state, while its push is in force."""
+        return w.pushed.playing if w.pushed and self._clock.now() < w.pushed.expires_at else None
+
     def _shown(self, w: _Watch) -> NowPlaying | None:
         """What viewers see: the polled state merged with a push still in force."""
-        now = self._clock.now()
-        pushed = w.pushed.playing if w.pushed and now < w.pushed.expires_at else None
-        return merge([w.polled, pushed], now)
+        return merge([w.polled, self._in_force(w)], self._clock.now())
+
+    def _share_inputs(self, w: _Watch, snap: Snapshot) -> bool:
+        """Take what another instance merged ``snap`` from: the push in force there is in force
+        here (or none is), so a finished listen received by any instance ends the push on
+        every one; a follower also keeps the polled state, to merge a push it receives as the
+        polling instance would. Whether the snapshot said (an earlier version's does not)."""
+        if snap.inputs is None:
+            return False
+        polled, playing = snap.inputs
+        if not w.leader:
+            w.polled = polled
+        if playing is None:
+            if w.pushed is not None and w.expiry is not None:
+                w.expiry.cancel()
+            w.pushed = None
+        elif w.pushed is None or w.pushed.playing != playing:
+            w.pushed = pushed(playing)
+            if w.leader:  # the polling instance runs the expiry; followers hear of it
+                self._expire_later(w, w.pushed)
+        return True
 
     def _expire_later(self, w: _Watch, push: Push) -> None:
         if w.expiry is not None:
@@ -271,8 +295,9 @@ class LiveHub:
         """Stop every poller (releasing its lease) and leave the other instances."""
         for w in list(self._watches.values()):
             await self._stop(w)
-            if w.expiry is not None:
-                w.expiry.cancel()
+            for task in (w.expiry, w.sharing):
+                if task is not None:
+                    task.cancel()
         self._watches.clear()
         await self._coord.close()
 
@@ -421,17 +446,32 @@ class LiveHub:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored malformed shared state")
             return
+        shared = self._share_inputs(w, snap)
         if w.leader:
-            self._take_on_push(w, snap)
+            if shared:
+                self._share_merge(w)
+            else:
+                self._take_on_push(w, snap)
             return
         if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
             self._publish_here(w, snap, remote=True)
+
+    def _share_merge(self, w: _Watch) -> None:
+        """The polling instance's merge after another instance changed the push, to every
+        instance: the other's own merge may have crossed one of these polls on the way."""
+        old = w.snapshot
+        last = old.last_played if old is not None else None
+        snap = Snapshot(self._shown(w), Status.LIVE, self._next_version(w), last_played=last)
+        w.sharing = asyncio.create_task(
+            self._publish_everywhere(w, snap), name=f"push-share:{w.account_id}"
+        )
 
     async def _publish_everywhere(self, w: _Watch, snap: Snapshot) -> None:
         """Hand a snapshot to this instance's viewers and, when it changed, to every instance."""
         if self._publish_here(w, snap):
             assert w.snapshot is not None  # noqa: S101 - just set by _publish_here
-            await self._coord.publish(w.account_id, w.snapshot.to_wire())
+            inputs = (w.polled, self._in_force(w))
+            await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))
 
     async def _publish_stale_everywhere(self, w: _Watch, retry_after: float | None = None) -> None:
         """Mark live data stale here and on every instance (nothing to do if it is not live)."""

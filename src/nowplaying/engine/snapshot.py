@@ -25,6 +25,10 @@ NO_DATA = schema.error(schema.ErrorCode.UNAVAILABLE, stale=True)
 its status for it (the JSON routes 503 with Retry-After, an event stream sends it as an event)."""
 
 
+Inputs = tuple[NowPlaying | None, NowPlaying | None]
+"""What a snapshot's ``playing`` was merged from: the polled state and the push in force."""
+
+
 class Status(StrEnum):
     """How far the data can be trusted (whether the grant works is :attr:`Snapshot.grant`)."""
 
@@ -45,6 +49,9 @@ class Snapshot:
     """The last track played, when the owner shows it and nothing plays now."""
     grant: AccountStatus = AccountStatus.ACTIVE
     """``RECONNECT_REQUIRED``: the grant is gone, nothing is polled until a new one is made."""
+    inputs: Inputs | None = field(default=None, compare=False)
+    """What another instance merged ``playing`` from (read off the wire; None when it did not
+    say: an earlier version)."""
     _views: list[tuple[float, schema.State]] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
@@ -103,39 +110,39 @@ class Snapshot:
 
     # -- the wire codec (between instances) ----------------------------------------------------
 
-    def to_wire(self) -> str:
-        """This snapshot as compact JSON, for other instances."""
+    def to_wire(self, inputs: Inputs | None = None) -> str:
+        """This snapshot as compact JSON, for other instances, with what it was merged from
+        (``pushed`` always, null for no push in force; ``polled`` only beside a push, as it is
+        ``playing`` otherwise)."""
         last = self.last_played
-        return json.dumps(
-            {
-                "status": str(self.grant if self.grant_gone else self.status),
-                "version": self.version,
-                "retry_after": self.retry_after,
-                "playing": _playing_wire(self.playing) if self.playing else None,
-                "last": {"item": asdict(last.item), "at": last.played_at} if last else None,
-            },
-            separators=(",", ":"),
-        )
+        data: dict[str, Any] = {
+            "status": str(self.grant if self.grant_gone else self.status),
+            "version": self.version,
+            "retry_after": self.retry_after,
+            "playing": _playing_wire(self.playing) if self.playing else None,
+            "last": {"item": asdict(last.item), "at": last.played_at} if last else None,
+        }
+        if inputs is not None:
+            polled, pushed = inputs
+            data["pushed"] = _playing_wire(pushed) if pushed else None
+            if pushed is not None:
+                data["polled"] = _playing_wire(polled) if polled else None
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_wire(cls, payload: str | bytes) -> Snapshot:
         """The inverse of :meth:`to_wire`; raises ValueError/KeyError/TypeError on junk."""
         data = json.loads(payload)
-        playing = data["playing"]
+        playing = _playing_of(data["playing"])
         last = data["last"]
         gone = data["status"] == AccountStatus.RECONNECT_REQUIRED
+        inputs = None
+        if "pushed" in data:  # absent from an earlier version's wire
+            pushed = _playing_of(data["pushed"])
+            inputs = (_playing_of(data["polled"]) if pushed else playing, pushed)
         return cls(
-            playing=NowPlaying(
-                is_playing=bool(playing["is_playing"]),
-                kind=Kind(playing["kind"]) if playing["kind"] else None,
-                item=_item(playing["item"]) if playing["item"] else None,
-                progress_ms=playing["progress_ms"],
-                timestamp=float(playing["timestamp"]),
-                # Absent from an earlier version's wire: that one knew only Spotify.
-                source=SourceKind(playing.get("source", SourceKind.SPOTIFY)),
-            )
-            if playing
-            else None,
+            playing=playing,
+            inputs=inputs,
             status=Status.STALE if gone else Status(data["status"]),
             version=int(data["version"]),
             retry_after=data["retry_after"],
@@ -185,6 +192,20 @@ def _playing_wire(np: NowPlaying) -> dict[str, Any]:
         "timestamp": np.timestamp,
         "source": str(np.source),
     }
+
+
+def _playing_of(data: dict[str, Any] | None) -> NowPlaying | None:
+    if not data:
+        return None
+    return NowPlaying(
+        is_playing=bool(data["is_playing"]),
+        kind=Kind(data["kind"]) if data["kind"] else None,
+        item=_item(data["item"]) if data["item"] else None,
+        progress_ms=data["progress_ms"],
+        timestamp=float(data["timestamp"]),
+        # Absent from an earlier version's wire: that one knew only Spotify.
+        source=SourceKind(data.get("source", SourceKind.SPOTIFY)),
+    )
 
 
 def _item(data: dict[str, Any]) -> Item:
