@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -221,3 +222,69 @@ def test_a_trusted_proxy_is_not_capped(http: str) -> None:
         assert guard.counts["address_cap"] == 0
         for sock in held:
             sock.close()
+
+
+def _forwarded(sock: socket.socket, client: str, path: str = "/") -> None:
+    """Send, as a trusted proxy would, a request forwarded for ``client``."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: {client}\r\n\r\n".encode())
+
+
+def _until_received(sock: socket.socket, ending: bytes) -> bytes:
+    """What ``sock`` receives until it ends with ``ending`` (a keep-alive answer's last bytes)."""
+    sock.settimeout(BOUND)
+    answer = b""
+    while not answer.endswith(ending):
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {answer!r}"
+        answer += chunk
+    return answer
+
+
+def test_behind_a_trusted_proxy_each_forwarded_client_is_capped_and_others_served(
+    http: str,
+) -> None:
+    """Requests a trusted proxy forwards count, from their head, against the client its
+    X-Forwarded-For names: a client over its cap gets a 429 that says why, and the proxy's same
+    connection goes on to serve another client; a request that ends gives its place back."""
+    guard = Guard(Limits(connections=2, header_seconds=BOUND * 2), trusted_proxies=["127.0.0.1"])
+    with guarded(http, guard, App()) as port:
+        streams = [connect(port) for _ in range(2)]
+        for sock in streams:
+            _forwarded(sock, "203.0.113.7", "/stream")
+        until(lambda: guard.connections["203.0.113.7"] == 2)
+        with connect(port) as proxy:
+            _forwarded(proxy, "203.0.113.7")
+            refused = _until_received(proxy, b'close some first."}')
+            assert refused.startswith(b"HTTP/1.1 429")
+            _forwarded(proxy, "203.0.113.8")
+            assert _until_received(proxy, b"ok").startswith(b"HTTP/1.1 200")
+            assert guard.counts["forwarded_cap"] == 1
+            streams.pop().close()
+            until(lambda: guard.connections["203.0.113.7"] == 1)
+            _forwarded(proxy, "203.0.113.7")
+            assert _until_received(proxy, b"ok").startswith(b"HTTP/1.1 200")
+        for sock in streams:
+            sock.close()
+        until(lambda: not guard.connections)
+        assert guard.counts["forwarded_cap"] == 1 and guard.counts["address_cap"] == 0
+
+
+def test_behind_a_trusted_proxy_a_forwarded_client_holding_unfinished_bodies_is_capped(
+    http: str,
+) -> None:
+    """A forwarded client whose bodies stop coming holds its unfinished cap; its next request
+    is a 429, another client's is served."""
+    guard = Guard(
+        Limits(unfinished=1, header_seconds=BOUND * 2, body_seconds=BOUND * 2),
+        trusted_proxies=["127.0.0.1"],
+    )
+    with guarded(http, guard, App()) as port, connect(port) as slow, connect(port) as proxy:
+        slow.sendall(
+            b"POST / HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\n"
+            b"Content-Length: 100\r\n\r\nhalf"
+        )
+        until(lambda: guard.unfinished["203.0.113.7"] == 1)
+        _forwarded(proxy, "203.0.113.7")
+        assert _until_received(proxy, b'close some first."}').startswith(b"HTTP/1.1 429")
+        _forwarded(proxy, "203.0.113.8")
+        assert _until_received(proxy, b"ok").startswith(b"HTTP/1.1 200")

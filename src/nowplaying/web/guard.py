@@ -7,7 +7,10 @@ below the ASGI app, where such a request is never seen, and relies only on what 
 httptools protocols share (``cycle``, ``more_body``, ``response_complete``, flow control). A
 writer the transport paused that makes no progress for ``write_seconds`` is a stalled reader. A
 peer that ``NOWPLAYING_TRUSTED_PROXIES`` names carries many clients: its connections are not
-capped (the deadlines still apply).
+capped (the deadlines still apply); instead each request it forwards counts, from the moment its
+head is parsed, against the client its ``X-Forwarded-For`` names (read by the trusted-proxy rules,
+as the rate limiter reads it), and a client over its caps gets a 429 on that request while the
+proxy's connection and its other clients are served.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 from uvicorn.middleware.proxy_headers import _TrustedHosts
@@ -38,8 +42,20 @@ pool): measured at start, plus this; counted again when the estimate nears the l
 RECOUNT_SECONDS = 1.0
 """Near the limit, the open descriptors are counted at most this often."""
 
-REASONS = ("header_deadline", "body_deadline", "write_deadline", "address_cap", "reserve")
-"""Why the guard closed a connection (the metric's label values)."""
+REASONS = (
+    "header_deadline",
+    "body_deadline",
+    "write_deadline",
+    "address_cap",
+    "reserve",
+    "forwarded_cap",
+)
+"""Why the guard closed a connection (the metric's label values); ``forwarded_cap``: a request a
+trusted proxy forwarded was refused with a 429 (its connection kept)."""
+FORWARDED_REFUSAL = (
+    b'{"error":"too_many_requests","message":"Too many open requests from this address;'
+    b' finish or close some first."}'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +137,17 @@ class Guard:
         """Whether ``address``'s connections count against the per-address caps ("": unknown)."""
         return bool(address) and (self.trusted is None or address not in self.trusted)
 
+    def forwarded_client(self, headers: list[tuple[bytes, bytes]]) -> str:
+        """The client a trusted proxy's request is from: its ``X-Forwarded-For`` read by the
+        trusted-proxy rules (the rate limiter's address); "" when it names none."""
+        if self.trusted is None:
+            return ""
+        values = [value for name, value in headers if name == b"x-forwarded-for"]
+        if not values:
+            return ""
+        host, _ = self.trusted.get_trusted_client_address(b", ".join(values).decode("latin1"))
+        return host
+
     def refusal(self, address: str) -> str | None:
         """Why a new connection from ``address`` is closed at once, or None to admit it."""
         held = self.connections[address]
@@ -155,6 +182,7 @@ class _Guarded(asyncio.Protocol):
     """The guard's half of a guarded protocol class (the other half is uvicorn's)."""
 
     guard: Guard
+    app: ASGIApp  # uvicorn's (the app the server runs)
     transport: asyncio.Transport
     cycle: Any  # uvicorn's RequestResponseCycle (h11's or httptools')
 
@@ -167,6 +195,8 @@ class _Guarded(asyncio.Protocol):
     _body: asyncio.TimerHandle | None = None
     _write: asyncio.TimerHandle | None = None
     _pending = 0
+    _forwarded = ""
+    """The client the current request is forwarded for (a trusted proxy's connection only)."""
     served = 0
     """Requests the fast path (``web/fast.py``) answered on this connection, if it is there."""
 
@@ -184,6 +214,8 @@ class _Guarded(asyncio.Protocol):
                 self.transport.abort()
                 return
             guard.connections[self._address] += 1
+        elif self._address and guard.trusted is not None:
+            self._count_forwarded()
         guard.open += 1
         # Pause the writer as soon as the kernel holds back a byte: a pause is a full buffer.
         self.transport.set_write_buffer_limits(high=0)
@@ -196,6 +228,7 @@ class _Guarded(asyncio.Protocol):
         self._head = self._late = self._body = self._write = None
         if self._seen is not _LOST:
             self._unfinished(False)
+            self._release_forwarded()
             if self._capped:
                 left = self.guard.connections[self._address] - 1
                 if left > 0:
@@ -262,13 +295,56 @@ class _Guarded(asyncio.Protocol):
                 timer.cancel()
         self._head = self._late = None
 
+    def _count_forwarded(self) -> None:
+        """Wrap the app so each request this trusted proxy forwards counts against its client
+        from the moment its head is parsed (the app is called then), until its response is
+        over or, for a detached event stream, its connection is."""
+        inner, guard = self.app, self.guard
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            client = guard.forwarded_client(scope["headers"]) if scope["type"] == "http" else ""
+            if not client:
+                await inner(scope, receive, send)
+                return
+            if (
+                guard.connections[client] >= guard.limits.connections
+                or guard.unfinished[client] >= guard.limits.unfinished
+            ):
+                guard.counts["forwarded_cap"] += 1
+                log.warning("refused a request forwarded for %s: over its caps", client)
+                await _too_many(send)
+                return
+            self._forwarded = client
+            guard.connections[client] += 1
+            self._unfinished(self._body is not None)
+            try:
+                await inner(scope, receive, send)
+            finally:
+                if self.transport.get_protocol() is self:  # not detached: the request is over
+                    self._release_forwarded()
+
+        self.app = app
+
+    def _release_forwarded(self) -> None:
+        client = self._forwarded
+        if not client:
+            return
+        self._unfinished(False)
+        self._forwarded = ""
+        left = self.guard.connections[client] - 1
+        if left > 0:
+            self.guard.connections[client] = left
+        else:
+            del self.guard.connections[client]
+
     def _unfinished(self, now: bool) -> None:
-        if now == self._counted_unfinished or not self._capped:
+        key = self._forwarded or (self._address if self._capped else "")
+        if now == self._counted_unfinished or not key:
             return
         self._counted_unfinished = now
-        self.guard.unfinished[self._address] += 1 if now else -1
-        if self.guard.unfinished[self._address] <= 0:
-            del self.guard.unfinished[self._address]
+        self.guard.unfinished[key] += 1 if now else -1
+        if self.guard.unfinished[key] <= 0:
+            del self.guard.unfinished[key]
 
     def _close(self, reason: str, *, abort: bool = False) -> None:
         if self.transport.is_closing() and not abort:  # a closing transport still waits to write
@@ -299,6 +375,18 @@ class _Guarded(asyncio.Protocol):
             self._write = loop.call_later(self.guard.limits.write_seconds, self._write_late)
         elif pending:
             self._close("write_deadline", abort=True)
+
+
+async def _too_many(send: Send) -> None:
+    """The 429 a forwarded client over its caps gets (before the app: its own error shape)."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(FORWARDED_REFUSAL)).encode()),
+        (b"retry-after", b"1"),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 429, "headers": headers})
+    await send({"type": "http.response.body", "body": FORWARDED_REFUSAL})
 
 
 _LOST = object()
