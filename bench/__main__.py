@@ -18,6 +18,7 @@ from bench import (
     budget,
     edge,
     fanout,
+    grip,
     instructions,
     latency,
     memory,
@@ -41,6 +42,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "instructions": ("instructions per request under valgrind (~2 min)", instructions.run),
     "push": ("push -> 1,000 SSE viewers, 10 pushes (~20 s)", push.run),
     "share": ("PNG cards: render time, req/s against the SVG (~30 s)", share.run),
+    "grip": ("GRIP fan-out: up to 100,000 SSE viewers held by Pushpin (~5-15 min)", grip.run),
 }
 
 

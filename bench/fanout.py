@@ -27,12 +27,13 @@ import re
 import resource
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from harness.helpers import ONE_ADDRESS_AUDIENCE
-from harness.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
+from harness.servers import CONTROL, nowplaying_server, published_events
 
 VIEWERS = 10_000
 BATCH = 250
@@ -160,18 +161,37 @@ class Result:
         return (self.loaded_kb - self.idle_kb) / max(1, self.viewers)
 
 
-async def _open(port: int, path: str, viewers: int) -> tuple[list[Viewer], int]:
+async def open_viewers(
+    port: int,
+    path: str,
+    viewers: int,
+    *,
+    sources: Sequence[str] = (),
+    seconds: float = CONNECT_SECONDS,
+    batch_size: int = BATCH,
+) -> tuple[list[Viewer], int]:
+    """``viewers`` SSE connections to ``path``, ``batch_size`` at a time, each waiting for its
+    first event; from the loopback ``sources`` in turn (one address holds ~28k ports), or from
+    127.0.0.1. The live ones, and how many failed."""
     loop = asyncio.get_running_loop()
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
     ).encode()
     opened: list[Viewer] = []
     refused = 0
-    deadline = time.monotonic() + CONNECT_SECONDS
-    for start in range(0, viewers, BATCH):
-        batch = [Viewer(request) for _ in range(min(BATCH, viewers - start))]
+    deadline = time.monotonic() + seconds
+    for start in range(0, viewers, batch_size):
+        batch = [Viewer(request) for _ in range(min(batch_size, viewers - start))]
         results = await asyncio.gather(
-            *(loop.create_connection(lambda v=v: v, "127.0.0.1", port) for v in batch),  # type: ignore[misc]
+            *(
+                loop.create_connection(
+                    lambda v=v: v,
+                    "127.0.0.1",
+                    port,
+                    local_addr=(sources[(start + n) % len(sources)], 0) if sources else None,
+                )
+                for n, v in enumerate(batch)
+            ),
             return_exceptions=True,
         )
         ok = [v for v, r in zip(batch, results, strict=True) if not isinstance(r, BaseException)]
@@ -189,16 +209,20 @@ async def _open(port: int, path: str, viewers: int) -> tuple[list[Viewer], int]:
     return live, refused + len(opened) - len(live)
 
 
-async def _change(server: ServerProcess, viewers: list[Viewer], http: httpx.AsyncClient) -> Change:
+async def measure_change(
+    cpu: Callable[[], float], viewers: list[Viewer], http: httpx.AsyncClient
+) -> Change:
+    """Skip the demo's track and wait until every viewer has the new event; ``cpu`` is the CPU
+    time of the processes that carry it (their idle rate taken off)."""
     before = {id(v): v.last_id for v in viewers}
     for v in viewers:
         v.arrived.clear()
-    cpu_idle0 = server.cpu_seconds()
+    cpu_idle0 = cpu()
     await asyncio.sleep(IDLE_SECONDS)
-    idle_rate = (server.cpu_seconds() - cpu_idle0) / IDLE_SECONDS
+    idle_rate = (cpu() - cpu_idle0) / IDLE_SECONDS
     for v in viewers:
         v.arrived.clear()
-    cpu0, t0 = server.cpu_seconds(), time.monotonic()
+    cpu0, t0 = cpu(), time.monotonic()
     skipped = await http.post(f"{CONTROL}/skip")
     skipped.raise_for_status()
     deadline = time.monotonic() + CHANGE_SECONDS
@@ -206,7 +230,7 @@ async def _change(server: ServerProcess, viewers: list[Viewer], http: httpx.Asyn
         if all(v.last_id != before[id(v)] for v in viewers):
             break
         await asyncio.sleep(0.01)
-    cpu1, t1 = server.cpu_seconds(), time.monotonic()
+    cpu1, t1 = cpu(), time.monotonic()
     got = [v for v in viewers if v.last_id != before[id(v)]]
     stamps = [json.loads(v.last_data).get("at") for v in got]
     published = min(s for s in stamps if isinstance(s, int)) / 1000 if got else float("nan")
@@ -229,20 +253,13 @@ async def run(viewers: int = VIEWERS) -> Result:
     rng = random.Random(SEED)
     env = {**ONE_ADDRESS_AUDIENCE, "NOWPLAYING_LOG_LEVEL": "INFO"}
     with nowplaying_server(extra_env=env) as server:
-        cookie = await sign_in(server.url)
+        path = await published_events(server.url)
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            published = await http.post(
-                "/api/account/publish", headers={"Cookie": cookie, "Origin": server.url}
-            )
-            published.raise_for_status()
-            path = f"/p/{published.json()['publicId']}/events"
-            warm = await http.get(path.removesuffix("/events") + ".json")
-            warm.raise_for_status()
             await asyncio.sleep(SETTLE_SECONDS)
             idle = server.rss_kb()
             port = int(server.url.rsplit(":", 1)[1])
             started = time.monotonic()
-            live, refused = await _open(port, path, viewers)
+            live, refused = await open_viewers(port, path, viewers)
             connect = time.monotonic() - started
             try:
                 await asyncio.sleep(MEASURE_AFTER_SECONDS)
@@ -252,7 +269,7 @@ async def run(viewers: int = VIEWERS) -> Result:
                 )
                 for _ in range(CHANGES):
                     await asyncio.sleep(rng.uniform(0.0, 2.0))
-                    result.changes.append(await _change(server, live, http))
+                    result.changes.append(await measure_change(server.cpu_seconds, live, http))
             finally:
                 for v in live:
                     v.close()

@@ -20,7 +20,7 @@ import httpx
 from harness.helpers import ONE_ADDRESS_AUDIENCE
 from harness.servers import nowplaying_server, sign_in
 
-from bench.fanout import Change, Viewer, _open, raise_nofile
+from bench.fanout import Change, Viewer, open_viewers, raise_nofile
 
 VIEWERS = 1000
 PUSHES = 10
@@ -67,7 +67,7 @@ async def run(viewers: int = VIEWERS) -> Result:
             path = f"/p/{account['publicId']}/events"
             (await http.get(path.removesuffix("/events") + ".json")).raise_for_status()
             port = int(server.url.rsplit(":", 1)[1])
-            live, _ = await _open(port, path, viewers)
+            live, _ = await open_viewers(port, path, viewers)
             total = Result(len(live))
             try:
                 for n in range(PUSHES):

@@ -14,6 +14,7 @@ from bench import (
     budget,
     edge,
     fanout,
+    grip,
     instructions,
     latency,
     memory,
@@ -41,6 +42,7 @@ class Results:
     instructions: instructions.Result | None = None
     share: share.Result | None = None
     push: push.Result | None = None
+    grip: grip.Result | None = None
     seconds: float = 0.0
 
 
@@ -130,6 +132,8 @@ def table(r: Results, machine: Machine) -> str:
         out += share.lines(r.share)
     if r.push is not None:
         out += push.lines(r.push)
+    if r.grip is not None:
+        out += grip.lines(r.grip)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.live_server import free_port
+from harness.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "pushpin"
@@ -94,6 +95,14 @@ class Pushpin:
             "NOWPLAYING_GRIP_STATS_URL": self.stats_url,
         }
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the runner and every process it started, summed."""
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += ServerProcess.cpu_of(pid)
+        return total
+
     def stop(self) -> None:
         """Stop it (and what it started) now, as an outage would."""
         _stop(self.proc)
@@ -114,13 +123,19 @@ class Pushpin:
 
     def rss_kb(self) -> int:
         """Resident memory of the runner and every process it started, summed."""
-        total = 0
+        return sum(self.rss_by_process().values())
+
+    def rss_by_process(self) -> dict[str, int]:
+        """Resident memory (KB) of the runner and each process it started, by name."""
+        found: dict[str, int] = {}
         for pid in self.pids():
             with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                name = status[0].split(":", 1)[1].strip()
+                for line in status:
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        return total
+                        found[name] = found.get(name, 0) + int(line.split()[1])
+        return found
 
 
 def _raise_nofile() -> None:

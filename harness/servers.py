@@ -153,6 +153,20 @@ async def sign_in(base_url: str) -> str:
     return await _sign_in(base_url, "/login", agree)
 
 
+async def published_events(base_url: str) -> str:
+    """Sign in as the demo listener, publish the widget and read its JSON once (so its poller
+    runs): the path of its public event stream."""
+    cookie = await sign_in(base_url)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        answer = await http.post(
+            "/api/account/publish", headers={"Cookie": cookie, "Origin": base_url}
+        )
+        answer.raise_for_status()
+        path = f"/p/{answer.json()['publicId']}/events"
+        (await http.get(path.removesuffix("/events") + ".json")).raise_for_status()
+    return path
+
+
 async def sign_in_with_lastfm(base_url: str, user: str = "demo") -> str:
     """Walk /login/lastfm → the simulated Last.fm's consent (allow, as ``user``) →
     /callback/lastfm on a demo server; the session's ``Cookie`` header."""

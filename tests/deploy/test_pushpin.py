@@ -11,11 +11,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from bench import grip
+from bench.fanout import CHANGES
 from harness.eventsource import EventSource, close_all
 from harness.helpers import ONE_ADDRESS_AUDIENCE
 from harness.live_server import free_port
 from harness.pushpin import Pushpin, run_pushpin
-from harness.servers import CONTROL, ServerProcess, nowplaying_server, sign_in
+from harness.servers import CONTROL, ServerProcess, nowplaying_server, published_events
 
 pytestmark = pytest.mark.anyio
 
@@ -54,16 +56,6 @@ def server(pushpin: Pushpin, origin_port: int) -> Iterator[ServerProcess]:
         yield running
 
 
-async def _published(server: ServerProcess) -> str:
-    cookie = await sign_in(server.url)
-    async with httpx.AsyncClient(base_url=server.url) as http:
-        answer = await http.post(
-            "/api/account/publish", headers={"Cookie": cookie, "Origin": server.url}
-        )
-        answer.raise_for_status()
-        return f"/p/{answer.json()['publicId']}/events"
-
-
 async def _skip(server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
         (await http.post(f"{CONTROL}/skip")).raise_for_status()
@@ -89,7 +81,7 @@ async def _events(viewer: EventSource, count: int) -> None:
 async def test_viewers_through_pushpin_get_the_same_stream_and_every_change(
     pushpin: Pushpin, server: ServerProcess
 ) -> None:
-    path = await _published(server)
+    path = await published_events(server.url)
     assert await _heads(pushpin.url + path) == await _heads(server.url + path)
     async with httpx.AsyncClient(timeout=STREAMS) as http:
         direct = EventSource(http, server.url + path, name="direct")
@@ -117,7 +109,7 @@ async def test_viewers_through_pushpin_get_the_same_stream_and_every_change(
 async def test_last_event_id_through_pushpin_resumes_as_it_does_directly(
     pushpin: Pushpin, server: ServerProcess
 ) -> None:
-    path = await _published(server)
+    path = await published_events(server.url)
     async with httpx.AsyncClient(timeout=STREAMS) as http:
         first = EventSource(http, pushpin.url + path)
         task = asyncio.create_task(first.run())
@@ -147,7 +139,7 @@ async def test_a_restart_of_pushpin_is_survived(
 ) -> None:
     """Pushpin stops (publishes fail, retried and given up) and comes back: its viewers
     reconnect with their Last-Event-ID, get what changed meanwhile, then every change again."""
-    path = await _published(server)
+    path = await published_events(server.url)
     stack = contextlib.ExitStack()
     async with httpx.AsyncClient(timeout=STREAMS) as http:
         viewer = EventSource(http, pushpin.url + path)
@@ -167,3 +159,12 @@ async def test_a_restart_of_pushpin_is_survived(
         finally:
             await close_all([task])
             stack.close()
+
+
+async def test_the_bench_s_small_form_reaches_every_viewer() -> None:
+    """``python -m bench grip`` in small (200 viewers from 127.0.0.2-9): every viewer connects
+    through Pushpin and every change reaches every one of them."""
+    result = await grip.run(viewers=200)
+    assert (result.viewers, result.refused) == (200, 0)
+    assert [(len(c.latencies), c.missed) for c in result.changes] == [(200, 0)] * CHANGES
+    assert sum(result.loaded_kb) > 0

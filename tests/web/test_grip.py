@@ -301,6 +301,7 @@ async def test_stats_of_other_channels_and_junk_change_nothing(connected: Env) -
     grip = with_grip(connected, Publishes())
     for message in (
         b"sub J{not json",
+        b"sub J[1, 2]",
         b'sub J{"channel": "other.demo", "mode": "stream", "ttl": 60}',
         b'sub J{"channel": "nowplaying.demo", "mode": "response", "ttl": 60}',
         b"sub T5:hello,",

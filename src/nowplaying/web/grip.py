@@ -197,8 +197,10 @@ class Grip:
             data = json.loads(body[1:])
         except ValueError:
             return
+        if not isinstance(data, dict) or data.get("mode") != "stream":
+            return
         account_id = account_of(data.get("channel"))
-        if account_id is None or not isinstance(data, dict) or data.get("mode") != "stream":
+        if account_id is None:
             return
         holder = str(data.get("from", "pushpin"))
         if data.get("unavailable"):
