@@ -16,6 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 from harness.app import Env, open_env
+from harness.cluster import cluster, login, run_async
 from harness.servers import nowplaying_server
 from harness.services import require
 from paho.mqtt.enums import CallbackAPIVersion
@@ -84,15 +85,20 @@ def prefix() -> Iterator[str]:
     """A prefix of this test's own (retained messages outlive it: cleared afterwards)."""
     name = "nptest_" + secrets.token_hex(4)
     yield name
-    with contextlib.suppress(OSError):
+    clear_retained(name)
+
+
+def clear_retained(name: str) -> None:
+    """Delete every retained message of prefix ``name`` and its discovery configs."""
+    ours = (f"{name}/", f"homeassistant/sensor/{name}_")
+    with subscribed(f"{name}/#", "homeassistant/sensor/+/config") as sub:
         cleaner = paho.Client(CallbackAPIVersion.VERSION2)
         cleaner.connect("127.0.0.1", 1883)
         cleaner.loop_start()
-        for topic in (
-            f"{name}/status",
-            f"{name}/demo/state",
-            f"homeassistant/sensor/{name}_demo/config",
-        ):
+        # Retained messages come first, on subscribing; a marker sent after them ends the list.
+        cleaner.publish(f"{name}/_end", b"end", qos=1).wait_for_publish(2)
+        sub.wait(f"{name}/_end")
+        for topic in {t for t, _, retained in sub.got if retained and t.startswith(ours)}:
             cleaner.publish(topic, b"", qos=1, retain=True).wait_for_publish(2)
         cleaner.disconnect()
         cleaner.loop_stop()
@@ -118,10 +124,12 @@ async def test_home_assistant_discovers_the_sensor_and_its_state(bridged: Env, p
     now = (await bridged.client.get("/api/spotify")).json()
     with subscribed(f"{prefix}/#", config_topic) as sub:  # subscribed afterwards: retained
         config = json.loads(await asyncio.to_thread(sub.wait, config_topic))
-        assert sub.retained(config_topic)
+        assert sub.retained(config_topic), sub.got
         assert config["state_topic"] == state_topic == config["json_attributes_topic"]
         assert config["value_template"] == "{{ value_json.state }}"
-        assert config["availability_topic"] == f"{prefix}/status"
+        own = f"{prefix}/status/{bridged.services.runtime.hub.instance_id}"
+        assert config["availability"] == [{"topic": own}]
+        assert config["availability_mode"] == "any"
         assert config["unique_id"] == f"{prefix}_demo"
         state = json.loads(await asyncio.to_thread(sub.wait, state_topic))
         assert sub.retained(state_topic)
@@ -130,7 +138,7 @@ async def test_home_assistant_discovers_the_sensor_and_its_state(bridged: Env, p
         assert attributes["title"] == now["title"] and attributes["playing"] is True
         assert attributes["cover_url"] == now["albumImageUrl"]
         assert attributes["source"] == "spotify"
-        assert await asyncio.to_thread(sub.wait, f"{prefix}/status") == "online"
+        assert await asyncio.to_thread(sub.wait, own) == "online"
         player.skip()
         await bridged.clock.advance(3, step=0.5)
         title = player.state().item["name"]  # type: ignore[index]
@@ -145,9 +153,10 @@ def test_the_sensor_goes_unavailable_when_the_server_stops(prefix: str, stop: st
     """SIGTERM: the server says offline itself; kill -9: the broker says it (the last will)."""
     require(BROKER, "Mosquitto")
     env = {"NOWPLAYING_MQTT_URL": BROKER, "NOWPLAYING_MQTT_PREFIX": prefix}
-    status = f"{prefix}/status"
-    with subscribed(status) as sub, nowplaying_server(extra_env=env) as server:
-        sub.wait(status, lambda p: p == "online")
+    with subscribed(f"{prefix}/status/+") as sub, nowplaying_server(extra_env=env) as server:
+        with sub.arrived:
+            sub.arrived.wait_for(lambda: any(p == "online" for _, p, _ in sub.got), timeout=10)
+        (status,) = {t for t, p, _ in sub.got if p == "online"}
         before = len(sub.got)
         if stop == "sigterm":
             server.proc.send_signal(signal.SIGTERM)
@@ -158,7 +167,7 @@ def test_the_sensor_goes_unavailable_when_the_server_stops(prefix: str, stop: st
             sub.arrived.wait_for(
                 lambda: any(p == "offline" for _, p, _ in sub.got[before:]), timeout=10
             )
-        assert [p for _, p, _ in sub.got[before:]][-1:] == ["offline"], sub.got
+        assert [p for t, p, _ in sub.got[before:] if t == status][-1:] == ["offline"], sub.got
 
 
 def test_the_broker_url_and_the_state_message() -> None:
@@ -180,3 +189,62 @@ def test_the_broker_url_and_the_state_message() -> None:
         {"isPlaying": True, "type": "track", "title": "x" * 400, "artist": "A", "durationMs": 1}
     )
     assert len(state_message(long)["state"]) == 255
+
+
+def available(sub: Subscriber, config_topic: str) -> bool:
+    """What Home Assistant concludes from the last config and statuses: with
+    ``availability_mode: any``, available while any listed instance's last word is online."""
+    configs = [p for t, p, _ in sub.got if t == config_topic and p]
+    if not configs:
+        return False
+    config = json.loads(configs[-1])
+    assert config["availability_mode"] == "any"
+    last = {t: p for t, p, _ in sub.got}
+    return any(last.get(a["topic"]) == "online" for a in config["availability"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first", ["sigterm", "kill"])
+def test_with_two_instances_the_sensor_stays_available_until_the_last_stops(
+    tmp_path: Path, prefix: str, first: str
+) -> None:
+    """Two real ``nowplaying serve`` processes (PostgreSQL, Redis) on one broker: each has its
+    own availability topic and the discovery lists both (mode any); the first stopping (SIGTERM
+    or kill -9, its last will) leaves the sensor available, the second makes it unavailable."""
+    require(BROKER, "Mosquitto")
+    env = {"NOWPLAYING_MQTT_URL": BROKER, "NOWPLAYING_MQTT_PREFIX": prefix}
+    config = f"homeassistant/sensor/{prefix}_user1/config"
+    with (
+        subscribed(f"{prefix}/status/+", "homeassistant/sensor/+/config") as sub,
+        cluster(tmp_path / "logs", instances=2, users=1, env=env) as c,
+    ):
+        run_async(login(c.public, "user1"))
+        for i in range(2):  # started again, the bridges find the account at once
+            c.restart(i)
+
+        def both_listed_and_online() -> bool:
+            configs = [p for t, p, _ in sub.got if t == config and p]
+            last = {t: p for t, p, _ in sub.got}
+            if not configs:
+                return False
+            topics = [a["topic"] for a in json.loads(configs[-1])["availability"]]
+            return len(topics) == 2 and all(last.get(t) == "online" for t in topics)
+
+        with sub.arrived:
+            assert sub.arrived.wait_for(both_listed_and_online, timeout=20), sub.got[-6:]
+        listed = [
+            a["topic"]
+            for a in json.loads([p for t, p, _ in sub.got if t == config][-1])["availability"]
+        ]
+        c.stop(0) if first == "sigterm" else c.kill(0)
+
+        def one_offline() -> bool:
+            last = {t: p for t, p, _ in sub.got}
+            return any(last.get(t) == "offline" for t in listed)
+
+        with sub.arrived:  # the first instance's own topic says offline
+            assert sub.arrived.wait_for(one_offline, 10), sub.got[-6:]
+        assert available(sub, config), sub.got[-6:]
+        c.kill(1) if first == "sigterm" else c.stop(1)
+        with sub.arrived:
+            assert sub.arrived.wait_for(lambda: not available(sub, config), 10), sub.got[-6:]

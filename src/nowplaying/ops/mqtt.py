@@ -1,8 +1,11 @@
 """MQTT for Home Assistant: every widget's state on a broker, announced by MQTT discovery.
 
-The broker connection is paho-mqtt's, in its own thread, reconnecting with backoff. The broker
-itself says ``offline`` when the process dies without a word (the last will); a clean stop says
-it first.
+The broker connection is paho-mqtt's, in its own thread, reconnecting with backoff. Each
+instance has its own availability topic, ``{prefix}/status/{instance}``: the broker itself says
+``offline`` there when the process dies without a word (the last will), a clean stop says it
+first. Every instance reads the others' (retained) and announces each sensor with the topics of
+the instances online, ``availability_mode: any``: one instance stopping leaves the sensors
+available while another runs, and only the last one's going makes them unavailable.
 """
 
 from __future__ import annotations
@@ -120,7 +123,11 @@ class MqttBridge:
         self.clock = clock
         self.broker = broker
         self.prefix = topic_id(prefix)
-        self.status_topic = f"{self.prefix}/status"
+        self.statuses = f"{self.prefix}/status/+"
+        """Every instance's availability topic (a subscription)."""
+        self.status_topic = f"{self.prefix}/status/{topic_id(hub.instance_id)}"
+        self._online: set[str] = {self.status_topic}
+        """The availability topics of the instances online (this one's always)."""
         self.counts: dict[str, int] = {"published": 0}
         self._announced: set[str] = set()
         self._latest: dict[str, str] = {}
@@ -142,6 +149,7 @@ class MqttBridge:
         self.client.reconnect_delay_set(min_delay=1, max_delay=60)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_status
 
     async def start(self) -> None:
         """Connect in the background (the server starts whether or not the broker answers)."""
@@ -202,7 +210,8 @@ class MqttBridge:
             "value_template": "{{ value_json.state }}",
             "json_attributes_topic": state_topic,
             "json_attributes_template": "{{ value_json.attributes | tojson }}",
-            "availability_topic": self.status_topic,
+            "availability": [{"topic": t} for t in sorted(self._online)],
+            "availability_mode": "any",
             "payload_available": "online",
             "payload_not_available": "offline",
             "icon": "mdi:music",
@@ -226,11 +235,28 @@ class MqttBridge:
             return
         log.info("MQTT connected to %r", self.broker)
         client.publish(self.status_topic, "online", qos=1, retain=True)
+        client.subscribe(self.statuses, qos=1)
         with self._lock:  # a broker that lost its retained messages hears them again
             self._announced.clear()
             for oid, payload in self._latest.items():
                 self._send(oid, payload)
         self._connected.set()
+
+    def _on_status(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        """Another instance came online or went: announce every sensor with the topics of those
+        online now."""
+        if msg.topic == self.status_topic:
+            return
+        online = msg.payload == b"online"
+        with self._lock:
+            if online == (msg.topic in self._online):
+                return
+            if online:
+                self._online.add(msg.topic)
+            else:
+                self._online.discard(msg.topic)
+            for oid in list(self._announced):
+                self._announce(oid)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
