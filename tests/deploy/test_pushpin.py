@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -159,6 +160,34 @@ async def test_a_restart_of_pushpin_is_survived(
         finally:
             await close_all([task])
             stack.close()
+
+
+async def test_held_viewers_outlive_a_restart_of_nowplaying(
+    pushpin: Pushpin, origin_port: int, tmp_path: Path
+) -> None:
+    """nowplaying stops and starts again on its database: Pushpin keeps the viewer connected and
+    brings it the new process's state (the demo's in-process simulator forgets the grant, so
+    that state is "reconnect required", as a direct viewer would see it too)."""
+    env = {
+        **pushpin.settings(),
+        **ONE_ADDRESS_AUDIENCE,
+        "NOWPLAYING_DATABASE_URL": f"sqlite:///{tmp_path}/kept.sqlite3",
+    }
+    async with httpx.AsyncClient(timeout=STREAMS) as http:
+        with nowplaying_server(poll_seconds=1.0, port=origin_port, extra_env=env) as first:
+            path = await published_events(first.url)
+            viewer = EventSource(http, pushpin.url + path)
+            task = asyncio.create_task(viewer.run())
+            await _events(viewer, 1)
+        try:
+            with nowplaying_server(poll_seconds=1.0, port=origin_port, extra_env=env):
+                await _events(viewer, 2)
+            assert viewer.streams == 1  # never reconnected: Pushpin held it throughout
+            assert viewer.failed is None
+            assert int(viewer.messages[1].id) > int(viewer.messages[0].id)
+            assert viewer.messages[1].data == {"error": "reconnect_required"}
+        finally:
+            await close_all([task])
 
 
 async def test_the_bench_s_small_form_reaches_every_viewer() -> None:
