@@ -19,7 +19,7 @@ import uvicorn
 from harness.app import SAME, Env, open_env
 
 from nowplaying.clock import FakeClock
-from nowplaying.web.fast import FastAnswers, key_of, server_protocol
+from nowplaying.web.fast import TICKET, FastAnswers, Ticket, key_of, server_protocol
 from nowplaying.web.guard import Guard, Limits, protocol_class
 
 pytestmark = pytest.mark.anyio
@@ -367,3 +367,31 @@ def test_public_routes_ignore_cookies_and_the_api_does_not() -> None:
         b"GET", b"/api/spotify", [(b"host", b"h")]
     )
     assert key_of(b"POST", b"/p/x.json", with_cookie) is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "kept"),
+    [
+        ([], True),
+        ([(b"set-cookie", b"s=1")], False),
+        ([(b"transfer-encoding", b"chunked")], False),
+        ([(b"connection", b"close")], False),
+    ],
+)
+def test_answers_that_set_a_cookie_or_framing_are_not_kept(
+    clock: FakeClock, extra: list[tuple[bytes, bytes]], kept: bool
+) -> None:
+    """A cookie is one client's, and framing headers are the server's to act on."""
+    fast = FastAnswers(clock)
+    fast.protocol(protocol_class("h11"))
+    scope = {
+        "method": "GET",
+        "path": "/p/x.json",
+        "raw_path": b"/p/x.json",
+        "query_string": b"",
+        "headers": [(b"host", b"np.test")],
+        TICKET: Ticket(clock.now() + 1, lambda: True),
+    }
+    headers = [(b"content-length", b"2"), *extra, (b"x-request-id", b"r")]
+    fast.record(scope, 200, headers, b"{}")
+    assert bool(fast.answers) is kept

@@ -198,8 +198,9 @@ class FastAnswers:
         if (status == 200 and b"content-length" not in names) or names & {
             b"connection",
             b"transfer-encoding",
+            b"set-cookie",
         }:
-            return  # uvicorn would add or act on a framing header
+            return  # uvicorn would add or act on a framing header; a cookie is one client's
         query = scope["query_string"]
         target = scope["raw_path"] + (b"?" + query if query else b"")
         key = key_of(scope["method"].encode(), target, scope["headers"])
