@@ -55,7 +55,11 @@ class Coordinator(Protocol):
     async def release_lease(self, account_id: str) -> None: ...
     async def mark_watched(self, account_id: str) -> None: ...
     async def is_watched(self, account_id: str) -> bool: ...
-    async def publish(self, account_id: str, payload: str) -> None: ...
+    async def publish(self, account_id: str, payload: str) -> bool:
+        """Share the account's latest state with every instance; whether it was shared (not
+        while Redis is unreachable: the caller shares it again later)."""
+        ...
+
     async def latest(self, account_id: str) -> str | None: ...
     async def set_pause(self, until: float, reason: str = RATE_LIMIT) -> None:
         """Pause every instance's polling until ``until`` (never shortens a longer pause)."""
@@ -114,8 +118,8 @@ class LocalCoordinator:
     async def is_watched(self, account_id: str) -> bool:
         return False
 
-    async def publish(self, account_id: str, payload: str) -> None:
-        return None
+    async def publish(self, account_id: str, payload: str) -> bool:
+        return True  # no other instance to tell
 
     async def latest(self, account_id: str) -> str | None:
         return None

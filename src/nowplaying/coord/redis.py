@@ -182,16 +182,17 @@ class RedisCoordinator:
 
     # -- state and fan-out -----------------------------------------------------------------------
 
-    async def publish(self, account_id: str, payload: str) -> None:
+    async def publish(self, account_id: str, payload: str) -> bool:
         message = json.dumps({"a": account_id, "i": self.instance_id, "p": payload})
 
-        async def both() -> None:
+        async def both() -> bool:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.set(Keys.state(account_id), payload, ex=86400)
                 pipe.publish(self.channel, message)
                 await pipe.execute()
+            return True
 
-        await self._call(both(), None)
+        return await self._call(both(), False)
 
     async def latest(self, account_id: str) -> str | None:
         value = await self._call(self._redis.get(Keys.state(account_id)), None)

@@ -49,6 +49,9 @@ class _Watch:
     fresh: asyncio.Event = field(default_factory=asyncio.Event)
     history_at: float | None = None
     leader: bool = False
+    shared: bool = True
+    """Whether every instance has the latest state this one published (not while Redis was
+    unreachable: the leader shares it again once Redis answers)."""
     marked_at: float = 0.0
     polled: NowPlaying | None = None
     """The poller's last read of the widget's polled source, before pushes are merged in."""
@@ -352,15 +355,8 @@ class LiveHub:
     async def _step(self, w: _Watch, plan: Plan) -> float | None:
         """One turn of the poller (follow, or poll once if it is time): when the next poll is
         due, or None to stop for good (the grant is gone and nothing can bring it back)."""
-        if not await self._coord.hold_lease(w.account_id):
-            w.leader = False
-            await self._follow(w)
+        if not await self._lead(w):
             return self._clock.now() + (self._coord.renew_every or self.poll_seconds)
-        if not w.leader:
-            # Taking over: start from the shared state, so versions (the SSE ids every instance
-            # and Last-Event-ID compare) go on from the last leader's, whatever our clock says.
-            await self._follow(w)
-        w.leader = True
         now = self._clock.now()
         paused = await self.app_pause.until_now()
         if paused > now:  # the app's rate limit, maybe hit by another instance
@@ -405,6 +401,25 @@ class LiveHub:
         if self._budget is not None:
             plan.share = await self._budget.interval(w.account_id)
         return self.schedule.played(plan, playing, self._clock.now())
+
+    async def _lead(self, w: _Watch) -> bool:
+        """Take or renew the account's lease: whether this instance polls it (if not, it has
+        taken the shared state)."""
+        if not await self._coord.hold_lease(w.account_id):
+            w.leader = False
+            await self._follow(w)
+            return False
+        if not w.leader:
+            # Taking over: start from the shared state, so versions (the SSE ids every instance
+            # and Last-Event-ID compare) go on from the last leader's, whatever our clock says.
+            await self._follow(w)
+        w.leader = True
+        if not w.shared and w.snapshot is not None:
+            # Published while Redis was unreachable: what Redis holds is older than what this
+            # instance shows, and an instance that follows again would take it up.
+            inputs = (w.polled, self._in_force(w))
+            w.shared = await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))
+        return True
 
     async def _ready_now(self, account_id: str) -> bool:
         assert self._ready is not None  # noqa: S101 - checked by the caller
@@ -453,7 +468,9 @@ class LiveHub:
             else:
                 self._take_on_push(w, snap)
             return
-        if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
+        # Only a later version: one minted before this instance's own (in an outage, when each
+        # instance polled for itself) is older news, and its viewers already hold a higher id.
+        if w.snapshot is None or snap.version > w.snapshot.version or not w.fresh.is_set():
             self._publish_here(w, snap, remote=True)
 
     def _share_merge(self, w: _Watch) -> None:
@@ -471,7 +488,7 @@ class LiveHub:
         if self._publish_here(w, snap):
             assert w.snapshot is not None  # noqa: S101 - just set by _publish_here
             inputs = (w.polled, self._in_force(w))
-            await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))
+            w.shared = await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))
 
     async def _publish_stale_everywhere(self, w: _Watch, retry_after: float | None = None) -> None:
         """Mark live data stale here and on every instance (nothing to do if it is not live)."""
@@ -514,9 +531,12 @@ class LiveHub:
             w.history_at = None
 
     def _next_version(self, w: _Watch) -> int:
-        """The next SSE id. A watch's first one is the clock in ms, so ids keep growing across
-        restarts (a reused id would make a viewer's Last-Event-ID skip a real change)."""
-        return w.snapshot.version + 1 if w.snapshot else int(self._clock.now() * 1000)
+        """The next SSE id: the clock in ms, or one more than the last when that is ahead. Ids
+        so keep growing per widget across restarts, lease moves and outages (in which every
+        instance mints its own), as long as the instances' clocks agree within a change: a
+        reused or lower id would make a viewer's Last-Event-ID skip a real change."""
+        now = int(self._clock.now() * 1000)
+        return max(w.snapshot.version + 1, now) if w.snapshot else now
 
     async def _rate_limited(self, error: RateLimited) -> None:
         """A read met a 429, whichever it was: the app pauses (:meth:`.AppPause.hit`, which tells
