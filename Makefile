@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle soak-edge soak-contract simulator gallery clean
+.PHONY: install run test lint typecheck unit test-deploy bench soak soak-lifecycle soak-edge soak-contract soak-outage simulator gallery clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,11 @@ soak-edge: $(STAMP)
 # server with a published widget, 200 examples per operation; see docs/security.md.
 soak-contract: $(STAMP)
 	$(BIN)/python -m soak contract
+
+# The Redis outage probe (about 2 minutes, loopback, local PostgreSQL, a redis-server of its own):
+# Redis killed for 60 s under two instances and 20 viewers; see docs/operations.md.
+soak-outage: $(STAMP)
+	$(BIN)/python -m soak outage
 
 # The README gallery: one PNG per theme under docs/img, rendered by Chromium (scripts/gallery.py).
 gallery: $(STAMP)

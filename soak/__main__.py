@@ -6,6 +6,8 @@ key rotation, re-login and the quota lockout on three instances; ``make soak-lif
 requests past the descriptor limit, stalled readers; ``make soak-edge``).
 ``python -m soak contract`` the contract probe (:mod:`soak.contract`: schemathesis against
 ``/openapi.json`` with a published id; ``make soak-contract``).
+``python -m soak outage`` the Redis outage probe (:mod:`soak.outage`: Redis killed for 60 s under
+two instances and 20 viewers, access tokens expiring in the middle; ``make soak-outage``).
 
 One simulated Spotify (8 users, rotating refresh tokens) and one server process (SQLite, 2 s
 polls). Eight accounts sign in over HTTP, four publish a share link. Then:
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         from soak.edge import main as edge  # noqa: PLC0415 (only that probe needs it)
 
         return edge(argv[1:])
+    if argv[:1] == ["outage"]:
+        from soak.outage import main as outage  # noqa: PLC0415 (only that probe needs it)
+
+        return outage(argv[1:])
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1_000_000)
     command = f"python -m soak --seconds {args.seconds:g} --seed {seed}"

@@ -367,7 +367,8 @@ async def test_while_redis_is_down_each_instance_spends_its_share(
     own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
 ) -> None:
     """Two instances with viewers counted while Redis answered: once it is gone, each one's
-    ledger takes half the window's calls, and reports its use as the whole app's."""
+    ledger takes half the window's calls (its calls before the outage counted in it), and
+    reports its use and its accounts as if every instance had as many."""
     port, procs = own_redis
     _start_redis(port, procs, tmp_path)
     clock = FakeClock()
@@ -381,13 +382,16 @@ async def test_while_redis_is_down_each_instance_spends_its_share(
 
     try:
         await _until(both_counted)
+        ledger, now = a.ledger(), clock.now()
+        assert [await ledger.try_spend(now, 30.0, 10, 1000) for _ in range(2)] == [0.0, 0.0]
+        assert await ledger.mark_active("acc", now) == 1
         procs[0].kill()
         procs[0].wait()
-        ledger, now = a.ledger(), clock.now()
-        spent = [await ledger.try_spend(now, 30.0, 10, 1000) for _ in range(8)]
+        spent = [await ledger.try_spend(now, 30.0, 10, 1000) for _ in range(6)]
         assert a.degraded
-        assert spent[:5] == [0.0] * 5 and all(w > 0 for w in spent[5:])
+        assert spent[:3] == [0.0] * 3 and all(w > 0 for w in spent[3:])
         assert await ledger.used(now, 30.0) == (10, 10)
+        assert await ledger.mark_active("acc", now) == 2
     finally:
         await a.close()
         await b.close()

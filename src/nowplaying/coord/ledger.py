@@ -85,6 +85,15 @@ class LocalLedger:
         self._day = (day, used_today + 1)
         return 0.0
 
+    def note(self, now: float, window: float) -> None:
+        """Count a call the shared ledger took, so this process's own calls in the ``window``
+        ending ``now`` are known when it has to count alone."""
+        while self._calls and self._calls[0] <= now - window:
+            self._calls.popleft()
+        day = math.floor(now / DAY)
+        self._calls.append(now)
+        self._day = (day, (self._day[1] if self._day[0] == day else 0) + 1)
+
     async def used(self, now: float, window: float) -> tuple[int, int]:
         in_window = sum(1 for t in self._calls if t > now - window)
         today = self._day[1] if self._day[0] == math.floor(now / DAY) else 0

@@ -340,7 +340,8 @@ class RedisLedger:
     refuse when the window or the day is full (answering how long until there is room), else add
     the call. While Redis is unreachable this instance counts on its own (a
     :class:`~nowplaying.coord.ledger.LocalLedger`), like the coordinator it belongs to, within
-    its share: the limits divided by the instances that had viewers when Redis last answered.
+    its share: the limits divided by the instances that had viewers when Redis last answered
+    (its calls and accounts then count as many times over, so the pacing keeps to the share).
     """
 
     def __init__(self, coord: RedisCoordinator) -> None:
@@ -368,9 +369,11 @@ class RedisLedger:
             ),
             None,
         )
-        if result is None:  # each instance within its share
+        if result is None:  # each instance within its share, its own calls counted already
             share = self._coord.instances
             return await self._local.try_spend(now, window, per_window // share, per_day // share)
+        if float(result) <= 0:
+            self._local.note(now, window)
         return float(result)
 
     async def used(self, now: float, window: float) -> tuple[int, int]:
@@ -419,8 +422,8 @@ class RedisLedger:
     async def mark_active(self, account_id: str, now: float) -> int:
         await self._local.mark_active(account_id, now)
         added = await self._call(self._redis.zadd(Keys.BUDGET_ACTIVE, {account_id: now}), None)
-        if added is None:
-            return await self._local.active(now)
+        if added is None:  # as if every instance polled as many: each keeps to its share
+            return await self._local.active(now) * self._coord.instances
         return await self.active(now)
 
     async def active(self, now: float) -> int:
@@ -432,7 +435,7 @@ class RedisLedger:
             return int(n)
 
         n = await self._call(count(), None)
-        return n if n is not None else await self._local.active(now)
+        return n if n is not None else await self._local.active(now) * self._coord.instances
 
     async def forget_active(self, account_id: str) -> None:
         await self._local.forget_active(account_id)
