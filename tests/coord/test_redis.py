@@ -774,6 +774,14 @@ async def test_an_outage_keeps_every_instance_live_and_ids_growing(
     clock = FakeClock(start=time.time())  # Redis TTLs are real time: start the fake clock at now
     upstreams = [OneTrack(clock, "one"), OneTrack(clock, "one")]
     url = f"redis://127.0.0.1:{port}/0"
+    raw = aioredis.Redis.from_url(url)
+
+    async def up() -> bool:
+        with contextlib.suppress(OSError, RedisError):
+            return bool(await raw.ping())
+        return False
+
+    await _until(up)
     coords = [RedisCoordinator(url, clock=clock, retry_every=5) for _ in range(2)]
     hubs = [
         LiveHub(reads_of(u.fetch), clock, schedule=Schedule(poll_seconds=1), coord=c)
@@ -782,7 +790,6 @@ async def test_an_outage_keeps_every_instance_live_and_ids_growing(
     for hub in hubs:
         await hub.start()
     seen: list[list[Snapshot]] = [[], []]
-    raw = aioredis.Redis.from_url(url)
 
     async def on_both(title: str) -> None:
         for u in upstreams:
