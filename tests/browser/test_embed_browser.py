@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from harness.browser import Shared
 from playwright.sync_api import Page, expect
@@ -38,9 +39,13 @@ def test_each_theme_of_the_embed(page: Page, playing: Shared, theme: Theme) -> N
     page.goto(f"{playing.link}?theme={theme}")
     widget = page.locator("#np-widget")
     expect(widget.locator(".np__title")).to_have_text("Hoppípolla")
+    palette = dict(spec.palette.items())
+    if theme is Theme.COVER:  # the cover's colours (test_cover_theme_browser.py), once painted
+        page.wait_for_function("e => e.dataset.painted", arg=widget.element_handle())
+        palette = httpx.get(f"{playing.link}/colours", timeout=10).json()["properties"]
     props = widget.evaluate(_PROPS)
-    assert props["bg"] == spec.palette.bg
-    assert props["accent"] == spec.palette.accent
+    assert props["bg"] == palette["--np-bg"]
+    assert props["accent"] == palette["--np-accent"]
     assert props["background"] not in ("rgba(0, 0, 0, 0)", "transparent")
     assert props["title"] == f"{spec.layout.title_size}px"
     assert props["cover"] == str(spec.layout.cover)

@@ -27,7 +27,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from nowplaying.cards import png
+from nowplaying.cards.colours import MIN_CONTRAST, contrast
 from nowplaying.cards.covers import CoverFetcher
+from nowplaying.cards.themes import THEMES, Theme
 from nowplaying.sources import bounds
 from nowplaying.web.public import EDGE_CACHE, SVG_BUDGET
 
@@ -615,3 +617,20 @@ async def test_a_bad_parameter_or_unknown_link_is_still_an_image(connected: Env)
     assert bad.size[0] > 0
     png_of(await connected.client.get("/p/" + "x" * 20 + ".png"))
     png_of(await connected.client.get("/p/" + "x" * 20 + "/social.png"))
+
+
+async def test_colours_are_the_cover_themes_for_the_cover_shown(connected: Env) -> None:
+    """/p/{id}/colours: the cover theme's colours drawn from the cover shown now, every text
+    readable, open to any origin; 404 for an unknown link."""
+    env = connected
+    public_id = await env.publish()
+    shown = (await env.client.get(f"/p/{public_id}.json")).json()
+    answer = await env.client.get(f"/p/{public_id}/colours")
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "*"
+    body = answer.json()
+    assert body["cover"] == shown["albumImageUrl"]
+    props = body["properties"]
+    assert props["--np-bg"] != THEMES[Theme.COVER].palette.bg
+    for text in ("--np-fg", "--np-muted", "--np-accent"):
+        assert contrast(props[text], props["--np-bg"]) >= MIN_CONTRAST
+    assert (await env.client.get("/p/nope/colours")).status_code == 404

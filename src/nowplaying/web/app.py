@@ -238,6 +238,7 @@ def routes(simulator: Simulator | None) -> list[Route | Mount]:
         Route("/hooks/web-scrobbler/{token}", push.web_scrobbler, methods=["POST"]),
         Route("/p/{public_id}/events", public.events),
         Route("/p/{public_id}/open", public.open_item),
+        Route("/p/{public_id}/colours", public.colours),
         Route("/p/{public_id}/overlay", overlay.overlay),
         Route("/p/{public_id}/embed.js", dropin.embed_js),
         Route("/p/{public_id}/recent.svg", recent.as_svg),

@@ -426,6 +426,34 @@ SPEC: dict[str, Any] = {
                 },
             }
         },
+        "/p/{public_id}/colours": {
+            "get": {
+                "summary": "The cover theme's colours for the cover shown now (the live widget's)",
+                "parameters": [_PUBLIC_ID],
+                "responses": {
+                    "200": {
+                        "description": "The cover URL they come from (null: none) and the colours"
+                        " as CSS custom properties (CORS *).",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["cover", "properties"],
+                                    "properties": {
+                                        "cover": {"type": ["string", "null"]},
+                                        "properties": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "404": _json("Error", "Unknown or withdrawn link."),
+                },
+            }
+        },
         "/p/{public_id}/open": {
             "get": {
                 "parameters": [_PUBLIC_ID],

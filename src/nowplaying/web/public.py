@@ -1,4 +1,5 @@
-"""Public share links: ``/p/{id}`` as JSON, SVG, PNG and events, ``/social.png``, ``/open``.
+"""Public share links: ``/p/{id}`` as JSON, SVG, PNG and events, ``/social.png``, ``/open``,
+``/colours`` (the cover theme's colours for the live widget).
 
 No cookie is involved: the unguessable public id is the capability, and the owner can rotate or
 withdraw it. A card always answers 200 with an image (image proxies show nothing for errors),
@@ -14,12 +15,14 @@ from collections.abc import Callable
 from typing import Literal
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from nowplaying.cards import png
 from nowplaying.cards.cache import CARD_STEP, CardKey, Format, RenderedCard, card_clock
 from nowplaying.cards.card import card_etag, render_bad_option, render_card
+from nowplaying.cards.colours import cover_colours, painted
 from nowplaying.cards.options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
+from nowplaying.cards.themes import THEMES, Theme
 from nowplaying.engine.snapshot import view_of
 from nowplaying.schema import Error, ErrorCode, Nothing, Playing, State, error
 from nowplaying.store import Account, AccountStatus, StoreError
@@ -246,6 +249,29 @@ async def open_item(request: Request) -> Response:
     return pages.error_page(
         "Nothing to open", "Nothing that plays right now can be opened.", status=404, demo=False
     )
+
+
+async def colours(request: Request) -> Response:
+    """``/p/{id}/colours``: the ``cover`` theme's colours for the cover shown now, as the live
+    widget's CSS custom properties, drawn from the cover exactly as the cards' are (every text
+    at 4.5:1 or better); the theme's own without a usable cover. ``cover`` says which."""
+    svc = services(request)
+    account = await svc.published.get(request.path_params["public_id"])
+    if account is None:
+        raise NotFound
+    deadline = svc.runtime.clock.now() + SVG_BUDGET
+    image = _link(await state_of(svc, account, wait=SVG_BUDGET * 0.6), "album_image_url")
+    palette = THEMES[Theme.COVER].palette
+    cover = None
+    if image:
+        with contextlib.suppress(TimeoutError):
+            async with svc.runtime.clock.timeout(deadline - svc.runtime.clock.now()):
+                cover = await svc.covers.data_uri(image)
+    found = cover_colours(cover) if cover else None
+    if found is not None:
+        palette = painted(palette, found)
+    body = {"cover": image, "properties": dict(palette.items())}
+    return JSONResponse(body, headers={**CORS, **NO_CACHE})
 
 
 def _link(state: State, field: Literal["album_image_url", "song_url"]) -> str | None:

@@ -106,7 +106,11 @@
      * the element's attributes come straight from the host page.
      */
     customise(d) {
-      const set = (k, v) => this.root.style.setProperty("--np-" + k, v);
+      this.owned = new Set(); // the owner's colours: theme=cover's never replace them
+      const set = (k, v) => {
+        this.owned.add("--np-" + k);
+        this.root.style.setProperty("--np-" + k, v);
+      };
       for (const k of ["bg", "text", "accent"]) {
         const hex = /^#?([0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})$/i.exec(d[k] || "");
         if (hex) set(k === "text" ? "fg" : k, "#" + hex[1]);
@@ -115,6 +119,42 @@
       // --np-radius/--np-width: only ever the owner's choice (the overlay's large card reads them).
       for (const k of ["radius", "width"]) if (/^\d{1,4}$/.test(d[k] || "")) for (const n of [k, k + "-px"]) set(n, d[k] + "px");
       for (const part of (d.hide || "").split(/[\s,]+/)) if (/^[a-z]+$/.test(part)) this.root.classList.add("np--no-" + part);
+    }
+
+    /** The theme asked for: the root's, or the <now-playing> host's. */
+    theme() {
+      const host = this.root.getRootNode().host;
+      return this.root.dataset.theme === "host" && host ? host.getAttribute("theme") : this.root.dataset.theme;
+    }
+
+    /**
+     * theme=cover: the cover's muted background and vivid accent, computed by the server as the
+     * cards' are (every text at 4.5:1 or better), asked for at each new cover; the theme's own
+     * colours without one. A late answer for an older cover is dropped.
+     */
+    async paint(src) {
+      const page = /^(.*\/p\/[^/?#]+)\.json$/.exec(this.endpoint || "");
+      if (this.theme() !== "cover" || !page) return;
+      this.painting = src;
+      let props = {};
+      if (src) {
+        try {
+          const res = await fetch(page[1] + "/colours", { credentials: "omit", cache: "no-store" });
+          const body = res.ok ? await res.json() : null;
+          if (this.painting !== src || !body || safeUrl(body.cover) !== src) return;
+          props = body.properties || {};
+        } catch (e) {
+          return;
+        }
+      }
+      for (const k of this.painted || []) if (!(k in props)) this.root.style.removeProperty(k);
+      this.painted = [];
+      for (const [k, v] of Object.entries(props)) {
+        if (this.owned.has(k) || !/^--np-[a-z0-9-]+$/.test(k) || !/^(#[0-9a-f]{3,8}|rgba?\([0-9., ]+\))$/i.test(String(v))) continue;
+        this.root.style.setProperty(k, v);
+        this.painted.push(k);
+      }
+      this.root.dataset.painted = src || "";
     }
 
     /** Copy the look's layout (from themes.css) to data attributes that widget.css styles. */
@@ -254,6 +294,7 @@
         if (src) r.style.setProperty("--np-cover-url", 'url("' + src + '")'); // an href: quotes are %22
         else r.style.removeProperty("--np-cover-url");
         n.cover.hidden = !src;
+        this.paint(src);
       }
       n.cover.alt = v.alt || "";
 
