@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -288,3 +289,20 @@ def test_behind_a_trusted_proxy_a_forwarded_client_holding_unfinished_bodies_is_
         assert _until_received(proxy, b'close some first."}').startswith(b"HTTP/1.1 429")
         _forwarded(proxy, "203.0.113.8")
         assert _until_received(proxy, b"ok").startswith(b"HTTP/1.1 200")
+
+
+def test_closings_are_counted_each_and_said_at_most_once_a_second(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under attack the guard closes thousands of connections a second on the loop that serves
+    everyone: each is counted, and a line (with the count since) is written once per reason
+    per second, not a log record per closing."""
+    guard = Guard()
+    with caplog.at_level(logging.WARNING, logger="nowplaying.web.guard"):
+        for n in range(1000):
+            guard.closed("address_cap", f"127.0.0.{n % 7}")
+        guard.closed("reserve", "127.0.0.1")
+    assert guard.counts["address_cap"] == 1000 and guard.counts["reserve"] == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("closed 1 connection(s)") and "address cap (1 so far)" in lines[0]

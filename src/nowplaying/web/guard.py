@@ -39,6 +39,8 @@ PRESSURE_SHARE = 4
 BASELINE_SPARE = 64
 """Descriptors first assumed in use besides the connections (the store, Redis, the upstream
 pool): measured at start, plus this; counted again when the estimate nears the limit."""
+LOG_SECONDS = 1.0
+"""The guard says what it closed at most this often per reason (the count says the rest)."""
 RECOUNT_SECONDS = 1.0
 """Near the limit, the open descriptors are counted at most this often."""
 
@@ -128,6 +130,8 @@ class Guard:
         self.connections: Counter[str] = Counter()
         self.unfinished: Counter[str] = Counter()
         self.counts: Counter[str] = Counter(dict.fromkeys(REASONS, 0))
+        self._logged: dict[str, float] = {}
+        self._told: Counter[str] = Counter()
 
     def protocol(self, base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
         """``base`` (a uvicorn HTTP protocol class) under this guard."""
@@ -169,9 +173,20 @@ class Guard:
         return self.baseline + self.open >= threshold
 
     def closed(self, reason: str, address: str) -> None:
+        """Count a closing; say so at most once per :data:`LOG_SECONDS` per reason, with the
+        count since. Under attack this runs thousands of times a second, on the loop that
+        serves everyone: a log record each time (even one the log's rate limit then drops)
+        was a seventh of the loop's time."""
         self.counts[reason] += 1
+        now = time.monotonic()
+        if now - self._logged.get(reason, -LOG_SECONDS) < LOG_SECONDS:
+            return
+        self._logged[reason] = now
+        held = self.counts[reason] - self._told[reason]
+        self._told[reason] = self.counts[reason]
         log.warning(
-            "closed a connection from %s: %s (%d so far)",
+            "closed %d connection(s), the last from %s: %s (%d so far)",
+            held,
             address or "?",
             reason.replace("_", " "),
             self.counts[reason],
@@ -200,8 +215,13 @@ class _Guarded(asyncio.Protocol):
     served = 0
     """Requests the fast path (``web/fast.py``) answered on this connection, if it is there."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # uvicorn's half is set up in connection_made, once the guard admits the connection:
+        # under attack most are refused at once, and that set-up (a parser, loggers looked up,
+        # a deque) was a tenth of the loop's time.
+        self._deferred: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         guard = self.guard
         peer = transport.get_extra_info("peername")
         self._address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
@@ -209,12 +229,19 @@ class _Guarded(asyncio.Protocol):
         if self._capped:
             reason = guard.refusal(self._address)
             if reason is not None:
-                self._seen = _LOST  # never counted: nothing to give back
+                # Refused before uvicorn's half hears of it: under attack this is most
+                # connections, and nothing of the server's own set-up is spent on them.
+                self._seen = _REFUSED
                 guard.closed(reason, self._address)
-                self.transport.abort()
+                transport.abort()  # type: ignore[attr-defined]
                 return
             guard.connections[self._address] += 1
-        elif self._address and guard.trusted is not None:
+        if self._deferred is not None:
+            args, kwargs = self._deferred
+            self._deferred = None
+            super().__init__(*args, **kwargs)
+        super().connection_made(transport)
+        if not self._capped and self._address and guard.trusted is not None:
             self._count_forwarded()
         guard.open += 1
         # Pause the writer as soon as the kernel holds back a byte: a pause is a full buffer.
@@ -222,6 +249,9 @@ class _Guarded(asyncio.Protocol):
         self._await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._seen is _REFUSED:  # uvicorn's half never saw this connection
+            self._seen = _LOST
+            return
         for timer in (self._head, self._late, self._body, self._write):
             if timer is not None:
                 timer.cancel()
@@ -389,5 +419,7 @@ async def _too_many(send: Send) -> None:
     await send({"type": "http.response.body", "body": FORWARDED_REFUSAL})
 
 
+_REFUSED = object()
+"""``_seen`` of a connection refused in :meth:`_Guarded.connection_made`: nothing counted."""
 _LOST = object()
 """``_seen`` once the connection is gone, so its counts are given back once."""
