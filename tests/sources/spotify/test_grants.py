@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import asyncpg
 import httpx
 import pytest
+from harness.cluster import run_async
 from harness.disk import fill
+from harness.services import POSTGRES_URL, require
 from pydantic import SecretStr
 
 from nowplaying.clock import FakeClock
@@ -24,7 +28,7 @@ from nowplaying.simulator import Simulator
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import InvalidGrant, SpotifyUnavailable
 from nowplaying.sources.spotify.grants import AccountGone, RefreshDeferred, TokenManager
-from nowplaying.store import Account, AccountStatus, SQLiteStore, StoreError
+from nowplaying.store import Account, AccountStatus, PostgresStore, SQLiteStore, StoreError
 from nowplaying.store.kept import KeptTokens
 
 pytestmark = pytest.mark.anyio
@@ -458,3 +462,64 @@ async def test_a_token_rotated_onto_a_full_disk_survives_a_restart(
         assert rig.store.statuses == []  # never marked reconnect required
         assert KeptTokens(kept_path, cipher).open() == {}  # taken by the store, kept no more
         await rig.store.close()
+
+
+async def _admin(*statements: str) -> None:
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def _read_only(db: str, on: bool) -> None:
+    """Make the database refuse writes (or take them again), for every session: its default
+    changed and the sessions open on it ended (the store's pool opens new ones)."""
+    setting = "SET default_transaction_read_only = on" if on else "RESET"
+    if not on:
+        setting += " default_transaction_read_only"
+    ended = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'"
+    run_async(_admin(f"ALTER DATABASE {db} {setting}", ended.format(db)))
+
+
+async def test_a_token_rotated_while_postgresql_turns_read_only_survives_a_restart(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """PostgreSQL starts refusing writes (read-only) while a refresh is on its way: the rotated
+    token is kept beside it, survives the restart, and goes into the database first."""
+    require(POSTGRES_URL, "PostgreSQL")
+    db = f"np_kept_{secrets.token_hex(4)}"
+    await _admin(f"CREATE DATABASE {db}")
+    url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{db}"
+    kept_path, cipher = tmp_path / "kept-tokens", TokenCipher(KEY)
+    try:
+        async with _rig(clock, ":memory:") as rig:
+            grant = await rig.store.get_account("demo")
+            assert grant is not None
+            store = PostgresStore(url, cipher=cipher)
+            await store.open()
+            await store.put_account(grant)
+            tokens = TokenManager(rig.client, store, clock, kept=KeptTokens(kept_path, cipher))
+            await tokens.restore()
+            await clock.advance(HOUR)
+            rig.before_token.append(lambda: _read_only(db, on=True))
+            await rig.playing(tokens)
+            assert tokens.counts["unsaved"] == 1
+            await tokens.flush()  # shutdown, the database still read-only
+            await store.close()
+            _read_only(db, on=False)
+            store = PostgresStore(url, cipher=cipher)  # the restart
+            await store.open()
+            again = TokenManager(rig.client, store, clock, kept=KeptTokens(kept_path, cipher))
+            assert await again.restore() == 1
+            account = await store.get_account("demo")
+            assert account is not None and account.refresh_token == rig.issued[-1]
+            await clock.advance(HOUR)
+            await rig.playing(again)
+            assert rig.presented == rig.issued[:-1]
+            account = await store.get_account("demo")
+            assert account is not None and account.status is AccountStatus.ACTIVE
+            await store.close()
+    finally:
+        await _admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
