@@ -40,6 +40,7 @@ POLL_SECONDS = 5.0
 CYCLES = 10
 SLACK = 3.0  # a sample later than its worst expected time by this much is a miss
 GAP_EVERY = 4  # the demo player's default: a silent gap after every 4th item
+CALL_TIMES = CONTROL.split("/users/", 1)[0] + "/calls/times"
 
 
 @dataclass
@@ -64,6 +65,10 @@ class Result:
     skip: Samples = field(default_factory=Samples)
     natural: Samples = field(default_factory=Samples)
     poll_seconds: float = POLL_SECONDS
+    skip_poll: Samples = field(default_factory=Samples)
+    """Per skip: from the change to the first currently-playing call after it (the simulator's
+    call times); the rest of the skip's latency is the way from that poll to the viewer."""
+    skip_delivery: Samples = field(default_factory=Samples)
 
 
 async def _wait_event(
@@ -82,6 +87,21 @@ async def _wait_event(
             return None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sse.arrived.wait(), remaining)
+
+
+async def _first_poll(
+    control: httpx.AsyncClient, changed_at: float, arrived: float, result: Result
+) -> None:
+    """Split a skip's latency at the first poll after the change (the simulator's call times,
+    on the same machine clock): the wait for that poll, and its way to the viewer."""
+    times = (await control.get(CALL_TIMES)).json().get("currently-playing:demo", [])
+    after = [t for t in times if t >= changed_at]
+    if not after:
+        result.skip_poll.missed += 1
+        result.skip_delivery.missed += 1
+        return
+    result.skip_poll.values.append(min(after) - changed_at)
+    result.skip_delivery.values.append(arrived - min(after))
 
 
 def _titled(title: str) -> Callable[[dict[str, Any]], bool]:
@@ -145,6 +165,7 @@ async def _cycles(
             result.natural.missed += 1  # the engine never saw the track before it ended
         else:
             result.skip.values.append(seen.arrived - changed_at)
+            await _first_poll(control, changed_at, seen.arrived, result)
             after = sse.events.index(seen) + 1
             ended = await _wait_event(
                 sse,

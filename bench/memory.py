@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from harness.helpers import ONE_ADDRESS_AUDIENCE
 from harness.servers import nowplaying_server, sign_in
 
 from bench.servers import SSEClient
@@ -43,7 +44,8 @@ def _enough_files(needed: int) -> None:
 
 async def run(viewers: int = VIEWERS) -> Result:
     _enough_files(viewers + 256)
-    with nowplaying_server() as server:
+    # every viewer connects from 127.0.0.1: the per-address cap would refuse all but a few
+    with nowplaying_server(extra_env=ONE_ADDRESS_AUDIENCE) as server:
         cookie = await sign_in(server.url)
         async with httpx.AsyncClient(base_url=server.url) as http:
             warm = await http.get("/api/spotify", headers={"Cookie": cookie})

@@ -81,6 +81,10 @@ class Skip:
     account: str
     slowest: dict[int, float | None]
     """Per instance: seconds from the change to the last of its viewers seeing it (None: missed)."""
+    poll: float | None = None
+    """Seconds from the change to the first ``currently-playing`` call for the account after it
+    (the simulator's call times): the wait for a poll. The rest of ``slowest`` is the way from
+    that poll to the viewers (None: no poll seen)."""
 
 
 @dataclass
@@ -105,6 +109,27 @@ class Phase:
     def counted_per_minute(self) -> float:
         """Mean calls per account counted in the window, scaled to a minute."""
         return statistics.mean(self.per_account.values()) * 60 / self.window
+
+    def polls(self) -> Samples:
+        """Per skip: the wait from the change to the first poll after it."""
+        out = Samples()
+        for skip in self.skips:
+            if skip.poll is None:
+                out.missed += 1
+            else:
+                out.values.append(skip.poll)
+        return out
+
+    def delivery(self) -> Samples:
+        """Per skip: from the first poll after the change to the slowest viewer (all instances)."""
+        out = Samples()
+        for skip in self.skips:
+            values = list(skip.slowest.values())
+            if skip.poll is None or None in values:
+                out.missed += 1
+            else:
+                out.values.append(max(v for v in values if v is not None) - skip.poll)
+        return out
 
     def samples(self, instance: int | None = None) -> Samples:
         """Per-skip slowest viewer on ``instance``, or over all instances (None)."""
@@ -380,7 +405,17 @@ async def _skip(
         slowest[instance] = (
             None if None in times else max(t for t in times if t is not None) - changed_at
         )
-    return Skip(account, slowest)
+    return Skip(account, slowest, await _first_poll(control, c, account, changed_at))
+
+
+async def _first_poll(
+    control: httpx.AsyncClient, c: Cluster, account: str, since: float
+) -> float | None:
+    """Seconds from ``since`` to the account's first ``currently-playing`` call at or after it
+    (the simulator's call times, on the same machine clock), or None."""
+    times = (await control.get(f"{c.sim_url}/_control/calls/times")).json()
+    after = [t for t in times.get(f"currently-playing:{account}", []) if t >= since]
+    return min(after) - since if after else None
 
 
 async def _natural_ends(

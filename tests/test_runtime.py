@@ -1,8 +1,12 @@
 """The wiring: every client built from the settings on the one HTTP client; in demo mode the
-simulated Spotify, Last.fm and ListenBrainz are served on the app's origin and called in-process."""
+simulated Spotify, Last.fm and ListenBrainz are served on the app's origin and called in-process;
+a process loads the clients its settings name, and no others."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -84,3 +88,36 @@ def test_lastfm_is_configured_by_its_key_and_secret_outside_demo(tmp_path: Path)
     assert configured.lastfm_configured and configured.lastfm_key == "lfkey"
     bare = make_settings(tmp_path, lastfm_api_key="", lastfm_api_secret="")
     assert not bare.lastfm_configured and bare.lastfm_key == ""
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OPEN_AND_LIST = """
+import asyncio, json, sys
+from pathlib import Path
+import nowplaying.cli.main  # what `nowplaying serve` imports
+from harness.app import make_settings
+from nowplaying.runtime import open_runtime
+
+async def main(tmp: str) -> None:
+    async with open_runtime(make_settings(Path(tmp)), public_origin="http://127.0.0.1:8000"):
+        loaded = {name.split(".")[0] for name in sys.modules}
+    print(json.dumps(sorted(loaded & {"asyncpg", "redis"})))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_sqlite_only_process_loads_neither_asyncpg_nor_redis(tmp_path: Path) -> None:
+    """SQLite, no NOWPLAYING_REDIS_URL: the server's imports and its opened runtime leave
+    asyncpg and redis-py unloaded (about 10 MB of RSS they would cost every small install)."""
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_AND_LIST, str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 from starlette.applications import Starlette
@@ -20,8 +22,6 @@ from starlette.routing import Mount
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
 from nowplaying.coord.base import CoordinationError, Coordinator, LocalCoordinator, NamedLock
-from nowplaying.coord.link import RedisLink
-from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.crypto import TokenCipher
 from nowplaying.engine.accounts import account_ready
 from nowplaying.engine.live import LiveHub
@@ -38,8 +38,11 @@ from nowplaying.sources.listenbrainz import ListenBrainzClient
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.grants import TokenManager
 from nowplaying.sources.spotify.source import SpotifySource
-from nowplaying.store import PostgresStore, Store, StoreError, open_store
+from nowplaying.store import Store, StoreError, open_store
 from nowplaying.store.kept import KeptTokens
+
+if TYPE_CHECKING:  # redis-py is loaded only when NOWPLAYING_REDIS_URL is set
+    from nowplaying.coord.link import RedisLink
 
 SIM_PREFIX = "/spotify-sim"
 LASTFM_SIM_PREFIX = "/lastfm-sim"
@@ -223,6 +226,8 @@ def _open_link(
     """The process's one Redis client, when ``NOWPLAYING_REDIS_URL`` is set (closed last)."""
     if not settings.nowplaying_redis_url:
         return None
+    from nowplaying.coord.link import RedisLink  # noqa: PLC0415 - only with a Redis URL
+
     link = RedisLink(settings.nowplaying_redis_url, clock=clock)
     stack.push_async_callback(link.close)
     return link
@@ -265,6 +270,8 @@ def _coordinator(link: RedisLink | None, store: Store) -> Coordinator:
     """Redis's, its locks held in PostgreSQL too (when the store is), or this process's."""
     if link is None:
         return LocalCoordinator()
+    from nowplaying.coord.redis import RedisCoordinator  # noqa: PLC0415 - only with Redis
+
     return RedisCoordinator(link, database_lock=database_lock(store))
 
 
@@ -272,7 +279,10 @@ def database_lock(store: Store, *, wait: float = 4.0) -> NamedLock | None:
     """PostgreSQL's advisory lock for the coordinator's locks, so refreshes serialise while
     Redis is unreachable (SQLite runs one process: its locks need no database); a holder
     elsewhere is waited for ``wait`` seconds."""
-    if not isinstance(store, PostgresStore):
+    # A PostgresStore exists only once its module (and asyncpg) is loaded: a SQLite-only
+    # process never imports either just to tell that its store is not one.
+    postgres = sys.modules.get("nowplaying.store.postgres")
+    if postgres is None or not isinstance(store, postgres.PostgresStore):
         return None
 
     @contextlib.asynccontextmanager

@@ -11,7 +11,8 @@ from harness.app import make_settings
 from harness.live_server import free_port
 
 from nowplaying.clock import FakeClock
-from nowplaying.coord.link import Keys, RedisLink
+from nowplaying.coord.keys import Keys
+from nowplaying.coord.link import RedisLink
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.problems import AccountProblems
 from nowplaying.ops.alerts import RedisClaims

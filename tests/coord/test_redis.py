@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord.base import CoordinationError
-from nowplaying.coord.link import Keys
+from nowplaying.coord.keys import Keys
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.crypto import TokenCipher
 from nowplaying.engine.fanout import Subscription
@@ -384,14 +384,16 @@ async def test_while_redis_is_down_each_instance_spends_its_share(
         await _until(both_counted)
         ledger, now = a.ledger(), clock.now()
         assert [await ledger.try_spend(now, 30.0, 10, 1000) for _ in range(2)] == [0.0, 0.0]
-        assert await ledger.mark_active("acc", now) == 1
+        assert (await ledger.mark_active("acc", now, 30.0)).accounts == 1
         procs[0].kill()
         procs[0].wait()
         spent = [await ledger.try_spend(now, 30.0, 10, 1000) for _ in range(6)]
         assert a.degraded
         assert spent[:3] == [0.0] * 3 and all(w > 0 for w in spent[3:])
         assert await ledger.used(now, 30.0) == (10, 10)
-        assert await ledger.mark_active("acc", now) == 2
+        reading = await ledger.mark_active("acc", now, 30.0)
+        assert (reading.accounts, reading.in_window, reading.today) == (2, 10, 10)
+        assert reading.polled == ("acc",)  # its slot among the accounts it polls itself
     finally:
         await a.close()
         await b.close()

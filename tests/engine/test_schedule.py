@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 from harness.helpers import reads_of, sim_client
 
 from nowplaying.clock import FakeClock
+from nowplaying.coord.link import RedisLink
+from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.live import LiveHub
 from nowplaying.engine.schedule import YIELD_SECONDS, Plan, Schedule
@@ -75,7 +81,12 @@ class Scene:
 
 @contextlib.asynccontextmanager
 async def scene(
-    clock: FakeClock, users: int, *, per_window: int = 60, sim_window: int | None = None
+    clock: FakeClock,
+    users: int,
+    *,
+    per_window: int = 60,
+    sim_window: int | None = None,
+    coord: RedisCoordinator | None = None,
 ) -> AsyncIterator[Scene]:
     sim = Simulator(clock=clock)
     sim.limits.configure(window_calls=sim_window, daily_quota=None)
@@ -84,14 +95,15 @@ async def scene(
         sim.add_user(f"u{i}", f"U{i}")
         sim.player(f"u{i}").set_gaps(0)
         tokens[f"u{i}"] = sim.grant(f"u{i}").access_token
-    budget = CallBudget(clock, per_window=per_window, per_day=10**7)
+    ledger = coord.ledger() if coord is not None else None
+    budget = CallBudget(clock, per_window=per_window, per_day=10**7, ledger=ledger)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app)) as http:
         client = sim_client(http, clock, base=SIM, budget=budget)
 
         async def fetch(account: str) -> NowPlaying:
             return await client.currently_playing(tokens[account])
 
-        hub = LiveHub(reads_of(fetch), clock, budget=budget)
+        hub = LiveHub(reads_of(fetch), clock, budget=budget, coord=coord)
         await hub.start()
         try:
             yield Scene(clock, sim, hub, budget)
@@ -193,6 +205,83 @@ async def test_budget_above_the_real_window_settles_below_it(clock: FakeClock) -
         assert await sc.budget.per_window() < 30
 
 
+def poll_times(sim: Simulator, user: str, since: float) -> list[float]:
+    """When the simulator answered ``user``'s currently-playing calls, from ``since`` on."""
+    key = f"currently-playing:{user}"
+    return [at for name, at in sim.call_times if name == key and at >= since]
+
+
+async def test_regular_polls_of_five_accounts_are_spread_evenly(clock: FakeClock) -> None:
+    """Five watched accounts on the default budget, nothing skipped or ending: each account is
+    polled every share exactly (the longest gap is the share), and the five accounts' polls
+    take turns a fifth of a share apart instead of meeting and waiting for room."""
+    users = 5
+    async with scene(clock, users) as sc, contextlib.AsyncExitStack() as stack:
+        for i in range(users):
+            sc.sim.player(f"u{i}").seek(10_000)  # minutes from any track's end
+        await watch(stack, sc.hub, users)
+        await clock.advance(40, step=0.05)  # on their slots, the first polls out of the window
+        since = clock.now()
+        await clock.advance(60, step=0.05)
+        every = 30.5 * users / 53  # (60 less 6 held, less 1 of slack) calls per 30.5 s
+        per_user = [poll_times(sc.sim, f"u{i}", since) for i in range(users)]
+        gaps = [round(b - a, 2) for times in per_user for a, b in itertools.pairwise(times)]
+        assert len(gaps) >= users * 19
+        assert max(gaps) <= every + 0.05 and min(gaps) >= every - 0.05, gaps
+        merged = sorted(t for times in per_user for t in times)
+        turns = [b - a for a, b in itertools.pairwise(merged)]
+        assert min(turns) >= every / users - 0.05, sorted(turns)[:5]
+        assert sc.hub.counts["polls_yielded"] == 0
+
+
+async def test_a_poll_costs_five_redis_round_trips(clock: FakeClock, flushed: str) -> None:
+    """One account polled through the Redis ledger and coordinator: three round trips of the
+    budget per regular poll (what was learned, the spend that checks room and counts the call,
+    one pipeline that marks the account polled and reads its share), two of the poller (the
+    lease, the app-wide pause), and the watch mark every lease renewal. Before this, the budget
+    alone made eight (a room check of two, the spend's two, four for the share)."""
+    link = RedisLink(flushed, clock=clock)
+    trips: list[str] = []
+    real = link.call
+
+    async def counted(op: Any, fallback: Any) -> Any:
+        trips.append(sys._getframe(1).f_code.co_qualname)  # who made the round trip
+        return await real(op, fallback)
+
+    link.call = counted  # type: ignore[method-assign]
+    coord = RedisCoordinator(link)
+    try:
+        async with scene(clock, 1, coord=coord) as sc, sc.hub.subscribe("u0"):
+            sc.sim.player("u0").seek(10_000)
+            await _advance_with_redis(clock, 5)
+            trips.clear()
+            polls = sc.hub.counts["polls"]
+            await _advance_with_redis(clock, 30)
+            polls = sc.hub.counts["polls"] - polls
+            assert polls == 30  # one account: polled at the floor
+            budget = [t for t in trips if t.startswith("RedisLedger.")]
+            assert len(budget) == 3 * polls, sorted(set(trips))
+            renewals = 30 / (coord.renew_every or 1)
+            assert len(trips) == 5 * polls + renewals, sorted(set(trips))
+    finally:
+        await link.close()
+
+
+async def _advance_with_redis(clock: FakeClock, seconds: float) -> None:
+    """Move the fake clock in steps, each time letting the poller finish its real Redis I/O
+    (until it sleeps on the clock again, bounded) before time moves on."""
+    end = clock.now() + seconds
+    while clock.now() < end - 1e-9:
+        await clock.advance(0.05, step=0.05)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if clock.sleepers >= 1:
+                break
+            await asyncio.sleep(0.001)  # real Redis I/O in flight: no event tells its end
+        else:
+            raise AssertionError("the poller did not get back to sleep")
+
+
 # -- known moments: the predicted end and the re-check after a skip ------------------------------
 
 
@@ -214,24 +303,33 @@ def known_after(plan: Plan, *polls: tuple[str, float, float]) -> list[tuple[floa
 def test_the_poll_at_the_predicted_end_is_a_known_moment() -> None:
     """2 s left, a 6 s share: the next poll is the end's, marked known; 100 s left: regular."""
     plan = Plan(share=6.0)
-    assert known_after(plan, ("A", 2.0, 100.0), ("A", 100.0, 100.0)) == [
-        (102.3, True),
-        (106.0, False),
+    assert known_after(plan, ("A", 2.0, 96.0), ("A", 100.0, 96.0)) == [
+        (98.3, True),
+        (102.0, False),
     ]
-    assert plan.end_poll == pytest.approx(200.3)
+    assert plan.end_poll == pytest.approx(196.3)
 
 
 def test_a_skip_is_re_checked_at_the_floor_as_a_known_moment() -> None:
     """A regular poll sees another track long before the predicted end: one re-check a floor
-    later, known; the poll after it is regular again."""
+    later, known; the poll after it is regular again, on the grid (at least half a share on)."""
     polls = known_after(Plan(share=6.0), ("A", 100.0, 0.0), ("B", 150.0, 6.0), ("B", 149.0, 7.0))
-    assert polls[1:] == [(7.0, True), (13.0, False)]
+    assert polls[1:] == [(7.0, True), (12.0, False)]
+
+
+def test_no_re_check_without_room_in_the_reserve() -> None:
+    """The reserve is spent (``spare`` False): a skip is followed by the regular poll only, so a
+    run of skips cannot eat the regular polls' share."""
+    polls = known_after(
+        Plan(share=6.0, spare=False), ("A", 100.0, 0.0), ("B", 150.0, 6.0), ("B", 149.0, 12.0)
+    )
+    assert polls[1:] == [(12.0, False), (18.0, False)]
 
 
 def test_a_natural_end_is_no_skip() -> None:
-    """The poll at the end sees the next track: no re-check, the share again."""
+    """The poll at the end sees the next track: no re-check, the grid again."""
     polls = known_after(Plan(share=6.0), ("A", 2.0, 0.0), ("B", 180.0, 2.3))
-    assert polls == [(2.3, True), (8.3, False)]
+    assert polls == [(2.3, True), (6.0, False)]
 
 
 def test_a_regular_poll_without_room_never_passes_the_predicted_end() -> None:
@@ -277,7 +375,8 @@ async def test_the_predicted_end_poll_is_never_delayed_by_regular_polls(
                     late.append(round(arrived - end, 2))
         assert ends >= users * 13
         assert late == []
-        assert sc.hub.counts["polls_yielded"] > 0  # the window was full: regular polls yielded
+        # the window as full as regular polls may fill it (26 of 30 counted over 30.5 s)
+        assert sc.sim.limits.max_in_window("cid") >= 25
         assert sc.sim.limits.counts["window_429"] == 0
 
 

@@ -36,6 +36,18 @@ async def test_calls_are_listed_and_reset(sim_env: SimEnv) -> None:
     assert (await sim_env.http.get("/_control/calls")).json() == {}
 
 
+async def test_call_times_are_listed_per_user_and_reset(sim_env: SimEnv) -> None:
+    """GET /_control/calls/times: each per-user call at its clock time; reset forgets them."""
+    started = sim_env.clock.now()
+    await sim_env.playing()
+    await sim_env.clock.advance(2.5)
+    await sim_env.playing()
+    times = (await sim_env.http.get("/_control/calls/times")).json()
+    assert times == {"currently-playing:demo": [started, started + 2.5]}
+    await sim_env.http.post("/_control/calls/reset")
+    assert (await sim_env.http.get("/_control/calls/times")).json() == {}
+
+
 async def test_player_state_over_http(sim_env: SimEnv) -> None:
     """GET the player: kind, item, progress."""
     await sim_env.clock.advance(5)

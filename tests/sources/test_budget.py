@@ -45,14 +45,16 @@ async def test_never_more_than_the_window_in_any_30s(clock: FakeClock) -> None:
 
 async def test_regular_polls_leave_the_reserve_to_known_moments(clock: FakeClock) -> None:
     """20 regular polls wanted at once through a 10-per-30 s budget: 9 in the window, the 10th
-    slot held; a known moment's call (outside regular_poll) takes it at once."""
+    slot held (a regular poll's take() finds no room and counts nothing); a known moment's call
+    (outside regular_poll) takes it at once."""
     budget = CallBudget(clock, per_window=10, per_day=1000, margin=0)
     assert budget.regular_limit(10) == 9
     with regular_poll():
         regular = asyncio.ensure_future(spend_all(budget, 20))
     await clock.advance(1, step=0.25)
     assert budget.spent == 9
-    assert not await budget.has_room()
+    assert await budget.take() is None
+    assert budget.spent == 9
     known = await budget.spend(max_wait=0)  # OverBudget if it had to wait
     assert known == clock.now()
     await clock.advance(100, step=1)
@@ -154,20 +156,41 @@ async def test_quota_blocks_every_call_and_shrinks_the_day(clock: FakeClock) -> 
 
 
 async def test_interval_shares_the_window_fairly(clock: FakeClock) -> None:
-    """Each polled account gets 1/n of the window less the reserve; one stopping frees its share."""
+    """Each polled account gets 1/n of the window (30.5 s as counted) less the reserve and one
+    call of slack, and its own slot on the grid; one stopping frees its share."""
     budget = CallBudget(clock, per_window=30, per_day=10**9)
-    assert await budget.interval("a") == pytest.approx(30 / 27)
-    assert await budget.interval("b") == pytest.approx(2 * 30 / 27)
-    assert await budget.interval("a") == pytest.approx(2 * 30 / 27)
+    assert (await budget.interval("a")).every == pytest.approx(30.5 / 26)
+    b = await budget.interval("b")
+    assert b.every == pytest.approx(2 * 30.5 / 26)
+    assert (b.slot, b.slots) == (1, 2)
+    a = await budget.interval("a")
+    assert a.every == pytest.approx(2 * 30.5 / 26)
+    assert (a.slot, a.slots) == (0, 2)
     await budget.idle("b")
-    assert await budget.interval("a") == pytest.approx(30 / 27)
+    assert (await budget.interval("a")).every == pytest.approx(30.5 / 26)
     assert (await budget.usage()).accounts == 1
+
+
+async def test_known_moments_in_the_window_shrink_the_regular_share(clock: FakeClock) -> None:
+    """Calls outside regular polls (known moments, refreshes) come off the regular polls' room,
+    so regular polls and known moments fit the window together; with the reserve spent, no
+    room is left for a re-check (``spare``)."""
+    budget = CallBudget(clock, per_window=30, per_day=10**9)
+    await spend_all(budget, 2)
+    share = await budget.interval("a")
+    assert share.every == pytest.approx(30.5 / 24)
+    assert share.spare  # 2 of the 3 held calls used
+    await spend_all(budget, 1)
+    assert not (await budget.interval("a")).spare
+    with regular_poll():
+        await spend_all(budget, 5)  # regular polls' calls do not shrink it
+    assert (await budget.interval("a")).every == pytest.approx(30.5 / 23)
 
 
 async def test_interval_paces_the_day_to_midnight(clock: FakeClock) -> None:
     """With 8,640 calls for the day and 24 h to go: one call per 10 s for the whole app."""
     budget = CallBudget(clock, per_window=60, per_day=8640, reserve=0)
-    assert await budget.interval("a") == pytest.approx(10)
+    assert (await budget.interval("a")).every == pytest.approx(10)
 
 
 async def test_local_ledger_counts(clock: FakeClock) -> None:
@@ -329,8 +352,9 @@ async def test_what_one_instance_learns_the_other_obeys(
     await a.refused(started, 3, quota=False)
     assert await b.per_window() == 5
     await a.interval("x")
-    # b sees both polled accounts and a's cut: 2 accounts share 90% of 5 calls per 30 s
-    assert await b.interval("y") == pytest.approx(30 * 2 / 4.5)
+    await clock.advance(31)  # the 8 calls leave the window, the limit grows back by one
+    # b sees both polled accounts and a's cut: 2 accounts share 6 calls less 1 held, less 1
+    assert (await b.interval("y")).every == pytest.approx(30 * 2 / 4)
     await b.refused(clock.now(), 3600, quota=True)
     with pytest.raises(OverBudget):
         await a.spend()

@@ -27,7 +27,7 @@ from nowplaying.cli.checks import check_lastfm, check_listenbrainz
 from nowplaying.cli.setup import redirect_problem
 from nowplaying.clock import Clock, SystemClock
 from nowplaying.config import Settings
-from nowplaying.coord.link import FAILURES, Keys, RedisLink
+from nowplaying.coord.keys import Keys
 from nowplaying.models import RATE_LIMIT
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.runtime import make_cipher, open_runtime
@@ -302,6 +302,8 @@ class Doctor:
         url = settings.nowplaying_redis_url
         if not url:
             return
+        from nowplaying.coord.link import FAILURES, RedisLink  # noqa: PLC0415 - redis-py only here
+
         try:
             link = RedisLink(url, socket_timeout=2)
         except ValueError as e:  # not a Redis URL

@@ -1,4 +1,4 @@
-"""The process's one Redis client (:class:`RedisLink`), its degraded mode, and every key name.
+"""The process's one Redis client (:class:`RedisLink`) and its degraded mode.
 
 A Redis failure never fails a caller: :meth:`RedisLink.call` answers the caller's fallback
 (usually "this process decides alone", which is safe, only more expensive), warns once, tries
@@ -18,45 +18,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import LockError, RedisError
 
 from nowplaying.clock import Clock, SystemClock
+from nowplaying.coord.keys import CHANNEL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-CHANNEL = "np:events"
-"""The pub/sub channel's prefix; the database number follows (``np:events:15``)."""
-
-
-def _named(kind: str) -> Callable[[object], str]:
-    """The key of one ``kind`` per name: an account id, a lock's or an alert's name, a UTC day."""
-
-    def key(name: object) -> str:
-        return f"np:{kind}:{name}"
-
-    return key
-
-
-class Keys:
-    """Every Redis key name: the app-wide pause and its reason, the call budget's window, learned
-    limits and active accounts, the reads an upstream withdrew from the app; per name, a polling
-    lease, a watch mark, the latest state, the shared access token, a lock, the upstream's
-    refusal of an account, a claimed owner alert and the budget's count of one UTC day."""
-
-    PAUSE = "np:pause"
-    PAUSE_REASON = "np:pause:reason"
-    BUDGET_CALLS = "np:budget:calls"
-    BUDGET_LEARNED = "np:budget:learned"
-    BUDGET_ACTIVE = "np:budget:active"
-    INSTANCES = "np:instances"
-    WITHDRAWN = "np:withdrawn"
-    lease = staticmethod(_named("lease"))
-    watch = staticmethod(_named("watch"))
-    state = staticmethod(_named("state"))
-    token = staticmethod(_named("token"))
-    lock = staticmethod(_named("lock"))
-    refusal = staticmethod(_named("refusal"))
-    alert = staticmethod(_named("alert"))
-    budget_day = staticmethod(_named("budget:day"))
-
 
 FAILURES = (RedisError, OSError, LockError)
 """What a Redis operation raises when Redis cannot be had (``LockError``: redis-py's lock wraps

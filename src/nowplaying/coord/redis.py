@@ -12,7 +12,9 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from typing import Any
 
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockNotOwnedError
@@ -25,8 +27,16 @@ from nowplaying.coord.base import (
     NamedLock,
     PublicListener,
 )
-from nowplaying.coord.ledger import ACTIVE_TTL, DAY, Learned, LocalLedger, seconds_to_midnight
-from nowplaying.coord.link import FAILURES, Keys, RedisLink
+from nowplaying.coord.keys import Keys
+from nowplaying.coord.ledger import (
+    ACTIVE_TTL,
+    DAY,
+    Learned,
+    LocalLedger,
+    Reading,
+    seconds_to_midnight,
+)
+from nowplaying.coord.link import FAILURES, RedisLink
 from nowplaying.models import RATE_LIMIT
 
 log = logging.getLogger(__name__)
@@ -333,6 +343,11 @@ class RedisCoordinator:
         return RedisLedger(self)
 
 
+REGULAR = ":r"
+"""The suffix of a regular poll's call in the budget's sorted set (the rest are known moments,
+token refreshes and look-ups)."""
+
+
 class RedisLedger:
     """The call budget's :class:`~nowplaying.coord.ledger.Ledger` in Redis, for every instance.
 
@@ -351,7 +366,9 @@ class RedisLedger:
         self._local = LocalLedger()
         self._seq = 0
 
-    async def try_spend(self, now: float, window: float, per_window: int, per_day: int) -> float:
+    async def try_spend(
+        self, now: float, window: float, per_window: int, per_day: int, *, regular: bool = False
+    ) -> float:
         self._seq += 1
         day = int(now // DAY)
         result = await self._call(
@@ -364,16 +381,18 @@ class RedisLedger:
                 repr(window),
                 per_window,
                 per_day,
-                f"{self._coord.instance_id}:{self._seq}",
+                f"{self._coord.instance_id}:{self._seq}{REGULAR if regular else ''}",
                 repr(seconds_to_midnight(now)),
             ),
             None,
         )
         if result is None:  # each instance within its share, its own calls counted already
             share = self._coord.instances
-            return await self._local.try_spend(now, window, per_window // share, per_day // share)
+            return await self._local.try_spend(
+                now, window, per_window // share, per_day // share, regular=regular
+            )
         if float(result) <= 0:
-            self._local.note(now, window)
+            self._local.note(now, window, regular=regular)
         return float(result)
 
     async def used(self, now: float, window: float) -> tuple[int, int]:
@@ -392,18 +411,7 @@ class RedisLedger:
 
     async def learned(self) -> Learned:
         raw = await self._call(self._redis.hgetall(Keys.BUDGET_LEARNED), None)
-        if raw is None:
-            return await self._local.learned()
-        try:
-            return Learned(
-                cut_to=float(raw["cut_to"]) if raw.get("cut_to") else None,
-                cut_at=float(raw.get("cut_at") or 0.0),
-                per_day=int(raw["per_day"]) if raw.get("per_day") else None,
-                blocked_until=float(raw.get("blocked_until") or 0.0),
-            )
-        except ValueError:
-            log.warning("ignored a malformed %s", Keys.BUDGET_LEARNED)
-            return Learned()
+        return await self._local.learned() if raw is None else _learned(raw)
 
     async def learn(self, learned: Learned) -> None:
         await self._local.learn(learned)
@@ -419,12 +427,34 @@ class RedisLedger:
         ]
         await self._call(self._redis.hset(Keys.BUDGET_LEARNED, items=items), None)
 
-    async def mark_active(self, account_id: str, now: float) -> int:
-        await self._local.mark_active(account_id, now)
-        added = await self._call(self._redis.zadd(Keys.BUDGET_ACTIVE, {account_id: now}), None)
-        if added is None:  # as if every instance polled as many: each keeps to its share
-            return await self._local.active(now) * self._coord.instances
-        return await self.active(now)
+    async def mark_active(self, account_id: str, now: float, window: float) -> Reading:
+        local = await self._local.mark_active(account_id, now, window)
+
+        async def read() -> Reading:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(Keys.BUDGET_ACTIVE, {account_id: now})
+                pipe.zremrangebyscore(Keys.BUDGET_ACTIVE, "-inf", now - ACTIVE_TTL)
+                pipe.zrange(Keys.BUDGET_ACTIVE, 0, -1)
+                pipe.zrangebyscore(Keys.BUDGET_CALLS, f"({now - window!r}", "+inf")
+                pipe.get(Keys.budget_day(int(now // DAY)))
+                pipe.hgetall(Keys.BUDGET_LEARNED)
+                _, _, polled, calls, today, learned = await pipe.execute()
+            regular = sum(1 for call in calls if call.endswith(REGULAR))
+            return Reading(
+                _learned(learned), len(calls), regular, int(today or 0), tuple(sorted(polled))
+            )
+
+        reading = await self._call(read(), None)
+        if reading is not None:
+            return reading
+        n = self._coord.instances  # as if every instance spent and polled as this one does
+        return replace(
+            local,
+            in_window=local.in_window * n,
+            regular=local.regular * n,
+            today=local.today * n,
+            accounts=local.accounts * n,
+        )
 
     async def active(self, now: float) -> int:
         async def count() -> int:
@@ -440,3 +470,17 @@ class RedisLedger:
     async def forget_active(self, account_id: str) -> None:
         await self._local.forget_active(account_id)
         await self._call(self._redis.zrem(Keys.BUDGET_ACTIVE, account_id), None)
+
+
+def _learned(raw: Mapping[Any, Any]) -> Learned:
+    """What was learned, from its hash in Redis (a malformed one is ignored)."""
+    try:
+        return Learned(
+            cut_to=float(raw["cut_to"]) if raw.get("cut_to") else None,
+            cut_at=float(raw.get("cut_at") or 0.0),
+            per_day=int(raw["per_day"]) if raw.get("per_day") else None,
+            blocked_until=float(raw.get("blocked_until") or 0.0),
+        )
+    except ValueError:
+        log.warning("ignored a malformed %s", Keys.BUDGET_LEARNED)
+        return Learned()

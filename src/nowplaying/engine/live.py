@@ -26,7 +26,7 @@ from nowplaying.engine.schedule import Plan, Schedule
 from nowplaying.engine.snapshot import Snapshot, Status, progress_at
 from nowplaying.models import AccountStatus, NowPlaying, PlayedItem, SourceKind
 from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
-from nowplaying.sources.budget import CallBudget, regular_poll
+from nowplaying.sources.budget import CallBudget, OverBudget, regular_poll
 from nowplaying.sources.push import Event, Push, pushed
 from nowplaying.store import Pause, StoreError
 
@@ -328,7 +328,8 @@ class LiveHub:
         This loop is the poller's outermost boundary: an error nobody expected is logged with
         its traceback, reported to viewers as stale data, and retried after a backoff.
         """
-        plan = Plan(reconnect=w.snapshot is not None and w.snapshot.grant_gone)
+        # The first poll is a known moment: a viewer waits for it, so it never yields.
+        plan = Plan(reconnect=w.snapshot is not None and w.snapshot.grant_gone, known=True)
         try:
             while await self._wanted(w):
                 try:
@@ -373,13 +374,13 @@ class LiveHub:
                 return self.schedule.lost_grant(plan, self._clock.now())
             log.info("an account was connected again: polling it")
             self.schedule.regained(plan)
-        if self._budget is not None and not plan.known and not await self._budget.has_room():
-            self.counts["polls_yielded"] += 1  # the room left is held for known moments
-            return self.schedule.yielded(plan, self._clock.now())
+        paid, wake = await self._room(plan)
+        if wake is not None:
+            return wake
         self.poll_lag = max(0.0, now - plan.next_poll) if plan.next_poll else 0.0
         self.counts["polls"] += 1
         try:
-            with regular_poll(not plan.known):
+            with regular_poll(paid) if not plan.known else contextlib.nullcontext():
                 playing = await self.reads.now(w.account_id)
         except RateLimited as e:
             await self._rate_limited(e)
@@ -399,7 +400,9 @@ class LiveHub:
             w, Snapshot(shown, Status.LIVE, self._next_version(w), last_played=last)
         )
         if self._budget is not None:
-            plan.share = await self._budget.interval(w.account_id)
+            share = await self._budget.interval(w.account_id)
+            plan.share, plan.slot, plan.slots = share.every, share.slot, share.slots
+            plan.spare = share.spare
         return self.schedule.played(plan, playing, self._clock.now())
 
     async def _lead(self, w: _Watch) -> bool:
@@ -420,6 +423,22 @@ class LiveHub:
             inputs = (w.polled, self._in_force(w))
             w.shared = await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))
         return True
+
+    async def _room(self, plan: Plan) -> tuple[float | None, float | None]:
+        """A regular poll's call counted before it is made (the time it was counted at), or when
+        to try again: no room short of the reserve (it yields to known moments), or no call may
+        be made at all (the app pauses). Known moments, and polls without a budget, pass."""
+        if self._budget is None or plan.known:
+            return None, None
+        try:
+            paid = await self._budget.take()
+        except OverBudget as e:
+            await self._rate_limited(RateLimited(e.retry_after, "budget"))
+            return None, self.schedule.paused(plan, self.app_pause.until)
+        if paid is None:
+            self.counts["polls_yielded"] += 1
+            return None, self.schedule.yielded(plan, self._clock.now())
+        return paid, None
 
     async def _ready_now(self, account_id: str) -> bool:
         assert self._ready is not None  # noqa: S101 - checked by the caller

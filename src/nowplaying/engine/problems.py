@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from nowplaying.clock import Clock
-from nowplaying.coord.link import Keys, RedisLink
+from nowplaying.coord.keys import Keys
 from nowplaying.sources.base import Refused, Withdrawn
+
+if TYPE_CHECKING:  # redis-py is loaded only where a Redis URL is set
+    from nowplaying.coord.link import RedisLink
 
 WITHDRAWN_TTL = 86400.0
 """Seconds another instance shows a withdrawn read after the last instance that met it said so."""

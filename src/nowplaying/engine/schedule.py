@@ -3,7 +3,10 @@
 A playing track is polled just after its predicted end, or sooner at the regular poll that
 catches skips; the regular interval is the call budget's share, clamped to [``floor``,
 ``ceiling``], also while nothing plays (a poller runs only while someone watches; without a
-budget, ``poll_seconds``, backing off while idle). The poll at a
+budget, ``poll_seconds``, backing off while idle). With a budget the regular polls keep to a grid
+shared by every polled account: account ``slot`` of ``slots`` at ``(k + slot / slots) x every``
+of the clock, so the accounts' polls are spread evenly (no two meet and wait for room) and the
+longest gap between two polls of one account is the interval. The poll at a
 track's end and one re-check after a skip are *known* moments (:attr:`Plan.known`) that may use
 the budget's reserve; a regular poll finding no room is not made (:meth:`Schedule.yielded`), so
 none holds up a known one. Failures back off exponentially, jittered; a lost grant is re-checked
@@ -12,6 +15,7 @@ in the store only; nothing runs before the app-wide pause ends.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -39,6 +43,11 @@ class Plan:
     """The grant is gone: check the store instead of polling Spotify."""
     share: float | None = None
     """Seconds between polls the call budget allows this account now (None: no budget)."""
+    slot: int = 0
+    slots: int = 1
+    """The account's place on the shared grid of regular polls (:class:`.budget.Share`)."""
+    spare: bool = True
+    """The budget's reserve has room for a re-check after a skip."""
     known: bool = False
     """The next poll is at a moment the schedule knows (a predicted track end, the re-check
     after a skip), which the budget holds room for."""
@@ -90,12 +99,25 @@ class Schedule:
         plan.track = track
         end = self._to_end(playing)
         plan.end_poll = None if end is None else now + end
-        wait = self.delay(playing, plan.idle, plan.share)
+        if plan.share is None:
+            wait = self.delay(playing, plan.idle)
+        else:
+            regular = self.on_grid(plan, now) - now
+            wait = regular if end is None else min(regular, end)
         plan.known = end is not None and end <= wait
-        if skipped and plan.share is not None and self.floor < wait:
+        if skipped and plan.share is not None and plan.spare and self.floor < wait:
             wait, plan.known = self.floor, True
         plan.next_poll = now + wait
         return plan.next_poll
+
+    def on_grid(self, plan: Plan, now: float) -> float:
+        """The account's next regular poll on the shared grid: the first of its grid points at
+        least half an interval after ``now`` (a poll that came a little late, or a known moment
+        just made, is not followed by another at once)."""
+        assert plan.share is not None  # noqa: S101 - only with a budget
+        every = self.every(plan.share)
+        offset = every * (plan.slot % max(1, plan.slots)) / max(1, plan.slots)
+        return offset + every * math.ceil((now + every / 2 - offset) / every)
 
     def yielded(self, plan: Plan, now: float) -> float:
         """A regular poll found no room in the budget and was not made: try again after
@@ -130,13 +152,17 @@ class Schedule:
         """Seconds to the next poll after seeing ``playing`` (``idle`` idle polls in a row),
         with the budget's ``share`` (None: the fixed schedule)."""
         if share is not None:
-            every = min(self.ceiling, max(self.floor, share))
+            every = self.every(share)
         elif not playing.active:
             return min(self.idle_max, self.poll_seconds * (1.5 ** max(0, idle - 1)))
         else:
             every = self.poll_seconds
         end = self._to_end(playing)
         return every if end is None else min(every, end)
+
+    def every(self, share: float) -> float:
+        """The regular interval for the budget's ``share``: clamped to [floor, ceiling]."""
+        return min(self.ceiling, max(self.floor, share))
 
     def _to_end(self, playing: NowPlaying) -> float | None:
         """Seconds to the poll at the playing track's predicted end (None: nothing predicted)."""

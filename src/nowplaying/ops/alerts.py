@@ -22,14 +22,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from nowplaying.clock import Clock
-from nowplaying.coord.link import Keys, RedisLink
+from nowplaying.coord.keys import Keys
 from nowplaying.models import RATE_LIMIT
 from nowplaying.store import Account, Store, StoreError
+
+if TYPE_CHECKING:  # redis-py is loaded only where a Redis URL is set
+    from nowplaying.coord.link import RedisLink
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,9 @@ async def gate(
     record = sim.accounts.access(token.strip()) if kind.lower() == "bearer" else None
     if record is None:
         return unauthorized()
-    sim.calls[f"{endpoint}:{record.consent.user_id}"] += 1  # per user, for fairness checks
+    per_user = f"{endpoint}:{record.consent.user_id}"
+    sim.calls[per_user] += 1  # per user, for fairness checks
+    sim.call_times.append((per_user, sim.clock.now()))
     if (refusal := sim.limits.admit(record.consent.client_id, endpoint)) is not None:
         return refusal.response()
     client = sim.accounts.clients.get(record.consent.client_id)

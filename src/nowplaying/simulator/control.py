@@ -3,6 +3,7 @@
 ::
 
     GET    /_control/calls                          call counters
+    GET    /_control/calls/times                    {"endpoint:user": [clock time, ...]}
     POST   /_control/calls/reset
     GET    /_control/users/{id}/player              what plays
     POST   /_control/users/{id}/player/{action}     skip previous pause resume stop
@@ -130,6 +131,12 @@ def routes(sim: World) -> list[Route]:
     async def calls(request: Request) -> Response:
         return JSONResponse(dict(sim.calls))
 
+    async def call_times(request: Request) -> Response:
+        times: dict[str, list[float]] = {}
+        for key, at in sim.call_times:
+            times.setdefault(key, []).append(at)
+        return JSONResponse(times)
+
     async def reset_calls(request: Request) -> Response:
         sim.reset_calls()
         return JSONResponse({})
@@ -180,6 +187,7 @@ def routes(sim: World) -> list[Route]:
     prefix = "/_control"
     return [
         Route(f"{prefix}/calls", calls, methods=["GET"]),
+        Route(f"{prefix}/calls/times", call_times, methods=["GET"]),
         Route(f"{prefix}/calls/reset", reset_calls, methods=["POST"]),
         Route(f"{prefix}/users/{{user_id}}/player", get_player, methods=["GET"]),
         Route(f"{prefix}/users/{{user_id}}/player/{{action}}", act, methods=["POST"]),

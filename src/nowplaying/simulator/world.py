@@ -5,7 +5,7 @@ The routes read and change it; :class:`~nowplaying.simulator.app.Simulator` adds
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from nowplaying.simulator.limits import DEFAULT_DEVELOPER, Limits
 from nowplaying.simulator.player import Player
 
 DEFAULT_USER = "demo"
+CALL_TIMES = 10_000
 
 
 class World:
@@ -45,6 +46,9 @@ class World:
         self.calls: Counter[str] = Counter()
         self.no_cover: set[str] = set()
         """Release MBIDs the simulated Cover Art Archive has no front cover for (a 404)."""
+        self.call_times: deque[tuple[str, float]] = deque(maxlen=CALL_TIMES)
+        """The last :data:`CALL_TIMES` per-user Web API calls: (``endpoint:user``, clock time),
+        for a bench that tells the wait for a poll from the way to the viewer."""
         self.public_url = public_url.rstrip("/") if public_url else None
         self.client_id = client_id
         self.default_user = DEFAULT_USER
@@ -117,6 +121,7 @@ class World:
     def reset_calls(self) -> None:
         """Zero the call counters."""
         self.calls.clear()
+        self.call_times.clear()
 
     # -- for the routes --------------------------------------------------------------------
 

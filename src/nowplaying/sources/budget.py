@@ -9,7 +9,9 @@ local or in Redis, so every instance spends from, and learns from, one budget.
 The limit is learned as TCP learns its window (AIMD): a 429 cuts it to ``decrease`` times what
 the window held, each window without one adds ``increase`` back, up to the configured size. A
 reserve is kept for the moments the schedule knows (a predicted track end, the re-check after a
-skip): regular polls (:func:`regular_poll`) stop short of it.
+skip): regular polls stop short of it. A regular poll's call is counted by :meth:`CallBudget.take`
+before the poll, in the same step that checks for room (no room: the poll yields, nothing waits);
+the calls it needs after that one (a token refresh) spend inside :func:`regular_poll`.
 """
 
 from __future__ import annotations
@@ -29,18 +31,42 @@ DEFAULT_PER_WINDOW = 60
 DEFAULT_PER_DAY = 100_000
 
 
-_REGULAR: ContextVar[bool] = ContextVar("nowplaying_regular_poll", default=False)
+@dataclass(slots=True)
+class _Regular:
+    paid_at: float | None
+    """When :meth:`CallBudget.take` counted the poll's call (None: counted, or not taken)."""
+
+
+_REGULAR: ContextVar[_Regular | None] = ContextVar("nowplaying_regular_poll", default=None)
 
 
 @contextlib.contextmanager
-def regular_poll(regular: bool = True) -> Iterator[None]:
-    """Calls spent inside (in this task: the poll and the token refresh it needs) are a regular
-    poll's, and leave the reserve alone; ``regular=False`` (a known moment) changes nothing."""
-    token = _REGULAR.set(regular)
+def regular_poll(paid_at: float | None = None) -> Iterator[None]:
+    """Calls spent inside (in this task) are a regular poll's and leave the reserve alone. The
+    first is the one :meth:`CallBudget.take` already counted at ``paid_at`` (if given), so it is
+    not counted twice; a poll that fails before calling leaves it counted (the budget errs on
+    the safe side)."""
+    token = _REGULAR.set(_Regular(paid_at))
     try:
         yield
     finally:
         _REGULAR.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """An account's part of the budget, read after each of its polls."""
+
+    every: float
+    """Seconds between two of its regular polls."""
+    slot: int
+    """Its place among the ``slots`` polled accounts (on every instance): its regular polls
+    fall ``slot / slots`` of ``every`` into each interval, so the accounts' polls spread
+    evenly over the window instead of meeting in it."""
+    slots: int
+    spare: bool
+    """The reserve has room for another known moment now (the re-check after a skip is made
+    only then: a run of skips must not eat the regular polls' share)."""
 
 
 class OverBudget(Exception):
@@ -129,6 +155,10 @@ class CallBudget:
         the budget's own: a window and a little).
         """
         limit = self.max_wait if max_wait is None else max_wait
+        regular = _REGULAR.get()
+        if regular is not None and regular.paid_at is not None:
+            paid, regular.paid_at = regular.paid_at, None
+            return paid  # the regular poll's own call, counted by take()
         while True:
             now = self._clock.now()
             learned = await self.ledger.learned()
@@ -140,8 +170,9 @@ class CallBudget:
                 wait = await self.ledger.try_spend(
                     now,
                     self.window + self.margin,
-                    self.regular_limit(per_window) if _REGULAR.get() else per_window,
+                    self.regular_limit(per_window) if regular is not None else per_window,
                     self._per_day(learned),
+                    regular=regular is not None,
                 )
                 if wait <= 0:
                     self.spent += 1
@@ -196,33 +227,57 @@ class CallBudget:
             return per_window
         return per_window - max(1, math.ceil(per_window * self.reserve))
 
-    async def has_room(self) -> bool:
-        """Whether a regular call could be made now without waiting (nothing is spent)."""
+    async def take(self) -> float | None:
+        """Count a regular poll's call now if the window has room for it short of the reserve:
+        the clock time it was counted at, or None (no room: the poll yields to known moments).
+        Nothing waits. Raises :class:`OverBudget` when no call may be made for longer (the
+        day is spent, or Spotify's quota): the app pauses, as for any call."""
         now = self._clock.now()
         learned = await self.ledger.learned()
         if learned.blocked_until > now:
-            return False
-        in_window, today = await self.ledger.used(now, self.window + self.margin)
-        regular = self.regular_limit(self._per_window(learned, now))
-        return in_window < regular and today < self._per_day(learned)
+            raise OverBudget(learned.blocked_until - now, "Spotify's quota is exhausted")
+        wait = await self.ledger.try_spend(
+            now,
+            self.window + self.margin,
+            self.regular_limit(self._per_window(learned, now)),
+            self._per_day(learned),
+            regular=True,
+        )
+        if wait <= 0:
+            self.spent += 1
+            return now
+        if wait > self.max_wait:
+            raise OverBudget(wait, "the day's calls are spent")
+        return None
 
     async def per_window(self) -> int:
         """The window limit now: the configured one, or lower while it learns."""
         return self._per_window(await self.ledger.learned(), self._clock.now())
 
-    async def interval(self, account_id: str) -> float:
-        """Seconds between two polls of ``account_id`` that keep every polled account within
-        the window limit (less the reserve), the day's remainder paced to midnight."""
+    async def interval(self, account_id: str) -> Share:
+        """``account_id``'s share, one read of the ledger: every polled account (on every
+        instance) gets an equal part of the regular polls' room (the window limit less the
+        reserve, less the known moments and other calls the window holds now, less one call
+        of slack for polls a little late), paced to the day's remainder; and its slot."""
         now = self._clock.now()
-        accounts = await self.ledger.mark_active(account_id, now)
-        learned = await self.ledger.learned()
-        per_window = self._per_window(learned, now) * (1.0 - self.reserve)
-        in_window, today = await self.ledger.used(now, self.window)
-        left_today = max(0, self._per_day(learned) - today)
-        paced = left_today * self.window / max(self.window, seconds_to_midnight(now))
-        rate = max(min(per_window, paced), 1e-6)  # calls per window for all accounts
-        self._note_usage(now, learned, in_window, today, accounts)
-        return self.window * accounts / rate
+        span = self.window + self.margin  # what the ledger counts a call for
+        reading = await self.ledger.mark_active(account_id, now, span)
+        learned = reading.learned
+        per_window = self._per_window(learned, now)
+        others = reading.in_window - reading.regular
+        room = self.regular_limit(per_window) - 1 - others
+        left_today = max(0, self._per_day(learned) - reading.today)
+        paced = left_today * span / max(span, seconds_to_midnight(now))
+        rate = max(min(room, paced), 1e-6)  # regular calls per span, for all accounts
+        polled = reading.polled or (account_id,)
+        accounts = max(1, reading.accounts)
+        self._note_usage(now, learned, reading.in_window, reading.today, accounts)
+        return Share(
+            every=span * accounts / rate,
+            slot=polled.index(account_id) if account_id in polled else 0,
+            slots=len(polled),
+            spare=others < per_window - self.regular_limit(per_window),
+        )
 
     async def idle(self, account_id: str) -> None:
         """``account_id`` is no longer polled: its share goes to the others."""
