@@ -171,20 +171,35 @@ async def test_interval_shares_the_window_fairly(clock: FakeClock) -> None:
     assert (await budget.usage()).accounts == 1
 
 
-async def test_known_moments_in_the_window_shrink_the_regular_share(clock: FakeClock) -> None:
-    """Calls outside regular polls (known moments, refreshes) come off the regular polls' room,
-    so regular polls and known moments fit the window together; with the reserve spent, no
-    room is left for a re-check (``spare``)."""
+async def test_known_moments_beyond_the_reserve_shrink_the_regular_share(
+    clock: FakeClock,
+) -> None:
+    """Calls outside regular polls (known moments, refreshes) use the reserve first; those
+    beyond it come off the regular polls' room, so regular polls and known moments fit the
+    window together. With the reserve spent, no room is left for a re-check (``spare``)."""
     budget = CallBudget(clock, per_window=30, per_day=10**9)
     await spend_all(budget, 2)
     share = await budget.interval("a")
-    assert share.every == pytest.approx(30.5 / 24)
+    assert share.every == pytest.approx(30.5 / 26)  # 27 less 1 of slack: the reserve holds 2
     assert share.spare  # 2 of the 3 held calls used
-    await spend_all(budget, 1)
-    assert not (await budget.interval("a")).spare
+    await spend_all(budget, 3)
+    share = await budget.interval("a")
+    assert share.every == pytest.approx(30.5 / 24)  # 2 beyond the reserve
+    assert not share.spare
     with regular_poll():
         await spend_all(budget, 5)  # regular polls' calls do not shrink it
-    assert (await budget.interval("a")).every == pytest.approx(30.5 / 23)
+    assert (await budget.interval("a")).every == pytest.approx(30.5 / 24)
+
+
+async def test_a_regular_poll_takes_room_short_of_one_call(clock: FakeClock) -> None:
+    """take() counts a regular poll's call while the window holds fewer than the limit less
+    one (no waiting), then answers None and counts nothing; the last call is a known
+    moment's, at once."""
+    budget = CallBudget(clock, per_window=10, per_day=1000, margin=0)
+    taken = [await budget.take() for _ in range(10)]
+    assert taken == [clock.now()] * 9 + [None]
+    assert budget.spent == 9
+    assert await budget.spend(max_wait=0) == clock.now()
 
 
 async def test_interval_paces_the_day_to_midnight(clock: FakeClock) -> None:

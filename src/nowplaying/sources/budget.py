@@ -9,7 +9,9 @@ local or in Redis, so every instance spends from, and learns from, one budget.
 The limit is learned as TCP learns its window (AIMD): a 429 cuts it to ``decrease`` times what
 the window held, each window without one adds ``increase`` back, up to the configured size. A
 reserve is kept for the moments the schedule knows (a predicted track end, the re-check after a
-skip): regular polls stop short of it. A regular poll's call is counted by :meth:`CallBudget.take`
+skip): the regular polls' share leaves it free (less what known moments use beyond it), and a
+regular poll never takes the window's last call. A regular poll's call is counted by
+:meth:`CallBudget.take`
 before the poll, in the same step that checks for room (no room: the poll yields, nothing waits);
 the calls it needs after that one (a token refresh) spend inside :func:`regular_poll`.
 """
@@ -228,7 +230,7 @@ class CallBudget:
         return per_window - max(1, math.ceil(per_window * self.reserve))
 
     async def take(self) -> float | None:
-        """Count a regular poll's call now if the window has room for it short of the reserve:
+        """Count a regular poll's call now if the window has room for it short of its last call:
         the clock time it was counted at, or None (no room: the poll yields to known moments).
         Nothing waits. Raises :class:`OverBudget` when no call may be made for longer (the
         day is spent, or Spotify's quota): the app pauses, as for any call."""
@@ -239,7 +241,7 @@ class CallBudget:
         wait = await self.ledger.try_spend(
             now,
             self.window + self.margin,
-            self.regular_limit(self._per_window(learned, now)),
+            self._per_window(learned, now) - 1,
             self._per_day(learned),
             regular=True,
         )
@@ -256,16 +258,18 @@ class CallBudget:
 
     async def interval(self, account_id: str) -> Share:
         """``account_id``'s share, one read of the ledger: every polled account (on every
-        instance) gets an equal part of the regular polls' room (the window limit less the
-        reserve, less the known moments and other calls the window holds now, less one call
-        of slack for polls a little late), paced to the day's remainder; and its slot."""
+        instance) gets an equal part of the regular polls' room: the window limit less the
+        reserve, less what known moments and other calls in the window use beyond the reserve,
+        less one call of slack for polls a little late; paced to the day's remainder. And its
+        slot on the grid."""
         now = self._clock.now()
         span = self.window + self.margin  # what the ledger counts a call for
         reading = await self.ledger.mark_active(account_id, now, span)
         learned = reading.learned
         per_window = self._per_window(learned, now)
         others = reading.in_window - reading.regular
-        room = self.regular_limit(per_window) - 1 - others
+        held = per_window - self.regular_limit(per_window)
+        room = self.regular_limit(per_window) - 1 - max(0, others - held)
         left_today = max(0, self._per_day(learned) - reading.today)
         paced = left_today * span / max(span, seconds_to_midnight(now))
         rate = max(min(room, paced), 1e-6)  # regular calls per span, for all accounts
