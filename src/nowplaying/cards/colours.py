@@ -13,8 +13,6 @@ import functools
 import io
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-
 from nowplaying.cards.themes import Palette
 
 __all__ = ["MIN_CONTRAST", "CoverColours", "accented", "contrast", "cover_colours", "painted"]
@@ -41,6 +39,8 @@ class CoverColours:
 @functools.lru_cache(maxsize=512)
 def cover_colours(cover: str) -> CoverColours | None:
     """The colours of a ``data:image/...;base64,`` cover, or None when it does not decode."""
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 - Pillow on the first cover
+
     try:
         data = base64.b64decode(cover.split(",", 1)[1], validate=True)
         with Image.open(io.BytesIO(data)) as im:

@@ -18,10 +18,7 @@ import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import TYPE_CHECKING, Any
 
 from nowplaying.clock import Clock
 from nowplaying.config import Settings
@@ -30,6 +27,9 @@ from nowplaying.engine.snapshot import Snapshot
 from nowplaying.ops.follow import Following
 from nowplaying.schema import Error, Nothing, Playing, State
 from nowplaying.store import Store, StoreError
+
+if TYPE_CHECKING:  # paho-mqtt is loaded only when a broker is configured
+    import paho.mqtt.client as paho
 
 __all__ = ["Broker", "MqttBridge", "broker_of", "start_mqtt", "state_message"]
 
@@ -136,6 +136,9 @@ class MqttBridge:
         self._following = Following(hub, clock, self._changed)
         self._rescan: Any = None
         self._connected = threading.Event()
+        import paho.mqtt.client as paho  # noqa: PLC0415 - paho-mqtt only with a broker
+        from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"{self.prefix}-{id(self):x}",
