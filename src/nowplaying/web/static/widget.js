@@ -183,7 +183,8 @@
       const label = el("span", "np__label");
       const stale = el("span", "np__stale", { title: "Couldn't refresh: showing the last known state" }, "Delayed");
       const meta = el("div", "np__meta");
-      meta.append(eq, label, stale, el("span", "np__brand", {}, "Spotify"));
+      const brand = el("span", "np__brand", {}, "Spotify");
+      meta.append(eq, label, stale, brand);
       const title = el("div", "np__title", { dir: "auto" });
       const artist = el("div", "np__artist", { dir: "auto" });
       const bar = el("div", "np__progress", { role: "progressbar", "aria-label": "Playback progress", "aria-valuemin": "0" });
@@ -195,7 +196,7 @@
       card.append(art, body);
       const announce = el("span", "np__announce", { role: "status", "aria-live": "polite", "aria-atomic": "true" });
       r.replaceChildren(card, announce);
-      this.nodes = { art, cover, label, title, artist, bar, times, announce };
+      this.nodes = { art, cover, label, brand, title, artist, bar, times, announce };
     }
 
     /**
@@ -209,6 +210,8 @@
       const now = Date.now();
       let at = num(data.at);
       if (at === null || Math.abs(now - at) > 5 * 60000) at = now; // absent, or a badly skewed clock
+      const via = Object.prototype.hasOwnProperty.call(VIA, data.source);
+      this.nodes.brand.textContent = via ? "" : "Spotify"; // another source's track: the dot alone
       if (data.type === "ad") {
         this.show("ad", { title: "Advertisement", artist: "Spotify will be right back" });
       } else if (text(data.title)) {
@@ -220,7 +223,7 @@
         this.show(playing ? "playing" : "paused", {
           title, artist, href: data.songUrl, external: true,
           image: data.albumImageUrl, alt: "Cover of " + (text(data.album) || title),
-          label: (playing ? "Now playing" : "Paused") + (Object.prototype.hasOwnProperty.call(VIA, data.source) ? VIA[data.source] : ""),
+          label: (playing ? "Now playing" : "Paused") + (via ? VIA[data.source] : ""),
           progress: dur && pos !== null ? { pos, dur, at, running: playing } : null,
           announce: (playing ? "Now playing: " : "Paused: ") + title + (artist ? " by " + artist : ""),
         });
