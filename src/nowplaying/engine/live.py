@@ -241,20 +241,24 @@ class LiveHub:
         """Take what another instance merged ``snap`` from: the push in force there is in force
         here (or none is), so a finished listen received by any instance ends the push on
         every one; a follower also keeps the polled state, to merge a push it receives as the
-        polling instance would. Whether the snapshot said (an earlier version's does not)."""
+        polling instance would. Whether the push in force here changed."""
         if snap.inputs is None:
             return False
         polled, playing = snap.inputs
         if not w.leader:
             w.polled = polled
         if playing is None:
-            if w.pushed is not None and w.expiry is not None:
+            if w.pushed is None:
+                return False
+            if w.expiry is not None:
                 w.expiry.cancel()
             w.pushed = None
-        elif w.pushed is None or w.pushed.playing != playing:
-            w.pushed = pushed(playing)
-            if w.leader:  # the polling instance runs the expiry; followers hear of it
-                self._expire_later(w, w.pushed)
+            return True
+        if w.pushed is not None and w.pushed.playing == playing:
+            return False
+        w.pushed = pushed(playing)
+        if w.leader:  # the polling instance runs the expiry; followers hear of it
+            self._expire_later(w, w.pushed)
         return True
 
     def _expire_later(self, w: _Watch, push: Push) -> None:
@@ -480,12 +484,12 @@ class LiveHub:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored malformed shared state")
             return
-        shared = self._share_inputs(w, snap)
+        changed = self._share_inputs(w, snap)
         if w.leader:
-            if shared:
-                self._share_merge(w)
-            else:
+            if snap.inputs is None:  # an earlier version's instance
                 self._take_on_push(w, snap)
+            elif changed and w.polled is not None:
+                self._share_merge(w)
             return
         # Only a later version: one minted before this instance's own (in an outage, when each
         # instance polled for itself) is older news, and its viewers already hold a higher id.
