@@ -25,6 +25,7 @@ from bench import (
     multi,
     push,
     share,
+    sources,
     throughput,
     upstream,
 )
@@ -43,6 +44,7 @@ SECTIONS: dict[str, tuple[str, Callable[[], Awaitable[Any]]]] = {
     "push": ("push -> 1,000 SSE viewers, 10 pushes (~20 s)", push.run),
     "share": ("PNG cards: render time, req/s against the SVG (~30 s)", share.run),
     "grip": ("GRIP fan-out: up to 100,000 SSE viewers held by Pushpin (~5-15 min)", grip.run),
+    "sources": ("Last.fm and ListenBrainz pulled for watched widgets (~4 min)", sources.run),
 }
 
 

@@ -22,6 +22,7 @@ from bench import (
     multi,
     push,
     share,
+    sources,
     throughput,
     upstream,
 )
@@ -48,6 +49,7 @@ class Results:
     share: share.Result | None = None
     push: push.Result | None = None
     grip: grip.Result | None = None
+    sources: sources.Result | None = None
     seconds: float = 0.0
 
 
@@ -156,11 +158,20 @@ def table(r: Results, machine: Machine) -> str:
         out += share.lines(r.share)
     if r.push is not None:
         out += push.lines(r.push)
-    if r.grip is not None:
-        out += grip.lines(r.grip)
+    out += _later_sections(r)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out.append(f"total runtime: {r.seconds:.0f} s; load average at the end {load}")
     return "\n".join(out)
+
+
+def _later_sections(r: Results) -> list[str]:
+    """The sections after push (the table's function stays within its branches)."""
+    out: list[str] = []
+    if r.grip is not None:
+        out += grip.lines(r.grip)
+    if r.sources is not None:
+        out += sources.lines(r.sources)
+    return out
 
 
 def _upstream(rows: list[upstream.Row]) -> list[str]:

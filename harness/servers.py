@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -171,6 +171,27 @@ async def sign_in_with_lastfm(base_url: str, user: str = "demo") -> str:
     """Walk /login/lastfm → the simulated Last.fm's consent (allow, as ``user``) →
     /callback/lastfm on a demo server; the session's ``Cookie`` header."""
     return await _sign_in(base_url, "/login/lastfm", lambda url: lastfm_allow(url, user))
+
+
+async def sign_in_with_listenbrainz(base_url: str, token: str) -> str:
+    """POST a ListenBrainz user token to /login/listenbrainz (the page's form, same origin) on a
+    demo server; the session's ``Cookie`` header."""
+    jar: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=base_url, follow_redirects=False, timeout=10) as http:
+        done = await http.post(
+            "/login/listenbrainz",
+            content=urlencode({"token": token}),
+            headers={"Origin": base_url, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if done.status_code != 303:
+            raise RuntimeError(
+                f"/login/listenbrainz answered {done.status_code}: {done.text[:300]}"
+            )
+        _keep_cookies(jar, done)
+    session = {k: v for k, v in jar.items() if k.endswith("np_session")}
+    if not session:
+        raise RuntimeError("no session cookie after /login/listenbrainz")
+    return _cookie_header(session)
 
 
 async def _sign_in(

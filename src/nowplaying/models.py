@@ -112,6 +112,16 @@ NOTHING_PLAYING = NowPlaying(is_playing=False)
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """What a widget's viewers are told of one of its sources that cannot be read for a reason
+    only its owner can change: ``kind`` ``private`` (Last.fm's error 17: the profile hides its
+    recent listening)."""
+
+    source: SourceKind
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
 class PlayedItem:
     """One entry of recently played: a track and when it was played (seconds since the epoch)."""
 

@@ -27,14 +27,17 @@ from nowplaying.engine.accounts import account_ready
 from nowplaying.engine.live import LiveHub
 from nowplaying.engine.pause import AppPause
 from nowplaying.engine.problems import AccountProblems
+from nowplaying.engine.pulls import Pull, Pulls
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Schedule
+from nowplaying.models import SourceKind
 from nowplaying.ops.alerts import Alerter, LocalClaims, RedisClaims
 from nowplaying.simulator import Simulator, coverart
 from nowplaying.sources.base import Source
-from nowplaying.sources.budget import CallBudget
+from nowplaying.sources.budget import CallBudget, rate_budget
 from nowplaying.sources.lastfm import LastFmClient
 from nowplaying.sources.listenbrainz import ListenBrainzClient
+from nowplaying.sources.pull import LastFmSource, LinkCache, Links, ListenBrainzSource
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.grants import TokenManager
 from nowplaying.sources.spotify.source import SpotifySource
@@ -233,7 +236,29 @@ def _open_link(
     return link
 
 
-def _pull_clients(
+def _spotify(
+    settings: Settings, http: httpx.AsyncClient, clock: Clock, coord: Coordinator, up: Upstreams
+) -> tuple[SpotifyClient, CallBudget]:
+    """Spotify's client and the app's call budget it spends from."""
+    budget = CallBudget(
+        clock,
+        per_window=settings.nowplaying_call_budget_30s,
+        per_day=settings.nowplaying_call_budget_day,
+        ledger=coord.ledger(),
+    )
+    client = SpotifyClient(
+        http,
+        client_id=settings.client_id,
+        client_secret=settings.client_secret,
+        accounts_url=up.accounts_url,
+        api_url=up.api_url,
+        clock=clock,
+        budget=budget,
+    )
+    return client, budget
+
+
+def pull_clients(
     settings: Settings, http: httpx.AsyncClient, clock: Clock, up: Upstreams
 ) -> tuple[LastFmClient, ListenBrainzClient]:
     """Last.fm's and ListenBrainz's clients, on the one HTTP client."""
@@ -297,11 +322,50 @@ def database_lock(store: Store, *, wait: float = 4.0) -> NamedLock | None:
     return lock
 
 
-def _schedule(settings: Settings) -> Schedule:
+def pull_sources(
+    settings: Settings,
+    clock: Clock,
+    *,
+    links: Links,
+    coord: Coordinator,
+    problems: AccountProblems,
+    clients: tuple[LastFmClient, ListenBrainzClient],
+) -> Pulls:
+    """Last.fm and ListenBrainz as the widgets' pull sources, each within its own budget (its
+    own ledger, shared by every instance) and its seconds per account."""
+    lastfm, listenbrainz = clients
+    cache = LinkCache(links)
+    lastfm_budget = rate_budget(
+        clock, settings.nowplaying_lastfm_calls_per_second, coord.ledger("lastfm")
+    )
+    lb_budget = rate_budget(
+        clock, settings.nowplaying_listenbrainz_calls_per_second, coord.ledger("listenbrainz")
+    )
+    lastfm_reads = Reads(
+        LastFmSource(lastfm, cache, lastfm_budget), problems=problems, kind=SourceKind.LASTFM
+    )
+    lb_reads = Reads(
+        ListenBrainzSource(listenbrainz, cache, lb_budget),
+        problems=problems,
+        kind=SourceKind.LISTENBRAINZ,
+    )
+    return Pulls(
+        [
+            Pull(lastfm_reads, lastfm_budget, _schedule(
+                settings, floor=settings.nowplaying_lastfm_seconds_per_account
+            )),
+            Pull(lb_reads, lb_budget, _schedule(settings)),
+        ],
+        cache,
+        clock,
+    )  # fmt: skip
+
+
+def _schedule(settings: Settings, floor: float | None = None) -> Schedule:
     return Schedule(
         poll_seconds=settings.nowplaying_poll_seconds,
-        floor=settings.nowplaying_poll_floor_seconds,
-        ceiling=settings.nowplaying_poll_ceiling_seconds,
+        floor=floor or settings.nowplaying_poll_floor_seconds,
+        ceiling=max(floor or 0.0, settings.nowplaying_poll_ceiling_seconds),
     )
 
 
@@ -332,21 +396,7 @@ async def open_runtime(
         up = Upstreams.of(settings, public_origin, simulator is not None)
         link = _open_link(settings, clock, stack)
         coord = _coordinator(link, store)
-        budget = CallBudget(
-            clock,
-            per_window=settings.nowplaying_call_budget_30s,
-            per_day=settings.nowplaying_call_budget_day,
-            ledger=coord.ledger(),
-        )
-        client = SpotifyClient(
-            http,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            accounts_url=up.accounts_url,
-            api_url=up.api_url,
-            clock=clock,
-            budget=budget,
-        )
+        client, budget = _spotify(settings, http, clock, coord, up)
         tokens = await _open_tokens(
             settings, client, store, clock, coord=coord, stack=stack, keeps=keeps
         )
@@ -360,6 +410,7 @@ async def open_runtime(
         reads = Reads(
             SpotifySource(tokens, client), accounts=store, problems=problems, notices=alerter
         )
+        lastfm, listenbrainz = pull_clients(settings, http, clock, up)
         hub = LiveHub(
             reads,
             clock,
@@ -368,6 +419,14 @@ async def open_runtime(
             coord=coord,
             budget=budget,
             ready=functools.partial(account_ready, store),
+            pulls=pull_sources(
+                settings,
+                clock,
+                links=store,
+                coord=coord,
+                problems=problems,
+                clients=(lastfm, listenbrainz),
+            ),
         )
         await hub.start()
         stack.push_async_callback(hub.close)
@@ -379,7 +438,8 @@ async def open_runtime(
             client,
             tokens,
             hub,
-            *_pull_clients(settings, http, clock, up),
+            lastfm,
+            listenbrainz,
             lastfm_auth_url=up.lastfm_auth_url,
             coord=coord,
             problems=problems,

@@ -25,7 +25,7 @@ from pydantic.json_schema import SkipJsonSchema
 from nowplaying.models import AccountStatus
 
 if TYPE_CHECKING:
-    from nowplaying.models import NowPlaying, PlayedItem
+    from nowplaying.models import Notice, NowPlaying, PlayedItem
 
 __all__ = [
     "Account",
@@ -148,12 +148,25 @@ class LastPlayed(View):
     played_at: datetime
 
 
+class SourceNotice(View):
+    """A source of the widget that cannot be shown, for a reason only its owner can change."""
+
+    source: Literal["lastfm", "listenbrainz"]
+    kind: Literal["private"] = Field(
+        description="private: the Last.fm profile hides its recent listening (error 17)."
+    )
+    message: str = Field(description="For people: 'Listening is private on Last.fm'.")
+
+
 class Nothing(View):
     """Nothing plays."""
 
     is_playing: Literal[False]
     last_played: LastPlayed | SkipJsonSchema[None] = _absent()
     stale: Literal[True] | SkipJsonSchema[None] = _absent()
+    notice: SourceNotice | SkipJsonSchema[None] = _absent(
+        "Why a source shows nothing (its profile is private), when that is why nothing shows."
+    )
 
 
 class Recent(View):
@@ -294,6 +307,10 @@ class LinkedSource(View):
     user_name: str
     status: Literal["active", "reconnect_required"]
     connected_at: datetime
+    problem: str | SkipJsonSchema[None] = _absent(
+        "What the source refuses and how to fix it (a private Last.fm profile, a refused key),"
+        " while it does."
+    )
 
 
 class Connectable(View):
@@ -365,15 +382,20 @@ def state(
     at: int | None,
     stale: bool = False,
     last: PlayedItem | None = None,
+    notice: Notice | None = None,
 ) -> Playing | Ad | Nothing:
     """The view of what plays, with ``progress_ms`` as of server time ``at`` (ms) when known.
 
-    ``last`` is shown only while nothing plays; ``at`` only beside a known progress.
+    ``last`` and ``notice`` are shown only while nothing plays; ``at`` only beside a known
+    progress.
     """
     flag: Literal[True] | None = True if stale else None
     if not playing.active:
         return Nothing(
-            is_playing=False, last_played=last_played(last) if last else None, stale=flag
+            is_playing=False,
+            last_played=last_played(last) if last else None,
+            stale=flag,
+            notice=source_notice(notice) if notice else None,
         )
     when = at if progress_ms is not None else None
     it = playing.item
@@ -407,4 +429,18 @@ def last_played(played: PlayedItem) -> LastPlayed:
         album_image_url=it.image_url,
         song_url=it.url,
         played_at=datetime.fromtimestamp(int(played.played_at), UTC),
+    )
+
+
+SOURCE_NAMES = {"spotify": "Spotify", "lastfm": "Last.fm", "listenbrainz": "ListenBrainz"}
+"""How each source is named to people."""
+
+
+def source_notice(notice: Notice) -> SourceNotice:
+    """The view of a source's notice (only ``private`` is shown to viewers)."""
+    source: Literal["lastfm", "listenbrainz"] = (
+        "listenbrainz" if notice.source == "listenbrainz" else "lastfm"
+    )
+    return SourceNotice(
+        source=source, kind="private", message=f"Listening is private on {SOURCE_NAMES[source]}"
     )

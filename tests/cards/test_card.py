@@ -152,6 +152,17 @@ def test_last_played_is_dimmed_and_never_live() -> None:
     )
 
 
+def test_a_private_source_is_named() -> None:
+    """Nothing playing because the Last.fm profile is private: the card says so."""
+    notice = {"source": "lastfm", "kind": "private", "message": "Listening is private on Last.fm"}
+    svg = render({"isPlaying": False, "notice": notice})
+    assert "Listening is private on Last.fm" in texts(parse(svg))
+    assert parse(svg).find(f"{NS}title").text == (  # type: ignore[union-attr]
+        "Not playing. Listening is private on Last.fm"
+    )
+    assert "Nothing on Spotify" not in svg
+
+
 def test_stale_is_marked() -> None:
     """A stale payload carries a small 'Delayed' marker; a fresh one does not."""
     assert "Now playing · Delayed" in texts(parse(render({**TRACK, "stale": True})))

@@ -50,3 +50,13 @@ def test_paused_or_idle_never_hides_playing() -> None:
 def test_accents_and_case_do_not_make_another_track() -> None:
     assert same_track(state("Café", SourceKind.PUSH), state("cafe", SourceKind.LASTFM))
     assert not same_track(state("Cafe", SourceKind.PUSH), state("Cafe 2", SourceKind.LASTFM))
+
+
+def test_paused_with_progress_outranks_a_report_that_the_same_track_plays() -> None:
+    """Spotify paused while Last.fm's now playing of that track has not lapsed: paused; another
+    track playing elsewhere still wins."""
+    spotify = state("Song", SourceKind.SPOTIFY, playing=False, progress=30_000)
+    lastfm = state("Song", SourceKind.LASTFM, at=NOW - 5)
+    assert merge([spotify, lastfm], NOW) is spotify
+    other = state("Other", SourceKind.LASTFM, at=NOW - 5)
+    assert merge([spotify, other], NOW) is other

@@ -246,3 +246,13 @@ async def test_a_signed_get_token_checks_its_signature(lastfm: Any) -> None:
     bad = {**params, "api_sig": signature(params, "another"), "format": "json"}
     response = await http.get("/2.0/", params=bad)
     assert (response.status_code, response.json()["error"]) == (403, 13)
+
+
+async def test_the_control_api_makes_a_profile_private_or_public(lastfm: Any) -> None:
+    """``POST /_control/lastfm/users/{user}/private`` with ``{"private": false}`` makes it public
+    again (with no body: private)."""
+    fm, http = lastfm
+    assert (await http.post("/_control/lastfm/users/shy/private")).status_code == 200
+    assert fm.users["shy"].private
+    await http.post("/_control/lastfm/users/shy/private", json={"private": False})
+    assert not fm.users["shy"].private

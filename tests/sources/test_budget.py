@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -19,7 +20,7 @@ from nowplaying.coord.ledger import DAY, LocalLedger
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.simulator import Simulator
 from nowplaying.simulator.limits import max_in_window
-from nowplaying.sources.budget import CallBudget, OverBudget, regular_poll
+from nowplaying.sources.budget import CallBudget, OverBudget, rate_budget, regular_poll
 from nowplaying.sources.spotify.client import SpotifyClient
 from nowplaying.sources.spotify.errors import RateLimited
 
@@ -373,6 +374,43 @@ async def test_what_one_instance_learns_the_other_obeys(
     await b.refused(clock.now(), 3600, quota=True)
     with pytest.raises(OverBudget):
         await a.spend()
+
+
+async def test_a_pull_sources_rate_holds_across_instances_in_its_own_ledger(
+    flushed: str, clock: FakeClock
+) -> None:
+    """Last.fm's 4 calls a second, spent by two instances asking every 50 ms for 10 s: never
+    more than 4 in any second between them, the rate used to the full, a hold one instance
+    learns (a 429) obeyed by the other, and Spotify's ledger untouched."""
+    coords = [RedisCoordinator(flushed, clock=clock) for _ in range(2)]
+    try:
+        a, b = (rate_budget(clock, 4.0, c.ledger("lastfm")) for c in coords)
+        granted: list[float] = []
+        for _ in range(200):
+            for budget in (a, b):
+                with contextlib.suppress(OverBudget):
+                    granted.append(await budget.spend())
+            await clock.advance(0.05)
+        assert max_in_window(granted, 1.0) == 4
+        assert len(granted) >= 36  # 4 per 1.05 s (the margin) for 10 s
+        assert await coords[0].ledger().used(clock.now(), 30) == (0, 0)  # Spotify's
+        await a.hold(60)
+        with pytest.raises(OverBudget):
+            await b.take()
+        await clock.advance(60)
+        assert await b.take() is not None
+    finally:
+        for c in coords:
+            await c.close()
+
+
+def test_rate_budgets_of_any_rate() -> None:
+    """A rate below one a second counts one call over a longer window; above, whole calls."""
+    clock = FakeClock()
+    slow, fast = rate_budget(clock, 0.5, LocalLedger()), rate_budget(clock, 4.0, LocalLedger())
+    assert (slow.window, slow.configured_per_window) == (2.0, 1)
+    assert (fast.window, fast.configured_per_window) == (1.0, 4)
+    assert fast.regular_limit(4) == 4  # no reserve: no poll of a pull source is a known moment
 
 
 # -- in the app: every upstream call spends, and the owner sees it -------------------------------

@@ -143,3 +143,32 @@ async def test_the_owner_page_lists_sources_escaped_with_links_to_the_rest(
     assert 'data-np-source="spotify"' in page and 'data-np-unlink="listenbrainz"' in page
     assert "&lt;i&gt;lb&lt;/i&gt;" in page and "<i>lb</i>" not in page
     assert 'href="/login/lastfm"' in page and 'href="/login/listenbrainz"' not in page
+
+
+async def test_a_private_lastfm_profile_shows_its_fix_to_the_owner_and_its_notice_to_viewers(
+    connected: Env,
+) -> None:
+    """Error 17 while the widget is watched: /api/account and the owner page name the fix beside
+    the Last.fm source; the public JSON carries the notice; never a 500."""
+    store = connected.services.runtime.store
+    connected.sim.lastfm.add_user("shy", private=True)
+    await store.put_source(SourceLink("demo", SourceKind.LASTFM, "shy", "k", connected_at=1.0))
+    await connected.services.runtime.hub.restart("demo")
+    connected.sim.player("demo").stop()
+    public_id = await connected.publish()
+    await connected.services.runtime.hub.forget("demo")
+    assert (await connected.client.get(f"/p/{public_id}.json")).status_code == 200
+    await connected.clock.advance(1.5, step=0.5)  # Spotify's answer first, Last.fm's right after
+    shown = await connected.client.get(f"/p/{public_id}.json")
+    assert shown.status_code == 200
+    assert shown.json()["notice"] == {
+        "source": "lastfm",
+        "kind": "private",
+        "message": "Listening is private on Last.fm",
+    }
+    sources = (await connected.client.get("/api/account")).json()["sources"]
+    lastfm = next(s for s in sources if s["kind"] == "lastfm")
+    assert "Hide recent listening information" in lastfm["problem"]
+    assert "problem" not in next(s for s in sources if s["kind"] == "spotify")
+    page = (await connected.client.get("/")).text
+    assert "data-np-source-problem" in page and "Hide recent listening information" in page

@@ -78,7 +78,7 @@ PAGES: dict[str, Callable[[str], HTMLResponse]] = {
         display_name=v,
         reconnect_reason=None,
         demo=False,
-        sources=pages.Sources(linked=[("lastfm", "Last.fm", v, False)], connect=[]),
+        sources=pages.Sources(linked=[("lastfm", "Last.fm", v, False, v)], connect=[]),
     ),
     "terminal_done": lambda _: pages.terminal_done(demo=True),
     "home_connected, published": lambda v: _connected(v, published=True),

@@ -168,6 +168,9 @@ async def test_waiting_sse_streams_cost_one_future_each_and_no_task(connected: E
         for s in streams:
             await anext(s)  # retry:
             assert (await anext(s)).startswith("id: ")
+        listing = hub._watches["demo"].listing  # the widget's sources, listed beside its poller
+        if listing is not None:
+            await listing
         tasks = len(asyncio.all_tasks())
         pending = [asyncio.ensure_future(anext(s)) for s in streams]
         await clock.advance(0.5)

@@ -249,6 +249,10 @@ def _view(state: State, now: float, options: CardOptions) -> _View:
         heading = f"Not playing. Last played: {_by(title, artist)}" + (f" ({age})" if age else "")
         return _View("last-played", label, title, artist, heading, stale=stale)
     text = clean(options.idle_text) or _IDLE_TEXT
+    notice = state.notice if isinstance(state, Nothing) else None
+    if notice is not None:  # a source its owner keeps private: say so (escaped as any text)
+        sub = clean(notice.message)
+        return _View("idle", "", text, sub, f"{text}. {sub}")
     sub = "Nothing on Spotify right now" if options.idle_text is None else ""
     return _View("idle", "", text, sub, text)
 

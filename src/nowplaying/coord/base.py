@@ -16,7 +16,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from nowplaying.coord.ledger import Ledger, LocalLedger
+from nowplaying.coord.ledger import LEDGER, Ledger, LocalLedger
 from nowplaying.models import RATE_LIMIT
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,8 @@ class Coordinator(Protocol):
     async def get_token(self, account_id: str) -> str | None: ...
     async def put_token(self, account_id: str, payload: str, ttl: float) -> None: ...
     async def drop_token(self, account_id: str) -> None: ...
-    def ledger(self) -> Ledger:
-        """Where the call budget counts calls (one per coordinator; shared by its instances)."""
+    def ledger(self, name: str = LEDGER) -> Ledger:
+        """Where the call budget ``name`` counts calls (shared by the instances)."""
         ...
 
 
@@ -159,5 +159,5 @@ class LocalCoordinator:
     async def drop_token(self, account_id: str) -> None:
         return None
 
-    def ledger(self) -> Ledger:
+    def ledger(self, name: str = LEDGER) -> Ledger:
         return LocalLedger()

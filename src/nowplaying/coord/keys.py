@@ -4,6 +4,7 @@ without ``NOWPLAYING_REDIS_URL`` never loads redis-py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 CHANNEL = "np:events"
 """The pub/sub channel's prefix; the database number follows (``np:events:15``)."""
@@ -39,3 +40,22 @@ class Keys:
     refusal = staticmethod(_named("refusal"))
     alert = staticmethod(_named("alert"))
     budget_day = staticmethod(_named("budget:day"))
+
+    @staticmethod
+    def ledger(name: str) -> LedgerKeys:
+        """The keys of the call budget ledger ``name`` (``budget``: Spotify's, the keys above)."""
+        return LedgerKeys(f"np:{name}:calls", f"np:{name}:learned", f"np:{name}:active", name)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerKeys:
+    """One call budget's keys: its window of calls, what it learned, its active accounts and
+    (per UTC day, :meth:`day`) its count of the day."""
+
+    calls: str
+    learned: str
+    active: str
+    name: str
+
+    def day(self, day: int) -> str:
+        return f"np:{self.name}:day:{day}"

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 DAY = 86400.0
+LEDGER = "budget"
+"""The name of Spotify's call budget ledger (each pull source's budget has its own name)."""
 ACTIVE_TTL = 60.0
 """An account counts as polled (for the fair share) this long after its last poll."""
 

@@ -31,6 +31,7 @@ from nowplaying.coord.keys import Keys
 from nowplaying.coord.ledger import (
     ACTIVE_TTL,
     DAY,
+    LEDGER,
     Learned,
     LocalLedger,
     Reading,
@@ -338,9 +339,9 @@ class RedisCoordinator:
 
     # -- the call budget ---------------------------------------------------------------------------
 
-    def ledger(self) -> RedisLedger:
-        """The call budget's ledger, shared by every instance (local while degraded)."""
-        return RedisLedger(self)
+    def ledger(self, name: str = LEDGER) -> RedisLedger:
+        """The call budget ``name``'s ledger, shared by every instance (local while degraded)."""
+        return RedisLedger(self, name)
 
 
 REGULAR = ":r"
@@ -359,8 +360,9 @@ class RedisLedger:
     (its calls and accounts then count as many times over, so the pacing keeps to the share).
     """
 
-    def __init__(self, coord: RedisCoordinator) -> None:
+    def __init__(self, coord: RedisCoordinator, name: str = LEDGER) -> None:
         self._coord = coord
+        self._keys = Keys.ledger(name)
         self._redis = coord.link.redis
         self._call = coord.link.call
         self._local = LocalLedger()
@@ -375,8 +377,8 @@ class RedisLedger:
             self._redis.eval(
                 _SPEND,
                 2,
-                Keys.BUDGET_CALLS,
-                Keys.budget_day(day),
+                self._keys.calls,
+                self._keys.day(day),
                 repr(now),
                 repr(window),
                 per_window,
@@ -398,8 +400,8 @@ class RedisLedger:
     async def used(self, now: float, window: float) -> tuple[int, int]:
         async def both() -> tuple[int, int]:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zcount(Keys.BUDGET_CALLS, f"({now - window!r}", "+inf")
-                pipe.get(Keys.budget_day(int(now // DAY)))
+                pipe.zcount(self._keys.calls, f"({now - window!r}", "+inf")
+                pipe.get(self._keys.day(int(now // DAY)))
                 in_window, today = await pipe.execute()
             return int(in_window), int(today or 0)
 
@@ -410,7 +412,7 @@ class RedisLedger:
         return in_window * self._coord.instances, today * self._coord.instances
 
     async def learned(self) -> Learned:
-        raw = await self._call(self._redis.hgetall(Keys.BUDGET_LEARNED), None)
+        raw = await self._call(self._redis.hgetall(self._keys.learned), None)
         return await self._local.learned() if raw is None else _learned(raw)
 
     async def learn(self, learned: Learned) -> None:
@@ -425,19 +427,19 @@ class RedisLedger:
             "blocked_until",
             repr(learned.blocked_until),
         ]
-        await self._call(self._redis.hset(Keys.BUDGET_LEARNED, items=items), None)
+        await self._call(self._redis.hset(self._keys.learned, items=items), None)
 
     async def mark_active(self, account_id: str, now: float, window: float) -> Reading:
         local = await self._local.mark_active(account_id, now, window)
 
         async def read() -> Reading:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(Keys.BUDGET_ACTIVE, {account_id: now})
-                pipe.zremrangebyscore(Keys.BUDGET_ACTIVE, "-inf", now - ACTIVE_TTL)
-                pipe.zrange(Keys.BUDGET_ACTIVE, 0, -1)
-                pipe.zrangebyscore(Keys.BUDGET_CALLS, f"({now - window!r}", "+inf")
-                pipe.get(Keys.budget_day(int(now // DAY)))
-                pipe.hgetall(Keys.BUDGET_LEARNED)
+                pipe.zadd(self._keys.active, {account_id: now})
+                pipe.zremrangebyscore(self._keys.active, "-inf", now - ACTIVE_TTL)
+                pipe.zrange(self._keys.active, 0, -1)
+                pipe.zrangebyscore(self._keys.calls, f"({now - window!r}", "+inf")
+                pipe.get(self._keys.day(int(now // DAY)))
+                pipe.hgetall(self._keys.learned)
                 _, _, polled, calls, today, learned = await pipe.execute()
             regular = sum(1 for call in calls if call.endswith(REGULAR))
             return Reading(
@@ -459,8 +461,8 @@ class RedisLedger:
     async def active(self, now: float) -> int:
         async def count() -> int:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.zremrangebyscore(Keys.BUDGET_ACTIVE, "-inf", now - ACTIVE_TTL)
-                pipe.zcard(Keys.BUDGET_ACTIVE)
+                pipe.zremrangebyscore(self._keys.active, "-inf", now - ACTIVE_TTL)
+                pipe.zcard(self._keys.active)
                 _, n = await pipe.execute()
             return int(n)
 
@@ -469,7 +471,7 @@ class RedisLedger:
 
     async def forget_active(self, account_id: str) -> None:
         await self._local.forget_active(account_id)
-        await self._call(self._redis.zrem(Keys.BUDGET_ACTIVE, account_id), None)
+        await self._call(self._redis.zrem(self._keys.active, account_id), None)
 
 
 def _learned(raw: Mapping[Any, Any]) -> Learned:

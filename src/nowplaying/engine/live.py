@@ -14,16 +14,18 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from nowplaying.clock import Clock
 from nowplaying.coord.base import Coordinator, LocalCoordinator
-from nowplaying.engine.fanout import Channel, Subscription
-from nowplaying.engine.merge import merge, same_track
+from nowplaying.engine.fanout import Subscription
+from nowplaying.engine.merge import same_track
 from nowplaying.engine.pause import AppPause
+from nowplaying.engine.pulls import Pulls
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Plan, Schedule
 from nowplaying.engine.snapshot import Snapshot, Status, progress_at
+from nowplaying.engine.watch import Watch
 from nowplaying.models import AccountStatus, NowPlaying, PlayedItem, SourceKind
 from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
 from nowplaying.sources.budget import CallBudget, OverBudget, regular_poll
@@ -36,33 +38,6 @@ log = logging.getLogger(__name__)
 
 Ready = Callable[[str], Awaitable[bool]]
 """Whether an account that needed reconnecting is connected again (a store read, no upstream)."""
-
-
-@dataclass(eq=False)
-class _Watch:
-    account_id: str
-    snapshot: Snapshot | None = None
-    channel: Channel = field(default_factory=Channel)
-    """The published snapshots and their viewers."""
-    last_request: float = 0.0
-    task: asyncio.Task[None] | None = None
-    fresh: asyncio.Event = field(default_factory=asyncio.Event)
-    history_at: float | None = None
-    leader: bool = False
-    shared: bool = True
-    """Whether every instance has the latest state this one published (not while Redis was
-    unreachable: the leader shares it again once Redis answers)."""
-    marked_at: float = 0.0
-    polled: NowPlaying | None = None
-    """The poller's last read of the widget's polled source, before pushes are merged in."""
-    pushed: Push | None = None
-    """The last push still in force (until its ``expires_at``)."""
-    expiry: asyncio.Task[None] | None = None
-    sharing: asyncio.Task[None] | None = None
-    """The polling instance's merge of a push another instance changed, on its way out."""
-
-    def watched(self, now: float, ttl: float) -> bool:
-        return bool(self.channel) or now - self.last_request < ttl
 
 
 class LiveHub:
@@ -78,6 +53,7 @@ class LiveHub:
         coord: Coordinator | None = None,
         budget: CallBudget | None = None,
         ready: Ready | None = None,
+        pulls: Pulls | None = None,
         watch_ttl: float = 60.0,
         first_wait: float = 8.0,
         history_ttl: float = 300.0,
@@ -93,10 +69,12 @@ class LiveHub:
         self._budget = budget
         """With a budget, accounts are polled as often as it allows (:mod:`.schedule`)."""
         self._ready = ready
+        self.pulls = pulls
+        """The pull sources each widget may have linked (None: every widget is Spotify's)."""
         self.watch_ttl = watch_ttl
         self.first_wait = first_wait
         self.history_ttl = history_ttl
-        self._watches: dict[str, _Watch] = {}
+        self._watches: dict[str, Watch] = {}
         self.counts: Counter[str] = Counter()
         """``polls`` made, ``published`` changes, ``reconnect_checks``, ``history`` look-ups,
         ``crashes`` (unexpected errors a poller survived)."""
@@ -176,17 +154,19 @@ class LiveHub:
         if not w.channel:  # nobody to tell: drop the state with the watch
             self._watches.pop(account_id, None)
             return
-        self._publish_here(w, Snapshot.reconnect(self._next_version(w)))
+        self._publish_here(w, Snapshot.reconnect(w.next_version(self._clock.now())))
         if self._ready is not None:
             self._ensure_poller(w)
 
     async def restart(self, account_id: str) -> None:
-        """A new grant for the account: poll it afresh now, keeping its viewers (no flicker)."""
+        """A new grant for the account, or a source linked or unlinked: poll it afresh now,
+        keeping its viewers (no flicker)."""
         w = self._watches.get(account_id)
         if w is None:
             return
         await self._stop(w)
         w.history_at = None
+        w.pull.listed_at = None  # a source linked or unlinked: list them again
         if w.snapshot is not None and w.snapshot.grant_gone:
             w.snapshot = replace(w.snapshot, grant=AccountStatus.ACTIVE)
         if w.watched(self._clock.now(), self.watch_ttl):
@@ -208,13 +188,11 @@ class LiveHub:
             self._expire_later(w, push)
         self.counts["pushes"] += 1
         old = w.snapshot
-        shown = self._shown(w)
+        shown = w.shown(self._clock.now())
         last = old.last_played if old is not None and not (shown and shown.active) else None
-        await self._publish_everywhere(
-            w, Snapshot(shown, Status.LIVE, self._next_version(w), last_played=last)
-        )
+        await self._publish_everywhere(w, w.live(self._clock.now(), shown, last))
 
-    def _take_on_push(self, w: _Watch, snap: Snapshot) -> None:
+    def _take_on_push(self, w: Watch, snap: Snapshot) -> None:
         """Another instance received a push and shared the state it made: keep it in force here
         (this instance polls, and would otherwise publish over it) and show it to the viewers
         here."""
@@ -227,17 +205,12 @@ class LiveHub:
         self._expire_later(w, w.pushed)
         old = w.snapshot
         last = old.last_played if old is not None else None
-        self._publish_here(w, Snapshot(self._shown(w), Status.LIVE, snap.version, last_played=last))
+        self._publish_here(
+            w,
+            replace(w.merged(self._clock.now(), last), version=snap.version),
+        )
 
-    def _in_force(self, w: _Watch) -> NowPlaying | None:
-        """The pushed state, while its push is in force."""
-        return w.pushed.playing if w.pushed and self._clock.now() < w.pushed.expires_at else None
-
-    def _shown(self, w: _Watch) -> NowPlaying | None:
-        """What viewers see: the polled state merged with a push still in force."""
-        return merge([w.polled, self._in_force(w)], self._clock.now())
-
-    def _share_inputs(self, w: _Watch, snap: Snapshot) -> bool:
+    def _share_inputs(self, w: Watch, snap: Snapshot) -> bool:
         """Take what another instance merged ``snap`` from: the push in force there is in force
         here (or none is), so a finished listen received by any instance ends the push on
         every one; a follower also keeps the polled state, to merge a push it receives as the
@@ -261,7 +234,7 @@ class LiveHub:
             self._expire_later(w, w.pushed)
         return True
 
-    def _expire_later(self, w: _Watch, push: Push) -> None:
+    def _expire_later(self, w: Watch, push: Push) -> None:
         if w.expiry is not None:
             w.expiry.cancel()
 
@@ -270,19 +243,12 @@ class LiveHub:
             if w.pushed is push:
                 w.pushed = None
                 old = w.snapshot
-                await self._publish_everywhere(
-                    w,
-                    Snapshot(
-                        self._shown(w),
-                        Status.LIVE,
-                        self._next_version(w),
-                        last_played=old.last_played if old else None,
-                    ),
-                )
+                last = old.last_played if old else None
+                await self._publish_everywhere(w, w.merged(self._clock.now(), last))
 
         w.expiry = asyncio.create_task(expire(), name=f"push-expiry:{w.account_id}")
 
-    async def _stop(self, w: _Watch) -> None:
+    async def _stop(self, w: Watch) -> None:
         task, w.task = w.task, None
         if task is not None:
             task.cancel()
@@ -302,7 +268,7 @@ class LiveHub:
         """Stop every poller (releasing its lease) and leave the other instances."""
         for w in list(self._watches.values()):
             await self._stop(w)
-            for task in (w.expiry, w.sharing):
+            for task in (w.expiry, w.sharing, w.listing):
                 if task is not None:
                     task.cancel()
         self._watches.clear()
@@ -310,13 +276,13 @@ class LiveHub:
 
     # -- polling -------------------------------------------------------------------------------
 
-    def _watch(self, account_id: str) -> _Watch:
+    def _watch(self, account_id: str) -> Watch:
         w = self._watches.get(account_id)
         if w is None:
-            w = self._watches[account_id] = _Watch(account_id)
+            w = self._watches[account_id] = Watch(account_id)
         return w
 
-    def _ensure_poller(self, w: _Watch) -> None:
+    def _ensure_poller(self, w: Watch) -> None:
         if w.task is None or w.task.done():
             if w.snapshot is not None and w.snapshot.grant_gone:
                 w.fresh.set()  # what we know stands until the store says otherwise
@@ -324,16 +290,19 @@ class LiveHub:
                     return
             else:
                 w.fresh.clear()
+            w.plan = None  # a new poller starts afresh (only _listed keeps the plan)
             w.task = asyncio.create_task(self._run(w), name=f"poll:{w.account_id}")
 
-    async def _run(self, w: _Watch) -> None:
+    async def _run(self, w: Watch) -> None:
         """Lead (poll) when this instance holds the account's lease, else follow shared state.
 
         This loop is the poller's outermost boundary: an error nobody expected is logged with
         its traceback, reported to viewers as stale data, and retried after a backoff.
         """
-        # The first poll is a known moment: a viewer waits for it, so it never yields.
-        plan = Plan(reconnect=w.snapshot is not None and w.snapshot.grant_gone, known=True)
+        if w.plan is None:
+            # The first poll is a known moment: a viewer waits for it, so it never yields.
+            w.plan = Plan(reconnect=w.snapshot is not None and w.snapshot.grant_gone, known=True)
+        plan = w.plan
         try:
             while await self._wanted(w):
                 try:
@@ -354,14 +323,51 @@ class LiveHub:
                     await self._coord.release_lease(w.account_id)
                     if self._budget is not None:  # its share of the budget goes to the others
                         await self._budget.idle(w.account_id)
+                    if self.pulls is not None:
+                        await self.pulls.idle(w.account_id)
             if w.task is asyncio.current_task():
                 w.task = None
 
-    async def _step(self, w: _Watch, plan: Plan) -> float | None:
-        """One turn of the poller (follow, or poll once if it is time): when the next poll is
-        due, or None to stop for good (the grant is gone and nothing can bring it back)."""
+    async def _step(self, w: Watch, plan: Plan) -> float | None:
+        """One turn of the poller (follow, or read each source that is due): when the next read
+        is due, or None to stop for good (the grant is gone and nothing can bring it back)."""
         if not await self._lead(w):
             return self._clock.now() + (self._coord.renew_every or self.poll_seconds)
+        if self.pulls is None:
+            return await self._step_spotify(w, plan)
+        wakes: list[float | None] = []
+        if w.pull.spotify:  # taken for Spotify's until its sources are listed (see _lost_grant)
+            wakes.append(await self._step_spotify(w, plan))
+        if self.pulls.due(w.pull) and (w.listing is None or w.listing.done()):  # no poll waits
+            w.listing = asyncio.create_task(self._listed(w), name=f"sources:{w.account_id}")
+        wakes.append(await self.pulls.step(w.account_id, w.pull))
+        if w.pull.kinds or not w.pull.spotify:  # the pull sources' news (or the pushes alone)
+            await self._publish_shown(w, nothing_to_poll=not w.pull.spotify)
+        due = [wake for wake in wakes if wake is not None]
+        # Nothing due: a lost grant waits for the store, a push-only widget for a source linked.
+        idle = None if w.pull.spotify else self._clock.now() + self.pulls.relist
+        return min(due) if due else idle
+
+    async def _listed(self, w: Watch) -> None:
+        """List the widget's sources; changed, its poller starts again (its plan kept)."""
+        assert self.pulls is not None  # noqa: S101 - only called with pull sources
+        before = (w.pull.spotify, w.pull.kinds)
+        await self.pulls.refresh(w.account_id, w.pull)
+        if (w.pull.spotify, w.pull.kinds) != before and w.task is not None and not w.task.done():
+            await self._stop(w)
+            w.task = asyncio.create_task(self._run(w), name=f"poll:{w.account_id}")
+
+    async def _publish_shown(self, w: Watch, *, nothing_to_poll: bool = False) -> None:
+        """Publish the merged state (when a source has said something, or none can)."""
+        shown = w.shown(self._clock.now())
+        if shown is None and nothing_to_poll:
+            shown = NowPlaying(False, timestamp=self._clock.now(), source=SourceKind.PUSH)
+        if shown is not None:
+            last = await self._last_played(w, shown)
+            await self._publish_everywhere(w, w.live(self._clock.now(), shown, last))
+
+    async def _step_spotify(self, w: Watch, plan: Plan) -> float | None:
+        """Poll the widget's Spotify source if it is time (see :meth:`_step`)."""
         now = self._clock.now()
         paused = await self.app_pause.until_now()
         if paused > now:  # the app's rate limit, maybe hit by another instance
@@ -390,26 +396,22 @@ class LiveHub:
             await self._rate_limited(e)
             return self.schedule.paused(plan, self.app_pause.until)
         except ReconnectRequired:
-            wake = self.schedule.lost_grant(plan, self._clock.now())
-            await self._publish_everywhere(w, Snapshot.reconnect(self._next_version(w)))
-            return wake if self._ready is not None else None
+            return await self._lost_grant(w, plan)
         except (SourceError, StoreError) as e:
             log.warning("poll failed (%s); backing off", type(e).__name__)
             await self._publish_stale_everywhere(w)
             return self.schedule.failed(plan, self._clock.now())
         w.polled = playing
-        shown = self._shown(w) or playing
+        shown = w.shown(self._clock.now()) or playing
         last = await self._last_played(w, shown)
-        await self._publish_everywhere(
-            w, Snapshot(shown, Status.LIVE, self._next_version(w), last_played=last)
-        )
+        await self._publish_everywhere(w, w.live(self._clock.now(), shown, last))
         if self._budget is not None:
             share = await self._budget.interval(w.account_id)
             plan.share, plan.slot, plan.slots = share.every, share.slot, share.slots
             plan.spare = share.spare
         return self.schedule.played(plan, playing, self._clock.now())
 
-    async def _lead(self, w: _Watch) -> bool:
+    async def _lead(self, w: Watch) -> bool:
         """Take or renew the account's lease: whether this instance polls it (if not, it has
         taken the shared state)."""
         if not await self._coord.hold_lease(w.account_id):
@@ -424,7 +426,7 @@ class LiveHub:
         if not w.shared and w.snapshot is not None:
             # Published while Redis was unreachable: what Redis holds is older than what this
             # instance shows, and an instance that follows again would take it up.
-            inputs = (w.polled, self._in_force(w))
+            inputs = (w.polled, w.in_force(self._clock.now()))
             w.shared = await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))
         return True
 
@@ -444,6 +446,22 @@ class LiveHub:
             return None, self.schedule.yielded(plan, self._clock.now())
         return paid, None
 
+    async def _lost_grant(self, w: Watch, plan: Plan) -> float | None:
+        """No Spotify grant: "reconnect required", unless the widget shows other sources or has
+        no Spotify at all (the token manager refuses such a widget before calling Spotify)."""
+        wake = self.schedule.lost_grant(plan, self._clock.now())
+        if self.pulls is not None:
+            w.pull.listed_at = None
+            await self.pulls.refresh(w.account_id, w.pull)
+        if self.pulls is None or (w.pull.spotify and not w.pull.kinds):
+            await self._publish_everywhere(w, Snapshot.reconnect(w.next_version(self._clock.now())))
+            return wake if self._ready is not None else None
+        w.polled = None  # its other sources still show (the owner page asks to reconnect)
+        if not w.pull.spotify:
+            return None  # no Spotify to reconnect: the pull step goes on alone
+        await self._publish_shown(w)
+        return wake if self._ready is not None else None
+
     async def _ready_now(self, account_id: str) -> bool:
         assert self._ready is not None  # noqa: S101 - checked by the caller
         try:
@@ -451,7 +469,7 @@ class LiveHub:
         except StoreError:
             return False
 
-    async def _wanted(self, w: _Watch) -> bool:
+    async def _wanted(self, w: Watch) -> bool:
         """Watched here (viewers, recent requests) or, while leading, watched elsewhere."""
         now = self._clock.now()
         if w.watched(now, self.watch_ttl):
@@ -467,7 +485,7 @@ class LiveHub:
         renew = self._coord.renew_every
         await self._clock.sleep(min(seconds, renew) if renew else seconds)
 
-    async def _follow(self, w: _Watch) -> None:
+    async def _follow(self, w: Watch) -> None:
         """Another instance polls: take its latest state (pub/sub may have missed one)."""
         payload = await self._coord.latest(w.account_id)
         if payload is not None:
@@ -496,24 +514,24 @@ class LiveHub:
         if w.snapshot is None or snap.version > w.snapshot.version or not w.fresh.is_set():
             self._publish_here(w, snap, remote=True)
 
-    def _share_merge(self, w: _Watch) -> None:
+    def _share_merge(self, w: Watch) -> None:
         """The polling instance's merge after another instance changed the push, to every
         instance: the other's own merge may have crossed one of these polls on the way."""
         old = w.snapshot
         last = old.last_played if old is not None else None
-        snap = Snapshot(self._shown(w), Status.LIVE, self._next_version(w), last_played=last)
+        snap = w.merged(self._clock.now(), last)
         w.sharing = asyncio.create_task(
             self._publish_everywhere(w, snap), name=f"push-share:{w.account_id}"
         )
 
-    async def _publish_everywhere(self, w: _Watch, snap: Snapshot) -> None:
+    async def _publish_everywhere(self, w: Watch, snap: Snapshot) -> None:
         """Hand a snapshot to this instance's viewers and, when it changed, to every instance."""
         if self._publish_here(w, snap):
             assert w.snapshot is not None  # noqa: S101 - just set by _publish_here
-            inputs = (w.polled, self._in_force(w))
+            inputs = (w.polled, w.in_force(self._clock.now()))
             w.shared = await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))
 
-    async def _publish_stale_everywhere(self, w: _Watch, retry_after: float | None = None) -> None:
+    async def _publish_stale_everywhere(self, w: Watch, retry_after: float | None = None) -> None:
         """Mark live data stale here and on every instance (nothing to do if it is not live)."""
         snap = w.snapshot
         if snap is not None and snap.status is not Status.LIVE:
@@ -521,12 +539,13 @@ class LiveHub:
         stale = Snapshot(
             snap.playing if snap else None,
             Status.STALE,
-            self._next_version(w),
+            w.next_version(self._clock.now()),
             retry_after=retry_after if retry_after is not None else self.poll_seconds,
+            notice=snap.notice if snap else None,
         )
         await self._publish_everywhere(w, stale)
 
-    async def _last_played(self, w: _Watch, playing: NowPlaying) -> PlayedItem | None:
+    async def _last_played(self, w: Watch, playing: NowPlaying) -> PlayedItem | None:
         """While nothing plays, the last played track: looked up when playback has just ended
         and then at most every ``history_ttl`` seconds, so idle accounts stay cheap."""
         old = w.snapshot
@@ -539,6 +558,8 @@ class LiveHub:
         w.history_at = now
         self.counts["history"] += 1
         try:
+            if self.pulls is not None and not w.pull.spotify:  # what its pull sources told
+                return await self.pulls.last_played(w.account_id, w.pull, self.reads)
             return await self.reads.last_played(w.account_id)
         except RateLimited as e:
             await self._rate_limited(e)
@@ -553,14 +574,6 @@ class LiveHub:
         if w is not None:
             w.history_at = None
 
-    def _next_version(self, w: _Watch) -> int:
-        """The next SSE id: the clock in ms, or one more than the last when that is ahead. Ids
-        so keep growing per widget across restarts, lease moves and outages (in which every
-        instance mints its own), as long as the instances' clocks agree within a change: a
-        reused or lower id would make a viewer's Last-Event-ID skip a real change."""
-        now = int(self._clock.now() * 1000)
-        return max(w.snapshot.version + 1, now) if w.snapshot else now
-
     async def _rate_limited(self, error: RateLimited) -> None:
         """A read met a 429, whichever it was: the app pauses (:meth:`.AppPause.hit`, which tells
         the owner) and every viewer here and elsewhere is told data is stale until it ends."""
@@ -570,7 +583,7 @@ class LiveHub:
                 w, retry_after=max(0.0, self.app_pause.until - self._clock.now())
             )
 
-    def _publish_here(self, w: _Watch, snap: Snapshot, *, remote: bool = False) -> bool:
+    def _publish_here(self, w: Watch, snap: Snapshot, *, remote: bool = False) -> bool:
         """Hand a snapshot to this instance's viewers, if it changed anything (``remote``: the
         leading instance decided it did); whether it did. An unchanged one keeps the version."""
         old = w.snapshot

@@ -2,7 +2,8 @@
 
 The most recently started "playing" wins; when two sources play the same track (title and
 artist, normalised), the richer one is kept (one that knows progress, Spotify's, over one that
-does not); a paused or idle source never hides one that plays.
+does not); a paused or idle source never hides one that plays, but a source that knows
+progress saying a track is paused outranks one that only says the same track plays.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ def merge(states: Iterable[NowPlaying | None], now: float) -> NowPlaying | None:
     """What the widget shows of its sources' ``states`` (None: a source with no data yet),
     listed oldest news first: on a tie the later one wins."""
     known = [s for s in states if s is not None]
-    playing = [s for s in known if s.is_playing and s.active]
+    # A source that knows progress and says a track is paused outranks one that only says it
+    # plays (Spotify paused while Last.fm's "now playing" of the same track has not lapsed).
+    paused = [s for s in known if s.active and not s.is_playing and s.progress_ms is not None]
+    playing = [
+        s
+        for s in known
+        if s.is_playing
+        and s.active
+        and (s.progress_ms is not None or not any(same_track(s, p) for p in paused))
+    ]
     if playing:
         best = playing[0]
         for state in playing[1:]:

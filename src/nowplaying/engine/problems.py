@@ -1,7 +1,8 @@
 """An upstream's refusals of an account, remembered for the people who can fix them.
 
-A refusal (Spotify's development-mode 403s) is not an outage: polling again will not help, the
-app's owner must act in the Developer Dashboard. A refusal not seen again for ``ttl`` seconds is
+A refusal (Spotify's development-mode 403s, a private Last.fm profile) is not an outage: polling
+again will not help, someone must act (the app's owner in the Developer Dashboard, the listener
+in Last.fm's privacy settings). A refusal not seen again for ``ttl`` seconds is
 forgotten, so a note cannot outlive a fixed dashboard for long, even when another instance polls.
 
 A read the upstream withdrew from the app (:class:`~nowplaying.sources.base.Withdrawn`: Spotify's
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from nowplaying.clock import Clock
 from nowplaying.coord.keys import Keys
+from nowplaying.models import SourceKind
 from nowplaying.sources.base import Refused, Withdrawn
 
 if TYPE_CHECKING:  # redis-py is loaded only where a Redis URL is set
@@ -31,7 +33,8 @@ class UpstreamRefusal:
     """An upstream's latest refusal of an account: its kind, the upstream's text and the fix."""
 
     kind: str
-    """``not_registered``, ``premium_required`` or ``forbidden``."""
+    """``not_registered``, ``premium_required`` or ``forbidden`` (Spotify's); ``private``,
+    ``not_found``, ``key_refused`` (Last.fm's, ListenBrainz's)."""
     reason: str
     fix: str
     at: float
@@ -62,23 +65,25 @@ class AccountProblems:
         self._refusals: dict[str, UpstreamRefusal] = {}
         self._withdrawn: dict[str, Withdrawal] = {}
 
-    async def note(self, account_id: str, error: Refused) -> UpstreamRefusal:
-        """Remember that the upstream refused the account with ``error``."""
+    async def note(
+        self, account_id: str, error: Refused, source: SourceKind = SourceKind.SPOTIFY
+    ) -> UpstreamRefusal:
+        """Remember that the upstream ``source`` refused the account with ``error``."""
+        key = _key(account_id, source)
         refusal = refusal_of(error, self._clock.now())
-        self._refusals[account_id] = refusal
+        self._refusals[key] = refusal
         if self.link is not None:
             payload = json.dumps(asdict(refusal))
             ttl = max(1, int(self._ttl))
-            await self.link.call(
-                self.link.redis.set(Keys.refusal(account_id), payload, ex=ttl), None
-            )
+            await self.link.call(self.link.redis.set(Keys.refusal(key), payload, ex=ttl), None)
         return refusal
 
-    async def clear(self, account_id: str) -> None:
+    async def clear(self, account_id: str, source: SourceKind = SourceKind.SPOTIFY) -> None:
         """The upstream answered for the account again: forget its refusal (everywhere, if known
         here)."""
-        if self._refusals.pop(account_id, None) is not None and self.link is not None:
-            await self.link.call(self.link.redis.delete(Keys.refusal(account_id)), None)
+        key = _key(account_id, source)
+        if self._refusals.pop(key, None) is not None and self.link is not None:
+            await self.link.call(self.link.redis.delete(Keys.refusal(key)), None)
 
     async def withdrawn(self, error: Withdrawn) -> bool:
         """Remember, app-wide, that the upstream withdrew ``error.what``; whether this process
@@ -97,20 +102,24 @@ class AccountProblems:
         """The reads withdrawn from the app, by name."""
         return [self._withdrawn[what] for what in sorted(self._withdrawn)]
 
-    async def load(self, account_id: str) -> None:
-        """Take another instance's notes of the account and of withdrawn reads (before
-        :meth:`get` and :meth:`withdrawals`, on a page)."""
+    async def load(self, account_id: str, *sources: SourceKind) -> None:
+        """Take another instance's notes of the account (by Spotify, and by each of
+        ``sources``) and of withdrawn reads (before :meth:`get` and :meth:`withdrawals`)."""
         if self.link is None:
             return
         await self._load_withdrawn(self.link)
-        raw = await self.link.call(self.link.redis.get(Keys.refusal(account_id)), None)
-        if raw is None and self.link.degraded:  # unreachable: keep this process's note
+        for source in (SourceKind.SPOTIFY, *sources):
+            await self._load_refusal(self.link, _key(account_id, source))
+
+    async def _load_refusal(self, link: RedisLink, key: str) -> None:
+        raw = await link.call(link.redis.get(Keys.refusal(key)), None)
+        if raw is None and link.degraded:  # unreachable: keep this process's note
             return
         if raw is None:
-            self._refusals.pop(account_id, None)
+            self._refusals.pop(key, None)
             return
         try:
-            self._refusals[account_id] = UpstreamRefusal(**json.loads(raw))
+            self._refusals[key] = UpstreamRefusal(**json.loads(raw))
         except (ValueError, TypeError):
             return
 
@@ -123,10 +132,18 @@ class AccountProblems:
             except (ValueError, TypeError):
                 continue
 
-    def get(self, account_id: str) -> UpstreamRefusal | None:
-        """The account's refusal, unless it is older than the TTL."""
-        refusal = self._refusals.get(account_id)
+    def get(
+        self, account_id: str, source: SourceKind = SourceKind.SPOTIFY
+    ) -> UpstreamRefusal | None:
+        """The account's refusal by ``source``, unless it is older than the TTL."""
+        key = _key(account_id, source)
+        refusal = self._refusals.get(key)
         if refusal is not None and self._clock.now() - refusal.at > self._ttl:
-            del self._refusals[account_id]
+            del self._refusals[key]
             return None
         return refusal
+
+
+def _key(account_id: str, source: SourceKind) -> str:
+    """Spotify's refusals keep the account's own key (as before there were other sources)."""
+    return account_id if source is SourceKind.SPOTIFY else f"{account_id}/{source}"

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from nowplaying.engine.pause import Notices
 from nowplaying.engine.problems import AccountProblems
-from nowplaying.models import NowPlaying, PlayedItem
+from nowplaying.models import NowPlaying, PlayedItem, SourceKind
 from nowplaying.sources.base import ReconnectRequired, Refused, Source, Withdrawn
 from nowplaying.store import Account
 
@@ -35,8 +35,11 @@ class Reads:
         accounts: AccountInfos | None = None,
         problems: AccountProblems | None = None,
         notices: Notices | None = None,
+        kind: SourceKind = SourceKind.SPOTIFY,
     ) -> None:
         self.source = source
+        self.kind = kind
+        """Which upstream the source reads (its refusals are noted under it)."""
         self._accounts = accounts
         """Without them, no last played track is looked up."""
         self._problems = problems
@@ -51,15 +54,22 @@ class Reads:
             raise
         except Refused as e:
             if self._problems is not None:
-                await self._problems.note(account_id, e)
+                await self._problems.note(account_id, e, self.kind)
             raise
         except ReconnectRequired:
             if self._notices is not None:
                 self._notices.reconnect_needed(account_id)
             raise
         if self._problems is not None:
-            await self._problems.clear(account_id)
+            await self._problems.clear(account_id, self.kind)
         return playing
+
+    async def shows_history(self, account_id: str) -> bool:
+        """Whether the owner shows the last played track (whatever the source)."""
+        if self._accounts is None:
+            return False
+        account = await self._accounts.get_account_info(account_id)
+        return account is not None and account.show_last_played
 
     async def last_played(self, account_id: str) -> PlayedItem | None:
         """The last track played, when the owner shows it and the grant allows it."""

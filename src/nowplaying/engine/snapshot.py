@@ -12,7 +12,15 @@ from enum import StrEnum
 from typing import Any
 
 from nowplaying import schema
-from nowplaying.models import AccountStatus, Item, Kind, NowPlaying, PlayedItem, SourceKind
+from nowplaying.models import (
+    AccountStatus,
+    Item,
+    Kind,
+    Notice,
+    NowPlaying,
+    PlayedItem,
+    SourceKind,
+)
 
 __all__ = ["NO_DATA", "Snapshot", "Status", "progress_at", "view_of"]
 
@@ -52,6 +60,8 @@ class Snapshot:
     inputs: Inputs | None = field(default=None, compare=False)
     """What another instance merged ``playing`` from (read off the wire; None when it did not
     say: an earlier version)."""
+    notice: Notice | None = None
+    """A source whose owner keeps it private (Last.fm's error 17), shown while nothing plays."""
     _views: list[tuple[float, schema.State]] = field(
         default_factory=list, init=False, repr=False, compare=False
     )
@@ -91,6 +101,7 @@ class Snapshot:
             at=int(now * 1000),  # when progressMs holds, for the widget's local clock
             stale=self.status is Status.STALE,
             last=self.last_played,
+            notice=self.notice,
         )
 
     def to_json(self, now: float) -> dict[str, Any]:
@@ -105,6 +116,7 @@ class Snapshot:
             or self.grant is not new.grant
             or _identity(self.playing) != _identity(new.playing)
             or self.last_played != new.last_played
+            or self.notice != new.notice
             or _jumped(self.playing, new.playing, now)
         )
 
@@ -121,6 +133,7 @@ class Snapshot:
             "retry_after": self.retry_after,
             "playing": _playing_wire(self.playing) if self.playing else None,
             "last": {"item": asdict(last.item), "at": last.played_at} if last else None,
+            "notice": asdict(self.notice) if self.notice else None,
         }
         if inputs is not None:
             polled, pushed = inputs
@@ -135,6 +148,7 @@ class Snapshot:
         data = json.loads(payload)
         playing = _playing_of(data["playing"])
         last = data["last"]
+        notice = data.get("notice")  # absent from an earlier version's wire
         gone = data["status"] == AccountStatus.RECONNECT_REQUIRED
         inputs = None
         if "pushed" in data:  # absent from an earlier version's wire
@@ -148,6 +162,7 @@ class Snapshot:
             retry_after=data["retry_after"],
             last_played=PlayedItem(_item(last["item"]), float(last["at"])) if last else None,
             grant=AccountStatus.RECONNECT_REQUIRED if gone else AccountStatus.ACTIVE,
+            notice=Notice(SourceKind(notice["source"]), str(notice["kind"])) if notice else None,
         )
 
 

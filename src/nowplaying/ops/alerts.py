@@ -382,7 +382,9 @@ class Alerter:
         except StoreError as e:
             log.warning("reconnect alert: account unavailable (%s)", type(e).__name__)
             return None
-        return reconnect_alert(account, self.owner_url) if account is not None else None
+        if account is None or not account.spotify:  # a widget without Spotify: no grant to renew
+            return None
+        return reconnect_alert(account, self.owner_url)
 
     async def _deliver(self, alert: Alert) -> None:
         if not await self.claims.claim(alert.key, alert.ttl):

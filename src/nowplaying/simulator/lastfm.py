@@ -336,7 +336,7 @@ def routes(fm: LastFm) -> list[Route]:
     async def control(request: Request) -> Response:
         user = request.path_params["user"]
         action = request.path_params["action"]
-        body = await request.json() if action in {"play", "scrobble"} else {}
+        body = await request.json() if await request.body() else {}
         if user not in fm.users:
             fm.add_user(user)
         if action == "private":

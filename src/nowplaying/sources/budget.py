@@ -22,10 +22,10 @@ import contextlib
 import math
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nowplaying.clock import Clock
-from nowplaying.coord.ledger import Learned, Ledger, LocalLedger, seconds_to_midnight
+from nowplaying.coord.ledger import DAY, Learned, Ledger, LocalLedger, seconds_to_midnight
 
 WINDOW = 30.0
 """Spotify's rolling window, in seconds."""
@@ -125,6 +125,7 @@ class CallBudget:
         increase: float = 1.0,
         reserve: float = 0.1,
         max_wait: float | None = None,
+        slack: int = 1,
     ) -> None:
         if per_window < 1 or per_day < 1:
             raise ValueError("a call budget needs room for at least one call")
@@ -142,6 +143,10 @@ class CallBudget:
         """The share of the window held for the moments the schedule knows (regular calls
         stop short of it), which the scheduler's shares leave free."""
         self.max_wait = max_wait if max_wait is not None else window + margin + 1.0
+        self.slack = slack
+        """Calls of the window a regular poll leaves free (its last call, for known moments) and
+        the shares leave free for polls a little late. A pull source's budget, a call or four a
+        second with no known moments, keeps none: one would be a quarter of it, or all of it."""
         """A call waits at most this long for room; longer is :class:`OverBudget`."""
         self.spent = 0
         self.waited = 0
@@ -166,7 +171,7 @@ class CallBudget:
             learned = await self.ledger.learned()
             if learned.blocked_until > now:
                 wait = learned.blocked_until - now
-                reason = "Spotify's quota is exhausted"
+                reason = "the upstream asked to wait"
             else:
                 per_window = self._per_window(learned, now)
                 wait = await self.ledger.try_spend(
@@ -184,6 +189,14 @@ class CallBudget:
                 raise OverBudget(wait, reason)
             self.waited += 1
             await self._clock.sleep(wait)
+
+    async def hold(self, seconds: float) -> None:
+        """The upstream said no call for ``seconds`` (its rate-limit headers, a 429's wait):
+        nothing is spent before then, on any instance."""
+        until = self._clock.now() + seconds
+        learned = await self.ledger.learned()
+        if until > learned.blocked_until:
+            await self.ledger.learn(replace(learned, blocked_until=until))
 
     async def refused(self, started: float, retry_after: float, *, quota: bool) -> None:
         """Spotify answered 429 to a call counted at ``started``: learn from it."""
@@ -224,8 +237,8 @@ class CallBudget:
     def regular_limit(self, per_window: int) -> int:
         """How many calls in the window a regular call may find and still be made: the limit
         less the reserve held for known moments (at least one call is held once the limit
-        allows two)."""
-        if per_window < 2:
+        allows two, unless the budget keeps no reserve)."""
+        if per_window < 2 or self.reserve <= 0:
             return per_window
         return per_window - max(1, math.ceil(per_window * self.reserve))
 
@@ -237,11 +250,11 @@ class CallBudget:
         now = self._clock.now()
         learned = await self.ledger.learned()
         if learned.blocked_until > now:
-            raise OverBudget(learned.blocked_until - now, "Spotify's quota is exhausted")
+            raise OverBudget(learned.blocked_until - now, "the upstream asked to wait")
         wait = await self.ledger.try_spend(
             now,
             self.window + self.margin,
-            self._per_window(learned, now) - 1,
+            self._per_window(learned, now) - self.slack,
             self._per_day(learned),
             regular=True,
         )
@@ -269,7 +282,7 @@ class CallBudget:
         per_window = self._per_window(learned, now)
         others = reading.in_window - reading.regular
         held = per_window - self.regular_limit(per_window)
-        room = self.regular_limit(per_window) - 1 - max(0, others - held)
+        room = self.regular_limit(per_window) - self.slack - max(0, others - held)
         left_today = max(0, self._per_day(learned) - reading.today)
         paced = left_today * span / max(span, seconds_to_midnight(now))
         rate = max(min(room, paced), 1e-6)  # regular calls per span, for all accounts
@@ -310,3 +323,22 @@ class CallBudget:
             blocked_until=learned.blocked_until if learned.blocked_until > now else 0.0,
         )
         return self.last
+
+
+def rate_budget(clock: Clock, calls_per_second: float, ledger: Ledger) -> CallBudget:
+    """A budget of ``calls_per_second`` for the app (a pull source's: Last.fm, ListenBrainz),
+    counted over the shortest window that holds a whole call, with no daily cap of its own and
+    no reserve (none of its polls is a known moment)."""
+    window = max(1.0, 1.0 / calls_per_second)
+    per_window = max(1, math.floor(calls_per_second * window))
+    return CallBudget(
+        clock,
+        per_window=per_window,
+        per_day=math.ceil(per_window * DAY / window),
+        ledger=ledger,
+        window=window,
+        margin=0.05,
+        reserve=0.0,
+        max_wait=0.0,
+        slack=0,
+    )

@@ -55,7 +55,7 @@ async def home(request: Request) -> Response:
             demo=svc.demo, sources=[(owner.LABELS[k], url) for k, url in offered.items()]
         )
     if svc.runtime.problems is not None:
-        await svc.runtime.problems.load(account.id)
+        await svc.runtime.problems.load(account.id, *owner.PULLED)
     info = owner.describe(svc, account, sources=await svc.runtime.store.list_sources(account.id))
     share = pages.Share(
         links=info.links.data() if info.links else None,

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from nowplaying import schema
 from nowplaying.config import Settings
 from nowplaying.engine import accounts
-from nowplaying.engine.problems import Withdrawal
+from nowplaying.engine.problems import AccountProblems, Withdrawal
 from nowplaying.models import SourceKind
 from nowplaying.ops.alerts import GRANT_LIFETIME
 from nowplaying.store import Account, AccountStatus, Pause, SourceLink
@@ -61,6 +61,8 @@ def pause_note(pause: Pause | None) -> str | None:
     return f"Spotify paused this app until {until:%H:%M} (UTC) on {until:%d %B %Y}."
 
 
+PULLED = (SourceKind.LASTFM, SourceKind.LISTENBRAINZ)
+"""The sources read by polling, whose refusals the owner page shows beside them."""
 LABELS = {
     SourceKind.SPOTIFY: "Spotify",
     SourceKind.LASTFM: "Last.fm",
@@ -84,6 +86,7 @@ def linked_views(
     svc: Services, sources: Sequence[SourceLink]
 ) -> tuple[tuple[schema.LinkedSource, ...], tuple[schema.Connectable, ...]]:
     """The widget's linked sources, and the offered ones it has not linked (with their URL)."""
+    problems = svc.runtime.problems
     linked = tuple(
         schema.LinkedSource.model_validate(
             {
@@ -91,6 +94,7 @@ def linked_views(
                 "user_name": s.user_name,
                 "status": "active" if s.status is AccountStatus.ACTIVE else "reconnect_required",
                 "connected_at": datetime.fromtimestamp(int(s.connected_at), UTC),
+                "problem": _problem(problems, s),
             }
         )
         for s in sources
@@ -103,6 +107,14 @@ def linked_views(
         if kind not in have
     )
     return linked, connect
+
+
+def _problem(problems: AccountProblems | None, link: SourceLink) -> str | None:
+    """The fix for a pull source's refusal of the widget (Spotify's has its own field)."""
+    if problems is None or link.kind is SourceKind.SPOTIFY:
+        return None
+    refusal = problems.get(link.account_id, link.kind)
+    return refusal.fix if refusal is not None else None
 
 
 def describe(
@@ -187,9 +199,8 @@ def owner_route(
             if account is None:
                 raise NotConnected
             if svc.runtime.problems is not None:
-                await svc.runtime.problems.load(
-                    account.id
-                )  # another instance may have seen a refusal
+                # another instance may have seen a refusal
+                await svc.runtime.problems.load(account.id, *PULLED)
             return await fn(request, svc, account)
 
         return endpoint

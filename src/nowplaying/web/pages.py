@@ -120,17 +120,23 @@ class Share:
 
 @dataclass(frozen=True, slots=True)
 class Sources:
-    """What the owner page lists of the sources: ``(kind, label, user name, active)`` of each
-    linked one, and ``(label, url)`` of each offered one not linked."""
+    """What the owner page lists of the sources: ``(kind, label, user name, active, problem)``
+    of each linked one, and ``(label, url)`` of each offered one not linked."""
 
-    linked: list[tuple[str, str, str, bool]]
+    linked: list[tuple[str, str, str, bool, str | None]]
     connect: list[tuple[str, str]]
 
     @classmethod
     def of(cls, account: schema.Account, labels: Mapping[SourceKind, str]) -> Sources:
         return cls(
             linked=[
-                (s.kind, labels[SourceKind(s.kind)], s.user_name, s.status == "active")
+                (
+                    s.kind,
+                    labels[SourceKind(s.kind)],
+                    s.user_name,
+                    s.status == "active",
+                    s.problem,
+                )
                 for s in account.sources
             ],
             connect=[(labels[SourceKind(c.kind)], c.url) for c in account.connect],

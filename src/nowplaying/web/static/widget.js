@@ -227,6 +227,12 @@
           progress: dur && pos !== null ? { pos, dur, at, running: playing } : null,
           announce: (playing ? "Now playing: " : "Paused: ") + title + (artist ? " by " + artist : ""),
         });
+      } else if (data.notice && typeof data.notice === "object" && text(data.notice.message)) {
+        // A source its owner keeps private (Last.fm's "hide recent listening"): say so.
+        this.show("idle", {
+          title: this.root.dataset.idleText || "Not playing", artist: text(data.notice.message),
+          announce: "Not playing. " + text(data.notice.message),
+        });
       } else if (this.root.dataset.idle !== "text" && data.lastPlayed && typeof data.lastPlayed === "object" && text(data.lastPlayed.title)) {
         const lp = data.lastPlayed;
         this.show("idle", {
