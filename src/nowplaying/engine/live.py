@@ -509,9 +509,7 @@ class LiveHub:
             elif changed and w.polled is not None:
                 self._share_merge(w)
             return
-        # Only a later version: one minted before this instance's own (in an outage, when each
-        # instance polled for itself) is older news, and its viewers already hold a higher id.
-        if w.snapshot is None or snap.version > w.snapshot.version or not w.fresh.is_set():
+        if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
             self._publish_here(w, snap, remote=True)
 
     def _share_merge(self, w: Watch) -> None:

@@ -59,12 +59,9 @@ class Watch:
         return merge([self.polled, *self.pull.states.values(), self.in_force(now)], now)
 
     def next_version(self, now: float) -> int:
-        """The next SSE id: the clock in ms, or one more than the last when that is ahead. Ids
-        so keep growing per widget across restarts, lease moves and outages (in which every
-        instance mints its own), as long as the instances' clocks agree within a change: a
-        reused or lower id would make a viewer's Last-Event-ID skip a real change."""
-        ms = int(now * 1000)
-        return max(self.snapshot.version + 1, ms) if self.snapshot else ms
+        """The next SSE id. A watch's first one is the clock in ms, so ids keep growing across
+        restarts (a reused id would make a viewer's Last-Event-ID skip a real change)."""
+        return self.snapshot.version + 1 if self.snapshot else int(now * 1000)
 
     def live(self, now: float, shown: NowPlaying | None, last: PlayedItem | None) -> Snapshot:
         """A live snapshot of ``shown`` (with the sources' notice), at the next version."""

@@ -37,10 +37,9 @@ RECONNECT_MS = (500, 3000)
 SPARE_FILES = 64
 """Descriptors kept for everything that is not an event stream (the listener, the store,
 Spotify connections, other requests, the 503s themselves)."""
-AHEAD = 60_000
-"""A ``Last-Event-ID`` up to this far ahead of this instance's state (versions are the clock in
-ms: a minute) came from a quicker instance (pub/sub has not brought the change here yet): the
-viewer has it already. One further ahead is junk, or a clock far off: it gets the state."""
+AHEAD = 1000
+"""A ``Last-Event-ID`` up to this many versions ahead of this instance's state came from a
+quicker instance (pub/sub has not brought the change here yet): the viewer has it already."""
 FRESH_SECONDS = 1.0
 """How long one view of a snapshot is handed out to event streams: every viewer of a change gets
 the same text; a viewer connecting later gets progress measured again (``at`` says when it
