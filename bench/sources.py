@@ -29,7 +29,7 @@ import httpx
 from harness.helpers import ONE_ADDRESS_AUDIENCE
 from harness.servers import nowplaying_server, sign_in_with_lastfm, sign_in_with_listenbrainz
 
-from bench.fanout import Viewer, _open, raise_nofile
+from bench.fanout import Viewer, open_viewers, raise_nofile
 
 CHANGES = 12
 MANY = 50
@@ -98,7 +98,7 @@ async def _watching(port: int, ids: list[str]) -> AsyncIterator[list[Viewer]]:
     viewers: list[Viewer] = []
     try:
         for public_id in ids:
-            live, _ = await _open(port, f"/p/{public_id}/events", 1)
+            live, _ = await open_viewers(port, f"/p/{public_id}/events", 1)
             viewers += live
         yield viewers
     finally:
