@@ -16,8 +16,9 @@ OTHER_KEY = "kept-tests-other-key-0123456789abcdefghijkl"
 
 
 def test_what_is_saved_is_read_back_sealed(tmp_path: Path) -> None:
-    """A save is read by the next open (a restart); no token is on disk in the clear."""
-    path = tmp_path / "kept-tokens"
+    """A save is read by the next open (a restart); no token is on disk in the clear. The
+    state directory is made if it is missing."""
+    path = tmp_path / "state" / "kept-tokens"
     kept = KeptTokens(path, TokenCipher(KEY))
     assert kept.open() == {}
     assert path.stat().st_size == 2 * SLOT

@@ -54,6 +54,7 @@ class KeptTokens:
         """Reserve the file's space (if it is new or short) and read what it keeps: tokens no
         configured key opens are left out, with a warning."""
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with _descriptor(self.path, os.O_RDWR | os.O_CREAT) as fd:
                 size = os.fstat(fd).st_size
                 if size < 2 * SLOT:
