@@ -1,6 +1,7 @@
 """theme=cover in the live widget, in Chromium: the iframe page and ``<now-playing>`` take the
 cover's muted background and vivid accent (the colours the cards draw with, every text readable
-at 4.5:1), and change them when the track, and so the cover, changes."""
+at 4.5:1), and change them when the track, and so the cover, changes; accent=cover in another
+theme takes only the cover's accent."""
 
 from __future__ import annotations
 
@@ -98,3 +99,43 @@ def test_the_element_on_another_origin_takes_the_covers_colours(
     after = painted(plain, after=before["painted"])
     assert after["bg"] != before["bg"]
     assert_the_covers_colours(after, shared)
+
+
+def assert_the_covers_accent(colours: dict[str, Any], shared: Shared, theme: Theme) -> None:
+    """The widget wears ``theme``'s own background and text, and the accent the server drew
+    from this cover for that theme (readable on its background)."""
+    server = httpx.get(f"{shared.link}/colours?theme={theme}", timeout=10).json()
+    assert server["cover"] == colours["cover"]
+    own = THEMES[theme].palette
+    assert colours["accent"] == server["properties"]["--np-accent"] != own.accent
+    assert (colours["bg"], colours["fg"]) == (own.bg, own.fg)
+    assert contrast(colours["accent"], colours["bg"]) >= MIN_CONTRAST
+
+
+def test_accent_cover_takes_the_covers_accent_in_the_light_theme(
+    page: Page, shared: Shared
+) -> None:
+    """/p/{id}?theme=light&accent=cover: the light theme with the cover's accent, a new accent
+    with the next track's cover, the light background throughout."""
+    first = shared.play(0)
+    page.goto(f"{shared.link}?theme=light&accent=cover")
+    widget = page.locator("#np-widget")
+    expect(widget.locator(".np__title")).to_have_text(first)
+    before = painted(widget)
+    assert_the_covers_accent(before, shared, Theme.LIGHT)
+    second = shared.play(1)
+    expect(widget.locator(".np__title")).to_have_text(second, timeout=15_000)
+    after = painted(widget, after=before["painted"])
+    assert after["cover"] != before["cover"] and after["accent"] != before["accent"]
+    assert_the_covers_accent(after, shared, Theme.LIGHT)
+
+
+def test_accent_cover_in_auto_follows_a_dark_system(page: Page, shared: Shared) -> None:
+    """/p/{id}?theme=auto&accent=cover on a dark system: the accent made for the dark theme's
+    background."""
+    first = shared.play(0)
+    page.emulate_media(color_scheme="dark")
+    page.goto(f"{shared.link}?theme=auto&accent=cover")
+    widget = page.locator("#np-widget")
+    expect(widget.locator(".np__title")).to_have_text(first)
+    assert_the_covers_accent(painted(widget), shared, Theme.DARK)

@@ -634,3 +634,21 @@ async def test_colours_are_the_cover_themes_for_the_cover_shown(connected: Env) 
     for text in ("--np-fg", "--np-muted", "--np-accent"):
         assert contrast(props[text], props["--np-bg"]) >= MIN_CONTRAST
     assert (await env.client.get("/p/nope/colours")).status_code == 404
+
+
+async def test_colours_for_another_theme_give_it_the_covers_accent(connected: Env) -> None:
+    """/p/{id}/colours?theme=light (the widget's accent=cover): the light theme's colours with
+    the cover's accent, readable on its background; an unknown theme is a 400, named."""
+    env = connected
+    public_id = await env.publish()
+    light = THEMES[Theme.LIGHT].palette
+    answer = await env.client.get(f"/p/{public_id}/colours?theme=light")
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == "*"
+    props = answer.json()["properties"]
+    assert (props["--np-bg"], props["--np-fg"]) == (light.bg, light.fg)
+    assert props["--np-accent"] != light.accent and props["--np-accent-text"] != light.accent_text
+    for accent in ("--np-accent", "--np-accent-text"):
+        assert contrast(props[accent], light.bg) >= MIN_CONTRAST
+    bad = await env.client.get(f"/p/{public_id}/colours?theme=neon")
+    assert bad.status_code == 400 and bad.headers["access-control-allow-origin"] == "*"
+    assert bad.json()["error"] == "bad_request" and "theme" in bad.json()["message"]

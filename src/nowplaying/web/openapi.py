@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from nowplaying import __version__, schema
 from nowplaying.cards.options import CardOptions, OverlayOptions, RecentOptions
+from nowplaying.cards.themes import Theme
 
 _REF = "#/components/schemas/{model}"
 _MODELS: tuple[type[schema.View], ...] = (
@@ -430,7 +431,17 @@ SPEC: dict[str, Any] = {
         "/p/{public_id}/colours": {
             "get": {
                 "summary": "The cover theme's colours for the cover shown now (the live widget's)",
-                "parameters": [_PUBLIC_ID],
+                "parameters": [
+                    _PUBLIC_ID,
+                    {
+                        "name": "theme",
+                        "in": "query",
+                        "required": False,
+                        "description": "cover (the default): the cover theme's colours; another"
+                        " theme: its colours with the cover's accent (accent=cover).",
+                        "schema": {"type": "string", "enum": [t.value for t in Theme]},
+                    },
+                ],
                 "responses": {
                     "200": {
                         "description": "The cover URL they come from (null: none) and the colours"
@@ -451,6 +462,7 @@ SPEC: dict[str, Any] = {
                             }
                         },
                     },
+                    "400": _json("Error", "An unknown theme, named in the message."),
                     "404": _json("Error", "Unknown or withdrawn link."),
                 },
             }

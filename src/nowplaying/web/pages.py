@@ -15,7 +15,7 @@ import jinja2
 from starlette.responses import HTMLResponse
 
 from nowplaying import schema
-from nowplaying.cards.options import COVER_ACCENT, CardOptions, OverlayOptions
+from nowplaying.cards.options import CardOptions, OverlayOptions
 from nowplaying.cards.png import SOCIAL_HEIGHT, SOCIAL_WIDTH
 from nowplaying.cards.themes import THEMES
 from nowplaying.engine.problems import UpstreamRefusal, Withdrawal
@@ -217,8 +217,6 @@ def widget_data(options: CardOptions) -> dict[str, str]:
         for name in ("bg", "text", "accent", "radius", "width")
         if (value := getattr(options, name)) is not None
     }
-    if data.get("accent") == COVER_ACCENT:  # the live widget has no cover colours: its own
-        del data["accent"]
     if options.transparent:
         data["transparent"] = "true"
     if options.hide:

@@ -1,5 +1,6 @@
 """Public share links: ``/p/{id}`` as JSON, SVG, PNG and events, ``/social.png``, ``/open``,
-``/colours`` (the cover theme's colours for the live widget).
+``/colours`` (the cover theme's colours, or another theme's with the cover's accent, for the live
+widget).
 
 No cookie is involved: the unguessable public id is the capability, and the owner can rotate or
 withdraw it. A card always answers 200 with an image (image proxies show nothing for errors),
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from nowplaying.cards import png
 from nowplaying.cards.cache import CARD_STEP, CardKey, Format, RenderedCard, card_clock
 from nowplaying.cards.card import card_etag, render_bad_option, render_card
-from nowplaying.cards.colours import cover_colours, painted
+from nowplaying.cards.colours import accented, cover_colours, painted
 from nowplaying.cards.options import DEFAULT, BadOption, CardOptions, Hide, card_options, theme_of
 from nowplaying.cards.themes import THEMES, Theme
 from nowplaying.engine.snapshot import view_of
@@ -28,7 +29,7 @@ from nowplaying.schema import Error, ErrorCode, Nothing, Playing, State, error
 from nowplaying.store import Account, AccountStatus, StoreError
 from nowplaying.web import pages
 from nowplaying.web.api import BareEndpoint
-from nowplaying.web.errors import NotFound, json_response, raw_headers
+from nowplaying.web.errors import BadRequest, NotFound, json_response, raw_headers
 from nowplaying.web.fast import REUSE_SECONDS, hold
 from nowplaying.web.state import Services, services
 
@@ -254,14 +255,21 @@ async def open_item(request: Request) -> Response:
 async def colours(request: Request) -> Response:
     """``/p/{id}/colours``: the ``cover`` theme's colours for the cover shown now, as the live
     widget's CSS custom properties, drawn from the cover exactly as the cards' are (every text
-    at 4.5:1 or better); the theme's own without a usable cover. ``cover`` says which."""
+    at 4.5:1 or better); the theme's own without a usable cover. ``cover`` says which.
+    ``?theme=`` another theme: its colours with the cover's accent (``accent=cover``), readable
+    on its background as on the cards."""
+    try:
+        theme = Theme(request.query_params.get("theme", Theme.COVER))
+    except ValueError:
+        known = ", ".join(t.value for t in Theme)
+        raise BadRequest(f"theme must be one of: {known}.", headers=CORS) from None
     svc = services(request)
     account = await svc.published.get(request.path_params["public_id"])
     if account is None:
         raise NotFound
     deadline = svc.runtime.clock.now() + SVG_BUDGET
     image = _link(await state_of(svc, account, wait=SVG_BUDGET * 0.6), "album_image_url")
-    palette = THEMES[Theme.COVER].palette
+    palette = THEMES[theme].palette
     cover = None
     if image:
         with contextlib.suppress(TimeoutError):
@@ -269,7 +277,7 @@ async def colours(request: Request) -> Response:
                 cover = await svc.covers.data_uri(image)
     found = cover_colours(cover) if cover else None
     if found is not None:
-        palette = painted(palette, found)
+        palette = (painted if theme is Theme.COVER else accented)(palette, found)
     body = {"cover": image, "properties": dict(palette.items())}
     return JSONResponse(body, headers={**CORS, **NO_CACHE})
 

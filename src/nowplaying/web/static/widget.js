@@ -111,6 +111,7 @@
         this.owned.add("--np-" + k);
         this.root.style.setProperty("--np-" + k, v);
       };
+      this.coverAccent = /^cover$/i.test(d.accent || ""); // accent=cover: the cover's, at each cover
       for (const k of ["bg", "text", "accent"]) {
         const hex = /^#?([0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})$/i.exec(d[k] || "");
         if (hex) set(k === "text" ? "fg" : k, "#" + hex[1]);
@@ -130,19 +131,26 @@
     /**
      * theme=cover: the cover's muted background and vivid accent, computed by the server as the
      * cards' are (every text at 4.5:1 or better), asked for at each new cover; the theme's own
-     * colours without one. A late answer for an older cover is dropped.
+     * colours without one. accent=cover in another theme: only the accent, made readable on
+     * the theme shown (auto: light or dark, as the system is). A late answer for an older
+     * cover is dropped.
      */
     async paint(src) {
       const page = /^(.*\/p\/[^/?#]+)\.json$/.exec(this.endpoint || "");
-      if (this.theme() !== "cover" || !page) return;
+      let theme = this.theme() || "auto";
+      const whole = theme === "cover";
+      if (!(whole || this.coverAccent) || !page) return;
+      if (theme === "auto") theme = matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+      const url = page[1] + "/colours" + (whole ? "" : "?theme=" + encodeURIComponent(theme));
       this.painting = src;
       let props = {};
       if (src) {
         try {
-          const res = await fetch(page[1] + "/colours", { credentials: "omit", cache: "no-store" });
+          const res = await fetch(url, { credentials: "omit", cache: "no-store" });
           const body = res.ok ? await res.json() : null;
           if (this.painting !== src || !body || safeUrl(body.cover) !== src) return;
           props = body.properties || {};
+          if (!whole) props = { "--np-accent": props["--np-accent"], "--np-accent-text": props["--np-accent-text"] };
         } catch (e) {
           return;
         }
