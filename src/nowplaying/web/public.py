@@ -94,7 +94,8 @@ async def as_json(request: Request) -> Response:
 
 
 async def as_svg(request: Request) -> Response:
-    """The card. 200 with an image whatever happens (a bad parameter too), revalidated by ETag."""
+    """The card: always an image (a bad option is a 400 whose body is the card naming it),
+    revalidated by ETag."""
     return await _image(request, Format.SVG)
 
 
