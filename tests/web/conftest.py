@@ -31,3 +31,12 @@ async def fuzz(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Fuzz]:
         transport = httpx.ASGITransport(app=env.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=ORIGIN) as anon:
             yield Fuzz(env, anon)
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def parser(request: pytest.FixtureRequest) -> str:
+    """uvicorn's HTTP implementation: the compiled one ``serve`` picks, and the fallback (the
+    fast path's and the guard's socket tests run on both)."""
+    if request.param == "httptools":
+        pytest.importorskip("httptools")
+    return str(request.param)

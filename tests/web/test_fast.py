@@ -47,14 +47,6 @@ async def serving(env: Env, parser: str, guard: Guard | None = None) -> AsyncIte
         await task
 
 
-@pytest.fixture(params=["httptools", "h11"])
-def parser(request: pytest.FixtureRequest) -> str:
-    """uvicorn's HTTP implementation: the compiled one ``serve`` picks, and the fallback."""
-    if request.param == "httptools":
-        pytest.importorskip("httptools")
-    return str(request.param)
-
-
 @pytest.fixture
 async def served(
     tmp_path: Path, clock: FakeClock, parser: str

@@ -65,11 +65,10 @@ class App:
             self.ended += 1
 
 
-@pytest.fixture(params=["h11", "httptools"])
-def http(request: pytest.FixtureRequest) -> str:
-    if request.param == "httptools":
-        pytest.importorskip("httptools")
-    return str(request.param)
+@pytest.fixture
+def http(parser: str) -> str:
+    """The server stack under the guard (tests/web/conftest.py's ``parser``)."""
+    return parser
 
 
 @contextlib.contextmanager
