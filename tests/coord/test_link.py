@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,3 +79,57 @@ async def test_the_runtime_opens_one_link_for_everything(tmp_path: Path, flushed
         assert rt.alerts is not None and isinstance(rt.alerts.claims, RedisClaims)
         assert rt.alerts.claims.link is link
         assert await link.call(link.redis.ping(), False)
+
+
+async def test_a_cancellation_redis_py_absorbs_is_raised() -> None:
+    """An operation that returns although its task was cancelled meanwhile (what redis-py's
+    ``asyncio.wait_for`` does on Python 3.11 when the reply lands in the same turn) still ends
+    the task: the caller gets the CancelledError, not the result."""
+    link = RedisLink(f"redis://127.0.0.1:{free_port()}/0", clock=FakeClock())
+    started = asyncio.Event()
+
+    async def absorbs() -> str:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            return "reply"  # as wait_for does when its inner future finished too
+        return "late"
+
+    after: list[str] = []
+
+    async def caller() -> None:
+        after.append(await link.call(absorbs(), "fallback"))
+
+    task = asyncio.create_task(caller())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert after == []
+    await link.close()
+
+
+async def test_cancelled_redis_calls_end_their_task(flushed: str) -> None:
+    """With a real Redis: a task cancelled at any moment of a stream of calls ends, every time
+    (on Python 3.11 redis-py absorbed most of these cancellations and the task ran on)."""
+    link = RedisLink(flushed)
+
+    async def calls(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await link.call(link.redis.set("np:test:cancel", "1", px=1000), None)
+
+    ran_on = 0
+    for n in range(60):
+        stop = asyncio.Event()
+        task = asyncio.create_task(calls(stop))
+        for _ in range(n % 6 + 1):  # cancel at various points of the calls
+            await asyncio.sleep(0)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        if not done:
+            ran_on += 1
+            stop.set()
+            await asyncio.wait({task}, timeout=2)
+    assert ran_on == 0
+    await link.close()

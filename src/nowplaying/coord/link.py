@@ -9,6 +9,7 @@ server must not hear each other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -60,18 +61,25 @@ class RedisLink:
         return self._degraded_since is not None
 
     async def call(self, op: Awaitable[T], fallback: T) -> T:
-        """Run one Redis operation; on failure (or while degraded, between retries) fall back."""
+        """Run one Redis operation; on failure (or while degraded, between retries) fall back.
+
+        A cancellation requested while the operation ran is raised when it returns, even if
+        redis-py absorbed it (see :func:`_cancel_kept`)."""
         now = self.clock.now()
         # 0 <=: a wall clock set back (NTP, a VM resumed) retries at once rather than not at all
         if self.degraded and 0 <= now - self._last_attempt < self.retry_every:
             _close(op)
             return fallback
         self._last_attempt = now
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             result = await op
         except FAILURES as e:
+            _cancel_kept(task, cancels)
             self.went_down(e)
             return fallback
+        _cancel_kept(task, cancels)
         if self._degraded_since is not None:
             log.warning(
                 "Redis is back after %.0fs: instances coordinate again",
@@ -98,6 +106,17 @@ class RedisLink:
     async def close(self) -> None:
         with contextlib.suppress(*FAILURES):
             await self.redis.aclose()
+
+
+def _cancel_kept(task: asyncio.Task[object] | None, cancels: int) -> None:
+    """Raise the cancellation ``task`` was asked for since it had ``cancels`` pending.
+
+    redis-py bounds a command's write with ``asyncio.wait_for``, which on Python 3.11 returns the
+    result and drops the caller's cancellation when both land in the same turn of the loop (most
+    cancellations of a task in a Redis call, on a local Redis). The task then ran on: a poller
+    the hub stopped kept polling and a shutdown waited for it until the deadline cut it off."""
+    if task is not None and task.cancelling() > cancels:
+        raise asyncio.CancelledError
 
 
 def _close(op: Awaitable[object]) -> None:
