@@ -1,10 +1,13 @@
 """A TCP balancer on 127.0.0.1: "one address in front of several instances", for tests and the soak.
 
-Each new client connection goes to the next backend, round-robin; a backend that refuses the
-connection, or closes it before a byte of answer, is skipped and the next one tried with the
-same request (as nginx's ``proxy_next_upstream error``); a client is refused only when every
-backend is down. Bytes are piped both ways; once answered, when either side closes both are
-closed, as a load balancer ends a client's connection when its backend goes away.
+Each new client connection goes to the next backend, round-robin, from the client's own address
+(as a transparent layer-4 balancer does: HAProxy's ``usesrc clientip``, IPVS), so an instance
+sees, and its connection guard caps, each client, not the balancer as one client holding every
+viewer's connections. A backend that refuses the connection, or closes it before a byte of
+answer, is skipped and the next one tried with the same request (as nginx's
+``proxy_next_upstream error``); a client is refused only when every backend is down. Bytes are
+piped both ways; once answered, when either side closes both are closed, as a load balancer ends
+a client's connection when its backend goes away.
 ``ThreadedBalancer`` runs one in a thread for sync code (Playwright's sync API owns the main
 thread's event loop).
 """
@@ -59,13 +62,17 @@ class Balancer:
             await self._server.wait_closed()
             self._server = None
 
-    async def _connect(self) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _connect(
+        self, source: str
+    ) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter] | None:
         backends = self._backends
         for _ in range(len(backends)):
             backend = backends[self._next % len(backends)]
             self._next = (self._next + 1) % len(backends)
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", backend)
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", backend, local_addr=(source, 0)
+                )
             except OSError:
                 continue
             return backend, reader, writer
@@ -77,12 +84,14 @@ class Balancer:
         self._tasks.add(task)
         self._writers.add(client_w)
         relay = _Relay(client_r, client_w)
+        peer = client_w.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) and peer else "127.0.0.1"
         try:
             # A backend that closes before answering (a connection caught in its listen backlog
             # as it shut down) is skipped and the request replayed on the next, as nginx's
             # ``proxy_next_upstream error`` does; each backend is tried at most once.
             for attempt in range(max(1, len(self._backends))):
-                upstream = await self._connect()
+                upstream = await self._connect(source)
                 if upstream is None:
                     return
                 backend, server_r, server_w = upstream

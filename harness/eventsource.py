@@ -148,6 +148,26 @@ class EventSource:
         await self._arrived.wait()
 
 
+def browsers(n: int, *, timeout: httpx.Timeout) -> list[httpx.AsyncClient]:
+    """``n`` HTTP clients, each connecting from a loopback address of its own (127.0.1.1,
+    127.0.1.2, ...): viewers that are different browsers, as a server (and its per-address
+    connection caps) sees them, not ``n`` tabs of one. Close them with :func:`close_browsers`."""
+    return [
+        httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(
+                local_address=f"127.0.{1 + i // 250}.{1 + i % 250}",
+                limits=httpx.Limits(max_keepalive_connections=0),
+            ),
+            timeout=timeout,
+        )
+        for i in range(n)
+    ]
+
+
+async def close_browsers(clients: list[httpx.AsyncClient]) -> None:
+    await asyncio.gather(*(c.aclose() for c in clients))
+
+
 async def close_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancel viewer tasks and wait for them."""
     for t in tasks:

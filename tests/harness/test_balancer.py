@@ -120,3 +120,32 @@ async def test_a_backend_closing_before_answering_is_skipped_and_the_request_rep
     finally:
         closer.close()
         await closer.wait_closed()
+
+
+async def test_a_backend_sees_each_client_from_its_own_address() -> None:
+    """As behind a transparent layer-4 balancer: the backend's peer is the client's address, so
+    an instance's guard caps each viewer, not the balancer as one client of them all."""
+    peers: list[str] = []
+
+    async def tell(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        peers.append(w.get_extra_info("peername")[0])
+        await r.readline()
+        w.write(peers[-1].encode() + b"\n")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(tell, "127.0.0.1", 0)
+    balancer = Balancer([server.sockets[0].getsockname()[1]])
+    await balancer.start()
+    try:
+        for source in ("127.0.0.1", "127.0.3.7"):
+            r, w = await asyncio.open_connection("127.0.0.1", balancer.port, local_addr=(source, 0))
+            w.write(b"who\n")
+            assert await r.readline() == source.encode() + b"\n"
+            w.close()
+            await w.wait_closed()
+        assert peers == ["127.0.0.1", "127.0.3.7"]
+    finally:
+        await balancer.close()
+        server.close()
+        await server.wait_closed()
