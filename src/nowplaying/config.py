@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     nowplaying_reserved_files: int = Field(default=32, ge=0)
     """Descriptors kept below the limit for addresses holding few connections (fewer than the
     event streams' spare, so a viewer past their capacity gets its 503 first)."""
+    nowplaying_send_buffer_bytes: int = Field(default=64 * 1024, ge=0)
+    """The kernel's send buffer per connection (0: its autotuning): what a reader that takes
+    nothing can make the server produce before its writer pauses."""
     nowplaying_trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses of reverse proxies whose X-Forwarded-For/-Proto headers are believed."""
     nowplaying_image_origins: list[str] = Field(default_factory=list)

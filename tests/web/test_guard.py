@@ -13,24 +13,28 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from harness.live_server import free_port, serve
 from harness.sockets import BOUND, closed_by_peer, connect, get
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http import h11_impl, httptools_impl
 
 from nowplaying.web.guard import Guard, Limits, protocol_class
 
 CHUNK = b"x" * 65536
+REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 
 
 class App:
-    """``/`` reads the body and answers ``ok``; ``/big`` and ``/stream`` write until the
-    reader hangs up (a large response and an endless stream); ``ended`` counts the writers
-    that stopped."""
+    """``/`` reads the body and answers ``ok`` (``/echo``: the body it read); ``/big`` and
+    ``/stream`` write until the reader hangs up (a large response and an endless stream);
+    ``ended`` counts the writers that stopped, ``written`` the bytes they handed the server."""
 
     def __init__(self) -> None:
         self.ended = 0
+        self.written = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,13 +42,15 @@ class App:
         if scope["path"] in ("/big", "/stream"):
             await self._write_forever(scope, receive, send)
             return
-        more = True
+        body, more = b"", True
         while more:
             message = await receive()
+            body += message.get("body", b"")
             more = message.get("more_body", False)
+        answer = body if scope["path"] == "/echo" else b"ok"
         start = {"type": "http.response.start", "status": 200}
-        await send({**start, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
+        await send({**start, "headers": [(b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
 
     async def _write_forever(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = CHUNK if scope["path"] == "/big" else b"data: " + b"y" * 1000 + b"\n\n"
@@ -53,6 +59,7 @@ class App:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             while True:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+                self.written += len(body)
                 if gone.done() and gone.result()["type"] == "http.disconnect":
                     break
                 if gone.done():
@@ -136,6 +143,83 @@ def test_a_reader_that_stops_reading_is_dropped_at_the_write_deadline(http: str,
         until(lambda: app.ended == 1)
         assert guard.counts["write_deadline"] == 1
         assert guard.open == 0
+
+
+def test_a_reader_that_takes_nothing_makes_the_server_write_no_more_than_the_send_buffer(
+    http: str,
+) -> None:
+    """The kernel's buffer of each connection is held to ``send_buffer`` (Linux doubles it):
+    autotuned, it let a reader that takes nothing make the server produce up to 4 MB first."""
+    guard = Guard(Limits(write_seconds=0.5, send_buffer=16384))
+    app = App()
+    with guarded(http, guard, app) as port, connect(port, rcvbuf=4096) as sock:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        until(lambda: app.ended == 1)
+    assert guard.counts["write_deadline"] == 1
+    # 32 KB in the kernel, the receiver's window, the chunk the transport held back
+    assert app.written <= 4 * len(CHUNK), app.written
+
+
+@pytest.fixture
+def cycles(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every request uvicorn's protocols parse (the request-response cycle each starts)."""
+    made: list[object] = []
+    for module in (h11_impl, httptools_impl):
+        base = module.RequestResponseCycle
+
+        def counted(*args: Any, base: Any = base, **kwargs: Any) -> Any:
+            cycle = base(*args, **kwargs)
+            made.append(cycle)
+            return cycle
+
+        monkeypatch.setattr(module, "RequestResponseCycle", counted)
+    return made
+
+
+def test_requests_pipelined_behind_one_being_answered_wait_unparsed(
+    http: str, cycles: list[object]
+) -> None:
+    """1,000 requests sent behind an endless answer the client never reads: uvicorn's half is
+    given one request at a time, so none of them is parsed (httptools parsed them all at once:
+    15 MB of memory per 256 KB read)."""
+    guard = Guard(Limits(write_seconds=BOUND * 2))
+    app = App()
+    with guarded(http, guard, app) as port, connect(port, rcvbuf=4096) as sock:
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n" + REQUEST * 1000)
+        until(lambda: app.written > 0)
+        assert len(cycles) == 1
+    until(lambda: app.ended == 1)
+    assert len(cycles) == 1
+
+
+def test_pipelined_requests_are_all_answered_in_order(http: str) -> None:
+    """Bodies (one holding a blank line, one chunked) and bodiless requests in one write, then
+    more while they are answered: each answer in its turn."""
+    guard = Guard()
+    posts = [
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nab\r\n\r\ncde",
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\n\r\n\r\n\r\n2\r\nfg\r\n0\r\n\r\n",
+    ]
+    with guarded(http, guard, App()) as port, connect(port) as sock:
+        sock.settimeout(BOUND)
+        sock.sendall(REQUEST * 3 + posts[0] + REQUEST + posts[1])
+        sock.sendall(REQUEST * 50)
+        expected = [b"ok"] * 3 + [b"ab\r\n\r\ncde", b"ok", b"\r\n\r\nfg"] + [b"ok"] * 50
+        answers: list[bytes] = []
+        buffer = b""
+        while len(answers) < len(expected):
+            chunk = sock.recv(65536)
+            assert chunk, answers
+            buffer += chunk
+            while (end := buffer.find(b"\r\n\r\n")) >= 0:
+                head = buffer[:end].lower()
+                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                if len(buffer) < end + 4 + length:
+                    break
+                answers.append(buffer[end + 4 : end + 4 + length])
+                buffer = buffer[end + 4 + length :]
+        assert answers == expected
 
 
 def test_an_address_past_its_connection_cap_is_closed_at_once_and_others_served(
