@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +35,17 @@ def pushpin_binary() -> str | None:
     return shutil.which("pushpin")
 
 
-def render(directory: Path, *, http_port: int, publish_port: int, key: str, maxconn: int) -> str:
-    """The shipped ``pushpin.conf`` with only its ports, paths, key and cap changed."""
+def render(
+    directory: Path,
+    *,
+    http_port: int,
+    publish_port: int,
+    key: str,
+    maxconn: int,
+    log_level: int = 2,
+) -> str:
+    """The shipped ``pushpin.conf`` with only its ports, paths, key and cap changed (and the log
+    level, when not the shipped 2)."""
     text = (SHIPPED / "pushpin.conf").read_text()
     run = directory / "run"
     for old, new in (
@@ -50,6 +59,7 @@ def render(directory: Path, *, http_port: int, publish_port: int, key: str, maxc
         ("routesfile=routes", f"routesfile={directory / 'routes'}"),
         ("sig_key=REPLACE-WITH-A-LONG-RANDOM-SECRET", f"sig_key={key}"),
         ("client_maxconn=100000", f"client_maxconn={maxconn}"),
+        ("log_level=2", f"log_level={log_level}"),
     ):
         if old not in text:
             raise AssertionError(f"deploy/pushpin/pushpin.conf no longer contains {old!r}")
@@ -138,6 +148,19 @@ class Pushpin:
         return found
 
 
+def grip_settings(pushpins: Sequence[Pushpin]) -> dict[str, str]:
+    """The environment that points a ``nowplaying serve`` at every one of ``pushpins``
+    (one key: they share the ``sig_key``)."""
+    keys = {p.key for p in pushpins}
+    if len(keys) != 1:
+        raise ValueError("Pushpin instances in front of one nowplaying share one sig_key")
+    return {
+        "NOWPLAYING_GRIP_PUBLISH_URL": ",".join(p.publish_url for p in pushpins),
+        "NOWPLAYING_GRIP_KEY": keys.pop(),
+        "NOWPLAYING_GRIP_STATS_URL": ",".join(p.stats_url for p in pushpins),
+    }
+
+
 def _raise_nofile() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -150,35 +173,55 @@ def run_pushpin(
     *,
     maxconn: int = 1000,
     like: Pushpin | None = None,
+    key: str | None = None,
+    log_level: int = 2,
 ) -> Iterator[Pushpin]:
     """Pushpin on a loopback port in front of ``origin`` (``host:port``); stopped on the way
     out (SIGTERM to the runner, which stops what it started; SIGKILL to its group if not).
 
     Its files are in a short temporary directory of its own: unix socket paths are limited to
     107 bytes, which a test's ``tmp_path`` can pass. ``like``: a Pushpin stopped before, started
-    again on its ports, sockets and key (a restart)."""
+    again on its ports, sockets and key (a restart). ``key``: the ``sig_key`` (several
+    instances in front of one nowplaying share one); a new random one if not given.
+    ``log_level``: 2 (the shipped one) logs a line per request, which the tests read; the bench
+    sets 1 (warnings), as a large deployment would."""
     binary = pushpin_binary()
     if binary is None:
         raise FileNotFoundError("pushpin is not installed (apt-get install pushpin)")
     with contextlib.ExitStack() as stack:
         if like is None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pp-")))
-            ports, key = (free_port(), free_port()), secrets.token_urlsafe(32)
+            ports, key = (free_port(), free_port()), key or secrets.token_urlsafe(32)
         else:
             directory, ports, key = like.directory, (like.http_port, like.publish_port), like.key
-        yield stack.enter_context(_started(binary, directory, origin, maxconn, ports, key))
+        yield stack.enter_context(
+            _started(binary, directory, origin, maxconn, ports, key, log_level)
+        )
 
 
 @contextlib.contextmanager
 def _started(
-    binary: str, directory: Path, origin: str, maxconn: int, ports: tuple[int, int], key: str
+    binary: str,
+    directory: Path,
+    origin: str,
+    maxconn: int,
+    ports: tuple[int, int],
+    key: str,
+    log_level: int,
 ) -> Iterator[Pushpin]:
     (directory / "run").mkdir(parents=True, exist_ok=True)
     http_port, publish_port = ports
     (directory / "routes").write_text(render_routes(origin))
     config = directory / "pushpin.conf"
     config.write_text(
-        render(directory, http_port=http_port, publish_port=publish_port, key=key, maxconn=maxconn)
+        render(
+            directory,
+            http_port=http_port,
+            publish_port=publish_port,
+            key=key,
+            maxconn=maxconn,
+            log_level=log_level,
+        )
     )
     with (directory / "pushpin.out").open("wb") as out:
         proc = subprocess.Popen(

@@ -122,12 +122,15 @@ class Settings(BaseSettings):
     nowplaying_grip_publish_url: str = ""
     """Pushpin's HTTP publish endpoint (``http://127.0.0.1:5561/publish/``): public event streams
     that Pushpin forwards (a valid ``Grip-Sig``) are held by it, and each change is published
-    there once (docs/deploy.md); empty: off, every stream is served here."""
+    there once (docs/deploy.md); empty: off, every stream is served here. Several Pushpin
+    instances: their endpoints separated by commas, each change is published to every one."""
     nowplaying_grip_key: SecretStr = SecretStr("")
-    """Pushpin's ``sig_key``: a request's ``Grip-Sig`` must be signed with it (HS256)."""
+    """Pushpin's ``sig_key``: a request's ``Grip-Sig`` must be signed with it (HS256). Several
+    Pushpin instances share one."""
     nowplaying_grip_stats_url: str = "ipc:///var/run/pushpin/pushpin-stats"
     """Pushpin's stats socket (``stats_spec``, with ``stats_format=json``): which public links
-    it holds streams for, so only those are polled and published."""
+    it holds streams for, so only those are polled and published. Several instances: one
+    socket each, separated by commas, as many as publish endpoints."""
     nowplaying_call_budget_30s: int = Field(default=60, ge=1)
     """Upstream calls (token and Web API) the app may make in any 30 s, across every instance;
     learned lower after a 429 (docs/budget.md)."""
@@ -238,6 +241,34 @@ class Settings(BaseSettings):
             return None
         return db.with_name(db.name + ".kept-tokens")
 
+    @property
+    def grip_publish_urls(self) -> tuple[str, ...]:
+        """Every Pushpin instance's publish endpoint (none: GRIP is off)."""
+        return _listed(self.nowplaying_grip_publish_url)
+
+    @property
+    def grip_stats_urls(self) -> tuple[str, ...]:
+        """Every Pushpin instance's stats socket."""
+        return _listed(self.nowplaying_grip_stats_url)
+
+    @model_validator(mode="after")
+    def _grip_stats_for_each_pushpin(self) -> Self:
+        """Several Pushpin instances each report the links they hold on their own stats socket:
+        one left out would have its viewers' accounts let go while they watch."""
+        publish, stats = self.grip_publish_urls, self.grip_stats_urls
+        if len(publish) > 1 and len(stats) != len(publish):
+            raise ConfigError(
+                f"NOWPLAYING_GRIP_STATS_URL must list one stats socket for each of the"
+                f" {len(publish)} Pushpin instances in NOWPLAYING_GRIP_PUBLISH_URL (it lists"
+                f" {len(stats)})"
+            )
+        if len(set(publish)) != len(publish) or len(set(stats)) != len(stats):
+            raise ConfigError(
+                "NOWPLAYING_GRIP_PUBLISH_URL and NOWPLAYING_GRIP_STATS_URL must not list one"
+                " Pushpin instance twice"
+            )
+        return self
+
     @model_validator(mode="after")
     def _grip_needs_a_key(self) -> Self:
         """GRIP on (even in demo mode) needs Pushpin's real key: with a known one, anyone could
@@ -267,3 +298,8 @@ class Settings(BaseSettings):
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+
+def _listed(value: str) -> tuple[str, ...]:
+    """The comma-separated items of a setting, without blanks."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())

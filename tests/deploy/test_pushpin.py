@@ -1,12 +1,15 @@
 """deploy/pushpin/: Debian's Pushpin, run with the shipped files, in front of a real
 ``nowplaying serve`` in GRIP mode: viewers through it get the same stream as direct ones (headers,
-events, ids, ``Last-Event-ID``), each change reaches them, and a restart of Pushpin is survived."""
+events, ids, ``Last-Event-ID``), each change reaches them, and a restart of Pushpin is survived;
+two Pushpin instances in front of one server each get every change once, and one restarting
+stops nothing for the other's viewers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +20,7 @@ from bench.fanout import CHANGES
 from harness.eventsource import EventSource, close_all
 from harness.helpers import ONE_ADDRESS_AUDIENCE
 from harness.live_server import free_port
-from harness.pushpin import Pushpin, run_pushpin
+from harness.pushpin import Pushpin, grip_settings, run_pushpin
 from harness.servers import CONTROL, ServerProcess, nowplaying_server, published_events
 
 pytestmark = pytest.mark.anyio
@@ -190,10 +193,99 @@ async def test_held_viewers_outlive_a_restart_of_nowplaying(
             await close_all([task])
 
 
+async def test_two_pushpins_in_front_of_one_server_each_get_every_change_once(
+    origin_port: int,
+) -> None:
+    """Fan-out past one process: nowplaying publishes each change to both instances; the
+    viewers of each get the direct viewer's headers, ids and events, each change once. One
+    instance stops and comes back: the other's viewers stay connected and get every change
+    meanwhile, and the restarted one's come back with what they missed."""
+    origin = f"127.0.0.1:{origin_port}"
+    with contextlib.ExitStack() as stack:
+        first = stack.enter_context(run_pushpin(origin))
+        second = stack.enter_context(run_pushpin(origin, key=first.key))
+        env = {**grip_settings([first, second]), **ONE_ADDRESS_AUDIENCE}
+        server = stack.enter_context(
+            nowplaying_server(poll_seconds=1.0, port=origin_port, extra_env=env)
+        )
+        path = await published_events(server.url)
+        direct_heads = await _heads(server.url + path)
+        assert await _heads(first.url + path) == direct_heads
+        assert await _heads(second.url + path) == direct_heads
+        async with httpx.AsyncClient(timeout=STREAMS) as http:
+            direct = EventSource(http, server.url + path, name="direct")
+            ones = [EventSource(http, first.url + path, name=f"first-{n}") for n in range(2)]
+            twos = [EventSource(http, second.url + path, name=f"second-{n}") for n in range(3)]
+            viewers = [direct, *ones, *twos]
+            tasks = [asyncio.create_task(v.run()) for v in viewers]
+            try:
+                for viewer in viewers:
+                    await _events(viewer, 1)
+                await _skip(server)
+                for viewer in viewers:
+                    await _events(viewer, 2)
+                ids = [[m.id for m in v.messages] for v in viewers]
+                assert ids == [ids[0]] * len(viewers)  # each change once, the same ids
+                assert {v.messages[1].data["title"] for v in viewers} == {direct.last["title"]}
+                assert (_published_to(first), _published_to(second)) == ([2], [3])
+
+                await asyncio.to_thread(first.stop)
+                await _skip(server)  # the second still publishes at once
+                for viewer in (direct, *twos):
+                    await _events(viewer, 3)
+                assert all(v.streams == 1 and v.failed is None for v in twos)
+                assert _published_to(second) == [3, 3]
+
+                stack.enter_context(run_pushpin(origin, like=first))
+                for viewer in ones:
+                    await _events(viewer, 3)  # reconnected: the change they missed
+                    assert viewer.streams >= 2
+                await _skip(server)
+                for viewer in viewers:
+                    await _events(viewer, 4)
+                ids = [[m.id for m in v.messages] for v in viewers]
+                assert ids == [ids[0]] * len(viewers)
+                assert [int(i) for i in ids[0]] == sorted({int(i) for i in ids[0]})
+                assert all(v.streams == 1 for v in (direct, *twos))
+            finally:
+                await close_all(tasks)
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "pushpin"
+
+
+def _settings(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if re.match(r"^\w+=", line))
+
+
+def _instance(n: str) -> subprocess.CompletedProcess[str]:
+    script = SHIPPED / "instance.sh"
+    return subprocess.run(["sh", str(script), n], capture_output=True, text=True, check=False)
+
+
+def test_instance_configs_change_only_what_must_differ_and_share_nothing() -> None:
+    """``instance.sh N``: the shipped config but for its rundir, logdir, viewer port and port
+    offset; two instances share no port and no directory; a bad N is refused."""
+    base = _settings((SHIPPED / "pushpin.conf").read_text())
+    one, two = (_settings(_instance(n).stdout) for n in ("1", "2"))
+    moved = {"rundir", "logdir", "http_port", "port_offset"}
+    for conf in (one, two):
+        assert conf.keys() == base.keys()
+        assert {k for k in base if conf[k] != base[k]} == moved
+    assert all(one[k] != two[k] for k in moved)
+    assert (one["rundir"], one["http_port"], one["port_offset"]) == (
+        "/run/pushpin-1",
+        "127.0.0.1:7998",
+        "10",
+    )
+    assert [_instance(bad).returncode for bad in ("0", "100", "x", "")] == [2] * 4
+
+
 async def test_the_bench_s_small_form_reaches_every_viewer() -> None:
-    """``python -m bench grip`` in small (200 viewers from 127.0.0.2-9): every viewer connects
-    through Pushpin and every change reaches every one of them."""
-    result = await grip.run(viewers=200)
-    assert (result.viewers, result.refused) == (200, 0)
+    """``python -m bench grip`` in small (200 viewers from 127.0.0.2-9, at most 100 a process:
+    two Pushpin instances and two client processes): every viewer connects through Pushpin and
+    every change reaches every one of them."""
+    result = await grip.run(viewers=200, most=100)
+    assert (result.pushpins, result.viewers, result.refused) == (2, 200, 0)
     assert [(len(c.latencies), c.missed) for c in result.changes] == [(200, 0)] * CHANGES
     assert sum(result.loaded_kb) > 0

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.anyio
 
 KEY = "grip-test-key-0123456789abcdef-0123456789"
 PUBLISH = "http://pushpin.test/publish/"
+SECOND = "http://pushpin-2.test/publish/"
 
 
 def sig(key: str = KEY, *, iss: str = "pushpin", exp: float | None = None) -> str:
@@ -52,14 +53,15 @@ class Publishes:
         return httpx.Response(200, text="Published\n")
 
 
-def with_grip(env: Env, publishes: Callable[[httpx.Request], httpx.Response]) -> Grip:
-    """``env``'s app with GRIP on, publishing to ``publishes``."""
+def with_grip(env: Env, publishes: Callable[[httpx.Request], httpx.Response], *more: str) -> Grip:
+    """``env``'s app with GRIP on, publishing to ``publishes`` (at :data:`PUBLISH` and at each
+    URL of ``more``: several Pushpin instances)."""
     svc = env.services
     grip = Grip(
         svc.runtime.hub,
         env.clock,
         httpx.AsyncClient(transport=httpx.MockTransport(publishes)),
-        publish_url=PUBLISH,
+        publish_urls=(PUBLISH, *more),
         key=KEY,
         frame=svc.streams.event,
     )
@@ -98,6 +100,27 @@ def test_the_settings_turn_grip_on_only_with_a_real_key(tmp_path: Path) -> None:
     assert KEY in settings.secret_values  # never logged
 
 
+def test_several_pushpins_need_a_stats_socket_each(tmp_path: Path) -> None:
+    two = f"{PUBLISH}, {SECOND}"
+    with pytest.raises(ValueError, match="one stats socket for each of the 2 Pushpin"):
+        make_settings(tmp_path, nowplaying_grip_publish_url=two, nowplaying_grip_key=KEY)
+    with pytest.raises(ValueError, match="twice"):
+        make_settings(
+            tmp_path,
+            nowplaying_grip_publish_url=f"{PUBLISH},{PUBLISH}",
+            nowplaying_grip_stats_url="ipc:///a,ipc:///b",
+            nowplaying_grip_key=KEY,
+        )
+    settings = make_settings(
+        tmp_path,
+        nowplaying_grip_publish_url=two,
+        nowplaying_grip_stats_url="ipc:///run/a/pushpin-stats, ipc:///run/b/pushpin-stats",
+        nowplaying_grip_key=KEY,
+    )
+    assert settings.grip_publish_urls == (PUBLISH, SECOND)
+    assert settings.grip_stats_urls == ("ipc:///run/a/pushpin-stats", "ipc:///run/b/pushpin-stats")
+
+
 async def test_off_by_default_and_on_with_a_publish_url(connected: Env, tmp_path: Path) -> None:
     svc = connected.services
     assert svc.grip is None
@@ -106,7 +129,7 @@ async def test_off_by_default_and_on_with_a_publish_url(connected: Env, tmp_path
     on = make_settings(tmp_path, nowplaying_grip_publish_url=PUBLISH, nowplaying_grip_key=KEY)
     grip = start_grip(on, svc.runtime.hub, connected.clock, svc.streams)
     assert grip is not None
-    assert grip.publish_url == PUBLISH
+    assert grip.publish_urls == (PUBLISH,)
     await grip.close()
 
 
@@ -250,6 +273,42 @@ async def test_an_unreachable_push_server_never_holds_up_the_poller(connected: E
     assert grip.counts["given_up"] >= 1
 
 
+async def test_each_change_goes_to_every_pushpin_and_one_down_stops_no_other(
+    connected: Env,
+) -> None:
+    """Two instances: each change is posted once to each, with the same id and prev-id; while
+    one refuses everything, the other still gets every change at once, and the refused one is
+    retried and given up on its own."""
+    taken: dict[str, list[dict[str, object]]] = {PUBLISH: [], SECOND: []}
+    down: set[str] = set()
+
+    def publishes(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        if url in down:
+            return httpx.Response(503)
+        taken[url].extend(json.loads(request.content)["items"])
+        return httpx.Response(200, text="Published\n")
+
+    grip = with_grip(connected, publishes, SECOND)
+    await _held(connected, grip)
+    connected.sim.player("demo").skip()
+    await connected.clock.advance(6)
+    assert len(taken[PUBLISH]) == len(taken[SECOND]) == 1
+    assert taken[PUBLISH] == taken[SECOND]  # the same item: channel, id, prev-id, content
+    down.add(SECOND)
+    connected.sim.player("demo").skip()
+    await connected.clock.advance(0.9)  # within the first poll: before any retry's wait
+    assert len(taken[PUBLISH]) == 2
+    await connected.clock.advance(10)
+    assert (len(taken[SECOND]), grip.counts["given_up"]) == (1, 1)
+    assert grip.counts["retried"] == len(RETRY_DELAYS)
+    down.clear()
+    connected.sim.player("demo").skip()
+    await connected.clock.advance(6)
+    assert taken[PUBLISH][-1] == taken[SECOND][-1]
+    assert taken[SECOND][-1]["prev-id"] == taken[PUBLISH][1]["id"]  # names the one it lost
+
+
 # -- who holds what ---------------------------------------------------------------------------
 
 
@@ -273,6 +332,19 @@ async def test_accounts_are_followed_while_pushpin_says_it_holds_them(connected:
     await connected.clock.advance(0.1)
     assert connected.services.runtime.hub.viewers("demo") == 0  # the follower is gone
     assert "grip-test-key" not in repr(grip)
+
+
+async def test_an_account_is_kept_while_any_pushpin_holds_it(connected: Env) -> None:
+    """Two instances report the same ``from`` (each handler's default); the last stream leaving
+    one lets nothing go while the other still holds the account."""
+    grip = with_grip(connected, Publishes(), SECOND)
+    grip.stats(_sub("demo", subscribers=2, ttl=60), "ipc:///a")
+    grip.stats(_sub("demo", subscribers=5, ttl=60), "ipc:///b")
+    await connected.clock.advance(0.1)
+    grip.stats(_sub("demo", unavailable=True), "ipc:///a")
+    assert grip.accounts == {"demo"}
+    grip.stats(_sub("demo", unavailable=True), "ipc:///b")
+    assert grip.accounts == frozenset()
 
 
 async def test_a_subscription_not_refreshed_is_let_go(connected: Env) -> None:

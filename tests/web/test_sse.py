@@ -12,7 +12,7 @@ from harness.app import ORIGIN, Env
 from harness.sse import SSEReader
 
 from nowplaying.engine.snapshot import NO_DATA, Snapshot, Status, view_of
-from nowplaying.web.sse import Streams, _Group, _Viewer
+from nowplaying.web.sse import Streams, _Group, _Viewer, has_version
 
 pytestmark = pytest.mark.anyio
 
@@ -241,6 +241,15 @@ async def test_a_detached_viewer_that_stops_reading_is_cut_off_at_the_write_dead
     viewer.write(b"x")
     assert transport.is_closing()  # aborted
     assert streams.counts["stalled"] == 1
+
+
+async def test_a_detached_viewer_has_a_version_as_has_version_says(connected: Env) -> None:
+    """The detached viewer reads its Last-Event-ID once; what it then has is what
+    ``has_version`` says of the text, for ids level, a little ahead, behind, far, and junk."""
+    group = _Group(connected.services.streams, "demo")
+    arabic_100 = "\u0661\u0660\u0660"  # digits, not ASCII ones
+    for sent in (None, "", "100", "101", "1100", "1101", "99", "junk", "-1", arabic_100, "9" * 30):
+        assert _Viewer(group, sent).has(100) == has_version(sent, 100), sent
 
 
 async def _current_id(connected: Env) -> int:

@@ -21,6 +21,11 @@ as its ``prev-id``, so Pushpin fetches what its streams missed. Viewers outlive 
 nowplaying (Pushpin holds them); a restart of Pushpin drops them and they come back with their
 ``Last-Event-ID``, as from a restart of nowplaying without Pushpin.
 
+Several Pushpin instances (past the descriptors one process may hold): each change is POSTed to
+every instance's publish endpoint, each retried on its own, so one instance down or restarting
+delays nothing for the others' streams; each instance's stats socket is read on its own, and an
+account is let go only when no instance holds it.
+
 Which accounts are followed: those Pushpin reports on its stats socket (ZeroMQ, ``sub``
 messages with ``stats_format=json``: refreshed within their ``ttl``, ``unavailable`` when the
 last stream of a channel ends), and for :data:`REQUEST_GRACE` each one a request was just
@@ -118,13 +123,15 @@ class Grip:
     """Answers Pushpin's stream requests and publishes each change of the accounts it holds.
 
     ``counts``: ``held`` (first requests answered), ``recovered`` (next-link requests),
-    ``published``, ``retried`` (tries after a failure), ``given_up`` (changes not published).
+    ``published``, ``retried`` (tries after a failure), ``given_up`` (changes not published):
+    the last three per Pushpin instance, so one change to two instances counts 2.
     """
 
     hub: LiveHub
     clock: Clock
     http: httpx.AsyncClient
-    publish_url: str
+    publish_urls: tuple[str, ...]
+    """Each Pushpin instance's publish endpoint: every change goes to all of them."""
     key: str = field(repr=False)
     """Pushpin's ``sig_key``, which signs ``Grip-Sig``: never in a repr or a log."""
     frame: Callable[[Snapshot, float], str]
@@ -135,10 +142,13 @@ class Grip:
     _published: dict[str, int] = field(default_factory=dict)
     """Per followed account, the version last published (or given up), or first handed to a
     held stream: what the next change names as its ``prev-id``."""
-    _failing: bool = False
+    _failing: set[str] = field(default_factory=set)
+    """The publish endpoints whose last change was given up."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stats_heard: bool = False
-    """Whether the stats socket has said anything (until then nothing is let go)."""
+    """Whether a stats socket has said anything (until then nothing is let go)."""
+    stats_lost: bool = False
+    """Whether a stats socket could not be read (then nothing is let go either)."""
 
     def __post_init__(self) -> None:
         self.following = Following(self.hub, self.clock, self._changed)
@@ -187,8 +197,9 @@ class Grip:
                 self._published.setdefault(account_id, peek.version)
             self.following.add(account_id)
 
-    def stats(self, message: bytes) -> None:
-        """One message of Pushpin's stats socket (``sub J{...}`` says who holds a channel)."""
+    def stats(self, message: bytes, source: str = "") -> None:
+        """One message of a Pushpin's stats socket (``sub J{...}`` says who holds a channel);
+        ``source``: the socket it came from (two instances may give the same ``from``)."""
         self.stats_heard = True
         kind, _, body = message.partition(b" ")
         if kind != b"sub" or not body.startswith(b"J"):
@@ -202,7 +213,7 @@ class Grip:
         account_id = account_of(data.get("channel"))
         if account_id is None:
             return
-        holder = str(data.get("from", "pushpin"))
+        holder = f"{source} {data.get('from', 'pushpin')}"
         if data.get("unavailable"):
             self._holders.get(account_id, {}).pop(holder, None)
             self.reap()
@@ -213,7 +224,7 @@ class Grip:
 
     def reap(self) -> None:
         """Let go of the accounts nobody holds any more (never before the stats socket spoke)."""
-        if not self.stats_heard:
+        if not self.stats_heard or self.stats_lost:
             return
         now = self.clock.now()
         for account_id in list(self._holders):
@@ -241,7 +252,8 @@ class Grip:
         await self.publish(account_id, snap, prev)
 
     async def publish(self, account_id: str, snap: Snapshot, prev: int | None) -> bool:
-        """POST one change to Pushpin, with bounded retries; whether it was taken."""
+        """POST one change to every Pushpin instance at once, each with bounded retries of its
+        own; whether all of them took it."""
         item: dict[str, Any] = {
             "channel": channel_of(account_id),
             "id": str(snap.version),
@@ -249,42 +261,49 @@ class Grip:
         }
         if prev is not None:
             item["prev-id"] = str(prev)
+        body = {"items": [item]}
+        if len(self.publish_urls) == 1:
+            return await self._publish_to(self.publish_urls[0], body)
+        taken = await asyncio.gather(*(self._publish_to(url, body) for url in self.publish_urls))
+        return all(taken)
+
+    async def _publish_to(self, url: str, body: dict[str, Any]) -> bool:
         for delay in (0.0, *RETRY_DELAYS):
             if delay:
                 self.counts["retried"] += 1
                 await self.clock.sleep(delay)
-            if await self._post({"items": [item]}):
+            if await self._post(url, body):
                 self.counts["published"] += 1
-                if self._failing:
-                    self._failing = False
-                    log.info("the push server takes published changes again")
+                if url in self._failing:
+                    self._failing.discard(url)
+                    log.info("the push server at %s takes published changes again", url)
                 return True
         self.counts["given_up"] += 1
-        if not self._failing:
-            self._failing = True
+        if url not in self._failing:
+            self._failing.add(url)
             log.warning(
-                "the push server took no change after %d tries; streams it holds catch up"
+                "the push server at %s took no change after %d tries; streams it holds catch up"
                 " with the next change",
+                url,
                 1 + len(RETRY_DELAYS),
             )
         return False
 
-    async def _post(self, body: dict[str, Any]) -> bool:
+    async def _post(self, url: str, body: dict[str, Any]) -> bool:
         try:
             async with self.clock.timeout(PUBLISH_SECONDS):
-                answer = await self.http.post(self.publish_url, json=body)
+                answer = await self.http.post(url, json=body)
         except (httpx.HTTPError, TimeoutError):
             return False
         return answer.status_code == 200
 
     # -- life ------------------------------------------------------------------------------------
 
-    def start(self, stats_url: str) -> None:
-        """Listen to Pushpin's stats socket and let go of what nobody holds, in the background."""
-        self._tasks = [
-            asyncio.create_task(self._listen(stats_url), name="grip-stats"),
-            asyncio.create_task(self._reap_every(), name="grip-reap"),
-        ]
+    def start(self, stats_urls: tuple[str, ...]) -> None:
+        """Listen to each Pushpin's stats socket and let go of what nobody holds, in the
+        background."""
+        listen = [asyncio.create_task(self._listen(u), name=f"grip-stats:{u}") for u in stats_urls]
+        self._tasks = [*listen, asyncio.create_task(self._reap_every(), name="grip-reap")]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -302,8 +321,9 @@ class Grip:
         try:
             sock.connect(url)
             while True:
-                self.stats(await sock.recv())
+                self.stats(await sock.recv(), url)
         except zmq.ZMQError:
+            self.stats_lost = True
             log.exception("Pushpin's stats socket %s cannot be read; no account is let go", url)
         finally:
             sock.close()
@@ -358,15 +378,15 @@ def start_grip(
     http: httpx.AsyncClient | None = None,
 ) -> Grip | None:
     """GRIP as configured (None: off), its background tasks started."""
-    if not settings.nowplaying_grip_publish_url:
+    if not settings.grip_publish_urls:
         return None
     grip = Grip(
         hub,
         clock,
         http or httpx.AsyncClient(follow_redirects=False),
-        publish_url=settings.nowplaying_grip_publish_url,
+        publish_urls=settings.grip_publish_urls,
         key=settings.nowplaying_grip_key.get_secret_value(),
         frame=streams.event,
     )
-    grip.start(settings.nowplaying_grip_stats_url)
+    grip.start(settings.grip_stats_urls)
     return grip

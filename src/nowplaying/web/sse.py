@@ -384,13 +384,30 @@ def _chunk(text: str) -> bytes:
     return b"%x\r\n%s\r\n" % (len(body), body)
 
 
-class _Viewer(asyncio.Protocol):
-    """A detached viewer: its transport, the last event id it has, and its group."""
+_NOTHING = -(1 << 62)
+"""The version a viewer without a usable ``Last-Event-ID`` has (none is near it)."""
 
-    __slots__ = ("group", "lost", "pending", "sent", "stalled_at", "transport")
+
+def _version_of(seen: str | None) -> int:
+    """A ``Last-Event-ID`` as a version (:data:`_NOTHING`: none, or junk), read once per viewer
+    so that a change costs each viewer one subtraction, not a parse (see :func:`has_version`)."""
+    if seen is None or not (seen.isascii() and seen.isdigit()):
+        return _NOTHING
+    return int(seen)
+
+
+_HEARTBEAT_CHUNK = _chunk(HEARTBEAT)
+
+
+class _Viewer(asyncio.Protocol):
+    """A detached viewer: its transport, the version it has, and its group."""
+
+    __slots__ = ("group", "lost", "pending", "seen", "stalled_at", "transport")
 
     def __init__(self, group: _Group, sent: str | None) -> None:
-        self.group, self.sent = group, sent
+        self.group = group
+        self.seen = _version_of(sent)
+        """The version it has (its ``Last-Event-ID``, then each one written to it)."""
         self.lost: Callable[[Exception | None], None] | None = None
         self.transport: asyncio.Transport | None = None
         self.pending = 0
@@ -408,26 +425,36 @@ class _Viewer(asyncio.Protocol):
         if self.lost is not None:
             self.lost(exc)
 
+    def has(self, version: int) -> bool:
+        """Whether it has ``version`` already (:func:`has_version`, on the parsed id)."""
+        return 0 <= self.seen - version <= AHEAD
+
     def write(self, chunk: bytes) -> None:
+        """Write ``chunk`` unless the viewer stopped reading (then cut it off). The usual case,
+        nothing waiting in its buffer, costs two calls on the transport before the write."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
         pending = transport.get_write_buffer_size()
-        if pending > MAX_BUFFERED or self._stalled(pending):
-            transport.abort()  # stopped reading: it comes back for the latest state
-            streams = self.group.streams
-            streams.counts["stalled"] += 1
-            if streams.on_stalled is not None:
-                streams.on_stalled()
-            return
+        if pending:
+            if pending > MAX_BUFFERED or self._stalled(pending):
+                transport.abort()  # stopped reading: it comes back for the latest state
+                streams = self.group.streams
+                streams.counts["stalled"] += 1
+                if streams.on_stalled is not None:
+                    streams.on_stalled()
+                return
+        elif self.stalled_at is not None:  # it took everything: progress
+            self.pending, self.stalled_at = 0, None
         transport.write(chunk)
 
     def _stalled(self, pending: int) -> bool:
-        """Whether bytes have waited for the viewer the write deadline with none taken."""
+        """Whether bytes (``pending`` > 0) have waited for the viewer the write deadline with
+        none taken."""
         streams = self.group.streams
-        if pending == 0 or pending < self.pending or self.stalled_at is None:  # progress
+        if pending < self.pending or self.stalled_at is None:  # progress, or the first wait
             self.pending = pending
-            self.stalled_at = streams.clock.now() if pending else None
+            self.stalled_at = streams.clock.now()
             return False
         self.pending = pending
         return streams.clock.now() - self.stalled_at >= streams.write_seconds
@@ -452,7 +479,7 @@ class _Group:
             self.streams.on_viewers(1)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._pump(), name=f"sse-group:{self.account_id}")
-        elif self.latest is not None and not has_version(viewer.sent, self.latest.version):
+        elif self.latest is not None and not viewer.has(self.latest.version):
             self._send(self.latest)  # a change that came while it was being greeted
 
     def leave(self, viewer: _Viewer) -> None:
@@ -469,12 +496,13 @@ class _Group:
                 fanout.wake(self.emptied)
 
     def _send(self, snap: Snapshot) -> None:
+        """One change to every viewer that lacks it: framed and chunked once, the same bytes
+        written to each transport in this one loop (no task, future or parse per viewer)."""
         version = snap.version
-        text = self.streams.event(snap, self.streams.clock.now())
-        chunk = _chunk(text)
-        for viewer in list(self.viewers):
-            if not has_version(viewer.sent, version):
-                viewer.sent = str(version)
+        chunk = _chunk(self.streams.event(snap, self.streams.clock.now()))
+        for viewer in tuple(self.viewers):
+            if not 0 <= viewer.seen - version <= AHEAD:  # viewer.has(version), inlined
+                viewer.seen = version
                 viewer.write(chunk)
 
     async def _pump(self) -> None:
@@ -501,9 +529,8 @@ class _Group:
                         if sub.empty():  # the tick
                             if now() - quiet_since >= streams.heartbeat / 2:
                                 quiet_since = now()
-                                heartbeat = _chunk(HEARTBEAT)
-                                for viewer in list(self.viewers):
-                                    viewer.write(heartbeat)
+                                for viewer in tuple(self.viewers):
+                                    viewer.write(_HEARTBEAT_CHUNK)
                             continue
                     self.latest = sub.get_nowait()
                     quiet_since = now()
