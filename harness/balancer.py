@@ -63,18 +63,30 @@ class Balancer:
             self._server = None
 
     async def _connect(
-        self, source: str
+        self, source: str, tried: set[int]
     ) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A connection to the next backend in turn that is not in ``tried`` and accepts; each
+        one refusing is added to ``tried``. A client's tries walk on from its own place in the
+        turn: clients connecting at once (viewers back from a restart) no longer move one shared
+        position under each other, which could hand a client the down backend at every try."""
         backends = self._backends
-        for _ in range(len(backends)):
-            backend = backends[self._next % len(backends)]
-            self._next = (self._next + 1) % len(backends)
+        if not backends:
+            return None
+        start = self._next % len(backends)
+        self._next = (start + 1) % len(backends)
+        for k in range(len(backends)):
+            backend = backends[(start + k) % len(backends)]
+            if backend in tried:
+                continue
             try:
                 reader, writer = await asyncio.open_connection(
                     "127.0.0.1", backend, local_addr=(source, 0)
                 )
             except OSError:
+                tried.add(backend)
                 continue
+            if k:  # the next client starts after the backend this one got
+                self._next = (start + k + 1) % len(backends)
             return backend, reader, writer
         return None
 
@@ -86,17 +98,18 @@ class Balancer:
         relay = _Relay(client_r, client_w)
         peer = client_w.get_extra_info("peername")
         source = str(peer[0]) if isinstance(peer, tuple) and peer else "127.0.0.1"
+        tried: set[int] = set()
+        relays = 0
         try:
             # A backend that closes before answering (a connection caught in its listen backlog
             # as it shut down) is skipped and the request replayed on the next, as nginx's
             # ``proxy_next_upstream error`` does; each backend is tried at most once.
-            for attempt in range(max(1, len(self._backends))):
-                upstream = await self._connect(source)
-                if upstream is None:
-                    return
+            while (upstream := await self._connect(source, tried)) is not None:
                 backend, server_r, server_w = upstream
+                tried.add(backend)
                 self.connections.append(backend)
-                self.replayed += attempt > 0
+                self.replayed += relays > 0
+                relays += 1
                 self._writers.add(server_w)
                 try:
                     if not await relay.run(server_r, server_w):

@@ -149,3 +149,20 @@ async def test_a_backend_sees_each_client_from_its_own_address() -> None:
         await balancer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_each_client_tries_every_backend_once_however_many_connect_at_once() -> None:
+    """Two of three backends down and 40 clients at once (viewers coming back from a restart):
+    each client's tries go to different backends, so every one reaches the live one. With one
+    round-robin position shared by every client's tries, a client could be handed a down
+    backend at each of its three tries while the others took the live one, and was refused."""
+    async with echo(b"up") as up:
+        balancer = Balancer([free_port(), free_port(), up])
+        await balancer.start()
+        try:
+            answers = await asyncio.gather(
+                *(ask(balancer.port, b"hi\n") for _ in range(40)), return_exceptions=True
+            )
+            assert answers == [b"up: hi\n"] * 40
+        finally:
+            await balancer.close()
