@@ -17,7 +17,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +203,12 @@ class Stack:
 
     async def origin_count(self, route: str) -> float:
         """Requests the origin answered on ``route`` (a route template), from its /metrics."""
+        return await self.origin_metric(
+            "nowplaying_http_request_duration_seconds_count", route=route
+        )
+
+    async def origin_metric(self, name: str, **labels: str) -> float:
+        """The sum of the origin's /metrics samples ``name`` with ``labels``."""
         async with httpx.AsyncClient(timeout=10) as http:
             text = (
                 await http.get(
@@ -214,16 +220,15 @@ class Stack:
             s.value
             for family in text_string_to_metric_families(text)
             for s in family.samples
-            if s.name == "nowplaying_http_request_duration_seconds_count"
-            and s.labels["route"] == route
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
         )
 
 
 @contextlib.contextmanager
-def edge_stack(directory: Path) -> Iterator[Stack]:
+def edge_stack(directory: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
     """nginx with the shipped file in front of ``nowplaying serve`` in demo mode, which believes
     its forwarded headers, serves metrics to ``METRICS_TOKEN``, polls every second and allows
-    ten logins per client address at once."""
+    ten logins per client address at once; ``extra_env`` adds or overrides its settings."""
     port = free_port()
     with run_nginx(directory, f"127.0.0.1:{port}") as proxy:
         env = {
@@ -234,6 +239,7 @@ def edge_stack(directory: Path) -> Iterator[Stack]:
             # Burst 10, then one per 30 s: the forwarded-for test's 11th login is refused
             # however slowly a loaded machine sends the first ten.
             "NOWPLAYING_LOGIN_RATE_PER_MINUTE": "2",
+            **(extra_env or {}),
         }
         with nowplaying_server(poll_seconds=1, extra_env=env, port=port) as origin:
             yield Stack(origin, proxy)

@@ -10,6 +10,7 @@ the proxy answers (counted with the origin's own ``/metrics``, not timed). Loopb
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -118,6 +119,69 @@ async def test_forwarded_for_is_believed_from_the_proxy_and_not_forgeable(stack:
         forged = await first.get("/login", headers={"X-Forwarded-For": "127.0.0.9"})
         assert forged.status_code == 429
         assert (await second.get("/login")).status_code == 302
+
+
+CAP = 4
+"""Open requests per forwarded client in the capped stack."""
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
+    """The same stack with a per-address cap of :data:`CAP` open requests, and a public id."""
+    require_nginx()
+    caps = {"NOWPLAYING_CONNECTIONS_PER_ADDRESS": str(CAP)}
+    with edge_stack(tmp_path_factory.mktemp("nginx-capped"), caps) as running:
+        yield running, asyncio.run(publish(running))
+
+
+async def test_one_client_past_its_cap_through_nginx_gets_429s_and_others_are_served(
+    capped: tuple[Stack, str],
+) -> None:
+    """Through the shipped nginx (one trusted peer for every client), 127.0.0.2 holding its
+    four event streams gets a 429 for anything more, while 127.0.0.3 and .4 through the same
+    proxy are served; once one stream ends 127.0.0.2 is served again; no 5xx anywhere."""
+    stack, public_id = capped
+    events, card = f"/p/{public_id}/events", f"/p/{public_id}.json"
+    statuses: list[int] = []
+    async with (
+        stack.client("127.0.0.2") as greedy,
+        stack.client("127.0.0.3") as other,
+        stack.client("127.0.0.4") as third,
+        contextlib.AsyncExitStack() as held,
+    ):
+        streams = [
+            await held.enter_async_context(greedy.stream("GET", events, timeout=30))
+            for _ in range(CAP)
+        ]
+        statuses += [s.status_code for s in streams]
+        assert statuses == [200] * CAP
+        refused = []
+        for path in (events, "/healthz", "/"):
+            async with greedy.stream("GET", path, timeout=30) as answer:  # headers only
+                refused.append(
+                    (answer.status_code, await answer.aread() if path != events else b"")
+                )
+        statuses += [status for status, _ in refused]
+        assert [status for status, _ in refused] == [429] * 3
+        assert b"Too many open requests" in refused[1][1]
+        for http in (other, third):
+            answers = [await http.get(path) for path in ("/healthz", card, "/")]
+            statuses += [a.status_code for a in answers]
+            assert [a.status_code for a in answers] == [200] * 3
+            async with http.stream("GET", events, timeout=30) as stream:
+                statuses.append(stream.status_code)
+                assert stream.status_code == 200
+        await streams.pop().aclose()  # 127.0.0.2 ends one stream: below its cap again
+        for _ in range(200):  # the origin hears of the hang-up through nginx: a moment
+            again = await greedy.get("/healthz")
+            if again.status_code != 429:
+                break
+            await asyncio.sleep(0.1)
+        statuses.append(again.status_code)
+        assert again.status_code == 200
+    assert not [s for s in statuses if s >= 500], statuses
+    counted = await stack.origin_metric("nowplaying_edge_closed_total", reason="forwarded_cap")
+    assert counted >= 3
 
 
 async def test_metrics_are_not_served_through_the_proxy(stack: Stack) -> None:
