@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,14 +93,21 @@ class Skipper:
         mine = [v for v in self.viewers if v.name == user]
         self.away[user].append(sum(1 for v in mine if not v.open))
 
-        def shown() -> bool:
-            return all(isinstance(v.last, dict) and v.last.get("title") == title for v in mine)
+        def on(v: EventSource) -> bool:
+            return isinstance(v.last, dict) and v.last.get("title") == title
 
         try:
-            await until(shown, SETTLE_WITHIN, f"{user}'s viewers show {title!r}")
+            await until(lambda: all(on(v) for v in mine), SETTLE_WITHIN, f"{user} shows {title!r}")
         except AssertionError:
-            behind = [titles(v)[-1:] for v in mine if not shown()]
-            raise AssertionError(f"{user}: {len(behind)} viewers not on {title!r}") from None
+            behind = [v for v in mine if not on(v)]
+            shows = Counter(
+                (v.messages[-1].id if v.messages else None, "".join(titles(v)[-1:]), v.open)
+                for v in behind
+            )
+            raise AssertionError(
+                f"{user}: {len(behind)} viewers not on {title!r} {SETTLE_WITHIN:g} s after the"
+                f" skip; they show (last id, title, open): {dict(shows)}; {self.c.restarts}"
+            ) from None
         self.settles.append(time.monotonic() - started)
 
     async def run(self, accounts: list[str]) -> None:
