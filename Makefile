@@ -61,9 +61,9 @@ soak-lifecycle: $(STAMP)
 soak-edge: $(STAMP)
 	$(BIN)/python -m soak edge
 
-# The contract probe (loopback; tens of minutes on a loaded machine): schemathesis against
-# /openapi.json of a demo server with a published widget, 100 examples per operation, each run
-# bounded at 40 minutes; see docs/security.md.
+# The contract probe (loopback; about 13 minutes on a loaded machine): schemathesis against
+# /openapi.json of a demo server with a published widget, 100 examples per operation, the
+# stateful phase 30 scenarios, each run stopped at 30 minutes; see docs/security.md.
 soak-contract: $(STAMP)
 	$(BIN)/python -m soak contract
 

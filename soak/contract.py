@@ -12,8 +12,11 @@ Two runs, so nothing one run changes spoils the other: the owner's session over 
 but the three that would take the published id away or make a webhook (``rotate``,
 ``unpublish``, adding a webhook, whose deliveries would look up names on the network), then
 those three without a session. The generation is seeded and derandomized, so a run is repeated
-exactly; ``--short`` (run by ``make test`` through ``tests/procs/test_soak_contract.py``)
-bounds the examples per operation. The exit status is 1 if schemathesis found anything.
+exactly. The stateful phase (sequences of linked calls, run when the earlier phases found links)
+is bounded in scenarios and steps, and each run has a deadline: past it schemathesis is stopped
+and the phases it finished are reported. ``--short`` (run by ``make test`` through
+``tests/procs/test_soak_contract.py``) uses fewer examples. The exit status is 1 if
+schemathesis found anything or did not finish.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ from harness.live_server import free_port
 from soak.procs import Proc, _clean_env, cli, wait_up
 
 SEED = 20261207
-RUN_SECONDS = 2400
-"""Each run's bound (the long form on a loaded 2-core machine takes tens of minutes)."""
+RUN_SECONDS = 1800.0
+"""Each run's deadline in the long form: past it schemathesis is stopped, and what it ran by
+then is reported."""
+PHASE_NAMES = ("Examples", "Coverage", "Fuzzing", "Stateful")
 UNAUTHENTICATED = (
     ("POST", "/api/account/rotate"),
     ("POST", "/api/account/unpublish"),
@@ -55,11 +60,18 @@ class Scale:
     png_coverage: bool
     """Whether the PNG cards get the coverage phase (every boundary of every option, each a
     rasterisation): they read their options with the SVG card's parser, which gets it always."""
+    stateful_examples: int
+    """Scenarios of the stateful phase (schemathesis' own default follows ``max_examples``, and
+    at 100 the long form did not finish)."""
+    stateful_steps: int
+    """Calls in one scenario at most."""
+    run_seconds: float
+    """Each run's deadline: past it schemathesis is stopped and what it ran reported."""
     seed: int = SEED
 
 
-LONG = Scale(max_examples=100, max_stream_events=3, png_coverage=True)
-SHORT = Scale(max_examples=8, max_stream_events=1, png_coverage=False)
+LONG = Scale(100, 3, True, stateful_examples=30, stateful_steps=6, run_seconds=RUN_SECONDS)
+SHORT = Scale(8, 1, False, stateful_examples=4, stateful_steps=4, run_seconds=600.0)
 PNG_COVERAGE_OFF = """
 [[operations]]
 include-path-regex = '\\.png$'  # a TOML literal string: the regex as written
@@ -97,6 +109,14 @@ max-examples = {scale.max_examples}
 [parameters]
 "path.public_id" = {json.dumps(public_id)}
 
+[phases.stateful]
+max-steps = {scale.stateful_steps}
+
+[phases.stateful.generation]
+deterministic = true
+database = "none"
+max-examples = {scale.stateful_examples}
+
 # oEmbed's own rule (https://oembed.com, 2.3.5): a format the provider does not offer is a
 # 501, which the document declares; every other 5xx is still a failure here.
 [[operations]]
@@ -116,33 +136,65 @@ def _st() -> str:
     return str(Path(sys.executable).with_name("st"))
 
 
-def _schemathesis(name: str, base: str, folder: Path, toml: str, selection: list[str]) -> Outcome:
+def _schemathesis(name: str, base: str, folder: Path, toml: str, selection: list[str]) -> list[str]:
+    """The command of one run (its configuration written beside)."""
     path = folder / f"{name}.toml"
     path.write_text(toml, encoding="utf-8")
-    started = time.monotonic()
-    command = [
+    return [
         _st(), "--config-file", str(path), "run", f"{base}/openapi.json",
         "--max-failures", "50", *selection,
     ]  # fmt: skip
+
+
+def _invoke(name: str, command: list[str], folder: Path, seconds: float) -> Outcome:
+    """Run schemathesis' ``command`` in ``folder``, stopped after ``seconds``: the outcome."""
+    started = time.monotonic()
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, check=False, cwd=folder, timeout=RUN_SECONDS
+            command, capture_output=True, text=True, check=False, cwd=folder, timeout=seconds
         )
-    except subprocess.TimeoutExpired:  # schemathesis was killed; the caller stops the server
-        seconds = time.monotonic() - started
-        return Outcome(name, 1, seconds, f"schemathesis still running after {RUN_SECONDS} s")
-    seconds = time.monotonic() - started
+    except subprocess.TimeoutExpired as stopped:  # killed: say what it had done by then
+        output = _text(stopped.stdout) + _text(stopped.stderr)
+        (folder / f"{name}.out").write_text(output, encoding="utf-8")
+        lines = [line for line in output.splitlines() if line.strip()]
+        return Outcome(
+            name,
+            1,
+            time.monotonic() - started,
+            f"stopped at its deadline ({seconds:g} s); what it ran:\n"
+            + _phases(output)
+            + "\nits last lines:\n"
+            + "\n".join(lines[-4:]),
+        )
     (folder / f"{name}.out").write_text(done.stdout + done.stderr, encoding="utf-8")
-    return Outcome(name, done.returncode, seconds, _summary(done.stdout))
+    return Outcome(name, done.returncode, time.monotonic() - started, _summary(done.stdout))
+
+
+def _text(output: str | bytes | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode(errors="replace")
+    return output or ""
+
+
+def _phases(output: str) -> str:
+    """Each phase schemathesis finished, with its time and counts ("Examples (in 4.8s)")."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    said = [
+        f"{line}: {lines[n + 1]}" if n + 1 < len(lines) else line
+        for n, line in enumerate(lines)
+        if line.lstrip("✅❌⚠️🚫⏭ ").startswith(PHASE_NAMES) and "(in " in line
+    ]
+    return "\n".join(said) or "(no phase finished)"
 
 
 def _summary(output: str) -> str:
-    """Schemathesis' failures and its closing summary (the whole output on a failure)."""
+    """The phases with their times, then schemathesis' failures (the whole rest of the output
+    on a failure) or its closing lines."""
     if "FAILURES" in output or "ERRORS" in output:
         start = min(i for i in (output.find("ERRORS"), output.find("FAILURES")) if i >= 0)
-        return output[start:]
+        return _phases(output) + "\n" + output[start:]
     lines = [line for line in output.splitlines() if line.strip()]
-    return "\n".join(lines[-4:])
+    return _phases(output) + "\n" + "\n".join(lines[-4:])
 
 
 def _server(folder: Path, port: int) -> Proc:
@@ -180,10 +232,11 @@ def run(scale: Scale, keep: Path | None = None) -> list[Outcome]:
         excluded = [a for method, path in UNAUTHENTICATED for a in ("--exclude-path", path)]
         owner = config(scale, public_id, {"Cookie": cookie, "Origin": base})
         stranger = config(scale, public_id, {"Origin": base})
-        outcomes = [
-            _schemathesis("owner", base, folder, owner, excluded),
-            _schemathesis("anonymous", base, folder, stranger, anonymous),
+        runs = [
+            ("owner", _schemathesis("owner", base, folder, owner, excluded)),
+            ("anonymous", _schemathesis("anonymous", base, folder, stranger, anonymous)),
         ]
+        outcomes = [_invoke(name, cmd, folder, scale.run_seconds) for name, cmd in runs]
         alive = server.alive
     finally:
         server.stop()
@@ -201,7 +254,7 @@ async def _wait(server: Proc, base: str) -> None:
 
 def render(outcomes: list[Outcome]) -> str:
     return "\n".join(
-        f"{'held' if o.held else 'FAILED':6}  {o.name:10} {o.seconds:5.0f} s\n{o.summary}"
+        f"{'held' if o.held else 'FAILED':6}  {o.name:18} {o.seconds:5.0f} s\n{o.summary}"
         for o in outcomes
     )
 
