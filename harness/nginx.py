@@ -78,11 +78,21 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 def render(
-    *, upstream: str, http_port: int, https_port: int, cert: Path, key: Path, cache: Path
+    *,
+    upstream: str,
+    http_port: int,
+    https_port: int,
+    cert: Path,
+    key: Path,
+    cache: Path,
+    edge_cache: bool = True,
 ) -> str:
-    """The shipped file with only its ports, addresses and paths changed."""
+    """The shipped file with only its ports, addresses and paths changed (and, without
+    ``edge_cache``, the public JSON and cards passed to the origin uncached)."""
     text = SHIPPED.read_text()
+    uncached = () if edge_cache else (("proxy_cache nowplaying;", "proxy_cache off;"),)
     for old, new in (
+        *uncached,
         ("app1:8000", upstream),
         ("app2:8000", upstream),
         ("listen 80;", f"listen 127.0.0.1:{http_port};"),
@@ -140,7 +150,7 @@ class Nginx:
 
 
 @contextlib.contextmanager
-def run_nginx(directory: Path, upstream: str) -> Iterator[Nginx]:
+def run_nginx(directory: Path, upstream: str, *, edge_cache: bool = True) -> Iterator[Nginx]:
     """nginx on two loopback ports (http, https) in front of ``upstream`` (``host:port``)."""
     binary = nginx_binary()
     if binary is None:
@@ -156,6 +166,7 @@ def run_nginx(directory: Path, upstream: str) -> Iterator[Nginx]:
             cert=cert,
             key=key,
             cache=directory / "cache",
+            edge_cache=edge_cache,
         )
     )
     main = directory / "nginx.conf"
@@ -225,12 +236,15 @@ class Stack:
 
 
 @contextlib.contextmanager
-def edge_stack(directory: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+def edge_stack(
+    directory: Path, extra_env: Mapping[str, str] | None = None, *, edge_cache: bool = True
+) -> Iterator[Stack]:
     """nginx with the shipped file in front of ``nowplaying serve`` in demo mode, which believes
     its forwarded headers, serves metrics to ``METRICS_TOKEN``, polls every second and allows
-    ten logins per client address at once; ``extra_env`` adds or overrides its settings."""
+    ten logins per client address at once; ``extra_env`` adds or overrides its settings
+    (``edge_cache``: see :func:`render`)."""
     port = free_port()
-    with run_nginx(directory, f"127.0.0.1:{port}") as proxy:
+    with run_nginx(directory, f"127.0.0.1:{port}", edge_cache=edge_cache) as proxy:
         env = {
             "SPOTIFY_REDIRECT_URI": f"{proxy.https}/callback",
             "NOWPLAYING_TRUSTED_PROXIES": '["127.0.0.1"]',

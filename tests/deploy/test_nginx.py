@@ -220,6 +220,31 @@ async def test_edge_cache_absorbs_the_fan_out(
     assert caches.count("HIT") + caches.count("UPDATING") + caches.count("STALE") >= 400 - origin
 
 
+@pytest.fixture(scope="module")
+def uncached(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
+    """The shipped file without its edge cache (each viewer's request reaches the origin), in
+    front of an origin that trusts it; signed in and published: (stack, public id)."""
+    require_nginx()
+    with edge_stack(tmp_path_factory.mktemp("nginx-uncached"), edge_cache=False) as running:
+        yield running, asyncio.run(publish(running))
+
+
+async def test_the_origin_answers_the_proxy_on_its_fast_path(uncached: tuple[Stack, str]) -> None:
+    """The public JSON through nginx, its cache off: the origin behind it answers the proxy's
+    forwarded requests on its fast path (``nowplaying_fast_answers_total`` rises; the first
+    request of each second is the app's), and every viewer gets a 200. (With the shipped cache
+    the origin sees about one request per URL a second, the fast path's answer holds for one:
+    there the proxy's cache is the fast path.)"""
+    stack, public_id = uncached
+    url, route = f"/p/{public_id}.json", "/p/{public_id}.json"
+    fast = "nowplaying_fast_answers_total"
+    before = await stack.origin_metric(fast, route=route)
+    async with stack.client() as http:
+        statuses = [(await http.get(url)).status_code for _ in range(20)]
+    assert statuses == [200] * 20
+    assert await stack.origin_metric(fast, route=route) > before
+
+
 async def test_public_json_and_svg_let_a_shared_cache_keep_them_a_second(connected: Env) -> None:
     """In-process: the public JSON and the card (200 and 304) carry ``s-maxage=1`` with
     ``max-age=0`` (browsers and camo revalidate, the ETag stays); a 404 and the event stream

@@ -89,6 +89,24 @@ def test_text_format_keeps_one_record_on_one_line() -> None:
     assert "a\\x0ab\\u2028c" in out.getvalue()
 
 
+def test_an_access_line_names_its_client_in_both_formats() -> None:
+    """The access line's client (a trusted proxy's forwarded one, or the peer) is written beside
+    the request id: ``[client ...]`` in text, ``client`` in JSON."""
+    for kind in ("text", "json"):
+        out = io.StringIO()
+        handler = logs.make_handler(kind, stream=out)
+        record = logging.LogRecord(
+            "nowplaying.access", logging.INFO, __file__, 1, "GET /p/x.json 200 0.1ms", (), None
+        )
+        record.client = "203.0.113.7"
+        handler.emit(record)
+        line = out.getvalue()
+        if kind == "json":
+            assert json.loads(line)["client"] == "203.0.113.7"
+        else:
+            assert "[client 203.0.113.7]: GET /p/x.json 200" in line
+
+
 def test_a_secret_that_reaches_a_message_is_redacted() -> None:
     out = io.StringIO()
     handler = logs.make_handler("json", secrets=(CLIENT_SECRET, "short"), stream=out)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -331,6 +332,157 @@ async def test_a_pipelining_reader_that_stops_reading_meets_the_write_deadline(
                 sock.close()
     assert guard.counts["write_deadline"] == 1
     assert 0 < fast_of(env).counts["/p/{public_id}.svg"] < 400
+
+
+# -- behind a trusted proxy ----------------------------------------------------------------------
+
+PROXY = ["127.0.0.1"]
+"""The test's own address: its connections are a trusted proxy's."""
+
+
+@pytest.fixture
+async def proxied(
+    tmp_path: Path, clock: FakeClock, parser: str
+) -> AsyncIterator[tuple[Env, int, str, Guard]]:
+    """As ``served``, behind a trusted proxy (this test): (env, port, public id, guard)."""
+    async with open_env(
+        tmp_path,
+        clock,
+        nowplaying_metrics_token=METRICS_TOKEN,
+        nowplaying_trusted_proxies=PROXY,
+    ) as env:
+        assert (await env.connect()).status_code == 303
+        public_id = await env.publish()
+        guard = Guard(trusted_proxies=PROXY)
+        async with serving(env, parser, guard) as port:
+            yield env, port, public_id, guard
+
+
+def forwarded(client: str, proto: str = "https", **more: str) -> dict[str, str]:
+    """The headers a proxy such as ``deploy/nginx.conf`` adds (and any others)."""
+    return {"X-Forwarded-For": client, "X-Forwarded-Proto": proto, **more}
+
+
+async def test_forwarded_answers_equal_the_normal_ones_byte_for_byte(
+    proxied: tuple[Env, int, str, Guard],
+) -> None:
+    """Requests a trusted proxy forwards are answered by the fast path with the normal path's
+    bytes: the JSON, the card, HEAD, a 304, the owner's /api/spotify; another client of the
+    proxy gets the same recorded answer (the client is no part of it)."""
+    env, port, public_id, _ = proxied
+    card = f"/p/{public_id}.svg"
+    first = await exchange(port, (request("GET", card, forwarded("203.0.113.7")), ["GET"]))
+    etag = next(
+        line.split(b": ", 1)[1].decode()
+        for line in first[0].split(b"\r\n")
+        if line.lower().startswith(b"etag:")
+    )
+    owner = {"Cookie": cookie_of(env)}
+    variants = [
+        ("GET", f"/p/{public_id}.json", {}, "/p/{public_id}.json", 200),
+        ("HEAD", f"/p/{public_id}.json", {}, "/p/{public_id}.json", 200),
+        ("GET", f"{card}?theme=dark", {}, "/p/{public_id}.svg", 200),
+        ("GET", card, {"If-None-Match": etag}, "/p/{public_id}.svg", 304),
+        ("GET", "/api/spotify", owner, "/api/spotify", 200),
+    ]
+    fast = fast_of(env)
+    for method, target, headers, route, status in variants:
+        before = fast.counts[route]
+        asked = {**forwarded("203.0.113.7"), **headers}
+        normal, quick = await twice(port, method, target, asked)
+        assert status_of(normal) == status, (target, normal[:200])
+        assert unstamped(quick) == unstamped(normal), (method, target, headers)
+        assert fast.counts[route] == before + 1, (method, target, headers)
+        other = {**forwarded("198.51.100.9, 203.0.113.8"), **headers}
+        again = await exchange(port, (request(method, target, other), [method]))
+        assert unstamped(again[0]) == unstamped(normal)
+        assert fast.counts[route] == before + 2, (method, target, headers)
+
+
+async def test_what_the_forwarded_scheme_and_host_say_is_part_of_the_key(
+    proxied: tuple[Env, int, str, Guard],
+) -> None:
+    """An answer made for ``X-Forwarded-Proto: https`` is not served for ``http``, nor for
+    another ``X-Forwarded-Host`` or ``Forwarded``: each is first answered by the app, then
+    fast, with the app's bytes. No ``X-Forwarded-Proto`` is the connection's scheme: the
+    ``http`` answer."""
+    env, port, public_id, _ = proxied
+    target = f"/p/{public_id}.json"
+    fast = fast_of(env)
+    await twice(port, "GET", target, forwarded("203.0.113.7"))
+    assert fast.counts["/p/{public_id}.json"] == 1
+    for headers in (
+        forwarded("203.0.113.7", "http"),
+        forwarded("203.0.113.7", **{"X-Forwarded-Host": "elsewhere.example"}),
+        forwarded("203.0.113.7", Forwarded="for=203.0.113.7;proto=https"),
+    ):
+        before = fast.counts["/p/{public_id}.json"]
+        normal, quick = await twice(port, "GET", target, headers)
+        assert fast.counts["/p/{public_id}.json"] == before + 1, headers  # the first: the app's
+        assert unstamped(quick) == unstamped(normal)
+    before = fast.counts["/p/{public_id}.json"]
+    await twice(port, "GET", target, {"X-Forwarded-For": "203.0.113.7"})
+    assert fast.counts["/p/{public_id}.json"] == before + 2
+
+
+async def test_forwarded_clients_are_rate_limited_apart_on_the_fast_path(
+    proxied: tuple[Env, int, str, Guard], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through one proxy connection, the public burst (120) holds per forwarded client across
+    both paths: the 121st request of one client is the edge's 429, another client is still
+    answered fast; every access line names the forwarded client, on both paths."""
+    caplog.set_level(logging.INFO, logger="nowplaying.access")
+    env, port, public_id, _ = proxied
+    target = f"/p/{public_id}.json"
+    one, two = forwarded("203.0.113.7"), forwarded("203.0.113.8")
+    answers = await exchange(
+        port,
+        (request("GET", target, one), ["GET"]),
+        (request("GET", target, one) * 129, ["GET"] * 129),
+        (request("GET", target, two), ["GET"]),
+    )
+    assert [status_of(a) for a in answers] == [200] * 120 + [429] * 10 + [200]
+    assert fast_of(env).counts["/p/{public_id}.json"] == 120  # all 200s but the first
+    records = [r for r in caplog.records if r.name == "nowplaying.access"]
+    clients = Counter(getattr(r, "client", None) for r in records)
+    assert clients == {"203.0.113.7": 120, "203.0.113.8": 1}  # a 429 has no access line
+
+
+async def test_a_forwarded_client_over_its_caps_gets_the_guards_429(
+    proxied: tuple[Env, int, str, Guard],
+) -> None:
+    """A client holding as many requests as the guard allows is not answered fast: the normal
+    path refuses it (the guard counts it), and its neighbours behind the proxy are served."""
+    env, port, public_id, guard = proxied
+    target = f"/p/{public_id}.json"
+    await twice(port, "GET", target, forwarded("203.0.113.7"))
+    guard.connections["203.0.113.9"] = guard.limits.connections
+    try:
+        answers = await exchange(
+            port,
+            (request("GET", target, forwarded("203.0.113.9")), ["GET"]),
+            (request("GET", target, forwarded("203.0.113.7")), ["GET"]),
+        )
+    finally:
+        del guard.connections["203.0.113.9"]
+    assert [status_of(a) for a in answers] == [429, 200]
+    assert guard.counts["forwarded_cap"] == 1
+    assert fast_of(env).counts["/p/{public_id}.json"] == 2
+
+
+async def test_forwarded_headers_from_a_peer_not_trusted_go_the_normal_way(
+    served: tuple[Env, int, str],
+) -> None:
+    """Without ``NOWPLAYING_TRUSTED_PROXIES`` naming the peer, a request with a forwarded header
+    is the app's every time (as before). The app's answer, which ignored the headers, is the one
+    a request without them gets: it is served fast."""
+    env, port, public_id = served
+    target = f"/p/{public_id}.json"
+    for name, value in forwarded("203.0.113.7").items():
+        await twice(port, "GET", target, {name: value})
+    assert fast_of(env).counts["/p/{public_id}.json"] == 0
+    await twice(port, "GET", target, {})
+    assert fast_of(env).counts["/p/{public_id}.json"] == 2
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,8 @@ def _utc(created: float) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger [req id]: message``, the message escaped and scrubbed."""
+    """``time level logger [req id] [client address]: message``, the message escaped and
+    scrubbed (an access line names its client)."""
 
     def __init__(self, scrub: _Scrub) -> None:
         super().__init__()
@@ -83,6 +84,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", None)
         where = f" [req {rid}]" if rid else ""
+        client = getattr(record, "client", None)
+        where += f" [client {client}]" if client else ""
         line = (
             f"{_utc(record.created)} {record.levelname} {record.name}{where}: "
             f"{escape_control(record.getMessage())}"
@@ -109,6 +112,9 @@ class JSONFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None)
         if rid:
             data["request_id"] = rid
+        client = getattr(record, "client", None)
+        if client:
+            data["client"] = client
         if record.exc_info:
             data["exc"] = self._scrub(self.formatException(record.exc_info))
         return json.dumps(data, ensure_ascii=False)

@@ -135,10 +135,8 @@ def create_app(
                 if services is not None:
                     services.cards.close()  # the PNG worker process, if one started
 
-    # Behind a trusted proxy the client's address is a header's: the fast path leaves it to
-    # the edge (the proxy's own cache is the fast path there).
-    fast = None if settings.nowplaying_trusted_proxies else FastAnswers(clock)
-    app_metrics.count_fast(fast.counts if fast is not None else {})
+    fast = FastAnswers(clock)
+    app_metrics.count_fast(fast.counts)
     app = Starlette(
         routes=routes(simulator),
         lifespan=lifespan,

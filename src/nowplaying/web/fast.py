@@ -10,6 +10,14 @@ the per-address rate limit (a refusal goes the normal way, which answers the 429
 size limit, the latency histogram and the access line; the ``Host`` is part of the key, so only
 a host the edge let through ever matches. Anything unusual (another header that matters, a
 body, a parser with half a request, a paused writer) goes the normal way.
+
+Behind a proxy that ``NOWPLAYING_TRUSTED_PROXIES`` names, forwarded requests are answered too,
+read as the normal path reads them: the scheme ``X-Forwarded-Proto`` gives (as
+``ProxyHeadersMiddleware`` takes it) is part of the key, and so are ``X-Forwarded-Host`` and
+``Forwarded`` as sent (nothing reads them; an answer is never assumed not to depend on them);
+the rate limit, the guard's caps and the access line use the client ``X-Forwarded-For`` names
+(:meth:`.guard.Guard.forwarded_client`). From any other peer a forwarded header sends the
+request the normal way, as before.
 """
 
 from __future__ import annotations
@@ -46,8 +54,9 @@ H11 = "uvicorn.protocols.http.h11_impl"
 MAX_ANSWERS = 1024
 """Answers kept at most (bodies are shared: the card cache's and a view's bytes)."""
 
-Key = tuple[bytes, bytes, bytes, bytes | None, bytes | None]
-"""(method, request target as sent, ``Host``, ``If-None-Match``, ``Cookie`` where it matters)."""
+Key = tuple[bytes, bytes, bytes, bytes | None, bytes | None, str, bytes | None, bytes | None]
+"""(method, request target as sent, ``Host``, ``If-None-Match``, ``Cookie`` where it matters,
+the request's scheme, ``X-Forwarded-Host`` and ``Forwarded`` as sent)."""
 
 _HEAD = re.compile(
     rb"(?:GET|HEAD) [\x21-\x7e]+ HTTP/1\.1"
@@ -62,14 +71,17 @@ _OTHERS = frozenset(
         b"transfer-encoding",
         b"upgrade",
         b"expect",
-        b"forwarded",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
     )
 )
 """Request headers that change what the edge or the server does: such a request goes the
 normal way."""
+FORWARDED = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
+"""The headers a proxy adds: a request with one goes the normal way unless it comes from a
+trusted proxy."""
+_SINGLE = frozenset((b"host", b"if-none-match", b"cookie", b"x-forwarded-host", b"forwarded"))
+"""Headers in the key: a request that repeats one goes the normal way."""
+SCHEMES = frozenset(("http", "https", "ws", "wss"))
+"""The ``X-Forwarded-Proto`` values ``ProxyHeadersMiddleware`` takes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,34 +98,62 @@ def hold(scope: Scope, until: float, holds: Callable[[], bool]) -> None:
     scope[TICKET] = Ticket(until, holds)
 
 
-def key_of(method: bytes, target: bytes, headers: Iterable[tuple[bytes, bytes]]) -> Key | None:
+def forwarded_scheme(headers: Iterable[tuple[bytes, bytes]], own: str) -> str:
+    """The scheme of a trusted proxy's request as ``ProxyHeadersMiddleware`` gives it to the
+    app: its (last) ``X-Forwarded-Proto`` when that is one it takes, else ``own`` (the
+    connection's)."""
+    proto = None
+    for name, value in headers:
+        if name == b"x-forwarded-proto":
+            proto = value
+    if proto is None:
+        return own
+    sent = proto.decode("latin-1").strip()
+    return sent if sent in SCHEMES else own
+
+
+def key_of(
+    method: bytes,
+    target: bytes,
+    headers: Iterable[tuple[bytes, bytes]],
+    scheme: str = "http",
+    *,
+    forwarded: bool = False,
+) -> Key | None:
     """What an answer is recorded and found under; None for a request that goes the normal way.
-    ``headers`` as the server hands them to the app (names in lower case, values stripped)."""
+    ``headers`` as the server hands them to the app (names in lower case, values stripped);
+    ``scheme`` as the app sees it (a trusted proxy's: :func:`forwarded_scheme`). Forwarded
+    headers take the request the normal way unless ``forwarded`` (a trusted proxy's request, or
+    one the app has answered)."""
     if method not in (b"GET", b"HEAD"):
         return None
-    host = etags = cookie = None
+    single: dict[bytes, bytes] = {}
     for name, value in headers:
-        if name == b"host":
-            if host is not None:
+        if name in _SINGLE:
+            if name in single:
                 return None
-            host = value
-        elif name == b"if-none-match":
-            if etags is not None:
-                return None
-            etags = value
-        elif name == b"cookie":
-            if cookie is not None:
-                return None
-            cookie = value
+            single[name] = value
         elif name == b"connection":
             if value.lower() != b"keep-alive":
                 return None
-        elif name in _OTHERS:
+        elif name in _OTHERS or (name in FORWARDED and not forwarded):
             return None
+    host = single.get(b"host")
     if host is None:
         return None
     # The public routes read no cookie: a visitor's cookies for the site do not split them.
-    return method, target, host, etags, None if target.startswith(b"/p/") else cookie
+    cookie = None if target.startswith(b"/p/") else single.get(b"cookie")
+    etags = single.get(b"if-none-match")
+    return (
+        method,
+        target,
+        host,
+        etags,
+        cookie,
+        scheme,
+        single.get(b"x-forwarded-host"),
+        single.get(b"forwarded"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +180,10 @@ class FastAnswers:
         self.buckets: Buckets | None = None
         self.latency: Latency | None = None
         self.max_headers = MAX_HEADERS
+        self.guard: Guard | None = None
+        """The server's guard: which peers are trusted proxies, and the forwarded clients'
+        caps (:func:`server_protocol` sets it); without one, forwarded requests go the normal
+        way."""
         self._status_lines: dict[int, bytes] | None = None
         """The server's status lines; None until a protocol that can serve fast is made."""
         self._dates: tuple[object, bytes] = (None, b"")
@@ -203,7 +247,14 @@ class FastAnswers:
             return  # uvicorn would add or act on a framing header; a cookie is one client's
         query = scope["query_string"]
         target = scope["raw_path"] + (b"?" + query if query else b"")
-        key = key_of(scope["method"].encode(), target, scope["headers"])
+        # The scheme as the app saw it (a trusted proxy's X-Forwarded-Proto applied, or not).
+        key = key_of(
+            scope["method"].encode(),
+            target,
+            scope["headers"],
+            scope.get("scheme", "http"),
+            forwarded=True,
+        )
         if key is None or (key[3] is not None and status != 304):
             return  # an If-None-Match that matched nothing is the client's to choose: not kept
         if len(self.answers) >= MAX_ANSWERS:
@@ -233,36 +284,45 @@ class FastAnswers:
             value = value.strip(b" \t")
             size += len(name) + len(value)
             headers.append((name.lower(), value))
-        key = key_of(method, target, headers) if size <= self.max_headers else None
-        found = self.answers.get(key) if key is not None else None
-        if found is None:
+        if size > self.max_headers:
             return None
-        ticket = found.ticket
+        peer = proto.client
+        address = str(peer[0]) if peer else "unknown"
+        guard = self.guard
+        trusted = guard is not None and guard.trusts(address)
+        scheme = forwarded_scheme(headers, proto.scheme) if trusted else proto.scheme
+        key = key_of(method, target, headers, scheme, forwarded=trusted)
+        answer = self.answers.get(key) if key is not None else None
+        if answer is None:
+            return None
+        ticket = answer.ticket
         if self.clock.now() >= ticket.until or not ticket.holds():
             self.answers.pop(key, None)  # type: ignore[arg-type]
             return None
-        client = proto.client
-        if self.buckets is not None and self.buckets.take(
-            found.path, str(client[0]) if client else "unknown"
-        ):
+        client = address
+        if trusted and guard is not None:  # the client X-Forwarded-For names, as the app reads it
+            client = guard.forwarded_client(headers) or address
+            if client != address and guard.over_caps(client):
+                return None  # the normal path answers the guard's 429 (and counts it)
+        if self.buckets is not None and self.buckets.take(answer.path, client):
             return None  # the normal path answers the 429 (and counts it)
         rid = os.urandom(8).hex()
-        self.counts[found.route] += 1
+        self.counts[answer.route] += 1
         if self.latency is not None:
-            self.latency.observe_route(found.route, found.method, found.status, started)
+            self.latency.observe_route(answer.route, answer.method, answer.status, started)
         if access_log.isEnabledFor(logging.INFO):
             holder, token = enter_request(rid)
-            log_access_line(found.method, found.path, found.status, started)
+            log_access_line(answer.method, answer.path, answer.status, started, client)
             leave_request(holder, token)
         return b"".join(
             (
-                found.status_line,
+                answer.status_line,
                 self._date(proto.server_state.default_headers),
-                found.headers,
+                answer.headers,
                 b"x-request-id: ",
                 rid.encode(),
                 b"\r\n\r\n",
-                found.body,
+                answer.body,
             )
         )
 
@@ -360,4 +420,6 @@ def server_protocol(
 ) -> type[asyncio.Protocol]:
     """uvicorn's protocol class ``http`` as ``nowplaying serve`` runs it: under the guard,
     detachable (event streams), with the fast path in front of the parser where it can be."""
+    if fast is not None:
+        fast.guard = guard
     return guard.protocol(detachable(http if fast is None else fast.protocol(http)))

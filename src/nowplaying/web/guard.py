@@ -149,6 +149,19 @@ class Guard:
         """Whether ``address``'s connections count against the per-address caps ("": unknown)."""
         return bool(address) and (self.trusted is None or address not in self.trusted)
 
+    def trusts(self, address: str) -> bool:
+        """Whether ``address`` is a trusted proxy's (its forwarded headers are believed)."""
+        return bool(address) and self.trusted is not None and address in self.trusted
+
+    def over_caps(self, client: str) -> bool:
+        """Whether a forwarded ``client`` holds as many requests as its caps allow (its next
+        one is refused with a 429)."""
+        limits = self.limits
+        return (
+            self.connections[client] >= limits.connections
+            or self.unfinished[client] >= limits.unfinished
+        )
+
     def forwarded_client(self, headers: list[tuple[bytes, bytes]]) -> str:
         """The client a trusted proxy's request is from: its ``X-Forwarded-For`` read by the
         trusted-proxy rules (the rate limiter's address); "" when it names none."""
@@ -392,10 +405,7 @@ class _Guarded(asyncio.Protocol):
             if not client:
                 await inner(scope, receive, send)
                 return
-            if (
-                guard.connections[client] >= guard.limits.connections
-                or guard.unfinished[client] >= guard.limits.unfinished
-            ):
+            if guard.over_caps(client):
                 guard.counts["forwarded_cap"] += 1
                 log.warning("refused a request forwarded for %s: over its caps", client)
                 await _too_many(send)
