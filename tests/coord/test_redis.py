@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from nowplaying.clock import FakeClock
 from nowplaying.coord.base import CoordinationError
+from nowplaying.coord.keys import Keys
 from nowplaying.coord.redis import RedisCoordinator
 from nowplaying.crypto import TokenCipher
 from nowplaying.engine.fanout import Subscription
@@ -758,4 +759,91 @@ async def test_a_new_leader_continues_the_versions(flushed: str) -> None:
             assert b.counts["polls"] >= 1  # B leads now
     finally:
         await b.close()
-    assert new.version == old.version + 1  # the last leader's sequence, one change later
+    assert new.version > old.version  # going on from the last leader's, whatever the clock
+
+
+async def _drain_until(
+    clock: FakeClock, queue: Subscription, seen: list[Snapshot], title: str
+) -> None:
+    """Move time on, keeping every snapshot that arrives, until the last one plays ``title``
+    (bounded in real time: Redis is real I/O)."""
+
+    def there() -> bool:
+        item = seen[-1].playing.item if seen and seen[-1].playing else None
+        return item is not None and item.title == title
+
+    async with asyncio.timeout(10):
+        while not there():
+            await clock.advance(0.25)
+            await asyncio.sleep(0.01)
+            while not queue.empty():
+                seen.append(queue.get_nowait())
+
+
+async def test_a_later_id_minted_alone_is_passed_by_the_leader(
+    own_redis: tuple[int, list[subprocess.Popen[bytes]]], tmp_path: Path
+) -> None:
+    """Redis killed under two instances: each polls for itself, and B alone sees one change
+    more ("interlude", under a later id than any of A's). Redis started again (empty), A leads
+    and shares "two" again, under an id below B's: B keeps what it shows (its viewers hold the
+    later id) and raises A's floor, and A publishes "two" again above it, so B's viewers are
+    back on the leader's state before any new change, and the next change reaches both under
+    ids that only grow. (Ids one more than the last: B took A's lower id and its viewers, holding
+    a later one, skipped "two" and then the next change too.)"""
+    port, procs = own_redis
+    _start_redis(port, procs, tmp_path)
+    clock = FakeClock(start=time.time())  # Redis TTLs are real time: start the fake clock at now
+    upstreams = [OneTrack(clock, "one"), OneTrack(clock, "one")]
+    url = f"redis://127.0.0.1:{port}/0"
+    coords = [RedisCoordinator(url, clock=clock, retry_every=2) for _ in range(2)]
+    hubs = [
+        LiveHub(reads_of(u.fetch), clock, schedule=Schedule(poll_seconds=1), coord=c)
+        for u, c in zip(upstreams, coords, strict=True)
+    ]
+    raw = aioredis.Redis.from_url(url)
+
+    async def up() -> bool:
+        with contextlib.suppress(RedisError):
+            return bool(await raw.ping())
+        return False
+
+    await _until(up)
+    for hub in hubs:
+        await hub.start()
+    seen: list[list[Snapshot]] = [[], []]
+    try:
+        async with hubs[0].subscribe("acc") as qa, hubs[1].subscribe("acc") as qb:
+            queues = (qa, qb)
+            for i in (0, 1):
+                await _drain_until(clock, queues[i], seen[i], "one")
+            procs[0].kill()
+            procs[0].wait()
+            for i in (0, 1):
+                upstreams[i].title = "two"
+                await _drain_until(clock, queues[i], seen[i], "two")
+            await clock.advance(2)
+            upstreams[1].title = "interlude"  # B alone, after A's last change
+            await _drain_until(clock, qb, seen[1], "interlude")
+            assert all(c.degraded for c in coords)
+            _start_redis(port, procs, tmp_path)
+            await _until(up)
+            await raw.set(Keys.lease("acc"), coords[0].instance_id, px=60_000)
+            await _drain_until(clock, qb, seen[1], "two")  # A's state again, no change upstream
+            assert not any(c.degraded for c in coords)
+            for u in upstreams:
+                u.title = "three"
+            for i in (0, 1):
+                await _drain_until(clock, queues[i], seen[i], "three")
+            assert hubs[0].polling("acc") and not await coords[1].hold_lease("acc")
+            assert hubs[0].peek("acc") == hubs[1].peek("acc")
+    finally:
+        await raw.aclose()
+        for hub in hubs:
+            await hub.close()
+    titles = [
+        [s.playing.item.title for s in snaps if s.playing and s.playing.item] for snaps in seen
+    ]
+    assert titles[1][-3:] == ["interlude", "two", "three"]
+    for snaps in seen:
+        versions = [s.version for s in snaps]
+        assert versions == sorted(set(versions))  # every one above the one before

@@ -30,6 +30,10 @@ class CoordinationError(Exception):
 Listener = Callable[[str, str], None]
 """Called with (account_id, payload) for state published by another instance."""
 
+FloorListener = Callable[[str, int], None]
+"""Called with (account_id, version) when another instance's viewers hold that version of the
+account, later than the shared state (:meth:`Coordinator.raise_floor`)."""
+
 NamedLock = Callable[[str], contextlib.AbstractAsyncContextManager[None]]
 """A lock across instances held elsewhere than in Redis (the database's advisory lock): raises
 :class:`CoordinationError`, without running the block, when it cannot be had."""
@@ -45,7 +49,7 @@ class Coordinator(Protocol):
     renew_every: float | None
     """How often a lease must be renewed (None: never, leases are implicit)."""
 
-    async def start(self, listener: Listener) -> None: ...
+    async def start(self, listener: Listener, floor: FloorListener | None = None) -> None: ...
     async def close(self) -> None: ...
 
     async def hold_lease(self, account_id: str) -> bool:
@@ -61,6 +65,12 @@ class Coordinator(Protocol):
         ...
 
     async def latest(self, account_id: str) -> str | None: ...
+    async def raise_floor(self, account_id: str, version: int) -> None:
+        """Tell every instance that viewers here hold ``version`` of the account, minted here
+        while Redis was unreachable and later than the shared state: the polling instance
+        publishes its state again above it (the ``floor`` listener of :meth:`start`)."""
+        ...
+
     async def set_pause(self, until: float, reason: str = RATE_LIMIT) -> None:
         """Pause every instance's polling until ``until`` (never shortens a longer pause)."""
         ...
@@ -100,7 +110,7 @@ class LocalCoordinator:
         self._locks: dict[str, asyncio.Lock] = {}
         self._public: list[PublicListener] = []
 
-    async def start(self, listener: Listener) -> None:
+    async def start(self, listener: Listener, floor: FloorListener | None = None) -> None:
         return None
 
     async def close(self) -> None:
@@ -123,6 +133,9 @@ class LocalCoordinator:
 
     async def latest(self, account_id: str) -> str | None:
         return None
+
+    async def raise_floor(self, account_id: str, version: int) -> None:
+        return None  # no other instance mints
 
     async def set_pause(self, until: float, reason: str = RATE_LIMIT) -> None:
         if until > self._pause:

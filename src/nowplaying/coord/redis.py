@@ -22,6 +22,7 @@ from redis.exceptions import LockNotOwnedError
 from nowplaying.clock import Clock
 from nowplaying.coord.base import (
     CoordinationError,
+    FloorListener,
     Listener,
     LocalCoordinator,
     NamedLock,
@@ -121,6 +122,7 @@ class RedisCoordinator:
         self.channel = link.channel
         self._local = LocalCoordinator()
         self._listener: Listener | None = None
+        self._floor: FloorListener | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.listening = asyncio.Event()
@@ -136,8 +138,8 @@ class RedisCoordinator:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self, listener: Listener) -> None:
-        self._listener = listener
+    async def start(self, listener: Listener, floor: FloorListener | None = None) -> None:
+        self._listener, self._floor = listener, floor
         await self._call(self._redis.ping(), None)
         self._task = asyncio.create_task(self._listen(), name="redis-listen")
 
@@ -209,6 +211,10 @@ class RedisCoordinator:
         value = await self._call(self._redis.get(Keys.state(account_id)), None)
         return str(value) if value is not None else None
 
+    async def raise_floor(self, account_id: str, version: int) -> None:
+        message = json.dumps({"k": "floor", "a": account_id, "v": version, "i": self.instance_id})
+        await self._call(self._redis.publish(self.channel, message), None)
+
     async def _listen(self) -> None:
         """Relay other instances' changes to the local listener; reconnect on failure."""
         backoff = 0.5
@@ -249,6 +255,10 @@ class RedisCoordinator:
             if message.get("k") == "public":
                 if message["i"] != self.instance_id:
                     self._local.public_changed(str(message["a"]))
+                return
+            if message.get("k") == "floor":
+                if message["i"] != self.instance_id and self._floor is not None:
+                    self._floor(str(message["a"]), int(message["v"]))
                 return
             account_id, sender, payload = message["a"], message["i"], message["p"]
         except (ValueError, KeyError, TypeError, AttributeError):

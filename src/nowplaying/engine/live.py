@@ -261,7 +261,7 @@ class LiveHub:
 
     async def start(self) -> None:
         """Join the other instances (a no-op for one process); honour a stored pause."""
-        await self._coord.start(self._received)
+        await self._coord.start(self._received, self._floor_raised)
         await self.app_pause.start()
 
     async def close(self) -> None:
@@ -417,6 +417,11 @@ class LiveHub:
         if not await self._coord.hold_lease(w.account_id):
             w.leader = False
             await self._follow(w)
+            if not w.shared and w.snapshot is not None:
+                # Viewers here hold a state this instance minted alone while Redis was
+                # unreachable, under an id the shared state has not reached: the polling
+                # instance publishes again above it (told again each turn until it has).
+                await self._coord.raise_floor(w.account_id, w.snapshot.version)
             return False
         if not w.leader:
             # Taking over: start from the shared state, so versions (the SSE ids every instance
@@ -502,6 +507,7 @@ class LiveHub:
         except (ValueError, KeyError, TypeError):
             log.warning("ignored malformed shared state")
             return
+        w.floor = max(w.floor, snap.version)
         changed = self._share_inputs(w, snap)
         if w.leader:
             if snap.inputs is None:  # an earlier version's instance
@@ -509,8 +515,33 @@ class LiveHub:
             elif changed and w.polled is not None:
                 self._share_merge(w)
             return
-        if w.snapshot is None or snap.version != w.snapshot.version or not w.fresh.is_set():
+        own = w.snapshot
+        if own is None or snap.version > own.version:
+            w.shared = True
             self._publish_here(w, snap, remote=True)
+        elif not w.fresh.is_set():
+            # Not later than what this instance holds (the same, or a state from before an
+            # outage in which it minted its own): what it holds stands, for new viewers too.
+            self._publish_here(w, own, remote=True)
+
+    def _floor_raised(self, account_id: str, version: int) -> None:
+        """Another instance's viewers hold ``version``, later than the shared state (it minted
+        alone while Redis was unreachable): versions here go on above it, and the polling
+        instance publishes what it shows again, so that every instance takes it up."""
+        w = self._watches.get(account_id)
+        if w is None:
+            return
+        w.floor = max(w.floor, version)
+        if w.leader and (w.sharing is None or w.sharing.done()):
+            w.sharing = asyncio.create_task(self._above(w), name=f"above:{w.account_id}")
+
+    async def _above(self, w: Watch) -> None:
+        """As the polling instance, publish what it shows again above :attr:`.Watch.floor`
+        (nothing to do when it has since published above it)."""
+        snap = w.snapshot
+        if w.leader and snap is not None and snap.version <= w.floor:
+            again = replace(snap, version=w.next_version(self._clock.now()))
+            await self._publish_everywhere(w, again, again=True)
 
     def _share_merge(self, w: Watch) -> None:
         """The polling instance's merge after another instance changed the push, to every
@@ -522,9 +553,10 @@ class LiveHub:
             self._publish_everywhere(w, snap), name=f"push-share:{w.account_id}"
         )
 
-    async def _publish_everywhere(self, w: Watch, snap: Snapshot) -> None:
-        """Hand a snapshot to this instance's viewers and, when it changed, to every instance."""
-        if self._publish_here(w, snap):
+    async def _publish_everywhere(self, w: Watch, snap: Snapshot, *, again: bool = False) -> None:
+        """Hand a snapshot to this instance's viewers and, when it changed (or ``again``: the
+        same state under a later id), to every instance."""
+        if self._publish_here(w, snap, remote=again):
             assert w.snapshot is not None  # noqa: S101 - just set by _publish_here
             inputs = (w.polled, w.in_force(self._clock.now()))
             w.shared = await self._coord.publish(w.account_id, w.snapshot.to_wire(inputs))

@@ -30,8 +30,12 @@ class Watch:
     history_at: float | None = None
     leader: bool = False
     shared: bool = True
-    """Whether every instance has the latest state this one published (not while Redis was
-    unreachable: the leader shares it again once Redis answers)."""
+    """Whether the shared state has caught up with what this instance shows (not after it
+    published while Redis was unreachable: as the leader it shares that again once Redis
+    answers, as a follower it raises the leader's :attr:`floor` until a later state arrives)."""
+    floor: int = 0
+    """The highest version another instance is known to have shown its viewers: the next one
+    minted here is above it."""
     marked_at: float = 0.0
     polled: NowPlaying | None = None
     """The poller's last read of the widget's polled source, before pushes are merged in."""
@@ -59,9 +63,14 @@ class Watch:
         return merge([self.polled, *self.pull.states.values(), self.in_force(now)], now)
 
     def next_version(self, now: float) -> int:
-        """The next SSE id. A watch's first one is the clock in ms, so ids keep growing across
-        restarts (a reused id would make a viewer's Last-Event-ID skip a real change)."""
-        return self.snapshot.version + 1 if self.snapshot else int(now * 1000)
+        """The next SSE id: above the last one here and above :attr:`floor`, and never below
+        the clock in ms. Ids so keep growing per widget across restarts (a new process starts
+        at the clock), lease moves (a new leader goes on from the shared state) and Redis
+        outages (each instance mints its own then: the clock keeps theirs in step, and an
+        instance left holding a later id than the shared state raises the floor of the one
+        that polls). A reused or lower id would make a viewer's Last-Event-ID skip a change."""
+        last = self.snapshot.version if self.snapshot else 0
+        return max(last + 1, self.floor + 1, int(now * 1000))
 
     def live(self, now: float, shown: NowPlaying | None, last: PlayedItem | None) -> Snapshot:
         """A live snapshot of ``shown`` (with the sources' notice), at the next version."""

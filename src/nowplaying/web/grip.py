@@ -181,7 +181,7 @@ class Grip:
         if snap is None:
             return body, None
         self._published.setdefault(account_id, snap.version)  # not to be published again
-        if not has_version(sent, snap.version):
+        if not has_version(sent, snap.version, self.clock.now()):
             body += self.frame(snap, self.clock.now())
         return body, snap.version
 

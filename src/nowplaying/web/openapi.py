@@ -120,7 +120,12 @@ def _events(state: str) -> dict[str, Any]:
         "properties": {
             "data": data,
             "event": {"type": "string", "enum": ["message"]},
-            "id": {"type": "string", "pattern": "^[0-9]+$"},
+            "id": {
+                "type": "string",
+                "pattern": "^[0-9]+$",
+                "description": "Grows with each change of the widget (at least the server's"
+                " clock in ms): send the last one back as Last-Event-ID to resume.",
+            },
             "retry": {"type": "integer", "minimum": 0},
         },
     }

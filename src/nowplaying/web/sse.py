@@ -37,9 +37,14 @@ RECONNECT_MS = (500, 3000)
 SPARE_FILES = 64
 """Descriptors kept for everything that is not an event stream (the listener, the store,
 Spotify connections, other requests, the 503s themselves)."""
-AHEAD = 1000
-"""A ``Last-Event-ID`` up to this many versions ahead of this instance's state came from a
-quicker instance (pub/sub has not brought the change here yet): the viewer has it already."""
+AHEAD_MS = 60_000
+"""A ``Last-Event-ID`` ahead of this instance's state, and no further ahead of the clock (ids are
+at least the clock in ms) than this, came from a quicker instance (pub/sub has not brought the
+change here yet) or one whose clock is a little ahead: the viewer has the state already. One
+further ahead is junk, or from a clock far off: it gets the state."""
+MAX_ID_DIGITS = 20
+"""A ``Last-Event-ID`` longer than this is junk, never parsed (an id is a 64-bit version; Python
+refuses to parse more than 4,300 digits at all)."""
 FRESH_SECONDS = 1.0
 """How long one view of a snapshot is handed out to event streams: every viewer of a change gets
 the same text; a viewer connecting later gets progress measured again (``at`` says when it
@@ -149,7 +154,7 @@ class Streams:
             group = self._groups[account_id] = _Group(self, account_id)
         sent = last_event_id.strip() if last_event_id else None
         latest = group.latest
-        if latest is not None and not has_version(sent, latest.version):
+        if latest is not None and not has_version(sent, latest.version, self.clock.now()):
             sent = str(latest.version)
             await send(_body(self.event(latest, self.clock.now())))
         viewer = _Viewer(group, sent)
@@ -214,7 +219,7 @@ class Streams:
                                 yield HEARTBEAT
                             continue
                     snap = sub.get_nowait()
-                    if not has_version(sent, snap.version):
+                    if not has_version(sent, snap.version, now()):
                         sent = str(snap.version)
                         quiet_since = now()
                         yield self.event(snap, quiet_since)
@@ -391,7 +396,7 @@ _NOTHING = -(1 << 62)
 def _version_of(seen: str | None) -> int:
     """A ``Last-Event-ID`` as a version (:data:`_NOTHING`: none, or junk), read once per viewer
     so that a change costs each viewer one subtraction, not a parse (see :func:`has_version`)."""
-    if seen is None or not (seen.isascii() and seen.isdigit()):
+    if seen is None or not (seen.isascii() and seen.isdigit()) or len(seen) > MAX_ID_DIGITS:
         return _NOTHING
     return int(seen)
 
@@ -425,9 +430,10 @@ class _Viewer(asyncio.Protocol):
         if self.lost is not None:
             self.lost(exc)
 
-    def has(self, version: int) -> bool:
-        """Whether it has ``version`` already (:func:`has_version`, on the parsed id)."""
-        return 0 <= self.seen - version <= AHEAD
+    def has(self, version: int, now: float) -> bool:
+        """Whether it has ``version`` already at ``now`` (:func:`has_version`, on the parsed
+        id)."""
+        return version <= self.seen <= max(version, int(now * 1000)) + AHEAD_MS
 
     def write(self, chunk: bytes) -> None:
         """Write ``chunk`` unless the viewer stopped reading (then cut it off). The usual case,
@@ -479,7 +485,9 @@ class _Group:
             self.streams.on_viewers(1)
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._pump(), name=f"sse-group:{self.account_id}")
-        elif self.latest is not None and not viewer.has(self.latest.version):
+        elif self.latest is not None and not viewer.has(
+            self.latest.version, self.streams.clock.now()
+        ):
             self._send(self.latest)  # a change that came while it was being greeted
 
     def leave(self, viewer: _Viewer) -> None:
@@ -499,9 +507,11 @@ class _Group:
         """One change to every viewer that lacks it: framed and chunked once, the same bytes
         written to each transport in this one loop (no task, future or parse per viewer)."""
         version = snap.version
-        chunk = _chunk(self.streams.event(snap, self.streams.clock.now()))
+        now = self.streams.clock.now()
+        chunk = _chunk(self.streams.event(snap, now))
+        ahead = max(version, int(now * 1000)) + AHEAD_MS  # has_version's bound, once a change
         for viewer in tuple(self.viewers):
-            if not 0 <= viewer.seen - version <= AHEAD:  # viewer.has(version), inlined
+            if not version <= viewer.seen <= ahead:  # viewer.has(version, now), inlined
                 viewer.seen = version
                 viewer.write(chunk)
 
@@ -547,9 +557,12 @@ class _Group:
                 viewer.transport.close()
 
 
-def has_version(seen: str | None, version: int) -> bool:
-    """Whether a viewer whose last event id is ``seen`` already has ``version``: the same one,
-    or a slightly later one another instance sent it (never an id from far away or junk)."""
-    if seen is None or not (seen.isascii() and seen.isdigit()):
+def has_version(seen: str | None, version: int, now: float) -> bool:
+    """Whether a viewer whose last event id is ``seen`` already has ``version`` at ``now``: the
+    same one, or a later one another instance sent it (never junk, nor an id further ahead of
+    the clock than :data:`AHEAD_MS`). Ids from before ids kept to the clock (one more than the
+    last, from the clock in ms when the widget was first watched) are lower than the clock:
+    such a viewer gets the state once, and nothing is skipped."""
+    if seen is None or not (seen.isascii() and seen.isdigit()) or len(seen) > MAX_ID_DIGITS:
         return False
-    return 0 <= int(seen) - version <= AHEAD
+    return version <= int(seen) <= max(version, int(now * 1000)) + AHEAD_MS
