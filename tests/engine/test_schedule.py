@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -399,99 +398,3 @@ def _recording(
         yield
     finally:
         task.cancel()
-
-
-def test_after_a_known_moment_no_gap_is_longer_than_the_share() -> None:
-    """A 6 s share on the grid 0, 6, 12: a track end polled at 2.4 s is followed by the grid
-    point at 6 s; one polled at 3.6 s by a poll half a share on (6.6 s: the grid point at 6 s
-    is too near, 12 s too far), then the grid again (12 s). Both paths stay within the share
-    even when the reserve is spent."""
-    polls = known_after(Plan(share=6.0), ("A", 2.1, 0.0), ("B", 180.0, 2.4))
-    assert polls == [(2.4, True), (6.0, False)]
-    late = known_after(Plan(share=6.0), ("A", 3.3, 0.0), ("B", 180.0, 3.6), ("B", 177.0, 6.6))
-    assert late == [(3.6, True), (6.6, False), (12.0, False)]
-
-
-def test_a_new_share_moves_the_grid_without_a_long_gap() -> None:
-    """A regular poll on the 6 s grid at 6 s, then the share drops to 5.5 s (grid 5.5, 11): the
-    next poll is at 11 s; up to 6.5 s (grid 6.5, 13): at 9.25 s (half on), then 13 s. With the
-    reserve spent, no poll comes early: the first grid point half a share on (13 s)."""
-    schedule = Schedule(floor=1.0, ceiling=30.0, end_margin=0.3)
-    plan = Plan(share=5.5)
-    assert schedule.played(plan, other("A", 100.0), 6.0) == pytest.approx(11.0)
-    plan = Plan(share=6.5)
-    assert schedule.played(plan, other("A", 100.0), 6.0) == pytest.approx(9.25)
-    assert schedule.played(plan, other("A", 97.0), 9.25) == pytest.approx(13.0)
-    spent = Plan(share=6.5, spare=False)  # the reserve spent: the old rule, half a share on
-    assert schedule.played(spent, other("A", 100.0), 6.0) == pytest.approx(13.0)
-
-
-def test_a_wavering_share_leaves_the_grid_alone() -> None:
-    """A share within 5 % of the one in force is not taken (each change moves the grid); one
-    further off is."""
-    schedule = Schedule()
-    plan = Plan(share=3.0)
-    for wavering in (2.9, 3.1):
-        schedule.steady(plan, wavering)
-        assert plan.share == 3.0
-    for moved in (3.3, 2.5):
-        schedule.steady(plan, moved)
-        assert plan.share == moved
-
-
-async def test_no_gap_exceeds_the_share_after_known_moments_and_the_budget_holds(
-    clock: FakeClock,
-) -> None:
-    """Five accounts on the default budget playing 20 s tracks, each skipped at random moments
-    (seeded): track ends and re-checks after skips are known moments between the regular polls,
-    and the share wavers with them. As the simulator saw the polls, no gap after a known moment,
-    or after a regular poll made while the reserve had room, exceeds the share in force at its
-    start (with the reserve spent, a regular poll is not followed by another sooner than half a
-    share: the gap may be 1.5 shares); no regular poll yields; the window never holds more than
-    the budget."""
-    users, track_s = 5, 20
-    rng = random.Random(22)
-    async with scene(clock, users, sim_window=60) as sc, contextlib.AsyncExitStack() as stack:
-        noted: dict[str, list[tuple[float, float, bool, bool]]] = {
-            f"u{i}": [] for i in range(users)
-        }
-        schedule = sc.hub.schedule
-        played = schedule.played
-
-        def noting(plan: Plan, playing: NowPlaying, now: float) -> float:
-            """(when, the share in force, a known moment, room in the reserve)."""
-            known, spare = plan.known, plan.spare
-            wake = played(plan, playing, now)
-            user = next(u for u, w in sc.hub._watches.items() if w.plan is plan)
-            noted[user].append((now, schedule.every(plan.share or 0), known, spare))
-            return wake
-
-        schedule.played = noting  # type: ignore[method-assign]
-        for i in range(users):
-            user = f"u{i}"
-            songs = [track(f"{user}-{n}", [user], "album", track_s * 1000) for n in range(6)]
-            sc.sim.player(user).set_playlist(songs)
-            sc.sim.player(user).seek(i * 3_700)
-        await watch(stack, sc.hub, users)
-        await clock.advance(10, step=0.05)
-        since = clock.now()
-        skips = {f"u{i}": since + rng.uniform(0, 5) for i in range(users)}
-        for _ in range(int(180 / 0.05)):
-            await clock.advance(0.05)
-            for user, at in skips.items():
-                if clock.now() >= at:
-                    sc.sim.player(user).skip()
-                    skips[user] = clock.now() + rng.uniform(4, 12)
-        gaps, after_known = [], 0
-        for user, polls in noted.items():
-            times = poll_times(sc.sim, user, since)
-            for a, b in itertools.pairwise(times):
-                _, every, known, spare = next(p for p in reversed(polls) if p[0] <= a)
-                after_known += known
-                if known or spare:
-                    gaps.append((round(b - a, 3), round(every, 3)))
-        assert after_known >= users * 5 and len(gaps) >= users * 20
-        assert [(gap, every) for gap, every in gaps if gap > every + 0.001] == []
-        assert sc.hub.counts["polls_yielded"] == 0
-        assert sc.sim.limits.counts["window_429"] == 0
-        assert sc.sim.limits.max_in_window("cid") <= 60

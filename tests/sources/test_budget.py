@@ -172,25 +172,24 @@ async def test_interval_shares_the_window_fairly(clock: FakeClock) -> None:
     assert (await budget.usage()).accounts == 1
 
 
-async def test_known_moments_come_off_the_regular_share_and_the_reserve_stays_free(
+async def test_known_moments_beyond_the_reserve_shrink_the_regular_share(
     clock: FakeClock,
 ) -> None:
-    """Each call outside regular polls (known moments, refreshes) comes off the regular polls'
-    room, so the reserve stays free for known moments that meet (the poll after a known moment
-    is not passed over: no gap between polls is longer than the share). With the reserve's
-    worth used, no room is left for a re-check (``spare``)."""
+    """Calls outside regular polls (known moments, refreshes) use the reserve first; those
+    beyond it come off the regular polls' room, so regular polls and known moments fit the
+    window together. With the reserve spent, no room is left for a re-check (``spare``)."""
     budget = CallBudget(clock, per_window=30, per_day=10**9)
     await spend_all(budget, 2)
     share = await budget.interval("a")
-    assert share.every == pytest.approx(30.5 / 24)  # 27 less 1 of slack, less the 2
-    assert share.spare  # 2 of the 3 held calls' worth used
+    assert share.every == pytest.approx(30.5 / 26)  # 27 less 1 of slack: the reserve holds 2
+    assert share.spare  # 2 of the 3 held calls used
     await spend_all(budget, 3)
     share = await budget.interval("a")
-    assert share.every == pytest.approx(30.5 / 21)
+    assert share.every == pytest.approx(30.5 / 24)  # 2 beyond the reserve
     assert not share.spare
     with regular_poll():
         await spend_all(budget, 5)  # regular polls' calls do not shrink it
-    assert (await budget.interval("a")).every == pytest.approx(30.5 / 21)
+    assert (await budget.interval("a")).every == pytest.approx(30.5 / 24)
 
 
 async def test_a_regular_poll_takes_room_short_of_one_call(clock: FakeClock) -> None:

@@ -407,8 +407,8 @@ class LiveHub:
         await self._publish_everywhere(w, w.live(self._clock.now(), shown, last))
         if self._budget is not None:
             share = await self._budget.interval(w.account_id)
-            self.schedule.steady(plan, share.every)
-            plan.slot, plan.slots, plan.spare = share.slot, share.slots, share.spare
+            plan.share, plan.slot, plan.slots = share.every, share.slot, share.slots
+            plan.spare = share.spare
         return self.schedule.played(plan, playing, self._clock.now())
 
     async def _lead(self, w: Watch) -> bool:

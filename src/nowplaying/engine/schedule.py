@@ -6,12 +6,11 @@ catches skips; the regular interval is the call budget's share, clamped to [``fl
 budget, ``poll_seconds``, backing off while idle). With a budget the regular polls keep to a grid
 shared by every polled account: account ``slot`` of ``slots`` at ``(k + slot / slots) x every``
 of the clock, so the accounts' polls are spread evenly (no two meet and wait for room) and the
-longest gap between two polls of one account is the interval, also after a poll off the grid
-(:meth:`Schedule.on_grid`). The poll at a track's end and one re-check after a skip are *known*
-moments (:attr:`Plan.known`) that may use the budget's reserve; a regular poll finding no room
-is not made (:meth:`Schedule.yielded`), so none holds up a known one. Failures back off
-exponentially, jittered; a lost grant is re-checked in the store only; nothing runs before the
-app-wide pause ends.
+longest gap between two polls of one account is the interval. The poll at a
+track's end and one re-check after a skip are *known* moments (:attr:`Plan.known`) that may use
+the budget's reserve; a regular poll finding no room is not made (:meth:`Schedule.yielded`), so
+none holds up a known one. Failures back off exponentially, jittered; a lost grant is re-checked
+in the store only; nothing runs before the app-wide pause ends.
 """
 
 from __future__ import annotations
@@ -26,10 +25,6 @@ __all__ = ["YIELD_SECONDS", "Plan", "Schedule"]
 
 YIELD_SECONDS = 0.25
 """A regular poll that found no room in the budget is tried again this much later."""
-_EPSILON = 1e-6
-"""Intervals of rounding: a poll made on its grid point finds that point a whole interval back."""
-STEADY = 0.05
-"""A share within this fraction of the one in force is not taken (:meth:`Schedule.steady`)."""
 
 
 def _track(playing: NowPlaying) -> str | None:
@@ -94,7 +89,6 @@ class Schedule:
         interval, or idle backoff."""
         plan.failures = 0
         plan.idle = 0 if playing.active else plan.idle + 1
-        known = plan.known
         track = _track(playing)
         skipped = (
             plan.track is not None
@@ -108,7 +102,7 @@ class Schedule:
         if plan.share is None:
             wait = self.delay(playing, plan.idle)
         else:
-            regular = self.on_grid(plan, now, known=known) - now
+            regular = self.on_grid(plan, now) - now
             wait = regular if end is None else min(regular, end)
         plan.known = end is not None and end <= wait
         if skipped and plan.share is not None and plan.spare and self.floor < wait:
@@ -116,39 +110,14 @@ class Schedule:
         plan.next_poll = now + wait
         return plan.next_poll
 
-    def on_grid(self, plan: Plan, now: float, *, known: bool = False) -> float:
-        """The account's next regular poll after a poll at ``now`` (``known``: a known moment).
-
-        The last of its grid points within an interval of ``now``, or half an interval on when
-        that point is nearer: no gap between two polls is longer than the interval, whatever
-        the poll at ``now`` was (on its grid point, a known moment, late after yielding, or the
-        grid moved with a new share or slot), none is shorter than half of it, and the poll
-        after an off-grid one is on the grid again. With the reserve spent (no ``spare``), a
-        regular poll is followed by the first grid point at least half an interval on: a poll
-        to come back to the grid sooner would take room the known moments need (that gap can
-        be 1.5 intervals)."""
-        every, offset = self._grid(plan)
-        if not (known or plan.spare):
-            return offset + every * math.ceil((now + every / 2 - offset) / every)
-        latest = offset + every * math.floor((now + every - offset) / every + _EPSILON)
-        return max(latest, now + every / 2)
-
-    def _grid(self, plan: Plan) -> tuple[float, float]:
-        """The account's grid: its interval, and its slot's offset into each."""
+    def on_grid(self, plan: Plan, now: float) -> float:
+        """The account's next regular poll on the shared grid: the first of its grid points at
+        least half an interval after ``now`` (a poll that came a little late, or a known moment
+        just made, is not followed by another at once)."""
         assert plan.share is not None  # noqa: S101 - only with a budget
         every = self.every(plan.share)
-        return every, every * (plan.slot % max(1, plan.slots)) / max(1, plan.slots)
-
-    def steady(self, plan: Plan, share: float) -> None:
-        """Take the budget's ``share`` (seconds between regular polls) for ``plan`` when it is
-        more than :data:`STEADY` off the one in force. The share wavers by a call or two as
-        known moments come and go from the window, and each change moves the grid (its points
-        are multiples of it, so an off-grid poll follows). Kept up to 5 % short, the regular
-        polls run into the reserve the share leaves free; ``take()`` still stops them short of
-        the window's last call."""
-        current = plan.share
-        if current is None or abs(share - current) > current * STEADY:
-            plan.share = share
+        offset = every * (plan.slot % max(1, plan.slots)) / max(1, plan.slots)
+        return offset + every * math.ceil((now + every / 2 - offset) / every)
 
     def yielded(self, plan: Plan, now: float) -> float:
         """A regular poll found no room in the budget and was not made: try again after

@@ -9,8 +9,8 @@ local or in Redis, so every instance spends from, and learns from, one budget.
 The limit is learned as TCP learns its window (AIMD): a 429 cuts it to ``decrease`` times what
 the window held, each window without one adds ``increase`` back, up to the configured size. A
 reserve is kept for the moments the schedule knows (a predicted track end, the re-check after a
-skip): the regular polls' share leaves it free (every known call in the window comes off the
-share), and a regular poll never takes the window's last call. A regular poll's call is counted by
+skip): the regular polls' share leaves it free (less what known moments use beyond it), and a
+regular poll never takes the window's last call. A regular poll's call is counted by
 :meth:`CallBudget.take`
 before the poll, in the same step that checks for room (no room: the poll yields, nothing waits);
 the calls it needs after that one (a token refresh) spend inside :func:`regular_poll`.
@@ -272,18 +272,17 @@ class CallBudget:
     async def interval(self, account_id: str) -> Share:
         """``account_id``'s share, one read of the ledger: every polled account (on every
         instance) gets an equal part of the regular polls' room: the window limit less the
-        reserve, less every call of known moments and others in the window, less one call of
-        slack for polls a little late; paced to the day's remainder. And its slot on the grid.
-        The reserve stays free for known moments that meet: the schedule no longer passes over
-        the grid point after a known moment (no gap between polls is longer than the share), so
-        each known moment is a call on top of the grid's, and the share leaves room for it."""
+        reserve, less what known moments and other calls in the window use beyond the reserve,
+        less one call of slack for polls a little late; paced to the day's remainder. And its
+        slot on the grid."""
         now = self._clock.now()
         span = self.window + self.margin  # what the ledger counts a call for
         reading = await self.ledger.mark_active(account_id, now, span)
         learned = reading.learned
         per_window = self._per_window(learned, now)
         others = reading.in_window - reading.regular
-        room = self.regular_limit(per_window) - self.slack - others
+        held = per_window - self.regular_limit(per_window)
+        room = self.regular_limit(per_window) - self.slack - max(0, others - held)
         left_today = max(0, self._per_day(learned) - reading.today)
         paced = left_today * span / max(span, seconds_to_midnight(now))
         rate = max(min(room, paced), 1e-6)  # regular calls per span, for all accounts
