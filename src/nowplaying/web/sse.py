@@ -395,7 +395,8 @@ _NOTHING = -(1 << 62)
 
 def _version_of(seen: str | None) -> int:
     """A ``Last-Event-ID`` as a version (:data:`_NOTHING`: none, or junk), read once per viewer
-    so that a change costs each viewer one subtraction, not a parse (see :func:`has_version`)."""
+    so that a change costs each viewer two integer comparisons, not a parse (see
+    :func:`has_version`)."""
     if seen is None or not (seen.isascii() and seen.isdigit()) or len(seen) > MAX_ID_DIGITS:
         return _NOTHING
     return int(seen)
