@@ -25,9 +25,9 @@ import redis.asyncio as aioredis
 from harness.cluster import Cluster, cluster, login
 from harness.eventsource import EventSource, close_all
 from harness.redis_server import PrivateRedis
+from harness.sim_server import login_and_publish, server_and_simulator
 
 from nowplaying.coord.keys import Keys
-from tests.procs.test_pause_restart import login_and_publish, server_and_simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 JSON_EVERY = 0.2
