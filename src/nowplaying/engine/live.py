@@ -22,6 +22,7 @@ from nowplaying.engine.fanout import Subscription
 from nowplaying.engine.merge import same_track
 from nowplaying.engine.pause import AppPause
 from nowplaying.engine.pulls import Pulls
+from nowplaying.engine.pushes import Pushes
 from nowplaying.engine.reads import Reads
 from nowplaying.engine.schedule import Plan, Schedule
 from nowplaying.engine.snapshot import Snapshot, Status, progress_at
@@ -29,7 +30,7 @@ from nowplaying.engine.watch import Watch
 from nowplaying.models import AccountStatus, NowPlaying, PlayedItem, SourceKind
 from nowplaying.sources.base import RateLimited, ReconnectRequired, SourceError
 from nowplaying.sources.budget import CallBudget, OverBudget, regular_poll
-from nowplaying.sources.push import Event, Push, pushed
+from nowplaying.sources.push import Event, Push
 from nowplaying.store import Pause, StoreError
 
 __all__ = ["LiveHub", "Snapshot", "Status", "progress_at"]
@@ -74,6 +75,8 @@ class LiveHub:
         self.watch_ttl = watch_ttl
         self.first_wait = first_wait
         self.history_ttl = history_ttl
+        self.pushes = Pushes(clock, self._publish_everywhere)
+        """The push in force on each watch (:mod:`.pushes`)."""
         self._watches: dict[str, Watch] = {}
         self.counts: Counter[str] = Counter()
         """``polls`` made, ``published`` changes, ``reconnect_checks``, ``history`` look-ups,
@@ -185,68 +188,12 @@ class LiveHub:
             w.pushed = None
         else:
             w.pushed = push
-            self._expire_later(w, push)
+            self.pushes.expire_later(w, push)
         self.counts["pushes"] += 1
         old = w.snapshot
         shown = w.shown(self._clock.now())
         last = old.last_played if old is not None and not (shown and shown.active) else None
         await self._publish_everywhere(w, w.live(self._clock.now(), shown, last))
-
-    def _take_on_push(self, w: Watch, snap: Snapshot) -> None:
-        """Another instance received a push and shared the state it made: keep it in force here
-        (this instance polls, and would otherwise publish over it) and show it to the viewers
-        here."""
-        playing = snap.playing
-        if playing is None or playing.source is not SourceKind.PUSH:
-            return
-        if w.pushed is not None and w.pushed.playing == playing:
-            return  # ours, or already taken on
-        w.pushed = pushed(playing)
-        self._expire_later(w, w.pushed)
-        old = w.snapshot
-        last = old.last_played if old is not None else None
-        self._publish_here(
-            w,
-            replace(w.merged(self._clock.now(), last), version=snap.version),
-        )
-
-    def _share_inputs(self, w: Watch, snap: Snapshot) -> bool:
-        """Take what another instance merged ``snap`` from: the push in force there is in force
-        here (or none is), so a finished listen received by any instance ends the push on
-        every one; a follower also keeps the polled state, to merge a push it receives as the
-        polling instance would. Whether the push in force here changed."""
-        if snap.inputs is None:
-            return False
-        polled, playing = snap.inputs
-        if not w.leader:
-            w.polled = polled
-        if playing is None:
-            if w.pushed is None:
-                return False
-            if w.expiry is not None:
-                w.expiry.cancel()
-            w.pushed = None
-            return True
-        if w.pushed is not None and w.pushed.playing == playing:
-            return False
-        w.pushed = pushed(playing)
-        if w.leader:  # the polling instance runs the expiry; followers hear of it
-            self._expire_later(w, w.pushed)
-        return True
-
-    def _expire_later(self, w: Watch, push: Push) -> None:
-        if w.expiry is not None:
-            w.expiry.cancel()
-
-        async def expire() -> None:
-            await self._clock.sleep(max(0.0, push.expires_at - self._clock.now()))
-            if w.pushed is push:
-                w.pushed = None
-                old = w.snapshot
-                last = old.last_played if old else None
-                await self._publish_everywhere(w, w.merged(self._clock.now(), last))
-
-        w.expiry = asyncio.create_task(expire(), name=f"push-expiry:{w.account_id}")
 
     async def _stop(self, w: Watch) -> None:
         task, w.task = w.task, None
@@ -508,10 +455,12 @@ class LiveHub:
             log.warning("ignored malformed shared state")
             return
         w.floor = max(w.floor, snap.version)
-        changed = self._share_inputs(w, snap)
+        changed = self.pushes.share_inputs(w, snap)
         if w.leader:
             if snap.inputs is None:  # an earlier version's instance
-                self._take_on_push(w, snap)
+                taken = self.pushes.taken_on(w, snap)
+                if taken is not None:
+                    self._publish_here(w, taken)
             elif changed and w.polled is not None:
                 self._share_merge(w)
             return
