@@ -122,6 +122,9 @@ async def test_home_assistant_discovers_the_sensor_and_its_state(bridged: Env, p
     await bridged.clock.advance(61, step=1)  # the bridge's next look at the accounts
     state_topic, config_topic = f"{prefix}/demo/state", f"homeassistant/sensor/{prefix}_demo/config"
     now = (await bridged.client.get("/api/spotify")).json()
+    with subscribed(state_topic, config_topic) as first:  # the broker has both (however late)
+        for topic in (config_topic, state_topic):
+            await asyncio.to_thread(first.wait, topic)
     with subscribed(f"{prefix}/#", config_topic) as sub:  # subscribed afterwards: retained
         config = json.loads(await asyncio.to_thread(sub.wait, config_topic))
         assert sub.retained(config_topic), sub.got
