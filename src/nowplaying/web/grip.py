@@ -262,8 +262,6 @@ class Grip:
         if prev is not None:
             item["prev-id"] = str(prev)
         body = {"items": [item]}
-        if len(self.publish_urls) == 1:
-            return await self._publish_to(self.publish_urls[0], body)
         taken = await asyncio.gather(*(self._publish_to(url, body) for url in self.publish_urls))
         return all(taken)
 

@@ -434,7 +434,7 @@ class _Viewer(asyncio.Protocol):
     def has(self, version: int, now: float) -> bool:
         """Whether it has ``version`` already at ``now`` (:func:`has_version`, on the parsed
         id)."""
-        return version <= self.seen <= max(version, int(now * 1000)) + AHEAD_MS
+        return version <= self.seen <= _furthest(version, now)
 
     def write(self, chunk: bytes) -> None:
         """Write ``chunk`` unless the viewer stopped reading (then cut it off). The usual case,
@@ -510,7 +510,7 @@ class _Group:
         version = snap.version
         now = self.streams.clock.now()
         chunk = _chunk(self.streams.event(snap, now))
-        ahead = max(version, int(now * 1000)) + AHEAD_MS  # has_version's bound, once a change
+        ahead = _furthest(version, now)  # has_version's bound, once a change
         for viewer in tuple(self.viewers):
             if not version <= viewer.seen <= ahead:  # viewer.has(version, now), inlined
                 viewer.seen = version
@@ -564,6 +564,9 @@ def has_version(seen: str | None, version: int, now: float) -> bool:
     the clock than :data:`AHEAD_MS`). Ids from before ids kept to the clock (one more than the
     last, from the clock in ms when the widget was first watched) are lower than the clock:
     such a viewer gets the state once, and nothing is skipped."""
-    if seen is None or not (seen.isascii() and seen.isdigit()) or len(seen) > MAX_ID_DIGITS:
-        return False
-    return version <= int(seen) <= max(version, int(now * 1000)) + AHEAD_MS
+    return version <= _version_of(seen) <= _furthest(version, now)
+
+
+def _furthest(version: int, now: float) -> int:
+    """The furthest-ahead id a viewer that has ``version`` may hold at ``now``."""
+    return max(version, int(now * 1000)) + AHEAD_MS
